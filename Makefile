@@ -1,0 +1,42 @@
+# Every target does its own set-up first, so `make demo` and `make test` work on a fresh machine.
+# Set-up steps leave stamps in .venv/ and are skipped when their inputs have not changed.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup system-packages venv demo test bench lint clean
+
+setup: system-packages venv
+
+system-packages:
+	@bash scripts/install-system-packages.sh
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24"
+
+$(STAMP): $(PY) pyproject.toml requirements/constraints.txt
+	$(PY) -m pip install -q -c requirements/constraints.txt -e '.[test]'
+	$(PY) -m pclean_provider.casa.runtime --check
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: setup
+	$(PY) scripts/demo.py
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/run.py
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/hadolint docker/Dockerfile docker/Dockerfile.slurm
+
+clean:
+	rm -rf build *.egg-info .pytest_cache work

@@ -1,0 +1,71 @@
+"""Where the Dask workers come from: one spec for local, SLURM and existing-scheduler clusters.
+
+Field names and defaults follow the published pclean's DaskClusterManager so that its users'
+keyword arguments keep working. The spec is plain data (no Dask import) so that it can cross
+process boundaries (Airflow XCom, trigger kwargs, the cluster host's spec file) as JSON.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ClusterType = Literal["local", "slurm", "address"]
+
+
+class ClusterSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    cluster_type: ClusterType = Field(
+        "local", description="'local' (a LocalCluster on this machine), 'slurm' (workers as SLURM jobs "
+        "through dask-jobqueue) or 'address' (an existing Dask scheduler).")
+    nworkers: int | None = Field(
+        None, ge=1, description="Number of Dask workers; None means the number of CPUs of this machine.")
+    scheduler_address: str | None = Field(
+        None, description="Address of a running Dask scheduler (tcp://host:port). Setting it while "
+        "cluster_type is 'local' switches to 'address'.")
+    threads_per_worker: int = Field(
+        1, ge=1, description="Threads per worker. Keep 1: CASA tools are not thread-safe.")
+    memory_limit: str = Field(
+        "0", description="Per-worker Dask memory limit; '0' switches Dask's memory manager off, which "
+        "cannot see casatools' C++ allocations and would only stall workers.")
+    local_directory: str | None = Field(None, description="Scratch directory for Dask workers.")
+    worker_start_timeout: float = Field(
+        300.0, gt=0, description="Seconds to wait for the first worker before giving up with an error "
+        "(a SLURM job that stays pending, a bad partition).")
+    adaptive: bool = Field(False, description="Scale SLURM jobs between adaptive_minimum and "
+                           "adaptive_maximum with the load instead of a fixed nworkers.")
+    adaptive_minimum: int = Field(0, ge=0, description="Fewest SLURM worker jobs when adaptive.")
+    adaptive_maximum: int | None = Field(None, ge=1, description="Most SLURM worker jobs when adaptive "
+                                         "(default: nworkers).")
+    slurm_queue: str | None = Field(None, description="SLURM partition (--partition).")
+    slurm_account: str | None = Field(None, description="SLURM account (--account).")
+    slurm_walltime: str = Field("24:00:00", description="Wall time of each worker job (--time).")
+    slurm_job_mem: str = Field("20GB", description="Memory of each worker job (--mem).")
+    slurm_cores_per_job: int = Field(1, ge=1, description="CPUs of each worker job (--cpus-per-task).")
+    slurm_job_name: str | None = Field(
+        None, description="SLURM job name of the workers; also what `pclean cluster down` cancels by. "
+        "Default: pclean-worker-<cluster id>.")
+    slurm_job_extra_directives: list[str] | None = Field(None, description="Extra #SBATCH lines.")
+    slurm_python: str | None = Field(None, description="Python executable on the compute nodes "
+                                     "(default: this interpreter).")
+    slurm_local_directory: str | None = Field(None, description="Worker scratch directory on compute nodes.")
+    slurm_log_directory: str = Field("logs", description="Directory for the worker jobs' stdout/stderr.")
+    slurm_job_script_prologue: list[str] | None = Field(
+        None, description="Shell lines run before each worker starts (module load, conda activate). The "
+        "CASA runtime set-up is added by pclean itself.")
+
+    @model_validator(mode="after")
+    def _address_switch(self) -> ClusterSpec:
+        # Backward compatibility with the published pclean: an address alone means "connect to it".
+        if self.scheduler_address and self.cluster_type == "local":
+            object.__setattr__(self, "cluster_type", "address")
+        if self.cluster_type == "address" and not self.scheduler_address:
+            raise ValueError("cluster_type='address' needs scheduler_address (e.g. 'tcp://host:8786'); "
+                             "set it, or use cluster_type='local'.")
+        return self
+
+    def resolved_nworkers(self) -> int:
+        return self.nworkers or os.cpu_count() or 1

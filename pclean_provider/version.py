@@ -1,0 +1,8 @@
+"""Single source of the provider's version (read by get_provider_info and the CLI)."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("airflow-provider-pclean")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+unknown"
