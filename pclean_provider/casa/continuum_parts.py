@@ -1,0 +1,131 @@
+"""How a continuum run is cut into row partitions, and what each part is told.
+
+CASA's own parallel continuum imager cuts the rows of every MeasurementSet into contiguous
+ranges with `synthesisutils.contdatapartition` (TaQL ROWNUMBER() selections; no Multi-MS), and
+defines ONE coordinate system from the full selection which every part then images onto. Both
+are done here, on the coordinator, so that every part grids onto the same pixels and frequency
+reference whatever rows it holds.
+
+The coordinate system is a casatools record with numpy arrays in it; to cross a process
+boundary as JSON it is written with its array types tagged (`encode_record`/`decode_record`),
+so that the worker gets back exactly the record types the tool produced.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+_NDARRAY = "__ndarray__"
+
+
+def encode_record(value: Any) -> Any:
+    """A casatools record as JSON-able data; arrays keep their dtype and shape."""
+    if isinstance(value, dict):
+        return {str(k): encode_record(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return {_NDARRAY: value.tolist(), "dtype": value.dtype.str, "shape": list(value.shape)}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [encode_record(v) for v in value]
+    return value
+
+
+def decode_record(value: Any) -> Any:
+    if isinstance(value, dict):
+        if _NDARRAY in value:
+            return np.asarray(value[_NDARRAY], dtype=np.dtype(value["dtype"])).reshape(value["shape"])
+        return {k: decode_record(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_record(v) for v in value]
+    return value
+
+
+class PartSpec(BaseModel):
+    """What one part imager needs: its rows, the global image definition, its own image name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    part: int  # 0-based
+    nparts: int
+    selection: dict[str, dict[str, Any]]  # 'ms0'... checked selections with the part's TaQL
+    image: dict[str, Any]  # with 'csys' (encoded) and the part's imagename
+    gridding: dict[str, Any]
+    weighting: dict[str, Any]
+    workdir: str  # the part's own cwd: CASA's IMAGING_WEIGHT_* temp files must not collide
+    log_dir: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"part {self.part + 1}/{self.nparts}"
+
+
+def check_selection(selection: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each MS selection as synthesisutils completes it (readonly, usescratch, frame defaults)."""
+    import casatools
+
+    su = casatools.synthesisutils()
+    try:
+        out = {}
+        for key in sorted(selection):
+            rec = dict(selection[key])
+            forced = {k: rec[k] for k in ("readonly", "usescratch") if k in rec}
+            checked = su.checkselectionparams(rec)
+            checked.update(forced)
+            out[key] = checked
+        return out
+    finally:
+        su.done()
+
+
+def partition_rows(selection: dict[str, dict[str, Any]], nparts: int) -> list[dict[str, dict[str, Any]]]:
+    """Row ranges per part, exactly as CASA's parallel continuum imager cuts them."""
+    import casatools
+
+    if nparts == 1:
+        return [selection]
+    su = casatools.synthesisutils()
+    try:
+        parted = su.contdatapartition(selection, int(nparts))
+    finally:
+        su.done()
+    return [parted[str(i)] for i in range(nparts)]
+
+
+def global_coordinates(selection: dict[str, dict[str, Any]], image: dict[str, Any],
+                       gridding: dict[str, Any]) -> dict[str, Any]:
+    """The coordinate system of the full selection, which every part must image onto."""
+    import casatools
+
+    si = casatools.synthesisimager()
+    try:
+        for key in sorted(selection):
+            si.selectdata(selection[key])
+        impars = dict(image)
+        impars.pop("startmodel", None)
+        si.defineimage(impars=impars, gridpars=gridding)
+        return si.getcsys()["coordsys"]
+    finally:
+        si.done()
+
+
+def part_workdir(imagename: str) -> Path:
+    """The folder of the part images, next to the products (CASA's own layout)."""
+    return Path(imagename + ".workdirectory")
+
+
+def part_image_name(imagename: str, part: int) -> str:
+    """Part images live in <imagename>.workdirectory/<base>.n<k> (k 1-based), as CASA names them."""
+    base = os.path.basename(imagename)
+    return str(part_workdir(imagename) / f"{base}.n{part + 1}")
+
+
+def remove_part_images(imagename: str) -> None:
+    shutil.rmtree(part_workdir(imagename), ignore_errors=True)

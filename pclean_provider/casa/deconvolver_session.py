@@ -1,0 +1,229 @@
+"""The coordinator's tools of a continuum run: one normalizer, one deconvolver, one iterbotsink.
+
+The normalizer gathers the parts' images (weight density, PSF, residual) into the full image,
+normalizes it, and scatters the model back; the deconvolver runs the minor cycle and the masks
+on the gathered image; the iterbotsink owns every stopping rule (niter, cycleniter, threshold,
+nsigma, nmajor, cyclefactor), so convergence is decided once for the whole data set, exactly as
+in tclean, whatever the number of parts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import shutil
+from typing import Any
+
+from pydantic import BaseModel
+
+STOP_REASONS = {
+    1: "iteration limit",
+    2: "threshold",
+    3: "force stop",
+    4: "no change in peak residual across two major cycles",
+    5: "peak residual increased by more than 3 times from the previous major cycle",
+    6: "peak residual increased by more than 3 times from the minimum reached",
+    7: "zero mask",
+    8: "any combination of n-sigma and other valid exit criterion",
+    9: "reached nmajor",
+}
+
+
+class MinorCycleResult(BaseModel):
+    iterations: int
+    peak_residual: float | None = None
+    model_flux: float | None = None
+
+
+class ConvergenceState(BaseModel):
+    stopcode: int
+    peak_residual: float | None = None
+    model_flux: float | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.stopcode > 0
+
+    @property
+    def reason(self) -> str | None:
+        return STOP_REASONS.get(self.stopcode)
+
+
+def _float(rec: dict, *keys: str) -> float | None:
+    for key in keys:
+        if key in rec:
+            try:
+                return float(rec[key])
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+class CoordinatorTools:
+    """Normalizer + deconvolver + iterbotsink for one image field, on the coordinator."""
+
+    def __init__(self, *, imagename: str, normalization: dict[str, Any], deconvolution: dict[str, Any],
+                 iteration: dict[str, Any], part_images: list[str] | None, with_deconvolver: bool,
+                 with_iterbot: bool) -> None:
+        import casatools
+
+        self.imagename = imagename
+        self.deconvolution = deconvolution
+        self.iteration = iteration
+        self.normpars = copy.deepcopy(normalization)
+        if part_images:
+            self.normpars["partimagenames"] = list(part_images)
+        self.ps = casatools.synthesisnormalizer()
+        self.ps.setupnormalizer(normpars=self.normpars)
+        self.sd = None
+        self.ib = None
+        self.model_flux: float | None = 0.0  # total model flux after the last minor cycle
+        if with_deconvolver:
+            self.sd = casatools.synthesisdeconvolver()
+            self.sd.setupdeconvolution(decpars=deconvolution)
+        if with_iterbot:
+            self.ib = casatools.iterbotsink()
+            self.ib.setupiteration(iterpars=iteration)
+
+    # -- weighting -------------------------------------------------------------------------
+    def gather_weight_density(self) -> str:
+        """Sum the parts' weight densities; returns the summed grid every part must load."""
+        self.ps.gatherweightdensity()
+        return str(self.ps.scatterweightdensity())
+
+    def weight_density_loaded(self, sumgrid: str) -> None:
+        """After every part has loaded the sum: drop it and the PSF the gather left behind.
+
+        The gather creates a full-size PSF image as a template; the real PSF (its shape
+        possibly different) is made next, so a leftover would only be in the way.
+        """
+        shutil.rmtree(sumgrid, ignore_errors=True)
+        for suffix in (".psf", ".psf.tt0"):
+            shutil.rmtree(self.imagename + suffix, ignore_errors=True)
+
+    # -- psf and pb ------------------------------------------------------------------------
+    def normalize_psf(self) -> None:
+        self.ps.gatherpsfweight()
+        self.ps.dividepsfbyweight()
+        self.ps.divideweightbysumwt()
+        if self.sd is not None:
+            # Fits the PSF beam (and applies restoringbeam/psfcutoff) as tclean does.
+            self.sd.checkrestoringbeam()
+        else:
+            self.ps.makepsfbeamset()
+
+    def normalize_pb(self) -> None:
+        self.ps.normalizeprimarybeam()
+
+    # -- major cycle -----------------------------------------------------------------------
+    def is_last_cycle(self) -> bool:
+        if self.ib is None:
+            return True
+        return self.ib.cleanComplete(lastcyclecheck=True) > 0
+
+    def before_major_cycle(self) -> None:
+        self.ps.dividemodelbyweight()
+        self.ps.scattermodel()
+
+    def after_major_cycle(self, count_it: bool) -> None:
+        if self.ib is not None:
+            self.ib.endmajorcycle()
+        self.ps.gatherresidual()
+        self.ps.divideresidualbyweight()
+        self.ps.multiplymodelbyweight()
+
+    def after_predict(self) -> None:
+        self.ps.multiplymodelbyweight()
+
+    # -- minor cycle, masks, convergence ---------------------------------------------------
+    @property
+    def automask(self) -> bool:
+        return "auto" in str(self.deconvolution.get("usemask", ""))
+
+    def update_mask(self) -> bool:
+        return bool(self.sd.setupmask())
+
+    def has_converged(self, major_count: int) -> ConvergenceState:
+        self.ib.resetminorcycleinfo()
+        initrec = self.sd.initminorcycle()
+        self.ib.mergeinitrecord(initrec, 0)
+        nmajor = int(self.iteration.get("nmajor", -1))
+        reached = nmajor >= 0 and major_count >= nmajor
+        stopcode = int(self.ib.cleanComplete(reachedMajorLimit=reached))
+        if stopcode > 0 and self.automask:
+            self._revert_automask()
+        return ConvergenceState(stopcode=stopcode, peak_residual=_float(initrec, "peakresidual"),
+                                model_flux=self.model_flux)
+
+    def _revert_automask(self) -> None:
+        # tclean keeps the mask that the last minor cycle really used, not the one grown after it.
+        prev = self.imagename + ".prev.mask"
+        if os.path.isdir(prev):
+            shutil.rmtree(self.imagename + ".mask", ignore_errors=True)
+            shutil.move(prev, self.imagename + ".mask")
+
+    def minor_cycle(self) -> MinorCycleResult:
+        controls = self.ib.getminorcyclecontrols()
+        self.ib.resetminorcycleinfo()
+        exrec = self.sd.executeminorcycle(iterbotrecord=controls)
+        self.ib.mergeexecrecord(exrec, 0)
+        if self.automask and os.path.isdir(self.imagename + ".mask"):
+            prev = self.imagename + ".prev.mask"
+            shutil.rmtree(prev, ignore_errors=True)
+            shutil.copytree(self.imagename + ".mask", prev)
+        flux = None
+        matrix = exrec.get("summaryminor")
+        # Rows of CASA's minor-cycle summary: iterations, peak residual, model flux, ...
+        if matrix is not None and getattr(matrix, "ndim", 0) == 2 and matrix.shape[0] >= 3 and matrix.shape[1]:
+            flux = float(matrix[2, -1])
+        self.model_flux = flux if flux is not None else self.model_flux
+        return MinorCycleResult(iterations=int(exrec.get("iterdone", 0)),
+                                peak_residual=_float(exrec, "peakresidual"), model_flux=flux)
+
+    def iterations_done(self) -> int:
+        if self.ib is None:
+            return 0
+        details = self.ib.getiterationdetails()
+        return int(details.get("iterdone", 0))
+
+    def summary(self) -> dict[str, Any]:
+        if self.ib is None:
+            return {}
+        summ = self.ib.getiterationsummary()
+        out: dict[str, Any] = {}
+        for key in ("iterdone", "nmajordone", "stopcode", "maxpsfsidelobe", "threshold", "nsigma",
+                    "cyclethreshold", "niter", "cycleniter"):
+            if key in summ:
+                value = summ[key]
+                out[key] = value.item() if hasattr(value, "item") else value
+        return out
+
+    # -- products --------------------------------------------------------------------------
+    def restore(self) -> None:
+        self.sd.restore()
+
+    def pbcor(self) -> None:
+        self.sd.pbcor()
+
+    def close(self) -> None:
+        for tool in (self.sd, self.ps, self.ib):
+            if tool is not None:
+                with contextlib.suppress(Exception):
+                    tool.done()
+        self.sd = self.ps = self.ib = None
+
+
+def image_peak(path: str) -> float | None:
+    """Largest absolute pixel of an image (the peak residual when no iterbot is running)."""
+    import casatools
+
+    if not os.path.isdir(path):
+        return None
+    ia = casatools.image()
+    try:
+        ia.open(path)
+        stats = ia.statistics(robust=False, verbose=False)
+        return float(max(abs(stats["max"][0]), abs(stats["min"][0]))) if len(stats.get("max", [])) else None
+    finally:
+        ia.close()

@@ -1,0 +1,176 @@
+"""Join sub-cube images along frequency, and the spectral/beam facts the cube engine checks.
+
+`ia.imageconcat(axis=-1, relax=True)` joins along the spectral axis and keeps per-channel
+restoring beams. Modes: 'paged' copies the pixels into one new image; 'nomovevirtual' writes a
+reference catalogue that points at the parts (which must stay); 'movevirtual' moves the parts
+into the output's folder and references them there (no copy; the parts are consumed).
+Outputs are written under a temporary name and renamed, so a reader never sees half a cube.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+
+# Our mode names -> imageconcat's.
+CASA_MODES = {"paged": "paged", "virtual": "nomovevirtual", "movevirtual": "movevirtual"}
+
+
+class ImageConcatError(RuntimeError):
+    """The cube could not be produced (never a warning: a missing cube is a failure)."""
+
+
+def _tool():
+    import casatools
+
+    return casatools.image()
+
+
+def image_frequencies(path: str) -> list[float]:
+    """Spectral axis of an image, channel by channel (Hz, in the image's frame)."""
+    ia = _tool()
+    cs = None
+    try:
+        ia.open(path)
+        cs = ia.coordsys()
+        shape = list(ia.shape())
+        axis = cs.findaxisbyname("Frequency")
+        out = []
+        for ch in range(shape[axis]):
+            pix = [0.0] * len(shape)
+            pix[axis] = float(ch)
+            out.append(float(cs.toworld(pix, "n")["numeric"][axis]))
+        return out
+    except RuntimeError as err:
+        raise ImageConcatError(f"cannot read the spectral axis of {path}: {err}") from err
+    finally:
+        if cs is not None:
+            cs.done()
+        ia.close()
+        ia.done()
+
+
+def image_nchan(path: str) -> int:
+    ia = _tool()
+    try:
+        ia.open(path)
+        cs = ia.coordsys()
+        axis = cs.findaxisbyname("Frequency")
+        cs.done()
+        return int(ia.shape()[axis])
+    finally:
+        ia.close()
+        ia.done()
+
+
+def make_empty_like(template: str, output: str) -> None:
+    """A zero-valued image with the template's shape and coordinates (a sub-cube that cleaned nothing
+    has no .mask; its channels' mask is empty, which zeros state exactly)."""
+    ia = _tool()
+    tmp = f"{output}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        ia.open(template)
+        shape = list(ia.shape())
+        csys = ia.coordsys().torecord()
+        ia.close()
+        ia.fromshape(tmp, shape=shape, csys=csys, overwrite=True)
+        ia.set(0.0)
+        ia.close()
+    finally:
+        ia.done()
+    os.replace(tmp, output) if not os.path.exists(output) else _replace_dir(tmp, output)
+
+
+def _replace_dir(src: str, dst: str) -> None:
+    """Put folder `src` at `dst`, replacing what was there; the old one is removed only afterwards."""
+    old = None
+    if os.path.exists(dst):
+        old = f"{dst}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(dst, old)
+    os.rename(src, dst)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def concat_images(parts: list[str], output: str, mode: str) -> str:
+    """Join `parts` (already in channel order) into `output`; returns `output`."""
+    if mode not in CASA_MODES:
+        raise ImageConcatError(f"concat mode {mode!r}: use one of {sorted(CASA_MODES)}")
+    missing = [p for p in parts if not os.path.isdir(p)]
+    if missing:
+        raise ImageConcatError(f"cannot concatenate {output}: missing parts {missing}")
+    tmp = f"{output}.tmp-{uuid.uuid4().hex[:8]}"
+    expected = sum(image_nchan(p) for p in parts)
+    ia = _tool()
+    try:
+        if len(parts) == 1 and mode != "virtual":
+            # imageconcat needs two or more images; one part is the cube itself.
+            if mode == "movevirtual":
+                os.rename(parts[0], tmp)
+            else:
+                shutil.copytree(parts[0], tmp, symlinks=True)
+        else:
+            joined = ia.imageconcat(outfile=tmp, infiles=list(parts), axis=-1, relax=True, tempclose=False,
+                                    overwrite=True, mode=CASA_MODES[mode])
+            joined.done()
+    except RuntimeError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ImageConcatError(f"imageconcat ({mode}) of {len(parts)} parts into {output} failed: {err}") from err
+    finally:
+        ia.close()
+        ia.done()
+    got = image_nchan(tmp) if os.path.isdir(tmp) else 0
+    if got != expected:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ImageConcatError(f"{output}: concatenation gave {got} channels, expected {expected}")
+    _replace_dir(tmp, output)
+    return output
+
+
+def common_beam(path: str) -> dict[str, float]:
+    """The smallest beam enclosing every channel's beam (what tclean's restoringbeam='common' uses)."""
+    ia = _tool()
+    try:
+        ia.open(path)
+        beam = ia.commonbeam()
+    except RuntimeError as err:
+        raise ImageConcatError(f"no common beam for {path}: {err}") from err
+    finally:
+        ia.close()
+        ia.done()
+    qa = _quanta()
+    return {
+        "major_arcsec": float(qa.convert(beam["major"], "arcsec")["value"]),
+        "minor_arcsec": float(qa.convert(beam["minor"], "arcsec")["value"]),
+        "pa_deg": float(qa.convert(beam["pa"], "deg")["value"]),
+    }
+
+
+def combined_common_beam(paths: list[str]) -> dict[str, float]:
+    """Common beam over the channels of several images together (CASA's own beam-set routine, the one
+    tclean's restoringbeam='common' uses), read through a throw-away virtual concatenation."""
+    if len(paths) == 1:
+        return common_beam(paths[0])
+    scratch = os.path.join(os.path.dirname(os.path.abspath(paths[0])),
+                           f".commonbeam-{uuid.uuid4().hex[:8]}.image")
+    ia = _tool()
+    try:
+        joined = ia.imageconcat(outfile=scratch, infiles=list(paths), axis=-1, relax=True, tempclose=False,
+                                overwrite=True, mode="nomovevirtual")
+        joined.done()
+    except RuntimeError as err:
+        raise ImageConcatError(f"cannot join {paths} to compute their common beam: {err}") from err
+    finally:
+        ia.close()
+        ia.done()
+    try:
+        return common_beam(scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _quanta():
+    import casatools
+
+    return casatools.quanta()

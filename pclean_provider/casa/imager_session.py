@@ -1,0 +1,190 @@
+"""One row partition's `synthesisimager`, kept alive across major cycles in the process that holds it.
+
+Setting an imager up (data selection, image definition, weighting) costs as much as a major
+cycle on small data, and the weight density it was given must survive until the last cycle,
+so each part's imager is built once and kept in a registry of the process (a Dask worker, or
+the caller when running serially), keyed by run id and part number. Every later step is a small
+call that names the run and the part; a call that finds no imager (the worker was restarted, or
+the task landed on another worker) fails with an error naming the part instead of silently
+imaging nothing.
+
+Each call runs in the part's own working directory: CASA writes fixed-name temporary tables
+(IMAGING_WEIGHT_*) into the cwd, and two imagers in one folder would overwrite each other's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from pclean_provider.casa.continuum_parts import PartSpec, decode_record
+
+_REGISTRY: dict[tuple[str, int], PartImager] = {}
+_LOCK = threading.Lock()
+
+# The operations a coordinator may ask of a part, in the order CASA uses them.
+OPERATIONS = ("weight_density", "set_weight_density", "make_psf", "make_pb", "major_cycle",
+              "predict_model")
+
+
+class PartFailure(RuntimeError):
+    """A part imager could not do what it was asked; the message names the part and the step."""
+
+
+class PartReply(BaseModel):
+    run_id: str
+    part: int
+    operation: str
+    seconds: float
+    value: str | None = None
+    host: str = ""
+    pid: int = 0
+
+
+@contextlib.contextmanager
+def _in_dir(path: str):
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def _part_log(spec: PartSpec) -> None:
+    from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
+
+    ensure_casa_runtime()
+    log_dir = spec.log_dir or spec.workdir
+    set_casa_log(Path(log_dir) / f"casa-part{spec.part + 1}.log")
+
+
+class PartImager:
+    """The synthesisimager of one part: selection, image definition and weighting, set up once."""
+
+    def __init__(self, spec: PartSpec, *, serial_layout: bool = False,
+                 normalization: dict[str, Any] | None = None) -> None:
+        import casatools
+
+        self.spec = spec
+        Path(spec.workdir).mkdir(parents=True, exist_ok=True)
+        with _in_dir(spec.workdir):
+            self.si = casatools.synthesisimager()
+            try:
+                for key in sorted(spec.selection):
+                    self.si.selectdata(spec.selection[key])
+                impars = decode_record(spec.image)
+                impars.pop("startmodel", None)
+                self.si.defineimage(impars=impars, gridpars=spec.gridding)
+                if serial_layout and normalization is not None:
+                    # One part holding all rows is serial tclean's layout; tell the imager the
+                    # normalization as serial tclean does.
+                    self.si.normalizerinfo(normalization)
+                self.si.setweighting(**spec.weighting)
+            except Exception:
+                self.si.done()
+                raise
+
+    def run(self, operation: str, **kwargs: Any) -> str | None:
+        with _in_dir(self.spec.workdir):
+            if operation == "weight_density":
+                return str(self.si.getweightdensity())
+            if operation == "set_weight_density":
+                self.si.setweightdensity(kwargs["path"])
+                return None
+            if operation == "make_psf":
+                self.si.makepsf()
+                return None
+            if operation == "make_pb":
+                self.si.makepb()
+                return None
+            if operation == "major_cycle":
+                self.si.executemajorcycle(controls={"lastcycle": bool(kwargs["lastcycle"])})
+                return None
+            if operation == "predict_model":
+                self.si.predictmodel()
+                return None
+        raise PartFailure(f"{self.spec.label}: unknown operation {operation!r}")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.si.done()
+
+
+def _reply(spec_or_key: tuple[str, int], operation: str, t0: float, value: str | None) -> PartReply:
+    import socket
+
+    return PartReply(run_id=spec_or_key[0], part=spec_or_key[1], operation=operation,
+                     seconds=time.perf_counter() - t0, value=value, host=socket.gethostname(),
+                     pid=os.getpid())
+
+
+def open_part(spec_json: str, serial_layout: bool = False,
+              normalization: dict[str, Any] | None = None) -> str:
+    """Build and register the part's imager; returns a PartReply as JSON."""
+    spec = PartSpec.model_validate_json(spec_json)
+    key = (spec.run_id, spec.part)
+    t0 = time.perf_counter()
+    _part_log(spec)
+    with _LOCK:
+        old = _REGISTRY.pop(key, None)
+    if old is not None:
+        old.close()
+    try:
+        imager = PartImager(spec, serial_layout=serial_layout, normalization=normalization)
+    except Exception as exc:
+        raise PartFailure(f"{spec.label}: setting up the imager failed: {exc}") from exc
+    with _LOCK:
+        _REGISTRY[key] = imager
+    return _reply(key, "open", t0, None).model_dump_json()
+
+
+def run_part(run_id: str, part: int, operation: str, **kwargs: Any) -> str:
+    """Run one step on a registered part imager; returns a PartReply as JSON."""
+    key = (run_id, part)
+    with _LOCK:
+        imager = _REGISTRY.get(key)
+    if imager is None:
+        raise PartFailure(
+            f"part {part + 1}: no imager for run {run_id} in process {os.getpid()} (the worker holding "
+            f"it was restarted or lost); the run cannot continue without that part's rows")
+    t0 = time.perf_counter()
+    _part_log(imager.spec)
+    try:
+        value = imager.run(operation, **kwargs)
+    except PartFailure:
+        raise
+    except Exception as exc:
+        raise PartFailure(f"{imager.spec.label}: {operation} failed: {exc}") from exc
+    return _reply(key, operation, t0, value).model_dump_json()
+
+
+def close_part(run_id: str, part: int) -> bool:
+    """Release the part's imager (and its locks on the part images). True if there was one."""
+    with _LOCK:
+        imager = _REGISTRY.pop((run_id, part), None)
+    if imager is None:
+        return False
+    imager.close()
+    return True
+
+
+def close_run(run_id: str) -> int:
+    """Release every imager of a run held by this process (clean-up after a failure)."""
+    with _LOCK:
+        keys = [k for k in _REGISTRY if k[0] == run_id]
+        imagers = [_REGISTRY.pop(k) for k in keys]
+    for imager in imagers:
+        imager.close()
+    return len(imagers)
+
+
+def held_parts() -> list[tuple[str, int]]:
+    with _LOCK:
+        return sorted(_REGISTRY)

@@ -1,0 +1,717 @@
+"""Synthetic MeasurementSets with a known sky, for tests, demos and benchmarks.
+
+The sky is a component list (point and Gaussian components with spectral indices, optionally a
+point source with a Gaussian spectral line) predicted into visibilities by casatools' simulator,
+plus thermal noise from a seeded generator, so the same arguments always give the same data.
+Beside the MeasurementSet we write the component list and a truth file (JSON) that QA compares
+images against.
+
+Conventions the truth file relies on:
+- ``ref_freq_hz`` is the centre of the total frequency coverage and the reference frequency of
+  every source spectrum, so an mfs image (whose reference frequency tclean puts mid-band) shows
+  each source at its ``flux_jy``.
+- Source positions are given as offsets on the sky's tangent plane (SIN projection, as CASA images
+  use), so a source at offset (dx, dy) lands at pixel offset (dx/cell, dy/cell) from the image centre.
+- Fluxes are intrinsic: the simulator applies the VLA primary beam, so a primary-beam corrected
+  image is what matches ``flux_jy``; sources are kept near the pointing centre, where the
+  attenuation is below 1 %.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pclean_provider.casa.runtime import ensure_casa_runtime
+
+# Phase centre of the default sky: at +40 deg it transits at 56 deg elevation seen from the VLA,
+# so even 8 h tracks stay high above the horizon.
+DEFAULT_PHASE_CENTER = (180.0, 40.0)  # ra, dec in degrees (J2000)
+# A fixed epoch keeps runs reproducible; observations are centred on transit this day.
+REFERENCE_EPOCH = "2024/03/20/00:00:00"
+DISH_DIAMETER_M = 25.0
+# Array arms: the longest baseline is sqrt(3) * arm length, about 1.56 km, giving a ~30 arcsec
+# beam at 1.4 GHz: small images (128 px) then show several beams around each source.
+ARM_LENGTH_M = 900.0
+ARM_INNER_M = 40.0
+SPEED_OF_LIGHT = 299_792_458.0
+ARCSEC_PER_RAD = 180.0 / math.pi * 3600.0
+
+
+class SimulationError(ValueError):
+    """Bad simulator input; the message names the parameter and the fix."""
+
+
+class SourceSpec(BaseModel):
+    """One sky component. Position either absolute (ra_deg/dec_deg) or as offsets from the phase centre."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    shape: Literal["point", "gaussian"] = "point"
+    flux_jy: float = Field(gt=0, description="Stokes I at ref_freq_hz")
+    spectral_index: float = 0.0
+    offset_ra_arcsec: float = 0.0
+    offset_dec_arcsec: float = 0.0
+    ra_deg: float | None = None
+    dec_deg: float | None = None
+    major_arcsec: float | None = None
+    minor_arcsec: float | None = None
+    pa_deg: float = 0.0
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> SourceSpec:
+        if (self.ra_deg is None) != (self.dec_deg is None):
+            raise ValueError(f"source {self.name!r}: give both ra_deg and dec_deg, or neither (then offsets apply)")
+        if self.shape == "gaussian":
+            if not self.major_arcsec or not self.minor_arcsec or self.major_arcsec <= 0 or self.minor_arcsec <= 0:
+                raise ValueError(f"source {self.name!r}: a gaussian needs positive major_arcsec and minor_arcsec")
+            if self.minor_arcsec > self.major_arcsec:
+                raise ValueError(f"source {self.name!r}: minor_arcsec must not exceed major_arcsec")
+        return self
+
+
+class LineSpec(BaseModel):
+    """A point source whose spectrum is a Gaussian line (plus optional flat continuum)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "line"
+    peak_flux_jy: float = Field(default=0.5, gt=0)
+    center_freq_hz: float | None = None  # default: ref_freq_hz
+    fwhm_hz: float | None = None  # default: 4 channels
+    continuum_jy: float = Field(default=0.0, ge=0)
+    offset_ra_arcsec: float = -60.0
+    offset_dec_arcsec: float = 45.0
+
+
+class SimulationResult(BaseModel):
+    """What simulate_ms wrote (absolute paths) and how to image it."""
+
+    ms: str
+    truth: str
+    componentlist: str
+    nrows: int
+    nchan: int
+    nspw: int
+    nfields: int
+    suggested_cell: str
+    suggested_imsize: int
+    beam_estimate_arcsec: float
+    phasecenter: str
+    seed: int
+
+
+def default_sources() -> list[SourceSpec]:
+    """A 1 Jy point at the phase centre, a resolved Gaussian and a weak steep-spectrum point."""
+    return [
+        SourceSpec(name="point", shape="point", flux_jy=1.0, spectral_index=-0.7),
+        SourceSpec(
+            name="gaussian",
+            shape="gaussian",
+            flux_jy=0.5,
+            spectral_index=-1.0,
+            offset_ra_arcsec=150.0,
+            offset_dec_arcsec=90.0,
+            major_arcsec=60.0,
+            minor_arcsec=40.0,
+            pa_deg=30.0,
+        ),
+        SourceSpec(
+            name="weak_point",
+            shape="point",
+            flux_jy=0.2,
+            spectral_index=0.5,
+            offset_ra_arcsec=-120.0,
+            offset_dec_arcsec=-150.0,
+        ),
+    ]
+
+
+def load_sources(sources: str | os.PathLike | Iterable[Any] | None) -> list[SourceSpec]:
+    """Sources from None (the default sky), a list of dicts/models, or a JSON/YAML file."""
+    if sources is None:
+        return default_sources()
+    if isinstance(sources, str | os.PathLike):
+        path = Path(sources).expanduser()
+        if not path.is_file():
+            raise SimulationError(f"sources: file {path} does not exist; give a JSON or YAML list of sources")
+        text = path.read_text()
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            raw = yaml.safe_load(text)
+        else:
+            raw = json.loads(text)
+        if isinstance(raw, dict) and "sources" in raw:
+            raw = raw["sources"]
+        if not isinstance(raw, list):
+            raise SimulationError(f"sources: {path} must hold a list of sources (or a mapping with 'sources')")
+        sources = raw
+    out: list[SourceSpec] = []
+    for i, item in enumerate(sources):
+        if isinstance(item, SourceSpec):
+            out.append(item)
+            continue
+        try:
+            out.append(SourceSpec.model_validate(item))
+        except Exception as exc:
+            raise SimulationError(f"sources[{i}]: {exc}") from exc
+    if not out:
+        raise SimulationError("sources: the list is empty; give at least one source or None for the default sky")
+    names = [s.name for s in out]
+    if len(set(names)) != len(names):
+        raise SimulationError(f"sources: names must be unique, got {names}")
+    return out
+
+
+def _lm_to_radec(ra0: float, dec0: float, l_rad: float, m_rad: float) -> tuple[float, float]:
+    """Inverse SIN projection: tangent-plane offsets (radians) to ra, dec (radians)."""
+    n = math.sqrt(max(0.0, 1.0 - l_rad * l_rad - m_rad * m_rad))
+    dec = math.asin(m_rad * math.cos(dec0) + n * math.sin(dec0))
+    ra = ra0 + math.atan2(l_rad, n * math.cos(dec0) - m_rad * math.sin(dec0))
+    return ra % (2 * math.pi), dec
+
+
+def _radec_to_lm(ra0: float, dec0: float, ra: float, dec: float) -> tuple[float, float]:
+    dra = ra - ra0
+    l_rad = math.cos(dec) * math.sin(dra)
+    m_rad = math.sin(dec) * math.cos(dec0) - math.cos(dec) * math.sin(dec0) * math.cos(dra)
+    return l_rad, m_rad
+
+
+def _casa_direction(ra_rad: float, dec_rad: float) -> str:
+    return f"J2000 {ra_rad!r}rad {dec_rad!r}rad"
+
+
+def array_layout(antennas: int) -> tuple[list[float], list[float], list[float], list[str]]:
+    """A Y-shaped array (VLA-like), antennas spread along three arms with power-law spacing.
+
+    Returns local east/north/up offsets in metres and antenna names. Deterministic.
+    """
+    per_arm = [antennas // 3 + (1 if i < antennas % 3 else 0) for i in range(3)]
+    east, north, up, names = [], [], [], []
+    for arm, count in enumerate(per_arm):
+        # Arms at 5, 125, 245 deg from north: not aligned with the axes, so the uv tracks fill the plane.
+        angle = math.radians(5.0 + 120.0 * arm)
+        for k in range(1, count + 1):
+            radius = ARM_INNER_M + (ARM_LENGTH_M - ARM_INNER_M) * (k / count) ** 1.7
+            east.append(radius * math.sin(angle))
+            north.append(radius * math.cos(angle))
+            up.append(0.0)
+            names.append(f"{'NEW'[arm]}{k:02d}")
+    return east, north, up, names
+
+
+def mosaic_offsets(fields: int, spacing_arcsec: float) -> list[tuple[float, float]]:
+    """Pointing offsets (arcsec) on a hexagonal pattern: the centre, then rings around it."""
+    out = [(0.0, 0.0)]
+    ring = 1
+    while len(out) < fields:
+        # Walk the ring's six sides; corners at 60 degree steps.
+        corners = [
+            (ring * spacing_arcsec * math.cos(math.radians(60 * i)), ring * spacing_arcsec * math.sin(math.radians(60 * i)))
+            for i in range(6)
+        ]
+        for i in range(6):
+            x0, y0 = corners[i]
+            x1, y1 = corners[(i + 1) % 6]
+            for step in range(ring):
+                t = step / ring
+                out.append((x0 + (x1 - x0) * t, y0 + (y1 - y0) * t))
+        ring += 1
+    return out[:fields]
+
+
+def spw_layout(nspw: int, nchan: int, chan_width_hz: float, ref_freq_hz: float, spw_gap_hz: float) -> list[float]:
+    """First-channel centre frequency of each spw, so that the whole coverage is centred on ref_freq_hz."""
+    spw_span = nchan * chan_width_hz
+    total = nspw * spw_span + (nspw - 1) * spw_gap_hz
+    low_edge = ref_freq_hz - total / 2.0
+    return [low_edge + i * (spw_span + spw_gap_hz) + chan_width_hz / 2.0 for i in range(nspw)]
+
+
+def _nice_imsize(n: float) -> int:
+    """Smallest size >= n that FFTs well (factors 2, 3, 5; even)."""
+    size = max(64, int(math.ceil(n)))
+    while True:
+        m = size
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1 and size % 2 == 0:
+            return size
+        size += 1
+
+
+def _validate(**kw: Any) -> None:
+    if kw["antennas"] < 3:
+        raise SimulationError(f"antennas={kw['antennas']}: need at least 3 antennas")
+    if kw["nchan"] < 1:
+        raise SimulationError(f"nchan={kw['nchan']}: need at least 1 channel")
+    if kw["nspw"] < 1:
+        raise SimulationError(f"nspw={kw['nspw']}: need at least 1 spectral window")
+    if kw["chan_width_hz"] <= 0:
+        raise SimulationError(f"chan_width_hz={kw['chan_width_hz']}: must be positive")
+    if kw["ref_freq_hz"] <= 0:
+        raise SimulationError(f"ref_freq_hz={kw['ref_freq_hz']}: must be positive")
+    if kw["fields"] < 1:
+        raise SimulationError(f"fields={kw['fields']}: need at least 1 field")
+    if not 0 < kw["hours"] <= 12:
+        raise SimulationError(f"hours={kw['hours']}: give a track length between 0 and 12 hours")
+    if kw["integration_s"] <= 0 or kw["integration_s"] > kw["hours"] * 3600:
+        raise SimulationError(f"integration_s={kw['integration_s']}: must be positive and shorter than the track")
+    if kw["noise_jy"] < 0:
+        raise SimulationError(f"noise_jy={kw['noise_jy']}: must be >= 0 (0 means no noise)")
+    if kw["spw_gap_hz"] < 0:
+        raise SimulationError(f"spw_gap_hz={kw['spw_gap_hz']}: must be >= 0")
+    total = kw["nspw"] * kw["nchan"] * kw["chan_width_hz"] + (kw["nspw"] - 1) * kw["spw_gap_hz"]
+    if total >= kw["ref_freq_hz"]:
+        raise SimulationError("the frequency coverage is wider than ref_freq_hz; reduce nchan, nspw or chan_width_hz")
+
+
+def _resolve_line(spectral_line: Any, ref_freq_hz: float, chan_width_hz: float) -> LineSpec | None:
+    if spectral_line is None or spectral_line is False:
+        return None
+    if spectral_line is True:
+        line = LineSpec()
+    elif isinstance(spectral_line, LineSpec):
+        line = spectral_line
+    else:
+        try:
+            line = LineSpec.model_validate(spectral_line)
+        except Exception as exc:
+            raise SimulationError(f"spectral_line: {exc}") from exc
+    updates = {}
+    if line.center_freq_hz is None:
+        updates["center_freq_hz"] = ref_freq_hz
+    if line.fwhm_hz is None:
+        updates["fwhm_hz"] = 4.0 * chan_width_hz
+    return line.model_copy(update=updates) if updates else line
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def simulate_ms(
+    output: str | os.PathLike,
+    *,
+    antennas: int = 12,
+    nchan: int = 32,
+    nspw: int = 1,
+    chan_width_hz: float = 1e6,
+    ref_freq_hz: float = 1.4e9,
+    fields: int = 1,
+    hours: float = 1.0,
+    integration_s: float = 30.0,
+    noise_jy: float = 0.005,
+    seed: int = 42,
+    sources: str | os.PathLike | Sequence[Any] | None = None,
+    spectral_line: Any = None,
+    overwrite: bool = False,
+    spw_gap_hz: float = 0.0,
+    freq_frame: Literal["TOPO", "LSRK"] = "TOPO",
+) -> SimulationResult:
+    """Write a simulated MeasurementSet, its component list and truth file; return their paths.
+
+    ``output`` is the MeasurementSet path; the component list (``<stem>.cl``) and the truth file
+    (``<stem>.truth.json``) go beside it. ``noise_jy`` is the rms per visibility (real and
+    imaginary part); 0 gives noise-free data. ``spectral_line`` may be True (a default line),
+    a dict or a :class:`LineSpec`. Spectral windows are contiguous unless ``spw_gap_hz`` > 0.
+    """
+    _validate(
+        antennas=antennas, nchan=nchan, nspw=nspw, chan_width_hz=chan_width_hz, ref_freq_hz=ref_freq_hz,
+        fields=fields, hours=hours, integration_s=integration_s, noise_jy=noise_jy, spw_gap_hz=spw_gap_hz,
+    )
+    if freq_frame not in ("TOPO", "LSRK"):
+        raise SimulationError(f"freq_frame={freq_frame!r}: use 'TOPO' or 'LSRK'")
+    src = load_sources(sources)
+    line = _resolve_line(spectral_line, ref_freq_hz, chan_width_hz)
+    if line is not None and line.name in {s.name for s in src}:
+        raise SimulationError(f"spectral_line: name {line.name!r} is already used by a source; rename it")
+
+    ms_path = Path(output).expanduser().resolve()
+    stem = ms_path.name[:-3] if ms_path.name.lower().endswith(".ms") else ms_path.name
+    cl_path = ms_path.with_name(stem + ".cl")
+    truth_path = ms_path.with_name(stem + ".truth.json")
+    existing = [p for p in (ms_path, cl_path, truth_path) if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"output: {', '.join(map(str, existing))} already exists; pass overwrite=True (--overwrite) to replace it"
+        )
+    ms_path.parent.mkdir(parents=True, exist_ok=True)
+
+    ensure_casa_runtime()
+    import casatools
+
+    ra0, dec0 = (math.radians(v) for v in DEFAULT_PHASE_CENTER)
+    phasecenter = _casa_direction(ra0, dec0)
+    freqs0 = spw_layout(nspw, nchan, chan_width_hz, ref_freq_hz, spw_gap_hz)
+    lowest_freq = freqs0[0] - chan_width_hz / 2
+    highest_freq = freqs0[-1] + (nchan - 0.5) * chan_width_hz
+    pb_fwhm_arcsec = 1.13 * SPEED_OF_LIGHT / ref_freq_hz / DISH_DIAMETER_M * ARCSEC_PER_RAD
+    field_offsets = mosaic_offsets(fields, spacing_arcsec=pb_fwhm_arcsec / 3.0)
+
+    # Everything is built in a private folder next to the output and renamed into place at the
+    # end, so an interrupted run never leaves a half-written MeasurementSet under the real name.
+    work = Path(tempfile.mkdtemp(prefix=f".{stem}.sim-", dir=ms_path.parent))
+    try:
+        tmp_ms = work / ms_path.name
+        tmp_cl = work / cl_path.name
+        tmp_truth = work / truth_path.name
+
+        source_records = []
+        cl = casatools.componentlist()
+        try:
+            for s in src:
+                if s.ra_deg is not None:
+                    ra, dec = math.radians(s.ra_deg), math.radians(s.dec_deg)
+                    l_rad, m_rad = _radec_to_lm(ra0, dec0, ra, dec)
+                else:
+                    l_rad, m_rad = s.offset_ra_arcsec / ARCSEC_PER_RAD, s.offset_dec_arcsec / ARCSEC_PER_RAD
+                    ra, dec = _lm_to_radec(ra0, dec0, l_rad, m_rad)
+                kwargs: dict[str, Any] = {
+                    "dir": _casa_direction(ra, dec),
+                    "flux": s.flux_jy,
+                    "fluxunit": "Jy",
+                    "freq": f"{ref_freq_hz!r}Hz",
+                    "shape": s.shape,
+                    "spectrumtype": "spectral index",
+                    "index": s.spectral_index,
+                }
+                if s.shape == "gaussian":
+                    kwargs.update(
+                        majoraxis=f"{s.major_arcsec}arcsec",
+                        minoraxis=f"{s.minor_arcsec}arcsec",
+                        positionangle=f"{s.pa_deg}deg",
+                    )
+                cl.addcomponent(**kwargs)
+                source_records.append(
+                    {
+                        "name": s.name,
+                        "shape": s.shape,
+                        "ra_deg": math.degrees(ra),
+                        "dec_deg": math.degrees(dec),
+                        "offset_ra_arcsec": l_rad * ARCSEC_PER_RAD,
+                        "offset_dec_arcsec": m_rad * ARCSEC_PER_RAD,
+                        "flux_jy": s.flux_jy,
+                        "spectral_index": s.spectral_index,
+                        "major_arcsec": s.major_arcsec,
+                        "minor_arcsec": s.minor_arcsec,
+                        "pa_deg": s.pa_deg if s.shape == "gaussian" else None,
+                        "line": None,
+                    }
+                )
+            line_image = None
+            if line is not None:
+                line_image, ra, dec = _line_model_image(
+                    casatools, work / "line.model", line, ra0, dec0, lowest_freq, highest_freq, chan_width_hz
+                )
+                l_rad, m_rad = _radec_to_lm(ra0, dec0, ra, dec)
+                sigma = line.fwhm_hz / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+                source_records.append(
+                    {
+                        "name": line.name,
+                        "shape": "point",
+                        "ra_deg": math.degrees(ra),
+                        "dec_deg": math.degrees(dec),
+                        "offset_ra_arcsec": l_rad * ARCSEC_PER_RAD,
+                        "offset_dec_arcsec": m_rad * ARCSEC_PER_RAD,
+                        "flux_jy": line.continuum_jy
+                        + line.peak_flux_jy * math.exp(-0.5 * ((ref_freq_hz - line.center_freq_hz) / sigma) ** 2),
+                        "spectral_index": 0.0,
+                        "major_arcsec": None,
+                        "minor_arcsec": None,
+                        "pa_deg": None,
+                        "line": {
+                            "profile": "gaussian",
+                            "center_freq_hz": line.center_freq_hz,
+                            "fwhm_hz": line.fwhm_hz,
+                            "peak_flux_jy": line.peak_flux_jy,
+                            "continuum_jy": line.continuum_jy,
+                            "frame": "LSRK",
+                            "in_componentlist": False,
+                        },
+                    }
+                )
+            cl.rename(str(tmp_cl))
+        finally:
+            cl.close()
+            cl.done()
+
+        me = casatools.measures()
+        vla = me.observatory("VLA")
+        me.done()
+        east, north, up, names = array_layout(antennas)
+
+        sm = casatools.simulator()
+        try:
+            sm.open(str(tmp_ms))
+            sm.setconfig(
+                telescopename="VLA",
+                x=east,
+                y=north,
+                z=up,
+                dishdiameter=[DISH_DIAMETER_M] * antennas,
+                mount=["ALT-AZ"] * antennas,
+                antname=names,
+                padname=[f"P{n}" for n in names],
+                coordsystem="local",
+                referencelocation=vla,
+            )
+            for i, f0 in enumerate(freqs0):
+                sm.setspwindow(
+                    spwname=f"spw{i}",
+                    freq=f"{f0!r}Hz",
+                    deltafreq=f"{chan_width_hz!r}Hz",
+                    freqresolution=f"{chan_width_hz!r}Hz",
+                    refcode=freq_frame,
+                    nchannels=nchan,
+                    stokes="RR LL",
+                )
+            sm.setfeed(mode="perfect R L")
+            field_names = []
+            for i, (dx, dy) in enumerate(field_offsets):
+                fra, fdec = _lm_to_radec(ra0, dec0, dx / ARCSEC_PER_RAD, dy / ARCSEC_PER_RAD)
+                name = "TARGET" if fields == 1 else f"TARGET_{i:02d}"
+                sm.setfield(sourcename=name, sourcedirection=_casa_direction(fra, fdec))
+                field_names.append(name)
+            sm.setlimits(shadowlimit=0.001, elevationlimit="8deg")
+            sm.setauto(autocorrwt=0.0)
+            sm.settimes(
+                integrationtime=f"{integration_s!r}s",
+                usehourangle=True,
+                referencetime=me_epoch(casatools),
+            )
+            for name, spw, start, stop in _schedule(field_names, nspw, hours, integration_s):
+                sm.observe(sourcename=name, spwname=f"spw{spw}", starttime=f"{start!r}s", stoptime=f"{stop!r}s")
+            # Squint would make RR and LL see different skies off axis; Stokes I truth stays simpler without it.
+            sm.setvp(dovp=True, usedefaultvp=True, dosquint=False)
+            if line_image is not None:
+                sm.predict(imagename=[str(line_image)], complist=str(tmp_cl), incremental=False)
+            else:
+                sm.predict(complist=str(tmp_cl), incremental=False)
+            if noise_jy > 0:
+                sm.setseed(int(seed))
+                sm.setnoise(mode="simplenoise", simplenoise=f"{noise_jy!r}Jy")
+                sm.corrupt()
+        finally:
+            sm.close()
+            sm.done()
+
+        tb = casatools.table()
+        tb.open(str(tmp_ms), nomodify=False)
+        try:
+            # The simulator leaves CORRECTED_DATA (a copy of DATA) and MODEL_DATA (unity) behind.
+            # Raw data from a telescope carry only DATA; dropping the copies also keeps
+            # benchmark-sized sets a third of the size.
+            scratch = [c for c in ("CORRECTED_DATA", "MODEL_DATA") if c in tb.colnames()]
+            if scratch:
+                tb.removecols(scratch)
+            nrows = int(tb.nrows())
+            uvw = tb.getcol("UVW")
+        finally:
+            tb.close()
+        if nrows == 0:
+            raise SimulationError(
+                "the simulator produced no rows (source never above the elevation limit?); check hours"
+            )
+        uvmax_m = float(max(math.hypot(u, v) for u, v in zip(uvw[0], uvw[1], strict=True)))
+        uvmax_lambda = uvmax_m * highest_freq / SPEED_OF_LIGHT
+        beam_arcsec = ARCSEC_PER_RAD / uvmax_lambda
+        # About 5 pixels across the finest fringe (Nyquist needs 2; CLEAN wants the beam well
+        # sampled), rounded down to a tidy value so the cell string stays readable.
+        cell = math.floor(beam_arcsec / 5.0 * 2.0) / 2.0 if beam_arcsec >= 2.5 else round(beam_arcsec / 5.0, 3)
+        extent = max(
+            [abs(r["offset_ra_arcsec"]) + (r["major_arcsec"] or 0.0) for r in source_records]
+            + [abs(r["offset_dec_arcsec"]) + (r["major_arcsec"] or 0.0) for r in source_records]
+            + [abs(c) + pb_fwhm_arcsec / 4.0 for xy in field_offsets[1:] for c in xy]
+        )
+        # Sources within the inner ~60 % of the image keep clear of the edges where the gridding
+        # taper and aliasing live.
+        imsize = max(128, _nice_imsize(2.0 * extent / 0.6 / cell))
+
+        truth = {
+            "format": "pclean_provider.simulation/1",
+            "phase_center": {
+                "ra_deg": math.degrees(ra0),
+                "dec_deg": math.degrees(dec0),
+                "frame": "J2000",
+                "casa": phasecenter,
+            },
+            "ref_freq_hz": ref_freq_hz,
+            "freq_frame": freq_frame,
+            "spws": [
+                {"id": i, "first_freq_hz": f0, "chan_width_hz": chan_width_hz, "nchan": nchan}
+                for i, f0 in enumerate(freqs0)
+            ],
+            "freq_range_hz": [lowest_freq, highest_freq],
+            "fields": [
+                {
+                    "id": i,
+                    "name": field_names[i],
+                    "offset_ra_arcsec": dx,
+                    "offset_dec_arcsec": dy,
+                }
+                for i, (dx, dy) in enumerate(field_offsets)
+            ],
+            "sources": source_records,
+            "flux_convention": "intrinsic (not primary-beam attenuated) Stokes I at ref_freq_hz",
+            "noise_jy_per_visibility": noise_jy,
+            "simulation": {
+                "antennas": antennas,
+                "nchan": nchan,
+                "nspw": nspw,
+                "chan_width_hz": chan_width_hz,
+                "spw_gap_hz": spw_gap_hz,
+                "fields": fields,
+                "hours": hours,
+                "integration_s": integration_s,
+                "seed": seed,
+                "nrows": nrows,
+            },
+            "imaging_hint": {
+                "cell": f"{cell:g}arcsec",
+                "imsize": imsize,
+                "beam_estimate_arcsec": beam_arcsec,
+                "primary_beam_fwhm_arcsec": pb_fwhm_arcsec,
+                "phasecenter": phasecenter,
+            },
+        }
+        tmp_truth.write_text(json.dumps(truth, indent=2) + "\n")
+
+        # Replace old outputs only now that the new ones are complete.
+        for new, final in ((tmp_ms, ms_path), (tmp_cl, cl_path), (tmp_truth, truth_path)):
+            if final.exists() or final.is_symlink():
+                trash = work / (".old-" + final.name)
+                os.replace(final, trash)
+            os.replace(new, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    return SimulationResult(
+        ms=str(ms_path),
+        truth=str(truth_path),
+        componentlist=str(cl_path),
+        nrows=nrows,
+        nchan=nchan,
+        nspw=nspw,
+        nfields=fields,
+        suggested_cell=f"{cell:g}arcsec",
+        suggested_imsize=imsize,
+        beam_estimate_arcsec=beam_arcsec,
+        phasecenter=phasecenter,
+        seed=seed,
+    )
+
+
+def _line_model_image(
+    casatools: Any,
+    path: Path,
+    line: LineSpec,
+    ra0: float,
+    dec0: float,
+    lowest_freq: float,
+    highest_freq: float,
+    chan_width_hz: float,
+) -> tuple[Path, float, float]:
+    """A model cube (Jy/pixel) holding the line source in one pixel; returns it and the pixel's ra, dec.
+
+    The simulator's prediction ignores tabular component spectra (it evaluates a component at one
+    frequency), so a line needs an image. The line is fixed in LSRK, as a real line would be; the
+    cube's channels are the data's grid plus one spare channel at each end for the Doppler shift.
+    """
+    # Pixels much smaller than the beam, and the source in the inner half of the model, where the
+    # gridding correction of the prediction is accurate.
+    cell_arcsec = 2.0
+    reach = max(abs(line.offset_ra_arcsec), abs(line.offset_dec_arcsec), 10 * cell_arcsec)
+    npix = _nice_imsize(4.0 * reach / cell_arcsec)
+    nchan = int(round((highest_freq - lowest_freq) / chan_width_hz)) + 2
+    first = lowest_freq + chan_width_hz / 2.0 - chan_width_hz
+
+    cs = casatools.coordsys()
+    csys = cs.newcoordsys(direction=True, spectral=True, stokes=["I"])
+    cs.done()
+    try:
+        csys.setreferencecode("J2000", "direction", adjust=False)
+        csys.setprojection("SIN")
+        cell_rad = cell_arcsec / ARCSEC_PER_RAD
+        csys.setunits(["rad", "rad", "", "Hz"])
+        csys.setincrement([-cell_rad, cell_rad, 1.0, chan_width_hz])
+        csys.setreferencepixel([npix // 2, npix // 2, 0.0, 0.0])
+        csys.setreferencevalue([ra0, dec0, 1.0, first])
+        csys.setreferencecode("LSRK", "spectral", adjust=False)
+        x = int(round(npix // 2 - line.offset_ra_arcsec / cell_arcsec))
+        y = int(round(npix // 2 + line.offset_dec_arcsec / cell_arcsec))
+        world = csys.toworld([x, y, 0, 0])["numeric"]
+        ra, dec = float(world[0]), float(world[1])
+
+        import numpy as np
+
+        freqs = first + chan_width_hz * np.arange(nchan)
+        sigma = line.fwhm_hz / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+        spectrum = line.continuum_jy + line.peak_flux_jy * np.exp(-0.5 * ((freqs - line.center_freq_hz) / sigma) ** 2)
+        pixels = np.zeros((npix, npix, 1, nchan), dtype=np.float32)
+        pixels[x, y, 0, :] = spectrum
+
+        ia = casatools.image()
+        try:
+            ia.fromshape(str(path), [npix, npix, 1, nchan], csys=csys.torecord(), overwrite=True, log=False)
+            ia.putchunk(pixels)
+            ia.setbrightnessunit("Jy/pixel")
+        finally:
+            ia.close()
+            ia.done()
+    finally:
+        csys.done()
+    return path, ra % (2 * math.pi), dec
+
+
+def me_epoch(casatools: Any) -> dict:
+    me = casatools.measures()
+    try:
+        return me.epoch("UTC", REFERENCE_EPOCH)
+    finally:
+        me.done()
+
+
+def _schedule(field_names: list[str], nspw: int, hours: float, integration_s: float) -> list[tuple[str, int, float, float]]:
+    """Scans as (field, spw, start, stop) in seconds of hour angle around transit.
+
+    One field: a single scan over the whole track. Several fields: short scans cycling through the
+    pointings, so each gets hour-angle coverage across the track. Every spw sees the same times.
+    """
+    total = hours * 3600.0
+    start = -total / 2.0
+    n_int = max(1, int(round(total / integration_s)))
+    if len(field_names) == 1:
+        slots = [(field_names[0], 0, n_int)]
+    else:
+        per_scan = max(1, min(int(300.0 // integration_s), n_int // len(field_names)))
+        slots = []
+        done = 0
+        i = 0
+        while done < n_int:
+            take = min(per_scan, n_int - done)
+            slots.append((field_names[i % len(field_names)], done, take))
+            done += take
+            i += 1
+    out = []
+    for name, first, count in slots:
+        t0 = start + first * integration_s
+        t1 = t0 + count * integration_s
+        for spw in range(nspw):
+            out.append((name, spw, t0, t1))
+    return out

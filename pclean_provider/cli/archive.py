@@ -1,0 +1,76 @@
+"""``pclean archive``: publish products (FITS + manifest, atomically versioned) and verify them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _load_config(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise SystemExit(f"pclean archive: --config={path} does not exist")
+    if p.suffix in (".yaml", ".yml"):
+        import yaml
+
+        return dict(yaml.safe_load(p.read_text()) or {})
+    return dict(json.loads(p.read_text()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pclean archive", description="Publish imaging products and verify an archive.")
+    sub = p.add_subparsers(dest="command", required=True)
+    pub = sub.add_parser("publish", help="export FITS with checksums, write the manifest, publish a new version")
+    pub.add_argument("--image", action="append", required=True, help="imagename prefix (repeat for several)")
+    pub.add_argument("--archive-root", required=True, help="archive folder; the product goes to <root>/<id>/vNNNN")
+    pub.add_argument("--product-id", help="product name in the archive (default: the first image's name)")
+    pub.add_argument("--qa-dir", help="folder with qa.json/qa.html (default <image>.qa when present)")
+    pub.add_argument("--vis", action="append", help="input MeasurementSet (repeat for several)")
+    pub.add_argument("--ms-metadata", help="JSON file with the MS metadata (instead of reading --vis again)")
+    pub.add_argument("--config", help="JSON or YAML file with the full imaging configuration")
+    pub.add_argument("--dag-run-id", help="Airflow DAG run id, for provenance")
+    pub.add_argument("--started-utc", help="when the pipeline run started (ISO 8601)")
+    pub.add_argument("--obs-id", help="ObsCore obs_id (default: the MS name)")
+    ver = sub.add_parser("verify", help="re-check checksums and the manifest; exit non-zero on any mismatch")
+    ver.add_argument("path", help="a version folder, a product folder, or the archive root")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pclean_provider.pipeline.archive import ArchiveError, publish, verify_tree
+
+    if args.command == "verify":
+        results = verify_tree(args.path)
+        for result in results:
+            print(result.summary())
+        return 0 if results and all(r.ok for r in results) else 1
+
+    metadata = None
+    if args.ms_metadata:
+        metadata = json.loads(Path(args.ms_metadata).read_text())
+    print(f"pclean archive: publishing {', '.join(args.image)} ...", file=sys.stderr, flush=True)
+    try:
+        result = publish(
+            args.image,
+            args.archive_root,
+            args.product_id,
+            qa_dir=args.qa_dir,
+            vis=args.vis,
+            ms_metadata=metadata,
+            config=_load_config(args.config) if args.config else None,
+            dag_run_id=args.dag_run_id,
+            started_utc=args.started_utc,
+            obs_id=args.obs_id,
+        )
+    except ArchiveError as exc:
+        print(f"pclean archive: {exc}", file=sys.stderr)
+        return 2
+    print(result.model_dump_json(indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""`pclean cluster up|down|status`: a long-lived Dask cluster host that many tasks share.
+
+    pclean cluster up --spec cluster.yaml --address-file run/cluster.json
+    pclean cluster status --address-file run/cluster.json
+    pclean cluster down --address-file run/cluster.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+DEFAULT_ADDRESS_FILE = "pclean-cluster.json"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pclean cluster", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="action", required=True)
+    up = sub.add_parser("up", help="start a cluster host (or find the running one) and print its scheduler address")
+    up.add_argument("--spec", required=True, help="ClusterSpec as YAML or JSON (fields at top level or under 'cluster:')")
+    for p in (up, sub.add_parser("down", help="stop the host, its workers and its SLURM jobs (also after a crash)"),
+              sub.add_parser("status", help="print the host's state as JSON; exit 0 when running, 3 when not")):
+        p.add_argument("--address-file", default=DEFAULT_ADDRESS_FILE,
+                       help=f"JSON file with the scheduler address (default: ./{DEFAULT_ADDRESS_FILE})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from pclean_provider.compute.errors import ClusterError
+    from pclean_provider.compute.host import host_status, start_host, stop_host
+
+    try:
+        if args.action == "up":
+            from pclean_provider.compute.spec_file import load_spec_file
+
+            spec = load_spec_file(args.spec)
+            address = start_host(spec, args.address_file)
+            status = host_status(args.address_file)
+            print(address)
+            print(f"cluster host pid {status.host_pid}, {status.workers} workers, dashboard "
+                  f"{status.dashboard_link or 'none'}; address file {status.address_file}", file=sys.stderr)
+            return 0
+        if args.action == "down":
+            before = stop_host(args.address_file)
+            if before.state == "stopped":
+                print(f"no cluster host for {before.address_file}; nothing to stop", file=sys.stderr)
+            else:
+                jobs = f", cancelled SLURM jobs named {before.slurm_job_name}" if before.slurm_job_name else ""
+                print(f"stopped cluster host (was {before.state}, pid {before.host_pid}){jobs}", file=sys.stderr)
+            return 0
+        status = host_status(args.address_file)
+        print(json.dumps(status.model_dump(), indent=2))
+        return 0 if status.state == "running" else 3
+    except ClusterError as exc:
+        print(f"pclean cluster {args.action}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""``pclean ingest``: validate MeasurementSets in a landing area (or one named MS).
+
+Exit codes: 0 done (broken MSs quarantined is still success), 2 bad arguments or missing
+landing area, 3 the MS named with ``--vis`` cannot be imaged (the reason is printed).
+The JSON report (``--report``) is what the Airflow ingest task reads back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_BAD_ARGS = 2
+EXIT_REJECTED = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pclean ingest",
+        description="Find complete MeasurementSets in a landing area, check each (opens, rows, spectral "
+        "windows, fields, the selected spw/field exist), write its metadata JSON, quarantine broken "
+        "ones with a reason file, skip those already imaged.")
+    p.add_argument("landing", nargs="?", help="landing area to scan (not needed with --vis)")
+    p.add_argument("--vis", help="check only this MS (never moved); exit 3 if it cannot be imaged")
+    p.add_argument("--quarantine", help="where broken MSs go (default: <landing>/../quarantine)")
+    p.add_argument("--metadata-dir", help="where <name>.ms.metadata.json is written "
+                   "(default: <landing>/../metadata)")
+    p.add_argument("--ledger", help="directory of already-imaged records (default: <landing>/../ledger)")
+    p.add_argument("--completion", choices=["marker", "quiet_period"], default="marker",
+                   help="how a finished transfer is recognised (default: marker)")
+    p.add_argument("--marker-suffix", default=".complete", help="completion marker suffix (default: .complete)")
+    p.add_argument("--quiet-period", type=float, default=120.0, help="seconds without change, for "
+                   "--completion quiet_period (default 120)")
+    p.add_argument("--pattern", default="*.ms", help="glob of MSs in the landing area (default *.ms)")
+    p.add_argument("--spw", default=None, help="spw selection that must exist in the MS")
+    p.add_argument("--field", default=None, help="field selection that must exist in the MS")
+    p.add_argument("--redo", action="store_true", help="take MSs even if they were imaged before")
+    p.add_argument("--report", help="write the JSON report here (atomically)")
+    p.add_argument("--log-dir", help="directory for the CASA log (default: the metadata directory)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.landing and not args.vis:
+        print("pclean ingest: give a landing area, or --vis PATH for one MS", file=sys.stderr)
+        return EXIT_BAD_ARGS
+    from pclean_provider.pipeline import ingest
+
+    base = Path(args.landing).resolve().parent if args.landing else Path(args.vis).resolve().parent
+    metadata_dir = Path(args.metadata_dir or base / "metadata")
+    log_dir = Path(args.log_dir) if args.log_dir else metadata_dir
+    log_dir.mkdir(parents=True, exist_ok=True)
+    # CASA writes its log into the cwd unless told otherwise; point it at our log directory.
+    from pclean_provider.casa.runtime import ensure_casa_runtime
+
+    ensure_casa_runtime(log_dir=log_dir)
+
+    if args.vis:
+        try:
+            accepted = ingest.ingest_one(Path(args.vis), metadata_dir=metadata_dir, spw=args.spw,
+                                         field=args.field)
+        except ingest.MsRejected as exc:
+            print(f"pclean ingest: {args.vis} cannot be imaged: {exc}", file=sys.stderr)
+            if args.report:
+                ingest.write_json_atomic(Path(args.report), {"rejected": str(exc), "vis": args.vis})
+            return EXIT_REJECTED
+        report = ingest.IngestReport(accepted=[accepted])
+    else:
+        landing = Path(args.landing)
+        try:
+            report = ingest.ingest_landing_area(
+                landing, quarantine_dir=Path(args.quarantine or base / "quarantine"),
+                metadata_dir=metadata_dir, ledger_dir=Path(args.ledger or base / "ledger"),
+                completion=args.completion, marker_suffix=args.marker_suffix,
+                quiet_period_s=args.quiet_period, pattern=args.pattern, spw=args.spw, field=args.field,
+                redo=args.redo)
+        except FileNotFoundError as exc:
+            print(f"pclean ingest: {exc}", file=sys.stderr)
+            return EXIT_BAD_ARGS
+
+    for ms in report.accepted:
+        print(f"accepted     {ms.name}: {ms.nrows} rows, {ms.nspw} spw, {ms.nfield} field(s) -> {ms.metadata_path}")
+    for ms in report.quarantined:
+        print(f"quarantined  {ms.name}: {ms.reason} -> {ms.quarantine_path}")
+    for ms in report.incomplete:
+        print(f"incomplete   {ms.name}: {ms.why}")
+    for ms in report.already_imaged:
+        print(f"skipped      {ms.name}: {ms.why}")
+    if args.report:
+        ingest.write_json_atomic(Path(args.report), json.loads(report.model_dump_json()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""``pclean qa``: metrics, scores and the qa.json / qa.html reports of one imaging product."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _load_mapping(path: str, what: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise SystemExit(f"pclean qa: {what}={path} does not exist")
+    text = p.read_text()
+    if p.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise SystemExit(f"pclean qa: {what}={path} must hold a mapping (JSON object / YAML dict)")
+    return data
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pclean qa", description="QA metrics, scores and reports for an imaging product.")
+    p.add_argument("--image", required=True, help="imagename prefix as given to tclean/pclean (or its .image)")
+    p.add_argument("--kind", choices=("cube", "mfs"), required=True, help="cube or mfs (continuum) product")
+    p.add_argument("--out", required=True, help="folder for qa.json, qa.schema.json and qa.html")
+    p.add_argument("--truth", help="simulator truth JSON: recovered flux and position of each source")
+    p.add_argument("--vis", help="MeasurementSet the product was imaged from (for the theoretical sensitivity)")
+    p.add_argument("--summary", help="JSON file with tclean's return dict (iterdone, niter, stopcode)")
+    p.add_argument("--thresholds", help="JSON or YAML file with QaThresholds (pipeline templates pass theirs)")
+    p.add_argument("--min-score", type=float, help="gate: overall score needed for 'archive' (default from thresholds)")
+    p.add_argument("--no-html", action="store_true", help="skip qa.html (no plots)")
+    p.add_argument(
+        "--exit-on-review", action="store_true", help="exit with status 3 when the gate says 'review'"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pclean_provider.pipeline.qa import QaInputError, run_qa
+    from pclean_provider.pipeline.qa_models import QaThresholds
+
+    thresholds = QaThresholds.model_validate(_load_mapping(args.thresholds, "--thresholds")) if args.thresholds else None
+    summary = _load_mapping(args.summary, "--summary") if args.summary else None
+    print(f"pclean qa: checking {args.image} ({args.kind}) ...", file=sys.stderr, flush=True)
+    try:
+        report = run_qa(
+            args.image,
+            kind=args.kind,
+            truth=args.truth,
+            thresholds=thresholds,
+            out_dir=args.out,
+            imaging_summary=summary,
+            vis=args.vis,
+            html=not args.no_html,
+        )
+    except QaInputError as exc:
+        print(f"pclean qa: {exc}", file=sys.stderr)
+        return 2
+    width = max((len(s.metric) for s in report.scores), default=10)
+    for s in sorted(report.scores, key=lambda s: s.score):
+        print(f"{s.band:>10}  {s.score:4.2f}  {s.metric:<{width}}  {s.applies_to}: {s.message}")
+    gate = report.gate(args.min_score)
+    print(f"overall {report.overall_score:.2f} ({report.overall_band}); gate: {gate}")
+    for name, path in report.files.items():
+        print(f"wrote {name}: {path}")
+    return 3 if (args.exit_on_review and gate == "review") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""A cluster host: one detached process that holds a Dask scheduler (and its SLURMCluster) for as
+long as a DAG run, or a person, needs it.
+
+dask-jobqueue keeps the scheduler inside the process that created the SLURMCluster, so a cluster
+shared by many short-lived Airflow tasks needs a process of its own. ``start_host`` spawns it in
+its own session (it survives the shell or task that started it), waits until the workers are up and
+returns the scheduler address, which the host also writes to an address file (JSON, atomically).
+``stop_host`` ends it and cancels its SLURM jobs by name, which works even after the host died
+with ``kill -9``. Both are idempotent.
+
+Files next to the address file ``A``: ``A.host.json`` (pid, job name; written at spawn, so that a
+host still starting can be stopped), ``A.spec.json`` (the spec it runs), ``A.log`` (its log),
+``A.lock`` (serialises up/down).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+from pclean_provider.compute.errors import ClusterError
+from pclean_provider.config.cluster import ClusterSpec
+
+log = logging.getLogger(__name__)
+
+HOST_MODULE = "pclean_provider.compute.host"
+STOP_GRACE_S = 30.0
+# Beyond worker_start_timeout: scheduler start-up, CASA import in the workers, SLURM bookkeeping.
+START_MARGIN_S = 60.0
+
+
+class HostInfo(BaseModel):
+    """Contents of the address file (and, before the scheduler is up, of the host file)."""
+
+    state: Literal["starting", "running"]
+    scheduler_address: str | None = None
+    dashboard_link: str | None = None
+    host_pid: int
+    cluster_type: str
+    cluster_id: str
+    slurm_job_name: str | None = None
+    log_file: str
+    started_at: str
+
+
+class HostStatus(BaseModel):
+    state: Literal["running", "starting", "stopped", "crashed", "unreachable"]
+    address_file: str
+    scheduler_address: str | None = None
+    dashboard_link: str | None = None
+    host_pid: int | None = None
+    cluster_type: str | None = None
+    slurm_job_name: str | None = None
+    workers: int | None = None
+    slurm_jobs: list[dict[str, str]] = []
+    log_file: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def address(self) -> str | None:
+        return self.scheduler_address
+
+
+def _paths(address_file: str | os.PathLike) -> dict[str, Path]:
+    a = Path(address_file).expanduser().resolve()
+    return {"address": a, "host": a.with_name(a.name + ".host.json"), "spec": a.with_name(a.name + ".spec.json"),
+            "log": a.with_name(a.name + ".log"), "lock": a.with_name(a.name + ".lock")}
+
+
+def _write_json_atomically(path: Path, data: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(data)
+    os.replace(tmp, path)
+
+
+def _read_info(path: Path) -> HostInfo | None:
+    try:
+        return HostInfo.model_validate_json(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def read_address_file(address_file: str | os.PathLike) -> HostInfo:
+    """The running host's record; a clear error when there is none."""
+    info = _read_info(_paths(address_file)["address"])
+    if info is None or info.state != "running" or not info.scheduler_address:
+        raise ClusterError(f"no running cluster host writes {address_file}; start one with "
+                           f"`pclean cluster up --spec FILE --address-file {address_file}`")
+    return info
+
+
+@contextlib.contextmanager
+def _locked(address_file: str | os.PathLike) -> Iterator[None]:
+    lock = _paths(address_file)["lock"]
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _is_our_host(pid: int | None) -> bool:
+    """Alive and still our host: a pid from an old file may belong to another process by now."""
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    if HOST_MODULE not in cmdline:
+        return False
+    try:  # a zombie (exited, not yet reaped by its parent) is not alive
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _current_info(paths: dict[str, Path]) -> HostInfo | None:
+    return _read_info(paths["address"]) or _read_info(paths["host"])
+
+
+def host_status(address_file: str | os.PathLike) -> HostStatus:
+    paths = _paths(address_file)
+    info = _current_info(paths)
+    if info is None:
+        return HostStatus(state="stopped", address_file=str(paths["address"]))
+    status = HostStatus(state="stopped", address_file=str(paths["address"]),
+                        scheduler_address=info.scheduler_address, dashboard_link=info.dashboard_link,
+                        host_pid=info.host_pid, cluster_type=info.cluster_type,
+                        slurm_job_name=info.slurm_job_name, log_file=info.log_file)
+    if info.slurm_job_name:
+        from pclean_provider.compute import slurm
+
+        status.slurm_jobs = slurm.list_jobs(info.slurm_job_name)
+    if not _is_our_host(info.host_pid):
+        status.state = "crashed"  # files left behind: `down` cleans up (and cancels jobs)
+        return status
+    if info.state == "starting" or not info.scheduler_address:
+        status.state = "starting"
+        return status
+    status.workers = _count_workers(info.scheduler_address)
+    status.state = "running" if status.workers is not None else "unreachable"
+    return status
+
+
+def _count_workers(address: str, timeout: float = 10.0) -> int | None:
+    from distributed import Client
+
+    try:
+        with Client(address, timeout=timeout, set_as_default=False) as client:
+            return len(client.nthreads())
+    except (OSError, TimeoutError):
+        return None
+
+
+def start_host(spec: ClusterSpec, address_file: str | os.PathLike, *, python: str | None = None) -> str:
+    """Start a cluster host (or find the one already running) and return its scheduler address."""
+    from pclean_provider.compute.cluster import new_cluster_id
+    from pclean_provider.compute.spec_file import with_absolute_paths
+
+    paths = _paths(address_file)
+    paths["address"].parent.mkdir(parents=True, exist_ok=True)
+    spec = with_absolute_paths(spec)
+    with _locked(address_file):
+        status = host_status(address_file)
+        if status.state in ("running", "starting") and status.cluster_type != spec.cluster_type:
+            raise ClusterError(
+                f"a {status.cluster_type} cluster host (pid {status.host_pid}) already serves {paths['address']}; "
+                f"stop it with `pclean cluster down --address-file {address_file}` before starting a "
+                f"{spec.cluster_type} one")
+        if status.state == "running" and status.scheduler_address:
+            log.info("cluster host %s already running at %s", status.host_pid, status.scheduler_address)
+            return status.scheduler_address
+        if status.state != "stopped":
+            # A host that died, hangs in start-up or lost its scheduler: clear it away completely
+            # (its SLURM jobs included) and start afresh.
+            log.warning("replacing cluster host in state %s (pid %s)", status.state, status.host_pid)
+            _stop_unlocked(paths)
+
+        cluster_id = new_cluster_id()
+        job_name = None
+        if spec.cluster_type == "slurm":
+            from pclean_provider.compute import slurm
+
+            job_name = slurm.job_name_for(spec, cluster_id)
+        _write_json_atomically(paths["spec"], spec.model_dump_json(indent=2))
+        cmd = [python or sys.executable, "-m", HOST_MODULE, "--address-file", str(paths["address"]),
+               "--cluster-id", cluster_id]
+        with open(paths["log"], "ab") as logf:
+            # Own session: neither the terminal's hangup nor a task runner killing its process group
+            # takes the host down; `down` is the way to stop it.
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                    start_new_session=True, close_fds=True)
+        info = HostInfo(state="starting", host_pid=proc.pid, cluster_type=spec.cluster_type,
+                        cluster_id=cluster_id, slurm_job_name=job_name, log_file=str(paths["log"]),
+                        started_at=_now())
+        _write_json_atomically(paths["host"], info.model_dump_json(indent=2))
+
+        deadline = time.monotonic() + spec.worker_start_timeout + START_MARGIN_S
+        while time.monotonic() < deadline:
+            ready = _read_info(paths["address"])
+            if ready and ready.host_pid == proc.pid and ready.state == "running":
+                return str(ready.scheduler_address)
+            if proc.poll() is not None:
+                message = _failure_from_log(paths["log"])
+                _stop_unlocked(paths)
+                raise ClusterError(f"the cluster host exited before its cluster was ready: {message} "
+                                   f"(log: {paths['log']})")
+            time.sleep(0.3)
+        _stop_unlocked(paths)
+        raise ClusterError(f"the cluster host did not report a scheduler within "
+                           f"{spec.worker_start_timeout + START_MARGIN_S:g} s; stopped it (log: {paths['log']})")
+
+
+def stop_host(address_file: str | os.PathLike) -> HostStatus:
+    """Stop the host and everything it started; cancel its SLURM jobs by name. Fine to call twice."""
+    paths = _paths(address_file)
+    with _locked(address_file):
+        before = host_status(address_file)
+        _stop_unlocked(paths)
+        return before
+
+
+def _stop_unlocked(paths: dict[str, Path]) -> None:
+    info = _current_info(paths)
+    if info is not None:
+        pid = info.host_pid
+        if _is_our_host(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)  # the host closes its cluster, which cancels its jobs
+            deadline = time.monotonic() + STOP_GRACE_S
+            while _is_our_host(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        # Whatever is left of the host's session (a hung host, LocalCluster workers orphaned by
+        # kill -9): the session id is the host's pid because it was started with its own session.
+        _kill_session(pid)
+        if info.slurm_job_name:
+            from pclean_provider.compute import slurm
+
+            slurm.cancel_jobs_by_name(info.slurm_job_name)
+    for key in ("address", "host", "spec"):
+        with contextlib.suppress(FileNotFoundError):
+            paths[key].unlink()
+
+
+def _kill_session(sid: int) -> None:
+    import psutil
+
+    members = []
+    for proc in psutil.process_iter(["pid"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            if proc.pid != os.getpid() and os.getsid(proc.pid) == sid:
+                members.append(proc)
+    for proc in members:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(members, timeout=10)
+
+
+def _failure_from_log(log_file: Path) -> str:
+    try:
+        lines = [line for line in log_file.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    for line in reversed(lines):
+        if line.startswith("pclean cluster host failed:"):
+            return line.split(":", 1)[1].strip()
+    return " | ".join(lines[-3:]) if lines else "empty log"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def serve(address_file: str, cluster_id: str) -> int:
+    """The host process itself: start the cluster, publish its address, wait for SIGTERM."""
+    from pclean_provider.compute.cluster import start_cluster
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    paths = _paths(address_file)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
+    spec = ClusterSpec.model_validate_json(paths["spec"].read_text())
+    try:
+        handle = start_cluster(spec, cluster_id=cluster_id)
+    except Exception as exc:  # reported to `up` through the log's last line
+        log.exception("cluster start failed")
+        print(f"pclean cluster host failed: {exc}", flush=True)
+        return 1
+    try:
+        info = HostInfo(state="running", scheduler_address=handle.address, dashboard_link=handle.dashboard_link,
+                        host_pid=os.getpid(), cluster_type=spec.cluster_type, cluster_id=cluster_id,
+                        slurm_job_name=handle.job_name, log_file=str(paths["log"]), started_at=_now())
+        _write_json_atomically(paths["address"], info.model_dump_json(indent=2))
+        log.info("cluster host %d serving %s with %d workers", os.getpid(), handle.address, handle.worker_count)
+        while not stop.wait(1.0):
+            pass
+        log.info("cluster host %d stopping", os.getpid())
+    finally:
+        handle.close()
+        current = _read_info(paths["address"])
+        if current is not None and current.host_pid == os.getpid():
+            with contextlib.suppress(FileNotFoundError):
+                paths["address"].unlink()
+    return 0
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m {HOST_MODULE}", description="pclean cluster host (internal)")
+    parser.add_argument("--address-file", required=True)
+    parser.add_argument("--cluster-id", required=True)
+    args = parser.parse_args(argv)
+    return serve(args.address_file, args.cluster_id)
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -1,0 +1,254 @@
+"""Dask workers as SLURM jobs (dask-jobqueue), and the few SLURM commands the project needs.
+
+The scheduler lives in the process that calls ``start_slurm`` (dask-jobqueue keeps it in-process);
+each worker is one SLURM job named ``slurm_job_name`` so that anything left behind (a crashed host,
+a job still queued when start-up failed) can be found and cancelled by that name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pclean_provider.compute.errors import ClusterError, SlurmError
+from pclean_provider.compute.worker_setup import export_lines, worker_environment
+from pclean_provider.config.cluster import ClusterSpec
+
+log = logging.getLogger(__name__)
+
+# A worker that loses its scheduler (host killed) ends its SLURM job after this many seconds
+# instead of holding an allocation until the wall time.
+WORKER_DEATH_TIMEOUT_S = 60
+SLURM_CMD_TIMEOUT_S = 30
+
+
+def default_job_name(cluster_id: str) -> str:
+    return f"pclean-worker-{cluster_id}"
+
+
+def job_name_for(spec: ClusterSpec, cluster_id: str) -> str:
+    return spec.slurm_job_name or default_job_name(cluster_id)
+
+
+def log_directory(spec: ClusterSpec) -> Path:
+    # Resolved now: the jobs start in SLURM's working directory, not necessarily ours.
+    return Path(spec.slurm_log_directory).expanduser().resolve()
+
+
+_MEM = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(I?B)?\s*$", re.IGNORECASE)
+
+
+def slurm_mem(text: str) -> str:
+    """'20GB' / '20 GiB' / '20G' -> '20G': sbatch --mem wants an integer and a K/M/G/T suffix."""
+    match = _MEM.match(text)
+    if not match:
+        raise ClusterError(f"slurm_job_mem={text!r} is not a memory size; write it like '4GB' or '500MB'")
+    number, unit = float(match.group(1)), match.group(2).upper()
+    if not number.is_integer():  # 1.5G -> 1536M: SLURM takes integers only
+        units = "KMGT"
+        if unit in ("", "K"):
+            raise ClusterError(f"slurm_job_mem={text!r}: use a whole number of megabytes or more")
+        number, unit = number * 1024, units[units.index(unit) - 1]
+    return f"{int(round(number))}{unit or 'M'}"
+
+
+def prologue_lines(spec: ClusterSpec, env: dict[str, str] | None = None) -> list[str]:
+    """User prologue first (module load / conda activate may reset PATH), then the CASA runtime."""
+    lines = list(spec.slurm_job_script_prologue or [])
+    lines.append("# pclean: CASA runtime for this worker (offline measures, one thread)")
+    lines.extend(export_lines(worker_environment() if env is None else env))
+    return lines
+
+
+def job_kwargs(spec: ClusterSpec, cluster_id: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Keyword arguments of SLURMCluster/SLURMJob for one worker process per job."""
+    logdir = log_directory(spec)
+    return dict(
+        queue=spec.slurm_queue,
+        account=spec.slurm_account,
+        walltime=spec.slurm_walltime,
+        job_mem=slurm_mem(spec.slurm_job_mem),
+        job_cpu=spec.slurm_cores_per_job,
+        cores=spec.threads_per_worker,
+        processes=1,
+        memory=spec.memory_limit,
+        job_name=job_name_for(spec, cluster_id),
+        job_extra_directives=list(spec.slurm_job_extra_directives or []),
+        python=spec.slurm_python or sys.executable,
+        local_directory=spec.slurm_local_directory,
+        log_directory=str(logdir),
+        job_script_prologue=prologue_lines(spec, env),
+        death_timeout=WORKER_DEATH_TIMEOUT_S,
+    )
+
+
+def job_script(spec: ClusterSpec, cluster_id: str, scheduler_address: str = "tcp://SCHEDULER:8786",
+               env: dict[str, str] | None = None) -> str:
+    """The batch script one worker job runs, without starting a scheduler (for reviews and tests)."""
+    from dask_jobqueue.slurm import SLURMJob
+
+    return SLURMJob(scheduler_address, name="worker", **job_kwargs(spec, cluster_id, env)).job_script()
+
+
+def require_slurm_commands() -> None:
+    missing = [c for c in ("sbatch", "squeue", "scancel", "sinfo") if shutil.which(c) is None]
+    if missing:
+        raise SlurmError(
+            f"cluster_type='slurm' needs the SLURM client commands, missing: {', '.join(missing)}; "
+            "install slurm-client (or run tests/slurm/start-local-slurm.sh for a one-node SLURM here), "
+            "or use cluster_type='local'")
+
+
+def _run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=SLURM_CMD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise SlurmError(f"`{' '.join(cmd)}` did not return within {SLURM_CMD_TIMEOUT_S} s; "
+                         "is slurmctld running (`sinfo`)?") from None
+    if check and proc.returncode != 0:
+        raise SlurmError(f"`{' '.join(cmd)}` failed: {(proc.stderr or proc.stdout).strip()}")
+    return proc
+
+
+def partitions() -> list[str]:
+    out = _run(["sinfo", "-h", "-o", "%R"]).stdout
+    return sorted({line.strip() for line in out.splitlines() if line.strip()})
+
+
+def check_partition(queue: str) -> None:
+    known = partitions()
+    if queue not in known:
+        raise SlurmError(f"slurm_queue={queue!r} is not a partition of this SLURM "
+                         f"(partitions: {', '.join(known) or 'none'}); set slurm_queue to one of them")
+
+
+def test_only(script: str) -> None:
+    """Ask slurmctld whether it would accept the worker job, without submitting it.
+
+    A wrong account, a memory or CPU request no node can meet, a malformed directive: SLURM says
+    so now, in its own words, instead of the workers silently never arriving.
+    """
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="pclean-check-", delete=False) as fh:
+        fh.write(script)
+    try:
+        proc = _run(["sbatch", "--test-only", fh.name], check=False)
+    finally:
+        os.unlink(fh.name)
+    if proc.returncode != 0:
+        raise SlurmError("SLURM refuses the worker job: " + (proc.stderr or proc.stdout).strip().replace(
+            "sbatch: error: ", "") + "; check slurm_queue, slurm_account, slurm_job_mem, "
+            "slurm_cores_per_job and slurm_job_extra_directives")
+
+
+def list_jobs(job_name: str) -> list[dict[str, str]]:
+    """Jobs of this name still known to slurmctld: id, state, reason (why pending)."""
+    if shutil.which("squeue") is None:
+        return []
+    proc = _run(["squeue", "-h", "--name", job_name, "-o", "%i|%T|%r"], check=False)
+    jobs = []
+    for line in proc.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3:
+            jobs.append({"id": parts[0], "state": parts[1], "reason": parts[2]})
+    return jobs
+
+
+def cancel_jobs_by_name(job_name: str, wait_s: float = 20.0) -> list[str]:
+    """Cancel every job called ``job_name``; wait until squeue no longer lists them."""
+    if shutil.which("scancel") is None:
+        return []
+    jobs = list_jobs(job_name)
+    if not jobs:
+        return []
+    _run(["scancel", "--name", job_name], check=False)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        # Cancelled jobs linger a moment in CANCELLED/COMPLETING; only live ones count as orphans.
+        if not [j for j in list_jobs(job_name) if j["state"] in LIVE_STATES]:
+            break
+        time.sleep(0.5)
+    return [j["id"] for j in jobs]
+
+
+LIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "SUSPENDED", "REQUEUED", "RESIZING", "COMPLETING"}
+
+
+def describe_jobs(job_name: str, spec: ClusterSpec) -> str:
+    jobs = list_jobs(job_name)
+    if not jobs:
+        return (f"no SLURM job named {job_name!r} is in the queue (they ended or were refused; "
+                f"job logs: {log_directory(spec)})")
+    states = ", ".join(f"{j['id']} {j['state']} ({j['reason']})" for j in jobs)
+    return f"SLURM jobs named {job_name!r}: {states}; job logs: {log_directory(spec)}"
+
+
+# job name -> True once squeue listed a job of that name: lets us tell "not submitted yet" from
+# "submitted and already gone".
+_seen_jobs: dict[str, bool] = {}
+
+
+def raise_if_jobs_failed(job_name: str, spec: ClusterSpec, workers_seen: int) -> None:
+    """While waiting for workers: fail at once when every worker job has already ended."""
+    jobs = [j for j in list_jobs(job_name) if j["state"] in LIVE_STATES]
+    if jobs:
+        _seen_jobs[job_name] = True
+        return
+    if _seen_jobs.get(job_name) and workers_seen == 0:
+        raise ClusterError(
+            f"the SLURM worker jobs named {job_name!r} ended before any Dask worker joined; "
+            f"their output is in {log_directory(spec)} ({_latest_log_tail(spec, job_name)})")
+
+
+def _latest_log_tail(spec: ClusterSpec, job_name: str) -> str:
+    logs = sorted(log_directory(spec).glob(f"{job_name}-*.err"), key=lambda p: p.stat().st_mtime)
+    if not logs:
+        return "no log written"
+    lines = [line for line in logs[-1].read_text(errors="replace").splitlines() if line.strip()]
+    return f"{logs[-1].name}: " + (" | ".join(lines[-3:]) if lines else "empty")
+
+
+def start_slurm(spec: ClusterSpec, cluster_id: str):
+    """A SLURMCluster with the scheduler in this process, scaled (or adaptive) as the spec says."""
+    from distributed import Client
+
+    from pclean_provider.compute.cluster import ClusterHandle
+
+    require_slurm_commands()
+    if spec.slurm_queue:
+        check_partition(spec.slurm_queue)
+    from dask_jobqueue import SLURMCluster
+
+    kwargs = job_kwargs(spec, cluster_id)
+    name = kwargs["job_name"]
+    cluster = SLURMCluster(
+        name=f"pclean-{cluster_id}",
+        # A random dashboard port: several clusters may share the submit host.
+        scheduler_options={"dashboard_address": ":0"},
+        **kwargs,
+    )
+    handle = ClusterHandle(spec=spec, client=None, cluster=cluster, cluster_id=cluster_id,  # type: ignore[arg-type]
+                           job_name=name)
+    try:
+        test_only(cluster.job_script())
+        handle.client = Client(cluster, set_as_default=False)
+        if spec.adaptive:
+            cluster.adapt(minimum_jobs=spec.adaptive_minimum,
+                          maximum_jobs=spec.adaptive_maximum or spec.resolved_nworkers())
+        else:
+            cluster.scale(jobs=spec.resolved_nworkers())
+    except BaseException:
+        if handle.client is None:
+            cluster.close()
+            cancel_jobs_by_name(name)
+        else:
+            handle.close()
+        raise
+    return handle

@@ -1,0 +1,56 @@
+"""What every Dask worker needs before its first task: CASA set up offline, one thread, a sane log.
+
+Two halves, because they act at different moments: the environment (``worker_environment``) must
+be in place before the worker process starts (OpenMP reads OMP_NUM_THREADS when it loads), and the
+plugin (``CasaRuntimePlugin``) runs inside the worker before it accepts tasks, also on workers this
+project did not start (an existing scheduler reached by address).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+PLUGIN_NAME = "pclean-casa-runtime"
+
+
+def worker_environment() -> dict[str, str]:
+    """Environment variables a worker process needs, without importing casatools here."""
+    from pclean_provider.casa.runtime import casa_env
+
+    env = dict(casa_env())
+    # CASA tools are not thread-safe and Dask runs one task per thread: keep native code serial.
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def export_lines(env: dict[str, str]) -> list[str]:
+    """The same environment as shell lines for a batch script."""
+    return [f"export {key}={shlex.quote(value)}" for key, value in sorted(env.items())]
+
+
+class CasaRuntimePlugin(WorkerPlugin):
+    """Runs ``ensure_casa_runtime`` in each worker, pointing CASA's log into the worker's own folder."""
+
+    # Re-registration by a second client (a DAG task reusing a cluster host) must not re-run it.
+    idempotent = True
+    name = PLUGIN_NAME
+
+    def __init__(self, log_dir: str | None = None) -> None:
+        self.log_dir = log_dir
+
+    def setup(self, worker) -> None:
+        from pclean_provider.casa.runtime import ensure_casa_runtime
+
+        log_dir = self.log_dir or worker.local_directory
+        if self.log_dir:
+            # One log per worker: several workers writing one file would interleave lines.
+            log_dir = os.path.join(self.log_dir, _safe(str(worker.name)))
+        os.makedirs(log_dir, exist_ok=True)
+        ensure_casa_runtime(log_dir=log_dir)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "worker"

@@ -1,0 +1,72 @@
+"""`pclean()`: tclean's signature and defaults, imaging on Dask when asked.
+
+Cubes (specmode 'cube'/'cubedata') go to the cube engine (channel sub-cubes, concatenated);
+continuum (specmode 'mfs') to the continuum engine (row-partitioned major cycles).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pclean_provider.engine.models import PcleanResult
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg, progress: bool = False, client: Any = None) -> PcleanResult:
+    """Run a PcleanConfig (what the `pclean` command line calls)."""
+    cfg.require_runnable()
+    if cfg.is_cube:
+        from pclean_provider.engine.cube import run_cube
+
+        return run_cube(cfg, client=client, progress=progress)
+    return _run_continuum(cfg, progress=progress, client=client)
+
+
+def _run_continuum(cfg, progress: bool, client: Any) -> PcleanResult:
+    import contextlib
+
+    from pclean_provider.engine.continuum import run_continuum
+    from pclean_provider.engine.progress import Progress
+
+    t0 = time.monotonic()
+    niter = int(cfg.tclean_kwargs().get("niter", 0))
+    # The number of major cycles is not known up front; the bar counts them against nmajor when set.
+    nmajor = int(cfg.tclean_kwargs().get("nmajor", -1))
+    bar = Progress(nmajor if nmajor > 0 else 0, desc="pclean continuum", unit="major cycle",
+                   bar=progress and nmajor > 0)
+
+    def on_cycle(report) -> None:
+        bar.advance(report.line() if hasattr(report, "line") else str(report))
+
+    with bar, contextlib.ExitStack() as stack:
+        if cfg.extras.parallel and client is None:
+            from pclean_provider.compute import open_cluster
+
+            client = stack.enter_context(open_cluster(cfg.cluster)).client
+        result = run_continuum(cfg, client=client if cfg.extras.parallel else None, on_cycle=on_cycle)
+    products = {}
+    for path in result.products:
+        suffix = path[len(result.imagename):] if path.startswith(result.imagename) else path
+        products[suffix] = path
+    log.debug("continuum niter=%d done in %.1f s", niter, time.monotonic() - t0)
+    return PcleanResult(
+        imagename=result.imagename, specmode=cfg.tclean_kwargs()["specmode"], parallel=bool(cfg.extras.parallel),
+        products=products, iterations=result.iterations, stop_reason=result.stop_reason or "",
+        seconds=time.monotonic() - t0, nworkers=result.nparts, continuum=result.model_dump(mode="json"))
+
+
+def pclean(**kwargs: Any) -> PcleanResult:
+    """tclean-compatible entry point: tclean's keyword arguments plus pclean's extras
+    (parallel, nworkers, cube_chunksize, keep_subcubes, concat_mode, scheduler_address, ...).
+
+    Relative `vis`/`imagename` are resolved against the caller's working directory here, before
+    anything runs on workers whose working directory differs.
+    """
+    from pclean_provider.config import PcleanConfig
+
+    show_bar = bool(kwargs.pop("progress", False))
+    cfg = PcleanConfig.from_flat(kwargs)
+    return run(cfg, progress=show_bar)

@@ -1,0 +1,139 @@
+"""Join the sub-cubes' products into the full cube, in channel order, or fail loudly.
+
+A concatenation that cannot produce the cube raises: the published pclean warned and returned
+success with no cube written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+
+from pclean_provider.engine.models import CUBE_PRODUCTS, ConcatResult, CubePlan, SubcubeResult
+
+log = logging.getLogger(__name__)
+
+FREQUENCY_RTOL = 1e-12
+# Beams agree with the common beam to this relative precision once re-restored.
+BEAM_RTOL = 1e-6
+
+
+class ConcatError(RuntimeError):
+    """The cube could not be produced from the sub-cubes."""
+
+
+def resolve_mode(mode: str, keep_subcubes: bool) -> str:
+    """'auto' -> 'paged' when the sub-cubes are kept (they stay independent images), else
+    'movevirtual' (no pixel copy: the sub-cube images become the cube's storage)."""
+    if mode == "auto":
+        return "paged" if keep_subcubes else "movevirtual"
+    if mode == "virtual" and not keep_subcubes:
+        raise ConcatError("concat_mode='virtual' makes the cube a reference to the sub-cube images, so they "
+                          "cannot be deleted; set keep_subcubes=True, or use concat_mode='paged' or "
+                          "'movevirtual'.")
+    if mode == "movevirtual" and keep_subcubes:
+        raise ConcatError("concat_mode='movevirtual' moves the sub-cube images into the cube, so they cannot "
+                          "be kept; set keep_subcubes=False, or use concat_mode='paged' or 'virtual'.")
+    if mode not in ("paged", "virtual", "movevirtual"):
+        raise ConcatError(f"concat_mode={mode!r}: use 'auto', 'paged', 'virtual' or 'movevirtual'.")
+    return mode
+
+
+def _ordered(plan: CubePlan, results: list[SubcubeResult]) -> list[SubcubeResult]:
+    by_index = {}
+    for r in results:
+        r = r if isinstance(r, SubcubeResult) else SubcubeResult.model_validate(r)
+        by_index[r.index] = r
+    missing = [s.index for s in plan.specs if s.index not in by_index]
+    if missing:
+        raise ConcatError(f"sub-cubes {missing} have no result; image them before concatenating.")
+    ordered = [by_index[s.index] for s in plan.specs]
+    for spec, res in zip(plan.specs, ordered, strict=True):
+        if (res.chan_start, res.chan_stop) != (spec.chan_start, spec.chan_stop):
+            raise ConcatError(f"sub-cube {spec.index} result covers channels {res.chan_start}-{res.chan_stop - 1}, "
+                              f"the plan says {spec.chan_start}-{spec.chan_stop - 1}; the result is from another plan.")
+    return ordered
+
+
+def _is_common(restoringbeam) -> bool:
+    return isinstance(restoringbeam, str) and restoringbeam.lower() == "common"
+
+
+def _beams_equal(image: str, beam: dict[str, float]) -> bool:
+    from pclean_provider.casa.image_concat import combined_common_beam
+
+    try:
+        got = combined_common_beam([image])
+    except Exception:
+        return False
+    return all(abs(got[k] - beam[k]) <= BEAM_RTOL * max(abs(beam[k]), 1.0) for k in beam)
+
+
+def apply_common_beam(plan: CubePlan, results: list[SubcubeResult], submit=None) -> dict[str, float]:
+    """Compute the cube-wide common beam and re-restore every sub-cube with it (tclean's 'common').
+
+    `submit(spec, beam)` runs the re-restoration elsewhere (Dask) and returns when done; default:
+    in this process. Sub-cubes already restored with this beam are skipped (idempotent).
+    """
+    from pclean_provider.casa.image_concat import combined_common_beam
+    from pclean_provider.engine.subcube import restore_subcube_common_beam
+
+    images = [f"{r.product_prefix}.image" for r in _ordered(plan, results)]
+    beam = combined_common_beam(images)
+    todo = [s for s, img in zip(plan.specs, images, strict=True) if not _beams_equal(img, beam)]
+    if submit is not None and todo:
+        submit(todo, beam)
+    else:
+        for spec in todo:
+            restore_subcube_common_beam(spec, beam)
+    return beam
+
+
+def concat_products(plan: CubePlan, results: list[SubcubeResult], imagename: str | None = None,
+                    mode: str = "auto", keep_subcubes: bool = False, restoringbeam=None) -> ConcatResult:
+    """Every product the sub-cubes have, joined along frequency into `imagename`.<product>."""
+    from pclean_provider.casa.image_concat import ImageConcatError, concat_images, image_frequencies, make_empty_like
+
+    t0 = time.monotonic()
+    plan = plan if isinstance(plan, CubePlan) else CubePlan.model_validate(plan)
+    ordered = _ordered(plan, results)
+    mode = resolve_mode(mode, keep_subcubes)
+    imagename = os.path.abspath(imagename or plan.imagename)
+    restoringbeam = plan.restoringbeam if restoringbeam is None else restoringbeam
+    beam = apply_common_beam(plan, ordered) if _is_common(restoringbeam) else None
+
+    present = {suffix: [os.path.isdir(r.product_prefix + suffix) for r in ordered] for suffix in CUBE_PRODUCTS}
+    products: dict[str, str] = {}
+    for suffix in CUBE_PRODUCTS:
+        have = present[suffix]
+        if not any(have):
+            continue
+        if not all(have):
+            if suffix == ".mask":
+                # A sub-cube whose niter share was 0 cleaned nothing and wrote no mask: its mask is empty.
+                for r, ok in zip(ordered, have, strict=True):
+                    if not ok:
+                        make_empty_like(r.product_prefix + ".residual", r.product_prefix + ".mask")
+            else:
+                lacking = [r.index for r, ok in zip(ordered, have, strict=True) if not ok]
+                raise ConcatError(f"{suffix}: sub-cubes {lacking} lack it while others have it; rerun them.")
+        parts = [r.product_prefix + suffix for r in ordered]
+        try:
+            products[suffix] = concat_images(parts, imagename + suffix, mode)
+        except ImageConcatError as err:
+            raise ConcatError(str(err)) from err
+    if ".image" not in products:
+        raise ConcatError(f"no .image among the sub-cube products of {plan.imagename}; nothing to concatenate.")
+    got = image_frequencies(products[".image"])
+    if len(got) != plan.nchan or any(abs(g - e) > FREQUENCY_RTOL * abs(e)
+                                     for g, e in zip(got, plan.frequencies_hz, strict=True)):
+        raise ConcatError(f"{products['.image']}: the concatenated frequency axis differs from the planned grid.")
+    if not keep_subcubes and mode != "virtual":
+        shutil.rmtree(plan.workdir, ignore_errors=True)
+    seconds = time.monotonic() - t0
+    log.info("concatenated %d sub-cubes into %s (%s, %d products) in %.1f s", len(ordered), imagename, mode,
+             len(products), seconds)
+    return ConcatResult(imagename=imagename, mode=mode, products=products, nchan=plan.nchan, common_beam=beam,
+                        kept_subcubes=keep_subcubes, seconds=seconds)

@@ -1,0 +1,359 @@
+"""Row-parallel continuum (mfs) imaging: major cycles on every part, one minor cycle on the coordinator.
+
+The order of work is CASA's own parallel continuum order (casatasks imagerhelpers,
+PyParallelContSynthesisImager), so the result matches serial tclean:
+
+1. one global coordinate system from the full selection; rows cut into contiguous ranges
+   (synthesisutils.contdatapartition); every part imager built once on its rows;
+2. weighting: every part computes its weight density, the coordinator sums them and every part
+   loads the sum - so briggs/uniform weights (and the beam) do not depend on the parts;
+3. PSF on every part, gathered, normalized, beam fitted; primary beam made once;
+4. dirty image: model scattered, a major cycle on every part, residual gathered and normalized;
+5. masks and convergence on the coordinator (mask set up before the first check: an empty mask
+   would stop the run at zero iterations), then minor cycle / major cycle until the iterbot stops;
+6. restore, pbcor, part images removed.
+
+With `client=None` the same steps run in this process with one part (serial tclean's layout).
+The products are written under a staging name and renamed into place only when the run has
+succeeded: a failed run (a lost worker, a CASA error on one part) leaves no image under the
+requested name, never one built from the surviving parts.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pclean_provider.config.casa_bridge import BridgeError, CasaRecords, casa_records_for
+from pclean_provider.engine.continuum_backends import ContinuumPartError, DaskParts, SerialParts
+from pclean_provider.engine.continuum_models import ContinuumResult, CycleReport
+
+log = logging.getLogger("pclean_provider.continuum")
+
+__all__ = ["ContinuumPartError", "ContinuumResult", "CycleReport", "ContinuumInputError",
+           "run_continuum", "run_continuum_on_cluster", "progress_file_for"]
+
+# Files a run keeps next to the products that are not CASA images.
+_PROGRESS_SUFFIX = ".progress.jsonl"
+
+
+class ContinuumInputError(ValueError):
+    """A request the continuum engine refuses before starting (names the parameter and the fix)."""
+
+
+def progress_file_for(imagename: str) -> str:
+    """Where a run appends its CycleReports (JSON lines) - next to the products."""
+    return os.path.abspath(imagename) + _PROGRESS_SUFFIX
+
+
+def _existing_products(final: str) -> list[str]:
+    found = []
+    for path in sorted(glob.glob(glob.escape(final) + ".*")):
+        if path.endswith(_PROGRESS_SUFFIX):
+            continue
+        found.append(path)
+    return found
+
+
+def _check_request(rec: CasaRecords, final: str) -> None:
+    if not rec.calcpsf or not rec.calcres:
+        raise ContinuumInputError("calcpsf/calcres=False (continuing from existing images) is not supported "
+                                  "by the continuum engine; leave both True and use a new imagename.")
+    if rec.iteration["savemodel"] != "none" or any(
+            s.get("savemodel", "none") != "none" for s in rec.selection.values()):
+        raise ContinuumInputError("savemodel: the continuum engine does not write model visibilities "
+                                  "(parts would write one MS concurrently); use savemodel='none' and "
+                                  "predict the model afterwards with tclean(niter=0, calcres=False, "
+                                  "calcpsf=False, savemodel='modelcolumn').")
+    if rec.image.get("startmodel"):
+        raise ContinuumInputError("startmodel: not supported by the continuum engine; leave it ''.")
+    if rec.gridder not in ("standard", "wproject", "widefield", "mosaic"):
+        raise ContinuumInputError(f"gridder={rec.gridder!r}: the continuum engine supports 'standard', "
+                                  "'wproject', 'widefield' and 'mosaic'; use one of them.")
+    if rec.deconvolver not in ("hogbom", "clark", "clarkstokes", "multiscale", "mtmfs"):
+        raise ContinuumInputError(f"deconvolver={rec.deconvolver!r}: use hogbom, clark, clarkstokes, "
+                                  "multiscale or mtmfs with the continuum engine.")
+    existing = _existing_products(final)
+    if existing:
+        raise ContinuumInputError(
+            f"imagename={final!r}: images from an earlier run exist ({', '.join(os.path.basename(p) for p in existing[:4])}"
+            f"{', ...' if len(existing) > 4 else ''}); remove them or choose another imagename "
+            "(the continuum engine does not restart from existing images).")
+
+
+class _Progress:
+    """One log line, one on_cycle call and one JSON line per major cycle."""
+
+    def __init__(self, run_id: str, path: str, on_cycle: Callable[[CycleReport], Any] | None,
+                 t0: float) -> None:
+        self.run_id = run_id
+        self.path = path
+        self.on_cycle = on_cycle
+        self.t0 = t0
+        self.reports: list[CycleReport] = []
+        # A new run starts a new file; writers append whole lines that readers tail.
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8"):
+            pass
+        os.replace(tmp, path)
+
+    def cycle(self, cycle: int, iterations: int, peak: float | None, flux: float | None,
+              major_s: float, minor_s: float, stopcode: int = 0, reason: str | None = None) -> CycleReport:
+        report = CycleReport(run_id=self.run_id, cycle=cycle, iterations=iterations, peak_residual=peak,
+                             model_flux=flux, elapsed_s=time.perf_counter() - self.t0, major_s=major_s,
+                             minor_s=minor_s, stopcode=stopcode, stop_reason=reason)
+        self.reports.append(report)
+        log.info(report.line())
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(report.model_dump_json() + "\n")
+            fh.flush()
+        if self.on_cycle is not None:
+            self.on_cycle(report)
+        return report
+
+    def stop(self, stopcode: int, reason: str | None) -> None:
+        if self.reports:
+            last = self.reports[-1]
+            if last.stopcode != stopcode:
+                self.reports[-1] = last.model_copy(update={"stopcode": stopcode, "stop_reason": reason})
+                with open(self.path, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps({"run_id": self.run_id, "event": "stopped", "stopcode": stopcode,
+                                         "stop_reason": reason}) + "\n")
+
+
+def _nparts_for(client: Any, nparts: int | None) -> int:
+    if nparts is not None:
+        if nparts < 1:
+            raise ContinuumInputError(f"nparts={nparts}: needs at least 1 part.")
+        return nparts
+    if client is None:
+        return 1
+    return max(1, len(client.nthreads()))
+
+
+def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport], Any] | None = None,
+                  *, nparts: int | None = None, keep_partimages: bool | None = None) -> ContinuumResult:
+    """Image a continuum (specmode='mfs') config; parts on the Dask `client`'s workers, or in-process.
+
+    `nparts` defaults to the number of workers (1 without a client). Raises ContinuumInputError
+    for a request it cannot honour (before any work), ContinuumPartError when a part fails.
+    """
+    from pclean_provider.casa.runtime import ensure_casa_runtime
+
+    t0 = time.perf_counter()
+    try:
+        rec = casa_records_for(cfg)
+    except BridgeError as exc:
+        raise ContinuumInputError(str(exc)) from None
+    final = os.path.abspath(rec.imagename)
+    _check_request(rec, final)
+    if keep_partimages is None:
+        keep_partimages = bool(getattr(getattr(cfg, "extras", None), "keep_partimages", False))
+    n = _nparts_for(client, nparts)
+    if client is None and n != 1:
+        # Several imagers in one process would only take turns: no gain, more memory.
+        raise ContinuumInputError(f"nparts={n} needs a Dask client; without one the run is serial (nparts=1).")
+
+    ensure_casa_runtime()
+    run_id = uuid.uuid4().hex[:10]
+    parent = os.path.dirname(final)
+    base = os.path.basename(final)
+    os.makedirs(parent, exist_ok=True)
+    staging = os.path.join(parent, f".{base}.pclean-run-{run_id}")
+    os.makedirs(staging)
+    staged_name = os.path.join(staging, base)
+    progress = _Progress(run_id, progress_file_for(final), on_cycle, t0)
+    log.info("continuum run %s: %s -> %s, %d part(s)%s", run_id, rec.selection["ms0"]["msname"], final, n,
+             "" if client is None else f" on {len(client.nthreads())} worker(s)")
+
+    backend = SerialParts(run_id, n) if client is None else DaskParts(client, run_id, n)
+    ok = False
+    try:
+        result = _run(rec.with_imagename(staged_name), backend, progress, n, run_id, staging, client is None)
+        _close_quietly(backend)
+        products = _publish(staging, base, parent, keep_partimages)
+        ok = True
+    finally:
+        if not ok:
+            _close_quietly(backend)
+            _discard(staging)
+    result.update(imagename=final, products=products, progress_file=progress.path,
+                  part_images_kept=keep_partimages and n > 1, cycles=progress.reports,
+                  elapsed_s=time.perf_counter() - t0, workers=list(getattr(backend, "workers", [])))
+    out = ContinuumResult(run_id=run_id, nparts=n, **result)
+    log.info("continuum run %s finished: %d iterations, %d major cycles, %s, %.1f s (minor cycle %.0f%%)",
+             run_id, out.iterations, out.major_cycles, out.stop_reason or "no cleaning", out.elapsed_s,
+             100 * out.minor_cycle_share)
+    return out
+
+
+def _close_quietly(backend: Any) -> None:
+    try:
+        backend.close()
+    except Exception as exc:  # a lost worker has nothing left to close
+        log.warning("closing part imagers: %s", exc)
+
+
+def _discard(staging: str) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(staging: str, base: str, parent: str, keep_partimages: bool) -> list[str]:
+    """Rename the finished products into place (same folder, so each rename is atomic)."""
+    products = []
+    for name in sorted(os.listdir(staging)):
+        src = os.path.join(staging, name)
+        if not name.startswith(base + "."):
+            continue
+        if name.endswith(".workdirectory") and not keep_partimages:
+            continue
+        dst = os.path.join(parent, name)
+        os.replace(src, dst) if not os.path.exists(dst) else _refuse(dst)
+        if not name.endswith(".workdirectory"):
+            products.append(dst)
+    shutil.rmtree(staging, ignore_errors=True)
+    return products
+
+
+def _refuse(path: str) -> None:
+    raise FileExistsError(f"{path} appeared while the run was going; the new product is left in the "
+                          "staging folder next to it")
+
+
+def _run(rec: CasaRecords, backend: Any, progress: _Progress, n: int, run_id: str, staging: str,
+         serial: bool) -> dict[str, Any]:
+    from pclean_provider.casa import continuum_parts as cp
+    from pclean_provider.casa.deconvolver_session import CoordinatorTools, image_peak
+
+    imagename = rec.imagename
+    timings = {"setup_s": 0.0, "psf_s": 0.0, "major_cycle_s": 0.0, "minor_cycle_s": 0.0, "restore_s": 0.0}
+    t = time.perf_counter()
+
+    # 1. partition and global coordinates.
+    selection = cp.check_selection(rec.selection)
+    csys = cp.global_coordinates(selection, rec.image, rec.gridding)
+    row_parts = cp.partition_rows(selection, n)
+    part_names = [imagename] if n == 1 else [cp.part_image_name(imagename, k) for k in range(n)]
+    if n > 1:
+        cp.part_workdir(imagename).mkdir(parents=True, exist_ok=True)
+    specs = []
+    for k in range(n):
+        image = dict(rec.image, imagename=part_names[k], csys=cp.encode_record(csys))
+        gridding = dict(rec.gridding, imagename=part_names[k])
+        workdir = os.path.join(staging, f"part{k + 1}")
+        specs.append(cp.PartSpec(run_id=run_id, part=k, nparts=n, selection=row_parts[k], image=image,
+                                 gridding=gridding, weighting=rec.weighting, workdir=workdir,
+                                 log_dir=None if serial else os.path.join(staging, "logs")))
+    backend.open(specs, serial_layout=(n == 1), normalization=rec.normalization if n == 1 else None)
+
+    niter = rec.niter
+    coord = CoordinatorTools(imagename=imagename, normalization=rec.normalization,
+                             deconvolution=rec.deconvolution, iteration=rec.iteration,
+                             part_images=part_names if n > 1 else None,
+                             with_deconvolver=niter > 0 or rec.restoration, with_iterbot=niter > 0)
+    try:
+        # 2. weight density summed over all parts (one part already holds the full density).
+        if _needs_weight_density_sum(n, rec):
+            backend.run("weight_density")
+            sumgrid = coord.gather_weight_density()
+            backend.run("set_weight_density", path=sumgrid)
+            coord.weight_density_loaded(sumgrid)
+        timings["setup_s"] = time.perf_counter() - t
+
+        # 3. PSF everywhere, then gathered; PB once.
+        t = time.perf_counter()
+        backend.run("make_psf")
+        coord.normalize_psf()
+        backend.run("make_pb", parts=[0])
+        coord.normalize_pb()
+        timings["psf_s"] = time.perf_counter() - t
+
+        major_count = 0
+
+        def major_cycle(clean_cycle: bool) -> float:
+            t_major = time.perf_counter()
+            last = coord.is_last_cycle()
+            coord.before_major_cycle()
+            backend.run("major_cycle", lastcycle=last)
+            coord.after_major_cycle(clean_cycle)
+            spent = time.perf_counter() - t_major
+            timings["major_cycle_s"] += spent
+            return spent
+
+        # 4. dirty image.
+        spent = major_cycle(clean_cycle=False)
+        stopcode, reason = 0, None
+        if niter <= 0:
+            progress.cycle(0, 0, image_peak(_residual_name(imagename, rec)), 0.0, spent, 0.0)
+        else:
+            # 5. mask before the first convergence check, then the loop.
+            t_minor = time.perf_counter()
+            coord.has_converged(major_count)
+            coord.update_mask()
+            state = coord.has_converged(major_count)
+            timings["minor_cycle_s"] += time.perf_counter() - t_minor
+            progress.cycle(0, 0, state.peak_residual, state.model_flux, spent, 0.0)
+            stopped = state.stopped
+            cycle = 0
+            while not stopped:
+                t_minor = time.perf_counter()
+                minor = coord.minor_cycle()
+                minor_s = time.perf_counter() - t_minor
+                spent = 0.0
+                if minor.iterations > 0:
+                    spent = major_cycle(clean_cycle=True)
+                    major_count += 1
+                t_mask = time.perf_counter()
+                coord.update_mask()
+                state = coord.has_converged(major_count)
+                minor_s += time.perf_counter() - t_mask
+                timings["minor_cycle_s"] += minor_s
+                stopped = state.stopped or minor.iterations == 0
+                cycle += 1
+                progress.cycle(cycle, coord.iterations_done(), state.peak_residual, state.model_flux,
+                               spent, minor_s, state.stopcode, state.reason)
+            stopcode, reason = state.stopcode, state.reason
+            progress.stop(stopcode, reason)
+        summary = coord.summary()
+
+        # 6. restore and pbcor on the gathered images.
+        t = time.perf_counter()
+        if rec.restoration:
+            coord.restore()
+            if rec.pbcor:
+                coord.pbcor()
+        timings["restore_s"] = time.perf_counter() - t
+    finally:
+        coord.close()
+    return {"iterations": int(summary.get("iterdone", 0)), "major_cycles": major_count,
+            "stopcode": stopcode, "stop_reason": reason, "summary": summary, **timings}
+
+
+def _needs_weight_density_sum(nparts: int, rec: CasaRecords) -> bool:
+    """Briggs/uniform weights depend on the density of ALL the data; natural ones do not."""
+    return nparts > 1 and rec.weighting["type"] not in ("natural", "radial")
+
+
+def _residual_name(imagename: str, rec: CasaRecords) -> str:
+    return imagename + (".residual.tt0" if rec.deconvolver == "mtmfs" else ".residual")
+
+
+def run_continuum_on_cluster(cfg: Any, client: Any, *, nparts: int | None = None,
+                             timeout_s: float | None = None) -> ContinuumResult:
+    """Run the whole continuum loop as a task on the cluster; this process only waits.
+
+    See `pclean_provider.engine.continuum_remote` for why the coordinator runs in a subprocess
+    of that task.
+    """
+    from pclean_provider.engine.continuum_remote import submit_coordinator
+
+    future = submit_coordinator(client, cfg, nparts=nparts)
+    return ContinuumResult.model_validate_json(future.result(timeout=timeout_s))

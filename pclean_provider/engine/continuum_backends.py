@@ -1,0 +1,165 @@
+"""Where the part imagers of a continuum run live: in this process, or one per Dask worker.
+
+Both backends give the coordinator the same three calls (open, run, close) and the same
+failure: `ContinuumPartError`, which names the part and the step. A run never continues with
+a missing part, because the gathered image would silently lack that part's rows.
+
+On Dask every task of a part is pinned to the worker that holds its imager
+(`workers=[addr], allow_other_workers=False`). If that worker disappears, a pinned task would
+wait forever for a worker that will not come back, so waiting also watches the workers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from pclean_provider.casa import imager_session
+from pclean_provider.casa.continuum_parts import PartSpec
+from pclean_provider.casa.imager_session import PartReply
+
+log = logging.getLogger(__name__)
+
+
+class ContinuumPartError(RuntimeError):
+    """One part of a continuum run failed; no product is built from the other parts."""
+
+    def __init__(self, part: int, nparts: int, operation: str, reason: str) -> None:
+        self.part = part
+        self.nparts = nparts
+        self.operation = operation
+        self.reason = reason
+        super().__init__(f"continuum part {part + 1}/{nparts} failed during {operation}: {reason}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0] if "\n" in text else text
+
+
+class SerialParts:
+    """All parts in the calling process, one after the other (client=None)."""
+
+    kind = "serial"
+
+    def __init__(self, run_id: str, nparts: int) -> None:
+        self.run_id = run_id
+        self.nparts = nparts
+        self.workers: list[str] = ["in-process"]
+
+    def open(self, specs: Sequence[PartSpec], **kwargs: Any) -> list[PartReply]:
+        out = []
+        for spec in specs:
+            try:
+                out.append(PartReply.model_validate_json(
+                    imager_session.open_part(spec.model_dump_json(), **kwargs)))
+            except Exception as exc:
+                raise ContinuumPartError(spec.part, self.nparts, "open", _first_line(exc)) from exc
+        return out
+
+    def run(self, operation: str, parts: Sequence[int] | None = None, **kwargs: Any) -> list[PartReply]:
+        out = []
+        for part in (range(self.nparts) if parts is None else parts):
+            try:
+                out.append(PartReply.model_validate_json(
+                    imager_session.run_part(self.run_id, part, operation, **kwargs)))
+            except Exception as exc:
+                raise ContinuumPartError(part, self.nparts, operation, _first_line(exc)) from exc
+        return out
+
+    def close(self) -> None:
+        imager_session.close_run(self.run_id)
+
+
+class DaskParts:
+    """One imager per part, each resident on one Dask worker for the whole run."""
+
+    kind = "dask"
+
+    def __init__(self, client: Any, run_id: str, nparts: int, poll_s: float = 1.0) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.nparts = nparts
+        self.poll_s = poll_s
+        workers = sorted(client.nthreads())
+        if not workers:
+            raise RuntimeError("the Dask cluster has no workers; start some (nworkers) and retry")
+        # Round-robin: with more parts than workers a worker holds several imagers and runs their
+        # steps one after the other (one thread per worker).
+        self.assignment = {k: workers[k % len(workers)] for k in range(nparts)}
+        self.workers = workers
+        self._seq = itertools.count()
+
+    def _submit(self, part: int, fn, *args: Any, label: str, **kwargs: Any):
+        key = f"pclean-continuum-{label}-{self.run_id}-p{part + 1}-{next(self._seq)}"
+        return self.client.submit(fn, *args, key=key, workers=[self.assignment[part]],
+                                  allow_other_workers=False, pure=False, **kwargs)
+
+    def _gather(self, futures: dict[int, Any], operation: str) -> list[PartReply]:
+        from distributed import wait
+
+        pending = dict(futures)
+        results: dict[int, PartReply] = {}
+        try:
+            while pending:
+                try:
+                    wait(list(pending.values()), timeout=self.poll_s, return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    pass  # nothing finished yet: check the workers below, then wait again
+                for part, fut in list(pending.items()):
+                    if fut.status == "finished":
+                        results[part] = PartReply.model_validate_json(fut.result())
+                        del pending[part]
+                    elif fut.status in ("error", "cancelled", "lost"):
+                        try:
+                            exc = fut.exception()
+                        except Exception as inner:  # cancelled futures raise here
+                            exc = inner
+                        raise ContinuumPartError(part, self.nparts, operation,
+                                                 _first_line(exc) if exc else fut.status)
+                if pending:
+                    alive = set(self.client.nthreads())
+                    for part in pending:
+                        addr = self.assignment[part]
+                        if addr not in alive:
+                            raise ContinuumPartError(
+                                part, self.nparts, operation,
+                                f"worker {addr} holding this part left the cluster (lost or killed)")
+        except BaseException:
+            for fut in pending.values():
+                fut.cancel()
+            raise
+        return [results[k] for k in sorted(results)]
+
+    def open(self, specs: Sequence[PartSpec], **kwargs: Any) -> list[PartReply]:
+        futures = {spec.part: self._submit(spec.part, imager_session.open_part, spec.model_dump_json(),
+                                           label="open", **kwargs) for spec in specs}
+        return self._gather(futures, "open")
+
+    def run(self, operation: str, parts: Sequence[int] | None = None, **kwargs: Any) -> list[PartReply]:
+        todo = range(self.nparts) if parts is None else parts
+        futures = {k: self._submit(k, imager_session.run_part, self.run_id, k, operation,
+                                   label=operation, **kwargs) for k in todo}
+        return self._gather(futures, operation)
+
+    def close(self) -> None:
+        """Release the imagers (best effort: a lost worker has nothing left to release)."""
+        alive = set()
+        try:
+            alive = set(self.client.nthreads())
+        except Exception:
+            pass
+        futures = [self._submit(k, imager_session.close_part, self.run_id, k, label="close")
+                   for k in range(self.nparts) if self.assignment[k] in alive]
+        if not futures:
+            return
+        from distributed import wait
+
+        try:
+            wait(futures, timeout=60)
+        except Exception as exc:
+            log.warning("continuum run %s: closing part imagers: %s", self.run_id, _first_line(exc))
+        for fut in futures:
+            fut.release()

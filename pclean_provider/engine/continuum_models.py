@@ -1,0 +1,59 @@
+"""What a continuum run reports: one CycleReport per major cycle, one ContinuumResult at the end.
+
+Both are small pydantic models (paths and numbers, never pixels), so they cross process
+boundaries (a Dask task, the coordinator subprocess, an Airflow XCom) as JSON.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class CycleReport(BaseModel):
+    """The state after one major cycle (cycle 0 is the dirty image)."""
+
+    run_id: str
+    cycle: int
+    iterations: int = Field(description="Minor-cycle iterations done so far, over all cycles.")
+    peak_residual: float | None = Field(None, description="Peak residual (Jy/beam) after this cycle.")
+    model_flux: float | None = Field(None, description="Total model flux (Jy) after this cycle.")
+    elapsed_s: float = Field(description="Seconds since the run started.")
+    major_s: float = Field(0.0, description="Seconds of this major cycle (all parts, in parallel).")
+    minor_s: float = Field(0.0, description="Seconds of the minor cycle before it (coordinator).")
+    stopcode: int = 0
+    stop_reason: str | None = None
+
+    def line(self) -> str:
+        peak = "n/a" if self.peak_residual is None else f"{self.peak_residual:.4g} Jy/beam"
+        flux = "n/a" if self.model_flux is None else f"{self.model_flux:.4g} Jy"
+        text = (f"continuum major cycle {self.cycle}: {self.iterations} iterations, peak residual {peak}, "
+                f"model flux {flux}, {self.elapsed_s:.1f} s")
+        if self.stop_reason:
+            text += f" (stopped: {self.stop_reason})"
+        return text
+
+
+class ContinuumResult(BaseModel):
+    run_id: str
+    imagename: str
+    products: list[str] = Field(description="Absolute paths of the images written (image, psf, ...).")
+    nparts: int
+    workers: list[str] = Field(default_factory=list)
+    iterations: int = 0
+    major_cycles: int = Field(0, description="Major cycles after the dirty image (tclean's nmajordone - 1).")
+    stopcode: int = 0
+    stop_reason: str | None = None
+    cycles: list[CycleReport] = Field(default_factory=list)
+    elapsed_s: float = 0.0
+    setup_s: float = Field(0.0, description="Partitioning, imager set-up and weighting.")
+    psf_s: float = 0.0
+    major_cycle_s: float = Field(0.0, description="All major cycles, including the dirty image.")
+    minor_cycle_s: float = Field(0.0, description="All minor cycles and mask updates (serial, coordinator).")
+    restore_s: float = 0.0
+    progress_file: str | None = None
+    part_images_kept: bool = False
+    summary: dict = Field(default_factory=dict, description="Small figures from CASA's iteration summary.")
+
+    @property
+    def minor_cycle_share(self) -> float:
+        return self.minor_cycle_s / self.elapsed_s if self.elapsed_s > 0 else 0.0

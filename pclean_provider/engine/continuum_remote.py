@@ -1,0 +1,121 @@
+"""The continuum coordinator as a task on the cluster, so whoever starts a run (an Airflow task) stays light.
+
+Why a subprocess: the coordinator holds casatools objects (normalizer, deconvolver, iterbotsink)
+and the worker that runs its task may also hold a part imager, whose steps run in that worker's
+task thread. CASA tools are not thread-safe, so the two must never share a process. The task
+therefore only starts `python -m pclean_provider.engine.continuum_remote` (its own process with its
+own CASA runtime and log), relays its progress lines, and returns its JSON result. While it
+waits the task `secede`s from the worker's thread pool, so that worker's single thread stays
+free for the part steps the coordinator sends it - otherwise a one-thread worker would deadlock
+holding both the coordinator and a part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("pclean_provider.continuum")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def coordinator_task(cfg_json: str, scheduler_address: str, nparts: int | None = None) -> str:
+    """Dask task: run the coordinator in a subprocess; returns ContinuumResult JSON."""
+    from pclean_provider.casa.runtime import casa_env
+    from pclean_provider.engine.continuum import ContinuumInputError
+    from pclean_provider.engine.continuum_backends import ContinuumPartError
+
+    try:
+        from distributed import secede
+
+        secede()
+    except ValueError:
+        pass  # not inside a worker (called directly): nothing to give back
+    with tempfile.TemporaryDirectory(prefix="pclean-coordinator-") as tmp:
+        cfg_path = Path(tmp) / "config.json"
+        out_path = Path(tmp) / "result.json"
+        _write_atomically(cfg_path, cfg_json)
+        cmd = [sys.executable, "-m", "pclean_provider.engine.continuum_remote", "--config", str(cfg_path),
+               "--scheduler", scheduler_address, "--result", str(out_path)]
+        if nparts is not None:
+            cmd += ["--nparts", str(nparts)]
+        env = {**os.environ, **casa_env()}
+        proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+        tail: list[str] = []
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            line = line.rstrip()
+            log.info("coordinator: %s", line)
+            tail = (tail + [line])[-20:]
+        rc = proc.wait()
+        if not out_path.exists():
+            raise RuntimeError(f"continuum coordinator exited with code {rc} and no result; last output:\n"
+                               + "\n".join(tail))
+        payload = json.loads(out_path.read_text(encoding="utf-8"))
+    if "error" in payload:
+        err = payload["error"]
+        if err["type"] == "ContinuumPartError":
+            raise ContinuumPartError(err["part"], err["nparts"], err["operation"], err["reason"])
+        if err["type"] == "ContinuumInputError":
+            raise ContinuumInputError(err["message"])
+        raise RuntimeError(f"continuum coordinator failed: {err['type']}: {err['message']}")
+    return json.dumps(payload["result"])
+
+
+def submit_coordinator(client: Any, cfg: Any, *, nparts: int | None = None):
+    """Submit the coordinator task; returns its Future (result: ContinuumResult JSON)."""
+    address = client.scheduler.address
+    return client.submit(coordinator_task, cfg.model_dump_json(), address, nparts, pure=False,
+                         key=f"pclean-continuum-coordinator-{os.getpid()}-{id(cfg):x}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Continuum coordinator (started by coordinator_task).")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--scheduler", required=True)
+    parser.add_argument("--result", required=True)
+    parser.add_argument("--nparts", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+
+    from distributed import Client
+
+    from pclean_provider.casa.runtime import ensure_casa_runtime
+    from pclean_provider.config import PcleanConfig
+    from pclean_provider.engine.continuum import ContinuumInputError, run_continuum
+    from pclean_provider.engine.continuum_backends import ContinuumPartError
+
+    out = Path(args.result)
+    cfg = PcleanConfig.model_validate_json(Path(args.config).read_text(encoding="utf-8"))
+    ensure_casa_runtime()
+    try:
+        with Client(args.scheduler, timeout=60) as client:
+            result = run_continuum(cfg, client, nparts=args.nparts)
+        _write_atomically(out, json.dumps({"result": json.loads(result.model_dump_json())}))
+        return 0
+    except ContinuumPartError as exc:
+        err = {"type": "ContinuumPartError", "part": exc.part, "nparts": exc.nparts,
+               "operation": exc.operation, "reason": exc.reason, "message": str(exc)}
+    except ContinuumInputError as exc:
+        err = {"type": "ContinuumInputError", "message": str(exc)}
+    except Exception as exc:
+        err = {"type": type(exc).__name__, "message": str(exc)}
+    _write_atomically(out, json.dumps({"error": err}))
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

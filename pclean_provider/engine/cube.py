@@ -1,0 +1,141 @@
+"""The cube pipeline: preflight -> plan -> sub-cubes (Dask or in-process) -> common beam -> concat.
+
+Preflight and planning happen before any cluster starts, so bad input fails in seconds. Sub-cubes
+go to Dask with retries: a worker that dies takes its sub-cube with it, the scheduler reruns it
+elsewhere, and the sub-cube's idempotent writer replaces whatever half-run it left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import uuid
+from typing import Any
+
+from pclean_provider.engine.concat import apply_common_beam, concat_products
+from pclean_provider.engine.memory import parse_memory
+from pclean_provider.engine.models import CubePlan, PcleanResult, SubcubeResult
+from pclean_provider.engine.plan import plan_subcubes
+from pclean_provider.engine.preflight import check_cube_inputs
+from pclean_provider.engine.progress import Progress
+from pclean_provider.engine.subcube import image_subcube, restore_subcube_common_beam
+
+log = logging.getLogger(__name__)
+
+# A lost worker's sub-cube is rerun this many times before the run fails.
+SUBCUBE_RETRIES = 2
+
+
+class SubcubeFailed(RuntimeError):
+    """A sub-cube failed on every try; the message names it and its CASA log."""
+
+
+def _worker_memory(cfg, nworkers: int) -> int | None:
+    explicit = parse_memory(cfg.cluster.memory_limit)
+    if explicit:
+        return explicit
+    if cfg.cluster.cluster_type == "slurm":
+        return parse_memory(cfg.cluster.slurm_job_mem)
+    if cfg.cluster.cluster_type == "local" or not cfg.extras.parallel:
+        import psutil
+
+        return int(psutil.virtual_memory().total / max(nworkers, 1))
+    return None
+
+
+def _run_in_process(plan: CubePlan, progress: Progress) -> list[SubcubeResult]:
+    results = []
+    for spec in plan.specs:
+        res = image_subcube(spec)
+        results.append(res)
+        progress.advance(_describe(res))
+    return results
+
+
+def _describe(res: SubcubeResult) -> str:
+    return (f"channels {res.chan_start}-{res.chan_stop - 1}: {res.iterations} iterations, "
+            f"{res.stop_reason or '-'}, {res.seconds:.1f} s, {res.peak_rss_bytes / 2**20:.0f} MiB")
+
+
+def _run_on_dask(client, plan: CubePlan, progress: Progress) -> list[SubcubeResult]:
+    from distributed import as_completed
+
+    token = uuid.uuid4().hex[:8]
+    futures = {}
+    for spec in plan.specs:
+        # Keys name the sub-cube in the dashboard; the token keeps two runs' keys apart.
+        fut = client.submit(image_subcube, spec, pure=False, retries=SUBCUBE_RETRIES,
+                            key=f"pclean-{spec.key}-{token}")
+        futures[fut] = spec
+    results = []
+    try:
+        for fut in as_completed(list(futures)):
+            spec = futures[fut]
+            try:
+                res = fut.result()
+            except Exception as err:
+                raise SubcubeFailed(
+                    f"sub-cube {spec.index} (channels {spec.chan_start}-{spec.chan_stop - 1}) failed after "
+                    f"{SUBCUBE_RETRIES + 1} tries: {err}; CASA log under {spec.subcube_dir}*") from err
+            results.append(res)
+            progress.advance(_describe(res))
+    except BaseException:
+        client.cancel(list(futures))
+        raise
+    return sorted(results, key=lambda r: r.index)
+
+
+def _restore_on_dask(client):
+    def submit(specs, beam):
+        futs = [client.submit(restore_subcube_common_beam, spec, beam, pure=False, retries=SUBCUBE_RETRIES)
+                for spec in specs]
+        client.gather(futs)
+
+    return submit
+
+
+def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
+    """Image a cube config. With `cfg.extras.parallel` the sub-cubes run on `client` (or on a cluster
+    opened from `cfg.cluster`); otherwise the same plan runs in this process."""
+    from pclean_provider.casa.runtime import ensure_casa_runtime
+
+    t0 = time.monotonic()
+    ensure_casa_runtime()
+    check_cube_inputs(cfg)
+    parallel = bool(cfg.extras.parallel)
+    if parallel:
+        nworkers = len(client.nthreads()) if client is not None else cfg.cluster.resolved_nworkers()
+    else:
+        # In-process, sub-cubes would only take turns; split only when asked (cube_chunksize) or to fit memory.
+        nworkers = 1
+    plan = plan_subcubes(cfg, nworkers, _worker_memory(cfg, nworkers))
+    log.info("cube %s: %d channels in %d sub-cube(s) (%s), %s", plan.imagename, plan.nchan, len(plan.specs),
+             ", ".join(str(s.nchan) for s in plan.specs), "on Dask" if parallel else "in-process")
+    bar = Progress(len(plan.specs), desc=f"pclean {os.path.basename(plan.imagename)}", unit="sub-cube",
+                   bar=progress)
+    with bar, contextlib.ExitStack() as stack:
+        if parallel and client is None:
+            from pclean_provider.compute import open_cluster
+
+            handle = stack.enter_context(open_cluster(cfg.cluster))
+            client = handle.client
+        if parallel:
+            results = _run_on_dask(client, plan, bar)
+            restore = _restore_on_dask(client)
+        else:
+            results = _run_in_process(plan, bar)
+            restore = None
+        restoringbeam = plan.restoringbeam
+        if isinstance(restoringbeam, str) and restoringbeam.lower() == "common":
+            apply_common_beam(plan, results, submit=restore)
+        concat = concat_products(plan, results, mode=cfg.extras.concat_mode,
+                                 keep_subcubes=cfg.extras.keep_subcubes, restoringbeam=restoringbeam)
+    iterations = sum(r.iterations for r in results)
+    reasons = sorted({r.stop_reason for r in results if r.stop_reason})
+    return PcleanResult(
+        imagename=plan.imagename, specmode=cfg.tclean_kwargs()["specmode"], parallel=parallel,
+        products=concat.products, iterations=iterations, stop_reason="; ".join(reasons),
+        seconds=time.monotonic() - t0, nworkers=nworkers, nsubcubes=len(plan.specs), subcubes=results,
+        concat=concat)

@@ -1,0 +1,125 @@
+"""What crosses process boundaries in the cube engine: small JSON-able models, never image data.
+
+The Airflow operators `.expand()` over `CubePlan.specs` and pass `SubcubeResult`s through XCom,
+so every field is a path, a number or a short string.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Every product tclean may write for a cube; concat joins whichever exist.
+CUBE_PRODUCTS = (".image", ".residual", ".model", ".psf", ".pb", ".mask", ".sumwt", ".weight",
+                 ".image.pbcor")
+
+ConcatMode = Literal["auto", "paged", "virtual", "movevirtual"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SubcubeSpec(_Model):
+    """One sub-cube: a contiguous channel range of the full cube, imaged by one tclean run."""
+
+    index: int = Field(description="Position in the cube, 0-based; concatenation follows it.")
+    nparts: int = Field(description="Number of sub-cubes in the plan.")
+    chan_start: int = Field(description="First channel in the full cube (0-based, inclusive).")
+    chan_stop: int = Field(description="One past the last channel in the full cube.")
+    nchan: int
+    start_hz: float = Field(description="Frequency of the first channel, exactly as CASA's grid has it.")
+    width_hz: float = Field(description="Channel increment of the full cube's grid.")
+    frame: str = Field(description="Spectral reference frame of the grid (tclean's outframe).")
+    frequencies_hz: list[float] = Field(description="Expected frequency of every channel (for checks).")
+    vis: str | list[str] = Field(description="Absolute path(s) of the MeasurementSet(s).")
+    imagename: str = Field(description="Absolute image name of the full cube.")
+    subcube_dir: str = Field(description="Absolute folder of this sub-cube's products and CASA log.")
+    niter: int = Field(description="This sub-cube's share of the cube's niter.")
+    tclean_kwargs: dict[str, Any] = Field(
+        description="The keyword arguments of this sub-cube's tclean run (imagename set at run time).")
+    estimated_memory_bytes: int = 0
+
+    @property
+    def product_prefix(self) -> str:
+        # A name unique across sub-cubes: movevirtual moves the parts into one folder by base name.
+        return f"{self.subcube_dir}/{self.product_basename}"
+
+    @property
+    def product_basename(self) -> str:
+        return self.subcube_dir.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def key(self) -> str:
+        return f"subcube-{self.index:04d}"
+
+
+class CubePlan(_Model):
+    """The whole cube: its CASA-defined grid and how it is split."""
+
+    imagename: str
+    workdir: str = Field(description="Absolute folder holding the sub-cube folders.")
+    nchan: int
+    frequencies_hz: list[float]
+    width_hz: float
+    frame: str
+    restfreq_hz: float | None = None
+    niter: int
+    niter_sharing: str = Field(description="How niter was shared among sub-cubes, in words.")
+    restoringbeam: str | list[str] | list[float] = ""
+    nworkers: int
+    cube_chunksize: int
+    worker_memory_bytes: int | None = None
+    estimated_memory_bytes_per_subcube: int = 0
+    specs: list[SubcubeSpec]
+
+
+class SubcubeResult(_Model):
+    """What one sub-cube run produced (paths and numbers)."""
+
+    index: int
+    chan_start: int
+    chan_stop: int
+    nchan: int
+    frequencies_hz: list[float]
+    product_prefix: str
+    products: list[str] = Field(description="Product suffixes that exist, e.g. ['.image', '.psf'].")
+    niter: int
+    iterations: int
+    nmajor_done: int = 0
+    stop_code: int | None = None
+    stop_reason: str = ""
+    peak_residual: float | None = None
+    seconds: float
+    peak_rss_bytes: int
+    host: str
+    pid: int
+    casa_log: str
+
+
+class ConcatResult(_Model):
+    imagename: str
+    mode: str
+    products: dict[str, str] = Field(description="Product suffix -> absolute path of the full cube's image.")
+    nchan: int
+    common_beam: dict[str, float] | None = None
+    kept_subcubes: bool
+    seconds: float
+
+
+class PcleanResult(_Model):
+    """Summary of one pclean() call."""
+
+    imagename: str
+    specmode: str
+    parallel: bool
+    products: dict[str, str] = {}
+    iterations: int = 0
+    stop_reason: str = ""
+    seconds: float = 0.0
+    nworkers: int = 0
+    nsubcubes: int = 0
+    subcubes: list[SubcubeResult] = []
+    concat: ConcatResult | None = None
+    continuum: dict[str, Any] | None = None

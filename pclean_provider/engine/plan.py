@@ -1,0 +1,185 @@
+"""Split a tclean cube into sub-cubes that together give exactly tclean's cube.
+
+The frequency grid comes from CASA (`casa.cube_grid.define_cube_grid`: the same
+`synthesisimager.defineimage` call tclean makes), so `nchan=-1`, channel/frequency/velocity
+`start` and `width`, `outframe`, `veltype` and `restfreq` resolve exactly as in tclean. Each
+sub-cube is then a tclean run over a contiguous channel range of that grid, given its first
+channel's frequency and the grid's increment as exact frequencies (17 significant digits, so the
+double round-trips bit for bit), in the grid's frame.
+
+Every sub-cube keeps the full data selection (spw, field, ...), as CASA's own parallel cube imager
+does: tclean then picks, channel by channel, the same visibilities as the serial run, including
+the partly covered edge channels of a frame-converted cube. Narrowing the spw to a sub-cube's
+channels changes those edge channels (measured: the serial cube leaves its first channel nearly
+empty, a narrowed half run fills it).
+
+niter sharing: tclean counts `niter` over the whole cube, so a sub-cube must not get `niter` again
+(the published pclean did, and cleaned up to N times more). Each sub-cube gets a share
+proportional to its number of channels (largest-remainder rounding, so the shares sum to exactly
+`niter`). The result is identical to tclean whenever `niter` does not bind (the run stops on
+threshold/nsigma/nmajor, the normal case for production cubes); when it binds, the total number
+of iterations equals tclean's but their split among channels follows the shares rather than
+tclean's channel order.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from pclean_provider.engine.memory import estimate_subcube_bytes, max_channels_that_fit
+from pclean_provider.engine.models import CubePlan, SubcubeSpec
+
+
+class PlanError(ValueError):
+    """The cube cannot be split as asked (names the parameter and the fix)."""
+
+
+def split_channels(nchan: int, nworkers: int, cube_chunksize: int = -1,
+                   max_chunk: int | None = None) -> list[tuple[int, int]]:
+    """Contiguous [start, stop) channel ranges covering 0..nchan.
+
+    cube_chunksize -1: one range per worker (as even as possible, the first ranges one channel
+    longer when it does not divide); C > 0: C channels each, the last range shorter. `max_chunk`
+    (from the memory estimate) caps every range. Never more ranges than channels, never an empty one.
+    """
+    if nchan < 1:
+        raise PlanError(f"nchan={nchan}: a cube needs at least one channel.")
+    if nworkers < 1:
+        raise PlanError(f"nworkers={nworkers}: need at least one worker.")
+    if cube_chunksize == 0 or cube_chunksize < -1:
+        raise PlanError(f"cube_chunksize={cube_chunksize}: use -1 (one sub-cube per worker) or a positive "
+                        "number of channels per sub-cube.")
+    cap = max(1, max_chunk) if max_chunk else nchan
+    if cube_chunksize == -1:
+        nparts = min(nworkers, nchan)
+        nparts = max(nparts, math.ceil(nchan / cap))
+        nparts = min(nparts, nchan)
+        base, extra = divmod(nchan, nparts)
+        sizes = [base + (1 if i < extra else 0) for i in range(nparts)]
+    else:
+        size = min(cube_chunksize, cap, nchan)
+        sizes = [size] * (nchan // size)
+        if nchan % size:
+            sizes.append(nchan % size)
+    ranges = []
+    start = 0
+    for size in sizes:
+        ranges.append((start, start + size))
+        start += size
+    return ranges
+
+
+def share_niter(niter: int, sizes: list[int]) -> list[int]:
+    """Shares of a cube-wide niter, proportional to channels, summing to exactly niter."""
+    total = sum(sizes)
+    if niter <= 0 or total <= 0:
+        return [0] * len(sizes)
+    exact = [niter * s / total for s in sizes]
+    shares = [math.floor(x) for x in exact]
+    left = niter - sum(shares)
+    # Largest remainder first; ties go to the earlier sub-cube (deterministic plans).
+    order = sorted(range(len(sizes)), key=lambda i: (-(exact[i] - shares[i]), i))
+    for i in order[:left]:
+        shares[i] += 1
+    return shares
+
+
+NITER_SHARING = ("niter is counted over the whole cube (as tclean does); each sub-cube gets a share "
+                 "proportional to its channels (largest remainder, shares sum to niter). Exact when niter "
+                 "does not bind; otherwise the total matches tclean, the split among channels may not.")
+
+
+def _frequency(hz: float) -> str:
+    # 17 significant digits: the double CASA gave us comes back bit for bit.
+    return f"{hz:.17g}Hz"
+
+
+def subcube_tclean_kwargs(base: dict[str, Any], *, start_hz: float, width_hz: float, nchan: int,
+                          frame: str, restfreq_hz: float | None, niter: int) -> dict[str, Any]:
+    """The tclean keywords of one sub-cube, derived from the full cube's keywords."""
+    kw = dict(base)
+    kw["nchan"] = nchan
+    kw["start"] = _frequency(start_hz)
+    kw["width"] = _frequency(width_hz)
+    if kw.get("specmode", "cube") == "cube":
+        # The grid's frame is what tclean resolved outframe to (e.g. '' -> LSRK).
+        kw["outframe"] = frame
+    if not kw.get("restfreq") and restfreq_hz:
+        # Without it a sub-cube would take its rest frequency from its own data; the full cube's keeps
+        # the header (and any velocity axis) identical.
+        kw["restfreq"] = [_frequency(restfreq_hz)]
+    kw["niter"] = niter
+    # The common beam is a property of the whole cube; sub-cubes restore per channel and the
+    # concatenation step re-restores with the cube's common beam.
+    if isinstance(kw.get("restoringbeam"), str) and kw["restoringbeam"].lower() == "common":
+        kw["restoringbeam"] = ""
+    kw["parallel"] = False
+    kw["interactive"] = False
+    return kw
+
+
+def _abs_vis(vis: str | list[str]) -> str | list[str]:
+    if isinstance(vis, list):
+        return [os.path.abspath(os.path.expanduser(v)) for v in vis]
+    return os.path.abspath(os.path.expanduser(vis))
+
+
+def plan_from_grid(tclean_kwargs: dict[str, Any], grid, nworkers: int, cube_chunksize: int = -1,
+                   worker_memory_bytes: int | None = None) -> CubePlan:
+    """The plan for a grid already defined by CASA (pure: no CASA call here)."""
+    kw = dict(tclean_kwargs)
+    kw["vis"] = _abs_vis(kw["vis"])
+    if not kw.get("imagename"):
+        raise PlanError("imagename is empty; set imagename='path/prefix' for the output cube.")
+    imagename = os.path.abspath(os.path.expanduser(kw["imagename"]))
+    kw["imagename"] = imagename
+    imsize = kw.get("imsize", [100])
+    stokes = kw.get("stokes", "I")
+    max_chunk = None
+    if worker_memory_bytes:
+        max_chunk = max_channels_that_fit(worker_memory_bytes, imsize, stokes)
+    ranges = split_channels(grid.nchan, nworkers, cube_chunksize, max_chunk)
+    niter = int(kw.get("niter", 0))
+    shares = share_niter(niter, [b - a for a, b in ranges])
+    workdir = f"{imagename}.subcubes"
+    specs = []
+    for index, ((a, b), share) in enumerate(zip(ranges, shares, strict=True)):
+        freqs = grid.frequencies_hz[a:b]
+        sub_kw = subcube_tclean_kwargs(kw, start_hz=freqs[0], width_hz=grid.width_hz, nchan=b - a,
+                                       frame=grid.frame, restfreq_hz=grid.restfreq_hz, niter=share)
+        specs.append(SubcubeSpec(
+            index=index, nparts=len(ranges), chan_start=a, chan_stop=b, nchan=b - a,
+            start_hz=freqs[0], width_hz=grid.width_hz, frame=grid.frame, frequencies_hz=list(freqs),
+            vis=kw["vis"], imagename=imagename,
+            # Named by channel range: a re-plan with another split never reuses a folder of a different
+            # range, so products of two plans cannot mix.
+            subcube_dir=os.path.join(workdir, f"chan{a:05d}-{b - 1:05d}"),
+            niter=share, tclean_kwargs=sub_kw,
+            estimated_memory_bytes=estimate_subcube_bytes(b - a, imsize, stokes)))
+    return CubePlan(
+        imagename=imagename, workdir=workdir, nchan=grid.nchan, frequencies_hz=list(grid.frequencies_hz),
+        width_hz=grid.width_hz, frame=grid.frame, restfreq_hz=grid.restfreq_hz, niter=niter,
+        niter_sharing=NITER_SHARING, restoringbeam=tclean_kwargs.get("restoringbeam", ""),
+        nworkers=nworkers, cube_chunksize=cube_chunksize, worker_memory_bytes=worker_memory_bytes,
+        estimated_memory_bytes_per_subcube=max(s.estimated_memory_bytes for s in specs), specs=specs)
+
+
+def plan_subcubes(cfg, nworkers: int, worker_memory_bytes: int | None = None) -> CubePlan:
+    """Plan a cube config: CASA defines the grid (reads the MS once), then the split is pure logic."""
+    from pclean_provider.casa.cube_grid import CubeGridError, define_cube_grid
+
+    kwargs = cfg.tclean_kwargs()
+    if not cfg.is_cube:
+        raise PlanError(f"specmode={kwargs.get('specmode')!r} is not a cube; plan_subcubes needs "
+                        "specmode='cube' or 'cubedata'.")
+    try:
+        grid = define_cube_grid(kwargs)
+    except CubeGridError as err:
+        raise PlanError(f"{err} (check nchan, start, width, outframe, restfreq and spw)") from err
+    if not grid.linear:
+        raise PlanError("the cube's spectral axis is tabular (non-linear in frequency, e.g. veltype='optical' "
+                        "with a velocity width); sub-cubes cannot reproduce it. Use veltype='radio' or a "
+                        "frequency width.")
+    return plan_from_grid(kwargs, grid, nworkers, cfg.extras.cube_chunksize, worker_memory_bytes)

@@ -1,0 +1,62 @@
+"""Progress of long work: a bar on the command line, one log line per finished unit everywhere.
+
+Shared by the cube engine (unit = sub-cube) and the continuum engine (unit = major cycle). The
+log line goes through `logging`, so Airflow task logs and Dask-free library use see it; the bar
+(tqdm, done/total, elapsed and ETA) only appears when asked for, i.e. on an interactive CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+_log = logging.getLogger("pclean_provider.progress")
+
+
+class Progress:
+    def __init__(self, total: int, desc: str, unit: str = "sub-cube", bar: bool = False,
+                 logger: logging.Logger | None = None, file=None):
+        self.total = int(total)
+        self.desc = desc
+        self.unit = unit
+        self.done = 0
+        self.logger = logger or _log
+        self._t0 = time.monotonic()
+        self._bar = None
+        if bar:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total, desc=desc, unit=unit, file=file or sys.stderr,
+                             dynamic_ncols=True, leave=True)
+
+    def eta_seconds(self) -> float | None:
+        if self.done == 0:
+            return None
+        elapsed = time.monotonic() - self._t0
+        return elapsed / self.done * (self.total - self.done)
+
+    def advance(self, message: str = "", n: int = 1) -> None:
+        """One (or n) more unit finished; logs one line naming it."""
+        self.done += n
+        eta = self.eta_seconds()
+        eta_text = f", ETA {eta:.0f} s" if eta is not None and self.done < self.total else ""
+        line = f"{self.desc}: {self.unit} {self.done}/{self.total} done{eta_text}"
+        if message:
+            line += f" - {message}"
+        self.logger.info(line)
+        if self._bar is not None:
+            self._bar.update(n)
+            if message:
+                self._bar.set_postfix_str(message[:60], refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,154 @@
+"""Image one sub-cube: the function a Dask worker (or this process) runs per SubcubeSpec.
+
+Idempotent: everything is written into a fresh temporary folder next to the sub-cube's folder and
+renamed into place only once tclean succeeded and the frequency axis was checked, so a rerun
+(Dask retry after a lost worker, an Airflow clear) replaces that sub-cube's products whole and
+a failed run leaves the previous ones untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+
+import psutil
+
+from pclean_provider.engine.models import SubcubeResult, SubcubeSpec
+
+log = logging.getLogger(__name__)
+
+# Frequencies are doubles written as 17-digit strings and read back by CASA; a relative
+# difference beyond this means the sub-cube is not on the full cube's grid.
+FREQUENCY_RTOL = 1e-12
+
+
+class SubcubeError(RuntimeError):
+    """A sub-cube could not be imaged or is not on the planned grid."""
+
+
+class _PeakRss:
+    """Samples this process's resident memory while a sub-cube runs (ru_maxrss would report the
+    worker's lifetime peak, not this sub-cube's)."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._proc = psutil.Process()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        try:
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+        except psutil.Error:
+            pass
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self):
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+def _replace_folder(src: str, dst: str) -> None:
+    old = None
+    if os.path.exists(dst):
+        old = f"{dst}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(dst, old)
+    os.rename(src, dst)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def image_subcube(spec: SubcubeSpec | dict | str) -> SubcubeResult:
+    """Run tclean for one sub-cube; returns where its products are and what it did."""
+    if isinstance(spec, str):
+        spec = SubcubeSpec.model_validate_json(spec)
+    elif isinstance(spec, dict):
+        spec = SubcubeSpec.model_validate(spec)
+    from pclean_provider.casa.image_concat import image_frequencies
+    from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
+    from pclean_provider.casa.tclean_runner import existing_products, run_tclean
+
+    t0 = time.monotonic()
+    parent = os.path.dirname(spec.subcube_dir)
+    os.makedirs(parent, exist_ok=True)
+    staging = f"{spec.subcube_dir}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    scratch = os.path.join(staging, "scratch")
+    os.makedirs(scratch)
+    info = ensure_casa_runtime(omp_threads=1)
+    previous_log = info.log_path
+    staged_log = os.path.join(staging, "casa.log")
+    set_casa_log(staged_log)
+    staged_prefix = os.path.join(staging, spec.product_basename)
+    try:
+        with _PeakRss() as rss:
+            summary = run_tclean(spec.tclean_kwargs, staged_prefix, cwd=scratch)
+        shutil.rmtree(scratch, ignore_errors=True)
+        got = image_frequencies(staged_prefix + ".image")
+        if len(got) != spec.nchan or any(
+                abs(g - e) > FREQUENCY_RTOL * abs(e) for g, e in zip(got, spec.frequencies_hz, strict=True)):
+            raise SubcubeError(
+                f"sub-cube {spec.index} (channels {spec.chan_start}-{spec.chan_stop - 1}) came out on another "
+                f"frequency grid than planned: {got[:3]}... vs {spec.frequencies_hz[:3]}...")
+        products = existing_products(staged_prefix)
+    except BaseException:
+        set_casa_log(previous_log)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    set_casa_log(previous_log)
+    _replace_folder(staging, spec.subcube_dir)
+    seconds = time.monotonic() - t0
+    result = SubcubeResult(
+        index=spec.index, chan_start=spec.chan_start, chan_stop=spec.chan_stop, nchan=spec.nchan,
+        frequencies_hz=got, product_prefix=spec.product_prefix, products=products, niter=spec.niter,
+        iterations=summary.iterations, nmajor_done=summary.nmajor_done, stop_code=summary.stop_code,
+        stop_reason=summary.stop_reason, peak_residual=summary.peak_residual, seconds=seconds,
+        peak_rss_bytes=int(rss.peak), host=socket.gethostname(), pid=os.getpid(),
+        casa_log=os.path.join(spec.subcube_dir, "casa.log"))
+    log.info("sub-cube %d/%d channels %d-%d: %d iterations (%s), %.1f s, peak RSS %.0f MiB",
+             spec.index + 1, spec.nparts, spec.chan_start, spec.chan_stop - 1, result.iterations,
+             result.stop_reason or "-", seconds, result.peak_rss_bytes / 2**20)
+    return result
+
+
+def restore_subcube_common_beam(spec: SubcubeSpec | dict, beam: dict[str, float]) -> str:
+    """Re-restore a finished sub-cube with the whole cube's common beam (restoringbeam='common')."""
+    if isinstance(spec, dict):
+        spec = SubcubeSpec.model_validate(spec)
+    from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
+    from pclean_provider.casa.tclean_runner import restore_with_beam
+
+    info = ensure_casa_runtime(omp_threads=1)
+    previous_log = info.log_path
+    # Restore a copy and swap it in: a failure halfway leaves the sub-cube as it was.
+    staging = f"{spec.subcube_dir}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(spec.subcube_dir, staging, symlinks=True)
+    scratch = os.path.join(staging, "scratch")
+    os.makedirs(scratch)
+    set_casa_log(os.path.join(staging, "casa.log"))
+    try:
+        beam_strings = [f"{beam['major_arcsec']!r}arcsec", f"{beam['minor_arcsec']!r}arcsec",
+                        f"{beam['pa_deg']!r}deg"]
+        restore_with_beam(spec.tclean_kwargs, os.path.join(staging, spec.product_basename), scratch, beam_strings)
+        shutil.rmtree(scratch, ignore_errors=True)
+    except BaseException:
+        set_casa_log(previous_log)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    set_casa_log(previous_log)
+    _replace_folder(staging, spec.subcube_dir)
+    return spec.product_prefix

@@ -1,0 +1,184 @@
+"""Connection -> ClusterSpec -> Dask client, for the operators of this provider.
+
+The hook decides *which* cluster a task talks to; starting and connecting is left to
+``pclean_provider.compute`` so that the Airflow face and the command line share one way of doing it.
+Where the scheduler address comes from, first match wins: an explicit ``scheduler_address`` (for
+example the XCom of a cluster-up task), a cluster host's ``address_file``, the connection's host and
+port, then the connection's cluster type (a short-lived local or SLURM cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+from pclean_provider.config.cluster import ClusterSpec
+
+# Extra fields of the connection form that map one-to-one onto ClusterSpec (see get_provider_info).
+SPEC_FIELDS = tuple(name for name in ClusterSpec.model_fields if name != "scheduler_address")
+
+
+class PcleanDaskHook(BaseHook):
+    """Gives a Dask client for a ``pclean_dask`` connection (or a cluster host's address).
+
+    :param pclean_conn_id: Airflow connection of type ``pclean_dask``. A missing
+        ``pclean_dask_default`` means "a local cluster with defaults"; any other missing id is an error.
+    :param scheduler_address: a running scheduler (``tcp://host:port``); wins over everything else.
+    :param address_file: the file a cluster host (``ClusterUpOperator``, ``pclean cluster up``) wrote.
+    :param cluster_overrides: ClusterSpec fields that win over the connection's (e.g. ``nworkers``).
+    """
+
+    conn_name_attr = "pclean_conn_id"
+    default_conn_name = "pclean_dask_default"
+    conn_type = "pclean_dask"
+    hook_name = "pclean Dask cluster"
+
+    def __init__(
+        self,
+        pclean_conn_id: str | None = default_conn_name,
+        *,
+        scheduler_address: str | None = None,
+        address_file: str | None = None,
+        cluster_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.pclean_conn_id = pclean_conn_id
+        self.scheduler_address = scheduler_address or None
+        self.address_file = address_file or None
+        self.cluster_overrides = dict(cluster_overrides or {})
+
+    # -- where the cluster is -------------------------------------------------------------------
+
+    def connection_fields(self) -> dict[str, Any]:
+        """ClusterSpec fields stored on the connection (host/port become the scheduler address)."""
+        if not self.pclean_conn_id:
+            return {}
+        try:
+            conn = self.get_connection(self.pclean_conn_id)
+        except AirflowNotFoundException as exc:
+            if self.pclean_conn_id == self.default_conn_name:
+                self.log.info("No connection %r: using a local Dask cluster with defaults.", self.pclean_conn_id)
+                return {}
+            raise ValueError(
+                f"pclean_conn_id={self.pclean_conn_id!r}: no such Airflow connection ({exc}); create a "
+                f"connection of type 'pclean_dask' with that id, or pass scheduler_address=...") from exc
+        extra = dict(conn.extra_dejson or {})
+        address_file = extra.pop("address_file", None) or extra.pop(f"extra__{self.conn_type}__address_file", None)
+        fields = connection_to_spec_fields(conn.host, conn.port, extra, conn_id=self.pclean_conn_id)
+        if address_file and not conn.host and not self.address_file:
+            # A connection may point at a long-lived cluster host instead of a fixed address.
+            self.address_file = address_file
+        return fields
+
+    def resolve_address(self) -> str | None:
+        """The scheduler address from the explicit argument or the address file, if any."""
+        if self.scheduler_address:
+            return self.scheduler_address.strip()
+        if self.address_file:
+            return read_address_file(self.address_file)
+        return None
+
+    def get_cluster_spec(self) -> ClusterSpec:
+        fields = self.connection_fields()
+        fields.update(self.cluster_overrides)
+        address = self.resolve_address()
+        if address:
+            # A given address means "use that cluster": the connection's other knobs describe how
+            # to start one and would only fail validation (address plus a local type) here.
+            fields["scheduler_address"] = address
+            fields["cluster_type"] = "address"
+        try:
+            return ClusterSpec.model_validate(fields)
+        except Exception as exc:
+            raise ValueError(f"pclean_conn_id={self.pclean_conn_id!r}: invalid cluster settings: {exc}") from exc
+
+    # -- clients ----------------------------------------------------------------------------------
+
+    @contextmanager
+    def open_cluster(self, spec: ClusterSpec | None = None) -> Iterator[Any]:
+        """A ``ClusterHandle`` (``.client``, ``.dashboard_link``, ``.address``), closed on exit.
+
+        For a 'local' or 'slurm' spec this starts a cluster that lives only as long as the block:
+        fine for synchronous work, wrong for work that must outlive the task (use a cluster host).
+        """
+        from pclean_provider.compute import open_cluster
+
+        spec = spec or self.get_cluster_spec()
+        with open_cluster(spec) as handle:
+            yield handle
+
+    @contextmanager
+    def get_client(self) -> Iterator[Any]:
+        """A ``distributed.Client``, closed on exit (the work it submitted is kept by publish)."""
+        with self.open_cluster() as handle:
+            yield handle.client
+
+    def test_connection(self) -> tuple[bool, str]:
+        spec = self.get_cluster_spec()
+        if spec.cluster_type != "address":
+            return True, f"cluster_type={spec.cluster_type!r}: a cluster is started per task; nothing to reach."
+        try:
+            from distributed import Client
+
+            with Client(spec.scheduler_address, timeout=10, set_as_default=False) as client:
+                nworkers = len(client.scheduler_info().get("workers", {}))
+            return True, f"Dask scheduler {spec.scheduler_address} answers with {nworkers} workers."
+        except Exception as exc:
+            return False, f"Dask scheduler {spec.scheduler_address} did not answer: {exc}"
+
+
+def connection_to_spec_fields(host: str | None, port: int | None, extra: dict[str, Any],
+                              conn_id: str = "") -> dict[str, Any]:
+    """Turn a connection's host, port and extra into ClusterSpec keyword arguments.
+
+    The UI stores form fields under their plain name; older forms prefixed them with
+    ``extra__pclean_dask__``: both are read so that connections made either way keep working.
+    """
+    fields: dict[str, Any] = {}
+    prefix = f"extra__{PcleanDaskHook.conn_type}__"
+    for key, value in extra.items():
+        name = key[len(prefix):] if key.startswith(prefix) else key
+        if value in (None, ""):
+            continue
+        if name not in ClusterSpec.model_fields:
+            raise ValueError(
+                f"connection {conn_id!r}: unknown field {name!r} in extra; allowed: {', '.join(SPEC_FIELDS)}")
+        fields[name] = value
+    for list_field in ("slurm_job_extra_directives", "slurm_job_script_prologue"):
+        # The form has one text box: one directive or shell line per line.
+        if isinstance(fields.get(list_field), str):
+            fields[list_field] = [line for line in fields[list_field].splitlines() if line.strip()]
+    if host:
+        address = host if "://" in host else f"tcp://{host}"
+        if port and address.count(":") < 2:
+            address = f"{address}:{port}"
+        fields["scheduler_address"] = address
+        fields["cluster_type"] = "address"
+    return fields
+
+
+def read_address_file(path: str) -> str:
+    """The scheduler address a cluster host wrote (plain text, or JSON with an ``address`` key)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read().strip()
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(
+            f"address_file={path!r} does not exist: the cluster host is not running; run the cluster-up "
+            "task (or `pclean cluster up --address-file ...`) first") from exc
+    if text.startswith("{"):
+        text = str(json.loads(text).get("address") or "")
+    if not text:
+        raise ValueError(f"address_file={path!r} holds no scheduler address; restart the cluster host")
+    return text
+
+
+def default_address_file(work_dir: str, run_id: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
+    return os.path.join(work_dir, "cluster", f"{safe}.address")

@@ -1,0 +1,208 @@
+"""What the provider's operators run on the Dask cluster, and how that work is named and found.
+
+No Airflow import here: these functions execute on Dask workers, which need only ``casa/``,
+``config/`` and ``engine/``. Arguments and results are JSON text or plain dicts (pydantic models
+dumped), never image data.
+
+Each piece of work carries a deterministic Dask key and is published under that key, so that a
+trigger started later in another process (or after a triggerer restart) finds the same work by
+name instead of starting it again; its result is also written to a small JSON file next to the
+products, so that a finished result survives even a scheduler restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import typing
+from collections.abc import Callable
+from typing import Any
+
+KEY_PREFIX = "pclean"
+STATE_DIRNAME = ".pclean-airflow"
+
+
+# -- naming -------------------------------------------------------------------------------------
+
+
+def work_key(kind: str, dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int) -> str:
+    """Deterministic key of one task try's Dask work; only the try number separates two tries."""
+    return f"{work_key_prefix(kind, dag_id, run_id, task_id, map_index)}try{int(try_number)}"
+
+
+def work_key_prefix(kind: str, dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+    parts = [KEY_PREFIX, kind, dag_id, run_id, task_id, f"m{int(map_index)}"]
+    return "-".join(_safe(p) for p in parts) + "-"
+
+
+def try_of_key(key: str) -> int | None:
+    match = re.search(r"-try(\d+)$", key)
+    return int(match.group(1)) if match else None
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", str(text))
+
+
+def result_path(state_dir: str, key: str) -> str:
+    return os.path.join(state_dir, f"{key}.result.json")
+
+
+def progress_path(state_dir: str, key: str) -> str:
+    return os.path.join(state_dir, f"{key}.progress.jsonl")
+
+
+def read_result(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    """Write to a temporary name in the same folder, then rename: readers never see half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# -- running with a recorded result ---------------------------------------------------------------
+
+
+def run_recorded(result_file: str, func: Callable[..., dict], *args: Any) -> dict:
+    """Run ``func(*args)`` on a worker and keep its (small, JSON) result on the shared filesystem."""
+    result = func(*args)
+    write_json_atomic(result_file, result)
+    return result
+
+
+def _dump(model: Any) -> Any:
+    return json.loads(model.model_dump_json()) if hasattr(model, "model_dump_json") else model
+
+
+def _arg_type(func: Callable, name: str) -> Any:
+    """The pydantic model a function's parameter is annotated with (so JSON can be validated into it)."""
+    return typing.get_type_hints(func)[name]
+
+
+def _parse(model_type: Any, data: Any) -> Any:
+    if isinstance(data, str):
+        return model_type.model_validate_json(data)
+    return model_type.model_validate(data)
+
+
+def _config(cfg_json: str):
+    from pclean_provider.config import PcleanConfig
+
+    return PcleanConfig.model_validate_json(cfg_json)
+
+
+# -- the work itself --------------------------------------------------------------------------------
+
+
+def plan_cube(cfg_json: str, nworkers: int, worker_memory_bytes: int | None) -> dict:
+    """Partition on a worker: reading the MS's frequency grid needs casatools, which Airflow must not load."""
+    from pclean_provider.engine.plan import plan_subcubes
+
+    plan = plan_subcubes(_config(cfg_json), nworkers, worker_memory_bytes=worker_memory_bytes)
+    return {"plan": _dump(plan), "specs": [_dump(spec) for spec in plan.specs]}
+
+
+def image_one_subcube(spec: dict) -> dict:
+    from pclean_provider.engine.subcube import image_subcube
+
+    return _dump(image_subcube(_parse(_arg_type(image_subcube, "spec"), spec)))
+
+
+def concat_cube(plan: dict, results: list[dict]) -> dict:
+    from pclean_provider.engine.concat import concat_products
+
+    plan_model = _parse(_arg_type(concat_products, "plan"), plan)
+    hints = typing.get_type_hints(concat_products)
+    result_type = typing.get_args(hints["results"])[0] if typing.get_args(hints["results"]) else None
+    result_models = [_parse(result_type, r) if result_type is not None else r for r in results]
+    return _dump(concat_products(plan_model, result_models))
+
+
+def image_continuum(cfg_json: str, progress_file: str) -> dict:
+    """Drive the major/minor loop from a worker; the major cycles fan out to the other workers."""
+    from distributed import worker_client
+
+    from pclean_provider.engine.continuum import run_continuum_on_cluster
+
+    # worker_client secedes from the worker's thread pool while the loop waits on its own tasks,
+    # so that this driver does not hold the slot its major cycles need.
+    with worker_client() as client:
+        return _dump(run_continuum_on_cluster(_config(cfg_json), client, progress_file=progress_file))
+
+
+def cluster_resources(client: Any) -> tuple[int, int | None]:
+    """Worker count and the smallest per-worker memory limit (None when unlimited) of a cluster."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {}) if _accepts_n_workers(client) \
+        else client.scheduler_info().get("workers", {})
+    limits = [w.get("memory_limit") or 0 for w in workers.values()]
+    positive = [m for m in limits if m > 0]
+    return max(len(workers), 1), (min(positive) if positive else None)
+
+
+def _accepts_n_workers(client: Any) -> bool:
+    import inspect
+
+    return "n_workers" in inspect.signature(client.scheduler_info).parameters
+
+
+# -- progress lines -------------------------------------------------------------------------------
+
+
+class ProgressTail:
+    """Reads the lines a piece of work appended to its JSON-lines progress file since the last call."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.offset = 0
+
+    def new_lines(self) -> list[str]:
+        if not self.path or not os.path.exists(self.path):
+            return []
+        lines = []
+        with open(self.path, encoding="utf-8") as handle:
+            handle.seek(self.offset)
+            while True:
+                line = handle.readline()
+                # A line without its newline is still being written: read it next time.
+                if not line or not line.endswith("\n"):
+                    break
+                self.offset = handle.tell()
+                lines.append(format_progress_line(line))
+        return lines
+
+
+def format_progress_line(line: str) -> str:
+    """One readable log line from a JSON progress record (falls back to the raw text)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line.strip()
+    if not isinstance(record, dict):
+        return line.strip()
+    if message := record.get("message"):
+        return str(message)
+    if "cycle" in record and "run_id" in record:
+        try:
+            from pclean_provider.engine.continuum_models import CycleReport
+
+            return CycleReport.model_validate(record).line()
+        except Exception:  # a record of another shape: show its fields
+            pass
+    return ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())

@@ -1,0 +1,257 @@
+"""What every pclean operator that runs work on Dask shares: find the cluster, submit, defer, report.
+
+The Airflow worker only validates input and talks to the scheduler; the work itself (even
+planning, which reads the MeasurementSet) runs on a Dask worker. Work is submitted under a key
+made of (DAG, run, task, map index, try number) and published under that name, so:
+
+* a triggerer or Airflow-worker restart finds the running work again instead of starting it twice;
+* a retry or a UI clear (a new try number) starts fresh work for this one task only;
+* a finished try leaves a result file, so asking again for the same try costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException
+
+from pclean_provider.hooks.dask import PcleanDaskHook
+from pclean_provider.hooks.dask_work import (
+    STATE_DIRNAME,
+    ProgressTail,
+    progress_path,
+    read_result,
+    result_path,
+    run_recorded,
+    try_of_key,
+    work_key,
+    work_key_prefix,
+)
+from pclean_provider.links.dask import DASHBOARD_XCOM_KEY, DaskDashboardLink
+from pclean_provider.triggers.dask import DaskWorkTrigger
+
+#: Pool name the shipped DAGs and docs use to cap concurrent heavy tasks. Create it with
+#: ``airflow pools set pclean_heavy <slots> "pclean imaging" --include-deferred``: without
+#: include-deferred a deferred task gives its slot back and the pool caps nothing.
+HEAVY_POOL = "pclean_heavy"
+
+
+class PcleanDaskOperator(BaseOperator):
+    """Base of the operators whose work runs on a Dask cluster.
+
+    :param pclean_conn_id: connection of type ``pclean_dask`` describing the cluster.
+    :param scheduler_address: address of a running scheduler (e.g. the XCom of ``ClusterUpOperator``);
+        wins over the connection.
+    :param address_file: address file of a cluster host; used when ``scheduler_address`` is empty.
+    :param cluster_overrides: ClusterSpec fields that win over the connection's.
+    :param deferrable: wait in the triggerer (default) instead of holding a worker slot. Needs a
+        cluster that outlives the task (an address or a cluster host); ``False`` also allows a
+        per-task local/SLURM cluster.
+    :param poll_interval: seconds between the trigger's polls of the scheduler.
+    :param state_dir: where result files of the Dask work are kept (shared filesystem); defaults to
+        ``.pclean-airflow`` beside the products.
+    """
+
+    template_fields: Sequence[str] = ("scheduler_address", "address_file", "cluster_overrides", "state_dir")
+    operator_extra_links = (DaskDashboardLink(),)
+    ui_color = "#d8e8f5"
+    #: Short name of the work, part of its Dask key.
+    work_kind = "work"
+
+    def __init__(
+        self,
+        *,
+        pclean_conn_id: str | None = PcleanDaskHook.default_conn_name,
+        scheduler_address: str | None = None,
+        address_file: str | None = None,
+        cluster_overrides: dict[str, Any] | None = None,
+        deferrable: bool = True,
+        poll_interval: float = 5.0,
+        state_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.pclean_conn_id = pclean_conn_id
+        self.scheduler_address = scheduler_address
+        self.address_file = address_file
+        self.cluster_overrides = cluster_overrides
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.state_dir = state_dir
+        self._running: tuple[str, str] | None = None  # (scheduler address, key) while waiting inline
+
+    # -- helpers for subclasses -------------------------------------------------------------------
+
+    def hook(self) -> PcleanDaskHook:
+        return PcleanDaskHook(
+            self.pclean_conn_id,
+            scheduler_address=self.scheduler_address or None,
+            address_file=self.address_file or None,
+            cluster_overrides=self.cluster_overrides or None,
+        )
+
+    def label(self) -> str:
+        """How log lines and errors name this task's work."""
+        return self.task_id
+
+    def run_on_cluster(
+        self,
+        context: Any,
+        func: Callable[..., dict],
+        make_args: Callable[[Any], tuple],
+        state_dir: str,
+        progress: bool = False,
+    ) -> Any:
+        """Run ``func(*make_args(client))`` on the cluster under this try's key; defer or wait for it.
+
+        ``make_args`` receives the client so that arguments depending on the cluster (its worker
+        count, for a plan) are taken from the cluster the work will really run on.
+        """
+        ti = context["ti"]
+        key = work_key(self.work_kind, ti.dag_id, ti.run_id, ti.task_id, _map_index(ti), ti.try_number)
+        result_file = result_path(state_dir, key)
+        progress_file = progress_path(state_dir, key) if progress else None
+
+        if (done := read_result(result_file)) is not None:
+            self.log.info("%s already finished in this try (result %s); not running it again.",
+                          self.label(), result_file)
+            return self.on_result(context, done)
+
+        hook = self.hook()
+        spec = hook.get_cluster_spec()
+        if self.deferrable and spec.cluster_type != "address":
+            raise AirflowException(
+                f"{self.task_id}: deferrable=True needs a Dask cluster that outlives this task, but the "
+                f"cluster is cluster_type={spec.cluster_type!r}. Pass scheduler_address= (e.g. the XCom "
+                "of a ClusterUpOperator) or address_file=, give the connection a scheduler host, or set "
+                "deferrable=False to start a cluster for this task alone.")
+
+        with hook.open_cluster(spec) as handle:
+            client = handle.client
+            if handle.dashboard_link:
+                context["ti"].xcom_push(key=DASHBOARD_XCOM_KEY, value=handle.dashboard_link)
+            address = handle.address
+            prefix = work_key_prefix(self.work_kind, ti.dag_id, ti.run_id, ti.task_id, _map_index(ti))
+            future = self._find_or_submit(client, key, prefix, func, make_args, result_file, progress_file)
+            if not self.deferrable:
+                self._running = (address, key)
+                try:
+                    result = self._wait_inline(future, ProgressTail(progress_file))
+                finally:
+                    self._running = None
+                    release_work(client, key)
+                return self.on_result(context, result)
+
+        self.defer(
+            trigger=DaskWorkTrigger(
+                scheduler_address=address,
+                key=key,
+                result_file=result_file,
+                progress_file=progress_file,
+                poll_interval=self.poll_interval,
+                label=self.label(),
+            ),
+            method_name="execute_complete",
+            kwargs={"scheduler_address": address},
+        )
+
+    def _wait_inline(self, future: Any, progress: ProgressTail) -> Any:
+        from distributed import wait
+
+        while True:
+            try:
+                done = bool(wait([future], timeout=self.poll_interval).done)
+            except TimeoutError:
+                done = False
+            for line in progress.new_lines():
+                self.log.info("%s: %s", self.label(), line)
+            if done:
+                return future.result()
+
+    def _find_or_submit(self, client, key, prefix, func, make_args, result_file, progress_file):
+        names = set(client.list_datasets())
+        if key in names:
+            # Same try seen again (an Airflow worker restarted after submitting): adopt, do not resubmit.
+            self.log.info("Dask work %s is already on the cluster; waiting for it instead of resubmitting.", key)
+            return client.get_dataset(key)
+        this_try = try_of_key(key) or 0
+        for stale in sorted(n for n in names if isinstance(n, str) and n.startswith(prefix)):
+            if (try_of_key(stale) or 0) < this_try:
+                # An older try of this task still running would write the same products as this one.
+                self.log.info("Cancelling Dask work of an earlier try: %s", stale)
+                cancel_work(client, stale, reason=f"superseded by {key}")
+        if progress_file and os.path.exists(progress_file):
+            os.unlink(progress_file)
+        args = make_args(client)
+        if progress_file is not None:
+            args = (*args, progress_file)
+        future = client.submit(run_recorded, result_file, func, *args, key=key, pure=False)
+        client.publish_dataset(future, name=key)
+        self.log.info("Submitted %s to the Dask cluster as %s", self.label(), key)
+        return future
+
+    def execute_complete(self, context: Any, event: dict[str, Any], scheduler_address: str | None = None) -> Any:
+        """Resume after the trigger: fail with the worker's message, or hand the result on."""
+        if event.get("status") != "success":
+            raise AirflowException(event.get("message") or f"{self.label()} failed on the Dask cluster")
+        if scheduler_address:
+            _release_quietly(scheduler_address, event["key"], self.log)
+        return self.on_result(context, event.get("result"))
+
+    def on_result(self, context: Any, result: Any) -> Any:
+        """What the task returns (its XCom) for the work's result; subclasses log a summary."""
+        return result
+
+    def on_kill(self) -> None:
+        # Only reached while waiting inline (deferrable=False); a deferred task is cancelled by the
+        # trigger's on_kill.
+        if self._running:
+            address, key = self._running
+            _cancel_quietly(address, key, self.log)
+
+    def default_state_dir(self, imagename: str) -> str:
+        return self.state_dir or os.path.join(os.path.dirname(os.path.abspath(imagename)), STATE_DIRNAME)
+
+
+def cancel_work(client: Any, key: str, reason: str) -> bool:
+    """Cancel published work by name with a synchronous client; False when it was not there."""
+    if key not in set(client.list_datasets()):
+        return False
+    future = client.get_dataset(key)
+    client.cancel([future], force=True, reason=reason)
+    client.unpublish_dataset(key)
+    return True
+
+
+def release_work(client: Any, key: str) -> None:
+    """Forget finished work: its result is already in XCom and in the result file."""
+    if key in set(client.list_datasets()):
+        client.unpublish_dataset(key)
+
+
+def _release_quietly(address: str, key: str, log: Any) -> None:
+    try:
+        from distributed import Client
+
+        with Client(address, timeout=20, set_as_default=False) as client:
+            release_work(client, key)
+    except Exception as exc:  # the result is safe; a scheduler that went away has forgotten it anyway
+        log.warning("Could not release Dask work %s on %s: %s", key, address, exc)
+
+
+def _cancel_quietly(address: str, key: str, log: Any) -> None:
+    try:
+        from distributed import Client
+
+        with Client(address, timeout=20, set_as_default=False) as client:
+            cancel_work(client, key, reason="Airflow task killed")
+    except Exception as exc:
+        log.warning("Could not cancel Dask work %s on %s: %s", key, address, exc)
+
+
+def _map_index(ti: Any) -> int:
+    index = getattr(ti, "map_index", -1)
+    return -1 if index is None else int(index)

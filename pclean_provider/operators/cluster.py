@@ -1,0 +1,122 @@
+"""A Dask cluster for the length of a DAG run: Airflow setup and teardown tasks around the imaging.
+
+    up = ClusterUpOperator(task_id="cluster_up", address_file="/work/night/cluster.address")
+    down = ClusterDownOperator(task_id="cluster_down", address_file="/work/night/cluster.address")
+    up >> imaging >> down.as_teardown(setups=up)
+
+The cluster lives in a host process of its own (``pclean_provider.compute.host``), so it outlives
+the task that started it and the deferred tasks can reach it; as a teardown, ``cluster_down`` runs
+even when imaging failed, and stopping a cluster that is already gone is not an error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from pclean_provider.hooks.dask import PcleanDaskHook
+from pclean_provider.links.dask import DASHBOARD_XCOM_KEY, DaskDashboardLink
+
+
+class ClusterUpOperator(BaseOperator):
+    """Start a cluster host for the connection's cluster (local or SLURM); return its scheduler address.
+
+    :param address_file: where the host writes its address (shared filesystem); later tasks and
+        ``ClusterDownOperator`` find the cluster through it.
+    :param pclean_conn_id: ``pclean_dask`` connection with the cluster type and SLURM knobs.
+    :param cluster_overrides: ClusterSpec fields that win over the connection's (e.g. ``nworkers``).
+    """
+
+    template_fields: Sequence[str] = ("address_file", "cluster_overrides")
+    operator_extra_links = (DaskDashboardLink(),)
+    ui_color = "#c9e7c9"
+
+    def __init__(self, *, address_file: str, pclean_conn_id: str | None = PcleanDaskHook.default_conn_name,
+                 cluster_overrides: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.address_file = address_file
+        self.pclean_conn_id = pclean_conn_id
+        self.cluster_overrides = cluster_overrides
+
+    def execute(self, context: Any) -> str:
+        from pclean_provider.compute.host import host_status, start_host
+
+        spec = PcleanDaskHook(self.pclean_conn_id, cluster_overrides=self.cluster_overrides).get_cluster_spec()
+        if spec.cluster_type == "address":
+            # Nothing to host: the connection already names a running scheduler.
+            self.log.info("Connection names a running scheduler %s; no cluster host started.",
+                          spec.scheduler_address)
+            address = str(spec.scheduler_address)
+        else:
+            if os.path.exists(self.address_file):
+                # A retry after the host came up: reuse it rather than start a second cluster.
+                try:
+                    status = host_status(self.address_file)
+                except Exception as exc:
+                    self.log.info("Old address file %s is stale (%s); starting a new host", self.address_file, exc)
+                else:
+                    if _host_running(status):
+                        address = _status_address(status, self.address_file)
+                        self.log.info("Cluster host already running at %s; reusing it.", address)
+                        self._push_dashboard(context, address)
+                        return address
+            self.log.info("Starting a %s Dask cluster host (address file %s)", spec.cluster_type,
+                          self.address_file)
+            address = start_host(spec, self.address_file)
+        self._push_dashboard(context, address)
+        self.log.info("Dask scheduler at %s", address)
+        return address
+
+    def _push_dashboard(self, context: Any, address: str) -> None:
+        try:
+            from distributed import Client
+
+            with Client(address, timeout=20, set_as_default=False) as client:
+                link = client.dashboard_link
+        except Exception as exc:  # a missing dashboard must not fail the set-up
+            self.log.info("No Dask dashboard link (%s)", exc)
+            return
+        if link:
+            context["ti"].xcom_push(key=DASHBOARD_XCOM_KEY, value=link)
+
+
+class ClusterDownOperator(BaseOperator):
+    """Stop the cluster host behind ``address_file``; a host that is already gone is fine.
+
+    Use it as a teardown (``down.as_teardown(setups=up)``) so it runs whatever happened upstream.
+    """
+
+    template_fields: Sequence[str] = ("address_file",)
+    ui_color = "#e7c9c9"
+
+    def __init__(self, *, address_file: str, trigger_rule: str = "all_done", **kwargs: Any) -> None:
+        super().__init__(trigger_rule=trigger_rule, **kwargs)
+        self.address_file = address_file
+
+    def execute(self, context: Any) -> bool:
+        from pclean_provider.compute.host import stop_host
+
+        if not os.path.exists(self.address_file):
+            self.log.info("No cluster host address file %s: nothing to stop.", self.address_file)
+            return False
+        stop_host(self.address_file)
+        self.log.info("Cluster host behind %s stopped.", self.address_file)
+        return True
+
+
+def _host_running(status: Any) -> bool:
+    if isinstance(status, dict):
+        return bool(status.get("running", status.get("alive", False)))
+    return bool(getattr(status, "running", getattr(status, "alive", False)))
+
+
+def _status_address(status: Any, address_file: str) -> str:
+    address = status.get("address") if isinstance(status, dict) else getattr(status, "address", None)
+    if address:
+        return str(address)
+    from pclean_provider.hooks.dask import read_address_file
+
+    return read_address_file(address_file)

@@ -1,0 +1,43 @@
+"""Turning an operator's (templated) imaging arguments into a validated PcleanConfig, in the worker.
+
+Validation is plain pydantic (no casatools), so bad input fails here, with the parameter named,
+before anything is submitted to the cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from pclean_provider.config import ConfigError, PcleanConfig, load_config
+
+
+def build_config(task_id: str, overrides: dict[str, Any] | None, presets: Sequence[str] | str | None,
+                 config_files: Sequence[str] | str | None) -> PcleanConfig:
+    """Layer presets < files < overrides; an error fails the task without retries (bad input)."""
+    try:
+        cfg = load_config(presets=_as_list(presets), files=_as_list(config_files), overrides=overrides or {})
+        cfg.require_runnable()
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        # Retrying bad input only delays the message: fail for good.
+        raise AirflowFailException(f"{task_id}: {exc}") from exc
+    for name, value in (("vis", cfg.selection.vis), ("imagename", cfg.image.imagename)):
+        paths = value if isinstance(value, list) else [value]
+        relative = [p for p in paths if p and not os.path.isabs(p)]
+        if relative:
+            # The Dask workers do not share this process's working directory.
+            raise AirflowFailException(
+                f"{task_id}: {name}={relative[0]!r} is relative; give an absolute path on the filesystem "
+                "the Dask workers share (e.g. '/data/night/target.ms').")
+    return cfg
+
+
+def _as_list(value: Sequence[str] | str | None) -> list[str]:
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return list(value)

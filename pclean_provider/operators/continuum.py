@@ -1,0 +1,56 @@
+"""Continuum (mfs / mtmfs) imaging driven on the Dask cluster, with one log line per major cycle."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from pclean_provider.hooks import dask_work
+from pclean_provider.operators.base import PcleanDaskOperator
+from pclean_provider.operators.config_input import build_config
+
+
+class ContinuumImagingOperator(PcleanDaskOperator):
+    """Run the major/minor loop on the cluster: the loop's driver is itself a Dask task.
+
+    The major cycles (gridding) fan out from the driver to the other workers; the driver appends
+    one JSON line per major cycle to a progress file, which the trigger turns into task log lines
+    while the task is deferred.
+
+    :param overrides: imaging parameters (tclean names, flat); specmode must be 'mfs'.
+    :param presets: preset names applied first.
+    :param config_files: YAML files applied after the presets.
+    """
+
+    template_fields: Sequence[str] = (*PcleanDaskOperator.template_fields, "overrides", "presets",
+                                      "config_files")
+    template_fields_renderers = {"overrides": "json"}
+    work_kind = "continuum"
+
+    def __init__(self, *, overrides: dict[str, Any] | None = None, presets: Sequence[str] | str | None = None,
+                 config_files: Sequence[str] | str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.overrides = overrides
+        self.presets = presets
+        self.config_files = config_files
+
+    def label(self) -> str:
+        return f"continuum {self.task_id}"
+
+    def execute(self, context: Any) -> Any:
+        cfg = build_config(self.task_id, self.overrides, self.presets, self.config_files)
+        if cfg.is_cube:
+            raise AirflowFailException(
+                f"{self.task_id}: specmode={cfg.spectral.specmode!r} is a cube; ContinuumImagingOperator needs "
+                "specmode='mfs'. Use CubePartitionOperator + SubcubeImagingOperator for cubes.")
+        cfg_json = cfg.model_dump_json()
+        return self.run_on_cluster(context, dask_work.image_continuum, lambda client: (cfg_json,),
+                                   self.default_state_dir(cfg.image.imagename), progress=True)
+
+    def on_result(self, context: Any, result: Any) -> Any:
+        self.log.info("Continuum %s: %s iterations in %s major cycles, stop: %s, %.1f s",
+                      result.get("imagename"), result.get("iterations"), result.get("major_cycles"),
+                      result.get("stop_reason") or "-", result.get("elapsed_s") or 0.0)
+        return result

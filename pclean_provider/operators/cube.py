@@ -1,0 +1,167 @@
+"""Spectral cube in three steps: partition -> one mapped task per sub-cube -> concatenation.
+
+    partition = CubePartitionOperator(task_id="partition", overrides={...}, scheduler_address=addr)
+    subcubes = SubcubeImagingOperator.partial(task_id="subcube", scheduler_address=addr).expand(
+        spec=partition.output)
+    concat = CubeConcatOperator(task_id="concat", plan=partition.output["plan"],
+                                results=subcubes.output, scheduler_address=addr)
+
+Every step runs on the Dask cluster; Airflow only validates, submits, waits in the triggerer and
+passes small JSON (specs, result summaries) through XCom.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from pclean_provider.hooks import dask_work
+from pclean_provider.operators.base import PcleanDaskOperator
+from pclean_provider.operators.config_input import build_config
+
+PLAN_XCOM_KEY = "plan"
+
+
+class CubePartitionOperator(PcleanDaskOperator):
+    """Plan the sub-cubes of a cube on the cluster; return their specs (a list to ``.expand()`` over).
+
+    The full plan (grid, niter shares, work folder) is also pushed as XCom ``plan`` for the
+    concatenation. Planning reads the MeasurementSet (casatools), so it runs on a Dask worker.
+
+    :param overrides: imaging parameters (tclean names, flat), e.g. ``{"vis": ..., "imagename": ...}``.
+    :param presets: preset names applied first (``include/presets``).
+    :param config_files: YAML files applied after the presets.
+    :param nworkers: how many sub-cubes to aim for; default: the cluster's worker count.
+    """
+
+    template_fields: Sequence[str] = (*PcleanDaskOperator.template_fields, "overrides", "presets",
+                                      "config_files", "nworkers")
+    template_fields_renderers = {"overrides": "json"}
+    work_kind = "partition"
+
+    def __init__(self, *, overrides: dict[str, Any] | None = None, presets: Sequence[str] | str | None = None,
+                 config_files: Sequence[str] | str | None = None, nworkers: int | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.overrides = overrides
+        self.presets = presets
+        self.config_files = config_files
+        self.nworkers = nworkers
+
+    def execute(self, context: Any) -> Any:
+        cfg = build_config(self.task_id, self.overrides, self.presets, self.config_files)
+        if not cfg.is_cube:
+            raise AirflowFailException(
+                f"{self.task_id}: specmode={cfg.spectral.specmode!r} is not a cube; CubePartitionOperator "
+                "needs specmode='cube' (or 'cubedata'/'cubesource'). Use ContinuumImagingOperator for mfs.")
+        cfg_json = cfg.model_dump_json()
+
+        def make_args(client: Any) -> tuple:
+            workers, memory = dask_work.cluster_resources(client)
+            nworkers = int(self.nworkers) if self.nworkers else workers
+            self.log.info("Planning for %d sub-cube workers (cluster has %d)", nworkers, workers)
+            return (cfg_json, nworkers, memory)
+
+        return self.run_on_cluster(context, dask_work.plan_cube, make_args,
+                                   self.default_state_dir(cfg.image.imagename))
+
+    def on_result(self, context: Any, result: Any) -> Any:
+        plan, specs = result["plan"], result["specs"]
+        context["ti"].xcom_push(key=PLAN_XCOM_KEY, value=plan)
+        self.log.info("Cube of %d channels split into %d sub-cubes: %s", plan["nchan"], len(specs),
+                      ", ".join(subcube_label(s) for s in specs))
+        return specs
+
+
+class SubcubeImagingOperator(PcleanDaskOperator):
+    """Image one sub-cube on the cluster; meant to be mapped over the partition's specs.
+
+    Deferrable: it submits and waits in the triggerer, holding no worker slot. A retry or a clear
+    re-images only this sub-cube (a new try is new Dask work; a still-running older try is
+    cancelled first, so two runs never write the same products).
+
+    :param spec: one element of ``CubePartitionOperator``'s return value.
+    """
+
+    template_fields: Sequence[str] = (*PcleanDaskOperator.template_fields, "spec")
+    work_kind = "subcube"
+
+    def __init__(self, *, spec: dict[str, Any],
+                 map_index_template: str | None = "{{ task.subcube_label }}", **kwargs: Any) -> None:
+        super().__init__(map_index_template=map_index_template, **kwargs)
+        self.spec = spec
+
+    @property
+    def subcube_label(self) -> str:
+        """The mapped instance's name in the UI: which channels and frequencies it images."""
+        return subcube_label(self.spec) if isinstance(self.spec, dict) else str(self.spec)
+
+    def label(self) -> str:
+        return f"sub-cube {self.subcube_label}"
+
+    def execute(self, context: Any) -> Any:
+        spec = self.spec
+        if not isinstance(spec, dict) or "imagename" not in spec or "chan_start" not in spec:
+            raise AirflowFailException(
+                f"{self.task_id}: spec must be one sub-cube spec from CubePartitionOperator (a dict with "
+                f"imagename, chan_start, ...), got {type(spec).__name__}; map with .expand(spec=partition.output)")
+        return self.run_on_cluster(context, dask_work.image_one_subcube, lambda client: (spec,),
+                                   self.default_state_dir(spec["imagename"]))
+
+    def on_result(self, context: Any, result: Any) -> Any:
+        self.log.info("%s done: %s iterations, stop: %s, %.1f s on %s", self.label(), result.get("iterations"),
+                      result.get("stop_reason") or "-", result.get("seconds") or 0.0, result.get("host"))
+        return result
+
+
+class CubeConcatOperator(PcleanDaskOperator):
+    """Join the sub-cube products into the full cube, in channel order, on the cluster.
+
+    :param plan: the partition's plan (``partition.output["plan"]``).
+    :param results: the mapped sub-cube results (``subcubes.output``).
+    """
+
+    template_fields: Sequence[str] = (*PcleanDaskOperator.template_fields, "plan", "results")
+    work_kind = "concat"
+
+    def __init__(self, *, plan: Any, results: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.plan = plan
+        self.results = results
+
+    def execute(self, context: Any) -> Any:
+        plan = self.plan
+        results = [r for r in (self.results or []) if r is not None]
+        if not isinstance(plan, dict) or "specs" not in plan:
+            raise AirflowFailException(f"{self.task_id}: plan must be the partition's plan "
+                                       "(partition.output['plan']).")
+        expected = {s["index"] for s in plan["specs"]}
+        got = {r["index"] for r in results}
+        if got != expected:
+            missing = sorted(expected - got)
+            raise AirflowFailException(
+                f"{self.task_id}: results for sub-cubes {missing} are missing; every sub-cube task must "
+                "succeed before concatenation (clear the failed ones).")
+        results.sort(key=lambda r: r["chan_start"])
+        return self.run_on_cluster(context, dask_work.concat_cube, lambda client: (plan, results),
+                                   self.default_state_dir(plan["imagename"]))
+
+    def on_result(self, context: Any, result: Any) -> Any:
+        self.log.info("Cube %s: %s channels, products %s", result.get("imagename"), result.get("nchan"),
+                      ", ".join(sorted(result.get("products", {}))))
+        return result
+
+
+def subcube_label(spec: dict[str, Any]) -> str:
+    """'ch 0-7 1.400000-1.407000 GHz' for a spec (channels inclusive, frequencies of the first/last)."""
+    try:
+        first, last = spec["chan_start"], spec["chan_stop"] - 1
+        freqs = spec.get("frequencies_hz") or []
+        text = f"ch {first}-{last}"
+        if freqs:
+            text += f" {freqs[0] / 1e9:.6f}-{freqs[-1] / 1e9:.6f} GHz"
+        return text
+    except (KeyError, TypeError):
+        return str(spec.get("index", "?")) if isinstance(spec, dict) else "?"

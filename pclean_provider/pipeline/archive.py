@@ -1,0 +1,468 @@
+"""Publish imaging products into an archive atomically, and verify what is there.
+
+Layout::
+
+    <archive_root>/
+        .staging/                      invisible to readers; leftovers of crashed publishers
+            <product>.<random>/        a product being assembled
+            <product>.<random>.lock    held (flock) by the live publisher of that folder
+        <product_id>/
+            v0001/  manifest.json  *.fits  qa/qa.json qa/qa.html qa/qa.schema.json
+            v0002/  ...
+
+Why it is crash-safe: a product is assembled completely in ``.staging`` (FITS with checksums,
+QA reports, and last the manifest), then one ``rename`` moves it to ``<product_id>/vNNNN``. A
+directory rename is atomic, so readers see the version entirely or not at all, and a crash at
+any point leaves the previous versions untouched and at most a staging folder that readers
+never look at. The next publish removes staging folders whose publisher is dead (their lock
+is free; the kernel drops an flock when its process dies, even on SIGKILL).
+
+Why two publishers never share a version: ``rename`` onto an existing, non-empty directory
+fails (ENOTEMPTY/EEXIST), and a published version always holds its manifest; the loser takes
+the next number. Nothing is ever overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from pclean_provider.pipeline.archive_manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    ManifestFile,
+    ObsCore,
+    Provenance,
+    QaSummary,
+    describe_file,
+    package_versions,
+    sha256_of,
+    time_range_from_metadata,
+    wavelength_range_m,
+)
+from pclean_provider.pipeline.report_files import atomic_write_text, fsync_dir
+
+STAGING = ".staging"
+VERSION_RE = re.compile(r"^v(\d{4,})$")
+PRODUCT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
+QA_FILES = ("qa.json", "qa.html", "qa.schema.json")
+# Fault-injection hook for tests of crash safety: the publisher stops at the named point
+# (see ``_pause``) so that a test can SIGKILL it there. Unset in normal operation.
+PAUSE_ENV = "PCLEAN_ARCHIVE_PAUSE_AT"
+PAUSE_SECONDS_ENV = "PCLEAN_ARCHIVE_PAUSE_SECONDS"
+# A staging folder with no lock file is a publisher that died between creating the two;
+# leave it alone for a while in case it is just being created.
+ORPHAN_AGE_S = 600.0
+
+
+class ArchiveError(ValueError):
+    """Bad publish arguments or an archive that cannot be used; the message names the fix."""
+
+
+class PublishResult(BaseModel):
+    product_id: str
+    version: int
+    path: str
+    manifest: str
+    nfiles: int
+    removed_staging: list[str] = []
+
+
+class VerifyProblem(BaseModel):
+    path: str
+    reason: str
+
+
+class VerifyResult(BaseModel):
+    path: str
+    ok: bool
+    checked: int
+    problems: list[VerifyProblem] = []
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"OK {self.path}: {self.checked} files verified"
+        lines = [f"FAILED {self.path}: {len(self.problems)} problem(s)"]
+        lines += [f"  {p.path}: {p.reason}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _pause(point: str) -> None:
+    """Stop here when PAUSE_ENV names this point (used by crash tests, which then SIGKILL us)."""
+    if os.environ.get(PAUSE_ENV) != point:
+        return
+    sys.stderr.write(f"pclean-archive: paused at {point} (pid {os.getpid()})\n")
+    sys.stderr.flush()
+    time.sleep(float(os.environ.get(PAUSE_SECONDS_ENV, "600")))
+
+
+def check_product_id(product_id: str) -> str:
+    if not PRODUCT_ID_RE.match(product_id or ""):
+        raise ArchiveError(
+            f"product_id={product_id!r} is not usable as a folder name; use letters, digits and . _ + - "
+            "(not starting with '.' or '-'), e.g. product_id='ngc1234_cube'"
+        )
+    return product_id
+
+
+def list_versions(product_dir: str | os.PathLike) -> list[int]:
+    """Published version numbers of a product (staging and anything else ignored)."""
+    path = Path(product_dir)
+    if not path.is_dir():
+        return []
+    out = []
+    for entry in path.iterdir():
+        match = VERSION_RE.match(entry.name)
+        if match and entry.is_dir():
+            out.append(int(match.group(1)))
+    return sorted(out)
+
+
+def clean_stale_staging(archive_root: str | os.PathLike) -> list[str]:
+    """Remove staging folders left by publishers that died; return what was removed."""
+    staging = Path(archive_root) / STAGING
+    if not staging.is_dir():
+        return []
+    removed = []
+    for entry in sorted(staging.iterdir()):
+        age = time.time() - entry.stat().st_mtime
+        if entry.name.endswith(".lock"):
+            # A lock alone may be a publisher between creating its lock and its folder.
+            if age > ORPHAN_AGE_S and not entry.with_suffix("").exists() and _lock_is_free(entry):
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()
+            continue
+        lock = entry.with_name(entry.name + ".lock")
+        if lock.exists():
+            if not _lock_is_free(lock):
+                continue  # a live publisher owns it
+        elif age < ORPHAN_AGE_S:
+            continue
+        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+        removed.append(str(entry))
+    return removed
+
+
+def _lock_is_free(lock: Path) -> bool:
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing drops the lock we may have taken
+    return True
+
+
+@contextlib.contextmanager
+def staging_area(archive_root: str | os.PathLike, product_id: str) -> Iterator[Path]:
+    """A fresh staging folder, locked for the life of this context; removed unless committed.
+
+    The lock file is created and locked before the folder exists, so a cleaner never sees an
+    unlocked folder of a live publisher.
+    """
+    root = Path(archive_root).resolve()
+    staging = root / STAGING
+    staging.mkdir(parents=True, exist_ok=True)
+    fd, lock_path = tempfile.mkstemp(prefix=f"{product_id}.", suffix=".lock", dir=staging)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    folder = Path(lock_path[: -len(".lock")])
+    try:
+        folder.mkdir()
+        yield folder
+    finally:
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(fd)
+
+
+def commit(archive_root: str | os.PathLike, product_id: str, folder: Path) -> tuple[int, Path]:
+    """Rename a complete staging folder to the product's next free version; return it."""
+    check_product_id(product_id)
+    if not (folder / MANIFEST_NAME).is_file():
+        raise ArchiveError(f"staging folder {folder} has no {MANIFEST_NAME}; refusing to publish it")
+    product_dir = Path(archive_root).resolve() / product_id
+    product_dir.mkdir(parents=True, exist_ok=True)
+    version = (max(list_versions(product_dir), default=0)) + 1
+    while True:
+        target = product_dir / f"v{version:04d}"
+        try:
+            os.rename(folder, target)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                version += 1  # another publisher took this number first
+                continue
+            raise
+        fsync_dir(product_dir)
+        return version, target
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> Path:
+    return atomic_write_text(folder / MANIFEST_NAME, manifest.model_dump_json(indent=2))
+
+
+def _qa_summary(qa_json: Path | None) -> QaSummary | None:
+    if qa_json is None or not qa_json.is_file():
+        return None
+    data = json.loads(qa_json.read_text())
+    overall = data.get("overall_score")
+    gate = None
+    min_score = (data.get("thresholds") or {}).get("min_score_for_archive")
+    if overall is not None and min_score is not None:
+        gate = "archive" if overall >= min_score else "review"
+    return QaSummary(
+        overall_score=overall,
+        overall_band=data.get("overall_band"),
+        gate=gate,
+        scores=[
+            {k: s.get(k) for k in ("metric", "value", "unit", "score", "band", "applies_to", "message")}
+            for s in data.get("scores", [])
+        ],
+    )
+
+
+def _ms_metadata(vis: Sequence[str], ms_metadata) -> list[dict[str, Any]]:
+    if ms_metadata is not None:
+        items = ms_metadata if isinstance(ms_metadata, list | tuple) else [ms_metadata]
+        return [m.model_dump(mode="json") if hasattr(m, "model_dump") else dict(m) for m in items]
+    out = []
+    for path in vis:
+        from pclean_provider.casa.msinfo import read_ms_metadata
+
+        out.append(read_ms_metadata(path).model_dump(mode="json"))
+    return out
+
+
+def publish(
+    images: str | os.PathLike | Sequence[str | os.PathLike],
+    archive_root: str | os.PathLike,
+    product_id: str | None = None,
+    *,
+    qa_dir: str | os.PathLike | None = None,
+    vis: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    ms_metadata: Mapping[str, Any] | Sequence[Mapping[str, Any]] | Any | None = None,
+    config: Mapping[str, Any] | Any | None = None,
+    dag_run_id: str | None = None,
+    started_utc: str | None = None,
+    obs_id: str | None = None,
+    obs_collection: str | None = None,
+) -> PublishResult:
+    """Export the products' science images to FITS, write the manifest, publish a new version.
+
+    ``images`` are imagename prefixes (as given to tclean/pclean). ``qa_dir`` holds qa.json /
+    qa.html / qa.schema.json (default ``<first imagename>.qa`` when it exists). ``config`` is
+    the full imaging configuration (a dict or a PcleanConfig). ``ms_metadata`` may be given
+    instead of reading each ``vis`` again.
+    """
+    from pclean_provider.casa import image_io
+    from pclean_provider.pipeline.fits_export import export_fits, science_products
+
+    started_utc = started_utc or _now()
+    names = [images] if isinstance(images, str | os.PathLike) else list(images)
+    if not names:
+        raise ArchiveError("images is empty; pass at least one imagename (e.g. --image /data/run1/cube)")
+    products = []
+    for name in names:
+        found = science_products(name)
+        if not found:
+            raise ArchiveError(
+                f"image={name}: no science images found ({name}.image or {name}.image.tt0); pass the "
+                "imagename prefix given to tclean/pclean"
+            )
+        products.append((os.path.abspath(os.fspath(name)), found))
+    product_id = check_product_id(product_id or Path(products[0][0]).name)
+    vis_list = [] if vis is None else ([os.fspath(vis)] if isinstance(vis, str | os.PathLike) else [os.fspath(v) for v in vis])
+    vis_list = [os.path.abspath(v) for v in vis_list]
+    for v in vis_list:
+        if not os.path.isdir(v):
+            raise ArchiveError(f"vis={v} does not exist; pass the MeasurementSet the product was imaged from")
+    qa_path = Path(qa_dir) if qa_dir is not None else Path(products[0][0] + ".qa")
+    if qa_dir is not None and not (qa_path / "qa.json").is_file():
+        raise ArchiveError(f"qa_dir={qa_path} has no qa.json; run `pclean qa --out {qa_path}` first or omit it")
+    if hasattr(config, "model_dump"):
+        config = config.model_dump(mode="json")
+    config_dict = dict(config or {})
+    metadata = _ms_metadata(vis_list, ms_metadata)
+
+    root = Path(archive_root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    removed = clean_stale_staging(root)
+    with staging_area(root, product_id) as folder:
+        _pause("staging-created")
+        files: list[ManifestFile] = []
+        used_names: set[str] = set()
+        for base, found in products:
+            stem = Path(base).name
+            for suffix, image in found:
+                fits_name = f"{stem}{suffix}.fits"
+                if fits_name in used_names:
+                    raise ArchiveError(f"two images would both be archived as {fits_name}; give them distinct names")
+                used_names.add(fits_name)
+                out = export_fits(image, folder / fits_name)
+                files.append(describe_file(folder, out, f"fits:{suffix.lstrip('.')}", image, fits_checksum=True))
+        _pause("fits-written")
+        qa_json = None
+        if (qa_path / "qa.json").is_file():
+            (folder / "qa").mkdir()
+            for name in QA_FILES:
+                src = qa_path / name
+                if src.is_file():
+                    dst = folder / "qa" / name
+                    shutil.copyfile(src, dst)
+                    files.append(describe_file(folder, dst, f"qa:{name}", str(src)))
+            qa_json = folder / "qa" / "qa.json"
+
+        first_image = products[0][1][0][1]
+        planes = image_io.read_planes(first_image)
+        ra, dec = image_io.image_centre_world(first_image)
+        beams = [b.major_arcsec for b in planes.beams if b]
+        fmin = float(planes.freqs_hz.min() - planes.chan_width_hz / 2)
+        fmax = float(planes.freqs_hz.max() + planes.chan_width_hz / 2)
+        em_min, em_max = wavelength_range_m(fmin, fmax)
+        t_min = t_max = None
+        for meta in metadata:
+            lo, hi = time_range_from_metadata(meta)
+            if lo is not None:
+                t_min = lo if t_min is None else min(t_min, lo)
+                t_max = hi if t_max is None else max(t_max, hi)
+        if t_min is None and vis_list:
+            ranges = [image_io.ms_time_range_mjd(v) for v in vis_list]
+            t_min, t_max = min(r[0] for r in ranges), max(r[1] for r in ranges)
+        nx, ny = planes.data.shape[:2]
+        first_meta = metadata[0] if metadata else {}
+        fields = first_meta.get("fields") or []
+        obscore = ObsCore(
+            dataproduct_type="cube" if any(image_io.read_planes(p[1][0][1], with_beams=False).nchan > 1 for p in products) else "image",
+            obs_id=obs_id or (Path(vis_list[0]).name.removesuffix(".ms") if vis_list else product_id),
+            obs_collection=obs_collection,
+            target_name=fields[0].get("name") if fields and isinstance(fields[0], Mapping) else None,
+            s_ra=ra,
+            s_dec=dec,
+            s_fov=max(nx * planes.cell_arcsec[0], ny * planes.cell_arcsec[1]) / 3600.0,
+            s_resolution=sorted(beams)[len(beams) // 2] if beams else None,
+            em_min=em_min,
+            em_max=em_max,
+            t_min=t_min,
+            t_max=t_max,
+            t_exptime=(t_max - t_min) * 86400.0 if t_min is not None and t_max is not None else None,
+            facility_name=first_meta.get("telescope"),
+        )
+        manifest = Manifest(
+            product_id=product_id,
+            created_utc=_now(),
+            files=files,
+            provenance=Provenance(
+                input_ms=vis_list or [str(m.get("path")) for m in metadata if m.get("path")],
+                ms_metadata=metadata,
+                imaging_config=config_dict,
+                images=[p[0] for p in products],
+                versions=package_versions(),
+                dag_run_id=dag_run_id,
+                started_utc=started_utc,
+                finished_utc=_now(),
+                qa=_qa_summary(qa_json),
+            ),
+            obscore=obscore,
+        )
+        write_manifest(folder, manifest)
+        fsync_dir(folder)
+        _pause("manifest-written")
+        version, target = commit(root, product_id, folder)
+    return PublishResult(
+        product_id=product_id,
+        version=version,
+        path=str(target),
+        manifest=str(target / MANIFEST_NAME),
+        nfiles=len(files),
+        removed_staging=removed,
+    )
+
+
+def verify(path: str | os.PathLike) -> VerifyResult:
+    """Re-check one published version: every manifest file exists with its size and SHA-256,
+    FITS CHECKSUM/DATASUM verify, and no file is there that the manifest does not list.
+    """
+    from pclean_provider.pipeline.fits_export import verify_fits_checksums
+
+    folder = Path(path).resolve()
+    problems: list[VerifyProblem] = []
+    manifest_path = folder / MANIFEST_NAME
+    if not manifest_path.is_file():
+        return VerifyResult(
+            path=str(folder), ok=False, checked=0, problems=[VerifyProblem(path=MANIFEST_NAME, reason="missing")]
+        )
+    try:
+        manifest = Manifest.model_validate_json(manifest_path.read_text())
+    except Exception as exc:
+        return VerifyResult(
+            path=str(folder), ok=False, checked=0,
+            problems=[VerifyProblem(path=MANIFEST_NAME, reason=f"unreadable: {exc}")],
+        )
+    listed = set()
+    checked = 0
+    for entry in manifest.files:
+        listed.add(entry.path)
+        target = folder / entry.path
+        if not target.is_file():
+            problems.append(VerifyProblem(path=entry.path, reason="missing (listed in the manifest)"))
+            continue
+        checked += 1
+        size = target.stat().st_size
+        if size != entry.size:
+            problems.append(VerifyProblem(path=entry.path, reason=f"size {size} != manifest {entry.size}"))
+        digest = sha256_of(target)
+        if digest != entry.sha256:
+            problems.append(VerifyProblem(path=entry.path, reason=f"SHA-256 {digest[:16]}... != manifest {entry.sha256[:16]}..."))
+        if entry.fits_checksum:
+            for issue in verify_fits_checksums(target):
+                problems.append(VerifyProblem(path=entry.path, reason=f"FITS {issue}"))
+    for dirpath, _dirs, filenames in os.walk(folder):
+        for name in filenames:
+            rel = (Path(dirpath) / name).relative_to(folder).as_posix()
+            if rel != MANIFEST_NAME and rel not in listed:
+                problems.append(VerifyProblem(path=rel, reason="not listed in the manifest"))
+    return VerifyResult(path=str(folder), ok=not problems, checked=checked, problems=problems)
+
+
+def verify_tree(path: str | os.PathLike) -> list[VerifyResult]:
+    """Verify one version folder, every version of a product, or every product of an archive."""
+    folder = Path(path).resolve()
+    if not folder.is_dir():
+        return [VerifyResult(path=str(folder), ok=False, checked=0, problems=[VerifyProblem(path=str(folder), reason="no such folder")])]
+    if (folder / MANIFEST_NAME).exists():
+        return [verify(folder)]
+    versions = list_versions(folder)
+    if versions:
+        return [verify(folder / f"v{v:04d}") for v in versions]
+    results = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir() and not entry.name.startswith(".") and list_versions(entry):
+            results.extend(verify(entry / f"v{v:04d}") for v in list_versions(entry))
+    if not results:
+        return [verify(folder)]  # reports the missing manifest
+    return results

@@ -1,0 +1,93 @@
+"""FITS export of science products, with CHECKSUM/DATASUM in every HDU.
+
+CASA writes the FITS file (it knows how to turn per-channel beams into a BEAMS table); astropy
+then rewrites it with checksums. Both steps write to temporary names beside the target and the
+final name appears by rename only, so a crash never leaves a half-written .fits under its name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+# Science products by imaging kind; those that do not exist (no pbcor, no alpha) are skipped.
+STANDARD_SUFFIXES = (".image", ".image.pbcor", ".residual")
+MTMFS_SUFFIXES = (
+    ".image.tt0",
+    ".image.tt0.pbcor",
+    ".residual.tt0",
+    ".image.tt1",
+    ".alpha",
+    ".alpha.error",
+)
+
+
+def science_products(imagename: str | os.PathLike) -> list[tuple[str, str]]:
+    """(suffix, path) of every science image of one tclean/pclean product that exists."""
+    base = os.path.abspath(os.fspath(imagename))
+    for suffix in (".image.tt0", ".image"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+    suffixes = MTMFS_SUFFIXES if os.path.isdir(base + ".image.tt0") else STANDARD_SUFFIXES
+    return [(s, base + s) for s in suffixes if os.path.isdir(base + s)]
+
+
+def add_checksums(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy a FITS file to ``dst`` with CHECKSUM and DATASUM in every HDU (temp name + rename)."""
+    from astropy.io import fits
+
+    dst = Path(dst)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        with fits.open(src, memmap=False) as hdul:
+            hdul.writeto(tmp, overwrite=True, checksum=True, output_verify="silentfix")
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return dst
+
+
+def export_fits(image: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """CASA image -> FITS at ``dst`` with checksums."""
+    from pclean_provider.casa import image_io
+
+    dst = Path(dst).resolve()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    raw = dst.with_name(f".{dst.name}.casa.tmp")
+    try:
+        image_io.export_fits(image, raw)
+        add_checksums(raw, dst)
+    finally:
+        if raw.exists():
+            raw.unlink()
+    return dst
+
+
+def verify_fits_checksums(path: str | os.PathLike) -> list[str]:
+    """Problems with a FITS file's CHECKSUM/DATASUM (empty list = every HDU verifies)."""
+    from astropy.io import fits
+
+    problems = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(path, checksum=True, memmap=False) as hdul:
+                for i, hdu in enumerate(hdul):
+                    name = hdu.name or str(i)
+                    check, data = hdu.verify_checksum(), hdu.verify_datasum()
+                    if check == 2 or data == 2:
+                        problems.append(f"HDU {i} ({name}) has no CHECKSUM/DATASUM keyword")
+                    if check == 0:
+                        problems.append(f"HDU {i} ({name}) CHECKSUM does not match")
+                    if data == 0:
+                        problems.append(f"HDU {i} ({name}) DATASUM does not match")
+    except Exception as exc:  # a corrupted header may not even parse
+        problems.append(f"cannot read as FITS: {exc}")
+    return problems

@@ -1,0 +1,165 @@
+"""Notifications for operations staff: a failed task, a missed nightly deadline.
+
+Each notification goes to the task log and is written as one JSON file into a notifications
+directory (temporary name, then rename), which a mail or chat relay can watch. The functions
+take Airflow's callback context as a plain mapping and never import Airflow, so they are easy to
+test and cheap to import in any process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+log = logging.getLogger("pclean.notify")
+
+NOTIFICATIONS_DIR_ENV = "PCLEAN_NOTIFICATIONS_DIR"
+
+
+class Notification(BaseModel):
+    kind: str  # "task_failed" | "deadline_missed"
+    dag_id: str | None = None
+    run_id: str | None = None
+    task_id: str | None = None
+    map_index: int | None = None
+    ms: str | None = None
+    reason: str
+    try_number: int | None = None
+    log_url: str | None = None
+    created_at: str
+
+
+def write_notification(note: Notification, directory: str | os.PathLike[str] | None) -> Path | None:
+    if not directory:
+        return None
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{note.kind}-{note.dag_id}-{note.task_id}-{note.map_index}")
+    path = directory / f"{stamp}-{safe}.json"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(note.model_dump_json(indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_notifications(directory: str | os.PathLike[str]) -> list[Notification]:
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    return [Notification.model_validate_json(p.read_text()) for p in sorted(d.glob("*.json"))]
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if obj is None:
+        return default
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def _ms_from_value(value: Any, depth: int = 0) -> str | None:
+    """The MS a task works on, found in its (rendered) arguments: a 'vis' anywhere inside."""
+    if depth > 4 or value is None:
+        return None
+    if hasattr(value, "model_dump"):
+        value = value.model_dump()
+    if isinstance(value, Mapping):
+        for key in ("ms_name", "vis", "ms", "name"):
+            v = value.get(key)
+            if isinstance(v, str) and v.rstrip("/").endswith(".ms"):
+                return Path(v.rstrip("/")).name
+            if isinstance(v, list) and v and isinstance(v[0], str) and v[0].endswith(".ms"):
+                return ", ".join(Path(x).name for x in v)
+        for v in value.values():
+            found = _ms_from_value(v, depth + 1)
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)) and len(value) == 1:
+        return _ms_from_value(value[0], depth + 1)
+    elif isinstance(value, str) and value.rstrip("/").endswith(".ms"):
+        return Path(value.rstrip("/")).name
+    return None
+
+
+def ms_of(context: Mapping[str, Any]) -> str | None:
+    """Best effort: the rendered map index (our tasks name the MS there), the task's arguments,
+    then the run's `vis` parameter."""
+    ti = context.get("ti") or context.get("task_instance")
+    rendered = _get(ti, "rendered_map_index")
+    if isinstance(rendered, str) and ".ms" in rendered:
+        return rendered
+    task = context.get("task")
+    for attr in ("op_kwargs", "op_args", "spec", "config", "product", "ms", "vis"):
+        found = _ms_from_value(_get(task, attr))
+        if found:
+            return found
+    params = context.get("params") or {}
+    vis = _get(params, "vis")
+    if vis:
+        return Path(str(vis).rstrip("/")).name
+    return None
+
+
+def describe_exception(exc: Any) -> str:
+    if exc is None:
+        return "unknown (no exception was passed to the callback)"
+    if isinstance(exc, BaseException):
+        text = str(exc).strip() or type(exc).__name__
+        return f"{type(exc).__name__}: {text}"
+    return str(exc)
+
+
+def notify_task_failure(context: Mapping[str, Any], directory: str | os.PathLike[str] | None = None) -> Notification:
+    """on_failure_callback body: name the MS, the task and the reason."""
+    ti = context.get("ti") or context.get("task_instance")
+    dag_run = context.get("dag_run")
+    note = Notification(
+        kind="task_failed",
+        dag_id=_get(ti, "dag_id") or _get(context.get("dag"), "dag_id"),
+        run_id=_get(ti, "run_id") or _get(dag_run, "run_id"),
+        task_id=_get(ti, "task_id"),
+        map_index=_get(ti, "map_index"),
+        try_number=_get(ti, "try_number"),
+        ms=ms_of(context),
+        reason=describe_exception(context.get("exception")),
+        log_url=_get(ti, "log_url"),
+        created_at=datetime.now(UTC).isoformat(),
+    )
+    directory = directory or os.environ.get(NOTIFICATIONS_DIR_ENV)
+    path = write_notification(note, directory)
+    log.error("pclean: task %s%s of %s (run %s) failed for MS %s: %s%s", note.task_id,
+              f"[{note.map_index}]" if note.map_index not in (None, -1) else "", note.dag_id, note.run_id,
+              note.ms or "(none)", note.reason, f" [notification {path}]" if path else "")
+    return note
+
+
+async def notify_deadline_missed(context: Mapping[str, Any] | None = None, *, notifications_dir: str | None = None,
+                                 dag_id: str | None = None, deadline_hours: float | None = None) -> None:
+    """Deadline-alert callback (runs in the triggerer): the nightly run is late."""
+    context = context or {}
+    dag_run = context.get("dag_run") or {}
+    conf = _get(dag_run, "conf") or {}
+    note = Notification(
+        kind="deadline_missed",
+        dag_id=dag_id or _get(dag_run, "dag_id"),
+        run_id=_get(dag_run, "run_id"),
+        ms=Path(str(conf["vis"])).name if isinstance(conf, Mapping) and conf.get("vis") else None,
+        reason=f"the run has not finished {deadline_hours} h after it was queued",
+        created_at=datetime.now(UTC).isoformat(),
+    )
+    path = write_notification(note, notifications_dir or os.environ.get(NOTIFICATIONS_DIR_ENV))
+    log.error("pclean: %s run %s missed its deadline (%s h) [notification %s]", note.dag_id, note.run_id,
+              deadline_hours, path)
+
+
+def as_json(note: Notification) -> dict:
+    return json.loads(note.model_dump_json())

@@ -1,0 +1,193 @@
+"""The QA report's data model: thresholds in, metrics and scores out (all JSON-able).
+
+Scores follow the observatories' convention: a number in [0, 1] and a band, error below 0.33,
+warning below 0.66, suboptimal below 0.9, optimal at or above 0.9. The product's overall score
+is the lowest of its scores, because one bad metric is enough to send a product to review.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Band = Literal["error", "warning", "suboptimal", "optimal"]
+BAND_EDGES = {"error": 0.33, "warning": 0.66, "suboptimal": 0.9}
+
+
+def band_of(score: float) -> Band:
+    if score < BAND_EDGES["error"]:
+        return "error"
+    if score < BAND_EDGES["warning"]:
+        return "warning"
+    if score < BAND_EDGES["suboptimal"]:
+        return "suboptimal"
+    return "optimal"
+
+
+class Limits(BaseModel):
+    """Where a metric crosses from one band to the next.
+
+    ``ideal`` scores 1.0, ``good`` 0.9, ``fair`` 0.66, ``poor`` 0.33 and ``worst`` 0.0, linear
+    in between. The values run either upwards (lower is better) or downwards (higher is better).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    ideal: float
+    good: float
+    fair: float
+    poor: float
+    worst: float
+
+    @model_validator(mode="after")
+    def _monotone(self) -> Limits:
+        seq = [self.ideal, self.good, self.fair, self.poor, self.worst]
+        up = all(a < b for a, b in zip(seq, seq[1:], strict=False))
+        down = all(a > b for a, b in zip(seq, seq[1:], strict=False))
+        if not (up or down):
+            raise ValueError(
+                f"limits must run strictly one way (ideal, good, fair, poor, worst), got {seq}; "
+                "for a lower-is-better metric use increasing values, for higher-is-better decreasing"
+            )
+        return self
+
+
+class QaThresholds(BaseModel):
+    """Scoring thresholds; pipeline templates pass their own, the defaults suit small test data."""
+
+    model_config = ConfigDict(extra="forbid")
+    # peak / emission-free rms (higher is better)
+    dynamic_range: Limits = Limits(ideal=1000, good=100, fair=20, poor=5, worst=1)
+    # max |residual| / residual rms (lower is better): uncleaned flux left behind
+    residual_peak_to_rms: Limits = Limits(ideal=3, good=6, fair=10, poor=30, worst=100)
+    # measured rms / theoretical natural-weight sensitivity (lower is better)
+    rms_to_theoretical: Limits = Limits(ideal=1.0, good=1.6, fair=3.0, poor=10.0, worst=50.0)
+    # fraction of channels whose beam deviates (lower is better)
+    beam_outlier_fraction: Limits = Limits(ideal=0.0, good=0.02, fair=0.1, poor=0.3, worst=1.0)
+    # |recovered / true flux - 1| (lower is better)
+    flux_error: Limits = Limits(ideal=0.0, good=0.05, fair=0.1, poor=0.25, worst=1.0)
+    # position offset of a truth source in pixels (lower is better)
+    position_offset_pix: Limits = Limits(ideal=0.0, good=0.5, fair=1.0, poor=3.0, worst=10.0)
+    # robust outlier test for channel beams: |x - median| > beam_outlier_sigma * 1.4826 * MAD
+    # and more than beam_outlier_min_fraction away from the median (beams vary a little anyway)
+    beam_outlier_sigma: float = Field(5.0, gt=0)
+    beam_outlier_min_fraction: float = Field(0.03, ge=0)
+    # pixels brighter than this many robust sigmas (and their surroundings) count as emission
+    emission_sigma: float = Field(5.0, gt=0)
+    # a channel whose residual peak exceeds this many sigmas with an empty model was not cleaned
+    uncleaned_peak_sigma: float = Field(6.0, gt=0)
+    # products whose overall score is below this go to review, not to the archive
+    min_score_for_archive: float = Field(0.66, ge=0, le=1)
+
+
+class Score(BaseModel):
+    metric: str
+    value: float | None
+    unit: str
+    score: float = Field(ge=0, le=1)
+    band: Band
+    applies_to: str
+    message: str
+
+
+class BeamInfo(BaseModel):
+    major_arcsec: float
+    minor_arcsec: float
+    pa_deg: float
+
+
+class ChannelMetrics(BaseModel):
+    channel: int
+    freq_hz: float
+    rms_residual: float | None
+    rms_emission_free: float | None
+    theoretical_rms: float | None = None
+    peak: float | None
+    residual_peak: float | None
+    model_flux: float | None = None
+    beam: BeamInfo | None = None
+    beam_deviant: bool = False
+
+
+class SourceRecovery(BaseModel):
+    name: str
+    true_ra_deg: float
+    true_dec_deg: float
+    expected_flux_jy: float
+    recovered_flux_jy: float | None
+    flux_ratio: float | None
+    offset_pix: float | None
+    offset_arcsec: float | None
+    method: str
+    channels_used: int
+    true_pixel: list[float] = []  # x, y
+    found_pixel: list[float] = []  # x, y (median over the fitted channels)
+
+
+class Convergence(BaseModel):
+    model_flux_jy: float | None
+    model_nonzero_pixels: int | None
+    mask_pixels: int | None
+    mask_fraction: float | None
+    iterations: int | None = None
+    niter: int | None = None
+    stop_code: int | None = None
+    stop_reason: str | None = None
+    cleaned_nothing: bool
+    uncleaned_channels: list[int] = []
+
+
+class Sensitivity(BaseModel):
+    theoretical_rms_jy: float | None
+    measured_rms_jy: float | None
+    ratio: float | None
+    method: str
+    nvis: int | None = None
+
+
+class ProductMetrics(BaseModel):
+    imagename: str
+    kind: Literal["cube", "mfs"]
+    image: str
+    residual: str | None
+    unit: str
+    shape: list[int]
+    nchan: int
+    cell_arcsec: list[float]
+    freq_min_hz: float
+    freq_max_hz: float
+    peak: float
+    peak_pixel: list[int]  # x, y, channel
+    peak_ra_deg: float
+    peak_dec_deg: float
+    rms_emission_free: float
+    rms_residual: float | None
+    dynamic_range: float | None
+    residual_peak: float | None
+    residual_peak_to_rms: float | None
+    beam_median: BeamInfo | None
+    deviant_beam_channels: list[int]
+    channels: list[ChannelMetrics]
+    convergence: Convergence
+    sensitivity: Sensitivity
+    sources: list[SourceRecovery] = []
+
+
+class QaReport(BaseModel):
+    """What ``pclean qa`` writes as qa.json (schema in qa.schema.json)."""
+
+    schema_version: int = 1
+    created_utc: str
+    imagename: str
+    kind: Literal["cube", "mfs"]
+    thresholds: QaThresholds
+    metrics: ProductMetrics
+    scores: list[Score]
+    overall_score: float
+    overall_band: Band
+    files: dict[str, str] = {}  # name -> absolute path of what run_qa wrote
+
+    def gate(self, min_score: float | None = None) -> Literal["archive", "review"]:
+        """Decide where the product goes: ``archive`` at or above ``min_score``, else ``review``."""
+        limit = self.thresholds.min_score_for_archive if min_score is None else float(min_score)
+        return "archive" if self.overall_score >= limit else "review"

@@ -1,0 +1,270 @@
+"""The self-contained qa.html: pictures first, numbers second, one file to open.
+
+Plots are drawn with matplotlib's Agg backend (no display needed on workers) and embedded as
+base64 PNGs, so the report can be mailed, archived or opened from the Airflow UI as is.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import AsinhNorm  # noqa: E402
+from matplotlib.patches import Ellipse  # noqa: E402
+
+from pclean_provider.pipeline.qa_models import QaReport  # noqa: E402
+
+BAND_COLOURS = {
+    "optimal": ("#1b7f3b", "#e3f4e8"),
+    "suboptimal": ("#2c5aa0", "#e4ecf8"),
+    "warning": ("#b36b00", "#fdf0dc"),
+    "error": ("#b3261e", "#fbe3e1"),
+}
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _map_figure(plane, valid, title, unit, report: QaReport, symmetric: bool, beam=None, cell=1.0):
+    data = np.where(valid, plane, np.nan).T  # (y, x) for imshow with origin lower
+    fig, ax = plt.subplots(figsize=(5.0, 4.3))
+    finite = data[np.isfinite(data)]
+    if finite.size:
+        if symmetric:
+            lim = float(np.nanpercentile(np.abs(finite), 99.5)) or 1.0
+            vmin, vmax, cmap = -lim, lim, "RdBu_r"
+        else:
+            vmin = float(np.nanpercentile(finite, 1))
+            vmax = float(np.nanmax(finite))
+            cmap = "inferno"
+    else:
+        vmin, vmax, cmap = -1, 1, "gray"
+    norm = None
+    rms = report.metrics.rms_emission_free
+    if not symmetric and rms and vmax > 20 * rms:
+        # An asinh stretch keeps the noise and faint sources visible next to a bright peak.
+        norm = AsinhNorm(linear_width=3 * rms, vmin=min(vmin, -3 * rms), vmax=vmax)
+    if norm is not None:
+        im = ax.imshow(data, origin="lower", cmap=cmap, norm=norm, interpolation="nearest")
+    else:
+        im = ax.imshow(data, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    cb.set_label(unit)
+    for src in report.metrics.sources:
+        if src.true_pixel:
+            ax.plot(*src.true_pixel, marker="+", color="cyan", ms=14, mew=1.5)
+        if src.found_pixel:
+            ax.plot(*src.found_pixel, marker="x", color="lime", ms=9, mew=1.5)
+    if not symmetric:
+        px, py, _ = report.metrics.peak_pixel
+        ax.plot(px, py, marker="o", mfc="none", mec="white", ms=16, mew=1.0)
+    if beam is not None and cell > 0:
+        w, h = beam.major_arcsec / cell, beam.minor_arcsec / cell
+        ny, nx = data.shape
+        cx, cy = 0.08 * nx + w / 2, 0.08 * ny + w / 2
+        # CASA's position angle runs from north through east; imshow's angle from +x counter-clockwise.
+        ax.add_patch(Ellipse((cx, cy), h, w, angle=beam.pa_deg, fc="none", ec="white", lw=1.5))
+    ax.set_title(title, fontsize=11)
+    ax.set_xlabel("x (pixel)")
+    ax.set_ylabel("y (pixel)")
+    return _png(fig)
+
+
+def _rms_figure(report: QaReport) -> str:
+    chans = report.metrics.channels
+    f = np.array([c.freq_hz for c in chans]) / 1e9
+    fig, ax = plt.subplots(figsize=(5.4, 3.3))
+
+    def series(attr):
+        return np.array([getattr(c, attr) if getattr(c, attr) is not None else np.nan for c in chans]) * 1e3
+
+    ax.plot(f, series("rms_emission_free"), "o-", color="#2c5aa0", label="image, emission-free")
+    ax.plot(f, series("rms_residual"), "s--", color="#b36b00", label="residual")
+    theo = series("theoretical_rms")
+    if np.isfinite(theo).any():
+        ax.plot(f, theo, ":", color="#555", lw=2, label="theoretical (natural)")
+        ax.set_yscale("log")
+    ax.set_xlabel("frequency (GHz)")
+    ax.set_ylabel("robust rms (mJy/beam)")
+    ax.set_title("Noise per channel", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _beam_figure(report: QaReport) -> str:
+    chans = report.metrics.channels
+    idx = np.array([c.channel for c in chans])
+    maj = np.array([c.beam.major_arcsec if c.beam else np.nan for c in chans])
+    mnr = np.array([c.beam.minor_arcsec if c.beam else np.nan for c in chans])
+    bad = np.array([c.beam_deviant for c in chans])
+    fig, ax = plt.subplots(figsize=(5.4, 3.3))
+    ax.plot(idx, maj, "o-", color="#2c5aa0", label="major")
+    ax.plot(idx, mnr, "s-", color="#1b7f3b", label="minor")
+    if bad.any():
+        ax.plot(idx[bad], maj[bad], "o", ms=13, mfc="none", mec="#b3261e", mew=2, label="deviant channel")
+        ax.plot(idx[bad], mnr[bad], "o", ms=13, mfc="none", mec="#b3261e", mew=2)
+    ax.set_xlabel("channel")
+    ax.set_ylabel("beam axis (arcsec)")
+    ax.set_title("Restoring beam per channel", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _histogram_figure(res, report: QaReport) -> str:
+    values = res.data[res.valid & np.isfinite(res.data)]
+    values = values[values != 0]
+    fig, ax = plt.subplots(figsize=(5.4, 3.3))
+    if values.size:
+        sigma = report.metrics.rms_residual or float(np.std(values))
+        lim = max(8 * sigma, float(np.max(np.abs(values))))
+        bins = np.linspace(-lim, lim, 121)
+        ax.hist(values, bins=bins, color="#8aa6d1", edgecolor="none", label="residual pixels")
+        if sigma > 0:
+            x = np.linspace(-lim, lim, 400)
+            width = bins[1] - bins[0]
+            gauss = values.size * width / (sigma * np.sqrt(2 * np.pi)) * np.exp(-0.5 * (x / sigma) ** 2)
+            ax.plot(x, gauss, color="#b3261e", lw=1.5, label=f"Gaussian, robust rms {sigma:.3g}")
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=0.5)
+        ax.legend(fontsize=8)
+    ax.set_xlabel(f"residual ({report.metrics.unit})")
+    ax.set_ylabel("pixels")
+    ax.set_title("Residual histogram (all channels)", fontsize=11)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return html.escape(str(value))
+
+
+CSS = """
+body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:24px auto;max-width:1120px;color:#222;background:#fafafa}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 10px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.sub{color:#666;font-size:13px;word-break:break-all}
+.badge{display:inline-block;padding:6px 14px;border-radius:16px;font-weight:600;font-size:15px;margin:12px 12px 0 0}
+table{border-collapse:collapse;width:100%;font-size:13px;background:#fff}
+th,td{padding:6px 9px;border-bottom:1px solid #e5e5e5;text-align:left;vertical-align:top}
+th{background:#f0f0f0;font-weight:600}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.band{display:inline-block;min-width:78px;text-align:center;padding:2px 8px;border-radius:10px;font-weight:600;font-size:12px}
+.grid{display:flex;flex-wrap:wrap;gap:14px}
+.card{background:#fff;border:1px solid #e2e2e2;border-radius:8px;padding:10px}
+.card{flex:1 1 480px;max-width:calc(50% - 7px);box-sizing:border-box}.card img{display:block;max-width:100%;margin:auto}
+.kv td:first-child{color:#555;width:260px}
+"""
+
+
+def render_html(report: QaReport, img, res) -> str:
+    """The full qa.html as one string (figures embedded)."""
+    pm = report.metrics
+    cube = pm.kind == "cube" and pm.nchan > 1
+    cell = max(pm.cell_arcsec)
+    beam = pm.beam_median
+    if cube:
+        peak_map = np.max(np.where(img.valid, img.data, -np.inf), axis=2)
+        valid2d = np.isfinite(peak_map)
+        image_png = _map_figure(peak_map, valid2d, "Image: peak over channels", pm.unit, report, False, beam, cell)
+    else:
+        image_png = _map_figure(img.data[:, :, 0], img.valid[:, :, 0], "Image", pm.unit, report, False, beam, cell)
+    figures = [image_png]
+    if res is not None:
+        c = pm.peak_pixel[2] if cube else 0
+        title = f"Residual, channel {c} (image peak)" if cube else "Residual"
+        figures.append(_map_figure(res.data[:, :, c], res.valid[:, :, c], title, pm.unit, report, True, beam, cell))
+    plots = []
+    if cube:
+        plots.append(_rms_figure(report))
+        plots.append(_beam_figure(report))
+    if res is not None:
+        plots.append(_histogram_figure(res, report))
+
+    fg, bg = BAND_COLOURS[report.overall_band]
+    gate = report.gate()
+    gate_fg, gate_bg = BAND_COLOURS["optimal" if gate == "archive" else "warning"]
+    rows = []
+    for s in sorted(report.scores, key=lambda s: s.score):
+        sfg, sbg = BAND_COLOURS[s.band]
+        rows.append(
+            "<tr>"
+            f"<td><span class='band' style='color:{sfg};background:{sbg}'>{s.band}</span></td>"
+            f"<td class='num'><b>{s.score:.2f}</b></td>"
+            f"<td>{html.escape(s.metric)}</td>"
+            f"<td class='num'>{_fmt(s.value)} {html.escape(s.unit)}</td>"
+            f"<td>{html.escape(s.applies_to)}</td>"
+            f"<td>{html.escape(s.message)}</td>"
+            "</tr>"
+        )
+    conv = pm.convergence
+    sens = pm.sensitivity
+    facts = [
+        ("peak", f"{pm.peak:.4g} {pm.unit} at pixel ({pm.peak_pixel[0]}, {pm.peak_pixel[1]}), channel "
+         f"{pm.peak_pixel[2]}; RA {pm.peak_ra_deg:.5f}&deg;, Dec {pm.peak_dec_deg:.5f}&deg;"),
+        ("rms (emission-free / residual)", f"{_fmt(pm.rms_emission_free)} / {_fmt(pm.rms_residual)} {pm.unit}"),
+        ("dynamic range", _fmt(pm.dynamic_range)),
+        ("residual peak / rms", _fmt(pm.residual_peak_to_rms)),
+        ("theoretical rms", f"{_fmt(sens.theoretical_rms_jy)} Jy/beam (ratio {_fmt(sens.ratio)}); "
+         f"{html.escape(sens.method)}"),
+        ("restoring beam (median)", f"{beam.major_arcsec:.2f}&Prime; &times; {beam.minor_arcsec:.2f}&Prime;, "
+         f"PA {beam.pa_deg:.1f}&deg;" if beam else "none"),
+        ("deviant beam channels", _fmt(pm.deviant_beam_channels) if pm.deviant_beam_channels else "none"),
+        ("clean model", f"{_fmt(conv.model_flux_jy)} Jy in {_fmt(conv.model_nonzero_pixels)} pixels; "
+         f"mask {_fmt(conv.mask_pixels)} pixels ({_fmt(conv.mask_fraction)})"),
+        ("iterations / stop", f"{_fmt(conv.iterations)} of {_fmt(conv.niter)}; {_fmt(conv.stop_reason)}"),
+        ("shape / cell", f"{pm.shape} / {pm.cell_arcsec[0]:.3g}&Prime;"),
+        ("frequency range", f"{pm.freq_min_hz / 1e9:.6f} - {pm.freq_max_hz / 1e9:.6f} GHz ({pm.nchan} channels)"),
+    ]
+    src_rows = "".join(
+        f"<tr><td>{html.escape(s.name)}</td><td class='num'>{s.expected_flux_jy:.4g}</td>"
+        f"<td class='num'>{_fmt(s.recovered_flux_jy)}</td><td class='num'>{_fmt(s.flux_ratio)}</td>"
+        f"<td class='num'>{_fmt(s.offset_pix)}</td><td class='num'>{_fmt(s.offset_arcsec)}</td>"
+        f"<td>{html.escape(s.method)}</td></tr>"
+        for s in pm.sources
+    )
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>QA {html.escape(pm.imagename.rsplit('/', 1)[-1])}</title><style>{CSS}</style></head><body>",
+        f"<h1>QA report: {html.escape(pm.imagename.rsplit('/', 1)[-1])} ({pm.kind})</h1>",
+        f"<div class='sub'>{html.escape(pm.imagename)} &middot; {html.escape(report.created_utc)}</div>",
+        f"<span class='badge' style='color:{fg};background:{bg}'>overall {report.overall_score:.2f} &middot; "
+        f"{report.overall_band}</span>",
+        f"<span class='badge' style='color:{gate_fg};background:{gate_bg}'>gate: {gate} "
+        f"(min score {report.thresholds.min_score_for_archive:.2f})</span>",
+        "<h2>Scores</h2><table><tr><th>band</th><th>score</th><th>metric</th><th>value</th>"
+        "<th>applies to</th><th>message</th></tr>",
+        *rows,
+        "</table><h2>Maps</h2><div class='grid'>",
+        *(f"<div class='card'><img src='{p}' alt='map'></div>" for p in figures),
+        "</div>",
+    ]
+    if plots:
+        parts += ["<h2>Plots</h2><div class='grid'>"]
+        parts += [f"<div class='card'><img src='{p}' alt='plot'></div>" for p in plots]
+        parts += ["</div>"]
+    if src_rows:
+        parts += [
+            "<h2>Truth sources</h2><table><tr><th>source</th><th>expected (Jy)</th><th>recovered (Jy)</th>"
+            "<th>ratio</th><th>offset (px)</th><th>offset (arcsec)</th><th>method</th></tr>",
+            src_rows,
+            "</table><div class='sub'>Maps: cyan + true position, green &times; recovered position.</div>",
+        ]
+    parts += ["<h2>Metrics</h2><table class='kv'>"]
+    parts += [f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in facts]
+    parts += ["</table></body></html>"]
+    return "\n".join(parts)

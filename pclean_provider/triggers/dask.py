@@ -1,0 +1,177 @@
+"""Wait, without holding an Airflow worker slot, for one task's work on a Dask cluster.
+
+The trigger finds the work by name (the deterministic key the operator published it under), so a
+trigger rebuilt after a triggerer restart watches the same work instead of starting it again. It
+polls with a fresh asynchronous client per poll: nothing long-lived to go stale when the scheduler
+or the triggerer restarts, and nothing that blocks the triggerer's event loop.
+
+Cancellation: Airflow 3.3 calls ``BaseTrigger.on_kill()`` only when a user acted on the deferred
+task (mark failed / success, clear), never on a triggerer shutdown, redistribution or timeout;
+``cleanup()`` runs on every exit. So the Dask work is cancelled in ``on_kill()`` and only there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from pclean_provider.hooks.dask_work import ProgressTail, read_result
+
+
+class DaskWorkTrigger(BaseTrigger):
+    """Yield one event when the Dask work published under ``key`` finishes, fails or is lost.
+
+    :param scheduler_address: the Dask scheduler that holds the work.
+    :param key: the published name (and Dask key) of the work.
+    :param result_file: JSON file the work writes on success; present means done, even when the
+        scheduler has since forgotten the key.
+    :param progress_file: optional JSON-lines file the work appends to; each new line is logged.
+    :param poll_interval: seconds between polls.
+    :param unreachable_timeout: seconds the scheduler may stay unreachable before the task fails.
+    :param label: a human-readable name for the work in log lines.
+    """
+
+    def __init__(
+        self,
+        scheduler_address: str,
+        key: str,
+        result_file: str,
+        progress_file: str | None = None,
+        poll_interval: float = 5.0,
+        unreachable_timeout: float = 300.0,
+        label: str = "",
+    ) -> None:
+        super().__init__()
+        self.scheduler_address = scheduler_address
+        self.key = key
+        self.result_file = result_file
+        self.progress_file = progress_file
+        self.poll_interval = float(poll_interval)
+        self.unreachable_timeout = float(unreachable_timeout)
+        self.label = label or key
+        self._progress = ProgressTail(progress_file)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "scheduler_address": self.scheduler_address,
+                "key": self.key,
+                "result_file": self.result_file,
+                "progress_file": self.progress_file,
+                "poll_interval": self.poll_interval,
+                "unreachable_timeout": self.unreachable_timeout,
+                "label": self.label,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        self.log.info("Waiting for %s (Dask key %s on %s)", self.label, self.key, self.scheduler_address)
+        unreachable_since: float | None = None
+        last_state = None
+        while True:
+            self._log_new_progress()
+            result = read_result(self.result_file)
+            if result is not None:
+                self._log_new_progress()
+                yield self._success(result)
+                return
+            try:
+                state, payload = await self._poll_once()
+                unreachable_since = None
+            except (OSError, TimeoutError) as exc:
+                now = time.monotonic()
+                unreachable_since = unreachable_since or now
+                if now - unreachable_since > self.unreachable_timeout:
+                    yield TriggerEvent(self._event(
+                        "error",
+                        f"the Dask scheduler at {self.scheduler_address} stayed unreachable for "
+                        f"{self.unreachable_timeout:g} s while waiting for {self.label} ({exc}); the work "
+                        "is lost with it: retry the task to resubmit it."))
+                    return
+                self.log.warning("Dask scheduler %s unreachable (%s); will retry", self.scheduler_address, exc)
+                await asyncio.sleep(self.poll_interval)
+                continue
+
+            if state == "finished":
+                # The result file is authoritative (the work writes it before returning).
+                result = read_result(self.result_file) or payload
+                self._log_new_progress()
+                yield self._success(result)
+                return
+            if state in ("error", "cancelled", "lost"):
+                # A finished result may have landed between the two reads; prefer it.
+                if (result := read_result(self.result_file)) is not None:
+                    yield self._success(result)
+                    return
+                yield TriggerEvent(self._event("error", payload))
+                return
+            if state != last_state:
+                self.log.info("%s: Dask state %s", self.label, state)
+                last_state = state
+            await asyncio.sleep(self.poll_interval)
+
+    async def _poll_once(self) -> tuple[str, Any]:
+        """Ask the scheduler about the key: (state, result or error message)."""
+        from distributed import Client
+
+        async with Client(self.scheduler_address, asynchronous=True, timeout=30,
+                          set_as_default=False) as client:
+            names = await client.list_datasets()
+            if self.key not in names:
+                return "lost", (
+                    f"the Dask scheduler at {self.scheduler_address} does not know {self.label} (key "
+                    f"{self.key}) and it left no result file {self.result_file}: the scheduler was "
+                    "restarted or the work was cancelled; retry the task to resubmit it.")
+            future = await client.get_dataset(self.key)
+            status = future.status
+            if status == "finished":
+                return "finished", _jsonable(await future.result())
+            if status == "error":
+                exc = await future.exception()
+                return "error", f"{self.label} failed on the Dask worker: {type(exc).__name__}: {exc}"
+            if status == "cancelled":
+                return "cancelled", f"{self.label} was cancelled on the Dask cluster (key {self.key})."
+            return status, None
+
+    async def on_kill(self) -> None:
+        """A user killed or cleared the deferred task: stop its Dask work too."""
+        from distributed import Client
+
+        self.log.info("Task killed by a user: cancelling Dask work %s", self.key)
+        async with Client(self.scheduler_address, asynchronous=True, timeout=20,
+                          set_as_default=False) as client:
+            await cancel_published(client, self.key, reason="Airflow task killed or cleared by a user")
+
+    def _success(self, result: Any) -> TriggerEvent:
+        return TriggerEvent({**self._event("success", None), "result": result})
+
+    def _event(self, status: str, message: str | None) -> dict[str, Any]:
+        return {"status": status, "key": self.key, "message": message, "label": self.label}
+
+    def _log_new_progress(self) -> None:
+        for line in self._progress.new_lines():
+            self.log.info("%s: %s", self.label, line)
+
+
+async def cancel_published(client: Any, key: str, reason: str) -> bool:
+    """Cancel the work published under ``key`` and drop its name; False when nothing was there."""
+    names = await client.list_datasets() if client.asynchronous else client.list_datasets()
+    if key not in names:
+        return False
+    future = await client.get_dataset(key)
+    # force: the publication itself holds the key; without force the scheduler keeps it.
+    await client.cancel([future], force=True, reason=reason)
+    await client.unpublish_dataset(key)
+    return True
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "model_dump_json"):
+        return json.loads(value.model_dump_json())
+    return value

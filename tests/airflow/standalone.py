@@ -1,0 +1,217 @@
+"""A real ``airflow standalone`` for tests: its own AIRFLOW_HOME, port and process group.
+
+``airflow standalone`` starts scheduler, dag-processor, api-server and triggerer as children;
+SIGTERM to the parent alone leaves them running, so the whole session (started with
+``start_new_session``) is signalled and waited for. The REST API v2 is driven with a bearer
+token from ``/auth/token`` using the generated admin password.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+TERMINAL = {"success", "failed"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Standalone:
+    def __init__(self, home: Path, extra_env: dict[str, str] | None = None, port: int | None = None):
+        self.home = Path(home)
+        self.port = port or free_port()
+        self.base_url = f"http://localhost:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self._token: str | None = None
+        self.log_path = self.home / "standalone.log"
+        self.env = self._environment(extra_env or {})
+
+    def _environment(self, extra: dict[str, str]) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "AIRFLOW_HOME": str(self.home),
+            "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__BASE_URL": self.base_url,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+            # Two cores: keep Airflow's own concurrency small so the imaging gets the CPU.
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "PYTHONPATH": str(REPO),
+        })
+        env.update(extra)
+        return env
+
+    # -- life cycle -------------------------------------------------------------------------------
+    def init(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["bash", str(REPO / "scripts" / "airflow-init.sh")], env=self.env, check=True,
+                       cwd=self.home, capture_output=True, text=True, timeout=300)
+
+    def start(self, timeout: float = 240) -> Standalone:
+        self.init()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life
+        self.proc = subprocess.Popen([str(VENV_BIN / "airflow"), "standalone"], env=self.env, cwd=self.home,
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if self.proc and self.proc.poll() is not None:
+                raise RuntimeError(f"airflow standalone exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                if self.password_file.exists():
+                    self.token(refresh=True)
+                    r = requests.get(f"{self.base_url}/api/v2/monitor/health", timeout=5)
+                    if r.ok and r.json().get("scheduler", {}).get("status") == "healthy":
+                        return
+                    last = r.text
+            except (requests.RequestException, ValueError, KeyError) as exc:
+                last = str(exc)
+            time.sleep(2)
+        raise TimeoutError(f"airflow standalone not ready after {timeout} s ({last}):\n{self.tail()}")
+
+    def stop(self, timeout: float = 60) -> None:
+        """SIGTERM the whole process group, SIGKILL what is left after `timeout`."""
+        if not self.proc:
+            return
+        pgid = self.proc.pid  # start_new_session made the child its own group leader
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 15)):
+            if not self.group_members():
+                break
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            end = time.monotonic() + wait
+            while time.monotonic() < end:
+                self.proc.poll()  # reap the leader so it does not linger as a zombie
+                if not self.group_members():
+                    break
+                time.sleep(0.5)
+        self.proc.poll()
+
+    def group_members(self) -> list[int]:
+        """Live (non-zombie) processes of our group; orphans may be re-parented, so scan /proc."""
+        if not self.proc:
+            return []
+        members = []
+        for pid in _all_pids():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[2]) == self.proc.pid and fields[0] != "Z":
+                members.append(pid)
+        return members
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    # -- REST API v2 --------------------------------------------------------------------------------
+    @property
+    def password_file(self) -> Path:
+        return self.home / "simple_auth_manager_passwords.json.generated"
+
+    def admin_password(self) -> str:
+        return json.loads(self.password_file.read_text())["admin"]
+
+    def token(self, refresh: bool = False) -> str:
+        if self._token is None or refresh:
+            r = requests.post(f"{self.base_url}/auth/token",
+                              json={"username": "admin", "password": self.admin_password()}, timeout=10)
+            r.raise_for_status()
+            self._token = r.json()["access_token"]
+        return self._token
+
+    def api(self, method: str, path: str, **kw: Any) -> Any:
+        for attempt in (1, 2):
+            r = requests.request(method, f"{self.base_url}/api/v2{path}",
+                                 headers={"Authorization": f"Bearer {self.token(refresh=attempt == 2)}"},
+                                 timeout=30, **kw)
+            if r.status_code != 401:
+                break
+        if not r.ok:
+            raise RuntimeError(f"{method} {path} -> {r.status_code}: {r.text}")
+        return r.json() if r.content else None
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                return self.api("GET", f"/dags/{dag_id}")
+            except RuntimeError:
+                time.sleep(2)
+        errors = self.api("GET", "/importErrors")
+        raise TimeoutError(f"DAG {dag_id} not parsed after {timeout} s; import errors: {errors}")
+
+    def unpause(self, dag_id: str) -> None:
+        self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict) -> str:
+        run = self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
+        return run["dag_run_id"]
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 480) -> str:
+        deadline = time.monotonic() + timeout
+        state = "?"
+        while time.monotonic() < deadline:
+            state = self.run_state(dag_id, run_id)
+            if state in TERMINAL:
+                return state
+            time.sleep(3)
+        raise TimeoutError(f"run {run_id} still {state} after {timeout} s; tasks: {self.task_summary(dag_id, run_id)}")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        out = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
+        return out["task_instances"]
+
+    def task_summary(self, dag_id: str, run_id: str) -> dict[tuple[str, int], tuple[str, int]]:
+        return {(t["task_id"], t["map_index"]): (t["state"], t["try_number"])
+                for t in self.task_instances(dag_id, run_id)}
+
+    def clear(self, dag_id: str, run_id: str, task_ids: list, include_downstream: bool = True) -> Any:
+        return self.api("POST", f"/dags/{dag_id}/clearTaskInstances", json={
+            "dry_run": False, "dag_run_id": run_id, "task_ids": task_ids,
+            "include_downstream": include_downstream, "include_upstream": False,
+            "only_failed": False, "reset_dag_runs": True,
+        })
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
+        r = requests.get(
+            f"{self.base_url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"map_index": map_index, "full_content": True},
+            headers={"Authorization": f"Bearer {self.token()}", "Accept": "text/plain"}, timeout=30)
+        return r.text
+
+
+def _all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]

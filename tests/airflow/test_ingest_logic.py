@@ -1,0 +1,161 @@
+"""Ingest rules without CASA: completeness, quarantine with a reason, the imaged ledger, selections.
+
+The metadata reader is replaced by a function returning what read_ms_metadata would, because
+these tests are about the decisions ingest takes; tests/airflow/test_ingest_casa.py opens real MSs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from pclean_provider.pipeline import ingest
+from pclean_provider.pipeline.notify import notify_task_failure, read_notifications
+from pclean_provider.pipeline.pipeline_template import load_templates
+
+GOOD = {"nrows": 100, "size_bytes": 1234, "spws": [{"id": 0, "nchan": 8}],
+        "fields": [{"id": 0, "name": "target"}]}
+
+
+def fake_ms(landing: Path, name: str, marker: bool = True) -> Path:
+    ms = landing / name
+    (ms / "ANTENNA").mkdir(parents=True)
+    (ms / "table.dat").write_bytes(b"x")
+    (ms / "ANTENNA" / "table.dat").write_bytes(b"y")
+    if marker:
+        ingest.marker_path(ms, ".complete").write_text("")
+    return ms
+
+
+def reader_for(table: dict[str, dict | Exception]):
+    def read(path: str):
+        value = table[Path(path).name]
+        if isinstance(value, Exception):
+            raise value
+        return value
+    return read
+
+
+def run(tmp_path, reader, **kw):
+    return ingest.ingest_landing_area(
+        tmp_path / "landing", quarantine_dir=tmp_path / "quarantine", metadata_dir=tmp_path / "meta",
+        ledger_dir=tmp_path / "ledger", reader=reader, **kw)
+
+
+def test_marker_policy_takes_only_finished_transfers(tmp_path):
+    fake_ms(tmp_path / "landing", "a.ms")
+    fake_ms(tmp_path / "landing", "copying.ms", marker=False)
+    report = run(tmp_path, reader_for({"a.ms": GOOD}))
+    assert [m.name for m in report.accepted] == ["a.ms"]
+    assert [m.name for m in report.incomplete] == ["copying.ms"]
+    assert "copying.ms.complete" in report.incomplete[0].why
+    meta = json.loads(Path(report.accepted[0].metadata_path).read_text())
+    assert meta["nrows"] == 100 and meta["fields"][0]["name"] == "target"
+
+
+def test_quiet_period_policy_waits_for_changes_to_stop(tmp_path):
+    ms = fake_ms(tmp_path / "landing", "b.ms", marker=False)
+    now = time.time()
+    report = run(tmp_path, reader_for({"b.ms": GOOD}), completion="quiet_period", quiet_period_s=60, now=now)
+    assert [m.name for m in report.incomplete] == ["b.ms"]
+    old = now - 3600
+    for p in [ms, *ms.rglob("*")]:
+        os.utime(p, (old, old))
+    report = run(tmp_path, reader_for({"b.ms": GOOD}), completion="quiet_period", quiet_period_s=60, now=now)
+    assert [m.name for m in report.accepted] == ["b.ms"]
+
+
+@pytest.mark.parametrize("broken, expected", [
+    (RuntimeError("Table file table.f0 is corrupt"), "cannot be opened: RuntimeError: Table file"),
+    ({**GOOD, "nrows": 0}, "no rows"),
+    ({**GOOD, "spws": []}, "no spectral windows"),
+    ({**GOOD, "fields": []}, "no fields"),
+])
+def test_broken_ms_is_quarantined_with_its_reason_and_nothing_deleted(tmp_path, broken, expected):
+    fake_ms(tmp_path / "landing", "good.ms")
+    bad = fake_ms(tmp_path / "landing", "bad.ms")
+    report = run(tmp_path, reader_for({"good.ms": GOOD, "bad.ms": broken}))
+    assert [m.name for m in report.accepted] == ["good.ms"]
+    (q,) = report.quarantined
+    assert expected in q.reason
+    assert not bad.exists() and not (tmp_path / "landing" / "bad.ms.complete").exists()
+    moved = Path(q.quarantine_path)
+    assert (moved / "ANTENNA" / "table.dat").read_bytes() == b"y"  # moved whole, not deleted
+    assert (tmp_path / "quarantine" / "bad.ms.complete").exists()
+    reason = json.loads(Path(q.reason_path).read_text())
+    assert expected in reason["reason"] and reason["original_path"] == str(bad)
+
+
+def test_quarantining_the_same_name_twice_keeps_both(tmp_path):
+    for _ in range(2):
+        fake_ms(tmp_path / "landing", "bad.ms")
+        run(tmp_path, reader_for({"bad.ms": {**GOOD, "nrows": 0}}))
+    assert sorted(p.name for p in (tmp_path / "quarantine").iterdir() if p.is_dir()) == ["bad.ms", "bad.ms.1"]
+
+
+def test_not_a_table_is_quarantined_without_opening(tmp_path):
+    ms = tmp_path / "landing" / "junk.ms"
+    ms.mkdir(parents=True)
+    ingest.marker_path(ms, ".complete").write_text("")
+    report = run(tmp_path, reader_for({}))
+    assert "no table.dat" in report.quarantined[0].reason
+
+
+def test_selected_spw_and_field_must_exist(tmp_path):
+    fake_ms(tmp_path / "landing", "a.ms")
+    report = run(tmp_path, reader_for({"a.ms": GOOD}), spw="0:2~5,3", field="target")
+    assert "spw 3 does not exist" in report.quarantined[0].reason
+    fake_ms(tmp_path / "landing", "b.ms")
+    report = run(tmp_path, reader_for({"b.ms": GOOD}), field="other")
+    assert "field 'other' does not exist" in report.quarantined[0].reason
+    fake_ms(tmp_path / "landing", "c.ms")
+    report = run(tmp_path, reader_for({"c.ms": GOOD}), spw="0", field="0")
+    assert [m.name for m in report.accepted] == ["c.ms"]
+
+
+def test_already_imaged_is_skipped_unless_redo(tmp_path):
+    fake_ms(tmp_path / "landing", "a.ms")
+    ingest.record_imaged(tmp_path / "ledger", "a.ms", {"archive": "/somewhere"})
+    report = run(tmp_path, reader_for({"a.ms": GOOD}))
+    assert not report.accepted and report.already_imaged[0].name == "a.ms"
+    assert "redo" in report.already_imaged[0].why
+    report = run(tmp_path, reader_for({"a.ms": GOOD}), redo=True)
+    assert [m.name for m in report.accepted] == ["a.ms"]
+
+
+def test_explicit_vis_is_checked_but_never_moved(tmp_path):
+    ms = fake_ms(tmp_path / "elsewhere", "x.ms", marker=False)
+    with pytest.raises(ingest.MsRejected, match="no rows"):
+        ingest.ingest_one(ms, metadata_dir=tmp_path / "meta", reader=reader_for({"x.ms": {**GOOD, "nrows": 0}}))
+    assert ms.exists()
+    with pytest.raises(ingest.MsRejected, match="does not exist"):
+        ingest.ingest_one(tmp_path / "nope.ms", metadata_dir=tmp_path / "meta", reader=reader_for({}))
+
+
+def test_missing_landing_area_says_how_to_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="landing_dir"):
+        run(tmp_path, reader_for({}))
+
+
+def test_failure_notification_names_ms_task_and_reason(tmp_path):
+    class TI:
+        dag_id, run_id, task_id, map_index, try_number = "nightly_cube_imaging", "r1", "qa", 1, 2
+        rendered_map_index = "night2.ms"
+        log_url = None
+
+    note = notify_task_failure({"ti": TI(), "exception": ValueError("rms is NaN"), "params": {}},
+                               directory=tmp_path)
+    assert (note.ms, note.task_id, note.map_index) == ("night2.ms", "qa", 1)
+    (saved,) = read_notifications(tmp_path)
+    assert saved.reason == "ValueError: rms is NaN" and saved.ms == "night2.ms"
+
+
+def test_shipped_templates_load_and_name_two_pipelines():
+    templates = {t.dag_id: t for t in load_templates()}
+    assert set(templates) == {"nightly_cube_imaging", "nightly_continuum_imaging"}
+    assert templates["nightly_cube_imaging"].kind == "cube"
+    assert templates["nightly_continuum_imaging"].kind == "continuum"
