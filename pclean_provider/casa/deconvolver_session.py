@@ -126,7 +126,7 @@ class CoordinatorTools:
         self.ps.dividemodelbyweight()
         self.ps.scattermodel()
 
-    def after_major_cycle(self, count_it: bool) -> None:
+    def after_major_cycle(self) -> None:
         if self.ib is not None:
             self.ib.endmajorcycle()
         self.ps.gatherresidual()

@@ -93,8 +93,12 @@ def _replace_dir(src: str, dst: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def concat_images(parts: list[str], output: str, mode: str) -> str:
-    """Join `parts` (already in channel order) into `output`; returns `output`."""
+def concat_images(parts: list[str], output: str, mode: str, finish=None) -> str:
+    """Join `parts` (already in channel order) into `output`; returns `output`.
+
+    `finish(path)` runs on the joined image while it still has its temporary name (metadata fixes),
+    so the final name only ever holds a finished cube.
+    """
     if mode not in CASA_MODES:
         raise ImageConcatError(f"concat mode {mode!r}: use one of {sorted(CASA_MODES)}")
     missing = [p for p in parts if not os.path.isdir(p)]
@@ -124,6 +128,12 @@ def concat_images(parts: list[str], output: str, mode: str) -> str:
     if got != expected:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ImageConcatError(f"{output}: concatenation gave {got} channels, expected {expected}")
+    if finish is not None:
+        try:
+            finish(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     _replace_dir(tmp, output)
     return output
 
@@ -174,3 +184,79 @@ def _quanta():
     import casatools
 
     return casatools.quanta()
+
+
+def extract_channels(src: str, dst: str, first: int, count: int) -> None:
+    """Copy channels [first, first+count) of image `src` into a new image `dst` (beams kept)."""
+    import casatools
+
+    ia = _tool()
+    rg = casatools.regionmanager()
+    try:
+        ia.open(src)
+        shape = list(ia.shape())
+        cs = ia.coordsys()
+        axis = cs.findaxisbyname("Frequency")
+        cs.done()
+        blc = [0] * len(shape)
+        trc = [n - 1 for n in shape]
+        blc[axis], trc[axis] = first, first + count - 1
+        region = rg.box(blc=blc, trc=trc)
+        sub = ia.subimage(outfile=dst, region=region, overwrite=True)
+        sub.done()
+    except RuntimeError as err:
+        raise ImageConcatError(f"cannot extract channels {first}-{first + count - 1} of {src}: {err}") from err
+    finally:
+        ia.close()
+        ia.done()
+        rg.done()
+
+
+def channel_weights(sumwt: str) -> list[float]:
+    """Sum of weights per channel from a .sumwt image (0 means tclean gridded nothing there)."""
+    import numpy as np
+
+    ia = _tool()
+    try:
+        ia.open(sumwt)
+        pix = np.asarray(ia.getchunk(), dtype=float)
+    finally:
+        ia.close()
+        ia.done()
+    # axes x, y, stokes, freq: the first stokes plane carries the weight of the channel
+    return [float(v) for v in pix[0, 0, 0, :]]
+
+
+def fill_blank_channel_beams(image: str, blank_channels: list[int]) -> bool:
+    """Give channels without data the largest-area beam of the cube's other channels.
+
+    tclean does exactly this for a blank PSF plane (a null beam cannot be stored), over the whole
+    cube; a sub-cube can only pick the largest beam of its own channels, so after concatenation the
+    choice is redone over the cube. Returns False when the image has no per-channel beams.
+    """
+    ia = _tool()
+    try:
+        ia.open(image)
+        info = ia.restoringbeam()
+        if "beams" not in info:
+            return False
+        blank = set(blank_channels)
+        best = None
+        best_area = -1.0
+        for key in sorted(info["beams"], key=lambda k: int(k.lstrip("*"))):
+            ch = int(key.lstrip("*"))
+            if ch in blank:
+                continue
+            beam = info["beams"][key]["*0"]
+            area = float(beam["major"]["value"]) * float(beam["minor"]["value"])
+            if area > best_area:  # first channel wins ties, as CASA's beam set does
+                best, best_area = beam, area
+        if best is None:
+            return False
+        for ch in sorted(blank):
+            ia.setrestoringbeam(major=best["major"], minor=best["minor"], pa=best["positionangle"],
+                                channel=ch, polarization=-1)
+        return True
+    finally:
+        ia.close()
+        ia.done()

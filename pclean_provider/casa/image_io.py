@@ -4,15 +4,15 @@ This is the only module of QA and archive that touches casatools, so that the me
 scoring code in ``pclean_provider.pipeline`` stays plain numpy and can be unit-tested without
 CASA. Everything returned here is numpy arrays or plain Python values.
 
-Pixel arrays are returned as ``(x, y, channel)`` for Stokes I (the first Stokes plane),
-whatever the axis order of the image on disk, so callers never reason about CASA axis orders.
+Pixel planes are returned as ``(x, y)`` arrays of Stokes I (the first Stokes plane), one
+channel at a time, whatever the axis order of the image on disk, so callers never reason about
+CASA axis orders and a large cube never has to fit in memory at once.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,29 +35,11 @@ class Beam:
     pa_deg: float
 
 
-@dataclass
-class ImagePlanes:
-    """Stokes I pixels of one image as (x, y, channel) with its geometry."""
-
-    path: str
-    data: np.ndarray  # float64 (nx, ny, nchan)
-    valid: np.ndarray  # bool (nx, ny, nchan): the image's pixel mask (True = good pixel)
-    freqs_hz: np.ndarray  # (nchan,) channel centres
-    chan_width_hz: float
-    cell_arcsec: tuple[float, float]  # absolute increments of the two direction axes
-    unit: str
-    shape: tuple[int, ...]  # on-disk shape, for the record
-    beams: list[Beam | None] = field(default_factory=list)  # one per channel (or one shared)
-
-    @property
-    def nchan(self) -> int:
-        return int(self.data.shape[2])
-
-
 def _runtime():
     from pclean_provider.casa.runtime import ensure_casa_runtime
 
-    ensure_casa_runtime(log_dir=os.environ.get("PCLEAN_CASA_LOG_DIR") or None)
+    # No log arguments: the first caller in this process (CLI, worker set-up) chose the log.
+    ensure_casa_runtime()
     import casatools
 
     return casatools
@@ -68,10 +50,6 @@ def _require(path: str | os.PathLike) -> str:
     if not os.path.isdir(path):
         raise ImageReadError(f"image {path} does not exist (expected a CASA image directory)")
     return path
-
-
-def image_exists(path: str | os.PathLike) -> bool:
-    return os.path.isdir(os.fspath(path)) and os.path.exists(os.path.join(os.fspath(path), "table.dat"))
 
 
 class _OpenImage:
@@ -108,20 +86,6 @@ def _axes(cs) -> tuple[list[int], int | None, int | None]:
     return direction, spec_axis, stokes_axis
 
 
-def _to_xyc(arr: np.ndarray, direction: list[int], spec_axis: int | None, stokes_axis: int | None):
-    """Reorder an on-disk array to (x, y, channel), keeping only the first Stokes plane."""
-    index: list[object] = [slice(None)] * arr.ndim
-    if stokes_axis is not None:
-        index[stokes_axis] = 0
-    order = [direction[0], direction[1]] + ([spec_axis] if spec_axis is not None else [])
-    kept = [a for a in range(arr.ndim) if a != stokes_axis]
-    sub = arr[tuple(index)]
-    out = np.transpose(sub, [kept.index(a) for a in order])
-    if spec_axis is None:
-        out = out[:, :, np.newaxis]
-    return out
-
-
 def _beam_from_record(rec: dict, qa) -> Beam | None:
     try:
         major = qa.convert(rec["major"], "arcsec")["value"]
@@ -147,47 +111,85 @@ def _read_beams(ia, qa, nchan: int) -> list[Beam | None]:
     return [_beam_from_record(rec, qa)] * nchan
 
 
-def read_planes(path: str | os.PathLike, *, with_beams: bool = True) -> ImagePlanes:
-    """Read Stokes I pixels, pixel mask, channel frequencies, cell size and beams of an image."""
-    ct = _runtime()
-    qa = ct.quanta()
-    with _OpenImage(path) as ia:
-        shape = tuple(int(s) for s in ia.shape())
+class ImageReader:
+    """An open image read one channel plane at a time, so cubes of any size fit in memory.
+
+    Metadata (shape, channel frequencies, cell, unit, beams) is read on opening; ``plane(c)``
+    returns channel c's Stokes I pixels and pixel mask as (x, y) arrays.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, with_beams: bool = True):
+        ct = _runtime()
+        self.path = _require(path)
+        self._ia = ct.image()
+        try:
+            self._ia.open(self.path)
+        except Exception as exc:  # casatools raises bare RuntimeErrors
+            self._ia.done()
+            raise ImageReadError(f"cannot open image {self.path}: {exc}") from exc
+        try:
+            self._read_metadata(ct.quanta(), with_beams)
+        except Exception:
+            self.close()
+            raise
+
+    def _read_metadata(self, qa, with_beams: bool) -> None:
+        ia = self._ia
+        self.shape = tuple(int(s) for s in ia.shape())
         cs = ia.coordsys()
         try:
-            direction, spec_axis, stokes_axis = _axes(cs)
-            pixels = np.asarray(ia.getchunk(), dtype=np.float64)
-            valid = np.asarray(ia.getchunk(getmask=True), dtype=bool)
-            data = _to_xyc(pixels, direction, spec_axis, stokes_axis)
-            mask = _to_xyc(valid, direction, spec_axis, stokes_axis)
+            self._direction, self._spec_axis, self._stokes_axis = _axes(cs)
             incr = cs.increment(format="n")["numeric"]
             world_dir = [int(a) for a in cs.findcoordinate("direction")["world"]]
-            cell = (abs(float(incr[world_dir[0]])) * RAD_TO_ARCSEC, abs(float(incr[world_dir[1]])) * RAD_TO_ARCSEC)
-            nchan = data.shape[2]
-            freqs = np.zeros(nchan)
-            width = 0.0
-            if spec_axis is not None:
+            self.cell_arcsec = (
+                abs(float(incr[world_dir[0]])) * RAD_TO_ARCSEC,
+                abs(float(incr[world_dir[1]])) * RAD_TO_ARCSEC,
+            )
+            self.nx, self.ny = self.shape[self._direction[0]], self.shape[self._direction[1]]
+            self.nchan = self.shape[self._spec_axis] if self._spec_axis is not None else 1
+            self.freqs_hz = np.zeros(self.nchan)
+            self.chan_width_hz = 0.0
+            if self._spec_axis is not None:
                 world_spec = int(cs.findcoordinate("spectral")["world"][0])
-                ref = [0.0] * len(shape)
-                for chan in range(nchan):
-                    ref[spec_axis] = float(chan)
-                    freqs[chan] = cs.toworld(ref, "n")["numeric"][world_spec]
-                width = abs(float(incr[world_spec]))
-            unit = ia.brightnessunit()
-            beams = _read_beams(ia, qa, nchan) if with_beams else []
+                pixel = [0.0] * len(self.shape)
+                for chan in range(self.nchan):
+                    pixel[self._spec_axis] = float(chan)
+                    self.freqs_hz[chan] = cs.toworld(pixel, "n")["numeric"][world_spec]
+                self.chan_width_hz = abs(float(incr[world_spec]))
         finally:
             cs.done()
-    return ImagePlanes(
-        path=str(Path(path).resolve()),
-        data=data,
-        valid=mask,
-        freqs_hz=freqs,
-        chan_width_hz=width,
-        cell_arcsec=cell,
-        unit=unit,
-        shape=shape,
-        beams=beams,
-    )
+        self.unit = ia.brightnessunit()
+        self.beams = _read_beams(ia, qa, self.nchan) if with_beams else []
+
+    def plane(self, chan: int) -> tuple[np.ndarray, np.ndarray]:
+        """(pixels float64, valid bool), both (nx, ny), of Stokes I in one channel."""
+        blc = [0] * len(self.shape)
+        trc = [s - 1 for s in self.shape]
+        if self._spec_axis is not None:
+            blc[self._spec_axis] = trc[self._spec_axis] = int(chan)
+        if self._stokes_axis is not None:
+            blc[self._stokes_axis] = trc[self._stokes_axis] = 0
+        pixels = np.asarray(self._ia.getchunk(blc=blc, trc=trc), dtype=np.float64)
+        valid = np.asarray(self._ia.getchunk(blc=blc, trc=trc, getmask=True), dtype=bool)
+        d0, d1 = self._direction
+        # Axes other than the two direction axes have length 1 here.
+        order = [d0, d1] + [a for a in range(pixels.ndim) if a not in (d0, d1)]
+        pixels = np.transpose(pixels, order).reshape(self.nx, self.ny)
+        valid = np.transpose(valid, order).reshape(self.nx, self.ny)
+        return pixels, valid
+
+    def close(self) -> None:
+        if self._ia is not None:
+            self._ia.close()
+            self._ia.done()
+            self._ia = None
+
+    def __enter__(self) -> ImageReader:
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False
 
 
 def read_beams(path: str | os.PathLike) -> list[Beam | None]:
@@ -443,19 +445,6 @@ def _parallel_pair(corr_types: list[int]) -> tuple[int, int] | None:
         if first in corr_types and second in corr_types:
             return corr_types.index(first), corr_types.index(second)
     return None
-
-
-def casa_versions() -> dict[str, str | None]:
-    """Versions of casatools and casatasks, read from package metadata (no import needed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str | None] = {}
-    for name in ("casatools", "casatasks"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def image_centre_world(path: str | os.PathLike) -> tuple[float, float]:

@@ -140,10 +140,16 @@ def write_site_config() -> Path:
         current = path.read_text()
     except OSError:
         current = None
-    if current != text:
-        _write_atomically(path, text)
-    (home / "logs").mkdir(parents=True, exist_ok=True)
-    (home / "cache").mkdir(parents=True, exist_ok=True)
+    try:
+        if current != text:
+            _write_atomically(path, text)
+        (home / "logs").mkdir(parents=True, exist_ok=True)
+        (home / "cache").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CasaRuntimeError(
+            f"cannot write the CASA site config under {home} ({exc.strerror or exc}); "
+            f"set {HOME_ENV} to a writable folder"
+        ) from exc
     return path
 
 
@@ -203,6 +209,8 @@ def set_casa_log(path: str | os.PathLike) -> Path:
             sinks.append(casatools.logsink(str(target)))
         for sink in sinks:
             sink.setlogfile(str(target))
+        # Messages from the C++ tools (simulator, imager, table) go to the global sink only.
+        sinks[-1].setglobal(True)
         _state["log_path"] = str(target)
         info = _state.get("info")
         if isinstance(info, RuntimeInfo):
@@ -218,8 +226,9 @@ def ensure_casa_runtime(
     """Prepare this process for casatools and import it offline; idempotent and cheap when repeated.
 
     ``log_dir``/``log_name`` choose the CASA log file (default: ``casa-<pid>.log`` in the runtime
-    home's ``logs`` folder). ``omp_threads`` is exported as ``OMP_NUM_THREADS`` (None leaves the
-    environment alone); OpenMP reads it once, when casatools loads, so a later call cannot change it.
+    home's ``logs`` folder). ``omp_threads`` is exported as ``OMP_NUM_THREADS`` for this process
+    and its children and applied to casatools' OpenMP runtime (None leaves both alone). Only the
+    first call sets threads; later calls only switch the log.
     """
     with _lock:
         info = _state.get("info")
@@ -248,11 +257,19 @@ def ensure_casa_runtime(
             else:
                 os.environ[LOGFILE_ENV] = previous
 
+        # OpenMP read OMP_NUM_THREADS when casatools loaded; if something imported casatools
+        # before this call, only the runtime call below still pins the thread count.
+        if omp_threads is not None and getattr(casatools, "logger", None) is not None:
+            casatools.logger.ompSetNumThreads(int(omp_threads))
         # With casatools already loaded (imported before this call), the site config's log file
         # was not applied; switch explicitly.
         _state["log_path"] = None if already_loaded else str(log_path)
         if already_loaded:
             set_casa_log(log_path)
+        elif getattr(casatools, "logger", None) is not None:
+            # The import's sink writes our file but is not yet the global one that the C++ tools
+            # (simulator, imager, table) post to; without this their messages are lost.
+            casatools.logger.setglobal(True)
 
         casatasks_version = None
         try:

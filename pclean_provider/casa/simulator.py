@@ -24,7 +24,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -298,13 +298,6 @@ def _resolve_line(spectral_line: Any, ref_freq_hz: float, chan_width_hz: float) 
     return line.model_copy(update=updates) if updates else line
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
 def simulate_ms(
     output: str | os.PathLike,
     *,
@@ -323,6 +316,7 @@ def simulate_ms(
     overwrite: bool = False,
     spw_gap_hz: float = 0.0,
     freq_frame: Literal["TOPO", "LSRK"] = "TOPO",
+    progress: Callable[[str], None] | None = None,
 ) -> SimulationResult:
     """Write a simulated MeasurementSet, its component list and truth file; return their paths.
 
@@ -330,7 +324,13 @@ def simulate_ms(
     (``<stem>.truth.json``) go beside it. ``noise_jy`` is the rms per visibility (real and
     imaginary part); 0 gives noise-free data. ``spectral_line`` may be True (a default line),
     a dict or a :class:`LineSpec`. Spectral windows are contiguous unless ``spw_gap_hz`` > 0.
+    ``progress`` receives one line per stage (benchmark-sized sets take minutes).
     """
+
+    def say(text: str) -> None:
+        if progress is not None:
+            progress(text)
+
     _validate(
         antennas=antennas, nchan=nchan, nspw=nspw, chan_width_hz=chan_width_hz, ref_freq_hz=ref_freq_hz,
         fields=fields, hours=hours, integration_s=integration_s, noise_jy=noise_jy, spw_gap_hz=spw_gap_hz,
@@ -372,6 +372,7 @@ def simulate_ms(
         tmp_cl = work / cl_path.name
         tmp_truth = work / truth_path.name
 
+        say(f"sky model: {len(src)} source(s){' + spectral line' if line else ''}")
         source_records = []
         cl = casatools.componentlist()
         try:
@@ -448,7 +449,7 @@ def simulate_ms(
                 )
             cl.rename(str(tmp_cl))
         finally:
-            cl.close()
+            # done() alone: close() on a renamed list only posts a "closed" warning to the console.
             cl.done()
 
         me = casatools.measures()
@@ -495,15 +496,19 @@ def simulate_ms(
                 usehourangle=True,
                 referencetime=me_epoch(casatools),
             )
-            for name, spw, start, stop in _schedule(field_names, nspw, hours, integration_s):
+            scans = _schedule(field_names, nspw, hours, integration_s)
+            say(f"observing: {antennas} antennas, {len(scans)} scan(s), {nspw} spw x {nchan} channels, {hours:g} h")
+            for name, spw, start, stop in scans:
                 sm.observe(sourcename=name, spwname=f"spw{spw}", starttime=f"{start!r}s", stoptime=f"{stop!r}s")
             # Squint would make RR and LL see different skies off axis; Stokes I truth stays simpler without it.
             sm.setvp(dovp=True, usedefaultvp=True, dosquint=False)
+            say("predicting visibilities")
             if line_image is not None:
                 sm.predict(imagename=[str(line_image)], complist=str(tmp_cl), incremental=False)
             else:
                 sm.predict(complist=str(tmp_cl), incremental=False)
             if noise_jy > 0:
+                say(f"adding noise: {noise_jy:g} Jy per visibility, seed {seed}")
                 sm.setseed(int(seed))
                 sm.setnoise(mode="simplenoise", simplenoise=f"{noise_jy!r}Jy")
                 sm.corrupt()

@@ -130,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             print(f"simulating {out} ...", file=sys.stderr, flush=True)
         t0 = time.monotonic()
-        result = simulate_ms(out, **kwargs)
+        result = simulate_ms(
+            out, progress=None if args.json else (lambda text: print(f"  {text}", file=sys.stderr, flush=True)),
+            **kwargs,
+        )
         elapsed = time.monotonic() - t0
     except (SimulationError, FileExistsError, CasaRuntimeError) as exc:
         print(f"pclean simulate: error: {exc}", file=sys.stderr)

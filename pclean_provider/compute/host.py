@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import datetime as dt
 import fcntl
-import json
 import logging
 import os
 import signal
@@ -51,6 +50,7 @@ class HostInfo(BaseModel):
     scheduler_address: str | None = None
     dashboard_link: str | None = None
     host_pid: int
+    host_started: float  # the host process's start time (seconds since the epoch), with pid its identity
     cluster_type: str
     cluster_id: str
     slurm_job_name: str | None = None
@@ -119,21 +119,28 @@ def _locked(address_file: str | os.PathLike) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _is_our_host(pid: int | None) -> bool:
-    """Alive and still our host: a pid from an old file may belong to another process by now."""
-    if not pid:
-        return False
+def _process_started(pid: int) -> float | None:
+    import psutil
+
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:  # exited, not yet reaped by its parent
+            return None
+        return proc.create_time()
+    except psutil.Error:
+        return None
+
+
+def _is_our_host(info: HostInfo | None) -> bool:
+    """Alive and still our host: a pid from an old file may belong to another process by now.
+
+    Identity is pid plus start time; the command line cannot be trusted because Dask retitles
+    the process ("dask scheduler [...]").
+    """
+    if info is None or not info.host_pid:
         return False
-    if HOST_MODULE not in cmdline:
-        return False
-    try:  # a zombie (exited, not yet reaped by its parent) is not alive
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+    started = _process_started(info.host_pid)
+    return started is not None and abs(started - info.host_started) < 1.0
 
 
 def _current_info(paths: dict[str, Path]) -> HostInfo | None:
@@ -153,7 +160,7 @@ def host_status(address_file: str | os.PathLike) -> HostStatus:
         from pclean_provider.compute import slurm
 
         status.slurm_jobs = slurm.list_jobs(info.slurm_job_name)
-    if not _is_our_host(info.host_pid):
+    if not _is_our_host(info):
         status.state = "crashed"  # files left behind: `down` cleans up (and cancels jobs)
         return status
     if info.state == "starting" or not info.scheduler_address:
@@ -212,7 +219,8 @@ def start_host(spec: ClusterSpec, address_file: str | os.PathLike, *, python: st
             # takes the host down; `down` is the way to stop it.
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                                     start_new_session=True, close_fds=True)
-        info = HostInfo(state="starting", host_pid=proc.pid, cluster_type=spec.cluster_type,
+        info = HostInfo(state="starting", host_pid=proc.pid, host_started=_process_started(proc.pid) or 0.0,
+                        cluster_type=spec.cluster_type,
                         cluster_id=cluster_id, slurm_job_name=job_name, log_file=str(paths["log"]),
                         started_at=_now())
         _write_json_atomically(paths["host"], info.model_dump_json(indent=2))
@@ -246,15 +254,18 @@ def _stop_unlocked(paths: dict[str, Path]) -> None:
     info = _current_info(paths)
     if info is not None:
         pid = info.host_pid
-        if _is_our_host(pid):
+        if _is_our_host(info):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)  # the host closes its cluster, which cancels its jobs
             deadline = time.monotonic() + STOP_GRACE_S
-            while _is_our_host(pid) and time.monotonic() < deadline:
+            while _is_our_host(info) and time.monotonic() < deadline:
                 time.sleep(0.2)
         # Whatever is left of the host's session (a hung host, LocalCluster workers orphaned by
         # kill -9): the session id is the host's pid because it was started with its own session.
-        _kill_session(pid)
+        # A pid now owned by another process is left alone (Linux keeps a pid from reuse while
+        # processes of its session live, so any left are ours).
+        if _is_our_host(info) or _process_started(pid) is None:
+            _kill_session(pid)
         if info.slurm_job_name:
             from pclean_provider.compute import slurm
 
@@ -311,7 +322,8 @@ def serve(address_file: str, cluster_id: str) -> int:
         return 1
     try:
         info = HostInfo(state="running", scheduler_address=handle.address, dashboard_link=handle.dashboard_link,
-                        host_pid=os.getpid(), cluster_type=spec.cluster_type, cluster_id=cluster_id,
+                        host_pid=os.getpid(), host_started=_process_started(os.getpid()) or 0.0,
+                        cluster_type=spec.cluster_type, cluster_id=cluster_id,
                         slurm_job_name=handle.job_name, log_file=str(paths["log"]), started_at=_now())
         _write_json_atomically(paths["address"], info.model_dump_json(indent=2))
         log.info("cluster host %d serving %s with %d workers", os.getpid(), handle.address, handle.worker_count)

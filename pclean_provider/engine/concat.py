@@ -20,6 +20,10 @@ FREQUENCY_RTOL = 1e-12
 BEAM_RTOL = 1e-6
 
 
+# Products that carry per-channel restoring beams.
+BEAM_PRODUCTS = (".image", ".psf", ".residual", ".image.pbcor", ".model")
+
+
 class ConcatError(RuntimeError):
     """The cube could not be produced from the sub-cubes."""
 
@@ -94,7 +98,14 @@ def apply_common_beam(plan: CubePlan, results: list[SubcubeResult], submit=None)
 def concat_products(plan: CubePlan, results: list[SubcubeResult], imagename: str | None = None,
                     mode: str = "auto", keep_subcubes: bool = False, restoringbeam=None) -> ConcatResult:
     """Every product the sub-cubes have, joined along frequency into `imagename`.<product>."""
-    from pclean_provider.casa.image_concat import ImageConcatError, concat_images, image_frequencies, make_empty_like
+    from pclean_provider.casa.image_concat import (
+        ImageConcatError,
+        channel_weights,
+        concat_images,
+        fill_blank_channel_beams,
+        image_frequencies,
+        make_empty_like,
+    )
 
     t0 = time.monotonic()
     plan = plan if isinstance(plan, CubePlan) else CubePlan.model_validate(plan)
@@ -103,6 +114,16 @@ def concat_products(plan: CubePlan, results: list[SubcubeResult], imagename: str
     imagename = os.path.abspath(imagename or plan.imagename)
     restoringbeam = plan.restoringbeam if restoringbeam is None else restoringbeam
     beam = apply_common_beam(plan, ordered) if _is_common(restoringbeam) else None
+
+    blank: list[int] = []
+    if beam is None and all(os.path.isdir(r.product_prefix + ".sumwt") for r in ordered):
+        weights = [w for r in ordered for w in channel_weights(r.product_prefix + ".sumwt")]
+        if len(blank := [ch for ch, w in enumerate(weights) if w <= 0.0]) == len(weights):
+            blank = []
+
+    def finish(path: str) -> None:
+        if blank:
+            fill_blank_channel_beams(path, blank)
 
     present = {suffix: [os.path.isdir(r.product_prefix + suffix) for r in ordered] for suffix in CUBE_PRODUCTS}
     products: dict[str, str] = {}
@@ -121,7 +142,8 @@ def concat_products(plan: CubePlan, results: list[SubcubeResult], imagename: str
                 raise ConcatError(f"{suffix}: sub-cubes {lacking} lack it while others have it; rerun them.")
         parts = [r.product_prefix + suffix for r in ordered]
         try:
-            products[suffix] = concat_images(parts, imagename + suffix, mode)
+            products[suffix] = concat_images(parts, imagename + suffix, mode,
+                                             finish=finish if suffix in BEAM_PRODUCTS else None)
         except ImageConcatError as err:
             raise ConcatError(str(err)) from err
     if ".image" not in products:

@@ -29,7 +29,6 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from pclean_provider.config.casa_bridge import BridgeError, CasaRecords, casa_records_for
@@ -93,12 +92,19 @@ class _Progress:
     """One log line, one on_cycle call and one JSON line per major cycle."""
 
     def __init__(self, run_id: str, path: str, on_cycle: Callable[[CycleReport], Any] | None,
-                 t0: float) -> None:
+                 t0: float, bar_total: int | None = None) -> None:
         self.run_id = run_id
         self.path = path
         self.on_cycle = on_cycle
         self.t0 = t0
         self.reports: list[CycleReport] = []
+        self.bar = None
+        if bar_total is not None:
+            from pclean_provider.engine.progress import Progress
+
+            # Counted in minor-cycle iterations: the one unit whose total (niter) is known upfront.
+            self.bar = Progress(total=max(1, bar_total), desc="continuum", unit="iteration", bar=True,
+                                logger=log)
         # A new run starts a new file; writers append whole lines that readers tail.
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8"):
@@ -110,14 +116,22 @@ class _Progress:
         report = CycleReport(run_id=self.run_id, cycle=cycle, iterations=iterations, peak_residual=peak,
                              model_flux=flux, elapsed_s=time.perf_counter() - self.t0, major_s=major_s,
                              minor_s=minor_s, stopcode=stopcode, stop_reason=reason)
+        previous = self.reports[-1].iterations if self.reports else 0
         self.reports.append(report)
-        log.info(report.line())
+        if self.bar is not None:
+            self.bar.advance(report.line(), n=max(0, iterations - previous))
+        else:
+            log.info(report.line())
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(report.model_dump_json() + "\n")
             fh.flush()
         if self.on_cycle is not None:
             self.on_cycle(report)
         return report
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
     def stop(self, stopcode: int, reason: str | None) -> None:
         if self.reports:
@@ -140,11 +154,15 @@ def _nparts_for(client: Any, nparts: int | None) -> int:
 
 
 def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport], Any] | None = None,
-                  *, nparts: int | None = None, keep_partimages: bool | None = None) -> ContinuumResult:
+                  *, nparts: int | None = None, keep_partimages: bool | None = None,
+                  progress: bool = False) -> ContinuumResult:
     """Image a continuum (specmode='mfs') config; parts on the Dask `client`'s workers, or in-process.
 
-    `nparts` defaults to the number of workers (1 without a client). Raises ContinuumInputError
-    for a request it cannot honour (before any work), ContinuumPartError when a part fails.
+    `nparts` defaults to the number of workers (1 without a client); `keep_partimages` to
+    cfg.extras.keep_partimages; `progress=True` shows a progress bar (command line). Every major
+    cycle is logged, passed to `on_cycle` and appended to `<imagename>.progress.jsonl`.
+    Raises ContinuumInputError for a request it cannot honour (before any work) and
+    ContinuumPartError when a part fails (no product is then left under imagename).
     """
     from pclean_provider.casa.runtime import ensure_casa_runtime
 
@@ -170,23 +188,25 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
     staging = os.path.join(parent, f".{base}.pclean-run-{run_id}")
     os.makedirs(staging)
     staged_name = os.path.join(staging, base)
-    progress = _Progress(run_id, progress_file_for(final), on_cycle, t0)
+    tracker = _Progress(run_id, progress_file_for(final), on_cycle, t0,
+                        bar_total=rec.niter if progress else None)
     log.info("continuum run %s: %s -> %s, %d part(s)%s", run_id, rec.selection["ms0"]["msname"], final, n,
              "" if client is None else f" on {len(client.nthreads())} worker(s)")
 
     backend = SerialParts(run_id, n) if client is None else DaskParts(client, run_id, n)
     ok = False
     try:
-        result = _run(rec.with_imagename(staged_name), backend, progress, n, run_id, staging, client is None)
+        result = _run(rec.with_imagename(staged_name), backend, tracker, n, run_id, staging, client is None)
         _close_quietly(backend)
         products = _publish(staging, base, parent, keep_partimages)
         ok = True
     finally:
+        tracker.close()
         if not ok:
             _close_quietly(backend)
             _discard(staging)
-    result.update(imagename=final, products=products, progress_file=progress.path,
-                  part_images_kept=keep_partimages and n > 1, cycles=progress.reports,
+    result.update(imagename=final, products=products, progress_file=tracker.path,
+                  part_images_kept=keep_partimages and n > 1, cycles=tracker.reports,
                   elapsed_s=time.perf_counter() - t0, workers=list(getattr(backend, "workers", [])))
     out = ContinuumResult(run_id=run_id, nparts=n, **result)
     log.info("continuum run %s finished: %d iterations, %d major cycles, %s, %.1f s (minor cycle %.0f%%)",
@@ -278,18 +298,18 @@ def _run(rec: CasaRecords, backend: Any, progress: _Progress, n: int, run_id: st
 
         major_count = 0
 
-        def major_cycle(clean_cycle: bool) -> float:
+        def major_cycle() -> float:
             t_major = time.perf_counter()
             last = coord.is_last_cycle()
             coord.before_major_cycle()
             backend.run("major_cycle", lastcycle=last)
-            coord.after_major_cycle(clean_cycle)
+            coord.after_major_cycle()
             spent = time.perf_counter() - t_major
             timings["major_cycle_s"] += spent
             return spent
 
         # 4. dirty image.
-        spent = major_cycle(clean_cycle=False)
+        spent = major_cycle()
         stopcode, reason = 0, None
         if niter <= 0:
             progress.cycle(0, 0, image_peak(_residual_name(imagename, rec)), 0.0, spent, 0.0)
@@ -309,7 +329,7 @@ def _run(rec: CasaRecords, backend: Any, progress: _Progress, n: int, run_id: st
                 minor_s = time.perf_counter() - t_minor
                 spent = 0.0
                 if minor.iterations > 0:
-                    spent = major_cycle(clean_cycle=True)
+                    spent = major_cycle()
                     major_count += 1
                 t_mask = time.perf_counter()
                 coord.update_mask()

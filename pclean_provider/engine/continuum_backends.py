@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -98,16 +99,18 @@ class DaskParts:
                                   allow_other_workers=False, pure=False, **kwargs)
 
     def _gather(self, futures: dict[int, Any], operation: str) -> list[PartReply]:
-        from distributed import wait
-
         pending = dict(futures)
         results: dict[int, PartReply] = {}
+        # Polling the futures' states (local, cheap) instead of distributed.wait, which needs a
+        # default client; the cluster's client need not be one. Short sleeps first: a small
+        # major cycle takes well under a second and every wait is on the critical path.
+        sleep_s = 0.002
+        next_worker_check = time.monotonic() + self.poll_s
         try:
             while pending:
-                try:
-                    wait(list(pending.values()), timeout=self.poll_s, return_when="FIRST_COMPLETED")
-                except TimeoutError:
-                    pass  # nothing finished yet: check the workers below, then wait again
+                if not any(f.status != "pending" for f in pending.values()):
+                    time.sleep(sleep_s)
+                    sleep_s = min(0.05, sleep_s * 1.5)
                 for part, fut in list(pending.items()):
                     if fut.status == "finished":
                         results[part] = PartReply.model_validate_json(fut.result())
@@ -119,7 +122,8 @@ class DaskParts:
                             exc = inner
                         raise ContinuumPartError(part, self.nparts, operation,
                                                  _first_line(exc) if exc else fut.status)
-                if pending:
+                if pending and time.monotonic() >= next_worker_check:
+                    next_worker_check = time.monotonic() + self.poll_s
                     alive = set(self.client.nthreads())
                     for part in pending:
                         addr = self.assignment[part]
@@ -155,11 +159,11 @@ class DaskParts:
                    for k in range(self.nparts) if self.assignment[k] in alive]
         if not futures:
             return
-        from distributed import wait
-
-        try:
-            wait(futures, timeout=60)
-        except Exception as exc:
-            log.warning("continuum run %s: closing part imagers: %s", self.run_id, _first_line(exc))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(f.status == "pending" for f in futures):
+            time.sleep(0.01)
         for fut in futures:
+            if fut.status == "error":
+                log.warning("continuum run %s: closing part imagers: %s", self.run_id,
+                            _first_line(fut.exception()))
             fut.release()

@@ -60,8 +60,6 @@ def _describe(res: SubcubeResult) -> str:
 
 
 def _run_on_dask(client, plan: CubePlan, progress: Progress) -> list[SubcubeResult]:
-    from distributed import as_completed
-
     token = uuid.uuid4().hex[:8]
     futures = {}
     for spec in plan.specs:
@@ -70,17 +68,26 @@ def _run_on_dask(client, plan: CubePlan, progress: Progress) -> list[SubcubeResu
                             key=f"pclean-{spec.key}-{token}")
         futures[fut] = spec
     results = []
+    pending = set(futures)
     try:
-        for fut in as_completed(list(futures)):
-            spec = futures[fut]
-            try:
-                res = fut.result()
-            except Exception as err:
-                raise SubcubeFailed(
-                    f"sub-cube {spec.index} (channels {spec.chan_start}-{spec.chan_stop - 1}) failed after "
-                    f"{SUBCUBE_RETRIES + 1} tries: {err}; CASA log under {spec.subcube_dir}*") from err
-            results.append(res)
-            progress.advance(_describe(res))
+        # Polling rather than as_completed()/wait(): those need a default client, and ours is not one
+        # (several clusters can live in one process: tests, Airflow workers).
+        while pending:
+            done = {f for f in pending if f.done()}
+            if not done:
+                time.sleep(0.2)
+                continue
+            pending -= done
+            for fut in sorted(done, key=lambda f: futures[f].index):
+                spec = futures[fut]
+                try:
+                    res = fut.result()
+                except Exception as err:
+                    raise SubcubeFailed(
+                        f"sub-cube {spec.index} (channels {spec.chan_start}-{spec.chan_stop - 1}) failed after "
+                        f"{SUBCUBE_RETRIES + 1} tries: {err}; CASA log under {spec.subcube_dir}*") from err
+                results.append(res)
+                progress.advance(_describe(res))
     except BaseException:
         client.cancel(list(futures))
         raise

@@ -29,6 +29,9 @@ class SubcubeSpec(_Model):
     chan_start: int = Field(description="First channel in the full cube (0-based, inclusive).")
     chan_stop: int = Field(description="One past the last channel in the full cube.")
     nchan: int
+    image_chan_start: int = Field(-1, description="First channel tclean images (< chan_start when padded; "
+                                  "-1: same as chan_start).")
+    image_chan_stop: int = Field(-1, description="One past the last channel tclean images (-1: chan_stop).")
     start_hz: float = Field(description="Frequency of the first channel, exactly as CASA's grid has it.")
     width_hz: float = Field(description="Channel increment of the full cube's grid.")
     frame: str = Field(description="Spectral reference frame of the grid (tclean's outframe).")
@@ -49,6 +52,11 @@ class SubcubeSpec(_Model):
     @property
     def product_basename(self) -> str:
         return self.subcube_dir.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def padded(self) -> bool:
+        return (self.image_chan_start not in (-1, self.chan_start)) or (
+            self.image_chan_stop not in (-1, self.chan_stop))
 
     @property
     def key(self) -> str:

@@ -5,7 +5,8 @@ The frequency grid comes from CASA (`casa.cube_grid.define_cube_grid`: the same
 `start` and `width`, `outframe`, `veltype` and `restfreq` resolve exactly as in tclean. Each
 sub-cube is then a tclean run over a contiguous channel range of that grid, given its first
 channel's frequency and the grid's increment as exact frequencies (17 significant digits, so the
-double round-trips bit for bit), in the grid's frame.
+double round-trips bit for bit), in the grid's frame; the first sub-cube keeps the user's own
+start/width (see `subcube_tclean_kwargs` for the edge-channel reason).
 
 Every sub-cube keeps the full data selection (spw, field, ...), as CASA's own parallel cube imager
 does: tclean then picks, channel by channel, the same visibilities as the serial run, including
@@ -91,19 +92,46 @@ NITER_SHARING = ("niter is counted over the whole cube (as tclean does); each su
                  "does not bind; otherwise the total matches tclean, the split among channels may not.")
 
 
+def padded_range(a: int, b: int, nchan: int) -> tuple[int, int]:
+    """Channels tclean images for the owned range [a, b).
+
+    A one-channel sub-cube at either end of the cube is imaged together with its inner neighbour
+    and the neighbour dropped afterwards: tclean run for a single channel treats a partly covered
+    edge channel differently from the full cube (measured: the cube's last channel got 2 % more
+    weight, the first one was filled where the cube leaves it empty). With two or more channels
+    the edge channels come out identical, so nothing else is padded.
+    """
+    if b - a == 1 and nchan >= 2:
+        if a == 0:
+            return 0, 2
+        if b == nchan:
+            return nchan - 2, nchan
+    return a, b
+
+
 def _frequency(hz: float) -> str:
     # 17 significant digits: the double CASA gave us comes back bit for bit.
     return f"{hz:.17g}Hz"
 
 
 def subcube_tclean_kwargs(base: dict[str, Any], *, start_hz: float, width_hz: float, nchan: int,
-                          frame: str, restfreq_hz: float | None, niter: int) -> dict[str, Any]:
-    """The tclean keywords of one sub-cube, derived from the full cube's keywords."""
+                          frame: str, restfreq_hz: float | None, niter: int,
+                          first: bool = False) -> dict[str, Any]:
+    """The tclean keywords of one sub-cube, derived from the full cube's keywords.
+
+    The first sub-cube keeps the user's own start and width: with the default start='' tclean
+    treats the cube's first channel specially (measured: a channel only partly covered by the
+    frame-converted data stays empty), and an explicit frequency start, even the identical one,
+    fills it. Keeping start/width and changing only nchan gives the same grid (checked against
+    the plan after every sub-cube) and the same edge channel. Later sub-cubes start inside the
+    cube, where an exact frequency start reproduces tclean, including the last (upper edge) channel.
+    """
     kw = dict(base)
     kw["nchan"] = nchan
-    kw["start"] = _frequency(start_hz)
-    kw["width"] = _frequency(width_hz)
-    if kw.get("specmode", "cube") == "cube":
+    if not first:
+        kw["start"] = _frequency(start_hz)
+        kw["width"] = _frequency(width_hz)
+    if kw.get("specmode", "cube") == "cube" and not first:
         # The grid's frame is what tclean resolved outframe to (e.g. '' -> LSRK).
         kw["outframe"] = frame
     if not kw.get("restfreq") and restfreq_hz:
@@ -147,10 +175,16 @@ def plan_from_grid(tclean_kwargs: dict[str, Any], grid, nworkers: int, cube_chun
     specs = []
     for index, ((a, b), share) in enumerate(zip(ranges, shares, strict=True)):
         freqs = grid.frequencies_hz[a:b]
-        sub_kw = subcube_tclean_kwargs(kw, start_hz=freqs[0], width_hz=grid.width_hz, nchan=b - a,
-                                       frame=grid.frame, restfreq_hz=grid.restfreq_hz, niter=share)
+        ia, ib = padded_range(a, b, grid.nchan)
+        # Iterations spent in a padding channel are thrown away with it; scale the share so the owned
+        # channel keeps its budget (only one-channel sub-cubes at the cube's ends are padded).
+        run_niter = share * (ib - ia) // (b - a)
+        sub_kw = subcube_tclean_kwargs(kw, start_hz=grid.frequencies_hz[ia], width_hz=grid.width_hz,
+                                       nchan=ib - ia, frame=grid.frame, restfreq_hz=grid.restfreq_hz,
+                                       niter=run_niter, first=(ia == 0))
         specs.append(SubcubeSpec(
             index=index, nparts=len(ranges), chan_start=a, chan_stop=b, nchan=b - a,
+            image_chan_start=ia, image_chan_stop=ib,
             start_hz=freqs[0], width_hz=grid.width_hz, frame=grid.frame, frequencies_hz=list(freqs),
             vis=kw["vis"], imagename=imagename,
             # Named by channel range: a re-plan with another split never reuses a folder of a different

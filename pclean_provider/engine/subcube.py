@@ -79,7 +79,7 @@ def image_subcube(spec: SubcubeSpec | dict | str) -> SubcubeResult:
         spec = SubcubeSpec.model_validate_json(spec)
     elif isinstance(spec, dict):
         spec = SubcubeSpec.model_validate(spec)
-    from pclean_provider.casa.image_concat import image_frequencies
+    from pclean_provider.casa.image_concat import extract_channels, image_frequencies
     from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
     from pclean_provider.casa.tclean_runner import existing_products, run_tclean
 
@@ -95,9 +95,19 @@ def image_subcube(spec: SubcubeSpec | dict | str) -> SubcubeResult:
     set_casa_log(staged_log)
     staged_prefix = os.path.join(staging, spec.product_basename)
     try:
+        run_prefix = staged_prefix
+        if spec.padded:
+            os.makedirs(os.path.join(staging, "padded"))
+            run_prefix = os.path.join(staging, "padded", spec.product_basename)
         with _PeakRss() as rss:
-            summary = run_tclean(spec.tclean_kwargs, staged_prefix, cwd=scratch)
+            summary = run_tclean(spec.tclean_kwargs, run_prefix, cwd=scratch)
         shutil.rmtree(scratch, ignore_errors=True)
+        if spec.padded:
+            # Keep only the owned channels; the padding channel belongs to a neighbour sub-cube.
+            for suffix in existing_products(run_prefix):
+                extract_channels(run_prefix + suffix, staged_prefix + suffix,
+                                 spec.chan_start - spec.image_chan_start, spec.nchan)
+            shutil.rmtree(os.path.join(staging, "padded"), ignore_errors=True)
         got = image_frequencies(staged_prefix + ".image")
         if len(got) != spec.nchan or any(
                 abs(g - e) > FREQUENCY_RTOL * abs(e) for g, e in zip(got, spec.frequencies_hz, strict=True)):

@@ -9,7 +9,6 @@ port, then the connection's cluster type (a short-lived local or SLURM cluster).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -164,19 +163,18 @@ def connection_to_spec_fields(host: str | None, port: int | None, extra: dict[st
 
 
 def read_address_file(path: str) -> str:
-    """The scheduler address a cluster host wrote (plain text, or JSON with an ``address`` key)."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read().strip()
-    except FileNotFoundError as exc:
+    """The scheduler address of the cluster host that writes ``path`` (a clear error if none runs)."""
+    from pclean_provider.compute.errors import ClusterError
+    from pclean_provider.compute.host import read_address_file as read_host_info
+
+    if not os.path.exists(path):
         raise FileNotFoundError(
             f"address_file={path!r} does not exist: the cluster host is not running; run the cluster-up "
-            "task (or `pclean cluster up --address-file ...`) first") from exc
-    if text.startswith("{"):
-        text = str(json.loads(text).get("address") or "")
-    if not text:
-        raise ValueError(f"address_file={path!r} holds no scheduler address; restart the cluster host")
-    return text
+            "task (or `pclean cluster up --address-file ...`) first")
+    try:
+        return str(read_host_info(path).scheduler_address)
+    except ClusterError as exc:
+        raise ValueError(f"address_file={path!r}: {exc}") from exc
 
 
 def default_address_file(work_dir: str, run_id: str) -> str:

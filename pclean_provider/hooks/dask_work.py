@@ -16,7 +16,6 @@ import json
 import os
 import re
 import tempfile
-import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -91,17 +90,6 @@ def _dump(model: Any) -> Any:
     return json.loads(model.model_dump_json()) if hasattr(model, "model_dump_json") else model
 
 
-def _arg_type(func: Callable, name: str) -> Any:
-    """The pydantic model a function's parameter is annotated with (so JSON can be validated into it)."""
-    return typing.get_type_hints(func)[name]
-
-
-def _parse(model_type: Any, data: Any) -> Any:
-    if isinstance(data, str):
-        return model_type.model_validate_json(data)
-    return model_type.model_validate(data)
-
-
 def _config(cfg_json: str):
     from pclean_provider.config import PcleanConfig
 
@@ -115,36 +103,36 @@ def plan_cube(cfg_json: str, nworkers: int, worker_memory_bytes: int | None) -> 
     """Partition on a worker: reading the MS's frequency grid needs casatools, which Airflow must not load."""
     from pclean_provider.engine.plan import plan_subcubes
 
-    plan = plan_subcubes(_config(cfg_json), nworkers, worker_memory_bytes=worker_memory_bytes)
-    return {"plan": _dump(plan), "specs": [_dump(spec) for spec in plan.specs]}
+    cfg = _config(cfg_json)
+    plan = plan_subcubes(cfg, nworkers, worker_memory_bytes=worker_memory_bytes)
+    return {"plan": _dump(plan), "specs": [_dump(spec) for spec in plan.specs],
+            "concat_options": {"mode": cfg.extras.concat_mode, "keep_subcubes": cfg.extras.keep_subcubes}}
 
 
 def image_one_subcube(spec: dict) -> dict:
+    from pclean_provider.engine.models import SubcubeSpec
     from pclean_provider.engine.subcube import image_subcube
 
-    return _dump(image_subcube(_parse(_arg_type(image_subcube, "spec"), spec)))
+    return _dump(image_subcube(SubcubeSpec.model_validate(spec)))
 
 
-def concat_cube(plan: dict, results: list[dict]) -> dict:
+def concat_cube(plan: dict, results: list[dict], mode: str = "auto", keep_subcubes: bool = False) -> dict:
     from pclean_provider.engine.concat import concat_products
+    from pclean_provider.engine.models import CubePlan, SubcubeResult
 
-    plan_model = _parse(_arg_type(concat_products, "plan"), plan)
-    hints = typing.get_type_hints(concat_products)
-    result_type = typing.get_args(hints["results"])[0] if typing.get_args(hints["results"]) else None
-    result_models = [_parse(result_type, r) if result_type is not None else r for r in results]
-    return _dump(concat_products(plan_model, result_models))
+    return _dump(concat_products(CubePlan.model_validate(plan), [SubcubeResult.model_validate(r) for r in results],
+                                 mode=mode, keep_subcubes=keep_subcubes))
 
 
-def image_continuum(cfg_json: str, progress_file: str) -> dict:
-    """Drive the major/minor loop from a worker; the major cycles fan out to the other workers."""
-    from distributed import worker_client
+def image_continuum(cfg_json: str) -> dict:
+    """Run the continuum loop from a worker; its coordinator fans the major cycles out to the cluster."""
+    from distributed import get_worker
 
-    from pclean_provider.engine.continuum import run_continuum_on_cluster
+    from pclean_provider.engine.continuum_remote import coordinator_task
 
-    # worker_client secedes from the worker's thread pool while the loop waits on its own tasks,
-    # so that this driver does not hold the slot its major cycles need.
-    with worker_client() as client:
-        return _dump(run_continuum_on_cluster(_config(cfg_json), client, progress_file=progress_file))
+    # coordinator_task secedes from this worker's thread pool while it waits, so the worker's one
+    # thread stays free for the major-cycle parts the coordinator sends back to the cluster.
+    return json.loads(coordinator_task(cfg_json, get_worker().scheduler.address))
 
 
 def cluster_resources(client: Any) -> tuple[int, int | None]:
@@ -171,10 +159,18 @@ class ProgressTail:
     def __init__(self, path: str | None) -> None:
         self.path = path
         self.offset = 0
+        self.inode: int | None = None
 
     def new_lines(self) -> list[str]:
-        if not self.path or not os.path.exists(self.path):
+        if not self.path:
             return []
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return []
+        if stat.st_ino != self.inode or stat.st_size < self.offset:
+            # The writer replaced the file (a new run starts it afresh by rename): read from the top.
+            self.inode, self.offset = stat.st_ino, 0
         lines = []
         with open(self.path, encoding="utf-8") as handle:
             handle.seek(self.offset)
@@ -206,3 +202,20 @@ def format_progress_line(line: str) -> str:
         except Exception:  # a record of another shape: show its fields
             pass
     return ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+
+
+def scheduler_task_state(key: str, dask_scheduler: Any = None) -> dict[str, Any]:
+    """Run on the scheduler: the state of one key and, if it failed, the worker's error text.
+
+    Asked of the scheduler directly because a fresh client's Future only learns its state some
+    time after it is created, which would make a single quick poll unreliable.
+    """
+    task = dask_scheduler.tasks.get(key)
+    if task is None:
+        return {"state": "forgotten"}
+    out: dict[str, Any] = {"state": task.state}
+    if task.state == "erred":
+        blame = task.exception_blame or task
+        out["error"] = blame.exception_text or repr(blame.exception)
+        out["traceback"] = blame.traceback_text or ""
+    return out

@@ -22,7 +22,6 @@ from pclean_provider.hooks.dask import PcleanDaskHook
 from pclean_provider.hooks.dask_work import (
     STATE_DIRNAME,
     ProgressTail,
-    progress_path,
     read_result,
     result_path,
     run_recorded,
@@ -103,7 +102,7 @@ class PcleanDaskOperator(BaseOperator):
         func: Callable[..., dict],
         make_args: Callable[[Any], tuple],
         state_dir: str,
-        progress: bool = False,
+        progress_file: str | None = None,
     ) -> Any:
         """Run ``func(*make_args(client))`` on the cluster under this try's key; defer or wait for it.
 
@@ -113,7 +112,6 @@ class PcleanDaskOperator(BaseOperator):
         ti = context["ti"]
         key = work_key(self.work_kind, ti.dag_id, ti.run_id, ti.task_id, _map_index(ti), ti.try_number)
         result_file = result_path(state_dir, key)
-        progress_file = progress_path(state_dir, key) if progress else None
 
         if (done := read_result(result_file)) is not None:
             self.log.info("%s already finished in this try (result %s); not running it again.",
@@ -186,8 +184,6 @@ class PcleanDaskOperator(BaseOperator):
         if progress_file and os.path.exists(progress_file):
             os.unlink(progress_file)
         args = make_args(client)
-        if progress_file is not None:
-            args = (*args, progress_file)
         future = client.submit(run_recorded, result_file, func, *args, key=key, pure=False)
         client.publish_dataset(future, name=key)
         self.log.info("Submitted %s to the Dask cluster as %s", self.label(), key)

@@ -11,7 +11,6 @@ even when imaging failed, and stopping a cluster that is already gone is not an 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,38 +48,16 @@ class ClusterUpOperator(BaseOperator):
             # Nothing to host: the connection already names a running scheduler.
             self.log.info("Connection names a running scheduler %s; no cluster host started.",
                           spec.scheduler_address)
-            address = str(spec.scheduler_address)
-        else:
-            if os.path.exists(self.address_file):
-                # A retry after the host came up: reuse it rather than start a second cluster.
-                try:
-                    status = host_status(self.address_file)
-                except Exception as exc:
-                    self.log.info("Old address file %s is stale (%s); starting a new host", self.address_file, exc)
-                else:
-                    if _host_running(status):
-                        address = _status_address(status, self.address_file)
-                        self.log.info("Cluster host already running at %s; reusing it.", address)
-                        self._push_dashboard(context, address)
-                        return address
-            self.log.info("Starting a %s Dask cluster host (address file %s)", spec.cluster_type,
-                          self.address_file)
-            address = start_host(spec, self.address_file)
-        self._push_dashboard(context, address)
-        self.log.info("Dask scheduler at %s", address)
+            return str(spec.scheduler_address)
+        self.log.info("Starting a %s Dask cluster host (address file %s)", spec.cluster_type, self.address_file)
+        # start_host reuses a host already running for this file (a retry of this task).
+        address = start_host(spec, self.address_file)
+        status = host_status(self.address_file)
+        if status.dashboard_link:
+            context["ti"].xcom_push(key=DASHBOARD_XCOM_KEY, value=status.dashboard_link)
+        self.log.info("Dask scheduler at %s with %s workers (dashboard %s)", address, status.workers,
+                      status.dashboard_link or "-")
         return address
-
-    def _push_dashboard(self, context: Any, address: str) -> None:
-        try:
-            from distributed import Client
-
-            with Client(address, timeout=20, set_as_default=False) as client:
-                link = client.dashboard_link
-        except Exception as exc:  # a missing dashboard must not fail the set-up
-            self.log.info("No Dask dashboard link (%s)", exc)
-            return
-        if link:
-            context["ti"].xcom_push(key=DASHBOARD_XCOM_KEY, value=link)
 
 
 class ClusterDownOperator(BaseOperator):
@@ -99,24 +76,10 @@ class ClusterDownOperator(BaseOperator):
     def execute(self, context: Any) -> bool:
         from pclean_provider.compute.host import stop_host
 
-        if not os.path.exists(self.address_file):
-            self.log.info("No cluster host address file %s: nothing to stop.", self.address_file)
+        before = stop_host(self.address_file)
+        if before.state == "stopped":
+            self.log.info("No cluster host behind %s: nothing to stop.", self.address_file)
             return False
-        stop_host(self.address_file)
-        self.log.info("Cluster host behind %s stopped.", self.address_file)
+        self.log.info("Cluster host behind %s (was %s, pid %s) stopped.", self.address_file, before.state,
+                      before.host_pid)
         return True
-
-
-def _host_running(status: Any) -> bool:
-    if isinstance(status, dict):
-        return bool(status.get("running", status.get("alive", False)))
-    return bool(getattr(status, "running", getattr(status, "alive", False)))
-
-
-def _status_address(status: Any, address_file: str) -> str:
-    address = status.get("address") if isinstance(status, dict) else getattr(status, "address", None)
-    if address:
-        return str(address)
-    from pclean_provider.hooks.dask import read_address_file
-
-    return read_address_file(address_file)

@@ -46,8 +46,11 @@ class ContinuumImagingOperator(PcleanDaskOperator):
                 f"{self.task_id}: specmode={cfg.spectral.specmode!r} is a cube; ContinuumImagingOperator needs "
                 "specmode='mfs'. Use CubePartitionOperator + SubcubeImagingOperator for cubes.")
         cfg_json = cfg.model_dump_json()
+        from pclean_provider.engine.continuum import progress_file_for
+
         return self.run_on_cluster(context, dask_work.image_continuum, lambda client: (cfg_json,),
-                                   self.default_state_dir(cfg.image.imagename), progress=True)
+                                   self.default_state_dir(cfg.image.imagename),
+                                   progress_file=progress_file_for(cfg.image.imagename))
 
     def on_result(self, context: Any, result: Any) -> Any:
         self.log.info("Continuum %s: %s iterations in %s major cycles, stop: %s, %.1f s",

@@ -4,6 +4,7 @@
     subcubes = SubcubeImagingOperator.partial(task_id="subcube", scheduler_address=addr).expand(
         spec=partition.output)
     concat = CubeConcatOperator(task_id="concat", plan=partition.output["plan"],
+                                concat_options=partition.output["concat_options"],
                                 results=subcubes.output, scheduler_address=addr)
 
 Every step runs on the Dask cluster; Airflow only validates, submits, waits in the triggerer and
@@ -22,6 +23,7 @@ from pclean_provider.operators.base import PcleanDaskOperator
 from pclean_provider.operators.config_input import build_config
 
 PLAN_XCOM_KEY = "plan"
+CONCAT_OPTIONS_XCOM_KEY = "concat_options"
 
 
 class CubePartitionOperator(PcleanDaskOperator):
@@ -70,6 +72,7 @@ class CubePartitionOperator(PcleanDaskOperator):
     def on_result(self, context: Any, result: Any) -> Any:
         plan, specs = result["plan"], result["specs"]
         context["ti"].xcom_push(key=PLAN_XCOM_KEY, value=plan)
+        context["ti"].xcom_push(key=CONCAT_OPTIONS_XCOM_KEY, value=result.get("concat_options") or {})
         self.log.info("Cube of %d channels split into %d sub-cubes: %s", plan["nchan"], len(specs),
                       ", ".join(subcube_label(s) for s in specs))
         return specs
@@ -85,7 +88,10 @@ class SubcubeImagingOperator(PcleanDaskOperator):
     :param spec: one element of ``CubePartitionOperator``'s return value.
     """
 
-    template_fields: Sequence[str] = (*PcleanDaskOperator.template_fields, "spec")
+    # `spec` is deliberately not templated: it is data from the partition (via .expand), and
+    # rendering it again (natively, in a DAG with render_template_as_native_obj) could turn strings
+    # such as "1" or "True" inside its tclean arguments into numbers and booleans.
+    template_fields: Sequence[str] = PcleanDaskOperator.template_fields
     work_kind = "subcube"
 
     def __init__(self, *, spec: dict[str, Any],
@@ -121,15 +127,18 @@ class CubeConcatOperator(PcleanDaskOperator):
 
     :param plan: the partition's plan (``partition.output["plan"]``).
     :param results: the mapped sub-cube results (``subcubes.output``).
+    :param concat_options: ``{"mode": ..., "keep_subcubes": ...}`` as the config asked
+        (``partition.output["concat_options"]``); default: mode 'auto', sub-cubes not kept.
     """
 
-    template_fields: Sequence[str] = (*PcleanDaskOperator.template_fields, "plan", "results")
+    template_fields: Sequence[str] = (*PcleanDaskOperator.template_fields, "plan", "results", "concat_options")
     work_kind = "concat"
 
-    def __init__(self, *, plan: Any, results: Any, **kwargs: Any) -> None:
+    def __init__(self, *, plan: Any, results: Any, concat_options: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.plan = plan
         self.results = results
+        self.concat_options = concat_options
 
     def execute(self, context: Any) -> Any:
         plan = self.plan
@@ -145,7 +154,9 @@ class CubeConcatOperator(PcleanDaskOperator):
                 f"{self.task_id}: results for sub-cubes {missing} are missing; every sub-cube task must "
                 "succeed before concatenation (clear the failed ones).")
         results.sort(key=lambda r: r["chan_start"])
-        return self.run_on_cluster(context, dask_work.concat_cube, lambda client: (plan, results),
+        options = dict(self.concat_options or {})
+        mode, keep = str(options.get("mode", "auto")), bool(options.get("keep_subcubes", False))
+        return self.run_on_cluster(context, dask_work.concat_cube, lambda client: (plan, results, mode, keep),
                                    self.default_state_dir(plan["imagename"]))
 
     def on_result(self, context: Any, result: Any) -> Any:

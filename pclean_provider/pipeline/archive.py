@@ -28,6 +28,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -55,6 +56,8 @@ from pclean_provider.pipeline.archive_manifest import (
     wavelength_range_m,
 )
 from pclean_provider.pipeline.report_files import atomic_write_text, fsync_dir
+
+log = logging.getLogger(__name__)
 
 STAGING = ".staging"
 VERSION_RE = re.compile(r"^v(\d{4,})$")
@@ -143,7 +146,10 @@ def clean_stale_staging(archive_root: str | os.PathLike) -> list[str]:
         return []
     removed = []
     for entry in sorted(staging.iterdir()):
-        age = time.time() - entry.stat().st_mtime
+        try:
+            age = time.time() - entry.stat().st_mtime
+        except FileNotFoundError:  # the lock of a folder removed just before
+            continue
         if entry.name.endswith(".lock"):
             # A lock alone may be a publisher between creating its lock and its folder.
             if age > ORPHAN_AGE_S and not entry.with_suffix("").exists() and _lock_is_free(entry):
@@ -312,6 +318,8 @@ def publish(
     root = Path(archive_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     removed = clean_stale_staging(root)
+    if removed:
+        log.info("archive: removed %d staging folder(s) of dead publishers", len(removed))
     with staging_area(root, product_id) as folder:
         _pause("staging-created")
         files: list[ManifestFile] = []
@@ -323,6 +331,7 @@ def publish(
                 if fits_name in used_names:
                     raise ArchiveError(f"two images would both be archived as {fits_name}; give them distinct names")
                 used_names.add(fits_name)
+                log.info("archive %s: exporting %s", product_id, fits_name)
                 out = export_fits(image, folder / fits_name)
                 files.append(describe_file(folder, out, f"fits:{suffix.lstrip('.')}", image, fits_checksum=True))
         _pause("fits-written")
@@ -338,11 +347,16 @@ def publish(
             qa_json = folder / "qa" / "qa.json"
 
         first_image = products[0][1][0][1]
-        planes = image_io.read_planes(first_image)
+        with image_io.ImageReader(first_image) as reader:
+            beams = [b.major_arcsec for b in reader.beams if b]
+            fmin = float(reader.freqs_hz.min() - reader.chan_width_hz / 2)
+            fmax = float(reader.freqs_hz.max() + reader.chan_width_hz / 2)
+            fov_deg = max(reader.nx * reader.cell_arcsec[0], reader.ny * reader.cell_arcsec[1]) / 3600.0
+        nchans = []
+        for _base, found in products:
+            with image_io.ImageReader(found[0][1], with_beams=False) as reader:
+                nchans.append(reader.nchan)
         ra, dec = image_io.image_centre_world(first_image)
-        beams = [b.major_arcsec for b in planes.beams if b]
-        fmin = float(planes.freqs_hz.min() - planes.chan_width_hz / 2)
-        fmax = float(planes.freqs_hz.max() + planes.chan_width_hz / 2)
         em_min, em_max = wavelength_range_m(fmin, fmax)
         t_min = t_max = None
         for meta in metadata:
@@ -353,17 +367,16 @@ def publish(
         if t_min is None and vis_list:
             ranges = [image_io.ms_time_range_mjd(v) for v in vis_list]
             t_min, t_max = min(r[0] for r in ranges), max(r[1] for r in ranges)
-        nx, ny = planes.data.shape[:2]
         first_meta = metadata[0] if metadata else {}
         fields = first_meta.get("fields") or []
         obscore = ObsCore(
-            dataproduct_type="cube" if any(image_io.read_planes(p[1][0][1], with_beams=False).nchan > 1 for p in products) else "image",
+            dataproduct_type="cube" if max(nchans) > 1 else "image",
             obs_id=obs_id or (Path(vis_list[0]).name.removesuffix(".ms") if vis_list else product_id),
             obs_collection=obs_collection,
             target_name=fields[0].get("name") if fields and isinstance(fields[0], Mapping) else None,
             s_ra=ra,
             s_dec=dec,
-            s_fov=max(nx * planes.cell_arcsec[0], ny * planes.cell_arcsec[1]) / 3600.0,
+            s_fov=fov_deg,
             s_resolution=sorted(beams)[len(beams) // 2] if beams else None,
             em_min=em_min,
             em_max=em_max,
@@ -393,6 +406,7 @@ def publish(
         fsync_dir(folder)
         _pause("manifest-written")
         version, target = commit(root, product_id, folder)
+        log.info("archive %s: published version %d at %s (%d files)", product_id, version, target, len(files))
     return PublishResult(
         product_id=product_id,
         version=version,
@@ -427,6 +441,9 @@ def verify(path: str | os.PathLike) -> VerifyResult:
     checked = 0
     for entry in manifest.files:
         listed.add(entry.path)
+        if entry.path.startswith("/") or ".." in Path(entry.path).parts:
+            problems.append(VerifyProblem(path=entry.path, reason="manifest path leaves the product folder"))
+            continue
         target = folder / entry.path
         if not target.is_file():
             problems.append(VerifyProblem(path=entry.path, reason="missing (listed in the manifest)"))

@@ -46,6 +46,7 @@ def add_checksums(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
             hdul.writeto(tmp, overwrite=True, checksum=True, output_verify="silentfix")
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; archived files are for everyone to read
         os.replace(tmp, dst)
     except BaseException:
         if os.path.exists(tmp):

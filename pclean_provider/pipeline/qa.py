@@ -17,10 +17,13 @@ floor by design; the ``rms_to_theoretical`` limits leave room for that.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +44,8 @@ from pclean_provider.pipeline.qa_models import (
 )
 from pclean_provider.pipeline.qa_scores import score_product
 from pclean_provider.pipeline.report_files import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 # Channels fitted per source in a cube: enough for a robust median, cheap on big cubes.
 MAX_FIT_CHANNELS = 16
@@ -138,7 +143,8 @@ def run_qa(
     """Compute metrics and scores of one product; write qa.json, qa.schema.json and qa.html.
 
     ``out_dir`` defaults to ``<imagename>.qa``. ``imaging_summary`` is tclean's return dict
-    (iterdone, niter, stopcode, stopDescription) when the caller has it.
+    (iterdone, niter, stopcode, stopDescription) when the caller has it. Images are read one
+    channel at a time, so memory stays at a few planes whatever the cube size.
     """
     from pclean_provider.casa import image_io
 
@@ -154,98 +160,48 @@ def run_qa(
             f"imagename={imagename}: no {paths['base']}.image (or .image.tt0) found; pass the "
             "imagename prefix given to tclean/pclean"
         )
+    if vis is not None and not os.path.isdir(vis):
+        raise QaInputError(f"vis={vis} does not exist; pass the MeasurementSet the product was imaged from")
     sources = load_truth(truth)
     out = Path(out_dir) if out_dir is not None else Path(paths["base"] + ".qa")
 
-    img = image_io.read_planes(paths["image"])
-    res = image_io.read_planes(paths["residual"], with_beams=False) if "residual" in paths else None
-    model = image_io.read_planes(paths["model"], with_beams=False) if "model" in paths else None
-    mask = image_io.read_planes(paths["mask"], with_beams=False) if "mask" in paths else None
-    sumwt = image_io.read_planes(paths["sumwt"], with_beams=False) if "sumwt" in paths else None
-    if kind == "cube" and img.nchan == 1:
-        kind_note = "a one-channel cube"
-    else:
-        kind_note = ""
+    with contextlib.ExitStack() as stack:
+        def reader(role: str, with_beams: bool = False):
+            if role not in paths:
+                return None
+            return stack.enter_context(image_io.ImageReader(paths[role], with_beams=with_beams))
 
-    nchan = img.nchan
-    beams = img.beams or [None] * nchan
-    beam_majors = [b.major_arcsec if b else None for b in beams]
-    beam_minors = [b.minor_arcsec if b else None for b in beams]
-    med_major = _median_finite(beam_majors)
-    cell = max(img.cell_arcsec) if max(img.cell_arcsec) > 0 else 1.0
-    grow = int(round((med_major or 3 * cell) / cell)) if med_major else 3
-    grow = max(2, min(grow, max(img.data.shape[0], img.data.shape[1]) // 8))
+        img = reader("image", with_beams=True)
+        res, model, mask, sumwt = reader("residual"), reader("model"), reader("mask"), reader("sumwt")
+        scan = _scan_channels(img, res, model, mask, thresholds)
+        channels = scan.channels
+        peak, (px, py, pc) = scan.peak, scan.peak_pixel
+        peak_ra, peak_dec = image_io.pixel_to_world(paths["image"], px, py, pc)
+        arrays = None
+        if html:
+            from pclean_provider.pipeline.report_html import ReportArrays
 
-    deviant = (
-        m.beam_outliers(
-            beam_majors,
-            beam_minors,
-            img.freqs_hz,
-            thresholds.beam_outlier_sigma,
-            thresholds.beam_outlier_min_fraction,
-        )
-        if kind == "cube" and nchan > 2
-        else []
-    )
-
-    # Per-channel metrics.
-    channels: list[ChannelMetrics] = []
-    for c in range(nchan):
-        plane, valid = img.data[:, :, c], img.valid[:, :, c]
-        cmask = mask.data[:, :, min(c, mask.nchan - 1)] if mask is not None else None
-        if cmask is not None and np.count_nonzero(cmask[valid] > 0.5) > 0.5 * max(1, np.count_nonzero(valid)):
-            # A mask over most of the image (tclean's default when no mask is given) says
-            # nothing about where the emission is; the bright-pixel test finds it instead.
-            cmask = None
-        empty = not np.any(plane[valid] != 0) if valid.any() else True
-        rms_free = None
-        if not empty:
-            free = m.emission_free(plane, valid, cmask, thresholds.emission_sigma, grow)
-            rms_free = m.robust_sigma(plane[free])
-        rms_res = res_peak = None
-        if res is not None:
-            rplane, rvalid = res.data[:, :, c], res.valid[:, :, c] & np.isfinite(res.data[:, :, c])
-            if rvalid.any() and np.any(rplane[rvalid] != 0):
-                rms_res = m.robust_sigma(rplane[rvalid])
-                res_peak = float(np.max(np.abs(rplane[rvalid])))
-        model_flux = float(np.sum(model.data[:, :, c])) if model is not None else None
-        peak = float(np.max(plane[valid])) if valid.any() else None
-        beam = beams[c]
-        channels.append(
-            ChannelMetrics(
-                channel=c,
-                freq_hz=float(img.freqs_hz[c]),
-                rms_residual=_finite(rms_res),
-                rms_emission_free=_finite(rms_free),
-                peak=_finite(peak),
-                residual_peak=_finite(res_peak),
-                model_flux=model_flux,
-                beam=BeamInfo(major_arcsec=beam.major_arcsec, minor_arcsec=beam.minor_arcsec, pa_deg=beam.pa_deg)
-                if beam
-                else None,
-                beam_deviant=c in deviant,
+            cube = img.nchan > 1
+            res_plane = res.plane(pc if cube else 0) if res is not None else None
+            arrays = ReportArrays(
+                image_map=scan.peak_map,
+                image_title="Image: peak over channels" if cube else "Image",
+                residual_map=res_plane[0] if res_plane else None,
+                residual_valid=res_plane[1] if res_plane else None,
+                residual_title=(f"Residual, channel {pc} (image peak)" if cube else "Residual"),
+                residual_sample=scan.residual_sample,
             )
+        sumwt_per_chan = (
+            np.array([sumwt.plane(c)[0].ravel()[0] for c in range(sumwt.nchan)]) if sumwt is not None else None
         )
+        sensitivity = _sensitivity(vis, img, sumwt_per_chan, channels, scan.rms_free_all, kind)
+        recovered = _recover_sources(sources, paths, img, stack, image_io, kind) if sources else []
 
-    peak, (px, py, pc) = m.peak_position(img.data, img.valid)
-    peak_ra, peak_dec = image_io.pixel_to_world(paths["image"], px, py, pc)
-    rms_free_all = _median_finite(ch.rms_emission_free for ch in channels)
-    rms_res_all = _median_finite(ch.rms_residual for ch in channels)
-    rms_at_peak = channels[pc].rms_emission_free or rms_free_all
+    rms_at_peak = channels[pc].rms_emission_free or scan.rms_free_all
     dyn = peak / rms_at_peak if rms_at_peak else None
-    ratios = [
-        ch.residual_peak / ch.rms_residual
-        for ch in channels
-        if ch.residual_peak is not None and ch.rms_residual
-    ]
+    ratios = [ch.residual_peak / ch.rms_residual for ch in channels if ch.residual_peak is not None and ch.rms_residual]
     res_peak_all = max((ch.residual_peak for ch in channels if ch.residual_peak is not None), default=None)
-    res_ratio = max(ratios) if ratios else None
-
-    convergence = _convergence(channels, model, mask, imaging_summary, thresholds)
-    sensitivity = _sensitivity(vis, img, sumwt, channels, rms_free_all, kind)
-    recovered = (
-        _recover_sources(sources, paths, img, beams, cell, kind, image_io) if sources else []
-    )
+    convergence = _convergence(channels, scan, imaging_summary, thresholds, has_model=model is not None)
 
     metrics = ProductMetrics(
         imagename=paths["base"],
@@ -254,7 +210,7 @@ def run_qa(
         residual=paths.get("residual"),
         unit=img.unit,
         shape=list(img.shape),
-        nchan=nchan,
+        nchan=img.nchan,
         cell_arcsec=list(img.cell_arcsec),
         freq_min_hz=float(np.min(img.freqs_hz) - img.chan_width_hz / 2),
         freq_max_hz=float(np.max(img.freqs_hz) + img.chan_width_hz / 2),
@@ -262,22 +218,22 @@ def run_qa(
         peak_pixel=[px, py, pc],
         peak_ra_deg=peak_ra,
         peak_dec_deg=peak_dec,
-        rms_emission_free=rms_free_all or 0.0,
-        rms_residual=rms_res_all,
+        rms_emission_free=scan.rms_free_all or 0.0,
+        rms_residual=_median_finite(ch.rms_residual for ch in channels),
         dynamic_range=_finite(dyn),
         residual_peak=res_peak_all,
-        residual_peak_to_rms=_finite(res_ratio),
-        beam_median=_median_beam(beams),
-        deviant_beam_channels=deviant,
+        residual_peak_to_rms=_finite(max(ratios)) if ratios else None,
+        beam_median=_median_beam(img.beams),
+        deviant_beam_channels=scan.deviant,
         channels=channels,
         convergence=convergence,
         sensitivity=sensitivity,
         sources=recovered,
     )
     scores = score_product(metrics, thresholds)
-    if kind_note:
+    if kind == "cube" and img.nchan == 1:
         for s in scores:
-            s.message += f" ({kind_note})"
+            s.message += " (a one-channel cube)"
     overall = min((s.score for s in scores), default=0.0)
     report = QaReport(
         created_utc=_now(),
@@ -289,12 +245,14 @@ def run_qa(
         overall_score=overall,
         overall_band=band_of(overall),
     )
-    write_reports(report, out, img=img, res=res, html=html)
+    write_reports(report, out, arrays=arrays)
+    log.info("QA %s: overall %.2f (%s), gate %s; reports in %s", paths["base"], overall, report.overall_band,
+             report.gate(), out)
     return report
 
 
-def write_reports(report: QaReport, out_dir: Path, *, img=None, res=None, html: bool = True) -> QaReport:
-    """Write qa.schema.json, qa.html (pictures need the pixel arrays) and, last, qa.json.
+def write_reports(report: QaReport, out_dir: Path, *, arrays=None) -> QaReport:
+    """Write qa.schema.json, qa.html (when the pictures' arrays are given) and, last, qa.json.
 
     qa.json comes last so that its presence means the whole report is there.
     """
@@ -305,13 +263,129 @@ def write_reports(report: QaReport, out_dir: Path, *, img=None, res=None, html: 
         "qa.schema.json": str(out_dir / "qa.schema.json"),
     }
     atomic_write_text(out_dir / "qa.schema.json", json.dumps(QaReport.model_json_schema(), indent=2))
-    if html and img is not None:
+    if arrays is not None:
         from pclean_provider.pipeline.report_html import render_html
 
         report.files["qa.html"] = str(out_dir / "qa.html")
-        atomic_write_text(out_dir / "qa.html", render_html(report, img, res))
+        atomic_write_text(out_dir / "qa.html", render_html(report, arrays))
     atomic_write_text(out_dir / "qa.json", report.model_dump_json(indent=2))
     return report
+
+
+@dataclass
+class _Scan:
+    channels: list[ChannelMetrics]
+    deviant: list[int]
+    peak: float
+    peak_pixel: tuple[int, int, int]
+    peak_map: np.ndarray  # max over channels (NaN where never valid)
+    residual_sample: np.ndarray  # a subsample of valid, non-zero residual pixels
+    rms_free_all: float | None
+    model_flux: float | None
+    model_nonzero: int | None
+    mask_pixels: int | None
+    mask_total: int | None
+
+
+def _scan_channels(img, res, model, mask, t: QaThresholds) -> _Scan:
+    """One pass over the channels: per-channel metrics plus what the report's pictures need."""
+    nchan = img.nchan
+    beams = img.beams or [None] * nchan
+    majors = [b.major_arcsec if b else None for b in beams]
+    minors = [b.minor_arcsec if b else None for b in beams]
+    med_major = _median_finite(majors)
+    cell = max(img.cell_arcsec) if max(img.cell_arcsec) > 0 else 1.0
+    # Grow sources and masks by about a beam before measuring the noise around them.
+    grow = int(round(med_major / cell)) if med_major else 3
+    grow = max(2, min(grow, max(img.nx, img.ny) // 8))
+    deviant = (
+        m.beam_outliers(majors, minors, img.freqs_hz, t.beam_outlier_sigma, t.beam_outlier_min_fraction)
+        if nchan > 2
+        else []
+    )
+    # Keep at most ~1e6 residual pixels for the histogram, spread over all channels.
+    step = max(1, (img.nx * img.ny * nchan) // 1_000_000)
+
+    channels: list[ChannelMetrics] = []
+    peak_map = np.full((img.nx, img.ny), np.nan)
+    best = (-np.inf, (0, 0, 0))
+    samples: list[np.ndarray] = []
+    model_flux = 0.0 if model is not None else None
+    model_nonzero = 0 if model is not None else None
+    mask_pixels = 0 if mask is not None else None
+    mask_total = 0 if mask is not None else None
+    report_every = max(1, nchan // 10)
+    for c in range(nchan):
+        if c % report_every == 0 or c == nchan - 1:
+            log.info("QA %s: channel %d/%d", os.path.basename(img.path), c + 1, nchan)
+        plane, valid = img.plane(c)
+        valid &= np.isfinite(plane)
+        cmask = None
+        if mask is not None:
+            cmask, _ = mask.plane(min(c, mask.nchan - 1))
+            mask_pixels += int(np.count_nonzero(cmask > 0.5))
+            mask_total += cmask.size
+            if np.count_nonzero(cmask[valid] > 0.5) > 0.5 * max(1, np.count_nonzero(valid)):
+                # A mask over most of the image (tclean's default when no mask is given) says
+                # nothing about where the emission is; the bright-pixel test finds it instead.
+                cmask = None
+        empty = not valid.any() or not np.any(plane[valid] != 0)
+        rms_free = peak = None
+        if not empty:
+            free = m.emission_free(plane, valid, cmask, t.emission_sigma, grow)
+            rms_free = m.robust_sigma(plane[free])
+            masked = np.where(valid, plane, -np.inf)
+            ix, iy = np.unravel_index(int(np.argmax(masked)), masked.shape)
+            peak = float(plane[ix, iy])
+            if peak > best[0]:
+                best = (peak, (int(ix), int(iy), c))
+            peak_map = np.fmax(peak_map, np.where(valid, plane, np.nan))
+        rms_res = res_peak = None
+        if res is not None:
+            rplane, rvalid = res.plane(c)
+            rvalid &= np.isfinite(rplane)
+            if rvalid.any() and np.any(rplane[rvalid] != 0):
+                values = rplane[rvalid]
+                rms_res = m.robust_sigma(values)
+                res_peak = float(np.max(np.abs(values)))
+                samples.append(values[values != 0][::step])
+        chan_model = None
+        if model is not None:
+            mplane, _ = model.plane(c)
+            chan_model = float(np.sum(mplane))
+            model_flux += chan_model
+            model_nonzero += int(np.count_nonzero(mplane))
+        beam = beams[c]
+        channels.append(
+            ChannelMetrics(
+                channel=c,
+                freq_hz=float(img.freqs_hz[c]),
+                rms_residual=_finite(rms_res),
+                rms_emission_free=_finite(rms_free),
+                peak=_finite(peak),
+                residual_peak=_finite(res_peak),
+                model_flux=chan_model,
+                beam=BeamInfo(major_arcsec=beam.major_arcsec, minor_arcsec=beam.minor_arcsec, pa_deg=beam.pa_deg)
+                if beam
+                else None,
+                beam_deviant=c in deviant,
+            )
+        )
+    if not np.isfinite(best[0]):
+        raise QaInputError(f"image {img.path} has no valid, non-zero pixels in any channel; nothing to check")
+    return _Scan(
+        channels=channels,
+        deviant=deviant,
+        peak=float(best[0]),
+        peak_pixel=best[1],
+        peak_map=peak_map,
+        residual_sample=np.concatenate(samples) if samples else np.zeros(0),
+        rms_free_all=_median_finite(ch.rms_emission_free for ch in channels),
+        model_flux=model_flux,
+        model_nonzero=model_nonzero,
+        mask_pixels=mask_pixels,
+        mask_total=mask_total,
+    )
 
 
 def _median_beam(beams) -> BeamInfo | None:
@@ -325,19 +399,8 @@ def _median_beam(beams) -> BeamInfo | None:
     )
 
 
-def _convergence(channels, model, mask, summary, thresholds: QaThresholds) -> Convergence:
+def _convergence(channels, scan: _Scan, summary, thresholds: QaThresholds, has_model: bool) -> Convergence:
     summary = dict(summary or {})
-    if model is not None:
-        model_flux = float(np.sum(model.data))
-        nonzero = int(np.count_nonzero(model.data))
-    else:
-        model_flux, nonzero = None, None
-    if mask is not None:
-        mask_pixels = int(np.count_nonzero(mask.data > 0.5))
-        mask_fraction = mask_pixels / float(mask.data.size)
-    else:
-        mask_pixels, mask_fraction = None, None
-    cleaned_nothing = not nonzero  # no model image, or a model of zeros
     uncleaned = [
         ch.channel
         for ch in channels
@@ -355,20 +418,20 @@ def _convergence(channels, model, mask, summary, thresholds: QaThresholds) -> Co
             return None
 
     return Convergence(
-        model_flux_jy=model_flux,
-        model_nonzero_pixels=nonzero,
-        mask_pixels=mask_pixels,
-        mask_fraction=mask_fraction,
+        model_flux_jy=scan.model_flux,
+        model_nonzero_pixels=scan.model_nonzero,
+        mask_pixels=scan.mask_pixels,
+        mask_fraction=scan.mask_pixels / scan.mask_total if scan.mask_total else None,
         iterations=_int("iterdone"),
         niter=_int("niter"),
         stop_code=_int("stopcode"),
         stop_reason=summary.get("stopDescription") or summary.get("stop_reason"),
-        cleaned_nothing=cleaned_nothing,
+        cleaned_nothing=not has_model or not scan.model_nonzero,  # no model, or a model of zeros
         uncleaned_channels=uncleaned,
     )
 
 
-def _sensitivity(vis, img, sumwt, channels, rms_free_all, kind) -> Sensitivity:
+def _sensitivity(vis, img, sumwt_per_chan, channels, rms_free_all, kind) -> Sensitivity:
     if vis is None:
         return Sensitivity(
             theoretical_rms_jy=None,
@@ -380,26 +443,20 @@ def _sensitivity(vis, img, sumwt, channels, rms_free_all, kind) -> Sensitivity:
 
     ws = image_io.visibility_weight_sums(vis)
     if kind == "mfs" or img.nchan == 1:
-        theo = m.theoretical_rms_total(ws.weight_sum, ws.sigma_unit_weight_jy)
-        theo_chan = np.full(img.nchan, theo)
+        theo_chan = np.full(img.nchan, m.theoretical_rms_total(ws.weight_sum, ws.sigma_unit_weight_jy))
     else:
         theo_chan = m.theoretical_rms_per_channel(
             img.freqs_hz, img.chan_width_hz, ws.chan_freqs_hz, ws.chan_widths_hz, ws.weight_sum, ws.sigma_unit_weight_jy
         )
-        sw = sumwt.data.reshape(-1, sumwt.nchan)[0] if sumwt is not None else None
+        sw = sumwt_per_chan
         finite = theo_chan[np.isfinite(theo_chan)]
         if sw is not None and len(sw) == img.nchan and np.all(sw > 0) and finite.size:
             theo_chan = float(np.median(finite)) * np.sqrt(float(np.median(sw)) / sw)
     for ch, t in zip(channels, theo_chan, strict=True):
         ch.theoretical_rms = _finite(float(t))
-    ratios = [
-        ch.rms_emission_free / ch.theoretical_rms
-        for ch in channels
-        if ch.rms_emission_free and ch.theoretical_rms
-    ]
-    theo_all = _median_finite(ch.theoretical_rms for ch in channels)
+    ratios = [ch.rms_emission_free / ch.theoretical_rms for ch in channels if ch.rms_emission_free and ch.theoretical_rms]
     return Sensitivity(
-        theoretical_rms_jy=theo_all,
+        theoretical_rms_jy=_median_finite(ch.theoretical_rms for ch in channels),
         measured_rms_jy=rms_free_all,
         ratio=float(np.median(ratios)) if ratios else None,
         method=f"natural-weight point-source noise from {ws.nvis} visibilities: {ws.method}",
@@ -424,48 +481,64 @@ def _expected_over_band(src: dict[str, Any], f_lo: float, f_hi: float, f_ref: fl
     return float(np.mean([_expected_at(src, f) for f in np.linspace(f_lo, f_hi, 257)]))
 
 
-def _recover_sources(sources, paths, img, beams, cell, kind, image_io) -> list[SourceRecovery]:
+def _recover_sources(sources, paths, img, stack, image_io, kind) -> list[SourceRecovery]:
     """Fit each truth source; divide by the primary beam when the image is not pb-corrected."""
-    pb = image_io.read_planes(paths["pb"], with_beams=False) if "pb" in paths else None
-    nchan = img.nchan
-    chans = list(range(nchan))
-    if nchan > MAX_FIT_CHANNELS:
-        chans = sorted({int(round(c)) for c in np.linspace(0, nchan - 1, MAX_FIT_CHANNELS)})
+    pb = stack.enter_context(image_io.ImageReader(paths["pb"], with_beams=False)) if "pb" in paths else None
+    beams = img.beams or [None] * img.nchan
+    cell = max(img.cell_arcsec) if max(img.cell_arcsec) > 0 else 1.0
+    nx, ny = img.nx, img.ny
+    planes: dict[int, np.ndarray] = {}
+    pb_planes: dict[int, np.ndarray] = {}
+
+    def plane(c: int) -> np.ndarray:
+        if c not in planes:
+            data, valid = img.plane(c)
+            planes[c] = np.where(valid & np.isfinite(data), data, 0.0)
+        return planes[c]
+
+    def pb_gain(c: int, x: float, y: float) -> float:
+        ch = min(c, pb.nchan - 1)
+        if ch not in pb_planes:
+            pb_planes[ch] = pb.plane(ch)[0]
+        return float(pb_planes[ch][int(np.clip(round(x), 0, nx - 1)), int(np.clip(round(y), 0, ny - 1))])
+
+    chans = list(range(img.nchan))
+    if img.nchan > MAX_FIT_CHANNELS:
+        chans = sorted({int(round(c)) for c in np.linspace(0, img.nchan - 1, MAX_FIT_CHANNELS)})
     # Skip channels the imager left empty (edges after the frame conversion): nothing to fit.
-    chans = [c for c in chans if np.any(img.data[:, :, c][img.valid[:, :, c]] != 0)]
+    chans = [c for c in chans if np.any(plane(c) != 0)]
     out = []
     for src in sources:
+        log.info("QA: fitting truth source %s in %d channel(s)", src["name"], len(chans))
         x0, y0 = image_io.world_to_pixel(paths["image"], src["ra_deg"], src["dec_deg"], 0)
-        nx, ny = img.data.shape[:2]
         if not (0 <= x0 < nx and 0 <= y0 < ny):
             continue
-        beam = beams[0] if beams and beams[0] else None
+        beam = next((b for b in beams if b is not None), None)
         size = math.hypot(beam.major_arcsec if beam else 5 * cell, float(src.get("major_arcsec") or 0.0))
         half_box = int(max(4, round(1.5 * size / cell)))
+        is_point = src["shape"] == "point"
         fluxes, expected, offsets, found, method = [], [], [], [], "gaussian fit"
         for c in chans:
+            f_c = float(img.freqs_hz[c])
             if kind == "mfs":
-                exp_c = _expected_over_band(src, img.freqs_hz[c] - img.chan_width_hz / 2, img.freqs_hz[c] + img.chan_width_hz / 2, img.freqs_hz[c])
+                exp_c = _expected_over_band(src, f_c - img.chan_width_hz / 2, f_c + img.chan_width_hz / 2, f_c)
             else:
-                exp_c = _expected_at(src, img.freqs_hz[c])
+                exp_c = _expected_at(src, f_c)
             fit = image_io.fit_point_source(paths["image"], x0, y0, c, half_box)
             if fit is not None and fit.converged and fit.flux_jy > 0 and math.hypot(fit.x - x0, fit.y - y0) < half_box:
                 # A point source's flux is the fitted peak: cleaning and noise change the fitted
                 # width a little, and the integrated flux would follow that width.
-                is_point = src["shape"] == "point"
                 flux = fit.peak_jy_per_beam(beams[c]) if is_point else fit.flux_jy
                 fx, fy = fit.x, fit.y
             else:
                 method = "peak pixel (fit failed in some channels)"
                 xs = slice(max(0, int(x0) - half_box), min(nx, int(x0) + half_box + 1))
                 ys = slice(max(0, int(y0) - half_box), min(ny, int(y0) + half_box + 1))
-                box = img.data[xs, ys, c]
+                box = plane(c)[xs, ys]
                 bx, by = np.unravel_index(int(np.argmax(box)), box.shape)
                 fx, fy, flux = xs.start + bx, ys.start + by, float(box[bx, by])
             if pb is not None:
-                ix = int(np.clip(round(fx), 0, nx - 1))
-                iy = int(np.clip(round(fy), 0, ny - 1))
-                gain = float(pb.data[ix, iy, min(c, pb.nchan - 1)])
+                gain = pb_gain(c, fx, fy)
                 if gain > 0:
                     flux /= gain
             fluxes.append(flux)
@@ -485,6 +558,7 @@ def _recover_sources(sources, paths, img, beams, cell, kind, image_io) -> list[S
         out.append(
             SourceRecovery(
                 name=src["name"],
+                shape=src["shape"],
                 true_ra_deg=src["ra_deg"],
                 true_dec_deg=src["dec_deg"],
                 expected_flux_jy=total_expected / len(exp_arr),
@@ -493,7 +567,7 @@ def _recover_sources(sources, paths, img, beams, cell, kind, image_io) -> list[S
                 offset_pix=offset_pix,
                 offset_arcsec=offset_pix * cell,
                 method=method
-                + (" (peak)" if src["shape"] == "point" else " (integrated)")
+                + (" (peak)" if is_point else " (integrated)")
                 + (", primary-beam corrected" if pb is not None else ""),
                 channels_used=len(fluxes),
                 true_pixel=[x0, y0],

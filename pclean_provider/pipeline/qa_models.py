@@ -64,8 +64,10 @@ class QaThresholds(BaseModel):
     rms_to_theoretical: Limits = Limits(ideal=1.0, good=1.6, fair=3.0, poor=10.0, worst=50.0)
     # fraction of channels whose beam deviates (lower is better)
     beam_outlier_fraction: Limits = Limits(ideal=0.0, good=0.02, fair=0.1, poor=0.3, worst=1.0)
-    # |recovered / true flux - 1| (lower is better)
+    # |recovered / true flux - 1| (lower is better) for point sources ...
     flux_error: Limits = Limits(ideal=0.0, good=0.05, fair=0.1, poor=0.25, worst=1.0)
+    # ... and for extended ones, whose flux an interferometer partly resolves out
+    extended_flux_error: Limits = Limits(ideal=0.0, good=0.1, fair=0.2, poor=0.4, worst=1.0)
     # position offset of a truth source in pixels (lower is better)
     position_offset_pix: Limits = Limits(ideal=0.0, good=0.5, fair=1.0, poor=3.0, worst=10.0)
     # robust outlier test for channel beams: |x - median| > beam_outlier_sigma * 1.4826 * MAD
@@ -111,6 +113,7 @@ class ChannelMetrics(BaseModel):
 
 class SourceRecovery(BaseModel):
     name: str
+    shape: str = "point"
     true_ra_deg: float
     true_dec_deg: float
     expected_flux_jy: float
@@ -186,6 +189,16 @@ class QaReport(BaseModel):
     overall_score: float
     overall_band: Band
     files: dict[str, str] = {}  # name -> absolute path of what run_qa wrote
+
+    @classmethod
+    def load(cls, path) -> QaReport:
+        """Read a qa.json (or the folder holding it), e.g. in the DAG's gate task."""
+        from pathlib import Path
+
+        p = Path(path)
+        if p.is_dir():
+            p = p / "qa.json"
+        return cls.model_validate_json(p.read_text())
 
     def gate(self, min_score: float | None = None) -> Literal["archive", "review"]:
         """Decide where the product goes: ``archive`` at or above ``min_score``, else ``review``."""

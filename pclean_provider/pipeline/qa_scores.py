@@ -96,7 +96,7 @@ def score_product(pm: ProductMetrics, t: QaThresholds) -> list[Score]:
                 "source_flux_error",
                 abs(src.flux_ratio - 1.0) if src.flux_ratio is not None else None,
                 "fraction",
-                t.flux_error,
+                t.flux_error if src.shape == "point" else t.extended_flux_error,
                 f"source {src.name}",
                 f"recovered {src.recovered_flux_jy:.4g} Jy of {src.expected_flux_jy:.4g} Jy "
                 f"(ratio {src.flux_ratio:.3f}, {src.method}, {src.channels_used} channel(s))"

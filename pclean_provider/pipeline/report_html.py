@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from dataclasses import dataclass
 
 import matplotlib
 
@@ -19,6 +20,18 @@ from matplotlib.colors import AsinhNorm  # noqa: E402
 from matplotlib.patches import Ellipse  # noqa: E402
 
 from pclean_provider.pipeline.qa_models import QaReport  # noqa: E402
+
+
+@dataclass
+class ReportArrays:
+    """The few 2-D arrays the pictures need, collected while QA scanned the channels."""
+
+    image_map: np.ndarray  # (x, y); NaN where no channel had a valid pixel
+    image_title: str
+    residual_map: np.ndarray | None
+    residual_valid: np.ndarray | None
+    residual_title: str
+    residual_sample: np.ndarray  # residual pixel values for the histogram
 
 BAND_COLOURS = {
     "optimal": ("#1b7f3b", "#e3f4e8"),
@@ -122,9 +135,7 @@ def _beam_figure(report: QaReport) -> str:
     return _png(fig)
 
 
-def _histogram_figure(res, report: QaReport) -> str:
-    values = res.data[res.valid & np.isfinite(res.data)]
-    values = values[values != 0]
+def _histogram_figure(values: np.ndarray, report: QaReport) -> str:
     fig, ax = plt.subplots(figsize=(5.4, 3.3))
     if values.size:
         sigma = report.metrics.rms_residual or float(np.std(values))
@@ -138,7 +149,7 @@ def _histogram_figure(res, report: QaReport) -> str:
             ax.plot(x, gauss, color="#b3261e", lw=1.5, label=f"Gaussian, robust rms {sigma:.3g}")
         ax.set_yscale("log")
         ax.set_ylim(bottom=0.5)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper right")
     ax.set_xlabel(f"residual ({report.metrics.unit})")
     ax.set_ylabel("pixels")
     ax.set_title("Residual histogram (all channels)", fontsize=11)
@@ -171,29 +182,26 @@ td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 """
 
 
-def render_html(report: QaReport, img, res) -> str:
+def render_html(report: QaReport, arrays: ReportArrays) -> str:
     """The full qa.html as one string (figures embedded)."""
     pm = report.metrics
     cube = pm.kind == "cube" and pm.nchan > 1
     cell = max(pm.cell_arcsec)
     beam = pm.beam_median
-    if cube:
-        peak_map = np.max(np.where(img.valid, img.data, -np.inf), axis=2)
-        valid2d = np.isfinite(peak_map)
-        image_png = _map_figure(peak_map, valid2d, "Image: peak over channels", pm.unit, report, False, beam, cell)
-    else:
-        image_png = _map_figure(img.data[:, :, 0], img.valid[:, :, 0], "Image", pm.unit, report, False, beam, cell)
-    figures = [image_png]
-    if res is not None:
-        c = pm.peak_pixel[2] if cube else 0
-        title = f"Residual, channel {c} (image peak)" if cube else "Residual"
-        figures.append(_map_figure(res.data[:, :, c], res.valid[:, :, c], title, pm.unit, report, True, beam, cell))
+    image_valid = np.isfinite(arrays.image_map)
+    figures = [_map_figure(arrays.image_map, image_valid, arrays.image_title, pm.unit, report, False, beam, cell)]
+    if arrays.residual_map is not None:
+        figures.append(
+            _map_figure(
+                arrays.residual_map, arrays.residual_valid, arrays.residual_title, pm.unit, report, True, beam, cell
+            )
+        )
     plots = []
     if cube:
         plots.append(_rms_figure(report))
         plots.append(_beam_figure(report))
-    if res is not None:
-        plots.append(_histogram_figure(res, report))
+    if arrays.residual_sample.size:
+        plots.append(_histogram_figure(arrays.residual_sample, report))
 
     fg, bg = BAND_COLOURS[report.overall_band]
     gate = report.gate()

@@ -20,7 +20,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from pclean_provider.hooks.dask_work import ProgressTail, read_result
+from pclean_provider.hooks.dask_work import ProgressTail, read_result, scheduler_task_state
 
 
 class DaskWorkTrigger(BaseTrigger):
@@ -82,7 +82,7 @@ class DaskWorkTrigger(BaseTrigger):
                 yield self._success(result)
                 return
             try:
-                state, payload = await self._poll_once()
+                state, payload = await _uncancellable_inside(self._poll_once())
                 unreachable_since = None
             except (OSError, TimeoutError) as exc:
                 now = time.monotonic()
@@ -114,7 +114,6 @@ class DaskWorkTrigger(BaseTrigger):
             if state != last_state:
                 self.log.info("%s: Dask state %s", self.label, state)
                 last_state = state
-            await asyncio.sleep(self.poll_interval)
 
     async def _poll_once(self) -> tuple[str, Any]:
         """Ask the scheduler about the key: (state, result or error message)."""
@@ -128,16 +127,21 @@ class DaskWorkTrigger(BaseTrigger):
                     f"the Dask scheduler at {self.scheduler_address} does not know {self.label} (key "
                     f"{self.key}) and it left no result file {self.result_file}: the scheduler was "
                     "restarted or the work was cancelled; retry the task to resubmit it.")
-            future = await client.get_dataset(self.key)
-            status = future.status
-            if status == "finished":
+            info = await client.run_on_scheduler(scheduler_task_state, key=self.key)
+            state = info["state"]
+            if state == "memory":
+                future = await client.get_dataset(self.key)
                 return "finished", _jsonable(await future.result())
-            if status == "error":
-                exc = await future.exception()
-                return "error", f"{self.label} failed on the Dask worker: {type(exc).__name__}: {exc}"
-            if status == "cancelled":
+            if state == "erred":
+                message = f"{self.label} failed on the Dask worker: {info.get('error')}"
+                if tb := (info.get("traceback") or "").strip():
+                    message += "\nWorker traceback (last lines):\n" + "\n".join(tb.splitlines()[-6:])
+                return "error", message
+            if state in ("released", "forgotten"):
+                # Published but released: only a forced cancel does that.
                 return "cancelled", f"{self.label} was cancelled on the Dask cluster (key {self.key})."
-            return status, None
+        await asyncio.sleep(self.poll_interval)
+        return state, None
 
     async def on_kill(self) -> None:
         """A user killed or cleared the deferred task: stop its Dask work too."""
@@ -169,6 +173,21 @@ async def cancel_published(client: Any, key: str, reason: str) -> bool:
     await client.cancel([future], force=True, reason=reason)
     await client.unpublish_dataset(key)
     return True
+
+
+async def _uncancellable_inside(coro: Any) -> Any:
+    """Await ``coro`` so that a cancellation of the caller always propagates.
+
+    distributed's client swallows a CancelledError that lands inside its connection handshake; a
+    trigger that ignored the triggerer's cancel would outlive its task. The poll runs as its own
+    task; when we are cancelled we stop waiting for it (it closes its client on its own).
+    """
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
 
 
 def _jsonable(value: Any) -> Any:

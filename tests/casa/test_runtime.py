@@ -109,10 +109,16 @@ def test_fresh_process_imports_offline_and_keeps_cwd_clean(tmp_path):
         import json, os
         from pclean_provider.casa.runtime import ensure_casa_runtime
         info = ensure_casa_runtime(log_dir={str(logs)!r}, log_name="child.log")
-        import casatasks, casatools
+        import casatools
+        try:
+            casatools.table().open("/no/such/table/before/casatasks")
+        except Exception:
+            pass
+        import casatasks
         casatasks.casalog.post("child-marker")
         print(json.dumps({{"info": info.model_dump(), "omp": os.environ.get("OMP_NUM_THREADS"),
-                           "site": os.environ.get("CASASITECONFIG")}}))
+                           "site": os.environ.get("CASASITECONFIG"),
+                           "threads": casatools.logger.ompGetNumThreads()}}))
         """,
         cwd,
         _child_env(tmp_path / "home"),
@@ -123,7 +129,11 @@ def test_fresh_process_imports_offline_and_keeps_cwd_clean(tmp_path):
     assert out["omp"] == "1"
     assert out["info"]["log_path"] == str(logs / "child.log")
     assert list(cwd.iterdir()) == []
-    assert "child-marker" in (logs / "child.log").read_text()
+    text = (logs / "child.log").read_text()
+    assert "child-marker" in text
+    # C++ tool messages reach the file too, also before casatasks is imported.
+    assert "/no/such/table/before/casatasks" in text
+    assert out["threads"] == 1
 
 
 def test_child_inheriting_casa_env_imports_casatools_directly(tmp_path, monkeypatch):
@@ -188,3 +198,13 @@ def test_log_name_with_folder_is_rejected(casa_runtime):
 
     with pytest.raises(ValueError, match="log_name"):
         ensure_casa_runtime(log_name="sub/dir.log")
+
+
+def test_unwritable_home_names_the_fix(tmp_path, monkeypatch):
+    from pclean_provider.casa import runtime
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("PCLEAN_CASA_HOME", str(blocker / "home"))
+    with pytest.raises(runtime.CasaRuntimeError, match="PCLEAN_CASA_HOME"):
+        runtime.write_site_config()

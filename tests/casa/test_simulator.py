@@ -83,7 +83,7 @@ def test_truth_file_matches_component_list(small_ms):
             assert cl.getfluxvalue(i)[0] == pytest.approx(src["flux_jy"])
             assert cl.getspectrum(i)["type"] == "Spectral Index"
     finally:
-        cl.close()
+        cl.done()
 
 
 def test_same_seed_same_data_other_seed_other_noise(casa_runtime, tmp_path):
@@ -160,8 +160,10 @@ def test_spectral_line_shows_in_a_cube(casa_runtime, tmp_path):
     assert line["line"]["center_freq_hz"] == 1.4e9 and line["line"]["fwhm_hz"] == 3e6
     set_casa_log(tmp_path / "tclean.log")
     imagename = str(tmp_path / "cube")
+    # The dirty cube: for an isolated point its peak is the source's flux (PSF peak 1), which tests
+    # the simulated spectrum without CLEAN's restoring-beam effects on a sparse 8-antenna PSF.
     casatasks.tclean(vis=r.ms, imagename=imagename, imsize=64, cell=r.suggested_cell, specmode="cube",
-                     gridder="standard", deconvolver="hogbom", niter=200, threshold="5mJy")
+                     gridder="standard", niter=0)
     ia = casatools.image()
     ia.open(imagename + ".image")
     try:
@@ -176,7 +178,7 @@ def test_spectral_line_shows_in_a_cube(casa_runtime, tmp_path):
     spectrum = cube[x - 1 : x + 2, y - 1 : y + 2, :].max(axis=(0, 1))
     sigma = 3e6 / (2 * math.sqrt(2 * math.log(2)))
     expected = [0.8 * math.exp(-0.5 * ((f - 1.4e9) / sigma) ** 2) for f in freqs]
-    # Line channels follow the Gaussian profile; far channels are empty.
+    # Line channels follow the Gaussian profile within 5 % of the line peak; far channels are empty.
     assert int(np.argmax(spectrum)) == int(np.argmax(expected))
     np.testing.assert_allclose(spectrum, expected, atol=0.05 * 0.8)
 

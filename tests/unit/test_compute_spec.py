@@ -10,6 +10,7 @@ import json
 import sys
 
 import pytest
+from dask.utils import parse_bytes
 
 from pclean_provider.compute import slurm
 from pclean_provider.compute.errors import ClusterError
@@ -71,7 +72,9 @@ def test_job_script_has_every_knob_and_the_casa_runtime(tmp_path):
     assert command.startswith("/opt/py/bin/python -m distributed.cli.dask_worker tcp://10.1.2.3:8786")
     # One thread per worker and Dask's memory manager off: CASA tools are not thread-safe and their
     # C++ memory is invisible to Dask.
-    assert "--nthreads 1" in command and "--memory-limit 0B" in command
+    assert "--nthreads 1" in command
+    limit = command.split("--memory-limit ", 1)[1].split()[0]
+    assert parse_bytes(limit) == 0, limit
     assert "--local-directory /scratch/dask" in command
     assert f"--death-timeout {slurm.WORKER_DEATH_TIMEOUT_S}" in command
     # The user's prologue runs first, the CASA runtime after it, both before the worker starts.
@@ -126,3 +129,10 @@ def test_spec_file_errors_name_the_field_and_the_file(tmp_path):
         load_spec_file(bad)
     with pytest.raises(ClusterError, match="cannot read"):
         load_spec_file(tmp_path / "missing.yaml")
+
+
+def test_shipped_example_spec_is_valid():
+    from tests.conftest import REPO
+
+    spec = load_spec_file(REPO / "include" / "slurm" / "cluster.example.yaml")
+    assert spec.cluster_type == "slurm" and spec.slurm_queue == "debug" and spec.threads_per_worker == 1

@@ -108,6 +108,8 @@ def test_plan_from_grid_specs_are_exact_and_json(tmp_path):
     assert float(spec.tclean_kwargs["width"][:-2]) == 999907.1310553551
     assert spec.tclean_kwargs["nchan"] == 3 and spec.tclean_kwargs["outframe"] == "LSRK"
     assert spec.tclean_kwargs["restoringbeam"] == ""
+    # the first sub-cube keeps the user's start/width (tclean's own edge-channel handling)
+    assert plan.specs[0].tclean_kwargs["start"] == "" and plan.specs[0].tclean_kwargs["nchan"] == 4
     assert spec.tclean_kwargs["niter"] == spec.niter
     # relative vis resolved in the caller's cwd at planning time
     assert spec.vis.startswith("/") and spec.tclean_kwargs["vis"] == spec.vis

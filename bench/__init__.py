@@ -1,0 +1,1 @@
+"""Benchmark harness (`make bench`): side-by-side speed, memory and fidelity measurements."""

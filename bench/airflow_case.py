@@ -1,0 +1,91 @@
+"""The nightly cube DAG, run once with `dag.test()`: `python -m bench.airflow_case CASE.json RESULT.json`.
+
+The parent gives this process an Airflow home of its own (AIRFLOW_HOME, SQLite, the project's
+dags/ folder) through the environment, after `airflow db migrate`. Task-instance start/end times
+come from Airflow's own records, so the split between imaging and the other pipeline steps is
+Airflow's view, not ours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# The DAG's tasks that make up the imaging, from cluster start to the concatenated cube.
+IMAGING_TASKS = ("cluster_up", "partition", "collect_subcubes", "image_subcube", "group_subcubes", "concat")
+
+
+def _ti_rows(dr) -> list[dict]:
+    from airflow import settings
+
+    session = settings.Session()
+    rows = []
+    for ti in dr.get_task_instances(session=session):
+        start, end = ti.start_date, ti.end_date
+        rows.append({"task_id": ti.task_id, "map_index": ti.map_index, "state": str(ti.state),
+                     "start": start.timestamp() if start else None, "end": end.timestamp() if end else None,
+                     "duration_s": (end - start).total_seconds() if start and end else None})
+    return rows
+
+
+def spans(rows: list[dict]) -> dict[str, float]:
+    """Wall-clock spans by group of tasks (first start to last end), from task-instance records."""
+    def span(pred) -> float | None:
+        sel = [r for r in rows if pred(r["task_id"]) and r["start"] is not None and r["end"] is not None]
+        if not sel:
+            return None
+        return max(r["end"] for r in sel) - min(r["start"] for r in sel)
+
+    out = {"imaging": span(lambda t: t in IMAGING_TASKS), "sub-cube tasks": span(lambda t: t == "image_subcube"),
+           "ingest": span(lambda t: t == "ingest"), "prepare": span(lambda t: t == "prepare"),
+           "qa": span(lambda t: t in ("qa", "qa_gate")), "archive": span(lambda t: t in ("archive", "review")),
+           "cluster_down": span(lambda t: t == "cluster_down")}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def main(argv: list[str]) -> int:
+    case = json.loads(Path(argv[1]).read_text())
+    result_file = argv[2]
+    os.chdir(case["case_dir"])
+    t0 = time.perf_counter()
+    data: dict = {}
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+
+        bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+        if bag.import_errors:
+            raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+        dag = bag.get_dag(case["dag_id"])
+        if dag is None:
+            raise RuntimeError(f"no DAG {case['dag_id']!r} in {os.environ['AIRFLOW__CORE__DAGS_FOLDER']}")
+        t = time.perf_counter()
+        dr = dag.test(run_conf=case["run_conf"])
+        data["engine_s"] = time.perf_counter() - t
+        rows = _ti_rows(dr)
+        data["dag_run_state"] = str(dr.state)
+        data["task_instances"] = rows
+        data["spans"] = spans(rows)
+        data["stages"] = {f"DAG {k}": v for k, v in data["spans"].items() if k != "sub-cube tasks"}
+        failed = [f"{r['task_id']}[{r['map_index']}]: {r['state']}" for r in rows
+                  if r["state"] not in ("success", "skipped", "TaskInstanceState.SUCCESS", "TaskInstanceState.SKIPPED")]
+        data["ok"] = "success" in str(dr.state).lower()
+        if not data["ok"]:
+            data["error"] = f"DAG run ended {dr.state}; not successful: {failed}"
+    except BaseException as err:
+        data.update(ok=False, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc()[-4000:])
+    data["wall_s"] = time.perf_counter() - t0
+    tmp = f"{result_file}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1, default=str)
+    os.replace(tmp, result_file)
+    return 0 if data.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    sys.exit(main(sys.argv))

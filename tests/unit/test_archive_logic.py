@@ -1,0 +1,170 @@
+"""Archive staging, versioning, manifest and verify on FITS files made with astropy (no CASA)."""
+
+from __future__ import annotations
+
+import fcntl
+import multiprocessing
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from pclean_provider.pipeline import archive as ar
+from pclean_provider.pipeline.archive_manifest import (
+    Manifest,
+    ObsCore,
+    Provenance,
+    describe_file,
+    package_versions,
+    time_range_from_metadata,
+    wavelength_range_m,
+)
+from pclean_provider.pipeline.fits_export import add_checksums, verify_fits_checksums
+
+
+def _fits(path: Path, value: float = 1.0) -> Path:
+    raw = path.with_name(path.name + ".raw")
+    fits.PrimaryHDU(np.full((8, 8), value, dtype="f4")).writeto(raw)
+    add_checksums(raw, path)
+    raw.unlink()
+    return path
+
+
+def _stage_product(root: Path, product_id: str = "prod", value: float = 1.0) -> tuple[int, Path]:
+    with ar.staging_area(root, product_id) as folder:
+        f = _fits(folder / "prod.image.fits", value)
+        (folder / "qa").mkdir()
+        (folder / "qa" / "qa.json").write_text("{}")
+        files = [describe_file(folder, f, "fits:image", fits_checksum=True),
+                 describe_file(folder, folder / "qa" / "qa.json", "qa:qa.json")]
+        manifest = Manifest(
+            product_id=product_id, created_utc="t", files=files,
+            provenance=Provenance(versions=package_versions(), finished_utc="t"),
+            obscore=ObsCore(dataproduct_type="image", obs_id="o"),
+        )
+        ar.write_manifest(folder, manifest)
+        return ar.commit(root, product_id, folder)
+
+
+def test_publish_makes_new_versions_and_keeps_old(tmp_path):
+    v1, p1 = _stage_product(tmp_path, value=1.0)
+    before = (p1 / "manifest.json").read_bytes()
+    v2, p2 = _stage_product(tmp_path, value=2.0)
+    assert (v1, v2) == (1, 2)
+    assert p1.name == "v0001" and p2.name == "v0002"
+    assert (p1 / "manifest.json").read_bytes() == before
+    assert ar.verify(p1).ok and ar.verify(p2).ok
+    assert ar.list_versions(tmp_path / "prod") == [1, 2]
+    # Nothing left behind in staging after a clean publish.
+    assert [p.name for p in (tmp_path / ".staging").iterdir()] == []
+
+
+def _publish_worker(root: str, queue) -> None:
+    queue.put(_stage_product(Path(root))[0])
+
+
+def test_concurrent_publishers_get_distinct_versions(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_publish_worker, args=(str(tmp_path), queue)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    versions = sorted(queue.get(timeout=5) for _ in procs)
+    assert versions == [1, 2, 3, 4]
+    assert all(ar.verify(tmp_path / "prod" / f"v{v:04d}").ok for v in versions)
+
+
+def test_commit_refuses_folder_without_manifest(tmp_path):
+    with ar.staging_area(tmp_path, "prod") as folder:
+        (folder / "x.fits").write_text("x")
+        with pytest.raises(ar.ArchiveError, match="no manifest.json"):
+            ar.commit(tmp_path, "prod", folder)
+    assert not (tmp_path / "prod").exists() or ar.list_versions(tmp_path / "prod") == []
+
+
+def test_clean_stale_staging_removes_dead_keeps_live(tmp_path):
+    staging = tmp_path / ".staging"
+    staging.mkdir()
+    dead = staging / "prod.dead"
+    dead.mkdir()
+    (dead / "half.fits").write_text("partial")
+    (staging / "prod.dead.lock").write_text("")  # nobody holds it: its publisher died
+    live = staging / "prod.live"
+    live.mkdir()
+    lock = staging / "prod.live.lock"
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        removed = ar.clean_stale_staging(tmp_path)
+        assert removed == [str(dead)]
+        assert not dead.exists() and not (staging / "prod.dead.lock").exists()
+        assert live.exists() and lock.exists()
+    finally:
+        os.close(fd)
+
+
+def test_verify_catches_flipped_byte_missing_and_unlisted_files(tmp_path):
+    _, folder = _stage_product(tmp_path)
+    fits_path = folder / "prod.image.fits"
+    data = bytearray(fits_path.read_bytes())
+    data[2880 + 17] ^= 0x01  # one bit in the data unit
+    fits_path.write_bytes(bytes(data))
+    result = ar.verify(folder)
+    assert not result.ok
+    reasons = [p.reason for p in result.problems if p.path == "prod.image.fits"]
+    assert any("SHA-256" in r for r in reasons)
+    assert any("DATASUM" in r for r in reasons)
+
+    (folder / "qa" / "qa.json").unlink()
+    (folder / "stray.txt").write_text("?")
+    result = ar.verify(folder)
+    paths = {p.path: p.reason for p in result.problems}
+    assert "missing" in paths["qa/qa.json"]
+    assert "not listed" in paths["stray.txt"]
+    assert "prod.image.fits" in result.summary()
+
+
+def test_verify_tree_walks_archive(tmp_path):
+    _stage_product(tmp_path, "a")
+    _stage_product(tmp_path, "b")
+    results = ar.verify_tree(tmp_path)
+    assert len(results) == 2 and all(r.ok for r in results)
+    assert not ar.verify_tree(tmp_path / "nope")[0].ok
+
+
+def test_fits_checksum_verification(tmp_path):
+    good = _fits(tmp_path / "g.fits")
+    assert verify_fits_checksums(good) == []
+    plain = tmp_path / "plain.fits"
+    fits.PrimaryHDU(np.zeros((4, 4), "f4")).writeto(plain)
+    assert any("no CHECKSUM" in p for p in verify_fits_checksums(plain))
+    (tmp_path / "junk.fits").write_bytes(b"not a fits file")
+    assert verify_fits_checksums(tmp_path / "junk.fits")
+
+
+def test_product_id_validation():
+    assert ar.check_product_id("ngc1234_cube.v2") == "ngc1234_cube.v2"
+    for bad in ("", ".hidden", "a/b", "-x", "a b"):
+        with pytest.raises(ar.ArchiveError, match="product_id"):
+            ar.check_product_id(bad)
+
+
+def test_obscore_helpers():
+    em_min, em_max = wavelength_range_m(1.384e9, 1.416e9)
+    assert em_min == pytest.approx(299792458 / 1.416e9) and em_min < em_max
+    assert time_range_from_metadata({"time_start_mjd_s": 86400.0 * 60000, "time_end_mjd_s": 86400.0 * 60000.5}) == (
+        pytest.approx(60000.0), pytest.approx(60000.5))
+    assert time_range_from_metadata({"time_range": [60001.0, 60002.0]}) == (60001.0, 60002.0)
+    assert time_range_from_metadata({}) == (None, None)
+
+
+def test_pause_hook_is_inert_without_env(monkeypatch):
+    monkeypatch.delenv(ar.PAUSE_ENV, raising=False)
+    ar._pause("fits-written")  # returns at once
+    monkeypatch.setenv(ar.PAUSE_ENV, "fits-written")
+    monkeypatch.setenv(ar.PAUSE_SECONDS_ENV, "0")
+    ar._pause("fits-written")
