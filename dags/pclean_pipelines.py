@@ -38,6 +38,7 @@ from airflow.sdk import (
 )
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from pclean_provider.pipeline.ingest import write_json_atomic
 from pclean_provider.pipeline.notify import notify_task_failure
 from pclean_provider.pipeline.pipeline_template import (
     PipelineTemplate,
@@ -221,17 +222,17 @@ def _qa_tasks(t: PipelineTemplate, pool: str):
     def qa(item: dict, imaging: dict | None = None) -> dict:
         s = _settings(t)
         out_dir = Path(item["product_dir"]) / "qa"
-        args = ["qa", item["imagename"], "--kind", kind, "--out-dir", str(out_dir), "--vis", item["vis"]]
+        args = ["qa", "--image", item["imagename"], "--kind", kind, "--out", str(out_dir), "--vis", item["vis"]]
         if item.get("truth"):
             args += ["--truth", item["truth"]]
         if s.qa_thresholds:
             thresholds = Path(item["product_dir"]) / "qa-thresholds.json"
-            thresholds.write_text(json.dumps(s.qa_thresholds))
+            write_json_atomic(thresholds, s.qa_thresholds)
             args += ["--thresholds", str(thresholds)]
         proc = _run_pclean(args, "qa", Path(item["product_dir"]) / "logs")
         if proc.returncode == 2:
-            raise AirflowFailException(f"QA refused {item['name']}: {proc.stderr.strip()}")
-        if proc.returncode not in (0, 1):  # 1: the product is below a QA limit; the gate decides
+            raise AirflowFailException(f"QA refused {item['name']}: {proc.stderr.strip()[-2000:]}")
+        if proc.returncode != 0:
             raise RuntimeError(f"pclean qa exited with {proc.returncode}: {proc.stderr.strip()[-2000:]}")
         report = json.loads((out_dir / "qa.json").read_text())
         print(f"QA {item['name']}: overall score {report['overall_score']:.2f} ({report['overall_band']})")
@@ -261,31 +262,33 @@ def _archive_tasks(t: PipelineTemplate, pool: str, asset: Asset):
 
         ctx = get_current_context()
         s = _settings(t)
-        result_file = Path(item["product_dir"]) / "archive-result.json"
-        args = ["archive", "publish", item["imagename"], "--archive-dir", s.archive_dir,
-                "--kind", "cube" if t.kind == "cube" else "mfs", "--vis", item["vis"],
-                "--qa-dir", str(Path(item["qa_json"]).parent), "--config-json", _config_file(item),
-                "--run-id", ctx["run_id"], "--dag-id", t.dag_id, "--ms-metadata", item["metadata_path"],
-                "--result-json", str(result_file)]
+        stem = Path(item["name"]).stem
+        args = ["archive", "publish", "--image", item["imagename"], "--archive-root", s.archive_dir,
+                "--product-id", safe_name(f"{stem}_{t.kind}"), "--qa-dir", str(Path(item["qa_json"]).parent),
+                "--vis", item["vis"], "--ms-metadata", item["metadata_path"], "--config", _config_file(item),
+                "--dag-run-id", ctx["run_id"]]
+        started = ctx["dag_run"].start_date
+        if started:
+            args += ["--started-utc", started.isoformat()]
         proc = _run_pclean(args, "archive", Path(item["product_dir"]) / "logs")
         if proc.returncode == 2:
-            raise AirflowFailException(f"archive refused {item['name']}: {proc.stderr.strip()}")
+            raise AirflowFailException(f"archive refused {item['name']}: {proc.stderr.strip()[-2000:]}")
         if proc.returncode != 0:
             raise RuntimeError(f"pclean archive exited with {proc.returncode}: {proc.stderr.strip()[-2000:]}")
-        published = json.loads(result_file.read_text())
+        published = json.loads(proc.stdout[proc.stdout.index("{"):])
         extra = {"ms": item["name"], "vis": item["vis"], "dag_id": t.dag_id, "run_id": ctx["run_id"],
                  "kind": t.kind, "qa_score": item["qa_score"], "qa_band": item["qa_band"],
-                 **{k: published.get(k) for k in ("product_dir", "version", "manifest", "product_id")}}
+                 **{k: published.get(k) for k in ("product_id", "version", "path", "manifest", "nfiles")}}
         # One asset event per archived product; downstream DAGs scheduled on the asset get this extra.
         ctx["outlet_events"][asset].extra = extra
         record_imaged(Path(s.ledger_dir), item["name"], {"route": "archive", **extra})
-        print(f"archived {item['name']} -> {published.get('product_dir')} (version {published.get('version')})")
+        print(f"archived {item['name']} -> {published['path']} (version {published['version']})")
         return {**item, "archive": published}
 
     @task(task_id="review", map_index_template="{{ task.op_kwargs['item']['name'] }}")
     def review(item: dict) -> dict:
         """Below the QA gate: nothing is published; a review ticket points at the products and report."""
-        from pclean_provider.pipeline.ingest import record_imaged, write_json_atomic
+        from pclean_provider.pipeline.ingest import record_imaged
 
         ctx = get_current_context()
         s = _settings(t)
@@ -296,7 +299,7 @@ def _archive_tasks(t: PipelineTemplate, pool: str, asset: Asset):
             "qa_json": item["qa_json"], "qa_html": item["qa_html"], "qa_score": item["qa_score"],
             "qa_band": item["qa_band"], "gate": s.qa_min_score, "dag_id": t.dag_id, "run_id": ctx["run_id"],
             "how_to_publish": f"inspect {item['qa_html']}; to archive anyway run `pclean archive publish "
-                              f"{item['imagename']} --archive-dir {s.archive_dir}`",
+                              f"--image {item['imagename']} --archive-root {s.archive_dir}`",
         })
         record_imaged(Path(s.ledger_dir), item["name"], {"route": "review", "ticket": str(ticket)})
         print(f"{item['name']} sent to review: {ticket}")
@@ -307,10 +310,7 @@ def _archive_tasks(t: PipelineTemplate, pool: str, asset: Asset):
 
 def _config_file(item: dict) -> str:
     path = Path(item["product_dir"]) / "imaging-config.json"
-    if not path.exists():
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(item["config_json"])
-        os.replace(tmp, path)
+    write_json_atomic(path, json.loads(item["config_json"]))
     return str(path)
 
 

@@ -82,6 +82,11 @@ def make_empty_like(template: str, output: str) -> None:
     os.replace(tmp, output) if not os.path.exists(output) else _replace_dir(tmp, output)
 
 
+def replace_image(src: str, dst: str) -> None:
+    """Move a finished image to its final name, replacing an older one only after the move."""
+    _replace_dir(src, dst)
+
+
 def _replace_dir(src: str, dst: str) -> None:
     """Put folder `src` at `dst`, replacing what was there; the old one is removed only afterwards."""
     old = None

@@ -12,9 +12,10 @@ Conventions the truth file relies on:
   each source at its ``flux_jy``.
 - Source positions are given as offsets on the sky's tangent plane (SIN projection, as CASA images
   use), so a source at offset (dx, dy) lands at pixel offset (dx/cell, dy/cell) from the image centre.
-- Fluxes are intrinsic: the simulator applies the VLA primary beam, so a primary-beam corrected
-  image is what matches ``flux_jy``; sources are kept near the pointing centre, where the
-  attenuation is below 1 %.
+- Fluxes are intrinsic: the simulator applies the VLA primary beam (about 33 arcmin FWHM at
+  1.4 GHz), so a primary-beam corrected image is what matches ``flux_jy``. The default sky stays
+  within 3.5 arcmin of the pointing centre, where the attenuation is below 3 %; its 1 Jy point
+  source sits exactly at the phase centre, unattenuated.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class SourceSpec(BaseModel):
     shape: Literal["point", "gaussian"] = "point"
     flux_jy: float = Field(gt=0, description="Stokes I at ref_freq_hz")
     spectral_index: float = 0.0
+    # Tangent-plane offsets from the phase centre: +ra is east (increasing RA), +dec is north.
     offset_ra_arcsec: float = 0.0
     offset_dec_arcsec: float = 0.0
     ra_deg: float | None = None
@@ -145,12 +147,15 @@ def load_sources(sources: str | os.PathLike | Iterable[Any] | None) -> list[Sour
         if not path.is_file():
             raise SimulationError(f"sources: file {path} does not exist; give a JSON or YAML list of sources")
         text = path.read_text()
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
+        try:
+            if path.suffix.lower() in (".yaml", ".yml"):
+                import yaml
 
-            raw = yaml.safe_load(text)
-        else:
-            raw = json.loads(text)
+                raw = yaml.safe_load(text)
+            else:
+                raw = json.loads(text)
+        except Exception as exc:  # yaml and json raise unrelated error types
+            raise SimulationError(f"sources: cannot parse {path}: {exc}") from exc
         if isinstance(raw, dict) and "sources" in raw:
             raw = raw["sources"]
         if not isinstance(raw, list):
@@ -190,6 +195,18 @@ def _radec_to_lm(ra0: float, dec0: float, ra: float, dec: float) -> tuple[float,
 
 def _casa_direction(ra_rad: float, dec_rad: float) -> str:
     return f"J2000 {ra_rad!r}rad {dec_rad!r}rad"
+
+
+def sexagesimal_direction(ra_deg: float, dec_deg: float) -> str:
+    """'J2000 12h00m00.0000s +40d00m00.000s': what people paste into tclean's phasecenter."""
+    ra_s = round((ra_deg % 360.0) / 15.0 * 3600.0, 4) % 86400.0
+    h, rem = divmod(ra_s, 3600.0)
+    m, sec = divmod(rem, 60.0)
+    sign = "-" if dec_deg < 0 else "+"
+    dec_s = round(abs(dec_deg) * 3600.0, 3)
+    d, drem = divmod(dec_s, 3600.0)
+    dm, dsec = divmod(drem, 60.0)
+    return f"J2000 {int(h):02d}h{int(m):02d}m{sec:07.4f}s {sign}{int(d):02d}d{int(dm):02d}m{dsec:06.3f}s"
 
 
 def array_layout(antennas: int) -> tuple[list[float], list[float], list[float], list[str]]:
@@ -357,7 +374,7 @@ def simulate_ms(
     import casatools
 
     ra0, dec0 = (math.radians(v) for v in DEFAULT_PHASE_CENTER)
-    phasecenter = _casa_direction(ra0, dec0)
+    phasecenter = sexagesimal_direction(*DEFAULT_PHASE_CENTER)
     freqs0 = spw_layout(nspw, nchan, chan_width_hz, ref_freq_hz, spw_gap_hz)
     lowest_freq = freqs0[0] - chan_width_hz / 2
     highest_freq = freqs0[-1] + (nchan - 0.5) * chan_width_hz
@@ -533,7 +550,9 @@ def simulate_ms(
             raise SimulationError(
                 "the simulator produced no rows (source never above the elevation limit?); check hours"
             )
-        uvmax_m = float(max(math.hypot(u, v) for u, v in zip(uvw[0], uvw[1], strict=True)))
+        import numpy as np
+
+        uvmax_m = float(np.hypot(uvw[0], uvw[1]).max())
         uvmax_lambda = uvmax_m * highest_freq / SPEED_OF_LIGHT
         beam_arcsec = ARCSEC_PER_RAD / uvmax_lambda
         # About 5 pixels across the finest fringe (Nyquist needs 2; CLEAN wants the beam well

@@ -72,11 +72,11 @@ def run_tclean(kwargs: dict[str, Any], imagename: str, cwd: str) -> TcleanSummar
     )
 
 
-def restore_with_beam(kwargs: dict[str, Any], imagename: str, cwd: str, beam: list[str]) -> None:
+def restore_with_beam(kwargs: dict[str, Any], imagename: str, cwd: str, beam: str | list[str]) -> None:
     """Re-restore existing products with a given beam, the way tclean documents it.
 
     tclean with niter=0, calcres=False, calcpsf=False and restart=True reuses the model, residual
-    and PSF on disk and only restores (and pb-corrects), now with `beam` for every channel.
+    and PSF on disk and only restores (and pb-corrects), now with `beam` ('common' or explicit).
     """
     from casatasks import tclean
 
@@ -87,7 +87,9 @@ def restore_with_beam(kwargs: dict[str, Any], imagename: str, cwd: str, beam: li
         with _working_directory(cwd):
             tclean(**args)
     except Exception as err:
-        raise TcleanRunError(f"restoring {imagename} with the common beam failed: {err}") from err
+        raise TcleanRunError(f"restoring {imagename} with restoringbeam={beam!r} failed: {err}") from err
+    if not os.path.isdir(imagename + ".image"):
+        raise TcleanRunError(f"restoring {imagename} with restoringbeam={beam!r} wrote no image; see the CASA log")
 
 
 def peak_abs(image: str) -> float | None:

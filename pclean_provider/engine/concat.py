@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import time
+import uuid
 
 from pclean_provider.engine.models import CUBE_PRODUCTS, ConcatResult, CubePlan, SubcubeResult
 
@@ -75,24 +76,34 @@ def _beams_equal(image: str, beam: dict[str, float]) -> bool:
     return all(abs(got[k] - beam[k]) <= BEAM_RTOL * max(abs(beam[k]), 1.0) for k in beam)
 
 
-def apply_common_beam(plan: CubePlan, results: list[SubcubeResult], submit=None) -> dict[str, float]:
-    """Compute the cube-wide common beam and re-restore every sub-cube with it (tclean's 'common').
+def restore_common_beam(plan: CubePlan, imagename: str, products: dict[str, str]) -> dict[str, str]:
+    """tclean's restoringbeam='common' on the joined cube: a restoration-only tclean run.
 
-    `submit(spec, beam)` runs the re-restoration elsewhere (Dask) and returns when done; default:
-    in this process. Sub-cubes already restored with this beam are skipped (idempotent).
+    The common beam is a property of the whole cube's PSF beam set (CASA picks it, including its
+    position angle, by its own rules), so it is computed where the whole cube exists: tclean with
+    niter=0, calcres=False, calcpsf=False, restart=True restores the concatenated model and
+    residual with it. It runs in a staging folder that links the joined products, and its new
+    .image (and .image.pbcor) replace the final names only when it succeeded.
     """
-    from pclean_provider.casa.image_concat import combined_common_beam
-    from pclean_provider.engine.subcube import restore_subcube_common_beam
+    from pclean_provider.casa.image_concat import replace_image
+    from pclean_provider.casa.tclean_runner import restore_with_beam
 
-    images = [f"{r.product_prefix}.image" for r in _ordered(plan, results)]
-    beam = combined_common_beam(images)
-    todo = [s for s, img in zip(plan.specs, images, strict=True) if not _beams_equal(img, beam)]
-    if submit is not None and todo:
-        submit(todo, beam)
-    else:
-        for spec in todo:
-            restore_subcube_common_beam(spec, beam)
-    return beam
+    staging = f"{imagename}.restore-tmp-{uuid.uuid4().hex[:8]}"
+    os.makedirs(os.path.join(staging, "scratch"))
+    base = os.path.join(staging, os.path.basename(imagename))
+    try:
+        for suffix, path in products.items():
+            if suffix not in (".image", ".image.pbcor"):
+                os.symlink(path, base + suffix)
+        restore_with_beam(plan.tclean_kwargs, base, os.path.join(staging, "scratch"), "common")
+        out = dict(products)
+        for suffix in (".image", ".image.pbcor"):
+            if os.path.isdir(base + suffix):
+                replace_image(base + suffix, imagename + suffix)
+                out[suffix] = imagename + suffix
+        return out
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def concat_products(plan: CubePlan, results: list[SubcubeResult], imagename: str | None = None,
@@ -113,10 +124,10 @@ def concat_products(plan: CubePlan, results: list[SubcubeResult], imagename: str
     mode = resolve_mode(mode, keep_subcubes)
     imagename = os.path.abspath(imagename or plan.imagename)
     restoringbeam = plan.restoringbeam if restoringbeam is None else restoringbeam
-    beam = apply_common_beam(plan, ordered) if _is_common(restoringbeam) else None
+    common = _is_common(restoringbeam)
 
     blank: list[int] = []
-    if beam is None and all(os.path.isdir(r.product_prefix + ".sumwt") for r in ordered):
+    if not common and all(os.path.isdir(r.product_prefix + ".sumwt") for r in ordered):
         weights = [w for r in ordered for w in channel_weights(r.product_prefix + ".sumwt")]
         if len(blank := [ch for ch, w in enumerate(weights) if w <= 0.0]) == len(weights):
             blank = []
@@ -129,6 +140,8 @@ def concat_products(plan: CubePlan, results: list[SubcubeResult], imagename: str
     products: dict[str, str] = {}
     for suffix in CUBE_PRODUCTS:
         have = present[suffix]
+        if common and suffix in (".image", ".image.pbcor"):
+            continue  # restored below, with the whole cube's common beam
         if not any(have):
             continue
         if not all(have):
@@ -146,6 +159,12 @@ def concat_products(plan: CubePlan, results: list[SubcubeResult], imagename: str
                                              finish=finish if suffix in BEAM_PRODUCTS else None)
         except ImageConcatError as err:
             raise ConcatError(str(err)) from err
+    beam = None
+    if common:
+        from pclean_provider.casa.image_concat import common_beam
+
+        products = restore_common_beam(plan, imagename, products)
+        beam = common_beam(products[".image"])
     if ".image" not in products:
         raise ConcatError(f"no .image among the sub-cube products of {plan.imagename}; nothing to concatenate.")
     got = image_frequencies(products[".image"])

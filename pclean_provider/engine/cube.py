@@ -1,4 +1,4 @@
-"""The cube pipeline: preflight -> plan -> sub-cubes (Dask or in-process) -> common beam -> concat.
+"""The cube pipeline: preflight -> plan -> sub-cubes (Dask or in-process) -> concat (-> common beam).
 
 Preflight and planning happen before any cluster starts, so bad input fails in seconds. Sub-cubes
 go to Dask with retries: a worker that dies takes its sub-cube with it, the scheduler reruns it
@@ -14,13 +14,13 @@ import time
 import uuid
 from typing import Any
 
-from pclean_provider.engine.concat import apply_common_beam, concat_products
+from pclean_provider.engine.concat import concat_products
 from pclean_provider.engine.memory import parse_memory
 from pclean_provider.engine.models import CubePlan, PcleanResult, SubcubeResult
 from pclean_provider.engine.plan import plan_subcubes
 from pclean_provider.engine.preflight import check_cube_inputs
 from pclean_provider.engine.progress import Progress
-from pclean_provider.engine.subcube import image_subcube, restore_subcube_common_beam
+from pclean_provider.engine.subcube import image_subcube
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +94,6 @@ def _run_on_dask(client, plan: CubePlan, progress: Progress) -> list[SubcubeResu
     return sorted(results, key=lambda r: r.index)
 
 
-def _restore_on_dask(client):
-    def submit(specs, beam):
-        futs = [client.submit(restore_subcube_common_beam, spec, beam, pure=False, retries=SUBCUBE_RETRIES)
-                for spec in specs]
-        client.gather(futs)
-
-    return submit
-
-
 def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
     """Image a cube config. With `cfg.extras.parallel` the sub-cubes run on `client` (or on a cluster
     opened from `cfg.cluster`); otherwise the same plan runs in this process."""
@@ -128,17 +119,9 @@ def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
 
             handle = stack.enter_context(open_cluster(cfg.cluster))
             client = handle.client
-        if parallel:
-            results = _run_on_dask(client, plan, bar)
-            restore = _restore_on_dask(client)
-        else:
-            results = _run_in_process(plan, bar)
-            restore = None
-        restoringbeam = plan.restoringbeam
-        if isinstance(restoringbeam, str) and restoringbeam.lower() == "common":
-            apply_common_beam(plan, results, submit=restore)
+        results = _run_on_dask(client, plan, bar) if parallel else _run_in_process(plan, bar)
         concat = concat_products(plan, results, mode=cfg.extras.concat_mode,
-                                 keep_subcubes=cfg.extras.keep_subcubes, restoringbeam=restoringbeam)
+                                 keep_subcubes=cfg.extras.keep_subcubes, restoringbeam=plan.restoringbeam)
     iterations = sum(r.iterations for r in results)
     reasons = sorted({r.stop_reason for r in results if r.stop_reason})
     return PcleanResult(

@@ -80,6 +80,8 @@ class CubePlan(_Model):
     cube_chunksize: int
     worker_memory_bytes: int | None = None
     estimated_memory_bytes_per_subcube: int = 0
+    tclean_kwargs: dict[str, Any] = Field(default_factory=dict,
+                                          description="The full cube's tclean keywords (paths absolute).")
     specs: list[SubcubeSpec]
 
 

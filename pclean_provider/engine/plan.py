@@ -95,17 +95,14 @@ NITER_SHARING = ("niter is counted over the whole cube (as tclean does); each su
 def padded_range(a: int, b: int, nchan: int) -> tuple[int, int]:
     """Channels tclean images for the owned range [a, b).
 
-    A one-channel sub-cube at either end of the cube is imaged together with its inner neighbour
-    and the neighbour dropped afterwards: tclean run for a single channel treats a partly covered
-    edge channel differently from the full cube (measured: the cube's last channel got 2 % more
-    weight, the first one was filled where the cube leaves it empty). With two or more channels
-    the edge channels come out identical, so nothing else is padded.
+    A one-channel sub-cube is imaged together with a neighbour channel, which is dropped
+    afterwards: tclean run for a single channel maps the data onto it slightly differently from
+    the full cube (measured: up to 4e-5 of the peak inside the cube; at the cube's ends a partly
+    covered edge channel got 2 % more weight, or was filled where the cube leaves it empty). With
+    two or more channels every channel came out identical, so nothing else is padded.
     """
     if b - a == 1 and nchan >= 2:
-        if a == 0:
-            return 0, 2
-        if b == nchan:
-            return nchan - 2, nchan
+        return (a, a + 2) if b < nchan else (a - 1, b)
     return a, b
 
 
@@ -119,7 +116,7 @@ def subcube_tclean_kwargs(base: dict[str, Any], *, start_hz: float, width_hz: fl
                           first: bool = False) -> dict[str, Any]:
     """The tclean keywords of one sub-cube, derived from the full cube's keywords.
 
-    The first sub-cube keeps the user's own start and width: with the default start='' tclean
+    The first sub-cube of a default-start cube keeps start='' and the user's width: then tclean
     treats the cube's first channel specially (measured: a channel only partly covered by the
     frame-converted data stays empty), and an explicit frequency start, even the identical one,
     fills it. Keeping start/width and changing only nchan gives the same grid (checked against
@@ -148,15 +145,29 @@ def subcube_tclean_kwargs(base: dict[str, Any], *, start_hz: float, width_hz: fl
     return kw
 
 
+def _default_start(kw: dict[str, Any]) -> bool:
+    # Only the default start gets tclean's own first-channel handling; an explicit start (velocity
+    # grids in particular, whose channel order CASA may flip around nchan) is given as a frequency.
+    return kw.get("start", "") in ("", None)
+
+
 def _abs_vis(vis: str | list[str]) -> str | list[str]:
     if isinstance(vis, list):
         return [os.path.abspath(os.path.expanduser(v)) for v in vis]
     return os.path.abspath(os.path.expanduser(vis))
 
 
+def _same_grid(got: list[float], want: list[float]) -> bool:
+    return len(got) == len(want) and all(abs(g - w) <= 1e-12 * abs(w) for g, w in zip(got, want, strict=True))
+
+
 def plan_from_grid(tclean_kwargs: dict[str, Any], grid, nworkers: int, cube_chunksize: int = -1,
-                   worker_memory_bytes: int | None = None) -> CubePlan:
-    """The plan for a grid already defined by CASA (pure: no CASA call here)."""
+                   worker_memory_bytes: int | None = None, verify=None) -> CubePlan:
+    """The plan for a grid already defined by CASA (pure unless `verify` is given).
+
+    `verify(sub_kwargs) -> frequencies` asks CASA which grid a sub-cube's tclean call would make;
+    a sub-cube whose grid CASA would move is widened (padding channels dropped after imaging).
+    """
     kw = dict(tclean_kwargs)
     kw["vis"] = _abs_vis(kw["vis"])
     if not kw.get("imagename"):
@@ -176,12 +187,26 @@ def plan_from_grid(tclean_kwargs: dict[str, Any], grid, nworkers: int, cube_chun
     for index, ((a, b), share) in enumerate(zip(ranges, shares, strict=True)):
         freqs = grid.frequencies_hz[a:b]
         ia, ib = padded_range(a, b, grid.nchan)
-        # Iterations spent in a padding channel are thrown away with it; scale the share so the owned
-        # channel keeps its budget (only one-channel sub-cubes at the cube's ends are padded).
-        run_niter = share * (ib - ia) // (b - a)
-        sub_kw = subcube_tclean_kwargs(kw, start_hz=grid.frequencies_hz[ia], width_hz=grid.width_hz,
-                                       nchan=ib - ia, frame=grid.frame, restfreq_hz=grid.restfreq_hz,
-                                       niter=run_niter, first=(ia == 0))
+        grow = 1
+        while True:
+            # Iterations spent in padding channels are thrown away with them; scale the share so the
+            # owned channels keep their budget.
+            run_niter = share * (ib - ia) // (b - a)
+            sub_kw = subcube_tclean_kwargs(kw, start_hz=grid.frequencies_hz[ia], width_hz=grid.width_hz,
+                                           nchan=ib - ia, frame=grid.frame, restfreq_hz=grid.restfreq_hz,
+                                           niter=run_niter, first=(ia == 0 and _default_start(kw)))
+            if verify is None or _same_grid(verify(sub_kw), grid.frequencies_hz[ia:ib]):
+                break
+            if (ia, ib) == (0, grid.nchan):
+                raise PlanError(f"CASA does not reproduce the cube's grid for channels {a}-{b - 1} even as one "
+                                "cube; check start/width/nchan against the data (spw).")
+            # CASA moved this sub-cube's start (it lies beyond the data, where tclean shifts a cube
+            # back onto the data): widen it towards the cube's middle until the grid holds.
+            if ib < grid.nchan and (ia == 0 or (ia + ib) / 2 < grid.nchan / 2):
+                ib = min(grid.nchan, ib + grow)
+            else:
+                ia = max(0, ia - grow)
+            grow *= 2
         specs.append(SubcubeSpec(
             index=index, nparts=len(ranges), chan_start=a, chan_stop=b, nchan=b - a,
             image_chan_start=ia, image_chan_stop=ib,
@@ -197,7 +222,8 @@ def plan_from_grid(tclean_kwargs: dict[str, Any], grid, nworkers: int, cube_chun
         width_hz=grid.width_hz, frame=grid.frame, restfreq_hz=grid.restfreq_hz, niter=niter,
         niter_sharing=NITER_SHARING, restoringbeam=tclean_kwargs.get("restoringbeam", ""),
         nworkers=nworkers, cube_chunksize=cube_chunksize, worker_memory_bytes=worker_memory_bytes,
-        estimated_memory_bytes_per_subcube=max(s.estimated_memory_bytes for s in specs), specs=specs)
+        estimated_memory_bytes_per_subcube=max(s.estimated_memory_bytes for s in specs), tclean_kwargs=kw,
+        specs=specs)
 
 
 def plan_subcubes(cfg, nworkers: int, worker_memory_bytes: int | None = None) -> CubePlan:
@@ -216,4 +242,10 @@ def plan_subcubes(cfg, nworkers: int, worker_memory_bytes: int | None = None) ->
         raise PlanError("the cube's spectral axis is tabular (non-linear in frequency, e.g. veltype='optical' "
                         "with a velocity width); sub-cubes cannot reproduce it. Use veltype='radio' or a "
                         "frequency width.")
-    return plan_from_grid(kwargs, grid, nworkers, cfg.extras.cube_chunksize, worker_memory_bytes)
+    def verify(sub_kwargs: dict[str, Any]) -> list[float]:
+        try:
+            return define_cube_grid(sub_kwargs).frequencies_hz
+        except CubeGridError:
+            return []
+
+    return plan_from_grid(kwargs, grid, nworkers, cfg.extras.cube_chunksize, worker_memory_bytes, verify=verify)

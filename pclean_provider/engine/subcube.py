@@ -133,32 +133,3 @@ def image_subcube(spec: SubcubeSpec | dict | str) -> SubcubeResult:
              spec.index + 1, spec.nparts, spec.chan_start, spec.chan_stop - 1, result.iterations,
              result.stop_reason or "-", seconds, result.peak_rss_bytes / 2**20)
     return result
-
-
-def restore_subcube_common_beam(spec: SubcubeSpec | dict, beam: dict[str, float]) -> str:
-    """Re-restore a finished sub-cube with the whole cube's common beam (restoringbeam='common')."""
-    if isinstance(spec, dict):
-        spec = SubcubeSpec.model_validate(spec)
-    from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
-    from pclean_provider.casa.tclean_runner import restore_with_beam
-
-    info = ensure_casa_runtime(omp_threads=1)
-    previous_log = info.log_path
-    # Restore a copy and swap it in: a failure halfway leaves the sub-cube as it was.
-    staging = f"{spec.subcube_dir}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    shutil.copytree(spec.subcube_dir, staging, symlinks=True)
-    scratch = os.path.join(staging, "scratch")
-    os.makedirs(scratch)
-    set_casa_log(os.path.join(staging, "casa.log"))
-    try:
-        beam_strings = [f"{beam['major_arcsec']!r}arcsec", f"{beam['minor_arcsec']!r}arcsec",
-                        f"{beam['pa_deg']!r}deg"]
-        restore_with_beam(spec.tclean_kwargs, os.path.join(staging, spec.product_basename), scratch, beam_strings)
-        shutil.rmtree(scratch, ignore_errors=True)
-    except BaseException:
-        set_casa_log(previous_log)
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    set_casa_log(previous_log)
-    _replace_folder(staging, spec.subcube_dir)
-    return spec.product_prefix

@@ -20,6 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 KEY_PREFIX = "pclean"
+#: Exceptions of the engine that mean "the input is wrong": retrying cannot help.
+INPUT_ERRORS = frozenset({"PreflightError", "PlanError", "ConfigError", "ContinuumInputError", "BridgeError",
+                          "SelectionError"})
 STATE_DIRNAME = ".pclean-airflow"
 
 
@@ -99,11 +102,22 @@ def _config(cfg_json: str):
 # -- the work itself --------------------------------------------------------------------------------
 
 
-def plan_cube(cfg_json: str, nworkers: int, worker_memory_bytes: int | None) -> dict:
+def plan_cube(cfg_json: str, nworkers: int, worker_memory_bytes: int | None, overwrite: bool = False) -> dict:
     """Partition on a worker: reading the MS's frequency grid needs casatools, which Airflow must not load."""
     from pclean_provider.engine.plan import plan_subcubes
 
+    from pclean_provider.engine.preflight import PreflightError, check_cube_inputs
+
     cfg = _config(cfg_json)
+    # A pipeline's output folder belongs to its run: create it rather than refuse it.
+    os.makedirs(os.path.dirname(os.path.abspath(cfg.image.imagename)), exist_ok=True)
+    try:
+        check_cube_inputs(cfg)
+    except PreflightError as err:
+        # Products of an earlier try of this same run are not a reason to refuse a re-plan (a clear
+        # of the whole run); the concatenation replaces them atomically.
+        if not (overwrite and "already exists" in str(err)):
+            raise
     plan = plan_subcubes(cfg, nworkers, worker_memory_bytes=worker_memory_bytes)
     return {"plan": _dump(plan), "specs": [_dump(spec) for spec in plan.specs],
             "concat_options": {"mode": cfg.extras.concat_mode, "keep_subcubes": cfg.extras.keep_subcubes}}
@@ -217,5 +231,6 @@ def scheduler_task_state(key: str, dask_scheduler: Any = None) -> dict[str, Any]
     if task.state == "erred":
         blame = task.exception_blame or task
         out["error"] = blame.exception_text or repr(blame.exception)
+        out["error_type"] = out["error"].split("(", 1)[0].strip()
         out["traceback"] = blame.traceback_text or ""
     return out

@@ -16,10 +16,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from pclean_provider.hooks.dask import PcleanDaskHook
 from pclean_provider.hooks.dask_work import (
+    INPUT_ERRORS,
     STATE_DIRNAME,
     ProgressTail,
     read_result,
@@ -167,7 +168,12 @@ class PcleanDaskOperator(BaseOperator):
             for line in progress.new_lines():
                 self.log.info("%s: %s", self.label(), line)
             if done:
-                return future.result()
+                try:
+                    return future.result()
+                except Exception as exc:
+                    if type(exc).__name__ in INPUT_ERRORS:
+                        raise AirflowFailException(f"{self.label()}: {exc}") from exc
+                    raise
 
     def _find_or_submit(self, client, key, prefix, func, make_args, result_file, progress_file):
         names = set(client.list_datasets())
@@ -192,7 +198,10 @@ class PcleanDaskOperator(BaseOperator):
     def execute_complete(self, context: Any, event: dict[str, Any], scheduler_address: str | None = None) -> Any:
         """Resume after the trigger: fail with the worker's message, or hand the result on."""
         if event.get("status") != "success":
-            raise AirflowException(event.get("message") or f"{self.label()} failed on the Dask cluster")
+            message = event.get("message") or f"{self.label()} failed on the Dask cluster"
+            if event.get("error_type") in INPUT_ERRORS:
+                raise AirflowFailException(message)
+            raise AirflowException(message)
         if scheduler_address:
             _release_quietly(scheduler_address, event["key"], self.log)
         return self.on_result(context, event.get("result"))

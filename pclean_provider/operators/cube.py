@@ -36,6 +36,8 @@ class CubePartitionOperator(PcleanDaskOperator):
     :param presets: preset names applied first (``include/presets``).
     :param config_files: YAML files applied after the presets.
     :param nworkers: how many sub-cubes to aim for; default: the cluster's worker count.
+    :param overwrite: replace products already at ``imagename``. A retry or clear of this task
+        (try > 1) may always replace what its own earlier tries made.
     """
 
     template_fields: Sequence[str] = (*PcleanDaskOperator.template_fields, "overrides", "presets",
@@ -45,12 +47,13 @@ class CubePartitionOperator(PcleanDaskOperator):
 
     def __init__(self, *, overrides: dict[str, Any] | None = None, presets: Sequence[str] | str | None = None,
                  config_files: Sequence[str] | str | None = None, nworkers: int | None = None,
-                 **kwargs: Any) -> None:
+                 overwrite: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.overrides = overrides
         self.presets = presets
         self.config_files = config_files
         self.nworkers = nworkers
+        self.overwrite = overwrite
 
     def execute(self, context: Any) -> Any:
         cfg = build_config(self.task_id, self.overrides, self.presets, self.config_files)
@@ -59,12 +62,13 @@ class CubePartitionOperator(PcleanDaskOperator):
                 f"{self.task_id}: specmode={cfg.spectral.specmode!r} is not a cube; CubePartitionOperator "
                 "needs specmode='cube' (or 'cubedata'/'cubesource'). Use ContinuumImagingOperator for mfs.")
         cfg_json = cfg.model_dump_json()
+        overwrite = bool(self.overwrite) or int(context["ti"].try_number) > 1
 
         def make_args(client: Any) -> tuple:
             workers, memory = dask_work.cluster_resources(client)
             nworkers = int(self.nworkers) if self.nworkers else workers
             self.log.info("Planning for %d sub-cube workers (cluster has %d)", nworkers, workers)
-            return (cfg_json, nworkers, memory)
+            return (cfg_json, nworkers, memory, overwrite)
 
         return self.run_on_cluster(context, dask_work.plan_cube, make_args,
                                    self.default_state_dir(cfg.image.imagename))

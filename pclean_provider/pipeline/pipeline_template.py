@@ -18,6 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PIPELINES_DIR = REPO_ROOT / "include" / "pipelines"
 PRESETS_DIR = REPO_ROOT / "include" / "presets"
 DATA_ROOT_ENV = "PCLEAN_DATA_ROOT"
+PIPELINES_DIR_ENV = "PCLEAN_PIPELINES_DIR"
 
 
 class TemplateError(ValueError):
@@ -132,7 +133,13 @@ def load_template(path: str | os.PathLike[str]) -> PipelineTemplate:
         raise TemplateError(f"{path}: {exc}") from exc
 
 
-def load_templates(directory: str | os.PathLike[str] = PIPELINES_DIR) -> list[PipelineTemplate]:
+def pipelines_dir() -> Path:
+    """Where the templates are: $PCLEAN_PIPELINES_DIR (a deployment's own), else include/pipelines."""
+    return Path(os.environ.get(PIPELINES_DIR_ENV) or PIPELINES_DIR)
+
+
+def load_templates(directory: str | os.PathLike[str] | None = None) -> list[PipelineTemplate]:
+    directory = Path(directory) if directory else pipelines_dir()
     templates = [load_template(p) for p in sorted(Path(directory).glob("*.yaml"))]
     seen: dict[str, int] = {}
     for t in templates:

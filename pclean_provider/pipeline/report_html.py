@@ -72,6 +72,19 @@ def _map_figure(plane, valid, title, unit, report: QaReport, symmetric: bool, be
     else:
         im = ax.imshow(data, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if norm is not None:
+        # Asinh's own ticks crowd around zero; zero plus 1-2-5 steps from ~5 sigma read better.
+        steps = [
+            m * 10.0**e
+            for e in range(int(np.floor(np.log10(5 * rms))), int(np.ceil(np.log10(vmax))) + 1)
+            for m in (1, 2, 5)
+        ]
+        steps = [v for v in steps if 5 * rms <= v <= 0.8 * vmax]
+        if len(steps) > 4:
+            steps = [steps[int(round(i))] for i in np.linspace(0, len(steps) - 1, 4)]
+        ticks = [0.0, *steps, vmax]
+        cb.set_ticks(ticks)
+        cb.ax.set_yticklabels([f"{v:.3g}" for v in ticks])
     cb.set_label(unit)
     for src in report.metrics.sources:
         if src.true_pixel:
@@ -141,14 +154,14 @@ def _histogram_figure(values: np.ndarray, report: QaReport) -> str:
         sigma = report.metrics.rms_residual or float(np.std(values))
         lim = max(8 * sigma, float(np.max(np.abs(values))))
         bins = np.linspace(-lim, lim, 121)
-        ax.hist(values, bins=bins, color="#8aa6d1", edgecolor="none", label="residual pixels")
+        counts, _, _ = ax.hist(values, bins=bins, color="#8aa6d1", edgecolor="none", label="residual pixels")
         if sigma > 0:
             x = np.linspace(-lim, lim, 400)
             width = bins[1] - bins[0]
             gauss = values.size * width / (sigma * np.sqrt(2 * np.pi)) * np.exp(-0.5 * (x / sigma) ** 2)
             ax.plot(x, gauss, color="#b3261e", lw=1.5, label=f"Gaussian, robust rms {sigma:.3g}")
         ax.set_yscale("log")
-        ax.set_ylim(bottom=0.5)
+        ax.set_ylim(0.5, max(2.0, float(np.max(counts)) * 3))
         ax.legend(fontsize=8, loc="upper right")
     ax.set_xlabel(f"residual ({report.metrics.unit})")
     ax.set_ylabel("pixels")

@@ -109,7 +109,11 @@ class DaskWorkTrigger(BaseTrigger):
                 if (result := read_result(self.result_file)) is not None:
                     yield self._success(result)
                     return
-                yield TriggerEvent(self._event("error", payload))
+                if isinstance(payload, dict):
+                    yield TriggerEvent({**self._event("error", payload["message"]),
+                                        "error_type": payload.get("error_type")})
+                else:
+                    yield TriggerEvent(self._event("error", payload))
                 return
             if state != last_state:
                 self.log.info("%s: Dask state %s", self.label, state)
@@ -136,7 +140,7 @@ class DaskWorkTrigger(BaseTrigger):
                 message = f"{self.label} failed on the Dask worker: {info.get('error')}"
                 if tb := (info.get("traceback") or "").strip():
                     message += "\nWorker traceback (last lines):\n" + "\n".join(tb.splitlines()[-6:])
-                return "error", message
+                return "error", {"message": message, "error_type": info.get("error_type")}
             if state in ("released", "forgotten"):
                 # Published but released: only a forced cancel does that.
                 return "cancelled", f"{self.label} was cancelled on the Dask cluster (key {self.key})."

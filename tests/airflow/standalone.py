@@ -215,3 +215,54 @@ class Standalone:
 
 def _all_pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+# -- one standalone per test session, shared by the end-to-end and the browser tests ---------------
+
+SMALL_CUBE = {"imsize": 64, "cell": "8arcsec", "niter": 30, "threshold": "0Jy", "nchan": -1}
+_shared: Standalone | None = None
+
+
+def write_small_templates(directory: Path) -> Path:
+    """The shipped templates with test-sized imaging, so a form-triggered run stays quick."""
+    import yaml
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for src in sorted((REPO / "include" / "pipelines").glob("*.yaml")):
+        data = yaml.safe_load(src.read_text())
+        data["overrides"] = {**data.get("overrides", {}), **SMALL_CUBE}
+        if data.get("kind") == "continuum":
+            data["overrides"].pop("nchan", None)
+        data["retries"] = 1
+        data["retry_delay_s"] = 5
+        (directory / src.name).write_text(yaml.safe_dump(data, sort_keys=False))
+    return directory
+
+
+def shared() -> Standalone:
+    """Start (once per process) an `airflow standalone` serving the project's DAGs."""
+    global _shared
+    if _shared is not None:
+        return _shared
+    import atexit
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="pclean-standalone-"))
+    data = root / "data"
+    (data / "landing").mkdir(parents=True)
+    env = {
+        "PCLEAN_DATA_ROOT": str(data),
+        "PCLEAN_PIPELINES_DIR": str(write_small_templates(root / "pipelines")),
+        # Only the runs a test triggers: no nightly schedule firing in the middle of a test.
+        "PCLEAN_PIPELINES_UNSCHEDULED": "1",
+    }
+    server = Standalone(root / "home", extra_env=env)
+    atexit.register(server.stop)
+    try:
+        server.start()
+    except BaseException:
+        server.stop()
+        raise
+    server.data_root = data  # type: ignore[attr-defined]
+    _shared = server
+    return server

@@ -78,9 +78,12 @@ def test_cube_dag_equals_pclean(airflow_db, small_ms, tmp_path):
     labels = [tis[("subcube", i)].rendered_map_index for i in mapped]
     assert labels[0].startswith("ch 0-3 ") and labels[-1].startswith("ch 8-11 ") and "GHz" in labels[0], labels
     assert states[("cluster_down", -1)] == "success"
-    assert not os.path.exists(work / "cluster" / "dummy"), "sanity"
+    host_logs = list((work / "cluster").glob("*.address.log"))
+    assert host_logs, "the cluster host kept its log"
+    assert not list((work / "cluster").glob("*.address")), "teardown stopped the cluster host"
 
     reference = str(tmp_path / "reference" / "cube")
+    os.makedirs(os.path.dirname(reference))
     pclean(vis=str(small_ms.ms), imagename=reference, parallel=True, nworkers=2, **IMAGING)
     for suffix in (".image", ".residual", ".psf", ".model", ".pb"):
         got, want = pixels(imagename + suffix), pixels(reference + suffix)

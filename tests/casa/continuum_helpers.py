@@ -64,8 +64,10 @@ def assert_beams_match(ours: str, ref: str) -> None:
     assert abs(pa1 - pa2) < PA_TOL_DEG, f"beam pa {pa1:.3f} vs tclean {pa2:.3f} deg"
 
 
-def beam_major_error(ours: str, ref: str) -> float:
-    return abs(beams(ours)[0][0] - beams(ref)[0][0]) / beams(ref)[0][0]
+def beam_error(ours: str, ref: str) -> tuple[float, float]:
+    """(largest relative axis error, position angle difference in degrees)."""
+    (maj1, min1, pa1), (maj2, min2, pa2) = beams(ours)[0], beams(ref)[0]
+    return max(abs(maj1 - maj2) / maj2, abs(min1 - min2) / min2), abs(pa1 - pa2)
 
 
 def assert_sumwt_match(ours: str, ref: str, deconvolver: str) -> None:

@@ -17,7 +17,7 @@ from tests.casa.continuum_helpers import (
     assert_beams_match,
     assert_images_match,
     assert_sumwt_match,
-    beam_major_error,
+    beam_error,
     kwargs_for,
     product_suffixes,
 )
@@ -134,8 +134,9 @@ def test_clean_to_threshold_matches_tclean(two_spw_ms, cluster, serial_tclean, t
 def test_published_pclean_beam_error_is_fixed(two_spw_ms, cluster, serial_tclean, tmp_path, monkeypatch):
     """The published pclean's mtmfs/briggs beam was 21 % off: weight density not summed over parts.
 
-    Without the sum (simulated by switching it off) the beam of 2 parts differs from tclean's by far
-    more than the tolerance on this MS; with it, it matches to 0.2 %.
+    How far off depends on how much of the uv plane the parts share; on this small MS, without the
+    sum (switched off here) the minor axis is ~1 % and the position angle ~6 degrees off, several
+    times the tolerance. With the sum the beam matches tclean's to 0.2 %.
     """
     from pclean_provider.engine import continuum
 
@@ -147,8 +148,10 @@ def test_published_pclean_beam_error_is_fixed(two_spw_ms, cluster, serial_tclean
     monkeypatch.setattr(continuum, "_needs_weight_density_sum", lambda nparts, rec: False)
     bad = str(tmp_path / "not-summed")
     _run(_config(two_spw_ms, bad, "mtmfs", "briggs", 0), cluster, 2)
-    assert beam_major_error(bad + ".image.tt0", ref + ".image.tt0") > 0.01
-    assert beam_major_error(good + ".image.tt0", ref + ".image.tt0") < 0.002
+    axes, pa = beam_error(bad + ".image.tt0", ref + ".image.tt0")
+    assert axes > 0.004 or pa > 2.0, (axes, pa)  # the check below would catch the published bug
+    axes, pa = beam_error(good + ".image.tt0", ref + ".image.tt0")
+    assert axes < 0.002 and pa < 0.5, (axes, pa)
 
 
 def test_keep_partimages_keeps_one_set_per_part(two_spw_ms, cluster, tmp_path):

@@ -114,8 +114,8 @@ def test_tclean_recovers_the_point_source(small_ms, tmp_path):
     imagename = str(tmp_path / "img")
     casatasks.tclean(
         vis=small_ms.ms, imagename=imagename, imsize=small_ms.suggested_imsize, cell=small_ms.suggested_cell,
-        specmode="mfs", gridder="standard", deconvolver="hogbom", weighting="briggs", robust=0.5,
-        niter=300, threshold="2mJy", pbcor=True,
+        phasecenter=small_ms.phasecenter, specmode="mfs", gridder="standard", deconvolver="hogbom",
+        weighting="briggs", robust=0.5, niter=300, threshold="2mJy", pbcor=True,
     )
     truth = json.loads(open(small_ms.truth).read())
     ia = casatools.image()
@@ -228,6 +228,10 @@ def test_bad_input_is_named_and_nothing_is_overwritten(casa_runtime, tmp_path):
         simulate_ms(tmp_path / "x.ms", antennas=2)
     with pytest.raises(SimulationError, match="sources"):
         simulate_ms(tmp_path / "x.ms", sources=tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("[{not json")
+    with pytest.raises(SimulationError, match="bad.json"):
+        simulate_ms(tmp_path / "x.ms", sources=bad)
     with pytest.raises(SimulationError, match="major_arcsec"):
         simulate_ms(tmp_path / "x.ms", sources=[{"name": "g", "shape": "gaussian", "flux_jy": 1}])
     assert not (tmp_path / "x.ms").exists()
@@ -240,7 +244,7 @@ def test_bad_input_is_named_and_nothing_is_overwritten(casa_runtime, tmp_path):
     second = simulate_ms(tmp_path / "keep.ms", seed=2, overwrite=True, **TINY)
     assert not np.array_equal(_data(second.ms), before)
     # No temporary folders are left behind.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.cl", "keep.ms", "keep.truth.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json", "keep.cl", "keep.ms", "keep.truth.json"]
 
 
 def test_cli_simulate(casa_runtime, tmp_path, capsys):

@@ -1,0 +1,174 @@
+"""The nightly DAGs under dag.test(): real CASA, a real local Dask cluster, simulated nights.
+
+Airflow reads AIRFLOW_HOME once, at import, so the provider's ``provider_env`` (imported first)
+decides the home for the whole test session; here we add what the project DAGs need (the
+heavy-task pool, the DAGs written to the metadata database, a data root for their areas).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import tests.airflow.provider_env as provider_env  # noqa: F401 - must come before any Airflow import
+
+pytestmark = [pytest.mark.airflow, pytest.mark.casa]
+
+REPO = Path(__file__).resolve().parents[2]
+PROJECT_DAGS = REPO / "dags"
+
+# Relative template paths (landing, archive, ...) resolve under this root; set before the DAG file
+# is parsed, because the asset URI and the notification folder are fixed at parse time.
+if "PCLEAN_DATA_ROOT" not in os.environ:
+    os.environ["PCLEAN_DATA_ROOT"] = tempfile.mkdtemp(prefix="pclean-data-")
+DATA_ROOT = Path(os.environ["PCLEAN_DATA_ROOT"])
+
+# Small and quick, yet two sub-cubes per MS: 64 px, 4 channels split over the 2 local workers.
+SMALL_CUBE = {"imsize": 64, "cell": "8arcsec", "niter": 30, "threshold": "0Jy", "nchan": -1}
+SMALL_CONTINUUM = {"imsize": 64, "cell": "8arcsec", "niter": 30, "threshold": "0Jy", "nterms": 2,
+                   "deconvolver": "mtmfs"}
+
+_ready = False
+
+
+def project_dags() -> dict:
+    """Parse dags/ and write its DAGs to the metadata DB so that dag.test() can run them."""
+    global _ready
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+    from airflow.models.pool import Pool
+
+    if not _ready:
+        provider_env.migrate_db()
+        from pclean_provider.pipeline.pipeline_template import load_templates
+
+        for t in load_templates():
+            Pool.create_or_update_pool(name=t.pool.name, slots=t.pool.slots, include_deferred=True,
+                                       description="pclean heavy tasks")
+        DagBundlesManager().sync_bundles_to_db()
+        _ready = True
+    bag = DagBag(str(PROJECT_DAGS))
+    assert not bag.import_errors, bag.import_errors
+    # dag.test() looks DAGs up through the configured bundle, which in this session is the
+    # provider's test folder; writing ours under that bundle name lets it find them.
+    sync_bag_to_db(bag, "dags-folder", None)
+    return bag.dags
+
+
+def simulate_into(landing: Path, name: str, *, seed: int, nchan: int = 4, marker: bool = True) -> Path:
+    from pclean_provider.casa.simulator import simulate_ms
+
+    landing.mkdir(parents=True, exist_ok=True)
+    ms = Path(simulate_ms(landing / name, nchan=nchan, hours=0.25, seed=seed, overwrite=True).ms)
+    if marker:
+        ms.with_name(ms.name + ".complete").write_text("")
+    return ms
+
+
+def break_ms(good: Path, broken: Path) -> Path:
+    """A complete-looking MS whose SPECTRAL_WINDOW subtable never arrived."""
+    shutil.copytree(good, broken)
+    shutil.rmtree(broken / "SPECTRAL_WINDOW")
+    broken.with_name(broken.name + ".complete").write_text("")
+    return broken
+
+
+def task_states(dag_run) -> dict[tuple[str, int], tuple[str, int]]:
+    return {(ti.task_id, ti.map_index): (str(ti.state), ti.try_number) for ti in dag_run.get_task_instances()}
+
+
+def archived_versions(archive_root: Path, product_id: str) -> list[Path]:
+    return sorted(p for p in (archive_root / product_id).glob("v*") if p.is_dir())
+
+
+@pytest.fixture(scope="module")
+def dags(casa_runtime):
+    return project_dags()
+
+
+def test_cube_night_with_two_good_ms_and_a_broken_one(dags, tmp_path):
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    from pclean_provider.pipeline.notify import read_notifications
+
+    landing = DATA_ROOT / "landing"
+    a = simulate_into(landing, "night_a.ms", seed=21)
+    simulate_into(landing, "night_b.ms", seed=22)
+    break_ms(a, landing / "night_bad.ms")
+    simulate_into(landing, "still_copying.ms", seed=23, marker=False)
+
+    dag = dags["nightly_cube_imaging"]
+    run = dag.test(run_conf={"overrides": SMALL_CUBE})
+    states = task_states(run)
+    assert str(run.state) == "success", states
+
+    # The broken MS is quarantined with its reason; the one still copying is left alone.
+    reason = json.loads((DATA_ROOT / "quarantine" / "night_bad.ms.reason.json").read_text())
+    assert "SPECTRAL_WINDOW" in reason["reason"]
+    assert (DATA_ROOT / "quarantine" / "night_bad.ms" / "table.dat").exists()
+    assert (landing / "still_copying.ms").exists()
+    notes = [n for n in read_notifications(DATA_ROOT / "notifications") if n.ms == "night_bad.ms"]
+    assert notes and "SPECTRAL_WINDOW" in notes[-1].reason
+
+    # Both good MSs were imaged: two sub-cubes each, one flat mapped task; one concat, QA, archive each.
+    assert sorted(k[1] for k in states if k[0] == "image_subcube") == [0, 1, 2, 3]
+    assert all(states[k][0] == "success" for k in states if k[0] in ("image_subcube", "concat", "qa"))
+    for name in ("night_a", "night_b"):
+        routed_to_archive = states[("archive", 0 if name == "night_a" else 1)][0] == "success"
+        if routed_to_archive:
+            (version,) = archived_versions(DATA_ROOT / "archive", f"{name}_cube")
+            manifest = json.loads((version / "manifest.json").read_text())
+            assert any(f.endswith(".fits") for f in json.dumps(manifest).split('"'))
+        else:
+            assert list((DATA_ROOT / "review" / "nightly_cube_imaging" / name).glob("*.json"))
+        assert (DATA_ROOT / "work" / "nightly_cube_imaging" / "ledger" / f"{name}.ms.json").exists()
+    assert states[("cluster_down", -1)][0] == "success"
+
+    # One asset event per archived product, carrying which MS and which archive version.
+    with create_session() as session:
+        events = [e for e in session.query(AssetEvent).all() if (e.extra or {}).get("run_id") == run.run_id]
+    archived = {e.extra["ms"] for e in events}
+    expected = {f"{n}.ms" for i, n in enumerate(("night_a", "night_b")) if states[("archive", i)][0] == "success"}
+    assert archived == expected and all(e.extra.get("version") for e in events)
+
+    # The next night finds nothing new: everything was imaged, so nothing runs.
+    again = dag.test(run_conf={"overrides": SMALL_CUBE})
+    assert task_states(again)[("ingest", -1)][0] == "skipped"
+
+
+def test_continuum_night_images_qa_and_archives(dags):
+    ms = simulate_into(DATA_ROOT / "elsewhere", "cont.ms", seed=31, nchan=4, marker=False)
+    run = dags["nightly_continuum_imaging"].test(run_conf={"vis": str(ms), "overrides": SMALL_CONTINUUM})
+    states = task_states(run)
+    assert str(run.state) == "success", states
+    assert states[("continuum", 0)][0] == "success"
+    qa_dir = DATA_ROOT / "work" / "nightly_continuum_imaging" / "runs"
+    (qa_json,) = qa_dir.glob("*/cont/qa/qa.json")
+    report = json.loads(qa_json.read_text())
+    assert report["kind"] == "mfs" and 0 <= report["overall_score"] <= 1
+    if states[("archive", 0)][0] == "success":
+        (version,) = archived_versions(DATA_ROOT / "archive", "cont_continuum")
+        assert (version / "manifest.json").exists()
+    else:
+        assert states[("review", 0)][0] == "success"
+    assert ms.exists(), "an MS named with vis is never moved"
+
+
+def test_bad_vis_fails_at_once_without_retry_and_notifies(dags):
+    from pclean_provider.pipeline.notify import read_notifications
+
+    missing = DATA_ROOT / "nowhere" / "lost.ms"
+    run = dags["nightly_cube_imaging"].test(run_conf={"vis": str(missing), "overrides": SMALL_CUBE})
+    states = task_states(run)
+    assert str(run.state) == "failed"
+    assert states[("ingest", -1)] == ("failed", 1)  # bad input: no retry despite retries=1
+    assert states[("cluster_up", -1)][0] == "upstream_failed"  # no cluster was started for it
+    note = [n for n in read_notifications(DATA_ROOT / "notifications") if n.run_id == run.run_id][-1]
+    assert (note.task_id, note.ms) == ("ingest", "lost.ms")
+    assert "does not exist" in note.reason

@@ -1,0 +1,89 @@
+"""A real `airflow standalone`: trigger the cube pipeline over REST, then re-run one sub-cube from it.
+
+Checks the things operations staff rely on: the run succeeds and archives a verified product;
+clearing one mapped sub-cube re-runs only it and what follows (plus the cluster set-up/teardown
+that bracket it), and the archive gains a second version while keeping the first.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.airflow import standalone
+from tests.conftest import require
+
+pytestmark = [pytest.mark.airflow, pytest.mark.casa]
+DAG_ID = "nightly_cube_imaging"
+
+
+@pytest.fixture(scope="session")
+def airflow_standalone():
+    require("airflow", (standalone.VENV_BIN / "airflow").exists(), "run `make setup`")
+    return standalone.shared()
+
+
+def verify_archive(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pclean_provider.cli.main", "archive", "verify", str(path)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def wait_until_rerun_done(server, run_id: str, key: tuple[str, int], old_try: int, timeout: float = 480) -> str:
+    """After a clear the run goes back to queued/running; wait for the cleared try, then the end."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        summary = server.task_summary(DAG_ID, run_id)
+        if summary.get(key, ("", 0))[1] > old_try and server.run_state(DAG_ID, run_id) in standalone.TERMINAL:
+            return server.run_state(DAG_ID, run_id)
+        time.sleep(3)
+    raise TimeoutError(f"re-run did not finish: {server.task_summary(DAG_ID, run_id)}")
+
+
+def test_trigger_archive_then_clear_one_subcube(airflow_standalone, casa_runtime):
+    from pclean_provider.casa.simulator import simulate_ms
+
+    server = airflow_standalone
+    data: Path = server.data_root
+    ms = simulate_ms(data / "incoming" / "e2e.ms", nchan=4, hours=0.25, seed=41).ms
+
+    server.wait_for_dag(DAG_ID)
+    server.unpause(DAG_ID)
+    run_id = server.trigger(DAG_ID, {"vis": ms, "overrides": standalone.SMALL_CUBE})
+    state = server.wait_for_run(DAG_ID, run_id)
+    first = server.task_summary(DAG_ID, run_id)
+    assert state == "success", (first, server.tail())
+
+    subcubes = sorted(k for k in first if k[0] == "image_subcube")
+    assert subcubes == [("image_subcube", 0), ("image_subcube", 1)]
+    product = data / "archive" / "e2e_cube"
+    assert [p.name for p in sorted(product.glob("v*"))] == ["v0001"], list(product.parent.iterdir())
+    assert verify_archive(product / "v0001").returncode == 0
+    manifest_v1 = (product / "v0001" / "manifest.json").read_bytes()
+    labels = {t["map_index"]: t.get("rendered_map_index") for t in server.task_instances(DAG_ID, run_id)
+              if t["task_id"] == "image_subcube"}
+    assert all(label and label.startswith("ch ") for label in labels.values()), labels
+
+    server.clear(DAG_ID, run_id, [["image_subcube", 1]], include_downstream=True)
+    state = wait_until_rerun_done(server, run_id, ("image_subcube", 1), first[("image_subcube", 1)][1])
+    second = server.task_summary(DAG_ID, run_id)
+    assert state == "success", second
+
+    rerun = {k for k in second if second[k][1] > first[k][1]}
+    # Upstream of the cleared sub-cube, and its sibling, keep their first try.
+    for key in [("ingest", -1), ("prepare", -1), ("partition", 0), ("collect_subcubes", -1), ("image_subcube", 0)]:
+        assert key not in rerun, (key, first[key], second[key])
+    # It and everything after it ran again; the cluster came back up for it and went down after.
+    for key in [("image_subcube", 1), ("group_subcubes", -1), ("concat", 0), ("qa", 0), ("qa_gate", -1),
+                ("archive", 0), ("cluster_up", -1), ("cluster_down", -1)]:
+        assert key in rerun and second[key][0] == "success", (key, first.get(key), second.get(key))
+
+    assert [p.name for p in sorted(product.glob("v*"))] == ["v0001", "v0002"]
+    assert (product / "v0001" / "manifest.json").read_bytes() == manifest_v1  # first version untouched
+    assert verify_archive(product).returncode == 0
+    v2 = json.loads((product / "v0002" / "manifest.json").read_text())
+    assert run_id in json.dumps(v2)
