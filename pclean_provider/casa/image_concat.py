@@ -162,29 +162,6 @@ def common_beam(path: str) -> dict[str, float]:
     }
 
 
-def combined_common_beam(paths: list[str]) -> dict[str, float]:
-    """Common beam over the channels of several images together (CASA's own beam-set routine, the one
-    tclean's restoringbeam='common' uses), read through a throw-away virtual concatenation."""
-    if len(paths) == 1:
-        return common_beam(paths[0])
-    scratch = os.path.join(os.path.dirname(os.path.abspath(paths[0])),
-                           f".commonbeam-{uuid.uuid4().hex[:8]}.image")
-    ia = _tool()
-    try:
-        joined = ia.imageconcat(outfile=scratch, infiles=list(paths), axis=-1, relax=True, tempclose=False,
-                                overwrite=True, mode="nomovevirtual")
-        joined.done()
-    except RuntimeError as err:
-        raise ImageConcatError(f"cannot join {paths} to compute their common beam: {err}") from err
-    finally:
-        ia.close()
-        ia.done()
-    try:
-        return common_beam(scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
 def _quanta():
     import casatools
 

@@ -17,8 +17,6 @@ from pclean_provider.engine.models import CUBE_PRODUCTS, ConcatResult, CubePlan,
 log = logging.getLogger(__name__)
 
 FREQUENCY_RTOL = 1e-12
-# Beams agree with the common beam to this relative precision once re-restored.
-BEAM_RTOL = 1e-6
 
 
 # Products that carry per-channel restoring beams.
@@ -64,16 +62,6 @@ def _ordered(plan: CubePlan, results: list[SubcubeResult]) -> list[SubcubeResult
 
 def _is_common(restoringbeam) -> bool:
     return isinstance(restoringbeam, str) and restoringbeam.lower() == "common"
-
-
-def _beams_equal(image: str, beam: dict[str, float]) -> bool:
-    from pclean_provider.casa.image_concat import combined_common_beam
-
-    try:
-        got = combined_common_beam([image])
-    except Exception:
-        return False
-    return all(abs(got[k] - beam[k]) <= BEAM_RTOL * max(abs(beam[k]), 1.0) for k in beam)
 
 
 def restore_common_beam(plan: CubePlan, imagename: str, products: dict[str, str]) -> dict[str, str]:
