@@ -33,6 +33,15 @@ def _ti_rows(dr) -> list[dict]:
     return rows
 
 
+def _latest_run(dag_id: str):
+    from airflow import settings
+    from airflow.models.dagrun import DagRun
+
+    session = settings.Session()
+    session.rollback()  # the failed statement left the session's transaction unusable
+    return session.query(DagRun).filter(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()).first()
+
+
 def spans(rows: list[dict]) -> dict[str, float]:
     """Wall-clock spans by group of tasks (first start to last end), from task-instance records."""
     def span(pred) -> float | None:
@@ -64,7 +73,16 @@ def main(argv: list[str]) -> int:
         if dag is None:
             raise RuntimeError(f"no DAG {case['dag_id']!r} in {os.environ['AIRFLOW__CORE__DAGS_FOLDER']}")
         t = time.perf_counter()
-        dr = dag.test(run_conf=case["run_conf"])
+        try:
+            dr = dag.test(run_conf=case["run_conf"], use_executor=bool(case.get("use_executor")))
+        except Exception as err:
+            # Airflow 3.3.2's dag.test() can raise after the run has finished (it looks up the DAG's
+            # DeadlineAlert with a bad parameter); the run and its task records are in the database,
+            # so read them there and say what happened.
+            dr = _latest_run(case["dag_id"])
+            if dr is None:
+                raise
+            data["dag_test_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
         data["engine_s"] = time.perf_counter() - t
         rows = _ti_rows(dr)
         data["dag_run_state"] = str(dr.state)
@@ -73,7 +91,10 @@ def main(argv: list[str]) -> int:
         data["stages"] = {f"DAG {k}": v for k, v in data["spans"].items() if k != "sub-cube tasks"}
         failed = [f"{r['task_id']}[{r['map_index']}]: {r['state']}" for r in rows
                   if r["state"] not in ("success", "skipped", "TaskInstanceState.SUCCESS", "TaskInstanceState.SKIPPED")]
-        data["ok"] = "success" in str(dr.state).lower()
+        finished_ok = bool(rows) and all(r["state"].lower().rsplit(".", 1)[-1] in ("success", "skipped") for r in rows)
+        # With dag.test()'s late error the run's own state may not have been committed; every task
+        # having succeeded (or been skipped by the QA gate) is then what says the run succeeded.
+        data["ok"] = "success" in str(dr.state).lower() or (bool(data.get("dag_test_error")) and finished_ok)
         if not data["ok"]:
             data["error"] = f"DAG run ended {dr.state}; not successful: {failed}"
     except BaseException as err:

@@ -141,7 +141,7 @@ def render_markdown(results: dict) -> str:
           "tests/image_compare.py.", ""]
 
     L += ["## Targets", "", "| target | measured | status | note |", "|---|---|---|---|"]
-    for t in results.get("targets", []):
+    for t in results.get("targets") or evaluate_targets(results):
         L.append(f"| {t['target']} | {t['measured_text']} | {t['status']} | {t['note']} |")
     L.append("")
 
@@ -184,6 +184,9 @@ def render_markdown(results: dict) -> str:
                   f"| whole DAG run incl. ingest, QA, archive, cluster_down (dag.test) | {sec(air.get('dag_wall_s'))} |"]
             for k, v in (air.get("spans") or {}).items():
                 L.append(f"| span of {k} tasks | {sec(v)} |")
+            if air.get("dag_test_error"):
+                L += ["", f"`dag.test()` raised after every task had finished ({air['dag_test_error']}); the task "
+                      "records were read from Airflow's database and every task had succeeded or was skipped."]
         else:
             L.append(f"Not measured: {air.get('error', 'not run')}")
         L.append("")
@@ -200,7 +203,7 @@ def render_markdown(results: dict) -> str:
                 L.append(f"| {c.get('planes', '-')} | - | - | failed: {c.get('error', '').splitlines()[0][:120]} | |")
                 continue
             for mode, f in c.get("modes", {}).items():
-                L.append(f"| {c['planes']} | {c['imsize']}x{c['imsize']} | {mode} | {sec(f['seconds'])} | "
+                L.append(f"| {c['planes']:,} | {c['imsize']}x{c['imsize']} | {mode} | {sec(f['seconds'])} | "
                          f"{f['per_plane_s'] * 1000:.2f} |")
         from bench.scaling import MEMO13_CONCAT
 

@@ -60,7 +60,7 @@ SIZES = {
         continuum_imsize=64, continuum_cell="16arcsec", continuum_niter=5000,
         threshold="10mJy",
         concat_planes=8, concat_imsize=32, concat_big_planes=100, concat_big_imsize=16,
-        budget_s=20 * 60, case_timeout_s=300,
+        budget_s=15 * 60, case_timeout_s=150,
     ),
     "small": BenchSize(
         name="small",
@@ -102,7 +102,7 @@ def _common(size: BenchSize, imsize: int, cell: str, niter: int) -> dict:
     # implementation on the same column instead of relying on each one's fallback.
     return {"imsize": [imsize, imsize], "cell": cell, "weighting": "briggs", "robust": 0.5,
             "gridder": "standard", "stokes": "I", "datacolumn": "data", "niter": niter,
-            "threshold": size.threshold, "pbcor": False, "restoringbeam": ""}
+            "threshold": size.threshold}
 
 
 def cube_params(size: BenchSize) -> dict:

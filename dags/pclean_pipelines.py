@@ -39,7 +39,7 @@ from airflow.sdk import (
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from pclean_provider.pipeline.ingest import write_json_atomic
-from pclean_provider.pipeline.notify import notify_task_failure
+from pclean_provider.pipeline.notify import notify_quarantined, notify_task_failure
 from pclean_provider.pipeline.pipeline_template import (
     PipelineTemplate,
     RunSettings,
@@ -155,9 +155,8 @@ def _ingest_task(t: PipelineTemplate):
             raise RuntimeError(f"pclean ingest exited with {proc.returncode}: {proc.stderr.strip()[-2000:]}")
         report = json.loads(report_file.read_text())
         for q in report.get("quarantined", []):
-            notify_task_failure({"ti": get_current_context()["ti"], "params": {"vis": q["original_path"]},
-                                 "exception": f"quarantined: {q['reason']} (see {q['reason_path']})"},
-                                directory=s.notifications_dir)
+            notify_quarantined(t.dag_id, s.run_id, q["original_path"], q["reason"], q["reason_path"],
+                               directory=s.notifications_dir)
         accepted = report.get("accepted", [])
         if not accepted:
             raise AirflowSkipException(

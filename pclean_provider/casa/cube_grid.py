@@ -47,6 +47,8 @@ class CubeGrid(BaseModel):
     # The spectral axis is linear in frequency (always, for tclean cubes in frequency/radio velocity);
     # False would mean a tabular axis that start/width strings cannot reproduce.
     linear: bool = True
+    # The same channels as velocities (km/s, tclean's veltype) when the cube was asked for in velocity.
+    velocities_kms: list[float] | None = None
 
 
 def imager_parameters(tclean_kwargs: dict[str, Any]):
@@ -108,6 +110,12 @@ def define_cube_grid(tclean_kwargs: dict[str, Any]) -> CubeGrid:
         spectral = csys.get("spectral2", {})
         linear = "tabular" not in spectral
         restfreq = spectral.get("restfreq")
+        velocities = None
+        start = kwargs.get("start", "")
+        if isinstance(start, str) and start.strip().lower().endswith("m/s") and restfreq:
+            doppler = str(kwargs.get("veltype", "radio") or "radio")
+            velocities = [float(v) for v in cs.frequencytovelocity(value=freqs, frequnit="Hz", doppler=doppler,
+                                                                     velunit="km/s")]
     except RuntimeError as err:
         raise CubeGridError(f"CASA could not define the cube: {err}") from err
     finally:
@@ -118,7 +126,8 @@ def define_cube_grid(tclean_kwargs: dict[str, Any]) -> CubeGrid:
     if nchan < 1:
         raise CubeGridError("nchan: the selection gives no channels; check spw/start/width.")
     return CubeGrid(nchan=nchan, frequencies_hz=freqs, width_hz=width, frame=frame,
-                    restfreq_hz=float(restfreq) if restfreq else None, linear=linear)
+                    restfreq_hz=float(restfreq) if restfreq else None, linear=linear,
+                    velocities_kms=velocities)
 
 
 def _remove_tree(path: str) -> None:

@@ -9,9 +9,12 @@ Outputs are written under a temporary name and renamed, so a reader never sees h
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import uuid
+
+log = logging.getLogger(__name__)
 
 # Our mode names -> imageconcat's.
 CASA_MODES = {"paged": "paged", "virtual": "nomovevirtual", "movevirtual": "movevirtual"}
@@ -64,24 +67,6 @@ def image_nchan(path: str) -> int:
         ia.done()
 
 
-def make_empty_like(template: str, output: str) -> None:
-    """A zero-valued image with the template's shape and coordinates (a sub-cube that cleaned nothing
-    has no .mask; its channels' mask is empty, which zeros state exactly)."""
-    ia = _tool()
-    tmp = f"{output}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        ia.open(template)
-        shape = list(ia.shape())
-        csys = ia.coordsys().torecord()
-        ia.close()
-        ia.fromshape(tmp, shape=shape, csys=csys, overwrite=True)
-        ia.set(0.0)
-        ia.close()
-    finally:
-        ia.done()
-    os.replace(tmp, output) if not os.path.exists(output) else _replace_dir(tmp, output)
-
-
 def replace_image(src: str, dst: str) -> None:
     """Move a finished image to its final name, replacing an older one only after the move."""
     _replace_dir(src, dst)
@@ -96,6 +81,15 @@ def _replace_dir(src: str, dst: str) -> None:
     os.rename(src, dst)
     if old:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _discard(tmp: str, mode: str) -> None:
+    # movevirtual has moved the parts into tmp: deleting it would delete the only copy of the
+    # sub-cube images. Leave it for a rerun or inspection; the error names it.
+    if mode == "movevirtual" and os.path.isdir(tmp):
+        log.error("concatenation failed; the moved sub-cube images are kept in %s", tmp)
+        return
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def concat_images(parts: list[str], output: str, mode: str, finish=None) -> str:
@@ -124,20 +118,20 @@ def concat_images(parts: list[str], output: str, mode: str, finish=None) -> str:
                                     overwrite=True, mode=CASA_MODES[mode])
             joined.done()
     except RuntimeError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _discard(tmp, mode)
         raise ImageConcatError(f"imageconcat ({mode}) of {len(parts)} parts into {output} failed: {err}") from err
     finally:
         ia.close()
         ia.done()
     got = image_nchan(tmp) if os.path.isdir(tmp) else 0
     if got != expected:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _discard(tmp, mode)
         raise ImageConcatError(f"{output}: concatenation gave {got} channels, expected {expected}")
     if finish is not None:
         try:
             finish(tmp)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _discard(tmp, mode)
             raise
     _replace_dir(tmp, output)
     return output

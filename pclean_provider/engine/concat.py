@@ -74,7 +74,7 @@ def restore_common_beam(plan: CubePlan, imagename: str, products: dict[str, str]
     .image (and .image.pbcor) replace the final names only when it succeeded.
     """
     from pclean_provider.casa.image_concat import replace_image
-    from pclean_provider.casa.tclean_runner import restore_with_beam
+    from pclean_provider.casa.tclean_runner import TcleanRunError, restore_with_beam
 
     staging = f"{imagename}.restore-tmp-{uuid.uuid4().hex[:8]}"
     os.makedirs(os.path.join(staging, "scratch"))
@@ -83,7 +83,10 @@ def restore_common_beam(plan: CubePlan, imagename: str, products: dict[str, str]
         for suffix, path in products.items():
             if suffix not in (".image", ".image.pbcor"):
                 os.symlink(path, base + suffix)
-        restore_with_beam(plan.tclean_kwargs, base, os.path.join(staging, "scratch"), "common")
+        try:
+            restore_with_beam(plan.tclean_kwargs, base, os.path.join(staging, "scratch"), "common")
+        except TcleanRunError as err:
+            raise ConcatError(f"restoringbeam='common': {err}") from err
         out = dict(products)
         for suffix in (".image", ".image.pbcor"):
             if os.path.isdir(base + suffix):
@@ -103,7 +106,6 @@ def concat_products(plan: CubePlan, results: list[SubcubeResult], imagename: str
         concat_images,
         fill_blank_channel_beams,
         image_frequencies,
-        make_empty_like,
     )
 
     t0 = time.monotonic()
@@ -133,14 +135,8 @@ def concat_products(plan: CubePlan, results: list[SubcubeResult], imagename: str
         if not any(have):
             continue
         if not all(have):
-            if suffix == ".mask":
-                # A sub-cube whose niter share was 0 cleaned nothing and wrote no mask: its mask is empty.
-                for r, ok in zip(ordered, have, strict=True):
-                    if not ok:
-                        make_empty_like(r.product_prefix + ".residual", r.product_prefix + ".mask")
-            else:
-                lacking = [r.index for r, ok in zip(ordered, have, strict=True) if not ok]
-                raise ConcatError(f"{suffix}: sub-cubes {lacking} lack it while others have it; rerun them.")
+            lacking = [r.index for r, ok in zip(ordered, have, strict=True) if not ok]
+            raise ConcatError(f"{suffix}: sub-cubes {lacking} lack it while others have it; rerun them.")
         parts = [r.product_prefix + suffix for r in ordered]
         try:
             products[suffix] = concat_images(parts, imagename + suffix, mode,

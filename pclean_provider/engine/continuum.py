@@ -133,6 +133,18 @@ class _Progress:
         if self.bar is not None:
             self.bar.close()
 
+    def finished(self, result: ContinuumResult) -> None:
+        """The last line of a successful run: a tailing reader (an Airflow trigger) can stop there."""
+        summary = result.model_dump(mode="json", exclude={"cycles", "summary"})
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"run_id": self.run_id, "event": "finished", "result": summary}) + "\n")
+
+    def failed(self, exc: BaseException) -> None:
+        """Tell whoever tails the file that this run ended without products."""
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"run_id": self.run_id, "event": "failed",
+                                 "error": f"{type(exc).__name__}: {exc}"}) + "\n")
+
     def stop(self, stopcode: int, reason: str | None) -> None:
         if self.reports:
             last = self.reports[-1]
@@ -194,21 +206,22 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
              "" if client is None else f" on {len(client.nthreads())} worker(s)")
 
     backend = SerialParts(run_id, n) if client is None else DaskParts(client, run_id, n)
-    ok = False
     try:
         result = _run(rec.with_imagename(staged_name), backend, tracker, n, run_id, staging, client is None)
         _close_quietly(backend)
         products = _publish(staging, base, parent, keep_partimages)
-        ok = True
+    except BaseException as exc:
+        tracker.failed(exc)
+        _close_quietly(backend)
+        _discard(staging, run_id)
+        raise
     finally:
         tracker.close()
-        if not ok:
-            _close_quietly(backend)
-            _discard(staging)
     result.update(imagename=final, products=products, progress_file=tracker.path,
                   part_images_kept=keep_partimages and n > 1, cycles=tracker.reports,
                   elapsed_s=time.perf_counter() - t0, workers=list(getattr(backend, "workers", [])))
     out = ContinuumResult(run_id=run_id, nparts=n, **result)
+    tracker.finished(out)
     log.info("continuum run %s finished: %d iterations, %d major cycles, %s, %.1f s (minor cycle %.0f%%)",
              run_id, out.iterations, out.major_cycles, out.stop_reason or "no cleaning", out.elapsed_s,
              100 * out.minor_cycle_share)
@@ -222,30 +235,40 @@ def _close_quietly(backend: Any) -> None:
         log.warning("closing part imagers: %s", exc)
 
 
-def _discard(staging: str) -> None:
+def _discard(staging: str, run_id: str) -> None:
+    """Drop a failed run's images; keep its part logs where CASA logs live, for the post-mortem."""
+    logs = os.path.join(staging, "logs")
+    if os.path.isdir(logs):
+        try:
+            from pclean_provider.casa.runtime import default_log_dir
+
+            kept = os.path.join(str(default_log_dir()), f"continuum-{run_id}")
+            shutil.move(logs, kept)
+            log.warning("continuum run %s failed; its part logs are in %s", run_id, kept)
+        except Exception as exc:  # the logs are a courtesy; the run's error is what matters
+            log.warning("continuum run %s: could not keep the part logs: %s", run_id, exc)
     shutil.rmtree(staging, ignore_errors=True)
 
 
 def _publish(staging: str, base: str, parent: str, keep_partimages: bool) -> list[str]:
-    """Rename the finished products into place (same folder, so each rename is atomic)."""
+    """Rename the finished products into place (same folder, so each rename is atomic).
+
+    Every destination is checked before the first rename, so a clash leaves no half-published set.
+    """
+    names = [n for n in sorted(os.listdir(staging))
+             if n.startswith(base + ".") and (keep_partimages or not n.endswith(".workdirectory"))]
+    clashes = [os.path.join(parent, n) for n in names if os.path.exists(os.path.join(parent, n))]
+    if clashes:
+        raise FileExistsError(f"{', '.join(clashes)} appeared while the run was going; nothing was "
+                              "published - remove them and run again")
     products = []
-    for name in sorted(os.listdir(staging)):
-        src = os.path.join(staging, name)
-        if not name.startswith(base + "."):
-            continue
-        if name.endswith(".workdirectory") and not keep_partimages:
-            continue
+    for name in names:
         dst = os.path.join(parent, name)
-        os.replace(src, dst) if not os.path.exists(dst) else _refuse(dst)
+        os.replace(os.path.join(staging, name), dst)
         if not name.endswith(".workdirectory"):
             products.append(dst)
     shutil.rmtree(staging, ignore_errors=True)
     return products
-
-
-def _refuse(path: str) -> None:
-    raise FileExistsError(f"{path} appeared while the run was going; the new product is left in the "
-                          "staging folder next to it")
 
 
 def _run(rec: CasaRecords, backend: Any, progress: _Progress, n: int, run_id: str, staging: str,

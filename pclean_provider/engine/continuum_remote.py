@@ -77,9 +77,12 @@ def coordinator_task(cfg_json: str, scheduler_address: str, nparts: int | None =
 
 def submit_coordinator(client: Any, cfg: Any, *, nparts: int | None = None):
     """Submit the coordinator task; returns its Future (result: ContinuumResult JSON)."""
+    import uuid
+
     address = client.scheduler.address
+    # A fresh key every time: Dask would hand back a held result for a key it already knows.
     return client.submit(coordinator_task, cfg.model_dump_json(), address, nparts, pure=False,
-                         key=f"pclean-continuum-coordinator-{os.getpid()}-{id(cfg):x}")
+                         key=f"pclean-continuum-coordinator-{uuid.uuid4().hex[:12]}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,6 +73,23 @@ def _replace_folder(src: str, dst: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _remove_dead_stagings(subcube_dir: str) -> None:
+    """Staging folders of earlier runs of this sub-cube whose process died (a killed worker) are
+    garbage; a live run's folder (same host, process still there) is left alone."""
+    parent, name = os.path.split(subcube_dir)
+    host = socket.gethostname()
+    prefix = f"{name}.tmp-{host}-"
+    for entry in os.listdir(parent):
+        if not entry.startswith(prefix):
+            continue
+        try:
+            pid = int(entry[len(prefix):].split("-", 1)[0])
+        except ValueError:
+            continue
+        if not psutil.pid_exists(pid):
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+
+
 def image_subcube(spec: SubcubeSpec | dict | str) -> SubcubeResult:
     """Run tclean for one sub-cube; returns where its products are and what it did."""
     if isinstance(spec, str):
@@ -86,7 +103,8 @@ def image_subcube(spec: SubcubeSpec | dict | str) -> SubcubeResult:
     t0 = time.monotonic()
     parent = os.path.dirname(spec.subcube_dir)
     os.makedirs(parent, exist_ok=True)
-    staging = f"{spec.subcube_dir}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    _remove_dead_stagings(spec.subcube_dir)
+    staging = f"{spec.subcube_dir}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     scratch = os.path.join(staging, "scratch")
     os.makedirs(scratch)
     info = ensure_casa_runtime(omp_threads=1)

@@ -175,8 +175,3 @@ def read_address_file(path: str) -> str:
         return str(read_host_info(path).scheduler_address)
     except ClusterError as exc:
         raise ValueError(f"address_file={path!r}: {exc}") from exc
-
-
-def default_address_file(work_dir: str, run_id: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
-    return os.path.join(work_dir, "cluster", f"{safe}.address")

@@ -52,10 +52,6 @@ def result_path(state_dir: str, key: str) -> str:
     return os.path.join(state_dir, f"{key}.result.json")
 
 
-def progress_path(state_dir: str, key: str) -> str:
-    return os.path.join(state_dir, f"{key}.progress.jsonl")
-
-
 def read_result(path: str) -> dict | None:
     try:
         with open(path, encoding="utf-8") as handle:
@@ -105,7 +101,6 @@ def _config(cfg_json: str):
 def plan_cube(cfg_json: str, nworkers: int, worker_memory_bytes: int | None, overwrite: bool = False) -> dict:
     """Partition on a worker: reading the MS's frequency grid needs casatools, which Airflow must not load."""
     from pclean_provider.engine.plan import plan_subcubes
-
     from pclean_provider.engine.preflight import PreflightError, check_cube_inputs
 
     cfg = _config(cfg_json)

@@ -12,6 +12,7 @@ made of (DAG, run, task, map index, try number) and published under that name, s
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,6 +54,9 @@ class PcleanDaskOperator(BaseOperator):
     :param poll_interval: seconds between the trigger's polls of the scheduler.
     :param state_dir: where result files of the Dask work are kept (shared filesystem); defaults to
         ``.pclean-airflow`` beside the products.
+    :param resume_grace_seconds: the trigger reports no sooner than this after the deferral, so that
+        quick work does not meet Airflow 3.3's race between a fast trigger and the executor's report
+        of the deferring attempt (apache/airflow#66374, #72716), which fails the task.
     """
 
     template_fields: Sequence[str] = ("scheduler_address", "address_file", "cluster_overrides", "state_dir")
@@ -71,6 +75,7 @@ class PcleanDaskOperator(BaseOperator):
         deferrable: bool = True,
         poll_interval: float = 5.0,
         state_dir: str | None = None,
+        resume_grace_seconds: float = 8.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -81,6 +86,7 @@ class PcleanDaskOperator(BaseOperator):
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.state_dir = state_dir
+        self.resume_grace_seconds = resume_grace_seconds
         self._running: tuple[str, str] | None = None  # (scheduler address, key) while waiting inline
 
     # -- helpers for subclasses -------------------------------------------------------------------
@@ -152,28 +158,31 @@ class PcleanDaskOperator(BaseOperator):
                 progress_file=progress_file,
                 poll_interval=self.poll_interval,
                 label=self.label(),
+                not_before=time.time() + float(self.resume_grace_seconds),
             ),
             method_name="execute_complete",
             kwargs={"scheduler_address": address},
         )
 
     def _wait_inline(self, future: Any, progress: ProgressTail) -> Any:
-        from distributed import wait
-
         while True:
             try:
-                done = bool(wait([future], timeout=self.poll_interval).done)
+                result = future.result(timeout=self.poll_interval)
             except TimeoutError:
+                result = None
                 done = False
+            except Exception as exc:
+                for line in progress.new_lines():
+                    self.log.info("%s: %s", self.label(), line)
+                if type(exc).__name__ in INPUT_ERRORS:
+                    raise AirflowFailException(f"{self.label()}: {exc}") from exc
+                raise
+            else:
+                done = True
             for line in progress.new_lines():
                 self.log.info("%s: %s", self.label(), line)
             if done:
-                try:
-                    return future.result()
-                except Exception as exc:
-                    if type(exc).__name__ in INPUT_ERRORS:
-                        raise AirflowFailException(f"{self.label()}: {exc}") from exc
-                    raise
+                return result
 
     def _find_or_submit(self, client, key, prefix, func, make_args, result_file, progress_file):
         names = set(client.list_datasets())

@@ -132,17 +132,23 @@ class CubeConcatOperator(PcleanDaskOperator):
     :param plan: the partition's plan (``partition.output["plan"]``).
     :param results: the mapped sub-cube results (``subcubes.output``).
     :param concat_options: ``{"mode": ..., "keep_subcubes": ...}`` as the config asked
-        (``partition.output["concat_options"]``); default: mode 'auto', sub-cubes not kept.
+        (``partition.output["concat_options"]``); default: mode 'auto'.
+    :param keep_subcubes: keep the sub-cube products after joining them (default True, whatever the
+        config says): clearing one sub-cube later re-runs this task, which needs the other sub-cubes'
+        products. False frees the disk space; a single sub-cube can then only be redone by clearing
+        the whole run.
     """
 
     template_fields: Sequence[str] = (*PcleanDaskOperator.template_fields, "plan", "results", "concat_options")
     work_kind = "concat"
 
-    def __init__(self, *, plan: Any, results: Any, concat_options: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *, plan: Any, results: Any, concat_options: Any = None, keep_subcubes: bool = True,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.plan = plan
         self.results = results
         self.concat_options = concat_options
+        self.keep_subcubes = keep_subcubes
 
     def execute(self, context: Any) -> Any:
         plan = self.plan
@@ -159,7 +165,12 @@ class CubeConcatOperator(PcleanDaskOperator):
                 "succeed before concatenation (clear the failed ones).")
         results.sort(key=lambda r: r["chan_start"])
         options = dict(self.concat_options or {})
-        mode, keep = str(options.get("mode", "auto")), bool(options.get("keep_subcubes", False))
+        keep = bool(self.keep_subcubes) or bool(options.get("keep_subcubes", False))
+        mode = str(options.get("mode", "auto"))
+        if keep and mode == "movevirtual":
+            # movevirtual consumes the sub-cubes; kept sub-cubes need a copying concatenation.
+            self.log.info("concat_mode='movevirtual' would consume the sub-cubes this task keeps; using 'paged'.")
+            mode = "paged"
         return self.run_on_cluster(context, dask_work.concat_cube, lambda client: (plan, results, mode, keep),
                                    self.default_state_dir(plan["imagename"]))
 

@@ -25,7 +25,7 @@ NOTIFICATIONS_DIR_ENV = "PCLEAN_NOTIFICATIONS_DIR"
 
 
 class Notification(BaseModel):
-    kind: str  # "task_failed" | "deadline_missed"
+    kind: str  # "task_failed" | "ms_quarantined" | "deadline_missed"
     dag_id: str | None = None
     run_id: str | None = None
     task_id: str | None = None
@@ -139,6 +139,17 @@ def notify_task_failure(context: Mapping[str, Any], directory: str | os.PathLike
     log.error("pclean: task %s%s of %s (run %s) failed for MS %s: %s%s", note.task_id,
               f"[{note.map_index}]" if note.map_index not in (None, -1) else "", note.dag_id, note.run_id,
               note.ms or "(none)", note.reason, f" [notification {path}]" if path else "")
+    return note
+
+
+def notify_quarantined(dag_id: str | None, run_id: str | None, ms_path: str, reason: str, reason_path: str,
+                       directory: str | os.PathLike[str] | None = None) -> Notification:
+    """Ingest set an MS aside: staff should know tonight, not when someone misses the product."""
+    note = Notification(kind="ms_quarantined", dag_id=dag_id, run_id=run_id, task_id="ingest",
+                        ms=Path(ms_path.rstrip("/")).name, reason=f"{reason} (see {reason_path})",
+                        created_at=datetime.now(UTC).isoformat())
+    path = write_notification(note, directory or os.environ.get(NOTIFICATIONS_DIR_ENV))
+    log.error("pclean: %s quarantined by %s run %s: %s [notification %s]", note.ms, dag_id, run_id, reason, path)
     return note
 
 

@@ -34,6 +34,10 @@ class DaskWorkTrigger(BaseTrigger):
     :param poll_interval: seconds between polls.
     :param unreachable_timeout: seconds the scheduler may stay unreachable before the task fails.
     :param label: a human-readable name for the work in log lines.
+    :param not_before: wall-clock time (seconds since the epoch) before which no event is yielded.
+        Airflow 3.3 can fail a deferred task whose trigger fires before the scheduler has processed
+        the executor's "success" report of the deferring attempt (apache/airflow#66374, #72716); the
+        operator sets this a few seconds after its deferral so quick work does not hit that window.
     """
 
     def __init__(
@@ -45,6 +49,7 @@ class DaskWorkTrigger(BaseTrigger):
         poll_interval: float = 5.0,
         unreachable_timeout: float = 300.0,
         label: str = "",
+        not_before: float = 0.0,
     ) -> None:
         super().__init__()
         self.scheduler_address = scheduler_address
@@ -54,6 +59,7 @@ class DaskWorkTrigger(BaseTrigger):
         self.poll_interval = float(poll_interval)
         self.unreachable_timeout = float(unreachable_timeout)
         self.label = label or key
+        self.not_before = float(not_before or 0.0)
         self._progress = ProgressTail(progress_file)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -67,6 +73,7 @@ class DaskWorkTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "unreachable_timeout": self.unreachable_timeout,
                 "label": self.label,
+                "not_before": self.not_before,
             },
         )
 
@@ -79,6 +86,7 @@ class DaskWorkTrigger(BaseTrigger):
             result = read_result(self.result_file)
             if result is not None:
                 self._log_new_progress()
+                await self._hold_until_safe()
                 yield self._success(result)
                 return
             try:
@@ -88,6 +96,7 @@ class DaskWorkTrigger(BaseTrigger):
                 now = time.monotonic()
                 unreachable_since = unreachable_since or now
                 if now - unreachable_since > self.unreachable_timeout:
+                    await self._hold_until_safe()
                     yield TriggerEvent(self._event(
                         "error",
                         f"the Dask scheduler at {self.scheduler_address} stayed unreachable for "
@@ -102,18 +111,20 @@ class DaskWorkTrigger(BaseTrigger):
                 # The result file is authoritative (the work writes it before returning).
                 result = read_result(self.result_file) or payload
                 self._log_new_progress()
+                await self._hold_until_safe()
                 yield self._success(result)
                 return
             if state in ("error", "cancelled", "lost"):
                 # A finished result may have landed between the two reads; prefer it.
                 if (result := read_result(self.result_file)) is not None:
+                    await self._hold_until_safe()
                     yield self._success(result)
                     return
+                event = self._event("error", payload["message"] if isinstance(payload, dict) else payload)
                 if isinstance(payload, dict):
-                    yield TriggerEvent({**self._event("error", payload["message"]),
-                                        "error_type": payload.get("error_type")})
-                else:
-                    yield TriggerEvent(self._event("error", payload))
+                    event["error_type"] = payload.get("error_type")
+                await self._hold_until_safe()
+                yield TriggerEvent(event)
                 return
             if state != last_state:
                 self.log.info("%s: Dask state %s", self.label, state)
@@ -161,6 +172,10 @@ class DaskWorkTrigger(BaseTrigger):
 
     def _event(self, status: str, message: str | None) -> dict[str, Any]:
         return {"status": status, "key": self.key, "message": message, "label": self.label}
+
+    async def _hold_until_safe(self) -> None:
+        if (wait := self.not_before - time.time()) > 0:
+            await asyncio.sleep(wait)
 
     def _log_new_progress(self) -> None:
         for line in self._progress.new_lines():

@@ -43,11 +43,11 @@ def serial_tclean(two_spw_ms, tmp_path_factory):
     root = tmp_path_factory.mktemp("tclean")
     made: dict[tuple, tuple[str, dict]] = {}
 
-    def get(deconvolver: str, weighting: str, niter: int) -> tuple[str, dict]:
-        key = (deconvolver, weighting, niter)
+    def get(deconvolver: str, weighting: str, niter: int, **extra) -> tuple[str, dict]:
+        key = (deconvolver, weighting, niter, json.dumps(extra, sort_keys=True))
         if key not in made:
-            name = str(root / f"{deconvolver}-{weighting}-{niter}")
-            summary = tclean(imagename=name, **kwargs_for(two_spw_ms.ms, deconvolver, weighting, niter))
+            name = str(root / f"{deconvolver}-{weighting}-{niter}-{len(made)}")
+            summary = tclean(imagename=name, **{**kwargs_for(two_spw_ms.ms, deconvolver, weighting, niter), **extra})
             made[key] = (name, summary or {})
         return made[key]
 
@@ -58,7 +58,7 @@ def _config(two_spw_ms, imagename, deconvolver, weighting, niter, **extra):
     from pclean_provider.config import PcleanConfig
 
     return PcleanConfig.from_flat(imagename=str(imagename),
-                                  **kwargs_for(two_spw_ms.ms, deconvolver, weighting, niter), **extra)
+                                  **{**kwargs_for(two_spw_ms.ms, deconvolver, weighting, niter), **extra})
 
 
 def _run(cfg, cluster, nparts, **kwargs):
@@ -128,7 +128,45 @@ def test_clean_to_threshold_matches_tclean(two_spw_ms, cluster, serial_tclean, t
     with open(result.progress_file, encoding="utf-8") as fh:
         lines = [json.loads(line) for line in fh if line.strip()]
     assert [line["cycle"] for line in lines if "cycle" in line] == [r.cycle for r in seen]
+    assert lines[-1]["event"] == "finished" and lines[-1]["result"]["iterations"] == result.iterations
     assert result.minor_cycle_s > 0 and result.major_cycle_s > 0
+
+
+@pytest.mark.parametrize(("deconvolver", "weighting", "extra"), [
+    ("clark", "uniform", {"pbcor": True}),
+    ("hogbom", "briggsabs", {"robust": 0.0}),
+    ("mtmfs", "briggs", {"nterms": 3}),
+    ("hogbom", "briggs", {"gridder": "wproject", "wprojplanes": 4}),
+], ids=["clark-uniform", "briggsabs", "mtmfs-nterms3", "wproject"])
+def test_other_deconvolvers_weightings_gridders(two_spw_ms, cluster, serial_tclean, tmp_path, deconvolver,
+                                                weighting, extra):
+    ref, summary = serial_tclean(deconvolver, weighting, 1, **extra)
+    ours = str(tmp_path / "other")
+    result = _run(_config(two_spw_ms, ours, deconvolver, weighting, 1, **extra), cluster, 2)
+    assert product_suffixes(ours) == product_suffixes(ref)
+    assert result.stopcode == summary["stopcode"] and result.iterations > 0
+    tt0 = ".image.tt0" if deconvolver == "mtmfs" else ".image"
+    assert_images_match(ours, ref, deconvolver, ["image"] + (["image.pbcor"] if extra.get("pbcor") else []),
+                        CLEAN_TOL)
+    assert_beams_match(ours + tt0, ref + tt0)
+
+
+@pytest.mark.parametrize("masking", [
+    dict(usemask="user", mask="box[[40pix,40pix],[56pix,56pix]]"),
+    dict(usemask="pb", pbmask=0.95),
+    dict(usemask="auto-multithresh", sidelobethreshold=1.0, noisethreshold=3.0),
+], ids=["user", "pb", "auto-multithresh"])
+def test_masks_match_tclean(two_spw_ms, cluster, serial_tclean, tmp_path, masking):
+    """The mask is made on the coordinator before the first convergence check, as tclean does."""
+    from tests.image_compare import pixels
+
+    ref, summary = serial_tclean("hogbom", "briggs", 1, **masking)
+    ours = str(tmp_path / "masked")
+    result = _run(_config(two_spw_ms, ours, "hogbom", "briggs", 1, **masking), cluster, 2)
+    assert result.iterations > 0 and result.stopcode == summary["stopcode"]
+    assert (pixels(ours + ".mask") == pixels(ref + ".mask")).all()
+    assert 0 < pixels(ours + ".mask").sum() < pixels(ours + ".mask").size  # a real mask, not all or none
+    assert_images_match(ours, ref, "hogbom", ["image", "model"], CLEAN_TOL)
 
 
 def test_published_pclean_beam_error_is_fixed(two_spw_ms, cluster, serial_tclean, tmp_path, monkeypatch):

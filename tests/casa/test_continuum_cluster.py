@@ -6,6 +6,7 @@ Own LocalCluster (2 workers): the last test kills a worker.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import signal
 
@@ -73,6 +74,10 @@ def test_part_that_lost_its_imager_stops_the_run_and_is_named(two_spw_ms, cluste
         run_continuum(_config(two_spw_ms.ms, tmp_path / "dropped"), client, drop_part_two, nparts=2)
     assert err.value.part == 1 and err.value.operation == "major_cycle"
     assert _left_behind(tmp_path, "dropped") == []
+    # Whoever tails the progress file learns that the run failed, and why.
+    with open(tmp_path / "dropped.progress.jsonl", encoding="utf-8") as fh:
+        last = json.loads(fh.readlines()[-1])
+    assert last["event"] == "failed" and "part 2/2" in last["error"]
 
 
 def test_lost_worker_stops_the_run_and_names_the_part(two_spw_ms, cluster, tmp_path):

@@ -254,3 +254,85 @@ def test_common_restoring_beam_matches_tclean(cube_ms, tmp_path):
     assert result.concat.common_beam is not None
     got, want = pixels(str(tmp_path / "par.image")), pixels(ref + ".image")
     assert float(np.max(np.abs(got - want))) / float(np.max(np.abs(want))) <= CLEAN_TOL
+
+
+def test_virtual_concat_keeps_subcubes_and_matches(cube_ms, serial_dirty, tmp_path):
+    from pclean_provider.engine.api import run
+
+    cfg = _cfg(cube_ms, str(tmp_path / "virt"), niter=0, cube_chunksize=8, keep_subcubes=True,
+               concat_mode="virtual")
+    result = run(cfg)
+    assert result.concat.mode == "virtual" and result.concat.kept_subcubes
+    assert all(os.path.isdir(s.product_prefix + ".image") for s in result.subcubes)
+    assert_products_match(str(tmp_path / "virt"), serial_dirty)
+
+
+def test_pclean_entry_point_with_relative_paths(cube_ms, serial_dirty, tmp_path, monkeypatch):
+    """`pclean(...)` as users call it: tclean keywords plus parallel/nworkers, its own LocalCluster."""
+    from pclean_provider import pclean
+
+    shutil.copytree(cube_ms, tmp_path / "obs.ms")
+    monkeypatch.chdir(tmp_path)
+    result = pclean(vis="obs.ms", imagename="entry", niter=0, parallel=True, nworkers=2, **IMAGING)
+    assert result.parallel and result.nsubcubes == 2 and result.specmode == "cube"
+    assert set(result.products) >= {".image", ".residual", ".psf", ".pb", ".sumwt", ".model"}
+    assert_products_match(str(tmp_path / "entry"), serial_dirty)
+
+
+def test_lost_worker_subcube_is_redone(cube_ms, serial_dirty, client, tmp_path):
+    """A worker killed while it images a sub-cube: the sub-cube is rerun elsewhere, the cube is whole."""
+    import signal
+    import threading
+    import time
+
+    from pclean_provider.engine.api import run
+
+    cfg = _cfg(cube_ms, str(tmp_path / "lost"), niter=0, parallel=True, cube_chunksize=4)
+    pids = client.run(os.getpid)
+    killed: list[int] = []
+
+    def kill_a_busy_worker():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            busy = [addr for addr, keys in client.processing().items()
+                    if any("pclean-subcube" in str(k) for k in keys)]
+            if busy:
+                time.sleep(0.5)  # let tclean get going inside the task
+                pid = pids[busy[0]]
+                os.kill(pid, signal.SIGKILL)  # a worker process of the cluster this test started
+                killed.append(pid)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_busy_worker, daemon=True)
+    killer.start()
+    result = run(cfg, client=client)
+    killer.join()
+    assert killed, "no worker was busy with a sub-cube to kill"
+    assert len(result.subcubes) == 4
+    assert_products_match(str(tmp_path / "lost"), serial_dirty)
+    # the cluster recovers (the nanny restarts the worker) for the tests after this one
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_cube_wide_briggs_weight_density(cube_ms, tmp_path):
+    """perchanweightdensity=False: the weight density over all channels is the same in every sub-cube,
+    because each keeps the full data selection."""
+    from pclean_provider.engine.api import run
+
+    ref = str(tmp_path / "ref" / "ref")
+    _tclean(cube_ms, ref, niter=0, perchanweightdensity=False)
+    run(_cfg(cube_ms, str(tmp_path / "par"), niter=0, cube_chunksize=6, perchanweightdensity=False))
+    assert_products_match(str(tmp_path / "par"), ref)
+
+
+def test_subcubes_with_no_niter_share_still_give_the_cube_mask(cube_ms, tmp_path):
+    """niter=2 over 4 sub-cubes: two get no iterations, yet the cube's mask is whole and as tclean's."""
+    from pclean_provider.engine.api import run
+
+    ref = str(tmp_path / "ref" / "ref")
+    _tclean(cube_ms, ref, niter=2)
+    result = run(_cfg(cube_ms, str(tmp_path / "few"), niter=2, cube_chunksize=4))
+    assert [s.niter for s in result.subcubes] == [1, 1, 0, 0]
+    assert [s.iterations for s in result.subcubes][2:] == [0, 0]
+    np.testing.assert_array_equal(pixels(str(tmp_path / "few.mask")), pixels(ref + ".mask"))

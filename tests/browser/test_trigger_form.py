@@ -1,0 +1,96 @@
+"""The real Airflow UI in headless Chromium: sign in, fill the cube pipeline's trigger form, see it succeed.
+
+Shares the session's `airflow standalone` with the end-to-end test. The screenshot of the finished
+run is kept under test-artifacts/ for people to look at.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.airflow import standalone
+from tests.conftest import require
+
+pytestmark = [pytest.mark.browser, pytest.mark.airflow, pytest.mark.casa]
+
+DAG_ID = "nightly_cube_imaging"
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = standalone.REPO / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def airflow_standalone():
+    require("airflow", (standalone.VENV_BIN / "airflow").exists(), "run `make setup`")
+    return standalone.shared()
+
+
+@pytest.fixture()
+def page():
+    require("playwright", importlib.util.find_spec("playwright") is not None, "run `make setup`")
+    require("chromium", CHROMIUM.exists(), "run `make setup` (installs Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1600, "height": 1000})
+        context.set_default_timeout(60_000)
+        yield context.new_page()
+        browser.close()
+
+
+def newest_run_with_vis(server, vis: str, not_before: float, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = server.api("GET", f"/dags/{DAG_ID}/dagRuns", params={"order_by": "-run_after", "limit": 20})
+        for run in runs["dag_runs"]:
+            if (run.get("conf") or {}).get("vis") == vis:
+                return run["dag_run_id"]
+        time.sleep(1)
+    raise AssertionError(f"no run with vis={vis} appeared after the form was submitted")
+
+
+def test_trigger_form_run_succeeds(airflow_standalone, casa_runtime, page):
+    from pclean_provider.casa.simulator import simulate_ms
+
+    server = airflow_standalone
+    ms = simulate_ms(server.data_root / "incoming" / "browser.ms", nchan=4, hours=0.25, seed=51).ms
+    server.wait_for_dag(DAG_ID)
+    server.unpause(DAG_ID)
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    page.goto(server.base_url)
+    page.locator("input[name=username]").fill("admin")
+    page.locator("input[name=password]").fill(server.admin_password())
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/auth/login" not in url)
+
+    page.goto(f"{server.base_url}/dags/{DAG_ID}")
+    started = time.time()
+    page.get_by_role("button", name="Trigger").first.click()
+    dialog = page.get_by_role("dialog")
+    vis_field = dialog.locator("#element_vis")
+    if not vis_field.is_visible():
+        # The parameters sit in a collapsed section in some layouts.
+        dialog.get_by_text("Run Parameters", exact=False).first.click()
+    vis_field.fill(ms)
+    page.screenshot(path=str(ARTIFACTS / "browser-trigger-form.png"), full_page=True)
+    dialog.get_by_role("button", name="Trigger").last.click()
+
+    run_id = newest_run_with_vis(server, ms, started)
+    state = server.wait_for_run(DAG_ID, run_id, timeout=480)
+    assert state == "success", server.task_summary(DAG_ID, run_id)
+
+    # What an operator sees: the run's page says it succeeded.
+    page.goto(f"{server.base_url}/dags/{DAG_ID}/runs/{run_id}")
+    page.get_by_text("success", exact=False).first.wait_for()
+    shot = ARTIFACTS / "browser-run-succeeded.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    conf = server.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")["conf"]
+    assert conf["vis"] == ms and conf["preset"] == "none"  # the form sent the field we set plus defaults
