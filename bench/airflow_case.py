@@ -74,7 +74,7 @@ def main(argv: list[str]) -> int:
             raise RuntimeError(f"no DAG {case['dag_id']!r} in {os.environ['AIRFLOW__CORE__DAGS_FOLDER']}")
         t = time.perf_counter()
         try:
-            dr = dag.test(run_conf=case["run_conf"], use_executor=bool(case.get("use_executor")))
+            dr = dag.test(run_conf=case["run_conf"])
         except Exception as err:
             # Airflow 3.3.2's dag.test() can raise after the run has finished (it looks up the DAG's
             # DeadlineAlert with a bad parameter); the run and its task records are in the database,

@@ -74,9 +74,12 @@ def evaluate_targets(results: dict) -> list[dict]:
             "row-heavy MS")
     air = results.get("airflow") or {}
     share = air.get("overhead_share")
+    note = "" if results.get("size") == "medium" else f"measured at size {results.get('size')}, the target is for medium"
+    if air.get("overhead_if_concurrent_share") is not None:
+        note = (note + "; " if note else "") + (f"dag.test() runs tasks one at a time: "
+                                                f"{air['overhead_if_concurrent_share']:.1%} with sub-cube tasks overlapped (estimate)")
     add("Airflow overhead < 10 % of the engine time on the medium cube", share,
-        None if share is None else share < 0.10, f"{share:.1%}" if share is not None else "-",
-        "" if results.get("size") == "medium" else f"measured at size {results.get('size')}, the target is for medium")
+        None if share is None else share < 0.10, f"{share:.1%}" if share is not None else "-", note)
     for key in ("cube", "continuum_hogbom", "continuum_mtmfs"):
         sec_ = sections.get(key, {})
         ref, w2 = case_by(sec_, "tclean"), case_by(sec_, "pclean", 2)
@@ -182,8 +185,15 @@ def render_markdown(results: dict) -> str:
                   f"| extra wall time of the imaging under Airflow | {sec(air.get('overhead_s'))} "
                   f"({air['overhead_share']:.1%} of the engine time) |",
                   f"| whole DAG run incl. ingest, QA, archive, cluster_down (dag.test) | {sec(air.get('dag_wall_s'))} |"]
+            if air.get("overhead_if_concurrent_s") is not None:
+                L.append(f"| estimate with the sub-cube tasks side by side (see below) | "
+                         f"{sec(air['overhead_if_concurrent_s'])} ({air['overhead_if_concurrent_share']:.1%}) |")
             for k, v in (air.get("spans") or {}).items():
-                L.append(f"| span of {k} tasks | {sec(v)} |")
+                L.append(f"| {k} (first task start to last task end) | {sec(v)} |")
+            L += ["", "`dag.test()` runs task instances one after another, so the mapped sub-cube tasks did not "
+                  "overlap here as they do under a scheduler: the measured extra time is an upper bound. The "
+                  "estimate replaces the sub-cube tasks' serial span by the longest one. A live `airflow standalone` "
+                  "run would measure the concurrent case directly (not done by this harness)."]
             if air.get("dag_test_error"):
                 L += ["", f"`dag.test()` raised after every task had finished ({air['dag_test_error']}); the task "
                       "records were read from Airflow's database and every task had succeeded or was skipped."]

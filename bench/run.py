@@ -34,9 +34,8 @@ STAGES = ("cube", "continuum", "published", "airflow", "concat")
 BENCH = REPO / "bench"
 PUBLISHED_WORKERS = 2
 DAG_ID = "nightly_cube_imaging"
-# dag.test() with the LocalExecutor, so that mapped sub-cube tasks run side by side as under a
-# scheduler; without it dag.test() runs task instances one after another.
-USE_EXECUTOR = True
+# A parallel run taking this many times serial tclean's wall time is treated as hung.
+HANG_FACTOR = 5.0
 # Keep this much of the budget for the report once the measurements are done.
 REPORT_RESERVE_S = 20.0
 
@@ -72,13 +71,14 @@ class Bench:
             self._env = {**os.environ, **casa_env(), "PYTHONPATH": str(REPO)}
         return dict(self._env)
 
-    def measure(self, name: str, case: dict, command: list[str], env: dict | None = None) -> dict | None:
+    def measure(self, name: str, case: dict, command: list[str], env: dict | None = None,
+                timeout: float | None = None) -> dict | None:
         left = self.remaining()
         if left < 15:
             self.results["skipped"].append(f"{name}: the time budget ({self.size.budget_s:.0f} s) ran out")
             self.say(f"skip {name}: out of budget")
             return None
-        timeout = min(self.size.case_timeout_s, left)
+        timeout = min(timeout or self.size.case_timeout_s, self.size.case_timeout_s, left)
         self.say(f"run  {name} (timeout {timeout:.0f} s)")
         data = run_case(self.work / "cases" / name, case, command, env or self.env(), timeout)
         state = "ok" if data.get("ok") else f"FAILED: {data.get('error', '').splitlines()[0][:200]}"
@@ -88,8 +88,16 @@ class Bench:
             self.results["errors"].append(f"{name}: {data.get('error', '').splitlines()[0][:300]} (log: {data.get('log')})")
         return data
 
-    def project_case(self, name: str, case: dict) -> dict | None:
-        return self.measure(name, case, [sys.executable, "-m", "bench.cases"])
+    def project_case(self, name: str, case: dict, timeout: float | None = None) -> dict | None:
+        return self.measure(name, case, [sys.executable, "-m", "bench.cases"], timeout=timeout)
+
+    @staticmethod
+    def hang_timeout(ref: dict | None) -> float | None:
+        """A run that takes many times serial tclean's wall time is stuck, not slow: stop it then,
+        so one hang cannot eat the budget of everything after it."""
+        if not ref or not ref.get("ok") or not ref.get("wall_s"):
+            return None
+        return max(HANG_FACTOR * ref["wall_s"], 120.0)
 
     # -- inputs -----------------------------------------------------------------------------
     def make_ms(self, key: str) -> dict:
@@ -194,8 +202,10 @@ class Bench:
         image = str(self.work / "images" / key / f"pclean-w{workers}")
         extras = {"parallel": True, "nworkers": workers, "threads_per_worker": 1,
                   "local_directory": str(self.work / "dask" / f"{key}-w{workers}")}
+        ref = next((c for c in sec["cases"] if c["impl"] == "tclean"), None)
         data = self.project_case(f"{key}-pclean-w{workers}", {"kind": "pclean", "vis": ms["ms"], "imagename": image,
-                                                             "params": params, "extras": extras})
+                                                             "params": params, "extras": extras},
+                                 timeout=self.hang_timeout(ref))
         return self._record(sec, label, "pclean", workers, data, image + self._suffix(params))
 
     def run_imaging(self, key: str, ms_key: str, params: dict) -> None:
@@ -239,7 +249,8 @@ class Bench:
             data = self.measure(f"{key}-published-w{PUBLISHED_WORKERS}",
                                 {"vis": ms["ms"], "imagename": image, "params": params,
                                  "extras": {"parallel": True, "nworkers": PUBLISHED_WORKERS}},
-                                [str(venv_python()), str(BENCH / "published_case.py")], env=env)
+                                [str(venv_python()), str(BENCH / "published_case.py")], env=env,
+                                timeout=self.hang_timeout(ref))
             rec = self._record(sec, f"published pclean 0.2.3, {PUBLISHED_WORKERS} workers", "published",
                                PUBLISHED_WORKERS, data, image + self._suffix(params))
             if rec and rec.get("ok") and not Path(rec["image"]).exists():
@@ -265,8 +276,7 @@ class Bench:
         env = {**self.env(), "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"), "PCLEAN_DATA_ROOT": str(data_root),
-               "PCLEAN_PIPELINES_UNSCHEDULED": "1", "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-               "AIRFLOW__CORE__PARALLELISM": "8",
+               "PCLEAN_PIPELINES_UNSCHEDULED": "1",
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         self.say("airflow db migrate (own AIRFLOW_HOME, SQLite)")
         mig = subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env, cwd=home,
@@ -278,8 +288,7 @@ class Bench:
         overrides = {**params, "parallel": True}
         run_conf = {"vis": ms["ms"], "overrides": overrides, "cluster": "local",
                     "cluster_options": {"nworkers": 2, "threads_per_worker": 1}, "qa_min_score": 0.0}
-        data = self.measure("cube-airflow-dag", {"dag_id": DAG_ID, "run_conf": run_conf,
-                                                 "use_executor": USE_EXECUTOR},
+        data = self.measure("cube-airflow-dag", {"dag_id": DAG_ID, "run_conf": run_conf},
                             [sys.executable, "-m", "bench.airflow_case"], env=env)
         if data is None:
             air["error"] = "skipped (budget)"
@@ -295,6 +304,16 @@ class Bench:
             if span is not None:
                 air["overhead_s"] = span - pclean_s
                 air["overhead_share"] = (span - pclean_s) / ours["engine_s"]
+                # dag.test() runs task instances one after another, so the mapped sub-cube tasks did
+                # not overlap; a scheduler would run them side by side (pool slots permitting). The
+                # estimate replaces their serial span by the longest one; the measured figure stays
+                # the one judged against the target.
+                sub = [r["duration_s"] for r in data.get("task_instances") or []
+                       if r["task_id"] == "image_subcube" and r.get("duration_s") is not None]
+                if len(sub) > 1:
+                    concurrent = span - (sum(sub) - max(sub))
+                    air["overhead_if_concurrent_s"] = concurrent - pclean_s
+                    air["overhead_if_concurrent_share"] = (concurrent - pclean_s) / ours["engine_s"]
         elif data.get("ok"):
             air["ok"] = False
             air["error"] = "the DAG ran, but this engine's 2-worker cube run (the comparison) did not"
@@ -404,7 +423,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", default=",".join(STAGES),
                    help=f"comma-separated stages among {','.join(STAGES)} (default: all)")
     p.add_argument("--out", default=str(BENCH / "results"), help="folder for results.json and the plots")
-    p.add_argument("--work", default=None, help="scratch folder for MSs and images (default bench/.work/<size>)")
+    p.add_argument("--work", default=None, help="scratch folder for MSs and images (default work/bench/<size>)")
     p.add_argument("--keep-work", action="store_true", help="keep the images (the MSs are always kept for reruns)")
     p.add_argument("--render-only", action="store_true", help="re-render RESULTS.md and plots from <out>/results.json")
     args = p.parse_args(argv)
@@ -422,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
         write_outputs(json.loads((out / "results.json").read_text()), out)
         return 0
     size = SIZES[args.size]
-    work = Path(args.work or BENCH / ".work" / size.name).resolve()
+    # Under the repository's work/ folder, which git ignores: MSs and images are never committed.
+    work = Path(args.work or REPO / "work" / "bench" / size.name).resolve()
     (work / "logs").mkdir(parents=True, exist_ok=True)
     command = " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])])
     b = Bench(size, work, out, command)

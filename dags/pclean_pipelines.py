@@ -4,7 +4,7 @@ Shape of a cube night (continuum has one imaging task instead of the three cube 
 
     ingest -> prepare -> cluster_up -> partition[ms] -> collect_subcubes -> image_subcube[sub-cube]
            -> group_subcubes -> concat[ms] -> qa[ms] -> qa_gate -> archive[ms] | review[ms]
-           -> record_imaged ... cluster_down (teardown)
+           -> cluster_down (teardown of cluster_up)
 
 Every MS of the night gets its own map index in each per-MS task. Sub-cubes of all MSs are one
 flat mapped task (Airflow cannot map inside a mapped group), so clearing one sub-cube in the grid
@@ -101,17 +101,47 @@ def _settings(t: PipelineTemplate) -> RunSettings:
         raise AirflowFailException(f"run conf: {exc}") from exc
 
 
-def _run_pclean(args: list[str], what: str, log_dir: Path) -> subprocess.CompletedProcess:
-    """Run `pclean <args>`; its output goes to the task log. CASA's log goes to log_dir."""
+class PcleanRun:
+    """What a `pclean` subprocess left: exit code and its output (already echoed to the task log)."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+    def why(self) -> str:
+        return (self.stderr.strip() or self.stdout.strip())[-2000:]
+
+
+def _run_pclean(args: list[str], log_dir: Path) -> PcleanRun:
+    """Run `pclean <args>` with its lines streamed into the task log as they come (progress).
+
+    CASA writes its log into the working directory, so the subprocess runs in log_dir.
+    """
+    import threading
+
     log_dir.mkdir(parents=True, exist_ok=True)
     print(f"running: pclean {' '.join(args)}", flush=True)
-    proc = subprocess.run([*PCLEAN, *args], cwd=log_dir, capture_output=True, text=True,
-                          timeout=SUBPROCESS_TIMEOUT_S)
-    if proc.stdout:
-        print(proc.stdout, flush=True)
-    if proc.stderr:
-        print(proc.stderr, file=sys.stderr, flush=True)
-    return proc
+    proc = subprocess.Popen([*PCLEAN, *args], cwd=log_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, bufsize=1)
+    captured: dict[str, list[str]] = {"out": [], "err": []}
+
+    def pump(stream, name: str, sink) -> None:
+        for line in stream:
+            captured[name].append(line)
+            print(line.rstrip("\n"), file=sink, flush=True)
+
+    readers = [threading.Thread(target=pump, args=(proc.stdout, "out", sys.stdout), daemon=True),
+               threading.Thread(target=pump, args=(proc.stderr, "err", sys.stderr), daemon=True)]
+    for r in readers:
+        r.start()
+    try:
+        proc.wait(timeout=SUBPROCESS_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    finally:
+        for r in readers:
+            r.join(timeout=10)
+    return PcleanRun(proc.returncode, "".join(captured["out"]), "".join(captured["err"]))
 
 
 def _failure_callback(t: PipelineTemplate):
@@ -147,12 +177,12 @@ def _ingest_task(t: PipelineTemplate):
                      "--quiet-period", str(s.ingest.quiet_period_s), "--pattern", s.ingest.pattern]
             if s.redo:
                 args.append("--redo")
-        proc = _run_pclean(args, "ingest", Path(s.run_dir) / "logs")
+        proc = _run_pclean(args, Path(s.run_dir) / "logs")
         if proc.returncode in (2, 3):
             # Bad input: a retry would fail the same way.
-            raise AirflowFailException(f"ingest refused the input: {proc.stderr.strip() or proc.stdout.strip()}")
+            raise AirflowFailException(f"ingest refused the input: {proc.why()}")
         if proc.returncode != 0:
-            raise RuntimeError(f"pclean ingest exited with {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+            raise RuntimeError(f"pclean ingest exited with {proc.returncode}: {proc.why()}")
         report = json.loads(report_file.read_text())
         for q in report.get("quarantined", []):
             notify_quarantined(t.dag_id, s.run_id, q["original_path"], q["reason"], q["reason_path"],
@@ -228,11 +258,11 @@ def _qa_tasks(t: PipelineTemplate, pool: str):
             thresholds = Path(item["product_dir"]) / "qa-thresholds.json"
             write_json_atomic(thresholds, s.qa_thresholds)
             args += ["--thresholds", str(thresholds)]
-        proc = _run_pclean(args, "qa", Path(item["product_dir"]) / "logs")
+        proc = _run_pclean(args, Path(item["product_dir"]) / "logs")
         if proc.returncode == 2:
-            raise AirflowFailException(f"QA refused {item['name']}: {proc.stderr.strip()[-2000:]}")
+            raise AirflowFailException(f"QA refused {item['name']}: {proc.why()}")
         if proc.returncode != 0:
-            raise RuntimeError(f"pclean qa exited with {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+            raise RuntimeError(f"pclean qa exited with {proc.returncode}: {proc.why()}")
         report = json.loads((out_dir / "qa.json").read_text())
         print(f"QA {item['name']}: overall score {report['overall_score']:.2f} ({report['overall_band']})")
         return {**item, "qa_json": str(out_dir / "qa.json"), "qa_html": str(out_dir / "qa.html"),
@@ -269,11 +299,11 @@ def _archive_tasks(t: PipelineTemplate, pool: str, asset: Asset):
         started = ctx["dag_run"].start_date
         if started:
             args += ["--started-utc", started.isoformat()]
-        proc = _run_pclean(args, "archive", Path(item["product_dir"]) / "logs")
+        proc = _run_pclean(args, Path(item["product_dir"]) / "logs")
         if proc.returncode == 2:
-            raise AirflowFailException(f"archive refused {item['name']}: {proc.stderr.strip()[-2000:]}")
+            raise AirflowFailException(f"archive refused {item['name']}: {proc.why()}")
         if proc.returncode != 0:
-            raise RuntimeError(f"pclean archive exited with {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+            raise RuntimeError(f"pclean archive exited with {proc.returncode}: {proc.why()}")
         published = json.loads(proc.stdout[proc.stdout.index("{"):])
         extra = {"ms": item["name"], "vis": item["vis"], "dag_id": t.dag_id, "run_id": ctx["run_id"],
                  "kind": t.kind, "qa_score": item["qa_score"], "qa_band": item["qa_band"],

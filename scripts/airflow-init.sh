@@ -33,7 +33,8 @@ pools = {}
 for t in load_templates():
     pools[t.pool.name] = max(pools.get(t.pool.name, 0), t.pool.slots)
 for name, slots in pools.items():
-    Pool.create_or_update_pool(name=name, slots=slots, include_deferred=False,
+    # include_deferred: a deferred sub-cube still has its work running on Dask, so it keeps its slot.
+    Pool.create_or_update_pool(name=name, slots=slots, include_deferred=True,
                                description="pclean heavy tasks (imaging, concatenation, QA, archive)")
     print(f"pool {name}: {slots} slots")
 PY

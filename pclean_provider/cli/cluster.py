@@ -15,7 +15,10 @@ DEFAULT_ADDRESS_FILE = "pclean-cluster.json"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pclean cluster", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="pclean cluster",
+        description="Start, inspect or stop a long-lived Dask cluster host (local or SLURM workers) that many "
+        "pclean runs or Airflow tasks share through its address file.")
     sub = parser.add_subparsers(dest="action", required=True)
     up = sub.add_parser("up", help="start a cluster host (or find the running one) and print its scheduler address")
     up.add_argument("--spec", required=True, help="ClusterSpec as YAML or JSON (fields at top level or under 'cluster:')")

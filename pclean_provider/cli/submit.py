@@ -12,7 +12,9 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="pclean submit", description=__doc__.split("\n\n")[0],
+        prog="pclean submit",
+        description="Run a pclean coordinator (`pclean --config CONFIG`) as a SLURM batch job. Options not "
+        "listed here are passed to sbatch and override the script's #SBATCH lines; put CONFIG first.",
         usage="pclean submit CONFIG [--dry-run] [--preset NAME] [SBATCH OPTIONS...]", allow_abbrev=False)
     parser.add_argument("config", help="pclean YAML config (the coordinator runs `pclean --config` on a frozen copy)")
     parser.add_argument("--dry-run", action="store_true", help="print the job script and the sbatch command; submit nothing")

@@ -6,6 +6,7 @@ continuum (specmode 'mfs') to the continuum engine (row-partitioned major cycles
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -26,27 +27,17 @@ def run(cfg, progress: bool = False, client: Any = None) -> PcleanResult:
 
 
 def _run_continuum(cfg, progress: bool, client: Any) -> PcleanResult:
-    import contextlib
-
     from pclean_provider.engine.continuum import run_continuum
-    from pclean_provider.engine.progress import Progress
 
     t0 = time.monotonic()
     niter = int(cfg.tclean_kwargs().get("niter", 0))
-    # The number of major cycles is not known up front; the bar counts them against nmajor when set.
-    nmajor = int(cfg.tclean_kwargs().get("nmajor", -1))
-    bar = Progress(nmajor if nmajor > 0 else 0, desc="pclean continuum", unit="major cycle",
-                   bar=progress and nmajor > 0)
-
-    def on_cycle(report) -> None:
-        bar.advance(report.line() if hasattr(report, "line") else str(report))
-
-    with bar, contextlib.ExitStack() as stack:
+    # The continuum engine draws its own bar (iterations against niter) and logs each major cycle.
+    with contextlib.ExitStack() as stack:
         if cfg.extras.parallel and client is None:
             from pclean_provider.compute import open_cluster
 
             client = stack.enter_context(open_cluster(cfg.cluster)).client
-        result = run_continuum(cfg, client=client if cfg.extras.parallel else None, on_cycle=on_cycle)
+        result = run_continuum(cfg, client=client if cfg.extras.parallel else None, progress=progress)
     products = {}
     for path in result.products:
         suffix = path[len(result.imagename):] if path.startswith(result.imagename) else path

@@ -12,11 +12,16 @@ import shutil
 import time
 import uuid
 
-from pclean_provider.engine.models import CUBE_PRODUCTS, ConcatResult, CubePlan, SubcubeResult
+from pclean_provider.engine.models import (
+    CUBE_PRODUCTS,
+    FREQUENCY_RTOL,
+    ConcatResult,
+    CubePlan,
+    SubcubeResult,
+)
 
 log = logging.getLogger(__name__)
 
-FREQUENCY_RTOL = 1e-12
 
 
 # Products that carry per-channel restoring beams.

@@ -94,6 +94,12 @@ def _run_on_dask(client, plan: CubePlan, progress: Progress) -> list[SubcubeResu
     return sorted(results, key=lambda r: r.index)
 
 
+def _open(stack: contextlib.ExitStack, cfg):
+    from pclean_provider.compute import open_cluster
+
+    return stack.enter_context(open_cluster(cfg.cluster)).client
+
+
 def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
     """Image a cube config. With `cfg.extras.parallel` the sub-cubes run on `client` (or on a cluster
     opened from `cfg.cluster`); otherwise the same plan runs in this process."""
@@ -103,22 +109,24 @@ def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
     ensure_casa_runtime()
     check_cube_inputs(cfg)
     parallel = bool(cfg.extras.parallel)
-    if parallel:
-        nworkers = len(client.nthreads()) if client is not None else cfg.cluster.resolved_nworkers()
-    else:
-        # In-process, sub-cubes would only take turns; split only when asked (cube_chunksize) or to fit memory.
-        nworkers = 1
-    plan = plan_subcubes(cfg, nworkers, _worker_memory(cfg, nworkers))
-    log.info("cube %s: %d channels in %d sub-cube(s) (%s), %s", plan.imagename, plan.nchan, len(plan.specs),
-             ", ".join(str(s.nchan) for s in plan.specs), "on Dask" if parallel else "in-process")
-    bar = Progress(len(plan.specs), desc=f"pclean {os.path.basename(plan.imagename)}", unit="sub-cube",
-                   bar=progress)
-    with bar, contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
+        if parallel and client is None and cfg.cluster.cluster_type == "address":
+            # Connecting starts nothing, and the running cluster's real size is what the plan needs.
+            client = _open(stack, cfg)
+        if parallel:
+            nworkers = len(client.nthreads()) if client is not None else cfg.cluster.resolved_nworkers()
+        else:
+            # In-process, sub-cubes would only take turns: split only when asked (cube_chunksize) or to
+            # fit memory.
+            nworkers = 1
+        # Planned before a local or SLURM cluster starts: a bad grid fails in seconds, not after start-up.
+        plan = plan_subcubes(cfg, nworkers, _worker_memory(cfg, nworkers))
+        log.info("cube %s: %d channels in %d sub-cube(s) (%s), %s", plan.imagename, plan.nchan, len(plan.specs),
+                 ", ".join(str(s.nchan) for s in plan.specs), "on Dask" if parallel else "in-process")
+        bar = stack.enter_context(Progress(len(plan.specs), desc=f"pclean {os.path.basename(plan.imagename)}",
+                                           unit="sub-cube", bar=progress))
         if parallel and client is None:
-            from pclean_provider.compute import open_cluster
-
-            handle = stack.enter_context(open_cluster(cfg.cluster))
-            client = handle.client
+            client = _open(stack, cfg)
         results = _run_on_dask(client, plan, bar) if parallel else _run_in_process(plan, bar)
         concat = concat_products(plan, results, mode=cfg.extras.concat_mode,
                                  keep_subcubes=cfg.extras.keep_subcubes, restoringbeam=plan.restoringbeam)

@@ -16,6 +16,11 @@ CUBE_PRODUCTS = (".image", ".residual", ".model", ".psf", ".pb", ".mask", ".sumw
 
 ConcatMode = Literal["auto", "paged", "virtual", "movevirtual"]
 
+# Two channel grids are "the same" to this relative precision. CASA's frame conversion (e.g. TOPO ->
+# LSRK) of one and the same cube differs between processes at the mHz level (~1e-12 relative,
+# measured: it depends on what the process did with casatools before), far below any channel width.
+FREQUENCY_RTOL = 1e-9
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -42,6 +47,9 @@ class SubcubeSpec(_Model):
     niter: int = Field(description="This sub-cube's share of the cube's niter.")
     tclean_kwargs: dict[str, Any] = Field(
         description="The keyword arguments of this sub-cube's tclean run (imagename set at run time).")
+    cube_tclean_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="The full cube's tclean keywords: the sub-cube redefines the cube's "
+        "grid in its own process before imaging (see plan.localize_start).")
     estimated_memory_bytes: int = 0
 
     @property

@@ -40,7 +40,7 @@ import os
 from typing import Any
 
 from pclean_provider.engine.memory import estimate_subcube_bytes, max_channels_that_fit
-from pclean_provider.engine.models import CubePlan, SubcubeSpec
+from pclean_provider.engine.models import FREQUENCY_RTOL, CubePlan, SubcubeSpec
 
 
 class PlanError(ValueError):
@@ -169,6 +169,29 @@ def subcube_tclean_kwargs(base: dict[str, Any], *, start_hz: float, width_hz: fl
     return kw
 
 
+def localize_start(spec: SubcubeSpec, grid) -> dict[str, Any]:
+    """The sub-cube's tclean keywords with start/width taken from `grid`, the full cube's grid as
+    CASA defines it in the process that is about to run tclean.
+
+    A partly covered edge channel is knife-edge: a mHz shift of the grid (CASA's frame conversion
+    differs that much between processes) can decide whether any visibility falls into it. Serial
+    tclean defines its grid and images in one process; a sub-cube does the same with this.
+    """
+    kw = dict(spec.tclean_kwargs)
+    start = kw.get("start", "")
+    if start in ("", None):
+        return kw  # tclean's own default start: nothing planned to replace
+    if grid.nchan < spec.image_chan_stop:
+        raise PlanError(f"the cube has {grid.nchan} channels here, the plan {len(spec.frequencies_hz)}+; re-plan.")
+    ia = spec.image_chan_start if spec.image_chan_start >= 0 else spec.chan_start
+    if isinstance(start, str) and start.endswith("km/s") and grid.velocities_kms:
+        kw["start"] = f"{grid.velocities_kms[ia]:.17g}km/s"
+    elif isinstance(start, str) and start.endswith("Hz"):
+        kw["start"] = _frequency(grid.frequencies_hz[ia])
+        kw["width"] = _frequency(grid.width_hz)
+    return kw
+
+
 def _default_start(kw: dict[str, Any]) -> bool:
     # Only the default start gets tclean's own first-channel handling; an explicit start is given
     # per sub-cube (as a velocity for velocity cubes, as a frequency otherwise).
@@ -182,7 +205,8 @@ def _abs_vis(vis: str | list[str]) -> str | list[str]:
 
 
 def _same_grid(got: list[float], want: list[float]) -> bool:
-    return len(got) == len(want) and all(abs(g - w) <= 1e-12 * abs(w) for g, w in zip(got, want, strict=True))
+    return len(got) == len(want) and all(abs(g - w) <= FREQUENCY_RTOL * abs(w)
+                                         for g, w in zip(got, want, strict=True))
 
 
 def plan_from_grid(tclean_kwargs: dict[str, Any], grid, nworkers: int, cube_chunksize: int = -1,
@@ -240,7 +264,7 @@ def plan_from_grid(tclean_kwargs: dict[str, Any], grid, nworkers: int, cube_chun
             # Named by channel range: a re-plan with another split never reuses a folder of a different
             # range, so products of two plans cannot mix.
             subcube_dir=os.path.join(workdir, f"chan{a:05d}-{b - 1:05d}"),
-            niter=share, tclean_kwargs=sub_kw,
+            niter=share, tclean_kwargs=sub_kw, cube_tclean_kwargs=kw,
             estimated_memory_bytes=estimate_subcube_bytes(b - a, imsize, stokes)))
     return CubePlan(
         imagename=imagename, workdir=workdir, nchan=grid.nchan, frequencies_hz=list(grid.frequencies_hz),

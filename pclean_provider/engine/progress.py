@@ -27,11 +27,11 @@ class Progress:
         if bar:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.total, desc=desc, unit=unit, file=file or sys.stderr,
+            self._bar = tqdm(total=self.total or None, desc=desc, unit=unit, file=file or sys.stderr,
                              dynamic_ncols=True, leave=True)
 
     def eta_seconds(self) -> float | None:
-        if self.done == 0:
+        if self.done == 0 or self.total <= 0:
             return None
         elapsed = time.monotonic() - self._t0
         return elapsed / self.done * (self.total - self.done)
@@ -41,7 +41,9 @@ class Progress:
         self.done += n
         eta = self.eta_seconds()
         eta_text = f", ETA {eta:.0f} s" if eta is not None and self.done < self.total else ""
-        line = f"{self.desc}: {self.unit} {self.done}/{self.total} done{eta_text}"
+        # total 0 = not known up front (major cycles): count without a denominator.
+        count = f"{self.done}/{self.total}" if self.total > 0 else f"{self.done}"
+        line = f"{self.desc}: {self.unit} {count} done{eta_text}"
         if message:
             line += f" - {message}"
         self.logger.info(line)

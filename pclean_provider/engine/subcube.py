@@ -18,13 +18,12 @@ import uuid
 
 import psutil
 
-from pclean_provider.engine.models import SubcubeResult, SubcubeSpec
+from pclean_provider.engine.models import FREQUENCY_RTOL, SubcubeResult, SubcubeSpec
 
 log = logging.getLogger(__name__)
 
 # Frequencies are doubles written as 17-digit strings and read back by CASA; a relative
 # difference beyond this means the sub-cube is not on the full cube's grid.
-FREQUENCY_RTOL = 1e-12
 
 
 class SubcubeError(RuntimeError):
@@ -73,6 +72,26 @@ def _replace_folder(src: str, dst: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _local_kwargs(spec: SubcubeSpec) -> dict:
+    """The sub-cube's tclean keywords, its start re-read from the cube's grid as CASA defines it in
+    this process (plan.localize_start says why)."""
+    from pclean_provider.casa.cube_grid import CubeGridError, define_cube_grid
+    from pclean_provider.engine.plan import localize_start
+
+    if not spec.cube_tclean_kwargs or spec.tclean_kwargs.get("start", "") in ("", None):
+        return spec.tclean_kwargs
+    try:
+        grid = define_cube_grid(spec.cube_tclean_kwargs)
+    except CubeGridError as err:
+        raise SubcubeError(f"sub-cube {spec.index}: CASA cannot define the cube here: {err}") from err
+    here = grid.frequencies_hz[spec.chan_start:spec.chan_stop]
+    if len(here) != spec.nchan or any(abs(g - e) > FREQUENCY_RTOL * abs(e)
+                                      for g, e in zip(here, spec.frequencies_hz, strict=True)):
+        raise SubcubeError(f"sub-cube {spec.index}: the cube's grid here differs from the planned one; "
+                           "the MS or CASA differs between planner and worker. Re-plan.")
+    return localize_start(spec, grid)
+
+
 def _remove_dead_stagings(subcube_dir: str) -> None:
     """Staging folders of earlier runs of this sub-cube whose process died (a killed worker) are
     garbage; a live run's folder (same host, process still there) is left alone."""
@@ -118,7 +137,7 @@ def image_subcube(spec: SubcubeSpec | dict | str) -> SubcubeResult:
             os.makedirs(os.path.join(staging, "padded"))
             run_prefix = os.path.join(staging, "padded", spec.product_basename)
         with _PeakRss() as rss:
-            summary = run_tclean(spec.tclean_kwargs, run_prefix, cwd=scratch)
+            summary = run_tclean(_local_kwargs(spec), run_prefix, cwd=scratch)
         shutil.rmtree(scratch, ignore_errors=True)
         if spec.padded:
             # Keep only the owned channels; the padding channel belongs to a neighbour sub-cube.
@@ -140,11 +159,14 @@ def image_subcube(spec: SubcubeSpec | dict | str) -> SubcubeResult:
     set_casa_log(previous_log)
     _replace_folder(staging, spec.subcube_dir)
     seconds = time.monotonic() - t0
+    stop_reason = summary.stop_reason
+    if spec.niter == 0 and int(spec.cube_tclean_kwargs.get("niter", 0) or 0) > 0:
+        stop_reason = "niter share used up (0 of the cube's niter)"
     result = SubcubeResult(
         index=spec.index, chan_start=spec.chan_start, chan_stop=spec.chan_stop, nchan=spec.nchan,
         frequencies_hz=got, product_prefix=spec.product_prefix, products=products, niter=spec.niter,
         iterations=summary.iterations, nmajor_done=summary.nmajor_done, stop_code=summary.stop_code,
-        stop_reason=summary.stop_reason, peak_residual=summary.peak_residual, seconds=seconds,
+        stop_reason=stop_reason, peak_residual=summary.peak_residual, seconds=seconds,
         peak_rss_bytes=int(rss.peak), host=socket.gethostname(), pid=os.getpid(),
         casa_log=os.path.join(spec.subcube_dir, "casa.log"))
     log.info("sub-cube %d/%d channels %d-%d: %d iterations (%s), %.1f s, peak RSS %.0f MiB",

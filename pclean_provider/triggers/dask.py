@@ -183,8 +183,8 @@ class DaskWorkTrigger(BaseTrigger):
 
 
 async def cancel_published(client: Any, key: str, reason: str) -> bool:
-    """Cancel the work published under ``key`` and drop its name; False when nothing was there."""
-    names = await client.list_datasets() if client.asynchronous else client.list_datasets()
+    """Cancel the work published under ``key`` (asynchronous client); False when nothing was there."""
+    names = await client.list_datasets()
     if key not in names:
         return False
     future = await client.get_dataset(key)

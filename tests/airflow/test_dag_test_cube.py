@@ -94,3 +94,19 @@ def test_cube_dag_equals_pclean(airflow_db, small_ms, tmp_path):
     np.testing.assert_allclose(np.array(beams(imagename + ".image")), np.array(beams(reference + ".image")),
                                rtol=BEAM_RTOL)
     assert len(beams(imagename + ".image")) == IMAGING["nchan"], "per-channel beams kept"
+
+
+def test_bad_input_fails_once_and_teardown_still_stops_the_cluster(airflow_db, small_ms, tmp_path, capfd):
+    work = tmp_path / "work"
+    dag = dagbag().get_dag("pclean_test_cube")
+    bad = {**IMAGING, "spw": "7"}  # the simulated MS has one spectral window (0)
+    dag_run = dag.test(run_conf={"vis": str(small_ms.ms), "imagename": str(work / "products" / "cube"),
+                                 "work_dir": str(work), "nworkers": 1, "imaging": bad})
+    out = capfd.readouterr()
+    tis = {(ti.task_id, ti.map_index): ti for ti in task_instances(dag_run)}
+    assert dag_run.state == "failed"
+    assert tis[("partition", -1)].state == "failed"
+    assert tis[("partition", -1)].try_number == 1, "bad input is not retried"
+    assert "spw" in out.out + out.err and "PreflightError" in out.out + out.err, "the worker's reason is logged"
+    assert tis[("cluster_down", -1)].state == "success", "the teardown ran although imaging failed"
+    assert not list((work / "cluster").glob("*.address")), "and it stopped the cluster host"

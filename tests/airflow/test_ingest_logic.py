@@ -159,3 +159,22 @@ def test_shipped_templates_load_and_name_two_pipelines():
     assert set(templates) == {"nightly_cube_imaging", "nightly_continuum_imaging"}
     assert templates["nightly_cube_imaging"].kind == "cube"
     assert templates["nightly_continuum_imaging"].kind == "continuum"
+
+
+def test_run_conf_keys_override_the_template(tmp_path):
+    from pclean_provider.pipeline.pipeline_template import settings_for_run
+
+    (t,) = [t for t in load_templates() if t.dag_id == "nightly_cube_imaging"]
+    base = settings_for_run(t, {}, "scheduled__2026-01-02", data_root=tmp_path)
+    assert base.landing_dir == str(tmp_path / "landing") and base.vis is None
+    assert base.overrides["specmode"] == "cube" and base.cluster_type == "local"
+    s = settings_for_run(t, {"vis": "/data/x.ms", "preset": "spectral_line_cube", "overrides": {"nchan": 16},
+                             "work_dir": "/scratch/w", "archive_dir": "/arch", "cluster": "slurm",
+                             "cluster_options": {"nworkers": 8}, "redo": True, "qa_min_score": 0.9},
+                         "manual__1", data_root=tmp_path)
+    assert (s.vis, s.preset, s.work_dir, s.archive_dir, s.redo, s.qa_min_score) == (
+        "/data/x.ms", "spectral_line_cube", "/scratch/w", "/arch", True, 0.9)
+    assert s.overrides["nchan"] == 16 and s.overrides["specmode"] == "cube"  # merged, not replaced
+    assert s.cluster_overrides() == {"cluster_type": "slurm", "nworkers": 8}
+    assert s.run_dir == "/scratch/w/nightly_cube_imaging/runs/manual__1"
+    assert settings_for_run(t, {"preset": "none"}, "r", data_root=tmp_path).preset is None

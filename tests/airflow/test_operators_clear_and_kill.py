@@ -63,6 +63,9 @@ def test_clearing_one_subcube_reruns_only_it_and_downstream(airflow, small_ms, t
     labels = {t["map_index"]: t["rendered_map_index"] for t in airflow.task_instances(dag_id, run_id)
               if t["task_id"] == "subcube"}
     assert labels[1].startswith("ch 3-5 "), labels
+    links = airflow.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/subcube/links",
+                        params={"map_index": 1})["extra_links"]
+    assert (links.get("Dask dashboard") or "").startswith("http"), links
     before = pixels(imagename + ".image")
     subcube_dirs = sorted((work / "products" / "cube.subcubes").iterdir())
     assert len(subcube_dirs) == 3, "the sub-cubes are kept for a later clear"

@@ -203,4 +203,12 @@ def test_heavy_tasks_take_a_pool_and_priority_like_any_operator():
     assert mapped.partial_kwargs["pool"] == HEAVY_POOL
     assert mapped.partial_kwargs["priority_weight"] == 5
     assert mapped.partial_kwargs["map_index_template"] == "{{ task.subcube_label }}"
-    assert mapped.deferrable if hasattr(mapped, "deferrable") else mapped.partial_kwargs.get("deferrable", True)
+
+
+def test_cluster_down_is_idempotent(tmp_path):
+    from pclean_provider.operators.cluster import ClusterDownOperator
+
+    down = ClusterDownOperator(task_id="down", address_file=str(tmp_path / "never-started.address"))
+    assert down.trigger_rule == "all_done"
+    assert down.execute({"ti": FakeTI()}) is False
+    assert down.execute({"ti": FakeTI()}) is False

@@ -74,8 +74,12 @@ if ! munge_ok; then
 fi
 
 # --- slurm.conf ---------------------------------------------------------------------------------
-cpus="$(nproc)"
-real_mb="$(slurmd -C | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')"
+# What slurmd itself detects. Not `nproc`: it honours OMP_NUM_THREADS, which CASA's runtime sets to 1
+# in every process that imaged, so a script started from such a process would see one CPU.
+node_line="$(env -u OMP_NUM_THREADS slurmd -C | head -n1)"
+cpus="$(sed -n 's/.*CPUs=\([0-9]*\).*/\1/p' <<<"$node_line")"
+real_mb="$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$node_line")"
+[[ -n "$cpus" ]] || cpus="$(env -u OMP_NUM_THREADS nproc --all)"
 [[ -n "$real_mb" ]] || die "could not read RealMemory from \`slurmd -C\`"
 # Below what slurmd measures, or slurmd registers the node as invalid and drains it.
 mem_mb=$(( real_mb * 9 / 10 ))

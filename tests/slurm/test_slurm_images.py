@@ -49,6 +49,8 @@ def _assert_same(ours: str, ref: str, suffixes: list[str]) -> None:
     assert np.allclose(np.array(b1), np.array(b2), rtol=1e-6, atol=1e-9)
 
 
+# A hang (a worker stuck on a table lock, a job that never starts) must fail this test, not the session.
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("kind", ["cube", "mfs"])
 def test_slurm_workers_make_the_same_image_as_a_local_cluster(kind, small_ms, tmp_path):
     from pclean_provider.engine.api import pclean
@@ -73,6 +75,7 @@ def _executing(dask_worker):
     return [str(ts.key) for ts in dask_worker.state.executing]
 
 
+@pytest.mark.timeout(600)
 def test_worker_killed_mid_subcube_is_redone_and_the_cube_is_complete(small_ms, tmp_path, job_name):
     import subprocess
 

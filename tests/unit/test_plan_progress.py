@@ -30,3 +30,9 @@ def test_no_bar_without_a_terminal_request(caplog):
     assert out.getvalue() == ""
     (line,) = [r.getMessage() for r in caplog.records]
     assert line.startswith("x: sub-cube 1/2 done") and line.endswith(" - a")
+
+
+def test_unknown_total_counts_without_denominator(caplog):
+    with caplog.at_level(logging.INFO, logger="pclean_provider.progress"):
+        Progress(0, desc="pclean continuum", unit="major cycle").advance("peak 0.1 Jy/beam")
+    assert caplog.records[0].getMessage() == "pclean continuum: major cycle 1 done - peak 0.1 Jy/beam"

@@ -39,6 +39,9 @@ with DAG(
         scheduler_address=up.output,
         overrides="{{ dict(params.imaging, vis=params.vis, imagename=params.imagename) }}",
         poll_interval=1.0,
+        # Retries are allowed, so a test can show that bad input fails at once instead of retrying.
+        retries=1,
+        retry_delay=dt.timedelta(seconds=1),
     )
     subcubes = SubcubeImagingOperator.partial(
         task_id="subcube", scheduler_address=up.output, poll_interval=1.0, retries=0,
