@@ -316,7 +316,7 @@ def plot_stages(results: dict, path: Path) -> str | None:
         for k in st:
             if k not in names:
                 names.append(k)
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.8))
+    fig, ax = plt.subplots(figsize=(11, 0.45 * len(rows) + 1.8))
     cmap = plt.get_cmap("tab20")
     for i, (_label, st) in enumerate(rows):
         left = 0.0
@@ -329,7 +329,7 @@ def plot_stages(results: dict, path: Path) -> str | None:
     ax.invert_yaxis()
     ax.set_xlabel("seconds")
     ax.set_title(f"Time per stage (size {results.get('size')})")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

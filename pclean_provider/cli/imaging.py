@@ -165,9 +165,24 @@ def main(argv: list[str] | None = None, subcommands: dict[str, tuple[str, str]] 
         print(f"pclean: error: {exc}", file=sys.stderr)
         return 2
 
+    import logging
+
     from pclean_provider.engine.api import run
 
-    result = run(cfg, progress=not args.no_progress)
+    # With the bar on, the bar is the progress display; without it (logs, batch jobs) one line per
+    # finished sub-cube or major cycle goes to stderr instead.
+    logging.basicConfig(level=logging.WARNING if not args.no_progress else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("pclean_provider").setLevel(logging.INFO if args.no_progress else logging.WARNING)
+    try:
+        result = run(cfg, progress=not args.no_progress)
+    except ValueError as exc:
+        # Bad input found by the engine's preflight (MS, selection, channel range): nothing ran.
+        print(f"pclean: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"pclean: failed: {exc}", file=sys.stderr)
+        return 1
     _report(result)
     return 0
 
