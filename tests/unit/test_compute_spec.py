@@ -131,8 +131,10 @@ def test_spec_file_errors_name_the_field_and_the_file(tmp_path):
         load_spec_file(tmp_path / "missing.yaml")
 
 
-def test_shipped_example_spec_is_valid():
+def test_shipped_cluster_specs_are_valid():
     from tests.conftest import REPO
 
-    spec = load_spec_file(REPO / "include" / "slurm" / "cluster.example.yaml")
-    assert spec.cluster_type == "slurm" and spec.slurm_queue == "debug" and spec.threads_per_worker == 1
+    specs = {path.name: load_spec_file(path) for path in (REPO / "include" / "slurm").glob("*.yaml")}
+    example = specs["cluster.example.yaml"]
+    assert example.cluster_type == "slurm" and example.slurm_queue == "debug" and example.threads_per_worker == 1
+    assert all(spec.threads_per_worker == 1 for spec in specs.values())
