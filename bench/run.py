@@ -54,6 +54,7 @@ class Bench:
             "published_notes": [],
         }
         self._env = None
+        self.hung: dict[tuple[str, int], str] = {}
 
     # -- plumbing ---------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -202,10 +203,20 @@ class Bench:
         image = str(self.work / "images" / key / f"pclean-w{workers}")
         extras = {"parallel": True, "nworkers": workers, "threads_per_worker": 1,
                   "local_directory": str(self.work / "dask" / f"{key}-w{workers}")}
+        family = (key.split("_")[0], workers)
+        if family in self.hung:
+            # The same engine configuration already hung on this MS; a second wait would only spend
+            # the budget that the remaining measurements need.
+            self.results["skipped"].append(f"{key}-pclean-w{workers}: the same engine run hung in "
+                                           f"{self.hung[family]}")
+            self.say(f"skip {key}-pclean-w{workers}: hung before in {self.hung[family]}")
+            return None
         ref = next((c for c in sec["cases"] if c["impl"] == "tclean"), None)
         data = self.project_case(f"{key}-pclean-w{workers}", {"kind": "pclean", "vis": ms["ms"], "imagename": image,
                                                              "params": params, "extras": extras},
                                  timeout=self.hang_timeout(ref))
+        if data is not None and "timed out" in (data.get("error") or ""):
+            self.hung[family] = key
         return self._record(sec, label, "pclean", workers, data, image + self._suffix(params))
 
     def run_imaging(self, key: str, ms_key: str, params: dict) -> None:

@@ -98,7 +98,7 @@ def ms_of(context: Mapping[str, Any]) -> str | None:
     if isinstance(rendered, str) and ".ms" in rendered:
         return rendered
     task = context.get("task")
-    for attr in ("op_kwargs", "op_args", "spec", "config", "product", "ms", "vis"):
+    for attr in ("op_kwargs", "op_args", "spec", "overrides", "plan", "config", "product", "ms", "vis"):
         found = _ms_from_value(_get(task, attr))
         if found:
             return found

@@ -178,3 +178,17 @@ def test_run_conf_keys_override_the_template(tmp_path):
     assert s.cluster_overrides() == {"cluster_type": "slurm", "nworkers": 8}
     assert s.run_dir == "/scratch/w/nightly_cube_imaging/runs/manual__1"
     assert settings_for_run(t, {"preset": "none"}, "r", data_root=tmp_path).preset is None
+
+
+def test_failure_notification_finds_the_ms_of_an_operator_task(tmp_path):
+    class TI:
+        dag_id, run_id, task_id, map_index, try_number = "nightly_cube_imaging", "r2", "image_subcube", 3, 1
+        rendered_map_index = "ch 4-7 1.400505-1.403505 GHz"
+        log_url = None
+
+    class SubcubeTask:
+        spec = {"index": 1, "vis": "/data/landing/night_b.ms", "imagename": "/w/night_b.cube.part1"}
+
+    note = notify_task_failure({"ti": TI(), "task": SubcubeTask(), "exception": RuntimeError("worker lost")},
+                               directory=tmp_path)
+    assert (note.ms, note.task_id, note.reason) == ("night_b.ms", "image_subcube", "RuntimeError: worker lost")

@@ -65,6 +65,10 @@ def test_trigger_archive_then_clear_one_subcube(airflow_standalone, casa_runtime
     assert [p.name for p in sorted(product.glob("v*"))] == ["v0001"], list(product.parent.iterdir())
     assert verify_archive(product / "v0001").returncode == 0
     manifest_v1 = (product / "v0001" / "manifest.json").read_bytes()
+    events = [e for e in server.api("GET", "/assets/events", params={"limit": 100})["asset_events"]
+              if e.get("source_run_id") == run_id]
+    assert [(e["source_task_id"], e["extra"]["ms"], e["extra"]["version"]) for e in events] == [
+        ("archive", "e2e.ms", 1)]
     labels = {t["map_index"]: t.get("rendered_map_index") for t in server.task_instances(DAG_ID, run_id)
               if t["task_id"] == "image_subcube"}
     assert all(label and label.startswith("ch ") for label in labels.values()), labels
@@ -88,3 +92,6 @@ def test_trigger_archive_then_clear_one_subcube(airflow_standalone, casa_runtime
     assert verify_archive(product).returncode == 0
     v2 = json.loads((product / "v0002" / "manifest.json").read_text())
     assert run_id in json.dumps(v2)
+    versions = sorted(e["extra"]["version"] for e in server.api("GET", "/assets/events", params={"limit": 100})
+                      ["asset_events"] if e.get("source_run_id") == run_id)
+    assert versions == [1, 2]  # the re-run announced its new version as a new asset event
