@@ -39,3 +39,21 @@ def test_stop_with_nothing_started_here_touches_nothing(tmp_path, local_slurm):
     # The session's SLURM is still there.
     assert subprocess.run(["sinfo", "-h"], capture_output=True, text=True).returncode == 0
     assert subprocess.run(["squeue", "-h"], capture_output=True, text=True).returncode == 0
+
+
+def test_client_role_joins_the_running_cluster(local_slurm):
+    # The docker deployment's dask-host runs this script as a "client": no daemons of its own,
+    # just munge and the shared slurm.conf. On the one-node SLURM it must find the cluster answering.
+    env = dict(PATH="/usr/sbin:/usr/bin:/sbin:/bin", PCLEAN_SLURM_ROLE="client", PCLEAN_SLURM_PARTITION="debug")
+    proc = subprocess.run(["bash", str(HERE / "start-local-slurm.sh")], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "PCLEAN_SLURM=running"
+    assert "SLURM_CONF=/etc/slurm/slurm.conf" in proc.stdout
+
+
+def test_unknown_role_is_refused_naming_the_variable():
+    proc = subprocess.run(["bash", str(HERE / "start-local-slurm.sh")], capture_output=True, text=True,
+                          env=dict(PATH="/usr/sbin:/usr/bin:/sbin:/bin", PCLEAN_SLURM_ROLE="login"), timeout=60)
+    assert proc.returncode == 1
+    assert "PCLEAN_SLURM_ROLE=login" in proc.stderr
