@@ -479,7 +479,9 @@ def _group_subcubes(specs_per_ms: Any, results: Any) -> list[dict]:
     for ms_index, specs in enumerate(specs_per_ms):
         n = len(specs)
         plan = ti.xcom_pull(task_ids="partition", key="plan", map_indexes=ms_index)
-        grouped.append({"plan": plan, "results": results[offset:offset + n]})
+        # The config's concat mode and restoring beam travel with the plan to that MS's concat.
+        options = ti.xcom_pull(task_ids="partition", key="concat_options", map_indexes=ms_index)
+        grouped.append({"plan": plan, "results": results[offset:offset + n], "concat_options": options})
         offset += n
     return grouped
 

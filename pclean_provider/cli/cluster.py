@@ -22,6 +22,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="action", required=True)
     up = sub.add_parser("up", help="start a cluster host (or find the running one) and print its scheduler address")
     up.add_argument("--spec", required=True, help="ClusterSpec as YAML or JSON (fields at top level or under 'cluster:')")
+    up.add_argument("--foreground", action="store_true",
+                    help="stay in the foreground until the host ends, and stop it on SIGTERM/SIGINT (for a "
+                    "container's main process or a supervisor such as systemd)")
     for p in (up, sub.add_parser("down", help="stop the host, its workers and its SLURM jobs (also after a crash)"),
               sub.add_parser("status", help="print the host's state as JSON; exit 0 when running, 3 when not")):
         p.add_argument("--address-file", default=DEFAULT_ADDRESS_FILE,
@@ -44,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             print(address)
             print(f"cluster host pid {status.host_pid}, {status.workers} workers, dashboard "
                   f"{status.dashboard_link or 'none'}; address file {status.address_file}", file=sys.stderr)
+            if args.foreground:
+                return _wait_in_foreground(args.address_file)
             return 0
         if args.action == "down":
             before = stop_host(args.address_file)
@@ -59,6 +64,25 @@ def main(argv: list[str] | None = None) -> int:
     except ClusterError as exc:
         print(f"pclean cluster {args.action}: {exc}", file=sys.stderr)
         return 1
+
+
+def _wait_in_foreground(address_file: str) -> int:
+    """Block while the host runs; a stop signal takes the host (and its SLURM jobs) down with us."""
+    import signal
+    import threading
+
+    from pclean_provider.compute.host import host_status, stop_host
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(5.0):
+        if host_status(address_file).state != "running":
+            print("pclean cluster up: the cluster host ended", file=sys.stderr)
+            return 1
+    stop_host(address_file)
+    print("pclean cluster up: stopped the cluster host on request", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

@@ -87,3 +87,33 @@ def test_a_host_that_cannot_start_reports_why(tmp_path):
         start_host(ClusterSpec(scheduler_address=dead, worker_start_timeout=2), tmp_path / "x.json")
     assert dead in str(err.value)
     assert host_status(tmp_path / "x.json").state == "stopped"
+
+
+def test_foreground_up_stops_the_host_on_sigterm(tmp_path):
+    # The docker deployment's dask-host runs `pclean cluster up --foreground` as its main process:
+    # a container stop (SIGTERM) must take the host and its workers down, not orphan them.
+    import subprocess
+    import sys
+
+    spec_file = tmp_path / "cluster.yaml"
+    spec_file.write_text("cluster_type: local\nnworkers: 1\n")
+    afile = tmp_path / "cluster.json"
+    proc = subprocess.Popen([sys.executable, "-m", "pclean_provider", "cluster", "up", "--foreground",
+                             "--spec", str(spec_file), "--address-file", str(afile)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while host_status(afile).state != "running" and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.5)
+        host_pid = json.loads(afile.read_text())["host_pid"]
+        time.sleep(1.0)
+        assert proc.poll() is None, "--foreground must not return while the host runs"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        stop_host(afile)
+    assert host_status(afile).state != "running"
+    assert not _session_members(host_pid)

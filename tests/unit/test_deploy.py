@@ -25,7 +25,7 @@ DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "Dockerfile.slurm"]
 AIRFLOW_SERVICES = {"airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                     "airflow-triggerer"}
 SLURM_SERVICES = {"slurmctld", "c1", "c2", "dask-host"}
-SHARED_AREAS = {"/data/landing", "/data/work", "/data/archive"}
+SHARED_DATA = "/data"
 
 
 def _hadolint() -> str | None:
@@ -92,7 +92,7 @@ def test_shared_areas_are_mounted_everywhere_work_happens(compose):
     for name in (AIRFLOW_SERVICES | SLURM_SERVICES):
         mounts = compose["services"][name].get("volumes", [])
         targets = {m.split(":")[1] for m in mounts}
-        assert SHARED_AREAS <= targets, f"{name} lacks {sorted(SHARED_AREAS - targets)}"
+        assert SHARED_DATA in targets, f"{name} does not mount the shared data area {SHARED_DATA}"
         for m in mounts:
             assert m.split(":")[0] in declared, f"{name} mounts undeclared volume {m}"
 
@@ -104,7 +104,9 @@ def test_airflow_services_have_their_environment(compose):
         env = compose["services"][name]["environment"]
         assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql")
-        conn = json.loads(env["AIRFLOW_CONN_PCLEAN_DASK"])
+        assert env["PCLEAN_DATA_ROOT"] == SHARED_DATA
+        # The templates use pclean_dask_default when they name no connection.
+        conn = json.loads(env["AIRFLOW_CONN_PCLEAN_DASK_DEFAULT"])
         assert conn["conn_type"] == "pclean_dask"
         spec = ClusterSpec(**conn["extra"])
         assert spec.scheduler_address == "tcp://dask-host:8786"
