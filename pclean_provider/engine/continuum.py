@@ -13,7 +13,9 @@ PyParallelContSynthesisImager), so the result matches serial tclean:
    would stop the run at zero iterations), then minor cycle / major cycle until the iterbot stops;
 6. restore, pbcor, part images removed.
 
-With `client=None` the same steps run in this process with one part (serial tclean's layout).
+With `client=None` the same steps run in this process with one part (serial tclean's layout:
+the imager writes the products themselves). A part on a worker always images onto its own part
+images, even when it is the only part: see `_shares_images`.
 The products are written under a staging name and renamed into place only when the run has
 succeeded: a failed run (a lost worker, a CASA error on one part) leaves no image under the
 requested name, never one built from the surviving parts.
@@ -218,7 +220,8 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
     finally:
         tracker.close()
     result.update(imagename=final, products=products, progress_file=tracker.path,
-                  part_images_kept=keep_partimages and n > 1, cycles=tracker.reports,
+                  part_images_kept=keep_partimages and not _shares_images(client is None, n),
+                  cycles=tracker.reports,
                   elapsed_s=time.perf_counter() - t0, workers=list(getattr(backend, "workers", [])))
     out = ContinuumResult(run_id=run_id, nparts=n, **result)
     tracker.finished(out)
@@ -271,6 +274,19 @@ def _publish(staging: str, base: str, parent: str, keep_partimages: bool) -> lis
     return products
 
 
+def _shares_images(serial: bool, nparts: int) -> bool:
+    """Whether the one part images straight onto the products, as serial tclean's imager does.
+
+    Only when that part lives in the coordinator's own process. casacore table locks belong to a
+    process: the coordinator's deconvolver keeps a read lock on the model after a minor cycle
+    (casatools offers no call to drop it), and a part imager in another process that shared the
+    model would wait for its write lock forever (seen with one worker: stuck in the second major
+    cycle). A remote part therefore gets its own part images, as in CASA's parallel imager, and
+    the normalizer copies the model to it and gathers its residual back.
+    """
+    return serial and nparts == 1
+
+
 def _run(rec: CasaRecords, backend: Any, progress: _Progress, n: int, run_id: str, staging: str,
          serial: bool) -> dict[str, Any]:
     from pclean_provider.casa import continuum_parts as cp
@@ -284,8 +300,9 @@ def _run(rec: CasaRecords, backend: Any, progress: _Progress, n: int, run_id: st
     selection = cp.check_selection(rec.selection)
     csys = cp.global_coordinates(selection, rec.image, rec.gridding)
     row_parts = cp.partition_rows(selection, n)
-    part_names = [imagename] if n == 1 else [cp.part_image_name(imagename, k) for k in range(n)]
-    if n > 1:
+    shared = _shares_images(serial, n)
+    part_names = [imagename] if shared else [cp.part_image_name(imagename, k) for k in range(n)]
+    if not shared:
         cp.part_workdir(imagename).mkdir(parents=True, exist_ok=True)
     specs = []
     for k in range(n):
@@ -295,12 +312,12 @@ def _run(rec: CasaRecords, backend: Any, progress: _Progress, n: int, run_id: st
         specs.append(cp.PartSpec(run_id=run_id, part=k, nparts=n, selection=row_parts[k], image=image,
                                  gridding=gridding, weighting=rec.weighting, workdir=workdir,
                                  log_dir=None if serial else os.path.join(staging, "logs")))
-    backend.open(specs, serial_layout=(n == 1), normalization=rec.normalization if n == 1 else None)
+    backend.open(specs, serial_layout=shared, normalization=rec.normalization if shared else None)
 
     niter = rec.niter
     coord = CoordinatorTools(imagename=imagename, normalization=rec.normalization,
                              deconvolution=rec.deconvolution, iteration=rec.iteration,
-                             part_images=part_names if n > 1 else None,
+                             part_images=None if shared else part_names,
                              with_deconvolver=niter > 0 or rec.restoration, with_iterbot=niter > 0)
     try:
         # 2. weight density summed over all parts (one part already holds the full density).
