@@ -20,16 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-# tclean keyword -> ImagerParameters keyword, where they differ (task_tclean does the same renames).
-_RENAMED = {
-    "vis": "msname",
-    "timerange": "timestr",
-    "uvrange": "uvdist",
-    "observation": "obs",
-    "intent": "state",
-    "gain": "loopgain",
-    "smallscalebias": "scalebias",
-}
+from pclean_provider.config.casa_bridge import TCLEAN_TO_RECORD_NAMES
 
 
 class CubeGridError(ValueError):
@@ -55,7 +46,7 @@ def imager_parameters(tclean_kwargs: dict[str, Any]):
     """casatasks' ImagerParameters built from tclean keywords the way task_tclean builds it."""
     from casatasks.private.imagerhelpers.input_parameters import ImagerParameters
 
-    renamed = {_RENAMED.get(k, k): v for k, v in tclean_kwargs.items()}
+    renamed = {TCLEAN_TO_RECORD_NAMES.get(k, k): v for k, v in tclean_kwargs.items()}
     renamed["chanchunks"] = 1
     names = ImagerParameters.__init__.__code__.co_varnames[1:ImagerParameters.__init__.__code__.co_argcount]
     defaults = dict(zip(names, ImagerParameters.__init__.__defaults__, strict=False))

@@ -14,6 +14,8 @@ import os
 import shutil
 import uuid
 
+from pclean_provider.atomic_files import replace_dir
+
 log = logging.getLogger(__name__)
 
 # Our mode names -> imageconcat's.
@@ -69,18 +71,7 @@ def image_nchan(path: str) -> int:
 
 def replace_image(src: str, dst: str) -> None:
     """Move a finished image to its final name, replacing an older one only after the move."""
-    _replace_dir(src, dst)
-
-
-def _replace_dir(src: str, dst: str) -> None:
-    """Put folder `src` at `dst`, replacing what was there; the old one is removed only afterwards."""
-    old = None
-    if os.path.exists(dst):
-        old = f"{dst}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(dst, old)
-    os.rename(src, dst)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_dir(src, dst)
 
 
 def _discard(tmp: str, mode: str) -> None:
@@ -133,7 +124,7 @@ def concat_images(parts: list[str], output: str, mode: str, finish=None) -> str:
         except BaseException:
             _discard(tmp, mode)
             raise
-    _replace_dir(tmp, output)
+    replace_dir(tmp, output)
     return output
 
 

@@ -19,7 +19,6 @@ import argparse
 import importlib.util
 import os
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -113,18 +112,9 @@ logfile = _pclean_logfile()
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        # mkstemp makes the file private; SLURM jobs of other users may need to read it.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from pclean_provider.atomic_files import write_text
+
+    write_text(path, text)
 
 
 def write_site_config() -> Path:

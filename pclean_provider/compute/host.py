@@ -32,6 +32,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from pclean_provider.atomic_files import write_text
 from pclean_provider.compute.errors import ClusterError
 from pclean_provider.config.cluster import ClusterSpec
 
@@ -83,12 +84,6 @@ def _paths(address_file: str | os.PathLike) -> dict[str, Path]:
     a = Path(address_file).expanduser().resolve()
     return {"address": a, "host": a.with_name(a.name + ".host.json"), "spec": a.with_name(a.name + ".spec.json"),
             "log": a.with_name(a.name + ".log"), "lock": a.with_name(a.name + ".lock")}
-
-
-def _write_json_atomically(path: Path, data: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(data)
-    os.replace(tmp, path)
 
 
 def _read_info(path: Path) -> HostInfo | None:
@@ -211,7 +206,7 @@ def start_host(spec: ClusterSpec, address_file: str | os.PathLike, *, python: st
             from pclean_provider.compute import slurm
 
             job_name = slurm.job_name_for(spec, cluster_id)
-        _write_json_atomically(paths["spec"], spec.model_dump_json(indent=2))
+        write_text(paths["spec"], spec.model_dump_json(indent=2))
         cmd = [python or sys.executable, "-m", HOST_MODULE, "--address-file", str(paths["address"]),
                "--cluster-id", cluster_id]
         with open(paths["log"], "ab") as logf:
@@ -223,7 +218,7 @@ def start_host(spec: ClusterSpec, address_file: str | os.PathLike, *, python: st
                         cluster_type=spec.cluster_type,
                         cluster_id=cluster_id, slurm_job_name=job_name, log_file=str(paths["log"]),
                         started_at=_now())
-        _write_json_atomically(paths["host"], info.model_dump_json(indent=2))
+        write_text(paths["host"], info.model_dump_json(indent=2))
 
         deadline = time.monotonic() + spec.worker_start_timeout + START_MARGIN_S
         while time.monotonic() < deadline:
@@ -325,7 +320,7 @@ def serve(address_file: str, cluster_id: str) -> int:
                         host_pid=os.getpid(), host_started=_process_started(os.getpid()) or 0.0,
                         cluster_type=spec.cluster_type, cluster_id=cluster_id,
                         slurm_job_name=handle.job_name, log_file=str(paths["log"]), started_at=_now())
-        _write_json_atomically(paths["address"], info.model_dump_json(indent=2))
+        write_text(paths["address"], info.model_dump_json(indent=2))
         log.info("cluster host %d serving %s with %d workers", os.getpid(), handle.address, handle.worker_count)
         while not stop.wait(1.0):
             pass

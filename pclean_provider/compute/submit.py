@@ -20,6 +20,7 @@ from string import Template
 
 from pydantic import BaseModel
 
+from pclean_provider.atomic_files import write_text
 from pclean_provider.compute.errors import SlurmError
 from pclean_provider.compute.slurm import log_directory, slurm_mem
 from pclean_provider.compute.worker_setup import export_lines, worker_environment
@@ -107,18 +108,11 @@ def submit(cfg, plan: SubmitPlan) -> SubmitPlan:
         raise SlurmError("`pclean submit` needs sbatch (slurm-client) on this machine; or run "
                          "`pclean --config FILE` directly")
     Path(plan.log_dir).mkdir(parents=True, exist_ok=True)
-    _write(Path(plan.config_path), cfg.to_yaml(header="frozen by pclean submit"))
-    _write(Path(plan.script_path), plan.script, mode=0o755)
+    write_text(Path(plan.config_path), cfg.to_yaml(header="frozen by pclean submit"))
+    write_text(Path(plan.script_path), plan.script, mode=0o755)
     proc = subprocess.run(plan.sbatch_command, capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         raise SlurmError(f"sbatch refused the coordinator job: {(proc.stderr or proc.stdout).strip()} "
                          f"(script kept at {plan.script_path})")
     job_id = proc.stdout.strip().split(";")[0]
     return plan.model_copy(update={"job_id": job_id})
-
-
-def _write(path: Path, text: str, mode: int = 0o644) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)

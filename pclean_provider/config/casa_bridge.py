@@ -26,8 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-# tclean keyword -> name in the records, where they differ.
-_RENAMED = {
+# tclean keyword -> name in the records (and in casatasks' ImagerParameters), where they differ.
+TCLEAN_TO_RECORD_NAMES = {
     "vis": "msname",
     "timerange": "timestr",
     "uvrange": "uvdist",
@@ -155,7 +155,7 @@ def casa_records(tclean_kwargs: dict[str, Any]) -> CasaRecords:
     """Records for the synthesis tools from the keyword arguments of casatasks.tclean."""
     p: dict[str, Any] = dict(_HIDDEN_DEFAULTS)
     for key, value in tclean_kwargs.items():
-        p[_RENAMED.get(key, key)] = copy.deepcopy(value)
+        p[TCLEAN_TO_RECORD_NAMES.get(key, key)] = copy.deepcopy(value)
     missing = [k for k in ("msname", "imagename", "imsize", "deconvolver", "weighting", "niter") if k not in p]
     if missing:
         raise BridgeError(f"missing tclean parameters {missing}: pass the full cfg.tclean_kwargs().")

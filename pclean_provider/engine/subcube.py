@@ -18,6 +18,7 @@ import uuid
 
 import psutil
 
+from pclean_provider.atomic_files import replace_dir
 from pclean_provider.engine.models import FREQUENCY_RTOL, SubcubeResult, SubcubeSpec
 
 log = logging.getLogger(__name__)
@@ -60,16 +61,6 @@ class _PeakRss:
         self._stop.set()
         self._thread.join()
         self._sample()
-
-
-def _replace_folder(src: str, dst: str) -> None:
-    old = None
-    if os.path.exists(dst):
-        old = f"{dst}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(dst, old)
-    os.rename(src, dst)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _local_kwargs(spec: SubcubeSpec) -> dict:
@@ -157,7 +148,7 @@ def image_subcube(spec: SubcubeSpec | dict | str) -> SubcubeResult:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     set_casa_log(previous_log)
-    _replace_folder(staging, spec.subcube_dir)
+    replace_dir(staging, spec.subcube_dir)
     seconds = time.monotonic() - t0
     stop_reason = summary.stop_reason
     if spec.niter == 0 and int(spec.cube_tclean_kwargs.get("niter", 0) or 0) > 0:

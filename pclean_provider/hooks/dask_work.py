@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -61,18 +60,10 @@ def read_result(path: str) -> dict | None:
 
 
 def write_json_atomic(path: str, data: Any) -> None:
-    """Write to a temporary name in the same folder, then rename: readers never see half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Readers (the trigger, a retried task) never see half a result file."""
+    from pclean_provider.atomic_files import write_json
+
+    write_json(path, data)
 
 
 # -- running with a recorded result ---------------------------------------------------------------

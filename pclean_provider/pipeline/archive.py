@@ -42,6 +42,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from pclean_provider.atomic_files import fsync_dir
+from pclean_provider.atomic_files import write_text as atomic_write_text
 from pclean_provider.pipeline.archive_manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -55,7 +57,6 @@ from pclean_provider.pipeline.archive_manifest import (
     time_range_from_metadata,
     wavelength_range_m,
 )
-from pclean_provider.pipeline.report_files import atomic_write_text, fsync_dir
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ casatools stays out of the Airflow worker.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from pclean_provider.atomic_files import write_json
 
 REASON_SUFFIX = ".reason.json"
 
@@ -188,11 +189,7 @@ def inspect_ms(ms: Path, reader: Callable[[str], Any], spw: Any = None, field: A
 # Files ---------------------------------------------------------------------------------------
 
 def write_json_atomic(path: Path, data: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json(path, data, indent=2, sort_keys=True, default=str)
 
 
 def _free_name(directory: Path, name: str) -> Path:

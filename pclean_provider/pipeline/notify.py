@@ -19,6 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from pclean_provider.atomic_files import write_text
+
 log = logging.getLogger("pclean.notify")
 
 NOTIFICATIONS_DIR_ENV = "PCLEAN_NOTIFICATIONS_DIR"
@@ -45,10 +47,7 @@ def write_notification(note: Notification, directory: str | os.PathLike[str] | N
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{note.kind}-{note.dag_id}-{note.task_id}-{note.map_index}")
     path = directory / f"{stamp}-{safe}.json"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(note.model_dump_json(indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, note.model_dump_json(indent=2) + "\n")
 
 
 def read_notifications(directory: str | os.PathLike[str]) -> list[Notification]:

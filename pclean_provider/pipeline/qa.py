@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from pclean_provider.atomic_files import write_text as atomic_write_text
 from pclean_provider.pipeline import qa_metrics as m
 from pclean_provider.pipeline.qa_models import (
     BeamInfo,
@@ -43,7 +44,6 @@ from pclean_provider.pipeline.qa_models import (
     band_of,
 )
 from pclean_provider.pipeline.qa_scores import score_product
-from pclean_provider.pipeline.report_files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
