@@ -178,7 +178,7 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
     Raises ContinuumInputError for a request it cannot honour (before any work) and
     ContinuumPartError when a part fails (no product is then left under imagename).
     """
-    from pclean_provider.casa.runtime import ensure_casa_runtime
+    from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
 
     t0 = time.perf_counter()
     try:
@@ -194,7 +194,8 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
         # Several imagers in one process would only take turns: no gain, more memory.
         raise ContinuumInputError(f"nparts={n} needs a Dask client; without one the run is serial (nparts=1).")
 
-    ensure_casa_runtime()
+    # A serial part logs to its own file in the staging folder; the caller's log comes back after.
+    previous_log = ensure_casa_runtime().log_path
     run_id = uuid.uuid4().hex[:10]
     parent = os.path.dirname(final)
     base = os.path.basename(final)
@@ -219,6 +220,8 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
         raise
     finally:
         tracker.close()
+        if client is None:
+            set_casa_log(previous_log)
     result.update(imagename=final, products=products, progress_file=tracker.path,
                   part_images_kept=keep_partimages and not _shares_images(client is None, n),
                   cycles=tracker.reports,

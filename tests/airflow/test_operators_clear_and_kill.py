@@ -146,6 +146,15 @@ def test_killing_a_deferred_subcube_cancels_its_dask_work(airflow, small_ms, tmp
         pytest.fail(f"sub-cubes never both deferred with published work: {summary}")
     killed = next(k for k in keys if "-m0-" in k)
     survivor = next(k for k in keys if "-m1-" in k)
+    # Airflow calls on_kill only for a trigger the triggerer is running: wait until both triggers
+    # have started (each writes its own log) before killing, or the kill races the pick-up.
+    run_logs = airflow.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / "task_id=subcube"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not all(
+            list((run_logs / f"map_index={i}").glob("attempt=1.log.trigger.*.log")) for i in (0, 1)):
+        time.sleep(0.5)
+    assert all(list((run_logs / f"map_index={i}").glob("attempt=1.log.trigger.*.log")) for i in (0, 1)), \
+        "the triggerer never started both triggers"
 
     airflow.api("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/subcube/0", json={"new_state": "failed"})
     deadline = time.monotonic() + 90

@@ -61,7 +61,10 @@ def test_site_config_and_environment(casa_runtime):
 def test_second_call_is_cheap_and_identical(casa_runtime):
     from pclean_provider.casa.runtime import ensure_casa_runtime
 
-    again = ensure_casa_runtime()
+    # Other tests may have switched the log since (sub-cube logs do); the same request must give
+    # the same set-up back, log included.
+    log = Path(casa_runtime.log_path)
+    again = ensure_casa_runtime(log_dir=log.parent, log_name=log.name)
     assert again == casa_runtime
     assert again.model_dump_json() == casa_runtime.model_dump_json()
 
