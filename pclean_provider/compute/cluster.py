@@ -18,7 +18,7 @@ from typing import Any
 from distributed import Client
 
 from pclean_provider.compute.errors import ClusterError, SchedulerUnreachable, WorkerStartTimeout
-from pclean_provider.compute.worker_setup import CasaRuntimePlugin, worker_environment
+from pclean_provider.compute.worker_setup import CasaRuntimePlugin, nanny_config, worker_environment
 from pclean_provider.config.cluster import ClusterSpec
 
 log = logging.getLogger(__name__)
@@ -134,9 +134,22 @@ def _connect(spec: ClusterSpec) -> ClusterHandle:
 
 
 def _start_local(spec: ClusterSpec, cluster_id: str) -> ClusterHandle:
+    import dask
+
+    with dask.config.set(nanny_config()):
+        cluster = _local_cluster(spec, cluster_id)
+    try:
+        client = Client(cluster, set_as_default=False)
+    except BaseException:
+        cluster.close()
+        raise
+    return ClusterHandle(spec=spec, client=client, cluster=cluster, cluster_id=cluster_id)
+
+
+def _local_cluster(spec: ClusterSpec, cluster_id: str):
     from distributed import LocalCluster
 
-    cluster = LocalCluster(
+    return LocalCluster(
         name=f"pclean-{cluster_id}",
         n_workers=spec.resolved_nworkers(),
         threads_per_worker=spec.threads_per_worker,
@@ -147,12 +160,6 @@ def _start_local(spec: ClusterSpec, cluster_id: str) -> ClusterHandle:
         dashboard_address=":0",
         env=worker_environment(),
     )
-    try:
-        client = Client(cluster, set_as_default=False)
-    except BaseException:
-        cluster.close()
-        raise
-    return ClusterHandle(spec=spec, client=client, cluster=cluster, cluster_id=cluster_id)
 
 
 def _expected_workers(spec: ClusterSpec) -> int:

@@ -87,6 +87,8 @@ def job_kwargs(spec: ClusterSpec, cluster_id: str, env: dict[str, str] | None = 
         log_directory=str(logdir),
         job_script_prologue=prologue_lines(spec, env),
         death_timeout=WORKER_DEATH_TIMEOUT_S,
+        # The nanny keeps glibc's malloc defaults for the worker (see worker_setup.NANNY_ENV_DROPPED).
+        worker_extra_args=["--preload-nanny", "pclean_provider.compute.worker_setup"],
     )
 
 

@@ -26,6 +26,27 @@ def worker_environment() -> dict[str, str]:
     return env
 
 
+# Dask's nannies give their workers MALLOC_TRIM_THRESHOLD_=65536 so that Python workloads hand
+# memory back to the OS. Any explicit threshold also switches off glibc's adaptive mmap threshold,
+# and CASA's C++ imaging then maps and unmaps its large buffers over and over: measured here, a
+# 32-channel 256-pixel tclean cube took 20.4 s with the variable against 14.5 s without (1.4x).
+# pclean's workers keep glibc's defaults; Dask's memory manager is off for them anyway.
+NANNY_ENV_DROPPED = ("MALLOC_TRIM_THRESHOLD_",)
+
+
+def nanny_config() -> dict[str, None]:
+    """Dask config for a process that creates nannies (LocalCluster): drop the variables above."""
+    return {f"distributed.nanny.pre-spawn-environ.{name}": None for name in NANNY_ENV_DROPPED}
+
+
+def dask_setup(nanny) -> None:
+    """`--preload-nanny pclean_provider.compute.worker_setup` for SLURM jobs, whose nannies start
+    from the compute node's own Dask config: runs before the nanny spawns its worker."""
+    for name in NANNY_ENV_DROPPED:
+        nanny.pre_spawn_env.pop(name, None)
+        nanny.env.pop(name, None)
+
+
 def export_lines(env: dict[str, str]) -> list[str]:
     """The same environment as shell lines for a batch script."""
     return [f"export {key}={shlex.quote(value)}" for key, value in sorted(env.items())]

@@ -94,6 +94,8 @@ def test_job_script_without_user_prologue_still_sets_up_casa(tmp_path):
         assert line in script.splitlines()
     assert f"{sys.executable} -m distributed.cli.dask_worker" in script
     assert "#SBATCH --mem=20G" in script  # the seed's default 20GB, written as sbatch reads it
+    # The worker's nanny drops Dask's MALLOC_TRIM_THRESHOLD_ (it slows CASA's C++ allocations).
+    assert "--preload-nanny pclean_provider.compute.worker_setup" in script
 
 
 def test_job_kwargs_map_spec_to_dask_jobqueue(tmp_path):
