@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +19,12 @@ from typing import Any
 from distributed import Client
 
 from pclean_provider.compute.errors import ClusterError, SchedulerUnreachable, WorkerStartTimeout
-from pclean_provider.compute.worker_setup import CasaRuntimePlugin, nanny_config, worker_environment
+from pclean_provider.compute.worker_setup import (
+    NANNY_ENV_DROPPED,
+    CasaRuntimePlugin,
+    nanny_config,
+    worker_environment,
+)
 from pclean_provider.config.cluster import ClusterSpec
 
 log = logging.getLogger(__name__)
@@ -136,8 +142,14 @@ def _connect(spec: ClusterSpec) -> ClusterHandle:
 def _start_local(spec: ClusterSpec, cluster_id: str) -> ClusterHandle:
     import dask
 
-    with dask.config.set(nanny_config()):
-        cluster = _local_cluster(spec, cluster_id)
+    # A plain Dask nanny started earlier in this process (another library, a test) leaves the
+    # variables in os.environ, which the new workers would inherit: hide them while they spawn.
+    leaked = {name: os.environ.pop(name) for name in NANNY_ENV_DROPPED if name in os.environ}
+    try:
+        with dask.config.set(nanny_config()):
+            cluster = _local_cluster(spec, cluster_id)
+    finally:
+        os.environ.update(leaked)
     try:
         client = Client(cluster, set_as_default=False)
     except BaseException:
