@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Prepare an Airflow home for the pclean pipelines: database, the heavy-task pools named in
-# include/pipelines/*.yaml, and the settings the DAGs rely on. Idempotent, so tests, `make demo`
-# and the container entrypoint all run it before starting Airflow.
+# Prepare an Airflow home for the pclean pipelines: database, the heavy-task pools named in the
+# pipeline templates (the packaged ones, or $PCLEAN_PIPELINES_DIR), and the settings the DAGs rely
+# on. Idempotent, so tests, `make demo` and the container entrypoint all run it before starting Airflow.
 #
 #   AIRFLOW_HOME=/path scripts/airflow-init.sh
 #

@@ -120,7 +120,7 @@ def build_parser(subcommands: dict[str, tuple[str, str]] | None = None) -> argpa
     )
     general = parser.add_argument_group("configuration")
     general.add_argument("--preset", action="append", default=[], metavar="NAME",
-                         help="apply a preset from include/presets or $PCLEAN_PRESETS_DIR (repeatable)")
+                         help="apply a preset: a packaged one or one in $PCLEAN_PRESETS_DIR (repeatable)")
     general.add_argument("--config", action="append", default=[], metavar="FILE",
                          help="apply a YAML config file, flat or grouped (repeatable)")
     general.add_argument("--dump-config", action="store_true", default=False,

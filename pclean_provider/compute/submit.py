@@ -1,6 +1,6 @@
 """`pclean submit`: run a pclean coordinator (a whole `pclean --config ...` run) as a SLURM job.
 
-The job script is filled from include/slurm/coordinator.sbatch with the CASA runtime environment
+The job script is filled from the packaged data/slurm/coordinator.sbatch with the CASA runtime environment
 and the config's cluster knobs (partition, account, wall time, memory). The config is validated
 before anything is written, and the merged config is frozen next to the script, so that editing
 the original file after submitting does not change a job that is still queued.
@@ -24,8 +24,10 @@ from pclean_provider.atomic_files import write_text
 from pclean_provider.compute.errors import SlurmError
 from pclean_provider.compute.slurm import log_directory, slurm_mem
 from pclean_provider.compute.worker_setup import export_lines, worker_environment
+from pclean_provider.data import SLURM, packaged_dir
 
 TEMPLATE_NAME = "coordinator.sbatch"
+TEMPLATE_ENV = "PCLEAN_SBATCH_TEMPLATE"
 
 
 class SubmitPlan(BaseModel):
@@ -41,16 +43,14 @@ class SubmitPlan(BaseModel):
 
 
 def template_path() -> Path:
-    # The repository's include/ folder (the package is installed editable from it).
-    candidates = [Path(__file__).resolve().parents[2] / "include" / "slurm" / TEMPLATE_NAME]
-    if os.environ.get("PCLEAN_INCLUDE_DIR"):
-        candidates.insert(0, Path(os.environ["PCLEAN_INCLUDE_DIR"]) / "slurm" / TEMPLATE_NAME)
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise SlurmError(f"the sbatch template {TEMPLATE_NAME} was not found (looked in "
-                     f"{', '.join(str(c.parent) for c in candidates)}); set PCLEAN_INCLUDE_DIR to the "
-                     "project's include/ folder")
+    """The coordinator job template: a site's own ($PCLEAN_SBATCH_TEMPLATE), else the packaged one."""
+    site = os.environ.get(TEMPLATE_ENV)
+    if site:
+        if not Path(site).is_file():
+            raise SlurmError(f"{TEMPLATE_ENV}={site} is not a file; point it at a copy of the packaged "
+                             f"{packaged_dir(SLURM) / TEMPLATE_NAME}, or unset it to use that one")
+        return Path(site)
+    return packaged_dir(SLURM) / TEMPLATE_NAME
 
 
 def _job_name(cfg) -> str:

@@ -18,15 +18,15 @@ import yaml
 
 from pclean_provider.config.errors import ConfigError
 from pclean_provider.config.model import PcleanConfig, flatten_layer
+from pclean_provider.data import PRESETS, packaged_dir
 
 PRESETS_ENV = "PCLEAN_PRESETS_DIR"
-_REPO_PRESETS = Path(__file__).resolve().parents[2] / "include" / "presets"
 
 
 def presets_search_path() -> list[Path]:
-    """Directories searched for presets: $PCLEAN_PRESETS_DIR entries first, then the repo's own."""
+    """Directories searched for presets: $PCLEAN_PRESETS_DIR entries first, then the packaged ones."""
     dirs = [Path(p) for p in os.environ.get(PRESETS_ENV, "").split(os.pathsep) if p]
-    dirs.append(_REPO_PRESETS)
+    dirs.append(packaged_dir(PRESETS))
     return dirs
 
 

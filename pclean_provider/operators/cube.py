@@ -33,7 +33,7 @@ class CubePartitionOperator(PcleanDaskOperator):
     concatenation. Planning reads the MeasurementSet (casatools), so it runs on a Dask worker.
 
     :param overrides: imaging parameters (tclean names, flat), e.g. ``{"vis": ..., "imagename": ...}``.
-    :param presets: preset names applied first (``include/presets``).
+    :param presets: preset names applied first (packaged, or in ``$PCLEAN_PRESETS_DIR``).
     :param config_files: YAML files applied after the presets.
     :param nworkers: how many sub-cubes to aim for; default: the cluster's worker count.
     :param overwrite: replace products already at ``imagename``. A retry or clear of this task

@@ -1,4 +1,5 @@
-"""The pipeline template: one YAML file in include/pipelines/ describes one nightly DAG.
+"""The pipeline template: one YAML file describes one nightly DAG (the shipped ones are in
+pclean_provider/data/pipelines).
 
 Plain data (pydantic, no Airflow) so that the DAG factory, the ingest command line and the
 tests read the same file the same way. Relative paths in a template are resolved against a data
@@ -14,9 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PIPELINES_DIR = REPO_ROOT / "include" / "pipelines"
-PRESETS_DIR = REPO_ROOT / "include" / "presets"
+from pclean_provider.data import PIPELINES, packaged_dir
+
 DATA_ROOT_ENV = "PCLEAN_DATA_ROOT"
 PIPELINES_DIR_ENV = "PCLEAN_PIPELINES_DIR"
 
@@ -134,8 +134,10 @@ def load_template(path: str | os.PathLike[str]) -> PipelineTemplate:
 
 
 def pipelines_dir() -> Path:
-    """Where the templates are: $PCLEAN_PIPELINES_DIR (a deployment's own), else include/pipelines."""
-    return Path(os.environ.get(PIPELINES_DIR_ENV) or PIPELINES_DIR)
+    """Where the templates are: $PCLEAN_PIPELINES_DIR (a deployment's own set, replacing the
+    packaged one: the same dag_id in both would be two DAGs with one id), else the packaged set."""
+    site = os.environ.get(PIPELINES_DIR_ENV)
+    return Path(site) if site else packaged_dir(PIPELINES)
 
 
 def load_templates(directory: str | os.PathLike[str] | None = None) -> list[PipelineTemplate]:
@@ -148,11 +150,6 @@ def load_templates(directory: str | os.PathLike[str] | None = None) -> list[Pipe
     if dupes:
         raise TemplateError(f"{directory}: dag_id used by more than one template: {dupes}")
     return templates
-
-
-def available_presets(directory: Path = PRESETS_DIR) -> list[str]:
-    """Preset names for the trigger form's enum (the files config owns in include/presets)."""
-    return sorted(p.stem for p in directory.glob("*.yaml"))
 
 
 # One run's settings: the template, overridden by the run's params (trigger form / conf) -------

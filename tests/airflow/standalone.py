@@ -227,8 +227,10 @@ def write_small_templates(directory: Path) -> Path:
     """The shipped templates with test-sized imaging, so a form-triggered run stays quick."""
     import yaml
 
+    from pclean_provider.data import PIPELINES, packaged_dir
+
     directory.mkdir(parents=True, exist_ok=True)
-    for src in sorted((REPO / "include" / "pipelines").glob("*.yaml")):
+    for src in sorted(packaged_dir(PIPELINES).glob("*.yaml")):
         data = yaml.safe_load(src.read_text())
         data["overrides"] = {**data.get("overrides", {}), **SMALL_CUBE}
         if data.get("kind") == "continuum":

@@ -134,9 +134,11 @@ def test_spec_file_errors_name_the_field_and_the_file(tmp_path):
 
 
 def test_shipped_cluster_specs_are_valid():
+    from pclean_provider.data import SLURM, packaged_dir
     from tests.conftest import REPO
 
-    specs = {path.name: load_spec_file(path) for path in (REPO / "include" / "slurm").glob("*.yaml")}
+    shipped = [*packaged_dir(SLURM).glob("*.yaml"), REPO / "docker" / "compose-cluster.yaml"]
+    specs = {path.name: load_spec_file(path) for path in shipped}
     example = specs["cluster.example.yaml"]
     assert example.cluster_type == "slurm" and example.slurm_queue == "debug" and example.threads_per_worker == 1
     assert all(spec.threads_per_worker == 1 for spec in specs.values())

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pclean_provider.cli import submit as submit_cli
-from pclean_provider.compute.submit import plan_submission
+from pclean_provider.compute.errors import SlurmError
+from pclean_provider.compute.submit import plan_submission, template_path
 from pclean_provider.compute.worker_setup import export_lines, worker_environment
 from pclean_provider.config import PcleanConfig
 
@@ -60,3 +63,14 @@ def test_bad_config_is_refused_before_anything_is_written(tmp_path, monkeypatch,
     monkeypatch.chdir(tmp_path)
     assert submit_cli.main([str(cfg), "--dry-run"]) == 2
     assert "vis" in capsys.readouterr().err
+
+
+def test_a_site_template_replaces_the_packaged_one(tmp_path, monkeypatch):
+    packaged = template_path()
+    site = tmp_path / "site.sbatch"
+    site.write_text(packaged.read_text().replace("#SBATCH --ntasks=1", "#SBATCH --ntasks=1\n#SBATCH --qos=site"))
+    monkeypatch.setenv("PCLEAN_SBATCH_TEMPLATE", str(site))
+    assert "#SBATCH --qos=site" in plan_submission(_cfg(), workdir=tmp_path).script.splitlines()
+    monkeypatch.setenv("PCLEAN_SBATCH_TEMPLATE", str(tmp_path / "missing.sbatch"))
+    with pytest.raises(SlurmError, match="PCLEAN_SBATCH_TEMPLATE.*not a file"):
+        template_path()

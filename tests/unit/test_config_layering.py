@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pclean_provider.config import ConfigError, PcleanConfig, find_preset, list_presets, load_config
-from tests.conftest import REPO
+from pclean_provider.data import PRESETS, packaged_dir
 
 
 def _write(path, text):
@@ -85,8 +85,8 @@ def test_presets_dir_environment_comes_first(tmp_path, monkeypatch):
     assert find_preset("quicklook_continuum") == mine / "quicklook_continuum.yaml"
     assert load_config(presets=["quicklook_continuum"]).iteration.niter == 7
     assert load_config(presets=["site_only.yaml"]).spectral.nchan == 3
-    # repo presets are still found after the environment's
-    assert find_preset("vlass_mtmfs") == REPO / "include" / "presets" / "vlass_mtmfs.yaml"
+    # packaged presets are still found after the environment's
+    assert find_preset("vlass_mtmfs") == packaged_dir(PRESETS) / "vlass_mtmfs.yaml"
 
 
 def test_unknown_preset_suggests():
