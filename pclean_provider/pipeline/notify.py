@@ -8,7 +8,6 @@ test and cheap to import in any process.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -170,6 +169,3 @@ async def notify_deadline_missed(context: Mapping[str, Any] | None = None, *, no
     log.error("pclean: %s run %s missed its deadline (%s h) [notification %s]", note.dag_id, note.run_id,
               deadline_hours, path)
 
-
-def as_json(note: Notification) -> dict:
-    return json.loads(note.model_dump_json())

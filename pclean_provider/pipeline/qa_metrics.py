@@ -120,14 +120,6 @@ def score_from_limits(value: float | None, limits: Limits) -> float:
     return float(np.clip(np.interp(value, xs, ys), 0.0, 1.0))
 
 
-def peak_position(cube: np.ndarray, valid: np.ndarray) -> tuple[float, tuple[int, int, int]]:
-    """Largest valid pixel value and its (x, y, channel)."""
-    masked = np.where(valid & np.isfinite(cube), cube, -np.inf)
-    flat = int(np.argmax(masked))
-    x, y, c = np.unravel_index(flat, cube.shape)
-    return float(cube[x, y, c]), (int(x), int(y), int(c))
-
-
 def expected_flux(flux_ref_jy: float, ref_freq_hz: float, freq_hz: float, spectral_index: float) -> float:
     """A power-law source's flux at ``freq_hz`` (S = S0 (f / f0)^alpha)."""
     if ref_freq_hz <= 0 or freq_hz <= 0:
