@@ -1,0 +1,67 @@
+"""The trigger form of a pipeline DAG, and one run's settings resolved from it.
+
+The form's fields are the run conf keys that ``settings_for_run`` understands; the form only adds
+titles, descriptions and choices so that a rerun from the UI needs no knowledge of the YAML.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Param, get_current_context
+from airflow.sdk.exceptions import AirflowFailException
+
+from pclean_provider.pipeline.pipeline_template import (
+    PipelineTemplate,
+    RunSettings,
+    TemplateError,
+    settings_for_run,
+)
+
+CLUSTER_TYPES = ["local", "slurm", "address"]
+
+
+def _preset_names() -> list[str]:
+    try:
+        from pclean_provider.config import list_presets
+
+        return sorted(list_presets())
+    except Exception:  # noqa: BLE001 - a broken preset directory must not hide the DAGs
+        return []
+
+
+def trigger_form(t: PipelineTemplate) -> dict[str, Param]:
+    presets = _preset_names()
+    default_preset = t.preset or "none"
+    return {
+        "vis": Param(None, type=["null", "string"], title="MeasurementSet (vis)",
+                     description="Path of one MeasurementSet to image instead of scanning the landing area. "
+                                 "Empty: take every complete MS in the landing area."),
+        "preset": Param(default_preset, type="string", enum=["none", *[p for p in presets if p != "none"]],
+                        title="Imaging preset",
+                        description="A packaged preset (or one from $PCLEAN_PRESETS_DIR); the template's "
+                                    "overrides and yours are applied on top."),
+        "overrides": Param({}, type="object", title="Imaging parameter overrides",
+                           description='Any tclean parameter, e.g. {"nchan": 16, "niter": 0, "imsize": 128}.'),
+        "work_dir": Param(None, type=["null", "string"], title="Work directory",
+                          description="Where this run's products are made (default from the template)."),
+        "archive_dir": Param(None, type=["null", "string"], title="Archive directory",
+                             description="Where accepted products are published (default from the template)."),
+        "cluster": Param(t.cluster.type, type="string", enum=CLUSTER_TYPES, title="Dask cluster type",
+                         description="local: workers on the Airflow machine; slurm: workers as SLURM jobs; "
+                                     "address: an existing scheduler (set scheduler_address in cluster options)."),
+        "cluster_options": Param({}, type="object", title="Cluster options",
+                                 description='ClusterSpec fields, e.g. {"nworkers": 4} or '
+                                             '{"scheduler_address": "tcp://host:8786"}.'),
+        "redo": Param(False, type="boolean", title="Redo already imaged MSs",
+                      description="Image MSs of the landing area again even if the ledger says they were done."),
+        "qa_min_score": Param(t.qa.gate_min_score, type="number", minimum=0, maximum=1, title="QA gate",
+                              description="Products scoring below this go to review instead of the archive."),
+    }
+
+
+def run_settings(t: PipelineTemplate) -> RunSettings:
+    """The running task's settings: its template under its DAG run's params; bad conf fails the task."""
+    ctx = get_current_context()
+    try:
+        return settings_for_run(t, dict(ctx["params"]), ctx["run_id"])
+    except (TemplateError, ValueError) as exc:
+        raise AirflowFailException(f"run conf: {exc}") from exc

@@ -1,0 +1,75 @@
+"""archive and review: the two ways out of the QA gate. archive publishes with `pclean archive
+publish` and emits an asset event; review writes a ticket and publishes nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from airflow.sdk import Asset, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from pclean_provider.dags.params import run_settings
+from pclean_provider.dags.pclean_subprocess import run_pclean
+from pclean_provider.pipeline.ingest import write_json_atomic
+from pclean_provider.pipeline.pipeline_template import PipelineTemplate, safe_name
+
+
+def archive_tasks(t: PipelineTemplate, pool: str, asset: Asset):
+    @task(task_id="archive", pool=pool, outlets=[asset],
+          map_index_template="{{ task.op_kwargs['item']['name'] }}")
+    def archive(item: dict) -> dict:
+        from pclean_provider.pipeline.ingest import record_imaged
+
+        ctx = get_current_context()
+        s = run_settings(t)
+        stem = Path(item["name"]).stem
+        args = ["archive", "publish", "--image", item["imagename"], "--archive-root", s.archive_dir,
+                "--product-id", safe_name(f"{stem}_{t.kind}"), "--qa-dir", str(Path(item["qa_json"]).parent),
+                "--vis", item["vis"], "--ms-metadata", item["metadata_path"], "--config", _config_file(item),
+                "--dag-run-id", ctx["run_id"]]
+        started = ctx["dag_run"].start_date
+        if started:
+            args += ["--started-utc", started.isoformat()]
+        proc = run_pclean(args, Path(item["product_dir"]) / "logs")
+        if proc.returncode == 2:
+            raise AirflowFailException(f"archive refused {item['name']}: {proc.why()}")
+        if proc.returncode != 0:
+            raise RuntimeError(f"pclean archive exited with {proc.returncode}: {proc.why()}")
+        published = json.loads(proc.stdout[proc.stdout.index("{"):])
+        extra = {"ms": item["name"], "vis": item["vis"], "dag_id": t.dag_id, "run_id": ctx["run_id"],
+                 "kind": t.kind, "qa_score": item["qa_score"], "qa_band": item["qa_band"],
+                 **{k: published.get(k) for k in ("product_id", "version", "path", "manifest", "nfiles")}}
+        # One asset event per archived product; downstream DAGs scheduled on the asset get this extra.
+        ctx["outlet_events"][asset].extra = extra
+        record_imaged(Path(s.ledger_dir), item["name"], {"route": "archive", **extra})
+        print(f"archived {item['name']} -> {published['path']} (version {published['version']})")
+        return {**item, "archive": published}
+
+    @task(task_id="review", map_index_template="{{ task.op_kwargs['item']['name'] }}")
+    def review(item: dict) -> dict:
+        """Below the QA gate: nothing is published; a review ticket points at the products and report."""
+        from pclean_provider.pipeline.ingest import record_imaged
+
+        ctx = get_current_context()
+        s = run_settings(t)
+        ticket = Path(s.review_dir) / t.dag_id / safe_name(Path(item["name"]).stem) / \
+            f"{safe_name(ctx['run_id'])}.json"
+        write_json_atomic(ticket, {
+            "ms": item["name"], "vis": item["vis"], "imagename": item["imagename"],
+            "qa_json": item["qa_json"], "qa_html": item["qa_html"], "qa_score": item["qa_score"],
+            "qa_band": item["qa_band"], "gate": s.qa_min_score, "dag_id": t.dag_id, "run_id": ctx["run_id"],
+            "how_to_publish": f"inspect {item['qa_html']}; to archive anyway run `pclean archive publish "
+                              f"--image {item['imagename']} --archive-root {s.archive_dir}`",
+        })
+        record_imaged(Path(s.ledger_dir), item["name"], {"route": "review", "ticket": str(ticket)})
+        print(f"{item['name']} sent to review: {ticket}")
+        return {**item, "review_ticket": str(ticket)}
+
+    return archive, review
+
+
+def _config_file(item: dict) -> str:
+    path = Path(item["product_dir"]) / "imaging-config.json"
+    write_json_atomic(path, json.loads(item["config_json"]))
+    return str(path)

@@ -1,0 +1,53 @@
+"""qa and qa_gate: `pclean qa` on each product, then the route of each product by its score."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from airflow.sdk import task
+from airflow.sdk.exceptions import AirflowFailException
+
+from pclean_provider.dags.params import run_settings
+from pclean_provider.dags.pclean_subprocess import run_pclean
+from pclean_provider.pipeline.ingest import write_json_atomic
+from pclean_provider.pipeline.pipeline_template import PipelineTemplate
+
+
+def qa_tasks(t: PipelineTemplate, pool: str):
+    kind = "cube" if t.kind == "cube" else "mfs"
+
+    @task(task_id="qa", pool=pool, map_index_template="{{ task.op_kwargs['item']['name'] }}")
+    def qa(item: dict, imaging: dict | None = None) -> dict:
+        s = run_settings(t)
+        out_dir = Path(item["product_dir"]) / "qa"
+        args = ["qa", "--image", item["imagename"], "--kind", kind, "--out", str(out_dir), "--vis", item["vis"]]
+        if item.get("truth"):
+            args += ["--truth", item["truth"]]
+        if s.qa_thresholds:
+            thresholds = Path(item["product_dir"]) / "qa-thresholds.json"
+            write_json_atomic(thresholds, s.qa_thresholds)
+            args += ["--thresholds", str(thresholds)]
+        proc = run_pclean(args, Path(item["product_dir"]) / "logs")
+        if proc.returncode == 2:
+            raise AirflowFailException(f"QA refused {item['name']}: {proc.why()}")
+        if proc.returncode != 0:
+            raise RuntimeError(f"pclean qa exited with {proc.returncode}: {proc.why()}")
+        report = json.loads((out_dir / "qa.json").read_text())
+        print(f"QA {item['name']}: overall score {report['overall_score']:.2f} ({report['overall_band']})")
+        return {**item, "qa_json": str(out_dir / "qa.json"), "qa_html": str(out_dir / "qa.html"),
+                "qa_score": report["overall_score"], "qa_band": report["overall_band"],
+                "imaging": imaging or {}}
+
+    @task(task_id="qa_gate")
+    def qa_gate(checked: list[dict]) -> list[dict]:
+        """Route each product: archive at or above the gate score, review below it."""
+        s = run_settings(t)
+        routed = []
+        for item in checked:
+            route = "archive" if item["qa_score"] >= s.qa_min_score else "review"
+            print(f"{item['name']}: QA score {item['qa_score']:.2f} -> {route} (gate {s.qa_min_score})")
+            routed.append({**item, "route": route})
+        return routed
+
+    return qa, qa_gate
