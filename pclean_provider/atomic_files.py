@@ -8,23 +8,31 @@ place. Standard library only, so every layer (CASA runtime, engine, pipeline, Ai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 
-def write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Path:
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
+    """A temporary file beside ``path`` for the block to write; it becomes ``path`` if the block succeeds.
+
+    For writers that want a file name rather than bytes (astropy, CASA); on an error the temporary
+    file is removed and ``path`` is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
+        yield Path(tmp)
+        with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         # mkstemp makes the file private; SLURM jobs, other users and archive readers need to read it.
         os.chmod(tmp, mode)
@@ -33,7 +41,12 @@ def write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Path
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Path:
+    with replacing(path, mode) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def write_text(path: str | os.PathLike, text: str, mode: int = 0o644) -> Path:

@@ -6,8 +6,10 @@ import os
 
 from pydantic import BaseModel
 
+from pclean_provider.errors import PcleanInputError
 
-class SelectionError(ValueError):
+
+class SelectionError(PcleanInputError):
     """The data or the selection cannot be imaged; the message names the parameter and the fix."""
 
 

@@ -14,18 +14,24 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from pclean_provider.casa.runtime import ensure_casa_runtime
+from pclean_provider.errors import PcleanInputError
 
 # MJD 0 in UTC; MS TIME columns count seconds from it.
 _MJD_EPOCH = datetime(1858, 11, 17, tzinfo=UTC)
 DATA_COLUMNS = ("DATA", "CORRECTED_DATA", "MODEL_DATA", "FLOAT_DATA")
 
 
-class NotAMeasurementSetError(ValueError):
+class NotAMeasurementSetError(PcleanInputError):
     """The path is missing, not a MeasurementSet, or cannot be opened; the message names the path."""
 
     def __init__(self, path: str | os.PathLike, reason: str):
         self.path = str(path)
+        self.reason = reason
         super().__init__(f"vis={self.path!r} is not a readable MeasurementSet: {reason}")
+
+    def __reduce__(self):
+        # Pickled by Dask on the worker and rebuilt on the client: rebuild from both arguments.
+        return type(self), (self.path, self.reason)
 
 
 class SpwInfo(BaseModel):

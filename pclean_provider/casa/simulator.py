@@ -32,6 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pclean_provider.casa.runtime import ensure_casa_runtime
+from pclean_provider.errors import PcleanInputError
 
 # Phase centre of the default sky: at +40 deg it transits at 56 deg elevation seen from the VLA,
 # so even 8 h tracks stay high above the horizon.
@@ -47,7 +48,7 @@ SPEED_OF_LIGHT = 299_792_458.0
 ARCSEC_PER_RAD = 180.0 / math.pi * 3600.0
 
 
-class SimulationError(ValueError):
+class SimulationError(PcleanInputError):
     """Bad simulator input; the message names the parameter and the fix."""
 
 

@@ -26,6 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from pclean_provider.errors import PcleanInputError
+
 # tclean keyword -> name in the records (and in casatasks' ImagerParameters), where they differ.
 TCLEAN_TO_RECORD_NAMES = {
     "vis": "msname",
@@ -67,7 +69,7 @@ _HIDDEN_DEFAULTS: dict[str, Any] = {
 _MOSWEIGHT_GRIDDERS = ("mosaic", "awp2")
 
 
-class BridgeError(ValueError):
+class BridgeError(PcleanInputError):
     """A tclean parameter the continuum engine cannot turn into records (names it and the fix)."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pclean_provider.errors import PcleanInputError
 
-class ConfigError(ValueError):
+
+class ConfigError(PcleanInputError):
     """A configuration that cannot be imaged; the message names the parameter and the fix.
 
     ``parameters`` lists the offending parameter names (flat tclean-style names) so that callers

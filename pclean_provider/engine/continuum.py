@@ -33,9 +33,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from pclean_provider.atomic_files import write_text
 from pclean_provider.config.casa_bridge import BridgeError, CasaRecords, casa_records_for
 from pclean_provider.engine.continuum_backends import ContinuumPartError, DaskParts, SerialParts
 from pclean_provider.engine.continuum_models import ContinuumResult, CycleReport
+from pclean_provider.errors import PcleanInputError
 
 log = logging.getLogger("pclean_provider.continuum")
 
@@ -46,7 +48,7 @@ __all__ = ["ContinuumPartError", "ContinuumResult", "CycleReport", "ContinuumInp
 _PROGRESS_SUFFIX = ".progress.jsonl"
 
 
-class ContinuumInputError(ValueError):
+class ContinuumInputError(PcleanInputError):
     """A request the continuum engine refuses before starting (names the parameter and the fix)."""
 
 
@@ -108,10 +110,7 @@ class _Progress:
             self.bar = Progress(total=max(1, bar_total), desc="continuum", unit="iteration", bar=True,
                                 logger=log)
         # A new run starts a new file; writers append whole lines that readers tail.
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8"):
-            pass
-        os.replace(tmp, path)
+        write_text(path, "")
 
     def cycle(self, cycle: int, iterations: int, peak: float | None, flux: float | None,
               major_s: float, minor_s: float, stopcode: int = 0, reason: str | None = None) -> CycleReport:

@@ -22,13 +22,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pclean_provider.atomic_files import write_text
+
 log = logging.getLogger("pclean_provider.continuum")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def coordinator_task(cfg_json: str, scheduler_address: str, nparts: int | None = None) -> str:
@@ -46,7 +42,7 @@ def coordinator_task(cfg_json: str, scheduler_address: str, nparts: int | None =
     with tempfile.TemporaryDirectory(prefix="pclean-coordinator-") as tmp:
         cfg_path = Path(tmp) / "config.json"
         out_path = Path(tmp) / "result.json"
-        _write_atomically(cfg_path, cfg_json)
+        write_text(cfg_path, cfg_json)
         cmd = [sys.executable, "-m", "pclean_provider.engine.continuum_remote", "--config", str(cfg_path),
                "--scheduler", scheduler_address, "--result", str(out_path)]
         if nparts is not None:
@@ -69,7 +65,9 @@ def coordinator_task(cfg_json: str, scheduler_address: str, nparts: int | None =
         err = payload["error"]
         if err["type"] == "ContinuumPartError":
             raise ContinuumPartError(err["part"], err["nparts"], err["operation"], err["reason"])
-        if err["type"] == "ContinuumInputError":
+        if err.get("input_error"):
+            # Any input error of the run (bad selection, parameter the bridge refuses, ...) stays one
+            # across the process boundary, so the caller fails without retrying.
             raise ContinuumInputError(err["message"])
         raise RuntimeError(f"continuum coordinator failed: {err['type']}: {err['message']}")
     return json.dumps(payload["result"])
@@ -98,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from pclean_provider.casa.runtime import ensure_casa_runtime
     from pclean_provider.config import PcleanConfig
-    from pclean_provider.engine.continuum import ContinuumInputError, run_continuum
+    from pclean_provider.engine.continuum import run_continuum
     from pclean_provider.engine.continuum_backends import ContinuumPartError
+    from pclean_provider.errors import is_input_error
 
     out = Path(args.result)
     cfg = PcleanConfig.model_validate_json(Path(args.config).read_text(encoding="utf-8"))
@@ -107,16 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Client(args.scheduler, timeout=60) as client:
             result = run_continuum(cfg, client, nparts=args.nparts)
-        _write_atomically(out, json.dumps({"result": json.loads(result.model_dump_json())}))
+        write_text(out, json.dumps({"result": json.loads(result.model_dump_json())}))
         return 0
     except ContinuumPartError as exc:
         err = {"type": "ContinuumPartError", "part": exc.part, "nparts": exc.nparts,
                "operation": exc.operation, "reason": exc.reason, "message": str(exc)}
-    except ContinuumInputError as exc:
-        err = {"type": "ContinuumInputError", "message": str(exc)}
     except Exception as exc:
-        err = {"type": type(exc).__name__, "message": str(exc)}
-    _write_atomically(out, json.dumps({"error": err}))
+        err = {"type": type(exc).__name__, "message": str(exc), "input_error": is_input_error(exc)}
+    write_text(out, json.dumps({"error": err}))
     return 1
 
 

@@ -44,6 +44,7 @@ from pydantic import BaseModel
 
 from pclean_provider.atomic_files import fsync_dir
 from pclean_provider.atomic_files import write_text as atomic_write_text
+from pclean_provider.errors import PcleanInputError
 from pclean_provider.pipeline.archive_manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -73,7 +74,7 @@ PAUSE_SECONDS_ENV = "PCLEAN_ARCHIVE_PAUSE_SECONDS"
 ORPHAN_AGE_S = 600.0
 
 
-class ArchiveError(ValueError):
+class ArchiveError(PcleanInputError):
     """Bad publish arguments or an archive that cannot be used; the message names the fix."""
 
 

@@ -8,9 +8,10 @@ final name appears by rename only, so a crash never leaves a half-written .fits 
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
+
+from pclean_provider.atomic_files import replacing
 
 # Science products by imaging kind; those that do not exist (no pbcor, no alpha) are skipped.
 STANDARD_SUFFIXES = (".image", ".image.pbcor", ".residual")
@@ -39,19 +40,8 @@ def add_checksums(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     from astropy.io import fits
 
     dst = Path(dst)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        with fits.open(src, memmap=False) as hdul:
-            hdul.writeto(tmp, overwrite=True, checksum=True, output_verify="silentfix")
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; archived files are for everyone to read
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with replacing(dst) as tmp, fits.open(src, memmap=False) as hdul:
+        hdul.writeto(tmp, overwrite=True, checksum=True, output_verify="silentfix")
     return dst
 
 

@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from pclean_provider.atomic_files import write_json
+from pclean_provider.errors import PcleanInputError
 
 REASON_SUFFIX = ".reason.json"
 
@@ -67,7 +68,7 @@ class IngestReport(BaseModel):
     already_imaged: list[SkippedMs] = Field(default_factory=list)
 
 
-class MsRejected(ValueError):
+class MsRejected(PcleanInputError):
     """The MS opened (or not) but cannot be imaged; the message is the reason for the operator."""
 
 

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from pclean_provider.atomic_files import write_text as atomic_write_text
+from pclean_provider.errors import PcleanInputError
 from pclean_provider.pipeline import qa_metrics as m
 from pclean_provider.pipeline.qa_models import (
     BeamInfo,
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 MAX_FIT_CHANNELS = 16
 
 
-class QaInputError(ValueError):
+class QaInputError(PcleanInputError):
     """The product to check is missing or the arguments do not fit it."""
 
 
