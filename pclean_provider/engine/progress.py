@@ -7,6 +7,7 @@ log line goes through `logging`, so Airflow task logs and Dask-free library use 
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -62,3 +63,27 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def format_progress_line(line: str) -> str:
+    """One readable log line from a JSON progress record (falls back to the raw text).
+
+    The records are the engine's own (a ``message``, or a continuum ``CycleReport``); whoever tails
+    a progress file from afar (the Airflow trigger, a waiting operator) logs them through this.
+    """
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line.strip()
+    if not isinstance(record, dict):
+        return line.strip()
+    if message := record.get("message"):
+        return str(message)
+    if "cycle" in record and "run_id" in record:
+        try:
+            from pclean_provider.engine.continuum_models import CycleReport
+
+            return CycleReport.model_validate(record).line()
+        except Exception:  # a record of another shape: show its fields
+            pass
+    return ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())

@@ -1,23 +1,29 @@
-"""Connection -> ClusterSpec -> Dask client, for the operators of this provider.
+"""Connection -> ClusterSpec -> Dask client, and the work on it, for the operators and triggers.
 
 The hook decides *which* cluster a task talks to; starting and connecting is left to
 ``pclean_provider.compute`` so that the Airflow face and the command line share one way of doing it.
 Where the scheduler address comes from, first match wins: an explicit ``scheduler_address`` (for
 example the XCom of a cluster-up task), a cluster host's ``address_file``, the connection's host and
 port, then the connection's cluster type (a short-lived local or SLURM cluster).
+
+The operations on a task's work (find, submit, cancel, release, ask its state) follow the one
+protocol in ``pclean_provider.compute.dask_work``; the hook offers them with a synchronous client
+to the operators and, as ``async_*`` methods, with an asynchronous client to the triggers.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
+from pclean_provider.compute.dask_work import ProgressTail, PublishedWork, WorkStatus, cluster_resources
 from pclean_provider.config.cluster import ClusterSpec
+from pclean_provider.engine.progress import format_progress_line
 
 # Extra fields of the connection form that map one-to-one onto ClusterSpec (see get_provider_info).
 SPEC_FIELDS = tuple(name for name in ClusterSpec.model_fields if name != "scheduler_address")
@@ -113,23 +119,66 @@ class PcleanDaskHook(BaseHook):
             yield handle
 
     @contextmanager
-    def get_client(self) -> Iterator[Any]:
-        """A ``distributed.Client``, closed on exit (the work it submitted is kept by publish)."""
-        with self.open_cluster() as handle:
-            yield handle.client
+    def scheduler_client(self, address: str, timeout: float = 20.0) -> Iterator[Any]:
+        """A synchronous ``distributed.Client`` of a running scheduler, closed on exit."""
+        from distributed import Client
+
+        with Client(address, timeout=timeout, set_as_default=False) as client:
+            yield client
+
+    @asynccontextmanager
+    async def async_scheduler_client(self, address: str, timeout: float = 30.0) -> AsyncIterator[Any]:
+        """An asynchronous ``distributed.Client`` for a trigger's event loop, closed on exit."""
+        from distributed import Client
+
+        async with Client(address, asynchronous=True, timeout=timeout, set_as_default=False) as client:
+            yield client
 
     def test_connection(self) -> tuple[bool, str]:
         spec = self.get_cluster_spec()
         if spec.cluster_type != "address":
             return True, f"cluster_type={spec.cluster_type!r}: a cluster is started per task; nothing to reach."
         try:
-            from distributed import Client
-
-            with Client(spec.scheduler_address, timeout=10, set_as_default=False) as client:
+            with self.scheduler_client(spec.scheduler_address, timeout=10) as client:
                 nworkers = len(client.scheduler_info().get("workers", {}))
             return True, f"Dask scheduler {spec.scheduler_address} answers with {nworkers} workers."
         except Exception as exc:
             return False, f"Dask scheduler {spec.scheduler_address} did not answer: {exc}"
+
+    # -- the work of a task on the cluster (compute.dask_work) ---------------------------------------
+
+    def find_work(self, client: Any, key: str) -> Any:
+        """The Future of the work already published under ``key`` (to adopt), or None."""
+        return PublishedWork(client).find(key)
+
+    def cancel_older_tries(self, client: Any, key: str) -> list[str]:
+        """Cancel what earlier tries of the same task left running; the keys cancelled."""
+        return PublishedWork(client).cancel_older_tries(key)
+
+    def submit_work(self, client: Any, key: str, result_file: str, func: Callable[..., dict], args: tuple) -> Any:
+        """Submit ``func(*args)`` under ``key``, published, writing its result to ``result_file``."""
+        return PublishedWork(client).submit(key, result_file, func, *args)
+
+    def cancel_work(self, client: Any, key: str, reason: str) -> bool:
+        return PublishedWork(client).cancel(key, reason)
+
+    async def async_cancel_work(self, client: Any, key: str, reason: str) -> bool:
+        return await PublishedWork(client).cancel(key, reason)
+
+    def release_work(self, client: Any, key: str) -> bool:
+        return PublishedWork(client).release(key)
+
+    async def async_work_status(self, client: Any, key: str) -> WorkStatus:
+        return await PublishedWork(client).status(key)
+
+    def cluster_resources(self, client: Any) -> tuple[int, int | None]:
+        """Worker count and smallest per-worker memory limit, for work sized to the cluster."""
+        return cluster_resources(client)
+
+    @staticmethod
+    def progress_tail(path: str | None) -> ProgressTail:
+        """Reads the new lines of a work's progress file, formatted for a task log."""
+        return ProgressTail(path, format_progress_line)
 
 
 def connection_to_spec_fields(host: str | None, port: int | None, extra: dict[str, Any],

@@ -19,18 +19,15 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from pclean_provider.hooks.dask import PcleanDaskHook
-from pclean_provider.hooks.dask_work import (
+from pclean_provider.compute.dask_work import (
     INPUT_ERRORS,
     STATE_DIRNAME,
     ProgressTail,
     read_result,
     result_path,
-    run_recorded,
-    try_of_key,
     work_key,
-    work_key_prefix,
 )
+from pclean_provider.hooks.dask import PcleanDaskHook
 from pclean_provider.links.dask import DASHBOARD_XCOM_KEY, DaskDashboardLink
 from pclean_provider.triggers.dask import DaskWorkTrigger
 
@@ -139,15 +136,14 @@ class PcleanDaskOperator(BaseOperator):
             if handle.dashboard_link:
                 context["ti"].xcom_push(key=DASHBOARD_XCOM_KEY, value=handle.dashboard_link)
             address = handle.address
-            prefix = work_key_prefix(self.work_kind, ti.dag_id, ti.run_id, ti.task_id, _map_index(ti))
-            future = self._find_or_submit(client, key, prefix, func, make_args, result_file, progress_file)
+            future = self._find_or_submit(hook, client, key, func, make_args, result_file, progress_file)
             if not self.deferrable:
                 self._running = (address, key)
                 try:
-                    result = self._wait_inline(future, ProgressTail(progress_file))
+                    result = self._wait_inline(future, hook.progress_tail(progress_file))
                 finally:
                     self._running = None
-                    release_work(client, key)
+                    hook.release_work(client, key)
                 return self.on_result(context, result)
 
         self.defer(
@@ -184,23 +180,16 @@ class PcleanDaskOperator(BaseOperator):
             if done:
                 return result
 
-    def _find_or_submit(self, client, key, prefix, func, make_args, result_file, progress_file):
-        names = set(client.list_datasets())
-        if key in names:
+    def _find_or_submit(self, hook, client, key, func, make_args, result_file, progress_file):
+        if (future := hook.find_work(client, key)) is not None:
             # Same try seen again (an Airflow worker restarted after submitting): adopt, do not resubmit.
             self.log.info("Dask work %s is already on the cluster; waiting for it instead of resubmitting.", key)
-            return client.get_dataset(key)
-        this_try = try_of_key(key) or 0
-        for stale in sorted(n for n in names if isinstance(n, str) and n.startswith(prefix)):
-            if (try_of_key(stale) or 0) < this_try:
-                # An older try of this task still running would write the same products as this one.
-                self.log.info("Cancelling Dask work of an earlier try: %s", stale)
-                cancel_work(client, stale, reason=f"superseded by {key}")
+            return future
+        for stale in hook.cancel_older_tries(client, key):
+            self.log.info("Cancelled Dask work of an earlier try: %s", stale)
         if progress_file and os.path.exists(progress_file):
             os.unlink(progress_file)
-        args = make_args(client)
-        future = client.submit(run_recorded, result_file, func, *args, key=key, pure=False)
-        client.publish_dataset(future, name=key)
+        future = hook.submit_work(client, key, result_file, func, make_args(client))
         self.log.info("Submitted %s to the Dask cluster as %s", self.label(), key)
         return future
 
@@ -212,7 +201,7 @@ class PcleanDaskOperator(BaseOperator):
                 raise AirflowFailException(message)
             raise AirflowException(message)
         if scheduler_address:
-            _release_quietly(scheduler_address, event["key"], self.log)
+            self._at_scheduler(scheduler_address, event["key"], "release")
         return self.on_result(context, event.get("result"))
 
     def on_result(self, context: Any, result: Any) -> Any:
@@ -224,46 +213,25 @@ class PcleanDaskOperator(BaseOperator):
         # trigger's on_kill.
         if self._running:
             address, key = self._running
-            _cancel_quietly(address, key, self.log)
+            self._at_scheduler(address, key, "cancel")
+
+    def _at_scheduler(self, address: str, key: str, action: str) -> None:
+        """Release or cancel the work by address, with a client of its own; a failure only warns.
+
+        The result is safe either way, and a scheduler that went away has forgotten the work anyway.
+        """
+        hook = self.hook()
+        try:
+            with hook.scheduler_client(address) as client:
+                if action == "cancel":
+                    hook.cancel_work(client, key, reason="Airflow task killed")
+                else:
+                    hook.release_work(client, key)
+        except Exception as exc:
+            self.log.warning("Could not %s Dask work %s on %s: %s", action, key, address, exc)
 
     def default_state_dir(self, imagename: str) -> str:
         return self.state_dir or os.path.join(os.path.dirname(os.path.abspath(imagename)), STATE_DIRNAME)
-
-
-def cancel_work(client: Any, key: str, reason: str) -> bool:
-    """Cancel published work by name with a synchronous client; False when it was not there."""
-    if key not in set(client.list_datasets()):
-        return False
-    future = client.get_dataset(key)
-    client.cancel([future], force=True, reason=reason)
-    client.unpublish_dataset(key)
-    return True
-
-
-def release_work(client: Any, key: str) -> None:
-    """Forget finished work: its result is already in XCom and in the result file."""
-    if key in set(client.list_datasets()):
-        client.unpublish_dataset(key)
-
-
-def _release_quietly(address: str, key: str, log: Any) -> None:
-    try:
-        from distributed import Client
-
-        with Client(address, timeout=20, set_as_default=False) as client:
-            release_work(client, key)
-    except Exception as exc:  # the result is safe; a scheduler that went away has forgotten it anyway
-        log.warning("Could not release Dask work %s on %s: %s", key, address, exc)
-
-
-def _cancel_quietly(address: str, key: str, log: Any) -> None:
-    try:
-        from distributed import Client
-
-        with Client(address, timeout=20, set_as_default=False) as client:
-            cancel_work(client, key, reason="Airflow task killed")
-    except Exception as exc:
-        log.warning("Could not cancel Dask work %s on %s: %s", key, address, exc)
 
 
 def _map_index(ti: Any) -> int:

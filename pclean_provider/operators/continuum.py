@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from pclean_provider.hooks import dask_work
+from pclean_provider.engine import worker_tasks
 from pclean_provider.operators.base import PcleanDaskOperator
 from pclean_provider.operators.config_input import build_config
 
@@ -48,7 +48,7 @@ class ContinuumImagingOperator(PcleanDaskOperator):
         cfg_json = cfg.model_dump_json()
         from pclean_provider.engine.continuum import progress_file_for
 
-        return self.run_on_cluster(context, dask_work.image_continuum, lambda client: (cfg_json,),
+        return self.run_on_cluster(context, worker_tasks.image_continuum, lambda client: (cfg_json,),
                                    self.default_state_dir(cfg.image.imagename),
                                    progress_file=progress_file_for(cfg.image.imagename))
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from pclean_provider.hooks import dask_work
+from pclean_provider.engine import worker_tasks
 from pclean_provider.operators.base import PcleanDaskOperator
 from pclean_provider.operators.config_input import build_config
 
@@ -65,12 +65,12 @@ class CubePartitionOperator(PcleanDaskOperator):
         overwrite = bool(self.overwrite) or int(context["ti"].try_number) > 1
 
         def make_args(client: Any) -> tuple:
-            workers, memory = dask_work.cluster_resources(client)
+            workers, memory = self.hook().cluster_resources(client)
             nworkers = int(self.nworkers) if self.nworkers else workers
             self.log.info("Planning for %d sub-cube workers (cluster has %d)", nworkers, workers)
             return (cfg_json, nworkers, memory, overwrite)
 
-        return self.run_on_cluster(context, dask_work.plan_cube, make_args,
+        return self.run_on_cluster(context, worker_tasks.plan_cube, make_args,
                                    self.default_state_dir(cfg.image.imagename))
 
     def on_result(self, context: Any, result: Any) -> Any:
@@ -117,7 +117,7 @@ class SubcubeImagingOperator(PcleanDaskOperator):
             raise AirflowFailException(
                 f"{self.task_id}: spec must be one sub-cube spec from CubePartitionOperator (a dict with "
                 f"imagename, chan_start, ...), got {type(spec).__name__}; map with .expand(spec=partition.output)")
-        return self.run_on_cluster(context, dask_work.image_one_subcube, lambda client: (spec,),
+        return self.run_on_cluster(context, worker_tasks.image_one_subcube, lambda client: (spec,),
                                    self.default_state_dir(spec["imagename"]))
 
     def on_result(self, context: Any, result: Any) -> Any:
@@ -171,7 +171,7 @@ class CubeConcatOperator(PcleanDaskOperator):
             # movevirtual consumes the sub-cubes; kept sub-cubes need a copying concatenation.
             self.log.info("concat_mode='movevirtual' would consume the sub-cubes this task keeps; using 'paged'.")
             mode = "paged"
-        return self.run_on_cluster(context, dask_work.concat_cube, lambda client: (plan, results, mode, keep),
+        return self.run_on_cluster(context, worker_tasks.concat_cube, lambda client: (plan, results, mode, keep),
                                    self.default_state_dir(plan["imagename"]))
 
     def on_result(self, context: Any, result: Any) -> Any:

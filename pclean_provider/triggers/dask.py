@@ -13,14 +13,14 @@ task (mark failed / success, clear), never on a triggerer shutdown, redistributi
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from pclean_provider.hooks.dask_work import ProgressTail, read_result, scheduler_task_state
+from pclean_provider.compute.dask_work import read_result
+from pclean_provider.hooks.dask import PcleanDaskHook
 
 
 class DaskWorkTrigger(BaseTrigger):
@@ -60,7 +60,8 @@ class DaskWorkTrigger(BaseTrigger):
         self.unreachable_timeout = float(unreachable_timeout)
         self.label = label or key
         self.not_before = float(not_before or 0.0)
-        self._progress = ProgressTail(progress_file)
+        self._hook = PcleanDaskHook(None, scheduler_address=scheduler_address)
+        self._progress = self._hook.progress_tail(progress_file)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -132,40 +133,30 @@ class DaskWorkTrigger(BaseTrigger):
 
     async def _poll_once(self) -> tuple[str, Any]:
         """Ask the scheduler about the key: (state, result or error message)."""
-        from distributed import Client
-
-        async with Client(self.scheduler_address, asynchronous=True, timeout=30,
-                          set_as_default=False) as client:
-            names = await client.list_datasets()
-            if self.key not in names:
-                return "lost", (
-                    f"the Dask scheduler at {self.scheduler_address} does not know {self.label} (key "
-                    f"{self.key}) and it left no result file {self.result_file}: the scheduler was "
-                    "restarted or the work was cancelled; retry the task to resubmit it.")
-            info = await client.run_on_scheduler(scheduler_task_state, key=self.key)
-            state = info["state"]
-            if state == "memory":
-                future = await client.get_dataset(self.key)
-                return "finished", _jsonable(await future.result())
-            if state == "erred":
-                message = f"{self.label} failed on the Dask worker: {info.get('error')}"
-                if tb := (info.get("traceback") or "").strip():
-                    message += "\nWorker traceback (last lines):\n" + "\n".join(tb.splitlines()[-6:])
-                return "error", {"message": message, "error_type": info.get("error_type")}
-            if state in ("released", "forgotten"):
-                # Published but released: only a forced cancel does that.
-                return "cancelled", f"{self.label} was cancelled on the Dask cluster (key {self.key})."
+        async with self._hook.async_scheduler_client(self.scheduler_address) as client:
+            status = await self._hook.async_work_status(client, self.key)
+        if status.state == "finished":
+            return "finished", status.result
+        if status.state == "lost":
+            return "lost", (
+                f"the Dask scheduler at {self.scheduler_address} does not know {self.label} (key "
+                f"{self.key}) and it left no result file {self.result_file}: the scheduler was "
+                "restarted or the work was cancelled; retry the task to resubmit it.")
+        if status.state == "error":
+            message = f"{self.label} failed on the Dask worker: {status.error}"
+            if tb := status.traceback.strip():
+                message += "\nWorker traceback (last lines):\n" + "\n".join(tb.splitlines()[-6:])
+            return "error", {"message": message, "error_type": status.error_type}
+        if status.state == "cancelled":
+            return "cancelled", f"{self.label} was cancelled on the Dask cluster (key {self.key})."
         await asyncio.sleep(self.poll_interval)
-        return state, None
+        return status.state, None
 
     async def on_kill(self) -> None:
         """A user killed or cleared the deferred task: stop its Dask work too."""
-        from distributed import Client
-
         self.log.info("Task killed by a user: cancelling Dask work %s", self.key)
-        async with Client(self.scheduler_address, asynchronous=True, timeout=20,
-                          set_as_default=False) as client:
-            await cancel_published(client, self.key, reason="Airflow task killed or cleared by a user")
+        async with self._hook.async_scheduler_client(self.scheduler_address, timeout=20) as client:
+            await self._hook.async_cancel_work(client, self.key, reason="Airflow task killed or cleared by a user")
 
     def _success(self, result: Any) -> TriggerEvent:
         return TriggerEvent({**self._event("success", None), "result": result})
@@ -182,18 +173,6 @@ class DaskWorkTrigger(BaseTrigger):
             self.log.info("%s: %s", self.label, line)
 
 
-async def cancel_published(client: Any, key: str, reason: str) -> bool:
-    """Cancel the work published under ``key`` (asynchronous client); False when nothing was there."""
-    names = await client.list_datasets()
-    if key not in names:
-        return False
-    future = await client.get_dataset(key)
-    # force: the publication itself holds the key; without force the scheduler keeps it.
-    await client.cancel([future], force=True, reason=reason)
-    await client.unpublish_dataset(key)
-    return True
-
-
 async def _uncancellable_inside(coro: Any) -> Any:
     """Await ``coro`` so that a cancellation of the caller always propagates.
 
@@ -208,8 +187,3 @@ async def _uncancellable_inside(coro: Any) -> Any:
         task.cancel()
         raise
 
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "model_dump_json"):
-        return json.loads(value.model_dump_json())
-    return value

@@ -31,7 +31,7 @@ def dask_cluster(tmp_path_factory):
 
 
 def _publish(client, key, result_file, func, *args):
-    from pclean_provider.hooks.dask_work import run_recorded
+    from pclean_provider.compute.dask_work import run_recorded
 
     future = client.submit(run_recorded, result_file, func, *args, key=key, pure=False)
     client.publish_dataset(future, name=key)
@@ -121,7 +121,7 @@ def test_unknown_key_without_result_is_reported_lost(dask_cluster, tmp_path):
 
 def test_result_file_alone_is_enough(dask_cluster, tmp_path):
     """A finished result survives the scheduler forgetting the key (e.g. a scheduler restart)."""
-    from pclean_provider.hooks.dask_work import write_json_atomic
+    from pclean_provider.compute.dask_work import write_json_atomic
 
     address, _ = dask_cluster
     result_file = tmp_path / "done.json"
@@ -166,7 +166,7 @@ def test_progress_lines_are_logged(dask_cluster, tmp_path):
     import json
     import logging
 
-    from pclean_provider.hooks.dask_work import write_json_atomic
+    from pclean_provider.compute.dask_work import write_json_atomic
 
     address, _ = dask_cluster
     progress = tmp_path / "p.jsonl"

@@ -1,0 +1,280 @@
+"""The one protocol for running a task's work on Dask so that a later process can find it again.
+
+Each piece of work carries a deterministic Dask key made of (kind, DAG, run, task, map index, try
+number) and is published under that key, so that a trigger started later in another process (or
+after a triggerer restart) finds the same work by name instead of starting it again. The work also
+writes its result to a small JSON file on the shared filesystem, so that a finished result survives
+even a scheduler restart. The key format and the result-file format are what restart-safety rests
+on: changing either strands work that is already running.
+
+Used by the Airflow hook with a synchronous client (operators) and an asynchronous one (triggers);
+no Airflow import here, and ``distributed`` is only touched through the client handed in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+KEY_PREFIX = "pclean"
+#: Exceptions of the engine that mean "the input is wrong": retrying cannot help.
+INPUT_ERRORS = frozenset({"PreflightError", "PlanError", "ConfigError", "ContinuumInputError", "BridgeError",
+                          "SelectionError"})
+STATE_DIRNAME = ".pclean-airflow"
+
+
+# -- naming -------------------------------------------------------------------------------------
+
+
+def work_key(kind: str, dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int) -> str:
+    """Deterministic key of one task try's Dask work; only the try number separates two tries."""
+    return f"{work_key_prefix(kind, dag_id, run_id, task_id, map_index)}try{int(try_number)}"
+
+
+def work_key_prefix(kind: str, dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+    parts = [KEY_PREFIX, kind, dag_id, run_id, task_id, f"m{int(map_index)}"]
+    return "-".join(_safe(p) for p in parts) + "-"
+
+
+def try_of_key(key: str) -> int | None:
+    match = re.search(r"-try(\d+)$", key)
+    return int(match.group(1)) if match else None
+
+
+def prefix_of_key(key: str) -> str:
+    """What every try of the same task's work shares (``work_key_prefix`` of the key's task)."""
+    return re.sub(r"try\d+$", "", key)
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", str(text))
+
+
+# -- result files ---------------------------------------------------------------------------------
+
+
+def result_path(state_dir: str, key: str) -> str:
+    return os.path.join(state_dir, f"{key}.result.json")
+
+
+def read_result(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    """Readers (the trigger, a retried task) never see half a result file."""
+    from pclean_provider.atomic_files import write_json
+
+    write_json(path, data)
+
+
+def run_recorded(result_file: str, func: Callable[..., dict], *args: Any) -> dict:
+    """Run ``func(*args)`` on a worker and keep its (small, JSON) result on the shared filesystem.
+
+    The writer half of the result-file format, kept beside its reader so that the two cannot drift.
+    """
+    result = func(*args)
+    write_json_atomic(result_file, result)
+    return result
+
+
+def jsonable(value: Any) -> Any:
+    if hasattr(value, "model_dump_json"):
+        return json.loads(value.model_dump_json())
+    return value
+
+
+# -- progress files -------------------------------------------------------------------------------
+
+
+class ProgressTail:
+    """Reads the lines a piece of work appended to its JSON-lines progress file since the last call.
+
+    :param format_line: turns one raw line into the text to log (the engine knows its records).
+    """
+
+    def __init__(self, path: str | None, format_line: Callable[[str], str] | None = None) -> None:
+        self.path = path
+        self.format_line = format_line or str.strip
+        self.offset = 0
+        self.inode: int | None = None
+
+    def new_lines(self) -> list[str]:
+        if not self.path:
+            return []
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return []
+        if stat.st_ino != self.inode or stat.st_size < self.offset:
+            # The writer replaced the file (a new run starts it afresh by rename): read from the top.
+            self.inode, self.offset = stat.st_ino, 0
+        lines = []
+        with open(self.path, encoding="utf-8") as handle:
+            handle.seek(self.offset)
+            while True:
+                line = handle.readline()
+                # A line without its newline is still being written: read it next time.
+                if not line or not line.endswith("\n"):
+                    break
+                self.offset = handle.tell()
+                lines.append(self.format_line(line))
+        return lines
+
+
+# -- what the scheduler knows -------------------------------------------------------------------------
+
+
+def scheduler_task_state(key: str, dask_scheduler: Any = None) -> dict[str, Any]:
+    """Run on the scheduler: the state of one key and, if it failed, the worker's error text.
+
+    Asked of the scheduler directly because a fresh client's Future only learns its state some
+    time after it is created, which would make a single quick poll unreliable.
+    """
+    task = dask_scheduler.tasks.get(key)
+    if task is None:
+        return {"state": "forgotten"}
+    out: dict[str, Any] = {"state": task.state}
+    if task.state == "erred":
+        blame = task.exception_blame or task
+        out["error"] = blame.exception_text or repr(blame.exception)
+        out["error_type"] = out["error"].split("(", 1)[0].strip()
+        out["traceback"] = blame.traceback_text or ""
+    return out
+
+
+def cluster_resources(client: Any) -> tuple[int, int | None]:
+    """Worker count and the smallest per-worker memory limit (None when unlimited) of a cluster.
+
+    Synchronous client only: an asynchronous one answers ``scheduler_info`` from a stale cache.
+    """
+    workers = client.scheduler_info(n_workers=-1).get("workers", {}) if _accepts_n_workers(client) \
+        else client.scheduler_info().get("workers", {})
+    limits = [w.get("memory_limit") or 0 for w in workers.values()]
+    positive = [m for m in limits if m > 0]
+    return max(len(workers), 1), (min(positive) if positive else None)
+
+
+def _accepts_n_workers(client: Any) -> bool:
+    import inspect
+
+    return "n_workers" in inspect.signature(client.scheduler_info).parameters
+
+
+@dataclass(frozen=True)
+class WorkStatus:
+    """One look at published work.
+
+    ``state`` is ``finished`` (``result`` set), ``error`` (``error``, ``error_type``, ``traceback``
+    from the worker), ``cancelled`` (published but released: only a forced cancel does that),
+    ``lost`` (not published: the scheduler restarted or the work was withdrawn), or the scheduler's
+    own state of work still under way (``waiting``, ``processing``, ...).
+    """
+
+    state: str
+    result: Any = None
+    error: str | None = None
+    error_type: str | None = None
+    traceback: str = ""
+
+
+# -- operations on the published work ------------------------------------------------------------------
+
+
+class PublishedWork:
+    """The published work on one scheduler, through a synchronous or an asynchronous client.
+
+    Every operation is written once, as a coroutine; ``Client.sync`` runs it on the client's event
+    loop and returns its value for a synchronous client, or hands back the awaitable for an
+    asynchronous one (the convention of distributed's own client methods). So an operator's
+    ``PublishedWork(client).cancel(key, reason)`` returns a bool and a trigger's is awaited.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def find(self, key: str) -> Any:
+        """The Future of the work published under ``key`` (adopt it), or None."""
+        return self.client.sync(self._find, key)
+
+    def cancel_older_tries(self, key: str) -> Any:
+        """Cancel the work of earlier tries of the same task; the list of keys cancelled."""
+        return self.client.sync(self._cancel_older_tries, key)
+
+    def submit(self, key: str, result_file: str, func: Callable[..., dict], *args: Any) -> Any:
+        """Run ``func(*args)`` under ``key``, recording its result; published so others find it."""
+        return self.client.sync(self._submit, key, result_file, func, args)
+
+    def cancel(self, key: str, reason: str) -> Any:
+        """Cancel the work published under ``key``; False when nothing was there."""
+        return self.client.sync(self._cancel, key, reason)
+
+    def release(self, key: str) -> Any:
+        """Forget finished work (its result is in the result file); False when nothing was there."""
+        return self.client.sync(self._release, key)
+
+    def status(self, key: str) -> Any:
+        """A ``WorkStatus`` of the work published under ``key``."""
+        return self.client.sync(self._status, key)
+
+    # The coroutines run on the client's loop, where its methods return awaitables.
+
+    async def _names(self) -> set[str]:
+        return set(await self.client.list_datasets())
+
+    async def _find(self, key: str) -> Any:
+        if key not in await self._names():
+            return None
+        return await self.client.get_dataset(key)
+
+    async def _cancel_older_tries(self, key: str) -> list[str]:
+        prefix, this_try = prefix_of_key(key), try_of_key(key) or 0
+        # An older try of this task still running would write the same products as this one.
+        stale = sorted(n for n in await self._names()
+                       if isinstance(n, str) and n.startswith(prefix) and (try_of_key(n) or 0) < this_try)
+        for name in stale:
+            await self._cancel(name, reason=f"superseded by {key}")
+        return stale
+
+    async def _submit(self, key: str, result_file: str, func: Callable[..., dict], args: tuple) -> Any:
+        future = self.client.submit(run_recorded, result_file, func, *args, key=key, pure=False)
+        await self.client.publish_dataset(future, name=key)
+        return future
+
+    async def _cancel(self, key: str, reason: str) -> bool:
+        if key not in await self._names():
+            return False
+        future = await self.client.get_dataset(key)
+        # force: the publication itself holds the key; without force the scheduler keeps it.
+        await self.client.cancel([future], force=True, reason=reason)
+        await self.client.unpublish_dataset(key)
+        return True
+
+    async def _release(self, key: str) -> bool:
+        if key not in await self._names():
+            return False
+        await self.client.unpublish_dataset(key)
+        return True
+
+    async def _status(self, key: str) -> WorkStatus:
+        if key not in await self._names():
+            return WorkStatus("lost")
+        info = await self.client.run_on_scheduler(scheduler_task_state, key=key)
+        state = info["state"]
+        if state == "memory":
+            future = await self.client.get_dataset(key)
+            return WorkStatus("finished", result=jsonable(await future.result()))
+        if state == "erred":
+            return WorkStatus("error", error=info.get("error"), error_type=info.get("error_type"),
+                              traceback=info.get("traceback") or "")
+        if state in ("released", "forgotten"):
+            return WorkStatus("cancelled")
+        return WorkStatus(state)
