@@ -178,7 +178,7 @@ def _count_workers(address: str, timeout: float = 10.0) -> int | None:
 
 def start_host(spec: ClusterSpec, address_file: str | os.PathLike, *, python: str | None = None) -> str:
     """Start a cluster host (or find the one already running) and return its scheduler address."""
-    from pclean_provider.compute.cluster import new_cluster_id
+    from pclean_provider.compute.cluster import backend_for, new_cluster_id
     from pclean_provider.compute.spec_file import with_absolute_paths
 
     paths = _paths(address_file)
@@ -201,11 +201,8 @@ def start_host(spec: ClusterSpec, address_file: str | os.PathLike, *, python: st
             _stop_unlocked(paths)
 
         cluster_id = new_cluster_id()
-        job_name = None
-        if spec.cluster_type == "slurm":
-            from pclean_provider.compute import slurm
-
-            job_name = slurm.job_name_for(spec, cluster_id)
+        # Known before the host runs, so that `down` finds the jobs of a host that died starting.
+        job_name = backend_for(spec).job_name(cluster_id)
         write_text(paths["spec"], spec.model_dump_json(indent=2))
         cmd = [python or sys.executable, "-m", HOST_MODULE, "--address-file", str(paths["address"]),
                "--cluster-id", cluster_id]

@@ -1,6 +1,6 @@
 """Dask workers as SLURM jobs (dask-jobqueue), and the few SLURM commands the project needs.
 
-The scheduler lives in the process that calls ``start_slurm`` (dask-jobqueue keeps it in-process);
+The scheduler lives in the process that starts the ``SlurmBackend`` (dask-jobqueue keeps it in-process);
 each worker is one SLURM job named ``slurm_job_name`` so that anything left behind (a crashed host,
 a job still queued when start-up failed) can be found and cancelled by that name.
 """
@@ -16,8 +16,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from distributed import Client
+
+from pclean_provider.compute.backend import ClusterBackend, ClusterHandle
 from pclean_provider.compute.errors import ClusterError, SlurmError
 from pclean_provider.compute.worker_setup import export_lines, worker_environment
 from pclean_provider.config.cluster import ClusterSpec
@@ -192,23 +195,6 @@ def describe_jobs(job_name: str, spec: ClusterSpec) -> str:
     return f"SLURM jobs named {job_name!r}: {states}; job logs: {log_directory(spec)}"
 
 
-# job name -> True once squeue listed a job of that name: lets us tell "not submitted yet" from
-# "submitted and already gone".
-_seen_jobs: dict[str, bool] = {}
-
-
-def raise_if_jobs_failed(job_name: str, spec: ClusterSpec, workers_seen: int) -> None:
-    """While waiting for workers: fail at once when every worker job has already ended."""
-    jobs = [j for j in list_jobs(job_name) if j["state"] in LIVE_STATES]
-    if jobs:
-        _seen_jobs[job_name] = True
-        return
-    if _seen_jobs.get(job_name) and workers_seen == 0:
-        raise ClusterError(
-            f"the SLURM worker jobs named {job_name!r} ended before any Dask worker joined; "
-            f"their output is in {log_directory(spec)} ({_latest_log_tail(spec, job_name)})")
-
-
 def _latest_log_tail(spec: ClusterSpec, job_name: str) -> str:
     logs = sorted(log_directory(spec).glob(f"{job_name}-*.err"), key=lambda p: p.stat().st_mtime)
     if not logs:
@@ -217,40 +203,76 @@ def _latest_log_tail(spec: ClusterSpec, job_name: str) -> str:
     return f"{logs[-1].name}: " + (" | ".join(lines[-3:]) if lines else "empty")
 
 
-def start_slurm(spec: ClusterSpec, cluster_id: str):
+class SlurmBackend(ClusterBackend):
     """A SLURMCluster with the scheduler in this process, scaled (or adaptive) as the spec says."""
-    from distributed import Client
 
-    from pclean_provider.compute.cluster import ClusterHandle
+    cluster_type: ClassVar[str] = "slurm"
 
-    require_slurm_commands()
-    if spec.slurm_queue:
-        check_partition(spec.slurm_queue)
-    from dask_jobqueue import SLURMCluster
+    def __init__(self, spec: ClusterSpec) -> None:
+        super().__init__(spec)
+        # True once squeue listed a worker job: tells "not submitted yet" from "submitted and gone".
+        self._jobs_seen = False
 
-    kwargs = job_kwargs(spec, cluster_id)
-    name = kwargs["job_name"]
-    cluster = SLURMCluster(
-        name=f"pclean-{cluster_id}",
-        # A random dashboard port: several clusters may share the submit host.
-        scheduler_options={"dashboard_address": ":0"},
-        **kwargs,
-    )
-    handle = ClusterHandle(spec=spec, client=None, cluster=cluster, cluster_id=cluster_id,  # type: ignore[arg-type]
-                           job_name=name)
-    try:
-        test_only(cluster.job_script())
-        handle.client = Client(cluster, set_as_default=False)
-        if spec.adaptive:
-            cluster.adapt(minimum_jobs=spec.adaptive_minimum,
-                          maximum_jobs=spec.adaptive_maximum or spec.resolved_nworkers())
-        else:
-            cluster.scale(jobs=spec.resolved_nworkers())
-    except BaseException:
-        if handle.client is None:
-            cluster.close()
-            cancel_jobs_by_name(name)
-        else:
+    def job_name(self, cluster_id: str) -> str | None:
+        return job_name_for(self.spec, cluster_id)
+
+    def casa_log_dir(self) -> str | None:
+        # SLURM workers' own scratch folders vanish with the job; their CASA logs belong next to
+        # the job logs.
+        return str(log_directory(self.spec) / "casa")
+
+    def start(self, cluster_id: str) -> ClusterHandle:
+        spec = self.spec
+        require_slurm_commands()
+        if spec.slurm_queue:
+            check_partition(spec.slurm_queue)
+        from dask_jobqueue import SLURMCluster
+
+        kwargs = job_kwargs(spec, cluster_id)
+        cluster = SLURMCluster(
+            name=f"pclean-{cluster_id}",
+            # A random dashboard port: several clusters may share the submit host.
+            scheduler_options={"dashboard_address": ":0"},
+            **kwargs,
+        )
+        handle = ClusterHandle(spec=spec, client=None, cluster=cluster, cluster_id=cluster_id,  # type: ignore[arg-type]
+                               job_name=kwargs["job_name"], backend=self)
+        try:
+            test_only(cluster.job_script())
+            handle.client = Client(cluster, set_as_default=False)
+            if spec.adaptive:
+                cluster.adapt(minimum_jobs=spec.adaptive_minimum,
+                              maximum_jobs=spec.adaptive_maximum or spec.resolved_nworkers())
+            else:
+                cluster.scale(jobs=spec.resolved_nworkers())
+        except BaseException:
             handle.close()
-        raise
-    return handle
+            raise
+        return handle
+
+    def expected_workers(self) -> int:
+        return self.spec.adaptive_minimum if self.spec.adaptive else self.spec.resolved_nworkers()
+
+    def check_start(self, handle: ClusterHandle, workers_seen: int) -> None:
+        """Fail at once when every worker job has already ended, instead of at the timeout."""
+        if not handle.job_name:
+            return
+        if [j for j in list_jobs(handle.job_name) if j["state"] in LIVE_STATES]:
+            self._jobs_seen = True
+            return
+        if self._jobs_seen and workers_seen == 0:
+            raise ClusterError(
+                f"the SLURM worker jobs named {handle.job_name!r} ended before any Dask worker joined; "
+                f"their output is in {log_directory(self.spec)} ({_latest_log_tail(self.spec, handle.job_name)})")
+
+    def no_workers_hint(self, handle: ClusterHandle) -> str:
+        jobs = describe_jobs(handle.job_name, self.spec) + "; " if handle.job_name else ""
+        return (jobs + "raise worker_start_timeout if the queue is just busy, or check slurm_queue, "
+                "slurm_job_mem and slurm_cores_per_job against `sinfo`")
+
+    def close(self, handle: ClusterHandle) -> None:
+        super().close(handle)
+        if handle.job_name:
+            # dask-jobqueue cancels the jobs it knows by id; jobs submitted while it was failing
+            # (or still queued) are only reachable by name.
+            cancel_jobs_by_name(handle.job_name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+
 import pytest
 
 from pclean_provider.compute.dask_work import (

@@ -1,0 +1,43 @@
+"""Dask workers as processes on this machine (a LocalCluster), with the CASA runtime set up."""
+
+from __future__ import annotations
+
+import os
+from typing import ClassVar
+
+from pclean_provider.compute.backend import ClusterBackend, ClusterHandle
+from pclean_provider.compute.worker_setup import NANNY_ENV_DROPPED, nanny_config, worker_environment
+
+
+class LocalBackend(ClusterBackend):
+    cluster_type: ClassVar[str] = "local"
+
+    def start(self, cluster_id: str) -> ClusterHandle:
+        import dask
+
+        # A plain Dask nanny started earlier in this process (another library, a test) leaves the
+        # variables in os.environ, which the new workers would inherit: hide them while they spawn.
+        leaked = {name: os.environ.pop(name) for name in NANNY_ENV_DROPPED if name in os.environ}
+        try:
+            with dask.config.set(nanny_config()):
+                cluster = self._local_cluster(cluster_id)
+        finally:
+            os.environ.update(leaked)
+        return ClusterHandle(spec=self.spec, client=self.connect(cluster), cluster=cluster, cluster_id=cluster_id,
+                             backend=self)
+
+    def _local_cluster(self, cluster_id: str):
+        from distributed import LocalCluster
+
+        spec = self.spec
+        return LocalCluster(
+            name=f"pclean-{cluster_id}",
+            n_workers=spec.resolved_nworkers(),
+            threads_per_worker=spec.threads_per_worker,
+            processes=True,
+            memory_limit=spec.memory_limit,
+            local_directory=spec.local_directory,
+            # A random port: several clusters (tests, DAG runs) share one machine.
+            dashboard_address=":0",
+            env=worker_environment(),
+        )
