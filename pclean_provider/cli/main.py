@@ -14,6 +14,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("pclean_provider.cli.simulate", "write a simulated MeasurementSet and its truth file"),
     "cluster": ("pclean_provider.cli.cluster", "start, stop or inspect a long-lived Dask cluster host"),
     "submit": ("pclean_provider.cli.submit", "run a pclean coordinator as a SLURM batch job"),
+    "presets": ("pclean_provider.cli.presets", "list the presets --preset can apply and their files"),
     "ingest": ("pclean_provider.cli.ingest", "validate MeasurementSets in a landing area"),
     "qa": ("pclean_provider.cli.qa", "compute QA metrics, scores and reports for imaging products"),
     "archive": ("pclean_provider.cli.archive", "export, checksum and publish products; verify an archive"),

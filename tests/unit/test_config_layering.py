@@ -126,3 +126,16 @@ def test_bad_value_in_a_layer_names_the_parameter(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(presets=["quicklook_continuum"], files=[bad])
     assert err.value.parameter == "imsize"
+
+
+def test_pclean_presets_lists_each_name_with_the_file_applied(tmp_path, monkeypatch, capsys):
+    from pclean_provider.cli.main import main
+
+    mine = tmp_path / "presets"
+    mine.mkdir()
+    _write(mine / "vlass_mtmfs.yaml", "# site copy\nniter: 5\n")
+    monkeypatch.setenv("PCLEAN_PRESETS_DIR", str(mine))
+    assert main(["presets"]) == 0
+    listed = dict(line.split() for line in capsys.readouterr().out.splitlines())
+    assert listed["vlass_mtmfs"] == str(mine / "vlass_mtmfs.yaml")
+    assert listed["quicklook_continuum"] == str(packaged_dir(PRESETS) / "quicklook_continuum.yaml")

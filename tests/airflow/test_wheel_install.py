@@ -1,0 +1,147 @@
+"""The provider as a site gets it: the built wheel in a fresh virtual environment, no checkout.
+
+The wheel is built from an sdist (as a release is, so nothing left in a local build/ folder can
+slip in), installed with the project's constraints into a new environment under the temporary
+folder, and used from there with the working directory outside the checkout and no PYTHONPATH:
+the presets, the pipeline templates, the sbatch template and the DAG factory must all come from
+the installed package. uv does the install: with its cache it takes seconds (a cold cache
+downloads the dependencies once), where pip needs minutes for the same ~1 GB of packages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, require
+
+pytestmark = [pytest.mark.airflow, pytest.mark.wheel]
+
+DAG_FILE = REPO / "dags" / "pclean_pipelines.py"
+CONSTRAINTS = REPO / "requirements" / "constraints.txt"
+PACKAGED = {"pclean_provider/data/presets/vlass_mtmfs.yaml", "pclean_provider/data/pipelines/nightly_cube_imaging.yaml",
+            "pclean_provider/data/pipelines/nightly_continuum_imaging.yaml",
+            "pclean_provider/data/slurm/coordinator.sbatch", "pclean_provider/data/slurm/cluster.example.yaml",
+            "pclean_provider/dags/builder.py"}
+
+
+def _uv() -> str | None:
+    beside = Path(sys.executable).with_name("uv")
+    return str(beside) if beside.exists() else shutil.which("uv")
+
+
+class Installed:
+    """The fresh environment and how to run its commands away from the checkout."""
+
+    def __init__(self, root: Path, venv: Path, wheel: Path):
+        self.root, self.venv, self.wheel = root, venv, wheel
+        self.dags = root / "dags"
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("PYTHON", "VIRTUAL_ENV", "AIRFLOW", "PCLEAN_"))}
+        self.env.update({
+            "PATH": f"{venv / 'bin'}{os.pathsep}/usr/bin:/bin",
+            "AIRFLOW_HOME": str(root / "airflow-home"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags),
+            "PCLEAN_DATA_ROOT": str(root / "data"),
+        })
+
+    def run(self, *args: str, timeout: float = 300) -> str:
+        proc = subprocess.run(list(args), cwd=self.root, env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
+        assert proc.returncode == 0, f"{' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+        return proc.stdout
+
+    def python(self, code: str, *args: str) -> dict:
+        """Run code in the environment's python; its last output line is a JSON answer."""
+        out = self.run(str(self.venv / "bin" / "python"), "-c", code, *args)
+        return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Installed:
+    uv = _uv()
+    require("uv", uv is not None, "pip install uv (part of `make setup`)")
+    root = tmp_path_factory.mktemp("wheel-install").resolve()
+    assert not root.is_relative_to(REPO.resolve()), "the fresh environment must live outside the checkout"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+
+    def uv_run(*args: str) -> None:
+        proc = subprocess.run([uv, *args], cwd=root, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, f"uv {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+
+    uv_run("build", "--quiet", "--out-dir", str(root / "dist"), str(REPO))
+    (wheel,) = (root / "dist").glob("airflow_provider_pclean-*.whl")
+    venv = root / "venv"
+    uv_run("venv", "--quiet", "--python", sys.executable, str(venv))
+    uv_run("pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "-c", str(CONSTRAINTS), str(wheel))
+    site = Installed(root, venv, wheel)
+    site.dags.mkdir()
+    shutil.copy(DAG_FILE, site.dags / DAG_FILE.name)
+    return site
+
+
+def test_the_wheel_carries_data_and_dag_factory(installed):
+    names = set(zipfile.ZipFile(installed.wheel).namelist())
+    assert PACKAGED <= names, sorted(PACKAGED - names)
+    assert len(DAG_FILE.read_text().strip().splitlines()) <= 4, "a site's DAG file stays a few lines"
+
+
+def test_the_package_is_the_installed_one(installed):
+    where = installed.python("import json, pclean_provider; print(json.dumps(pclean_provider.__file__))")
+    assert Path(where).is_relative_to(installed.venv), where
+
+
+def test_presets_are_listed_and_a_preset_dumps_its_config(installed):
+    listed = dict(line.split() for line in installed.run("pclean", "presets").splitlines())
+    assert {"quicklook_continuum", "spectral_line_cube", "vlass_mtmfs"} <= set(listed)
+    assert all(Path(path).is_relative_to(installed.venv) for path in listed.values()), listed
+
+    dumped = installed.run("pclean", "--preset", "vlass_mtmfs", "--imsize", "512", "--dump-config")
+    cfg = yaml.safe_load(dumped)
+    assert cfg["deconvolution"]["deconvolver"] == "mtmfs" and cfg["deconvolution"]["nterms"] == 2
+    assert cfg["gridding"]["gridder"] == "wproject" and cfg["image"]["imsize"] == 512
+    assert "preset vlass_mtmfs" in dumped.splitlines()[0]
+
+
+def test_the_sbatch_template_is_packaged(installed):
+    where = installed.python("import json; from pclean_provider.compute.submit import template_path; "
+                             "print(json.dumps(str(template_path())))")
+    assert Path(where).is_relative_to(installed.venv) and Path(where).is_file(), where
+
+
+def test_the_dag_folder_file_builds_both_pipelines(installed):
+    answer = installed.python(
+        "import json, sys\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        "bag = DagBag(sys.argv[1])\n"
+        "import pclean_provider.dags\n"
+        "print(json.dumps({'errors': {k: str(v) for k, v in bag.import_errors.items()},\n"
+        "                  'dags': {d: sorted(t.task_id for t in dag.tasks) for d, dag in bag.dags.items()},\n"
+        "                  'factory': pclean_provider.dags.__file__,\n"
+        "                  'casatools': 'casatools' in sys.modules}))",
+        str(installed.dags))
+    assert not answer["errors"], answer["errors"]
+    assert set(answer["dags"]) == {"nightly_cube_imaging", "nightly_continuum_imaging"}
+    assert {"ingest", "prepare", "cluster_up", "image_subcube", "concat", "qa", "qa_gate", "archive", "review",
+            "cluster_down"} <= set(answer["dags"]["nightly_cube_imaging"])
+    assert "continuum" in answer["dags"]["nightly_continuum_imaging"]
+    assert Path(answer["factory"]).is_relative_to(installed.venv), answer["factory"]
+    assert not answer["casatools"], "parsing the DAGs must not load CASA into the Airflow process"
+
+
+def test_airflow_lists_the_provider(installed):
+    providers = json.loads(installed.run("airflow", "providers", "list", "-o", "json"))
+    ours = [p for p in providers if p["package_name"] == "airflow-provider-pclean"]
+    assert ours, [p["package_name"] for p in providers]
+    from pclean_provider.version import __version__
+
+    assert ours[0]["version"] == __version__
