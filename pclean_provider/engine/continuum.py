@@ -38,6 +38,7 @@ from pclean_provider.config.casa_bridge import BridgeError, CasaRecords, casa_re
 from pclean_provider.engine.continuum_backends import ContinuumPartError, DaskParts, SerialParts
 from pclean_provider.engine.continuum_models import ContinuumResult, CycleReport
 from pclean_provider.errors import PcleanInputError
+from pclean_provider.products import RESIDUAL, WORKDIRECTORY, first_term
 
 log = logging.getLogger("pclean_provider.continuum")
 
@@ -261,7 +262,7 @@ def _publish(staging: str, base: str, parent: str, keep_partimages: bool) -> lis
     Every destination is checked before the first rename, so a clash leaves no half-published set.
     """
     names = [n for n in sorted(os.listdir(staging))
-             if n.startswith(base + ".") and (keep_partimages or not n.endswith(".workdirectory"))]
+             if n.startswith(base + ".") and (keep_partimages or not n.endswith(WORKDIRECTORY))]
     clashes = [os.path.join(parent, n) for n in names if os.path.exists(os.path.join(parent, n))]
     if clashes:
         raise FileExistsError(f"{', '.join(clashes)} appeared while the run was going; nothing was "
@@ -270,7 +271,7 @@ def _publish(staging: str, base: str, parent: str, keep_partimages: bool) -> lis
     for name in names:
         dst = os.path.join(parent, name)
         os.replace(os.path.join(staging, name), dst)
-        if not name.endswith(".workdirectory"):
+        if not name.endswith(WORKDIRECTORY):
             products.append(dst)
     shutil.rmtree(staging, ignore_errors=True)
     return products
@@ -405,7 +406,7 @@ def _needs_weight_density_sum(nparts: int, rec: CasaRecords) -> bool:
 
 
 def _residual_name(imagename: str, rec: CasaRecords) -> str:
-    return imagename + (".residual.tt0" if rec.deconvolver == "mtmfs" else ".residual")
+    return imagename + first_term(RESIDUAL, rec.deconvolver)
 
 
 def run_continuum_on_cluster(cfg: Any, client: Any, *, nparts: int | None = None,

@@ -11,28 +11,19 @@ import os
 import warnings
 from pathlib import Path
 
+from pclean_provider import products
 from pclean_provider.atomic_files import replacing
-
-# Science products by imaging kind; those that do not exist (no pbcor, no alpha) are skipped.
-STANDARD_SUFFIXES = (".image", ".image.pbcor", ".residual")
-MTMFS_SUFFIXES = (
-    ".image.tt0",
-    ".image.tt0.pbcor",
-    ".residual.tt0",
-    ".image.tt1",
-    ".alpha",
-    ".alpha.error",
-)
 
 
 def science_products(imagename: str | os.PathLike) -> list[tuple[str, str]]:
-    """(suffix, path) of every science image of one tclean/pclean product that exists."""
-    base = os.path.abspath(os.fspath(imagename))
-    for suffix in (".image.tt0", ".image"):
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
-    suffixes = MTMFS_SUFFIXES if os.path.isdir(base + ".image.tt0") else STANDARD_SUFFIXES
-    return [(s, base + s) for s in suffixes if os.path.isdir(base + s)]
+    """(suffix, path) of every science image of one tclean/pclean product that exists.
+
+    Those that do not exist (no pbcor, no alpha) are skipped.
+    """
+    base = products.imagename_of(imagename)
+    mtmfs = os.path.isdir(base + products.taylor_term(products.IMAGE, 0))
+    suffixes = products.MTMFS_SCIENCE_PRODUCTS if mtmfs else products.SCIENCE_PRODUCTS
+    return [(s, base + s) for s in products.existing(base, suffixes)]
 
 
 def add_checksums(src: str | os.PathLike, dst: str | os.PathLike) -> Path:

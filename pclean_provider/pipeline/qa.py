@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from pclean_provider import products
 from pclean_provider.atomic_files import write_text as atomic_write_text
 from pclean_provider.errors import PcleanInputError
 from pclean_provider.pipeline import qa_metrics as m
@@ -62,20 +63,17 @@ def product_paths(imagename: str | os.PathLike) -> dict[str, str]:
     Accepts the imagename prefix (as given to tclean) or a path ending in ``.image``. mtmfs
     products (``.image.tt0``) use their Taylor term 0 images.
     """
-    base = os.path.abspath(os.fspath(imagename))
-    for suffix in (".image.tt0", ".image"):
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
-    tt = ".tt0" if os.path.isdir(base + ".image.tt0") and not os.path.isdir(base + ".image") else ""
+    base = products.imagename_of(imagename)
+    kind = products.TAYLOR_DECONVOLVER if products.is_taylor_product(base) else ""
     roles = {
-        "image": f"{base}.image{tt}",
-        "residual": f"{base}.residual{tt}",
-        "model": f"{base}.model{tt}",
-        "mask": f"{base}.mask",
-        "pb": f"{base}.pb{tt}",
-        "sumwt": f"{base}.sumwt{tt}",
-        "pbcor": f"{base}.image{tt}.pbcor",
-        "alpha": f"{base}.alpha",
+        "image": base + products.first_term(products.IMAGE, kind),
+        "residual": base + products.first_term(products.RESIDUAL, kind),
+        "model": base + products.first_term(products.MODEL, kind),
+        "mask": base + products.MASK,
+        "pb": base + products.first_term(products.PB, kind),
+        "sumwt": base + products.first_term(products.SUMWT, kind),
+        "pbcor": base + products.first_term(products.IMAGE, kind) + products.PBCOR,
+        "alpha": base + products.ALPHA,
     }
     found = {role: path for role, path in roles.items() if os.path.isdir(path)}
     found["base"] = base
