@@ -37,6 +37,7 @@ bench: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint docker/Dockerfile docker/Dockerfile.slurm
 
 clean:
