@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -316,6 +317,32 @@ def _resolve_line(spectral_line: Any, ref_freq_hz: float, chan_width_hz: float) 
     return line.model_copy(update=updates) if updates else line
 
 
+@dataclass(frozen=True)
+class _Outputs:
+    """The three files of one simulation: the MeasurementSet and, beside it, the sky and its truth."""
+
+    ms: Path
+    componentlist: Path
+    truth: Path
+    stem: str
+
+
+@dataclass(frozen=True)
+class _Observation:
+    """Where and what the simulated array observes: pointing, spectral windows, fields."""
+
+    ra0: float
+    dec0: float
+    phasecenter: str
+    first_freqs: list[float]
+    chan_width_hz: float
+    nchan: int
+    lowest_freq: float
+    highest_freq: float
+    pb_fwhm_arcsec: float
+    field_offsets: list[tuple[float, float]]
+
+
 def simulate_ms(
     output: str | os.PathLike,
     *,
@@ -359,243 +386,31 @@ def simulate_ms(
     line = _resolve_line(spectral_line, ref_freq_hz, chan_width_hz)
     if line is not None and line.name in {s.name for s in src}:
         raise SimulationError(f"spectral_line: name {line.name!r} is already used by a source; rename it")
-
-    ms_path = Path(output).expanduser().resolve()
-    stem = ms_path.name[:-3] if ms_path.name.lower().endswith(".ms") else ms_path.name
-    cl_path = ms_path.with_name(stem + ".cl")
-    truth_path = ms_path.with_name(stem + ".truth.json")
-    existing = [p for p in (ms_path, cl_path, truth_path) if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"output: {', '.join(map(str, existing))} already exists; pass overwrite=True (--overwrite) to replace it"
-        )
-    ms_path.parent.mkdir(parents=True, exist_ok=True)
+    outputs = _output_paths(output, overwrite)
 
     ensure_casa_runtime()
     import casatools
 
-    ra0, dec0 = (math.radians(v) for v in DEFAULT_PHASE_CENTER)
-    phasecenter = sexagesimal_direction(*DEFAULT_PHASE_CENTER)
-    freqs0 = spw_layout(nspw, nchan, chan_width_hz, ref_freq_hz, spw_gap_hz)
-    lowest_freq = freqs0[0] - chan_width_hz / 2
-    highest_freq = freqs0[-1] + (nchan - 0.5) * chan_width_hz
-    pb_fwhm_arcsec = 1.13 * SPEED_OF_LIGHT / ref_freq_hz / DISH_DIAMETER_M * ARCSEC_PER_RAD
-    field_offsets = mosaic_offsets(fields, spacing_arcsec=pb_fwhm_arcsec / 3.0)
-
+    obs = _plan_observation(nspw, nchan, chan_width_hz, ref_freq_hz, spw_gap_hz, fields)
     # Everything is built in a private folder next to the output and renamed into place at the
     # end, so an interrupted run never leaves a half-written MeasurementSet under the real name.
-    work = Path(tempfile.mkdtemp(prefix=f".{stem}.sim-", dir=ms_path.parent))
+    work = Path(tempfile.mkdtemp(prefix=f".{outputs.stem}.sim-", dir=outputs.ms.parent))
     try:
-        tmp_ms = work / ms_path.name
-        tmp_cl = work / cl_path.name
-        tmp_truth = work / truth_path.name
-
+        tmp = _Outputs(ms=work / outputs.ms.name, componentlist=work / outputs.componentlist.name,
+                       truth=work / outputs.truth.name, stem=outputs.stem)
         say(f"sky model: {len(src)} source(s){' + spectral line' if line else ''}")
-        source_records = []
-        cl = casatools.componentlist()
-        try:
-            for s in src:
-                if s.ra_deg is not None:
-                    ra, dec = math.radians(s.ra_deg), math.radians(s.dec_deg)
-                    l_rad, m_rad = _radec_to_lm(ra0, dec0, ra, dec)
-                else:
-                    l_rad, m_rad = s.offset_ra_arcsec / ARCSEC_PER_RAD, s.offset_dec_arcsec / ARCSEC_PER_RAD
-                    ra, dec = _lm_to_radec(ra0, dec0, l_rad, m_rad)
-                kwargs: dict[str, Any] = {
-                    "dir": _casa_direction(ra, dec),
-                    "flux": s.flux_jy,
-                    "fluxunit": "Jy",
-                    "freq": f"{ref_freq_hz!r}Hz",
-                    "shape": s.shape,
-                    "spectrumtype": "spectral index",
-                    "index": s.spectral_index,
-                }
-                if s.shape == "gaussian":
-                    kwargs.update(
-                        majoraxis=f"{s.major_arcsec}arcsec",
-                        minoraxis=f"{s.minor_arcsec}arcsec",
-                        positionangle=f"{s.pa_deg}deg",
-                    )
-                cl.addcomponent(**kwargs)
-                source_records.append(
-                    {
-                        "name": s.name,
-                        "shape": s.shape,
-                        "ra_deg": math.degrees(ra),
-                        "dec_deg": math.degrees(dec),
-                        "offset_ra_arcsec": l_rad * ARCSEC_PER_RAD,
-                        "offset_dec_arcsec": m_rad * ARCSEC_PER_RAD,
-                        "flux_jy": s.flux_jy,
-                        "spectral_index": s.spectral_index,
-                        "major_arcsec": s.major_arcsec,
-                        "minor_arcsec": s.minor_arcsec,
-                        "pa_deg": s.pa_deg if s.shape == "gaussian" else None,
-                        "line": None,
-                    }
-                )
-            line_image = None
-            if line is not None:
-                line_image, ra, dec = _line_model_image(
-                    casatools, work / "line.model", line, ra0, dec0, lowest_freq, highest_freq, chan_width_hz
-                )
-                l_rad, m_rad = _radec_to_lm(ra0, dec0, ra, dec)
-                sigma = line.fwhm_hz / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-                source_records.append(
-                    {
-                        "name": line.name,
-                        "shape": "point",
-                        "ra_deg": math.degrees(ra),
-                        "dec_deg": math.degrees(dec),
-                        "offset_ra_arcsec": l_rad * ARCSEC_PER_RAD,
-                        "offset_dec_arcsec": m_rad * ARCSEC_PER_RAD,
-                        "flux_jy": line.continuum_jy
-                        + line.peak_flux_jy * math.exp(-0.5 * ((ref_freq_hz - line.center_freq_hz) / sigma) ** 2),
-                        "spectral_index": 0.0,
-                        "major_arcsec": None,
-                        "minor_arcsec": None,
-                        "pa_deg": None,
-                        "line": {
-                            "profile": "gaussian",
-                            "center_freq_hz": line.center_freq_hz,
-                            "fwhm_hz": line.fwhm_hz,
-                            "peak_flux_jy": line.peak_flux_jy,
-                            "continuum_jy": line.continuum_jy,
-                            "frame": "LSRK",
-                            "in_componentlist": False,
-                        },
-                    }
-                )
-            cl.rename(str(tmp_cl))
-        finally:
-            # done() alone: close() on a renamed list only posts a "closed" warning to the console.
-            cl.done()
-
-        me = casatools.measures()
-        vla = me.observatory("VLA")
-        me.done()
-        east, north, up, names = array_layout(antennas)
-
-        sm = casatools.simulator()
-        try:
-            sm.open(str(tmp_ms))
-            sm.setconfig(
-                telescopename="VLA",
-                x=east,
-                y=north,
-                z=up,
-                dishdiameter=[DISH_DIAMETER_M] * antennas,
-                mount=["ALT-AZ"] * antennas,
-                antname=names,
-                padname=[f"P{n}" for n in names],
-                coordsystem="local",
-                referencelocation=vla,
-            )
-            for i, f0 in enumerate(freqs0):
-                sm.setspwindow(
-                    spwname=f"spw{i}",
-                    freq=f"{f0!r}Hz",
-                    deltafreq=f"{chan_width_hz!r}Hz",
-                    freqresolution=f"{chan_width_hz!r}Hz",
-                    refcode=freq_frame,
-                    nchannels=nchan,
-                    stokes="RR LL",
-                )
-            sm.setfeed(mode="perfect R L")
-            field_names = []
-            for i, (dx, dy) in enumerate(field_offsets):
-                fra, fdec = _lm_to_radec(ra0, dec0, dx / ARCSEC_PER_RAD, dy / ARCSEC_PER_RAD)
-                name = "TARGET" if fields == 1 else f"TARGET_{i:02d}"
-                sm.setfield(sourcename=name, sourcedirection=_casa_direction(fra, fdec))
-                field_names.append(name)
-            sm.setlimits(shadowlimit=0.001, elevationlimit="8deg")
-            sm.setauto(autocorrwt=0.0)
-            sm.settimes(
-                integrationtime=f"{integration_s!r}s",
-                usehourangle=True,
-                referencetime=me_epoch(casatools),
-            )
-            scans = _schedule(field_names, nspw, hours, integration_s)
-            say(f"observing: {antennas} antennas, {len(scans)} scan(s), {nspw} spw x {nchan} channels, {hours:g} h")
-            for name, spw, start, stop in scans:
-                sm.observe(sourcename=name, spwname=f"spw{spw}", starttime=f"{start!r}s", stoptime=f"{stop!r}s")
-            # Squint would make RR and LL see different skies off axis; Stokes I truth stays simpler without it.
-            sm.setvp(dovp=True, usedefaultvp=True, dosquint=False)
-            say("predicting visibilities")
-            if line_image is not None:
-                sm.predict(imagename=[str(line_image)], complist=str(tmp_cl), incremental=False)
-            else:
-                sm.predict(complist=str(tmp_cl), incremental=False)
-            if noise_jy > 0:
-                say(f"adding noise: {noise_jy:g} Jy per visibility, seed {seed}")
-                sm.setseed(int(seed))
-                sm.setnoise(mode="simplenoise", simplenoise=f"{noise_jy!r}Jy")
-                sm.corrupt()
-        finally:
-            sm.close()
-            sm.done()
-
-        tb = casatools.table()
-        tb.open(str(tmp_ms), nomodify=False)
-        try:
-            # The simulator leaves CORRECTED_DATA (a copy of DATA) and MODEL_DATA (unity) behind.
-            # Raw data from a telescope carry only DATA; dropping the copies also keeps
-            # benchmark-sized sets a third of the size.
-            scratch = [c for c in ("CORRECTED_DATA", "MODEL_DATA") if c in tb.colnames()]
-            if scratch:
-                tb.removecols(scratch)
-            nrows = int(tb.nrows())
-            uvw = tb.getcol("UVW")
-        finally:
-            tb.close()
+        source_records, line_image = _write_sky_model(casatools, src, line, obs, ref_freq_hz, work, tmp.componentlist)
+        field_names = _observe(casatools, tmp, obs, antennas, fields, hours, integration_s, freq_frame,
+                               line_image, noise_jy, seed, say)
+        nrows, uvw = _drop_simulator_copies(casatools, tmp.ms)
         if nrows == 0:
             raise SimulationError(
                 "the simulator produced no rows (source never above the elevation limit?); check hours"
             )
-        import numpy as np
-
-        uvmax_m = float(np.hypot(uvw[0], uvw[1]).max())
-        uvmax_lambda = uvmax_m * highest_freq / SPEED_OF_LIGHT
-        beam_arcsec = ARCSEC_PER_RAD / uvmax_lambda
-        # About 5 pixels across the finest fringe (Nyquist needs 2; CLEAN wants the beam well
-        # sampled), rounded down to a tidy value so the cell string stays readable.
-        cell = math.floor(beam_arcsec / 5.0 * 2.0) / 2.0 if beam_arcsec >= 2.5 else round(beam_arcsec / 5.0, 3)
-        extent = max(
-            [abs(r["offset_ra_arcsec"]) + (r["major_arcsec"] or 0.0) for r in source_records]
-            + [abs(r["offset_dec_arcsec"]) + (r["major_arcsec"] or 0.0) for r in source_records]
-            + [abs(c) + pb_fwhm_arcsec / 4.0 for xy in field_offsets[1:] for c in xy]
-        )
-        # Sources within the inner ~60 % of the image keep clear of the edges where the gridding
-        # taper and aliasing live.
-        imsize = max(128, _nice_imsize(2.0 * extent / 0.6 / cell))
-
-        truth = {
-            "format": "pclean_provider.simulation/1",
-            "phase_center": {
-                "ra_deg": math.degrees(ra0),
-                "dec_deg": math.degrees(dec0),
-                "frame": "J2000",
-                "casa": phasecenter,
-            },
-            "ref_freq_hz": ref_freq_hz,
-            "freq_frame": freq_frame,
-            "spws": [
-                {"id": i, "first_freq_hz": f0, "chan_width_hz": chan_width_hz, "nchan": nchan}
-                for i, f0 in enumerate(freqs0)
-            ],
-            "freq_range_hz": [lowest_freq, highest_freq],
-            "fields": [
-                {
-                    "id": i,
-                    "name": field_names[i],
-                    "offset_ra_arcsec": dx,
-                    "offset_dec_arcsec": dy,
-                }
-                for i, (dx, dy) in enumerate(field_offsets)
-            ],
-            "sources": source_records,
-            "flux_convention": "intrinsic (not primary-beam attenuated) Stokes I at ref_freq_hz",
-            "noise_jy_per_visibility": noise_jy,
-            "simulation": {
+        cell, imsize, beam_arcsec = _imaging_hint(uvw, obs, source_records)
+        truth = _truth_record(
+            obs, ref_freq_hz, freq_frame, field_names, source_records, noise_jy, cell, imsize, beam_arcsec,
+            simulation={
                 "antennas": antennas,
                 "nchan": nchan,
                 "nspw": nspw,
@@ -607,29 +422,16 @@ def simulate_ms(
                 "seed": seed,
                 "nrows": nrows,
             },
-            "imaging_hint": {
-                "cell": f"{cell:g}arcsec",
-                "imsize": imsize,
-                "beam_estimate_arcsec": beam_arcsec,
-                "primary_beam_fwhm_arcsec": pb_fwhm_arcsec,
-                "phasecenter": phasecenter,
-            },
-        }
-        tmp_truth.write_text(json.dumps(truth, indent=2) + "\n")
-
-        # Replace old outputs only now that the new ones are complete.
-        for new, final in ((tmp_ms, ms_path), (tmp_cl, cl_path), (tmp_truth, truth_path)):
-            if final.exists() or final.is_symlink():
-                trash = work / (".old-" + final.name)
-                os.replace(final, trash)
-            os.replace(new, final)
+        )
+        tmp.truth.write_text(json.dumps(truth, indent=2) + "\n")
+        _move_into_place(work, tmp, outputs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     return SimulationResult(
-        ms=str(ms_path),
-        truth=str(truth_path),
-        componentlist=str(cl_path),
+        ms=str(outputs.ms),
+        truth=str(outputs.truth),
+        componentlist=str(outputs.componentlist),
         nrows=nrows,
         nchan=nchan,
         nspw=nspw,
@@ -637,9 +439,304 @@ def simulate_ms(
         suggested_cell=f"{cell:g}arcsec",
         suggested_imsize=imsize,
         beam_estimate_arcsec=beam_arcsec,
-        phasecenter=phasecenter,
+        phasecenter=obs.phasecenter,
         seed=seed,
     )
+
+
+def _output_paths(output: str | os.PathLike, overwrite: bool) -> _Outputs:
+    """The three output paths; refuses to replace existing ones unless asked to."""
+    ms_path = Path(output).expanduser().resolve()
+    stem = ms_path.name[:-3] if ms_path.name.lower().endswith(".ms") else ms_path.name
+    outputs = _Outputs(ms=ms_path, componentlist=ms_path.with_name(stem + ".cl"),
+                       truth=ms_path.with_name(stem + ".truth.json"), stem=stem)
+    existing = [p for p in (outputs.ms, outputs.componentlist, outputs.truth) if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"output: {', '.join(map(str, existing))} already exists; pass overwrite=True (--overwrite) to replace it"
+        )
+    ms_path.parent.mkdir(parents=True, exist_ok=True)
+    return outputs
+
+
+def _plan_observation(nspw: int, nchan: int, chan_width_hz: float, ref_freq_hz: float, spw_gap_hz: float,
+                      fields: int) -> _Observation:
+    first_freqs = spw_layout(nspw, nchan, chan_width_hz, ref_freq_hz, spw_gap_hz)
+    pb_fwhm_arcsec = 1.13 * SPEED_OF_LIGHT / ref_freq_hz / DISH_DIAMETER_M * ARCSEC_PER_RAD
+    ra0, dec0 = (math.radians(v) for v in DEFAULT_PHASE_CENTER)
+    return _Observation(
+        ra0=ra0,
+        dec0=dec0,
+        phasecenter=sexagesimal_direction(*DEFAULT_PHASE_CENTER),
+        first_freqs=first_freqs,
+        chan_width_hz=chan_width_hz,
+        nchan=nchan,
+        lowest_freq=first_freqs[0] - chan_width_hz / 2,
+        highest_freq=first_freqs[-1] + (nchan - 0.5) * chan_width_hz,
+        pb_fwhm_arcsec=pb_fwhm_arcsec,
+        field_offsets=mosaic_offsets(fields, spacing_arcsec=pb_fwhm_arcsec / 3.0),
+    )
+
+
+def _write_sky_model(casatools: Any, src: list[SourceSpec], line: LineSpec | None, obs: _Observation,
+                     ref_freq_hz: float, work: Path, cl_path: Path) -> tuple[list[dict], Path | None]:
+    """The component list of the sources (and the line's model image); returns the truth's source records."""
+    source_records = []
+    cl = casatools.componentlist()
+    try:
+        for s in src:
+            ra, dec, l_rad, m_rad = _source_position(s, obs.ra0, obs.dec0)
+            cl.addcomponent(**_component(s, ra, dec, ref_freq_hz))
+            source_records.append(_source_record(s, ra, dec, l_rad, m_rad))
+        line_image = None
+        if line is not None:
+            line_image, ra, dec = _line_model_image(
+                casatools, work / "line.model", line, obs.ra0, obs.dec0, obs.lowest_freq, obs.highest_freq,
+                obs.chan_width_hz
+            )
+            source_records.append(_line_record(line, ra, dec, obs, ref_freq_hz))
+        cl.rename(str(cl_path))
+    finally:
+        # done() alone: close() on a renamed list only posts a "closed" warning to the console.
+        cl.done()
+    return source_records, line_image
+
+
+def _source_position(s: SourceSpec, ra0: float, dec0: float) -> tuple[float, float, float, float]:
+    """(ra, dec, l, m) in radians of a source given by its sky position or its offset."""
+    if s.ra_deg is not None:
+        ra, dec = math.radians(s.ra_deg), math.radians(s.dec_deg)
+        l_rad, m_rad = _radec_to_lm(ra0, dec0, ra, dec)
+    else:
+        l_rad, m_rad = s.offset_ra_arcsec / ARCSEC_PER_RAD, s.offset_dec_arcsec / ARCSEC_PER_RAD
+        ra, dec = _lm_to_radec(ra0, dec0, l_rad, m_rad)
+    return ra, dec, l_rad, m_rad
+
+
+def _component(s: SourceSpec, ra: float, dec: float, ref_freq_hz: float) -> dict[str, Any]:
+    """componentlist.addcomponent's arguments for one source."""
+    kwargs: dict[str, Any] = {
+        "dir": _casa_direction(ra, dec),
+        "flux": s.flux_jy,
+        "fluxunit": "Jy",
+        "freq": f"{ref_freq_hz!r}Hz",
+        "shape": s.shape,
+        "spectrumtype": "spectral index",
+        "index": s.spectral_index,
+    }
+    if s.shape == "gaussian":
+        kwargs.update(
+            majoraxis=f"{s.major_arcsec}arcsec",
+            minoraxis=f"{s.minor_arcsec}arcsec",
+            positionangle=f"{s.pa_deg}deg",
+        )
+    return kwargs
+
+
+def _source_record(s: SourceSpec, ra: float, dec: float, l_rad: float, m_rad: float) -> dict[str, Any]:
+    """One source as the truth file lists it."""
+    return {
+        "name": s.name,
+        "shape": s.shape,
+        "ra_deg": math.degrees(ra),
+        "dec_deg": math.degrees(dec),
+        "offset_ra_arcsec": l_rad * ARCSEC_PER_RAD,
+        "offset_dec_arcsec": m_rad * ARCSEC_PER_RAD,
+        "flux_jy": s.flux_jy,
+        "spectral_index": s.spectral_index,
+        "major_arcsec": s.major_arcsec,
+        "minor_arcsec": s.minor_arcsec,
+        "pa_deg": s.pa_deg if s.shape == "gaussian" else None,
+        "line": None,
+    }
+
+
+def _line_record(line: LineSpec, ra: float, dec: float, obs: _Observation, ref_freq_hz: float) -> dict[str, Any]:
+    """The line source as the truth file lists it: its flux at ref_freq_hz, and the line's shape."""
+    l_rad, m_rad = _radec_to_lm(obs.ra0, obs.dec0, ra, dec)
+    sigma = line.fwhm_hz / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    return {
+        "name": line.name,
+        "shape": "point",
+        "ra_deg": math.degrees(ra),
+        "dec_deg": math.degrees(dec),
+        "offset_ra_arcsec": l_rad * ARCSEC_PER_RAD,
+        "offset_dec_arcsec": m_rad * ARCSEC_PER_RAD,
+        "flux_jy": line.continuum_jy
+        + line.peak_flux_jy * math.exp(-0.5 * ((ref_freq_hz - line.center_freq_hz) / sigma) ** 2),
+        "spectral_index": 0.0,
+        "major_arcsec": None,
+        "minor_arcsec": None,
+        "pa_deg": None,
+        "line": {
+            "profile": "gaussian",
+            "center_freq_hz": line.center_freq_hz,
+            "fwhm_hz": line.fwhm_hz,
+            "peak_flux_jy": line.peak_flux_jy,
+            "continuum_jy": line.continuum_jy,
+            "frame": "LSRK",
+            "in_componentlist": False,
+        },
+    }
+
+
+def _observe(casatools: Any, tmp: _Outputs, obs: _Observation, antennas: int, fields: int, hours: float,
+             integration_s: float, freq_frame: str, line_image: Path | None, noise_jy: float, seed: int,
+             say: Callable[[str], None]) -> list[str]:
+    """Observe the sky with the simulator into ``tmp.ms`` (predict, then noise); returns the field names."""
+    me = casatools.measures()
+    vla = me.observatory("VLA")
+    me.done()
+    east, north, up, names = array_layout(antennas)
+
+    sm = casatools.simulator()
+    try:
+        sm.open(str(tmp.ms))
+        sm.setconfig(
+            telescopename="VLA",
+            x=east,
+            y=north,
+            z=up,
+            dishdiameter=[DISH_DIAMETER_M] * antennas,
+            mount=["ALT-AZ"] * antennas,
+            antname=names,
+            padname=[f"P{n}" for n in names],
+            coordsystem="local",
+            referencelocation=vla,
+        )
+        for i, f0 in enumerate(obs.first_freqs):
+            sm.setspwindow(
+                spwname=f"spw{i}",
+                freq=f"{f0!r}Hz",
+                deltafreq=f"{obs.chan_width_hz!r}Hz",
+                freqresolution=f"{obs.chan_width_hz!r}Hz",
+                refcode=freq_frame,
+                nchannels=obs.nchan,
+                stokes="RR LL",
+            )
+        sm.setfeed(mode="perfect R L")
+        field_names = []
+        for i, (dx, dy) in enumerate(obs.field_offsets):
+            fra, fdec = _lm_to_radec(obs.ra0, obs.dec0, dx / ARCSEC_PER_RAD, dy / ARCSEC_PER_RAD)
+            name = "TARGET" if fields == 1 else f"TARGET_{i:02d}"
+            sm.setfield(sourcename=name, sourcedirection=_casa_direction(fra, fdec))
+            field_names.append(name)
+        sm.setlimits(shadowlimit=0.001, elevationlimit="8deg")
+        sm.setauto(autocorrwt=0.0)
+        sm.settimes(
+            integrationtime=f"{integration_s!r}s",
+            usehourangle=True,
+            referencetime=me_epoch(casatools),
+        )
+        nspw = len(obs.first_freqs)
+        scans = _schedule(field_names, nspw, hours, integration_s)
+        say(f"observing: {antennas} antennas, {len(scans)} scan(s), {nspw} spw x {obs.nchan} channels, {hours:g} h")
+        for name, spw, start, stop in scans:
+            sm.observe(sourcename=name, spwname=f"spw{spw}", starttime=f"{start!r}s", stoptime=f"{stop!r}s")
+        # Squint would make RR and LL see different skies off axis; Stokes I truth stays simpler without it.
+        sm.setvp(dovp=True, usedefaultvp=True, dosquint=False)
+        say("predicting visibilities")
+        if line_image is not None:
+            sm.predict(imagename=[str(line_image)], complist=str(tmp.componentlist), incremental=False)
+        else:
+            sm.predict(complist=str(tmp.componentlist), incremental=False)
+        if noise_jy > 0:
+            say(f"adding noise: {noise_jy:g} Jy per visibility, seed {seed}")
+            sm.setseed(int(seed))
+            sm.setnoise(mode="simplenoise", simplenoise=f"{noise_jy!r}Jy")
+            sm.corrupt()
+    finally:
+        sm.close()
+        sm.done()
+    return field_names
+
+
+def _drop_simulator_copies(casatools: Any, ms: Path) -> tuple[int, Any]:
+    """Remove the columns the simulator adds beyond DATA; returns the row count and the UVW column."""
+    tb = casatools.table()
+    tb.open(str(ms), nomodify=False)
+    try:
+        # The simulator leaves CORRECTED_DATA (a copy of DATA) and MODEL_DATA (unity) behind.
+        # Raw data from a telescope carry only DATA; dropping the copies also keeps
+        # benchmark-sized sets a third of the size.
+        scratch = [c for c in ("CORRECTED_DATA", "MODEL_DATA") if c in tb.colnames()]
+        if scratch:
+            tb.removecols(scratch)
+        return int(tb.nrows()), tb.getcol("UVW")
+    finally:
+        tb.close()
+
+
+def _imaging_hint(uvw: Any, obs: _Observation, source_records: list[dict]) -> tuple[float, int, float]:
+    """(cell in arcsec, imsize, beam estimate in arcsec) that image this sky well."""
+    import numpy as np
+
+    uvmax_m = float(np.hypot(uvw[0], uvw[1]).max())
+    uvmax_lambda = uvmax_m * obs.highest_freq / SPEED_OF_LIGHT
+    beam_arcsec = ARCSEC_PER_RAD / uvmax_lambda
+    # About 5 pixels across the finest fringe (Nyquist needs 2; CLEAN wants the beam well
+    # sampled), rounded down to a tidy value so the cell string stays readable.
+    cell = math.floor(beam_arcsec / 5.0 * 2.0) / 2.0 if beam_arcsec >= 2.5 else round(beam_arcsec / 5.0, 3)
+    extent = max(
+        [abs(r["offset_ra_arcsec"]) + (r["major_arcsec"] or 0.0) for r in source_records]
+        + [abs(r["offset_dec_arcsec"]) + (r["major_arcsec"] or 0.0) for r in source_records]
+        + [abs(c) + obs.pb_fwhm_arcsec / 4.0 for xy in obs.field_offsets[1:] for c in xy]
+    )
+    # Sources within the inner ~60 % of the image keep clear of the edges where the gridding
+    # taper and aliasing live.
+    imsize = max(128, _nice_imsize(2.0 * extent / 0.6 / cell))
+    return cell, imsize, beam_arcsec
+
+
+def _truth_record(obs: _Observation, ref_freq_hz: float, freq_frame: str, field_names: list[str],
+                  source_records: list[dict], noise_jy: float, cell: float, imsize: int, beam_arcsec: float,
+                  simulation: dict[str, Any]) -> dict[str, Any]:
+    """The truth file's content: what was observed, the injected sources, and how to image them."""
+    return {
+        "format": "pclean_provider.simulation/1",
+        "phase_center": {
+            "ra_deg": math.degrees(obs.ra0),
+            "dec_deg": math.degrees(obs.dec0),
+            "frame": "J2000",
+            "casa": obs.phasecenter,
+        },
+        "ref_freq_hz": ref_freq_hz,
+        "freq_frame": freq_frame,
+        "spws": [
+            {"id": i, "first_freq_hz": f0, "chan_width_hz": obs.chan_width_hz, "nchan": obs.nchan}
+            for i, f0 in enumerate(obs.first_freqs)
+        ],
+        "freq_range_hz": [obs.lowest_freq, obs.highest_freq],
+        "fields": [
+            {
+                "id": i,
+                "name": field_names[i],
+                "offset_ra_arcsec": dx,
+                "offset_dec_arcsec": dy,
+            }
+            for i, (dx, dy) in enumerate(obs.field_offsets)
+        ],
+        "sources": source_records,
+        "flux_convention": "intrinsic (not primary-beam attenuated) Stokes I at ref_freq_hz",
+        "noise_jy_per_visibility": noise_jy,
+        "simulation": simulation,
+        "imaging_hint": {
+            "cell": f"{cell:g}arcsec",
+            "imsize": imsize,
+            "beam_estimate_arcsec": beam_arcsec,
+            "primary_beam_fwhm_arcsec": obs.pb_fwhm_arcsec,
+            "phasecenter": obs.phasecenter,
+        },
+    }
+
+
+def _move_into_place(work: Path, tmp: _Outputs, outputs: _Outputs) -> None:
+    """Replace old outputs only now that the new ones are complete."""
+    for new, final in ((tmp.ms, outputs.ms), (tmp.componentlist, outputs.componentlist), (tmp.truth, outputs.truth)):
+        if final.exists() or final.is_symlink():
+            trash = work / (".old-" + final.name)
+            os.replace(final, trash)
+        os.replace(new, final)
 
 
 def _line_model_image(
