@@ -52,6 +52,24 @@ def _require(path: str | os.PathLike) -> str:
     return path
 
 
+def _require_ms(vis: str | os.PathLike) -> str:
+    vis = os.path.abspath(os.fspath(vis))
+    if not os.path.isdir(vis):
+        raise ImageReadError(f"vis={vis} does not exist (expected a MeasurementSet directory)")
+    return vis
+
+
+def _open_image_tool(ct, path: str):
+    """A casatools image tool opened on ``path`` (ImageReadError naming the path if it cannot be)."""
+    ia = ct.image()
+    try:
+        ia.open(path)
+    except Exception as exc:  # casatools raises bare RuntimeErrors
+        ia.done()
+        raise ImageReadError(f"cannot open image {path}: {exc}") from exc
+    return ia
+
+
 class _OpenImage:
     """Context manager around one casatools image tool (always closed, even on errors)."""
 
@@ -60,13 +78,7 @@ class _OpenImage:
         self.ia = None
 
     def __enter__(self):
-        ct = _runtime()
-        self.ia = ct.image()
-        try:
-            self.ia.open(self.path)
-        except Exception as exc:  # casatools raises bare RuntimeErrors
-            self.ia.done()
-            raise ImageReadError(f"cannot open image {self.path}: {exc}") from exc
+        self.ia = _open_image_tool(_runtime(), self.path)
         return self.ia
 
     def __exit__(self, *exc):
@@ -84,6 +96,15 @@ def _axes(cs) -> tuple[list[int], int | None, int | None]:
     if len(direction) != 2:
         raise ImageReadError("image has no two-axis direction coordinate")
     return direction, spec_axis, stokes_axis
+
+
+def _image_axes(ia) -> tuple[list[int], int | None, int | None]:
+    """:func:`_axes` of an open image (its coordinate system tool is released again)."""
+    cs = ia.coordsys()
+    try:
+        return _axes(cs)
+    finally:
+        cs.done()
 
 
 def _beam_from_record(rec: dict, qa) -> Beam | None:
@@ -121,12 +142,7 @@ class ImageReader:
     def __init__(self, path: str | os.PathLike, *, with_beams: bool = True):
         ct = _runtime()
         self.path = _require(path)
-        self._ia = ct.image()
-        try:
-            self._ia.open(self.path)
-        except Exception as exc:  # casatools raises bare RuntimeErrors
-            self._ia.done()
-            raise ImageReadError(f"cannot open image {self.path}: {exc}") from exc
+        self._ia = _open_image_tool(ct, self.path)
         try:
             self._read_metadata(ct.quanta(), with_beams)
         except Exception:
@@ -196,11 +212,7 @@ def read_beams(path: str | os.PathLike) -> list[Beam | None]:
     """Restoring beam per channel (a single-beam image repeats its beam for every channel)."""
     ct = _runtime()
     with _OpenImage(path) as ia:
-        cs = ia.coordsys()
-        try:
-            _, spec_axis, _ = _axes(cs)
-        finally:
-            cs.done()
+        _, spec_axis, _ = _image_axes(ia)
         nchan = int(ia.shape()[spec_axis]) if spec_axis is not None else 1
         return _read_beams(ia, ct.quanta(), nchan)
 
@@ -285,11 +297,7 @@ def fit_point_source(path: str | os.PathLike, x: float, y: float, chan: int, hal
     """
     with _OpenImage(path) as ia:
         shape = ia.shape()
-        cs = ia.coordsys()
-        try:
-            direction, _, _ = _axes(cs)
-        finally:
-            cs.done()
+        direction, _, _ = _image_axes(ia)
         nx, ny = int(shape[direction[0]]), int(shape[direction[1]])
         x0, x1 = max(0, int(round(x)) - half_box), min(nx - 1, int(round(x)) + half_box)
         y0, y1 = max(0, int(round(y)) - half_box), min(ny - 1, int(round(y)) + half_box)
@@ -362,9 +370,7 @@ def visibility_weight_sums(vis: str | os.PathLike, *, chunk_rows: int = 20000) -
     autocorrelations are left out.
     """
     ct = _runtime()
-    vis = os.path.abspath(os.fspath(vis))
-    if not os.path.isdir(vis):
-        raise ImageReadError(f"vis={vis} does not exist (expected a MeasurementSet directory)")
+    vis = _require_ms(vis)
     tb = ct.table()
     try:
         tb.open(os.path.join(vis, "DATA_DESCRIPTION"))
@@ -451,20 +457,14 @@ def image_centre_world(path: str | os.PathLike) -> tuple[float, float]:
     """(RA, Dec) in degrees of the image's centre pixel."""
     with _OpenImage(path) as ia:
         shape = ia.shape()
-        cs = ia.coordsys()
-        try:
-            direction, _, _ = _axes(cs)
-        finally:
-            cs.done()
+        direction, _, _ = _image_axes(ia)
     return pixel_to_world(path, (shape[direction[0]] - 1) / 2.0, (shape[direction[1]] - 1) / 2.0, 0)
 
 
 def ms_time_range_mjd(vis: str | os.PathLike) -> tuple[float, float]:
     """First and last integration midpoints of a MeasurementSet, in MJD (days)."""
     ct = _runtime()
-    vis = os.path.abspath(os.fspath(vis))
-    if not os.path.isdir(vis):
-        raise ImageReadError(f"vis={vis} does not exist (expected a MeasurementSet directory)")
+    vis = _require_ms(vis)
     tb = ct.table()
     try:
         tb.open(vis)
