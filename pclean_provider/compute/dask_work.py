@@ -8,7 +8,8 @@ even a scheduler restart. The key format and the result-file format are what res
 on: changing either strands work that is already running.
 
 Used by the Airflow hook with a synchronous client (operators) and an asynchronous one (triggers);
-no Airflow import here, and ``distributed`` is only touched through the client handed in.
+no Airflow import here, and ``distributed`` is only touched through the client handed in (and
+imported by the one function that runs on the scheduler).
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pclean_provider.errors import is_input_error, lineage_of_pickled_error
+
 KEY_PREFIX = "pclean"
-#: Exceptions of the engine that mean "the input is wrong": retrying cannot help.
-INPUT_ERRORS = frozenset({"PreflightError", "PlanError", "ConfigError", "ContinuumInputError", "BridgeError",
-                          "SelectionError"})
 STATE_DIRNAME = ".pclean-airflow"
 
 
@@ -134,10 +134,12 @@ class ProgressTail:
 
 
 def scheduler_task_state(key: str, dask_scheduler: Any = None) -> dict[str, Any]:
-    """Run on the scheduler: the state of one key and, if it failed, the worker's error text.
+    """Run on the scheduler: the state of one key and, if it failed, the worker's error.
 
     Asked of the scheduler directly because a fresh client's Future only learns its state some
-    time after it is created, which would make a single quick poll unreliable.
+    time after it is created, which would make a single quick poll unreliable. The error's class is
+    judged here, where unpickling it is harmless, and handed back as its lineage (plain names), so
+    the caller (an Airflow triggerer) never imports the module that defines it.
     """
     task = dask_scheduler.tasks.get(key)
     if task is None:
@@ -146,9 +148,27 @@ def scheduler_task_state(key: str, dask_scheduler: Any = None) -> dict[str, Any]
     if task.state == "erred":
         blame = task.exception_blame or task
         out["error"] = blame.exception_text or repr(blame.exception)
-        out["error_type"] = out["error"].split("(", 1)[0].strip()
         out["traceback"] = blame.traceback_text or ""
+        out["error_lineage"] = _lineage_on_scheduler(blame.exception)
     return out
+
+
+def _lineage_on_scheduler(exception: Any) -> list[str] | None:
+    """The lineage of a failed task's exception as the scheduler keeps it, or None if unreadable.
+
+    The scheduler keeps the worker's pickled exception: as a ``Serialized`` (header and frames)
+    when the worker is another process, wrapped in a ``Serialize`` when it is in-process.
+    """
+    if hasattr(exception, "header"):
+        from distributed.protocol import deserialize
+
+        try:
+            data = deserialize(exception.header, exception.frames)
+        except Exception:
+            return None
+    else:
+        data = getattr(exception, "data", None)
+    return lineage_of_pickled_error(data) if isinstance(data, bytes) else None
 
 
 def cluster_resources(client: Any) -> tuple[int, int | None]:
@@ -173,8 +193,9 @@ def _accepts_n_workers(client: Any) -> bool:
 class WorkStatus:
     """One look at published work.
 
-    ``state`` is ``finished`` (``result`` set), ``error`` (``error``, ``error_type``, ``traceback``
-    from the worker), ``cancelled`` (published but released: only a forced cancel does that),
+    ``state`` is ``finished`` (``result`` set), ``error`` (``error`` and ``traceback`` from the
+    worker; ``input_error`` when the error means the input is wrong, so retrying cannot help),
+    ``cancelled`` (published but released: only a forced cancel does that),
     ``lost`` (not published: the scheduler restarted or the work was withdrawn), or the scheduler's
     own state of work still under way (``waiting``, ``processing``, ...).
     """
@@ -182,7 +203,7 @@ class WorkStatus:
     state: str
     result: Any = None
     error: str | None = None
-    error_type: str | None = None
+    input_error: bool = False
     traceback: str = ""
 
 
@@ -273,7 +294,7 @@ class PublishedWork:
             future = await self.client.get_dataset(key)
             return WorkStatus("finished", result=jsonable(await future.result()))
         if state == "erred":
-            return WorkStatus("error", error=info.get("error"), error_type=info.get("error_type"),
+            return WorkStatus("error", error=info.get("error"), input_error=is_input_error(info.get("error_lineage")),
                               traceback=info.get("traceback") or "")
         if state in ("released", "forgotten"):
             return WorkStatus("cancelled")

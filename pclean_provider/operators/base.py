@@ -20,13 +20,13 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from pclean_provider.compute.dask_work import (
-    INPUT_ERRORS,
     STATE_DIRNAME,
     ProgressTail,
     read_result,
     result_path,
     work_key,
 )
+from pclean_provider.errors import is_input_error
 from pclean_provider.hooks.dask import PcleanDaskHook
 from pclean_provider.links.dask import DASHBOARD_XCOM_KEY, DaskDashboardLink
 from pclean_provider.triggers.dask import DaskWorkTrigger
@@ -170,7 +170,7 @@ class PcleanDaskOperator(BaseOperator):
             except Exception as exc:
                 for line in progress.new_lines():
                     self.log.info("%s: %s", self.label(), line)
-                if type(exc).__name__ in INPUT_ERRORS:
+                if is_input_error(exc):
                     raise AirflowFailException(f"{self.label()}: {exc}") from exc
                 raise
             else:
@@ -197,7 +197,7 @@ class PcleanDaskOperator(BaseOperator):
         """Resume after the trigger: fail with the worker's message, or hand the result on."""
         if event.get("status") != "success":
             message = event.get("message") or f"{self.label()} failed on the Dask cluster"
-            if event.get("error_type") in INPUT_ERRORS:
+            if event.get("input_error"):
                 raise AirflowFailException(message)
             raise AirflowException(message)
         if scheduler_address:

@@ -123,7 +123,7 @@ class DaskWorkTrigger(BaseTrigger):
                     return
                 event = self._event("error", payload["message"] if isinstance(payload, dict) else payload)
                 if isinstance(payload, dict):
-                    event["error_type"] = payload.get("error_type")
+                    event["input_error"] = bool(payload.get("input_error"))
                 await self._hold_until_safe()
                 yield TriggerEvent(event)
                 return
@@ -146,7 +146,7 @@ class DaskWorkTrigger(BaseTrigger):
             message = f"{self.label} failed on the Dask worker: {status.error}"
             if tb := status.traceback.strip():
                 message += "\nWorker traceback (last lines):\n" + "\n".join(tb.splitlines()[-6:])
-            return "error", {"message": message, "error_type": status.error_type}
+            return "error", {"message": message, "input_error": status.input_error}
         if status.state == "cancelled":
             return "cancelled", f"{self.label} was cancelled on the Dask cluster (key {self.key})."
         await asyncio.sleep(self.poll_interval)

@@ -122,10 +122,10 @@ def test_failures_name_the_reason_and_bad_input_is_not_retried(dask_cluster, tmp
     address, _ = dask_cluster
     op = _echo_operator(address, tmp_path, slow_count, ())
     with pytest.raises(AirflowFailException, match="spw 9"):
-        op.execute_complete({"ti": FakeTI()}, {"status": "error", "key": "k", "error_type": "PreflightError",
+        op.execute_complete({"ti": FakeTI()}, {"status": "error", "key": "k", "input_error": True,
                                                "message": "PreflightError('spw 9 does not exist')"})
     with pytest.raises(AirflowException, match="worker lost") as transient:
-        op.execute_complete({"ti": FakeTI()}, {"status": "error", "key": "k", "error_type": "KilledWorker",
+        op.execute_complete({"ti": FakeTI()}, {"status": "error", "key": "k", "input_error": False,
                                                "message": "worker lost"})
     assert not isinstance(transient.value, AirflowFailException), "a lost worker may be retried"
 

@@ -108,7 +108,32 @@ def test_worker_error_reaches_the_event(dask_cluster, tmp_path):
     assert "spw 7 does not exist in the MeasurementSet" in event.payload["message"]
     assert "failing_work" in event.payload["message"], "the worker's traceback names where it failed"
     assert "sub-cube ch 0-3" in event.payload["message"]
+    assert event.payload["input_error"] is False, "a plain ValueError may be a bug: the task may retry"
     client.unpublish_dataset(key)
+
+
+def test_input_error_on_the_worker_fails_the_task_without_retry(dask_cluster, tmp_path):
+    """The scheduler judges the worker's error class; the triggerer only reads the verdict."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pclean_provider.operators.base import PcleanDaskOperator
+
+    address, client = dask_cluster
+
+    def rejecting_work():
+        from pclean_provider.casa.ms_selection import SelectionError
+
+        raise SelectionError("spw='9': matches nothing in the MeasurementSet")
+
+    key = "pclean-test-input-error-try1"
+    _publish(client, key, str(tmp_path / "r.json"), rejecting_work)
+    event = asyncio.run(_first_event(_trigger(address, key, tmp_path / "r.json")))
+    assert event.payload["status"] == "error" and event.payload["input_error"] is True
+    assert "spw='9': matches nothing" in event.payload["message"]
+    client.unpublish_dataset(key)
+    op = PcleanDaskOperator(task_id="reject", scheduler_address=address, state_dir=str(tmp_path))
+    with pytest.raises(AirflowFailException, match="matches nothing"):
+        op.execute_complete({}, event.payload)
 
 
 def test_unknown_key_without_result_is_reported_lost(dask_cluster, tmp_path):

@@ -121,7 +121,26 @@ def test_worker_error_reaches_the_status(cluster, tmp_path):
     with pytest.raises(TypeError):
         future.result(timeout=30)
     status = work.status(key)
-    assert status.state == "error" and status.error_type == "TypeError" and "_echo" in status.error
+    assert status.state == "error" and "TypeError" in status.error and "_echo" in status.error
+    assert status.input_error is False, "a TypeError is a bug, not bad input"
+    work.release(key)
+
+
+def _reject_input():
+    from pclean_provider.config.errors import ConfigError
+
+    raise ConfigError("nchan=-2: must be >= 1")
+
+
+def test_input_error_reaches_the_status(cluster, tmp_path):
+    _, client = cluster
+    work = PublishedWork(client)
+    key = "pclean-echo-d-r-t-m5-try1"
+    future = work.submit(key, str(tmp_path / "i.json"), _reject_input)
+    with pytest.raises(ValueError, match="nchan=-2"):
+        future.result(timeout=30)
+    status = work.status(key)
+    assert status.state == "error" and status.input_error is True and "nchan=-2" in status.error
     work.release(key)
 
 

@@ -54,3 +54,35 @@ def test_a_class_name_alone_is_refused():
     # A name cannot tell a subclass of PcleanInputError from another class of the same name.
     with pytest.raises(TypeError, match="lineage"):
         is_input_error("ConfigError")
+
+
+def _reject_selection():
+    from pclean_provider.casa.ms_selection import SelectionError
+
+    raise SelectionError("spw='9': matches nothing")
+
+
+def _fail_plainly():
+    raise ValueError("a plain ValueError")
+
+
+def test_an_input_error_on_a_dask_worker_is_recognised_through_the_scheduler(tmp_path):
+    """A worker in its own process: the scheduler judges the pickled error and hands back a verdict."""
+    from distributed import Client, LocalCluster
+
+    from pclean_provider.compute.dask_work import PublishedWork
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                      local_directory=str(tmp_path / "dask")) as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        work = PublishedWork(client)
+        verdicts = {}
+        for key, func in (("pclean-t-d-r-bad-m0-try1", _reject_selection), ("pclean-t-d-r-bug-m0-try1", _fail_plainly)):
+            future = work.submit(key, str(tmp_path / f"{key}.json"), func)
+            with pytest.raises(ValueError):
+                future.result(timeout=60)
+            status = work.status(key)
+            assert status.state == "error"
+            verdicts[key] = status.input_error
+            work.release(key)
+    assert verdicts == {"pclean-t-d-r-bad-m0-try1": True, "pclean-t-d-r-bug-m0-try1": False}
