@@ -14,12 +14,13 @@ so that the worker gets back exactly the record types the tool produced.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+
+from pclean_provider.products import WORKDIRECTORY
 
 _NDARRAY = "__ndarray__"
 
@@ -118,7 +119,7 @@ def global_coordinates(selection: dict[str, dict[str, Any]], image: dict[str, An
 
 def part_workdir(imagename: str) -> Path:
     """The folder of the part images, next to the products (CASA's own layout)."""
-    return Path(imagename + ".workdirectory")
+    return Path(imagename + WORKDIRECTORY)
 
 
 def part_image_name(imagename: str, part: int) -> str:
@@ -126,6 +127,3 @@ def part_image_name(imagename: str, part: int) -> str:
     base = os.path.basename(imagename)
     return str(part_workdir(imagename) / f"{base}.n{part + 1}")
 
-
-def remove_part_images(imagename: str) -> None:
-    shutil.rmtree(part_workdir(imagename), ignore_errors=True)

@@ -17,6 +17,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from pclean_provider.products import MASK, PSF, taylor_term
+
+#: Where the mask that the last minor cycle used is kept while automasking grows the next one.
+_PREV_MASK = ".prev" + MASK
+
 STOP_REASONS = {
     1: "iteration limit",
     2: "threshold",
@@ -99,7 +104,7 @@ class CoordinatorTools:
         possibly different) is made next, so a leftover would only be in the way.
         """
         shutil.rmtree(sumgrid, ignore_errors=True)
-        for suffix in (".psf", ".psf.tt0"):
+        for suffix in (PSF, taylor_term(PSF, 0)):
             shutil.rmtree(self.imagename + suffix, ignore_errors=True)
 
     # -- psf and pb ------------------------------------------------------------------------
@@ -133,9 +138,6 @@ class CoordinatorTools:
         self.ps.divideresidualbyweight()
         self.ps.multiplymodelbyweight()
 
-    def after_predict(self) -> None:
-        self.ps.multiplymodelbyweight()
-
     # -- minor cycle, masks, convergence ---------------------------------------------------
     @property
     def automask(self) -> bool:
@@ -158,20 +160,20 @@ class CoordinatorTools:
 
     def _revert_automask(self) -> None:
         # tclean keeps the mask that the last minor cycle really used, not the one grown after it.
-        prev = self.imagename + ".prev.mask"
+        prev = self.imagename + _PREV_MASK
         if os.path.isdir(prev):
-            shutil.rmtree(self.imagename + ".mask", ignore_errors=True)
-            shutil.move(prev, self.imagename + ".mask")
+            shutil.rmtree(self.imagename + MASK, ignore_errors=True)
+            shutil.move(prev, self.imagename + MASK)
 
     def minor_cycle(self) -> MinorCycleResult:
         controls = self.ib.getminorcyclecontrols()
         self.ib.resetminorcycleinfo()
         exrec = self.sd.executeminorcycle(iterbotrecord=controls)
         self.ib.mergeexecrecord(exrec, 0)
-        if self.automask and os.path.isdir(self.imagename + ".mask"):
-            prev = self.imagename + ".prev.mask"
+        if self.automask and os.path.isdir(self.imagename + MASK):
+            prev = self.imagename + _PREV_MASK
             shutil.rmtree(prev, ignore_errors=True)
-            shutil.copytree(self.imagename + ".mask", prev)
+            shutil.copytree(self.imagename + MASK, prev)
         flux = None
         matrix = exrec.get("summaryminor")
         # Rows of CASA's minor-cycle summary: iterations, peak residual, model flux, ...

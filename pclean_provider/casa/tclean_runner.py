@@ -8,14 +8,13 @@ pbcor, masks, stopping rules) exactly tclean's.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from contextlib import contextmanager
 from typing import Any
 
 from pydantic import BaseModel
 
-PRODUCT_SUFFIXES = (".image", ".residual", ".model", ".psf", ".pb", ".mask", ".sumwt", ".weight",
-                    ".image.pbcor")
+from pclean_provider import products
 
 
 class TcleanRunError(RuntimeError):
@@ -30,22 +29,6 @@ class TcleanSummary(BaseModel):
     peak_residual: float | None = None
 
 
-@contextmanager
-def _working_directory(path: str):
-    # tclean writes scratch tables (IMAGING_WEIGHT_*, temp images) into the cwd; one folder per
-    # sub-cube keeps concurrent runs from colliding. A Dask worker runs one task at a time here.
-    previous = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
-
-
-def existing_products(prefix: str) -> list[str]:
-    return [s for s in PRODUCT_SUFFIXES if os.path.isdir(prefix + s)]
-
-
 def run_tclean(kwargs: dict[str, Any], imagename: str, cwd: str) -> TcleanSummary:
     """tclean with these keywords, writing `imagename`.*, scratch files in `cwd`."""
     from casatasks import tclean
@@ -55,11 +38,13 @@ def run_tclean(kwargs: dict[str, Any], imagename: str, cwd: str) -> TcleanSummar
     # The return dict carries the iteration summary; fullsummary adds per-channel detail we do not need.
     args.setdefault("fullsummary", False)
     try:
-        with _working_directory(cwd):
+        # tclean writes scratch tables (IMAGING_WEIGHT_*, temp images) into the cwd; one folder per
+        # sub-cube keeps concurrent runs from colliding. A Dask worker runs one task at a time here.
+        with contextlib.chdir(cwd):
             ret = tclean(**args)
     except Exception as err:  # tclean raises assorted types (RuntimeError, AssertionError, ...)
         raise TcleanRunError(f"tclean failed for {imagename}: {err}") from err
-    if ret is False or not existing_products(imagename):
+    if ret is False or not products.existing(imagename):
         raise TcleanRunError(f"tclean returned without products for {imagename} (returned {ret!r}); "
                              "see the sub-cube's CASA log")
     ret = ret if isinstance(ret, dict) else {}
@@ -68,7 +53,7 @@ def run_tclean(kwargs: dict[str, Any], imagename: str, cwd: str) -> TcleanSummar
         nmajor_done=int(ret.get("nmajordone", 0) or 0),
         stop_code=int(ret["stopcode"]) if ret.get("stopcode") is not None else None,
         stop_reason=str(ret.get("stopDescription", "") or ("no cleaning (niter=0)" if not args.get("niter") else "")),
-        peak_residual=peak_abs(imagename + ".residual"),
+        peak_residual=peak_abs(imagename + products.RESIDUAL),
     )
 
 
@@ -84,11 +69,11 @@ def restore_with_beam(kwargs: dict[str, Any], imagename: str, cwd: str, beam: st
     args.update(imagename=imagename, niter=0, calcres=False, calcpsf=False, restart=True,
                 restoration=True, restoringbeam=beam, fullsummary=False)
     try:
-        with _working_directory(cwd):
+        with contextlib.chdir(cwd):  # scratch tables, as in run_tclean
             tclean(**args)
     except Exception as err:
         raise TcleanRunError(f"restoring {imagename} with restoringbeam={beam!r} failed: {err}") from err
-    if not os.path.isdir(imagename + ".image"):
+    if not os.path.isdir(imagename + products.IMAGE):
         raise TcleanRunError(f"restoring {imagename} with restoringbeam={beam!r} wrote no image; see the CASA log")
 
 

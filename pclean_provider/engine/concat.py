@@ -13,19 +13,14 @@ import time
 import uuid
 
 from pclean_provider.engine.models import (
-    CUBE_PRODUCTS,
     FREQUENCY_RTOL,
     ConcatResult,
     CubePlan,
     SubcubeResult,
 )
+from pclean_provider.products import BEAM_PRODUCTS, IMAGE, RESTORED_PRODUCTS, SINGLE_TERM_PRODUCTS, SUMWT
 
 log = logging.getLogger(__name__)
-
-
-
-# Products that carry per-channel restoring beams.
-BEAM_PRODUCTS = (".image", ".psf", ".residual", ".image.pbcor", ".model")
 
 
 class ConcatError(RuntimeError):
@@ -86,14 +81,14 @@ def restore_common_beam(plan: CubePlan, imagename: str, products: dict[str, str]
     base = os.path.join(staging, os.path.basename(imagename))
     try:
         for suffix, path in products.items():
-            if suffix not in (".image", ".image.pbcor"):
+            if suffix not in RESTORED_PRODUCTS:
                 os.symlink(path, base + suffix)
         try:
             restore_with_beam(plan.tclean_kwargs, base, os.path.join(staging, "scratch"), "common")
         except TcleanRunError as err:
             raise ConcatError(f"restoringbeam='common': {err}") from err
         out = dict(products)
-        for suffix in (".image", ".image.pbcor"):
+        for suffix in RESTORED_PRODUCTS:
             if os.path.isdir(base + suffix):
                 replace_image(base + suffix, imagename + suffix)
                 out[suffix] = imagename + suffix
@@ -122,8 +117,8 @@ def concat_products(plan: CubePlan, results: list[SubcubeResult], imagename: str
     common = _is_common(restoringbeam)
 
     blank: list[int] = []
-    if not common and all(os.path.isdir(r.product_prefix + ".sumwt") for r in ordered):
-        weights = [w for r in ordered for w in channel_weights(r.product_prefix + ".sumwt")]
+    if not common and all(os.path.isdir(r.product_prefix + SUMWT) for r in ordered):
+        weights = [w for r in ordered for w in channel_weights(r.product_prefix + SUMWT)]
         if len(blank := [ch for ch, w in enumerate(weights) if w <= 0.0]) == len(weights):
             blank = []
 
@@ -131,11 +126,11 @@ def concat_products(plan: CubePlan, results: list[SubcubeResult], imagename: str
         if blank:
             fill_blank_channel_beams(path, blank)
 
-    present = {suffix: [os.path.isdir(r.product_prefix + suffix) for r in ordered] for suffix in CUBE_PRODUCTS}
+    present = {suffix: [os.path.isdir(r.product_prefix + suffix) for r in ordered] for suffix in SINGLE_TERM_PRODUCTS}
     products: dict[str, str] = {}
-    for suffix in CUBE_PRODUCTS:
+    for suffix in SINGLE_TERM_PRODUCTS:
         have = present[suffix]
-        if common and suffix in (".image", ".image.pbcor"):
+        if common and suffix in RESTORED_PRODUCTS:
             continue  # restored below, with the whole cube's common beam
         if not any(have):
             continue
@@ -153,13 +148,13 @@ def concat_products(plan: CubePlan, results: list[SubcubeResult], imagename: str
         from pclean_provider.casa.image_concat import common_beam
 
         products = restore_common_beam(plan, imagename, products)
-        beam = common_beam(products[".image"])
-    if ".image" not in products:
-        raise ConcatError(f"no .image among the sub-cube products of {plan.imagename}; nothing to concatenate.")
-    got = image_frequencies(products[".image"])
+        beam = common_beam(products[IMAGE])
+    if IMAGE not in products:
+        raise ConcatError(f"no {IMAGE} among the sub-cube products of {plan.imagename}; nothing to concatenate.")
+    got = image_frequencies(products[IMAGE])
     if len(got) != plan.nchan or any(abs(g - e) > FREQUENCY_RTOL * abs(e)
                                      for g, e in zip(got, plan.frequencies_hz, strict=True)):
-        raise ConcatError(f"{products['.image']}: the concatenated frequency axis differs from the planned grid.")
+        raise ConcatError(f"{products[IMAGE]}: the concatenated frequency axis differs from the planned grid.")
     if not keep_subcubes and mode != "virtual":
         shutil.rmtree(plan.workdir, ignore_errors=True)
     seconds = time.monotonic() - t0

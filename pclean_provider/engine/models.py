@@ -10,10 +10,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# Every product tclean may write for a cube; concat joins whichever exist.
-CUBE_PRODUCTS = (".image", ".residual", ".model", ".psf", ".pb", ".mask", ".sumwt", ".weight",
-                 ".image.pbcor")
-
 ConcatMode = Literal["auto", "paged", "virtual", "movevirtual"]
 
 # Two channel grids are "the same" to this relative precision. CASA's frame conversion (e.g. TOPO ->

@@ -18,6 +18,7 @@ import uuid
 
 import psutil
 
+from pclean_provider import products
 from pclean_provider.atomic_files import replace_dir
 from pclean_provider.engine.models import FREQUENCY_RTOL, SubcubeResult, SubcubeSpec
 
@@ -108,7 +109,7 @@ def image_subcube(spec: SubcubeSpec | dict | str) -> SubcubeResult:
         spec = SubcubeSpec.model_validate(spec)
     from pclean_provider.casa.image_concat import extract_channels, image_frequencies
     from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
-    from pclean_provider.casa.tclean_runner import existing_products, run_tclean
+    from pclean_provider.casa.tclean_runner import run_tclean
 
     t0 = time.monotonic()
     parent = os.path.dirname(spec.subcube_dir)
@@ -132,17 +133,17 @@ def image_subcube(spec: SubcubeSpec | dict | str) -> SubcubeResult:
         shutil.rmtree(scratch, ignore_errors=True)
         if spec.padded:
             # Keep only the owned channels; the padding channel belongs to a neighbour sub-cube.
-            for suffix in existing_products(run_prefix):
+            for suffix in products.existing(run_prefix):
                 extract_channels(run_prefix + suffix, staged_prefix + suffix,
                                  spec.chan_start - spec.image_chan_start, spec.nchan)
             shutil.rmtree(os.path.join(staging, "padded"), ignore_errors=True)
-        got = image_frequencies(staged_prefix + ".image")
+        got = image_frequencies(staged_prefix + products.IMAGE)
         if len(got) != spec.nchan or any(
                 abs(g - e) > FREQUENCY_RTOL * abs(e) for g, e in zip(got, spec.frequencies_hz, strict=True)):
             raise SubcubeError(
                 f"sub-cube {spec.index} (channels {spec.chan_start}-{spec.chan_stop - 1}) came out on another "
                 f"frequency grid than planned: {got[:3]}... vs {spec.frequencies_hz[:3]}...")
-        products = existing_products(staged_prefix)
+        written = products.existing(staged_prefix)
     except BaseException:
         set_casa_log(previous_log)
         shutil.rmtree(staging, ignore_errors=True)
@@ -155,7 +156,7 @@ def image_subcube(spec: SubcubeSpec | dict | str) -> SubcubeResult:
         stop_reason = "niter share used up (0 of the cube's niter)"
     result = SubcubeResult(
         index=spec.index, chan_start=spec.chan_start, chan_stop=spec.chan_stop, nchan=spec.nchan,
-        frequencies_hz=got, product_prefix=spec.product_prefix, products=products, niter=spec.niter,
+        frequencies_hz=got, product_prefix=spec.product_prefix, products=written, niter=spec.niter,
         iterations=summary.iterations, nmajor_done=summary.nmajor_done, stop_code=summary.stop_code,
         stop_reason=stop_reason, peak_residual=summary.peak_residual, seconds=seconds,
         peak_rss_bytes=int(rss.peak), host=socket.gethostname(), pid=os.getpid(),
