@@ -21,9 +21,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from pclean_provider.config.casa_bridge import TCLEAN_TO_RECORD_NAMES
+from pclean_provider.errors import PcleanInputError
 
 
-class CubeGridError(ValueError):
+class CubeGridError(PcleanInputError):
     """CASA cannot define the cube for these parameters (names the parameter when it can)."""
 
 

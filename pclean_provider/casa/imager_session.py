@@ -18,6 +18,7 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from pydantic import BaseModel
 
 from pclean_provider.casa.continuum_parts import PartSpec, decode_record
 
-_REGISTRY: dict[tuple[str, int], PartImager] = {}
+_REGISTRY: dict[tuple[str, int], Any] = {}
 _LOCK = threading.Lock()
 
 # The operations a coordinator may ask of a part, in the order CASA uses them.
@@ -47,17 +48,12 @@ class PartReply(BaseModel):
     pid: int = 0
 
 
-@contextlib.contextmanager
-def _in_dir(path: str):
-    before = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(before)
+def in_dir(path: str) -> contextlib.chdir:
+    """Run CASA calls in `path` (see the module docstring for why)."""
+    return contextlib.chdir(path)
 
 
-def _part_log(spec: PartSpec) -> None:
+def _part_log(spec: Any) -> None:
     from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
 
     ensure_casa_runtime()
@@ -74,7 +70,7 @@ class PartImager:
 
         self.spec = spec
         Path(spec.workdir).mkdir(parents=True, exist_ok=True)
-        with _in_dir(spec.workdir):
+        with in_dir(spec.workdir):
             self.si = casatools.synthesisimager()
             try:
                 for key in sorted(spec.selection):
@@ -92,7 +88,7 @@ class PartImager:
                 raise
 
     def run(self, operation: str, **kwargs: Any) -> str | None:
-        with _in_dir(self.spec.workdir):
+        with in_dir(self.spec.workdir):
             if operation == "weight_density":
                 return str(self.si.getweightdensity())
             if operation == "set_weight_density":
@@ -129,6 +125,12 @@ def open_part(spec_json: str, serial_layout: bool = False,
               normalization: dict[str, Any] | None = None) -> str:
     """Build and register the part's imager; returns a PartReply as JSON."""
     spec = PartSpec.model_validate_json(spec_json)
+    return register(spec, lambda: PartImager(spec, serial_layout=serial_layout, normalization=normalization))
+
+
+def register(spec: Any, build: Callable[[], Any]) -> str:
+    """Build a session object (anything with `spec`, `run(operation, **kw)` and `close()`) and keep it
+    under (spec.run_id, spec.part), replacing an older one of that key; returns a PartReply as JSON."""
     key = (spec.run_id, spec.part)
     t0 = time.perf_counter()
     _part_log(spec)
@@ -137,7 +139,7 @@ def open_part(spec_json: str, serial_layout: bool = False,
     if old is not None:
         old.close()
     try:
-        imager = PartImager(spec, serial_layout=serial_layout, normalization=normalization)
+        imager = build()
     except Exception as exc:
         raise PartFailure(f"{spec.label}: setting up the imager failed: {exc}") from exc
     with _LOCK:
@@ -184,7 +186,3 @@ def close_run(run_id: str) -> int:
         imager.close()
     return len(imagers)
 
-
-def held_parts() -> list[tuple[str, int]]:
-    with _LOCK:
-        return sorted(_REGISTRY)

@@ -314,6 +314,7 @@ class Misc(_Group):
 
 
 ConcatMode = Literal["auto", "paged", "virtual", "movevirtual"]
+CubeEngine = Literal["sessions", "independent"]
 
 
 class Extras(_Group):
@@ -323,6 +324,10 @@ class Extras(_Group):
                            "major-cycle gridding) instead of in this process.")
     cube_chunksize: int = Field(-1, description="Channels per sub-cube task (-1 = one sub-cube per worker, "
                                 "1 = one per channel).")
+    cube_engine: CubeEngine = Field(
+        "sessions", description="Cube engine: 'sessions' (sub-cube imagers kept on the workers, one "
+        "iteration controller for the whole cube: equal to serial tclean) or 'independent' (every "
+        "sub-cube a whole tclean run: exact only for niter=0).")
     keep_subcubes: bool = Field(False, description="Keep the sub-cube images after concatenation.")
     keep_partimages: bool = Field(False, description="Keep the continuum partial images after gathering.")
     concat_mode: ConcatMode = Field(

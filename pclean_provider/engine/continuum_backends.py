@@ -1,8 +1,12 @@
-"""Where the part imagers of a continuum run live: in this process, or one per Dask worker.
+"""Where the part imagers of a run live: in this process, or resident on Dask workers.
 
-Both backends give the coordinator the same three calls (open, run, close) and the same
-failure: `ContinuumPartError`, which names the part and the step. A run never continues with
-a missing part, because the gathered image would silently lack that part's rows.
+A continuum run's parts are row partitions (`imager_session.open_part`); a cube's parts are
+sub-cube sessions (`cube_session.open_cube_session`): the backends take the function that builds
+a part. Both backends give the coordinator the same calls (open, run, close) and the same
+failure: `ContinuumPartError`, which names the part and the step. A continuum run never
+continues with a missing part, because the gathered image would silently lack that part's rows;
+a cube rebuilds a lost sub-cube session from its images on disk (`PartsLost` says which parts were
+lost and what the others returned, so that no step runs twice on a part).
 
 On Dask every task of a part is pinned to the worker that holds its imager
 (`workers=[addr], allow_other_workers=False`). If that worker disappears, a pinned task would
@@ -14,11 +18,10 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pclean_provider.casa import imager_session
-from pclean_provider.casa.continuum_parts import PartSpec
 from pclean_provider.casa.imager_session import PartReply
 
 log = logging.getLogger(__name__)
@@ -40,22 +43,32 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if "\n" in text else text
 
 
+class PartsLost(ContinuumPartError):
+    """Workers holding some parts left the cluster during a step; the other parts finished it."""
+
+    def __init__(self, lost: dict[int, str], done: dict[int, PartReply], nparts: int, operation: str) -> None:
+        self.lost = lost
+        self.done = done
+        first = min(lost)
+        super().__init__(first, nparts, operation, lost[first])
+
+
 class SerialParts:
     """All parts in the calling process, one after the other (client=None)."""
 
     kind = "serial"
 
-    def __init__(self, run_id: str, nparts: int) -> None:
+    def __init__(self, run_id: str, nparts: int, opener: Callable[..., str] = imager_session.open_part) -> None:
         self.run_id = run_id
         self.nparts = nparts
+        self.opener = opener
         self.workers: list[str] = ["in-process"]
 
-    def open(self, specs: Sequence[PartSpec], **kwargs: Any) -> list[PartReply]:
+    def open(self, specs: Sequence[Any], **kwargs: Any) -> list[PartReply]:
         out = []
         for spec in specs:
             try:
-                out.append(PartReply.model_validate_json(
-                    imager_session.open_part(spec.model_dump_json(), **kwargs)))
+                out.append(PartReply.model_validate_json(self.opener(spec.model_dump_json(), **kwargs)))
             except Exception as exc:
                 raise ContinuumPartError(spec.part, self.nparts, "open", _first_line(exc)) from exc
         return out
@@ -79,11 +92,13 @@ class DaskParts:
 
     kind = "dask"
 
-    def __init__(self, client: Any, run_id: str, nparts: int, poll_s: float = 1.0) -> None:
+    def __init__(self, client: Any, run_id: str, nparts: int, poll_s: float = 1.0,
+                 opener: Callable[..., str] = imager_session.open_part) -> None:
         self.client = client
         self.run_id = run_id
         self.nparts = nparts
         self.poll_s = poll_s
+        self.opener = opener
         workers = sorted(client.nthreads())
         if not workers:
             raise RuntimeError("the Dask cluster has no workers; start some (nworkers) and retry")
@@ -98,9 +113,19 @@ class DaskParts:
         return self.client.submit(fn, *args, key=key, workers=[self.assignment[part]],
                                   allow_other_workers=False, pure=False, **kwargs)
 
+    def reassign(self, part: int) -> str:
+        """Move a part whose worker is gone to the live worker holding the fewest parts."""
+        alive = sorted(self.client.nthreads())
+        if not alive:
+            raise ContinuumPartError(part, self.nparts, "reassign", "no worker left in the cluster")
+        load = {w: sum(1 for a in self.assignment.values() if a == w) for w in alive}
+        self.assignment[part] = min(alive, key=lambda w: (load[w], w))
+        return self.assignment[part]
+
     def _gather(self, futures: dict[int, Any], operation: str) -> list[PartReply]:
         pending = dict(futures)
         results: dict[int, PartReply] = {}
+        lost: dict[int, str] = {}
         # Polling the futures' states (local, cheap) instead of distributed.wait, which needs a
         # default client; the cluster's client need not be one. Short sleeps first: a small
         # major cycle takes well under a second and every wait is on the critical path.
@@ -125,20 +150,23 @@ class DaskParts:
                 if pending and time.monotonic() >= next_worker_check:
                     next_worker_check = time.monotonic() + self.poll_s
                     alive = set(self.client.nthreads())
-                    for part in pending:
+                    for part in list(pending):
                         addr = self.assignment[part]
                         if addr not in alive:
-                            raise ContinuumPartError(
-                                part, self.nparts, operation,
-                                f"worker {addr} holding this part left the cluster (lost or killed)")
+                            # The other parts go on: cancelling them would leave their step half
+                            # done on their workers, and the step cannot safely run twice.
+                            lost[part] = f"worker {addr} holding this part left the cluster (lost or killed)"
+                            pending.pop(part).cancel()
         except BaseException:
             for fut in pending.values():
                 fut.cancel()
             raise
+        if lost:
+            raise PartsLost(lost, results, self.nparts, operation)
         return [results[k] for k in sorted(results)]
 
-    def open(self, specs: Sequence[PartSpec], **kwargs: Any) -> list[PartReply]:
-        futures = {spec.part: self._submit(spec.part, imager_session.open_part, spec.model_dump_json(),
+    def open(self, specs: Sequence[Any], **kwargs: Any) -> list[PartReply]:
+        futures = {spec.part: self._submit(spec.part, self.opener, spec.model_dump_json(),
                                            label="open", **kwargs) for spec in specs}
         return self._gather(futures, "open")
 

@@ -17,7 +17,7 @@ from typing import Any
 from pclean_provider.engine.concat import concat_products
 from pclean_provider.engine.memory import parse_memory
 from pclean_provider.engine.models import CubePlan, PcleanResult, SubcubeResult
-from pclean_provider.engine.plan import plan_subcubes
+from pclean_provider.engine.plan import plan_sessions, plan_subcubes
 from pclean_provider.engine.preflight import check_cube_inputs
 from pclean_provider.engine.progress import Progress
 from pclean_provider.engine.subcube import image_subcube
@@ -101,14 +101,20 @@ def _open(stack: contextlib.ExitStack, cfg):
 
 
 def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
-    """Image a cube config. With `cfg.extras.parallel` the sub-cubes run on `client` (or on a cluster
-    opened from `cfg.cluster`); otherwise the same plan runs in this process."""
+    """Image a cube config. With `cfg.extras.parallel` the work runs on `client` (or on a cluster
+    opened from `cfg.cluster`); otherwise in this process.
+
+    `cfg.extras.cube_engine` 'sessions' (default): sub-cube sessions and one iteration controller
+    (`engine.cube_loop`), equal to serial tclean. 'independent': every sub-cube a whole tclean run
+    (this module's `_run_on_dask`), exact for niter=0 only.
+    """
     from pclean_provider.casa.runtime import ensure_casa_runtime
 
     t0 = time.monotonic()
     ensure_casa_runtime()
     check_cube_inputs(cfg)
     parallel = bool(cfg.extras.parallel)
+    sessions = cfg.extras.cube_engine == "sessions"
     with contextlib.ExitStack() as stack:
         if parallel and client is None and cfg.cluster.cluster_type == "address":
             # Connecting starts nothing, and the running cluster's real size is what the plan needs.
@@ -120,20 +126,45 @@ def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
             # fit memory.
             nworkers = 1
         # Planned before a local or SLURM cluster starts: a bad grid fails in seconds, not after start-up.
-        plan = plan_subcubes(cfg, nworkers, _worker_memory(cfg, nworkers))
-        log.info("cube %s: %d channels in %d sub-cube(s) (%s), %s", plan.imagename, plan.nchan, len(plan.specs),
-                 ", ".join(str(s.nchan) for s in plan.specs), "on Dask" if parallel else "in-process")
-        bar = stack.enter_context(Progress(len(plan.specs), desc=f"pclean {os.path.basename(plan.imagename)}",
-                                           unit="sub-cube", bar=progress))
+        planner = plan_sessions if sessions else plan_subcubes
+        plan = planner(cfg, nworkers, _worker_memory(cfg, nworkers))
+        log.info("cube %s: %d channels in %d %s (%s), %s", plan.imagename, plan.nchan, len(plan.specs),
+                 "session(s)" if sessions else "sub-cube(s)", ", ".join(str(s.nchan) for s in plan.specs),
+                 "on Dask" if parallel else "in-process")
         if parallel and client is None:
             client = _open(stack, cfg)
-        results = _run_on_dask(client, plan, bar) if parallel else _run_in_process(plan, bar)
+        loop = None
+        if sessions:
+            results, loop = _run_sessions(plan, client if parallel else None, progress)
+        else:
+            bar = stack.enter_context(Progress(len(plan.specs), desc=f"pclean {os.path.basename(plan.imagename)}",
+                                               unit="sub-cube", bar=progress))
+            results = _run_on_dask(client, plan, bar) if parallel else _run_in_process(plan, bar)
         concat = concat_products(plan, results, mode=cfg.extras.concat_mode,
                                  keep_subcubes=cfg.extras.keep_subcubes, restoringbeam=plan.restoringbeam)
-    iterations = sum(r.iterations for r in results)
-    reasons = sorted({r.stop_reason for r in results if r.stop_reason})
+    if loop is not None:
+        iterations, stop_reason = loop.iterations, loop.stop_reason
+    else:
+        iterations = sum(r.iterations for r in results)
+        stop_reason = "; ".join(sorted({r.stop_reason for r in results if r.stop_reason}))
     return PcleanResult(
         imagename=plan.imagename, specmode=cfg.tclean_kwargs()["specmode"], parallel=parallel,
-        products=concat.products, iterations=iterations, stop_reason="; ".join(reasons),
+        products=concat.products, iterations=iterations, stop_reason=stop_reason,
         seconds=time.monotonic() - t0, nworkers=nworkers, nsubcubes=len(plan.specs), subcubes=results,
-        concat=concat)
+        concat=concat, cube_loop=loop.model_dump(mode="json") if loop is not None else None)
+
+
+def _run_sessions(plan: CubePlan, client: Any, progress: bool):
+    """The exact loop; its progress in iterations against niter (the one total known upfront)."""
+    from pclean_provider.engine.cube_loop import run_cube_loop
+
+    niter = int(plan.tclean_kwargs.get("niter", 0) or 0)
+    with Progress(max(niter, 0), desc=f"pclean {os.path.basename(plan.imagename)}", unit="iteration",
+                  bar=progress, logger=log) as bar:
+        seen = [0]
+
+        def on_cycle(info: dict) -> None:
+            bar.advance(f"major cycle {info['cycle']}, {info['elapsed_s']:.1f} s", n=max(0, info["iterations"] - seen[0]))
+            seen[0] = info["iterations"]
+
+        return run_cube_loop(plan, client, on_cycle=on_cycle)

@@ -137,3 +137,5 @@ class PcleanResult(_Model):
     subcubes: list[SubcubeResult] = []
     concat: ConcatResult | None = None
     continuum: dict[str, Any] | None = None
+    cube_loop: dict[str, Any] | None = Field(None, description="The exact cube loop's record (iterations, "
+                                             "stop, per-stage seconds, rebuilt sessions).")

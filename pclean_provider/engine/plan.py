@@ -41,9 +41,10 @@ from typing import Any
 
 from pclean_provider.engine.memory import estimate_subcube_bytes, max_channels_that_fit
 from pclean_provider.engine.models import FREQUENCY_RTOL, CubePlan, SubcubeSpec
+from pclean_provider.errors import PcleanInputError
 
 
-class PlanError(ValueError):
+class PlanError(PcleanInputError):
     """The cube cannot be split as asked (names the parameter and the fix)."""
 
 
@@ -298,3 +299,63 @@ def plan_subcubes(cfg, nworkers: int, worker_memory_bytes: int | None = None) ->
             return []
 
     return plan_from_grid(kwargs, grid, nworkers, cfg.extras.cube_chunksize, worker_memory_bytes, verify=verify)
+
+
+def session_ranges(nchan: int, nworkers: int, max_chunk: int | None = None, single: bool = False) -> list[tuple[int, int]]:
+    """Channel ranges of the sub-cube sessions of the exact loop: one contiguous share per worker.
+
+    A worker's channels form one session, so each worker reads its data once per cycle however fine
+    `cube_chunksize` is; more sessions than workers only when the memory estimate caps a session
+    (`max_chunk`). A session never holds a single channel of a cube that has more (CASA maps the
+    data onto a one-channel image differently from the full cube), so an odd one is merged into its
+    neighbour. `single` keeps the whole cube as one session.
+    """
+    if single or nchan < 2:
+        return [(0, nchan)]
+    ranges = split_channels(nchan, max(1, min(nworkers, nchan // 2)), -1, max_chunk)
+    merged: list[tuple[int, int]] = []
+    for a, b in ranges:
+        if merged and (b - a < 2 or merged[-1][1] - merged[-1][0] < 2):
+            merged[-1] = (merged[-1][0], b)
+        else:
+            merged.append((a, b))
+    if len(merged) > 1 and merged[-1][1] - merged[-1][0] < 2:
+        last = merged.pop()
+        merged[-1] = (merged[-1][0], last[1])
+    return merged
+
+
+SESSION_NITER = ("niter counts over the whole cube in one iteration controller, exactly as in tclean "
+                 "(sub-cube sessions, merged records).")
+
+
+def plan_sessions(cfg, nworkers: int, worker_memory_bytes: int | None = None) -> CubePlan:
+    """The plan of the exact loop: the cube's CASA-defined grid split into session ranges."""
+    from pclean_provider.casa.cube_grid import CubeGridError, define_cube_grid
+    from pclean_provider.casa.cube_session import needs_single_session
+
+    kwargs = cfg.tclean_kwargs()
+    if not cfg.is_cube:
+        raise PlanError(f"specmode={kwargs.get('specmode')!r} is not a cube; plan_sessions needs "
+                        "specmode='cube' or 'cubedata'.")
+    try:
+        grid = define_cube_grid(kwargs)
+    except CubeGridError as err:
+        raise PlanError(f"{err} (check nchan, start, width, outframe, restfreq and spw)") from err
+    single = bool(needs_single_session(kwargs)) or not grid.linear
+    imsize = kwargs.get("imsize", [100])
+    stokes = kwargs.get("stokes", "I")
+    max_chunk = max_channels_that_fit(worker_memory_bytes, imsize, stokes) if worker_memory_bytes else None
+    ranges = session_ranges(grid.nchan, nworkers, max_chunk, single=single)
+    plan = plan_from_grid(kwargs, grid, nworkers, cfg.extras.cube_chunksize, worker_memory_bytes)
+    specs = []
+    for index, (a, b) in enumerate(ranges):
+        specs.append(SubcubeSpec(
+            index=index, nparts=len(ranges), chan_start=a, chan_stop=b, nchan=b - a,
+            start_hz=grid.frequencies_hz[a], width_hz=grid.width_hz, frame=grid.frame,
+            frequencies_hz=list(grid.frequencies_hz[a:b]), vis=plan.tclean_kwargs["vis"], imagename=plan.imagename,
+            subcube_dir=os.path.join(plan.workdir, f"chan{a:05d}-{b - 1:05d}"), niter=plan.niter,
+            tclean_kwargs={}, estimated_memory_bytes=estimate_subcube_bytes(b - a, imsize, stokes)))
+    return plan.model_copy(update={
+        "specs": specs, "niter_sharing": SESSION_NITER,
+        "estimated_memory_bytes_per_subcube": max(s.estimated_memory_bytes for s in specs)})

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import os
 
+from pclean_provider import products
 from pclean_provider.engine.concat import ConcatError, resolve_mode
+from pclean_provider.errors import PcleanInputError
 
 # Deconvolvers that only make sense for one continuum plane.
 MFS_ONLY_DECONVOLVERS = ("mtmfs",)
 SUPPORTED_SPECMODES = ("cube", "cubedata")
 
 
-class PreflightError(ValueError):
+class PreflightError(PcleanInputError):
     """Bad input for a cube run (the message names the parameter and the fix)."""
 
 
@@ -45,10 +47,14 @@ def check_cube_inputs(cfg) -> None:
     parent = os.path.dirname(os.path.abspath(imagename))
     if not os.path.isdir(parent):
         raise PreflightError(f"imagename={imagename!r}: folder {parent} does not exist; create it first.")
-    existing = [imagename + s for s in (".image", ".residual", ".psf") if os.path.exists(imagename + s)]
+    existing = [imagename + s for s in products.EXISTING_RUN_MARKERS if os.path.exists(imagename + s)]
     if existing:
         raise PreflightError(f"imagename={imagename!r}: {existing[0]} already exists and would be replaced; "
                              "choose a new imagename or remove the old products.")
+    if kw.get("savemodel", "none") != "none" and cfg.extras.parallel:
+        raise PreflightError(f"savemodel={kw['savemodel']!r}: a parallel cube would write the MeasurementSet from "
+                             "several workers at once; use savemodel='none' and save the model afterwards with "
+                             "tclean(..., niter=0, calcres=False, calcpsf=False, savemodel='modelcolumn').")
     try:
         resolve_mode(cfg.extras.concat_mode, cfg.extras.keep_subcubes)
     except ConcatError as err:

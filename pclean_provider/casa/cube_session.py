@@ -1,0 +1,379 @@
+"""A sub-cube's imager, normalizer and deconvolver, built once on a worker and kept for the whole clean.
+
+Serial tclean images a cube with one `synthesisimager` whose internal cube loop grids each
+channel from the data that fall into it. A sub-cube session is that same imager restricted to a
+contiguous channel range of the full cube: its image is defined with the full cube's coordinate
+system (the reference pixel shifted to the range's first channel), so every channel has tclean's
+frequency to the last bit, and with tclean's own data selection, so CASA picks, channel by
+channel, the same visibilities and weights as the serial run. Measured against serial tclean on
+one- and two-spw MSs, frame conversion, averaging widths and briggs/uniform weighting: dirty
+images and PSFs bit-identical for every range of two or more channels. One-channel images are not
+(CASA maps the data onto a single-channel image differently), so a session never holds fewer
+than two channels of a cube that has two.
+
+Two weighting cases need the whole cube: with `perchanweightdensity=False` the weight density
+sums all channels, so the coordinator computes it once on the full selection and every session
+loads it; `briggsbwtaper` takes the fractional bandwidth from the image's own frequency range
+(casatools offers no way to pass it), so such a cube runs as one session.
+
+The deconvolver of a session cleans only its channels; every session reports its
+`initminorcycle`/`executeminorcycle` records to one iteration controller (`CubeIterationControl`,
+on the coordinator), which merges them as tclean merges several image fields and hands every
+session the same minor-cycle controls. CASA's cube deconvolver treats each plane on its own under
+those controls, so the cube stops, and cleans, as the serial one does.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from pclean_provider.casa.continuum_parts import decode_record, encode_record
+
+# Weightings whose density depends on the data of other channels when perchanweightdensity=False.
+_DENSITY_WEIGHTINGS = ("briggs", "uniform", "briggsabs")
+# The copy of a session's model taken before each minor cycle: a session rebuilt after a lost
+# worker restarts its minor cycle from it.
+MODEL_BACKUP = ".model.before-minor"
+
+
+class CubeSessionError(RuntimeError):
+    """A sub-cube session could not be set up or could not do a step (names the session and step)."""
+
+
+class CubeSessionSpec(BaseModel):
+    """Everything one session needs: the records tclean would build, restricted to its channels."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    part: int  # the session's index in the cube (0-based); named `part` like the continuum's parts
+    nparts: int
+    chan_start: int
+    chan_stop: int
+    selection: dict[str, dict[str, Any]]
+    image: dict[str, Any]  # encoded: the sub-cube's csys, nchan and imagename
+    gridding: dict[str, Any]
+    weighting: dict[str, Any]
+    normalization: dict[str, Any]
+    deconvolution: dict[str, Any] | None = None
+    weight_density: str | None = None
+    usemask: str = "user"
+    workdir: str
+    log_dir: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"sub-cube {self.part + 1}/{self.nparts} (channels {self.chan_start}-{self.chan_stop - 1})"
+
+    @property
+    def imagename(self) -> str:
+        return str(self.image["imagename"])
+
+
+class CubeRecords(BaseModel):
+    """The whole cube as the coordinator sees it: its sessions and the iteration parameters."""
+
+    nchan: int
+    sessions: list[CubeSessionSpec]
+    iteration: dict[str, Any]  # encoded iterbotsink parameters
+    single_session_reason: str = ""
+
+
+def needs_single_session(tclean_kwargs: dict[str, Any], csys: dict[str, Any] | None = None) -> str:
+    """Why this cube must be imaged as one session ('' when it can be split)."""
+    if str(tclean_kwargs.get("weighting", "")) == "briggsbwtaper":
+        return ("weighting='briggsbwtaper' takes its taper from the image's fractional bandwidth, which "
+                "casatools computes from each imager's own frequency range")
+    if csys is not None and "tabular" in csys.get("spectral2", {}):
+        return "the spectral axis is tabular (e.g. an optical-velocity width), which a reference-pixel shift cannot split"
+    return ""
+
+
+def _scrub(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def build_cube_records(tclean_kwargs: dict[str, Any], ranges: list[tuple[int, int]], prefixes: list[str],
+                       run_id: str, workdir: str, log_dir: str | None = None) -> CubeRecords:
+    """Define the full cube with CASA and derive every session's records from it.
+
+    `ranges` are [start, stop) channel ranges covering the cube, `prefixes` the image name of each.
+    Reads the MS (selection, grid; the weight density when the sessions need it), writes nothing but
+    that density under `workdir`.
+    """
+    import casatools
+
+    from pclean_provider.casa.cube_grid import CubeGridError, imager_parameters
+
+    params = imager_parameters(tclean_kwargs)
+    if not params.checkParameters():
+        raise CubeGridError("CASA rejected the imaging parameters; see the CASA log for the parameter it names.")
+    selpars = params.getSelPars()
+    impars = params.getImagePars()["0"]
+    gridpars = params.getGridPars()["0"]
+    weightpars = params.getWeightPars()
+    decpars = params.getDecPars()["0"]
+    iterpars = params.getIterPars()
+    normpars = params.getNormPars()["0"]
+    os.makedirs(workdir, exist_ok=True)
+    density = None
+    si = casatools.synthesisimager()
+    cwd = os.getcwd()
+    try:
+        # defineimage and the weight density leave scratch tables in the working directory.
+        os.chdir(workdir)
+        for key in sorted(selpars):
+            si.selectdata(selpars[key])
+        full = copy.deepcopy(impars)
+        full["imagename"] = os.path.join(workdir, "full-cube")
+        si.defineimage(full, gridpars)
+        csys = si.getcsys()
+        csys = csys.get("coordsys", csys)
+        nchan = int(impars["nchan"])
+        if nchan == -1:
+            nchan = int(si.updatenchan())
+        if (weightpars.get("type") in _DENSITY_WEIGHTINGS and not weightpars.get("usecubebriggs", True)
+                and len(ranges) > 1):
+            si.setweighting(**weightpars)
+            density = str(si.getweightdensity())
+    except RuntimeError as err:
+        raise CubeGridError(f"CASA could not define the cube: {err}") from err
+    finally:
+        os.chdir(cwd)
+        si.done()
+    if ranges and ranges[-1][1] != nchan:
+        raise CubeGridError(f"the cube has {nchan} channels here, the plan {ranges[-1][1]}; re-plan.")
+    spectral = csys["spectral2"]
+    usemask = str(decpars.get("usemask", "user"))
+    with_deconvolver = int(iterpars.get("niter", 0)) > 0 or bool(tclean_kwargs.get("restoration", True))
+    sessions = []
+    for part, ((a, b), prefix) in enumerate(zip(ranges, prefixes, strict=True)):
+        sub = copy.deepcopy(csys)
+        if "wcs" in spectral:
+            sub["spectral2"]["wcs"]["crpix"] = float(spectral["wcs"]["crpix"]) - a
+        image = copy.deepcopy(impars)
+        image.update(csys=sub, nchan=b - a, imagename=prefix)
+        norm = copy.deepcopy(normpars)
+        norm["imagename"] = prefix
+        dec = None
+        if with_deconvolver:
+            dec = copy.deepcopy(decpars)
+            dec["imagename"] = prefix
+        sessions.append(CubeSessionSpec(
+            run_id=run_id, part=part, nparts=len(ranges), chan_start=a, chan_stop=b,
+            selection=encode_record(selpars), image=encode_record(image), gridding=encode_record(gridpars),
+            weighting=encode_record(weightpars), normalization=encode_record(norm),
+            deconvolution=encode_record(dec) if dec is not None else None, weight_density=density,
+            usemask=usemask, workdir=os.path.join(workdir, f"session{part:04d}"), log_dir=log_dir))
+    return CubeRecords(nchan=nchan, sessions=sessions, iteration=encode_record(iterpars),
+                       single_session_reason=needs_single_session(tclean_kwargs, csys))
+
+
+class CubeSession:
+    """The imager (+ normalizer, + deconvolver) of one sub-cube."""
+
+    def __init__(self, spec: CubeSessionSpec) -> None:
+        import casatools
+
+        self.spec = spec
+        Path(spec.workdir).mkdir(parents=True, exist_ok=True)
+        self.si = self.ps = self.sd = None
+        with _in_dir(spec.workdir):
+            try:
+                self.si = casatools.synthesisimager()
+                selection = decode_record(spec.selection)
+                for key in sorted(selection):
+                    self.si.selectdata(selection[key])
+                self.si.defineimage(decode_record(spec.image), decode_record(spec.gridding))
+                normalization = decode_record(spec.normalization)
+                self.si.normalizerinfo(normalization)
+                self.si.setweighting(**decode_record(spec.weighting))
+                if spec.weight_density:
+                    self.si.setweightdensity(spec.weight_density)
+                self.ps = casatools.synthesisnormalizer()
+                self.ps.setupnormalizer(normpars=normalization)
+                if spec.deconvolution is not None:
+                    self.sd = casatools.synthesisdeconvolver()
+                    self.sd.setupdeconvolution(decpars=decode_record(spec.deconvolution))
+            except Exception:
+                self.close()
+                raise
+
+    @property
+    def imagename(self) -> str:
+        return self.spec.imagename
+
+    def run(self, operation: str, **kwargs: Any) -> str | None:
+        handler = getattr(self, f"_op_{operation}", None)
+        if handler is None:
+            raise CubeSessionError(f"{self.spec.label}: unknown operation {operation!r}")
+        with _in_dir(self.spec.workdir):
+            return handler(**kwargs)
+
+    # -- the steps, in tclean's order -------------------------------------------------------------
+    def _op_make_psf(self) -> None:
+        self.si.makepsf()
+        if self.sd is not None:
+            # Fits the beam per plane and applies restoringbeam/psfcutoff, as tclean's check_psf does.
+            self.sd.checkrestoringbeam()
+
+    def _op_make_pb(self, gridder: str) -> None:
+        # tclean: the standard gridder makes a cube's PB together with the PSF.
+        if "stand" not in gridder:
+            self.si.makepb()
+        self.ps.normalizeprimarybeam()
+
+    def _op_major_cycle(self, lastcycle: bool) -> None:
+        self.si.executemajorcycle(controls={"lastcycle": bool(lastcycle), "usemask": self.spec.usemask})
+
+    def _op_predict_model(self) -> None:
+        self.si.predictmodel()
+
+    def _op_init_minor(self) -> str:
+        return _dump(self.sd.initminorcycle())
+
+    def _op_setup_mask(self) -> str:
+        return "1" if self.sd.setupmask() else "0"
+
+    def _op_minor_cycle(self, controls: str, keep_backup: bool = True) -> str:
+        model = self.imagename + ".model"
+        if keep_backup and os.path.isdir(model):
+            backup = self.imagename + MODEL_BACKUP
+            _scrub(backup)
+            shutil.copytree(model, backup)
+        record = self.sd.executeminorcycle(iterbotrecord=decode_record(_load(controls)))
+        if "auto" in self.spec.usemask and os.path.isdir(self.imagename + ".mask"):
+            # tclean keeps the mask the last minor cycle used, to revert to it when the run stops.
+            prev = self.imagename + ".prev.mask"
+            _scrub(prev)
+            shutil.copytree(self.imagename + ".mask", prev)
+        return _dump(record)
+
+    def _op_revert_automask(self) -> None:
+        prev = self.imagename + ".prev.mask"
+        if os.path.isdir(prev):
+            _scrub(self.imagename + ".mask")
+            shutil.move(prev, self.imagename + ".mask")
+
+    def _op_restore_model_backup(self) -> None:
+        """After a lost worker: the model as it was before the interrupted minor cycle."""
+        backup = self.imagename + MODEL_BACKUP
+        if os.path.isdir(backup):
+            _scrub(self.imagename + ".model")
+            shutil.copytree(backup, self.imagename + ".model")
+
+    def _op_restore(self) -> None:
+        self.sd.restore()
+
+    def _op_pbcor(self) -> None:
+        self.sd.pbcor()
+
+    def close(self) -> None:
+        for tool in (self.sd, self.ps, self.si):
+            if tool is not None:
+                try:
+                    tool.done()
+                except Exception:  # closing is best effort; the tool may already be gone
+                    pass
+        self.sd = self.ps = self.si = None
+        _scrub(self.spec.imagename + MODEL_BACKUP)
+
+
+def _dump(record: Any) -> str:
+    import json
+
+    return json.dumps(encode_record(record))
+
+
+def _load(text: str) -> Any:
+    import json
+
+    return json.loads(text)
+
+
+def _in_dir(path: str):
+    from pclean_provider.casa.imager_session import in_dir
+
+    return in_dir(path)
+
+
+class CubeIterationControl:
+    """The one iteration controller of a cube: tclean's iterbotsink, fed by every session."""
+
+    def __init__(self, iteration: dict[str, Any]) -> None:
+        import casatools
+
+        self.iteration = decode_record(iteration)
+        self.ib = casatools.iterbotsink()
+        self.ib.setupiteration(iterpars=self.iteration)
+
+    def merge_init(self, records: list[str]) -> None:
+        """Merge every session's initminorcycle record, as tclean merges its fields' records.
+
+        The iterbot takes peaks, sidelobes and mask sums over all records, but keeps the n-sigma
+        threshold of the LAST record merged. A cube deconvolver reports nsigma times the largest
+        robust rms over its planes; over several sessions that is the largest of their values, so
+        the session reporting it is merged last.
+        """
+        self.ib.resetminorcycleinfo()
+        decoded = [(part, decode_record(_load(text))) for part, text in enumerate(records)]
+        decoded.sort(key=lambda item: float(item[1].get("nsigmathreshold", 0.0)))
+        for part, rec in decoded:
+            self.ib.mergeinitrecord(rec, part)
+
+    def stop_code(self, reached_major_limit: bool = False) -> int:
+        return int(self.ib.cleanComplete(reachedMajorLimit=bool(reached_major_limit)))
+
+    def is_last_cycle(self) -> bool:
+        return self.ib.cleanComplete(lastcyclecheck=True) > 0
+
+    def controls(self) -> str:
+        record = self.ib.getminorcyclecontrols()
+        self.ib.resetminorcycleinfo()
+        return _dump(record)
+
+    def merge_exec(self, records: list[str]) -> int:
+        """Merge every session's minor-cycle record; returns the iterations they did in total."""
+        done = 0
+        for part, text in enumerate(records):
+            rec = decode_record(_load(text))
+            done += int(rec.get("iterdone", 0))
+            self.ib.mergeexecrecord(rec, part)
+        return done
+
+    def end_major_cycle(self) -> None:
+        self.ib.endmajorcycle()
+
+    @property
+    def nmajor(self) -> int:
+        return int(self.iteration.get("nmajor", -1))
+
+    def summary(self) -> dict[str, Any]:
+        summ = self.ib.getiterationsummary()
+        out: dict[str, Any] = {}
+        for key in ("iterdone", "nmajordone", "stopcode", "maxpsfsidelobe", "threshold", "nsigma",
+                    "cyclethreshold", "niter", "cycleniter"):
+            if key in summ:
+                value = summ[key]
+                out[key] = value.item() if hasattr(value, "item") else value
+        return out
+
+    def close(self) -> None:
+        try:
+            self.ib.done()
+        except Exception:  # best effort at the end of a run
+            pass
+
+
+def open_cube_session(spec_json: str) -> str:
+    """Build and register a session (Dask task or in-process); returns a PartReply as JSON."""
+    from pclean_provider.casa import imager_session
+
+    spec = CubeSessionSpec.model_validate_json(spec_json)
+    return imager_session.register(spec, lambda: CubeSession(spec))

@@ -1,0 +1,221 @@
+"""The exact cube: sub-cube sessions on the workers, one iteration controller for the whole cube.
+
+CASA's own imager cleans several image fields with one iteration controller: every field's
+deconvolver reports `initminorcycle`, the controller merges the records and decides convergence
+once, hands every deconvolver the same minor-cycle controls, and merges their
+`executeminorcycle` records (casatasks imagerhelpers, `hasConverged`/`runMinorCycleCore`). Here
+the fields are the sub-cubes of one cube: each lives as a session on a worker (imager, normalizer,
+deconvolver; built once, kept for every cycle), the coordinator holds the one iterbotsink, and
+only those small records travel. The order of work is task_tclean's:
+
+  PSF (every session) -> PB -> dirty image (major cycle) -> converged? -> masks -> converged? ->
+  { minor cycle on every session with one set of controls -> major cycle -> masks -> converged? }
+  -> restore -> pbcor
+
+so niter, cycleniter, cyclefactor, threshold, nsigma, nmajor, masks and auto-multithresh act as in
+serial tclean, while the major and minor cycles run on all sessions at once.
+
+A worker lost in the middle: its sessions are rebuilt on a surviving worker from their images on
+disk (the model as it was before an interrupted minor cycle), the interrupted step is redone on
+them only, and the run goes on with the same result.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from pclean_provider.engine.continuum_backends import ContinuumPartError, DaskParts, PartsLost, SerialParts
+from pclean_provider.engine.models import CubePlan, SubcubeResult
+
+log = logging.getLogger("pclean_provider.cube")
+
+STOP_REASONS = {
+    1: "iteration limit", 2: "threshold", 3: "force stop",
+    4: "no change in peak residual across two major cycles",
+    5: "peak residual increased by more than 3 times from the previous major cycle",
+    6: "peak residual increased by more than 3 times from the minimum reached",
+    7: "zero mask", 8: "any combination of n-sigma and other valid exit criterion", 9: "reached nmajor",
+}
+# A lost worker's sessions are rebuilt this many times in one run before it fails.
+MAX_REBUILDS = 4
+
+
+class CubeLoopResult(BaseModel):
+    iterations: int = 0
+    major_cycles: int = 0
+    stopcode: int = 0
+    stop_reason: str = ""
+    summary: dict[str, Any] = Field(default_factory=dict)
+    stage_seconds: dict[str, float] = Field(default_factory=dict)
+    rebuilt_sessions: list[int] = Field(default_factory=list)
+    workers: list[str] = Field(default_factory=list)
+
+
+class _Sessions:
+    """Runs one step on every session; rebuilds sessions whose worker was lost, then redoes the step on them."""
+
+    def __init__(self, backend: Any, specs: list[Any]) -> None:
+        self.backend = backend
+        self.specs = {s.part: s for s in specs}
+        self.rebuilt: list[int] = []
+
+    def run(self, operation: str, **kwargs: Any) -> list[str | None]:
+        replies: dict[int, Any] = {}
+        todo: list[int] | None = None
+        while True:
+            try:
+                for reply in self.backend.run(operation, parts=todo, **kwargs):
+                    replies[reply.part] = reply
+                break
+            except PartsLost as lost:
+                replies.update(lost.done)
+                self._rebuild(sorted(lost.lost), operation, lost)
+                todo = sorted(lost.lost)
+        return [replies[k].value for k in sorted(replies)]
+
+    def _rebuild(self, parts: list[int], operation: str, cause: PartsLost) -> None:
+        if len(self.rebuilt) + len(parts) > MAX_REBUILDS or not hasattr(self.backend, "reassign"):
+            raise ContinuumPartError(cause.part, cause.nparts, operation, cause.reason)
+        for part in parts:
+            worker = self.backend.reassign(part)
+            log.warning("cube: %s lost its worker during %s; rebuilding it on %s from its images on disk",
+                        self.specs[part].label, operation, worker)
+        self.backend.open([self.specs[p] for p in parts])
+        if operation == "minor_cycle":
+            self.backend.run("restore_model_backup", parts=parts)
+        self.rebuilt.extend(parts)
+
+
+def _new_backend(client: Any, run_id: str, nparts: int) -> Any:
+    from pclean_provider.casa.cube_session import open_cube_session
+
+    if client is None:
+        return SerialParts(run_id, nparts, opener=open_cube_session)
+    return DaskParts(client, run_id, nparts, opener=open_cube_session)
+
+
+def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = None,
+                  on_cycle: Callable[[dict[str, Any]], Any] | None = None) -> tuple[list[SubcubeResult], CubeLoopResult]:
+    """Image and clean the planned cube; every spec of `plan` becomes one session.
+
+    Writes each session's products at its spec's `product_prefix`; returns one SubcubeResult per
+    spec (for the concatenation) and what the iteration controller did.
+    """
+    from pclean_provider.casa.cube_session import CubeIterationControl, build_cube_records
+
+    t0 = time.perf_counter()
+    stages: dict[str, float] = {}
+    run_id = uuid.uuid4().hex[:10]
+    kwargs = plan.tclean_kwargs
+    for spec in plan.specs:
+        # A session writes its images in place; leftovers of an earlier run would be picked up as a start model.
+        shutil.rmtree(spec.subcube_dir, ignore_errors=True)
+        os.makedirs(spec.subcube_dir)
+    records = build_cube_records(kwargs, [(s.chan_start, s.chan_stop) for s in plan.specs],
+                                 [s.product_prefix for s in plan.specs], run_id,
+                                 os.path.join(plan.workdir, f"sessions-{run_id}"), log_dir=log_dir)
+    stages["define_s"] = time.perf_counter() - t0
+    niter = int(kwargs.get("niter", 0) or 0)
+    gridder = str(kwargs.get("gridder", "standard"))
+    backend = _new_backend(client, run_id, len(records.sessions))
+    sessions = _Sessions(backend, records.sessions)
+    control = CubeIterationControl(records.iteration) if niter > 0 else None
+    result = CubeLoopResult(workers=list(getattr(backend, "workers", [])))
+
+    def timed(stage: str, operation: str, **kw: Any) -> list[str | None]:
+        t = time.perf_counter()
+        out = sessions.run(operation, **kw)
+        stages[stage] = stages.get(stage, 0.0) + time.perf_counter() - t
+        return out
+
+    try:
+        t = time.perf_counter()
+        backend.open(records.sessions)
+        stages["open_s"] = time.perf_counter() - t
+        timed("psf_s", "make_psf")
+        timed("pb_s", "make_pb", gridder=gridder)
+
+        def major_cycle(count: bool) -> None:
+            last = control.is_last_cycle() if control is not None else True
+            timed("major_s", "major_cycle", lastcycle=last)
+            if control is not None:
+                control.end_major_cycle()
+            if count:
+                result.major_cycles += 1
+
+        def converged() -> int:
+            control.merge_init(timed("minor_s", "init_minor"))
+            reached = control.nmajor >= 0 and result.major_cycles >= control.nmajor
+            return control.stop_code(reached)
+
+        major_cycle(count=False)
+        _report(on_cycle, 0, 0, t0)
+        if control is not None:
+            converged()
+            timed("mask_s", "setup_mask")
+            stop = converged()
+            while not stop:
+                done = control.merge_exec(timed("minor_s", "minor_cycle", controls=control.controls()))
+                if done:
+                    major_cycle(count=True)
+                timed("mask_s", "setup_mask")
+                stop = converged()
+                result.iterations = int(control.summary().get("iterdone", 0))
+                _report(on_cycle, result.major_cycles, result.iterations, t0)
+                if not done:
+                    break
+            if stop and "auto" in str(kwargs.get("usemask", "")):
+                sessions.run("revert_automask")
+            result.summary = control.summary()
+            result.iterations = int(result.summary.get("iterdone", 0))
+            result.stopcode = int(stop)
+            result.stop_reason = STOP_REASONS.get(int(stop), "")
+        if kwargs.get("restoration", True):
+            timed("restore_s", "restore")
+            if kwargs.get("pbcor"):
+                timed("restore_s", "pbcor")
+    finally:
+        if control is not None:
+            control.close()
+        try:
+            backend.close()
+        except Exception as exc:  # a lost worker has nothing left to close
+            log.warning("cube: closing sessions: %s", exc)
+        shutil.rmtree(os.path.join(plan.workdir, f"sessions-{run_id}"), ignore_errors=True)
+    result.rebuilt_sessions = sessions.rebuilt
+    result.stage_seconds = {k: round(v, 3) for k, v in stages.items()}
+    elapsed = time.perf_counter() - t0
+    results = [_session_result(spec, result, elapsed) for spec in plan.specs]
+    log.info("cube %s: %d iterations, %d major cycles, %s; stages %s", os.path.basename(plan.imagename),
+             result.iterations, result.major_cycles, result.stop_reason or "no cleaning", result.stage_seconds)
+    return results, result
+
+
+def _report(on_cycle: Callable[[dict[str, Any]], Any] | None, cycle: int, iterations: int, t0: float) -> None:
+    info = {"cycle": cycle, "iterations": iterations, "elapsed_s": round(time.perf_counter() - t0, 2)}
+    log.info("cube major cycle %d: %d iterations, %.1f s", cycle, iterations, info["elapsed_s"])
+    if on_cycle is not None:
+        on_cycle(info)
+
+
+def _session_result(spec: Any, loop: CubeLoopResult, elapsed: float) -> SubcubeResult:
+    from pclean_provider import products
+    from pclean_provider.casa.image_concat import image_frequencies
+
+    got = image_frequencies(spec.product_prefix + products.IMAGE if os.path.isdir(spec.product_prefix + products.IMAGE)
+                            else spec.product_prefix + products.PSF)
+    return SubcubeResult(
+        index=spec.index, chan_start=spec.chan_start, chan_stop=spec.chan_stop, nchan=spec.nchan,
+        frequencies_hz=got, product_prefix=spec.product_prefix, products=products.existing(spec.product_prefix),
+        niter=spec.niter, iterations=loop.iterations, nmajor_done=loop.major_cycles, stop_code=loop.stopcode,
+        stop_reason=loop.stop_reason, seconds=elapsed, peak_rss_bytes=0, host=socket.gethostname(),
+        pid=os.getpid(), casa_log="")
