@@ -161,15 +161,28 @@ class Spectral(_Group):
     reffreq: str = Field("", description="Reference frequency of mfs/mtmfs images ('' = middle of the "
                          "selected band).")
     nchan: int = Field(-1, description="Channels of the output cube (-1 = all selected channels).")
-    start: str | int | float = Field("", description="First cube channel: a channel number, a "
-                                     "frequency ('1.1GHz') or a velocity ('15343km/s').")
-    width: str | int | float = Field("", description="Cube channel width: channels, a frequency "
-                                     "('0.1MHz') or a velocity ('10km/s').")
+    start: str | int | float | dict[str, str | float] = Field(
+        "", description="First cube channel: a channel number, a frequency ('1.1GHz') or a velocity "
+        "('15343km/s'), or a quantity record ({'value': 1.1, 'unit': 'GHz'}) as tclean takes.")
+    width: str | int | float | dict[str, str | float] = Field(
+        "", description="Cube channel width: channels, a frequency ('0.1MHz') or a velocity ('10km/s'), "
+        "or a quantity record.")
     outframe: str = Field("LSRK", description="Spectral frame of start and width.")
     veltype: str = Field("radio", description="Velocity definition (radio, optical, ...).")
     restfreq: StrOrList = Field([], description="Rest frequency (or list) for velocity axes, e.g. '1.42GHz'.")
     interpolation: Literal["nearest", "linear", "cubic"] = Field(
         "linear", description="How visibilities are regridded onto the cube channels.")
+
+    @field_validator("start", "width")
+    @classmethod
+    def _quantity_record(cls, value):
+        # tclean's start/width are variants: a string, a number or a quantity record.
+        if isinstance(value, dict):
+            if set(value) != {"value", "unit"} or isinstance(value["value"], str) or not isinstance(value["unit"], str):
+                raise ValueError(f"{value!r} is not a quantity record; give {{'value': <number>, 'unit': "
+                                 "'<unit>'}, e.g. {'value': 1.1, 'unit': 'GHz'}, or a string such as '1.1GHz'")
+            return {"value": float(value["value"]), "unit": value["unit"]}
+        return value
 
     @field_validator("nchan")
     @classmethod

@@ -22,6 +22,7 @@ them only, and the run goes on with the same result.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -152,8 +153,11 @@ def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = N
             if count:
                 result.major_cycles += 1
 
+        init_records: list[str | None] = []
+
         def converged() -> int:
-            control.merge_init(timed("minor_s", "init_minor"))
+            init_records[:] = timed("minor_s", "init_minor")
+            control.merge_init(init_records)
             reached = control.nmajor >= 0 and result.major_cycles >= control.nmajor
             return control.stop_code(reached)
 
@@ -161,6 +165,8 @@ def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = N
         _report(on_cycle, 0, 0, t0)
         if control is not None:
             converged()
+            if "auto" in str(kwargs.get("usemask", "")):
+                _align_automask(sessions, init_records)
             timed("mask_s", "setup_mask")
             stop = converged()
             while not stop:
@@ -198,6 +204,18 @@ def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = N
     log.info("cube %s: %d iterations, %d major cycles, %s; stages %s", os.path.basename(plan.imagename),
              result.iterations, result.major_cycles, result.stop_reason or "no cleaning", result.stage_seconds)
     return results, result
+
+
+def _align_automask(sessions: _Sessions, init_records: list[str | None]) -> None:
+    """Give every session's auto-multithresh the whole cube's PSF sidelobe level (see
+    cube_session.automask_alignment); a session rebuilt later gets the aligned records too."""
+    from pclean_provider.casa.cube_session import automask_alignment
+
+    parts = sorted(sessions.specs)
+    changes = automask_alignment(init_records, [sessions.specs[p].deconvolution for p in parts])
+    for part, record in changes.items():
+        sessions.specs[part] = sessions.specs[part].model_copy(update={"deconvolution": json.loads(record)})
+        sessions.backend.run("replace_deconvolver", parts=[part], deconvolution=record)
 
 
 def _report(on_cycle: Callable[[dict[str, Any]], Any] | None, cycle: int, iterations: int, t0: float) -> None:

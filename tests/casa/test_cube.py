@@ -1,4 +1,6 @@
-"""Parallel cube vs serial casatasks.tclean on the same simulated MeasurementSet.
+"""The independent cube engine (cube_engine='independent': every sub-cube a whole tclean run) vs
+serial casatasks.tclean on the same simulated MeasurementSet. The exact loop (the default) is
+tested in test_cube_sessions.py.
 
 Tolerances (stated in the README):
 - niter=0: every product within 1e-5 of its peak, channel by channel; frequency axis equal to
@@ -11,16 +13,13 @@ Tolerances (stated in the README):
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.casa.cube_helpers import tclean_fresh
 from tests.image_compare import beams, frequencies, pixels
 
 pytestmark = pytest.mark.casa
@@ -55,27 +54,10 @@ def _tclean(ms, imagename, **kw):
         os.chdir(cwd)
 
 
-_FRESH_TCLEAN = """
-import json, os, sys
-from pclean_provider.casa.runtime import ensure_casa_runtime
-ensure_casa_runtime(log_dir=os.path.dirname(sys.argv[2]))
-from casatasks import tclean
-os.chdir(os.path.dirname(sys.argv[2]))
-ret = tclean(imagename=sys.argv[2], **json.loads(sys.argv[1])) or {}
-print(json.dumps({k: ret.get(k) for k in ("iterdone", "stopcode")}))
-"""
-
-
 def _tclean_fresh(ms, imagename, **kw):
-    """Serial tclean in a process of its own, as the Dask workers are. CASA's frame conversion of
-    a partly covered edge channel depends on what the process did with casatools before (this
-    one simulated MeasurementSets), so references for worker results come from a fresh process."""
     args = dict(IMAGING)
     args.update(kw)
-    os.makedirs(os.path.dirname(imagename), exist_ok=True)
-    out = subprocess.run([sys.executable, "-c", _FRESH_TCLEAN, json.dumps(dict(vis=ms, **args)), imagename],
-                         check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return tclean_fresh(ms, imagename, **args)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +87,7 @@ def client(casa_runtime):
 def _cfg(ms, imagename, **kw):
     from pclean_provider.config import PcleanConfig
 
-    args = dict(IMAGING)
+    args = dict(IMAGING, cube_engine="independent")
     args.update(kw)
     return PcleanConfig.from_flat(vis=ms, imagename=imagename, **args)
 

@@ -83,7 +83,7 @@ def test_worker_killed_mid_subcube_is_redone_and_the_cube_is_complete(small_ms, 
     from pclean_provider.engine.api import run
 
     # Four sub-cubes on two workers: the killed worker's sub-cube must be redone on the other one.
-    imaging = dict(CUBE, niter=0, cube_chunksize=2, parallel=True)
+    imaging = dict(CUBE, niter=0, cube_chunksize=2, parallel=True, cube_engine="independent")
     with open_cluster(slurm_spec(tmp_path, slurm_job_name=job_name)) as cluster:
         client = cluster.client
         reference = run(PcleanConfig.from_flat(vis=small_ms.ms, imagename=str(tmp_path / "ref"), **imaging),
