@@ -64,10 +64,14 @@ class CubeLoopResult(BaseModel):
 class _Sessions:
     """Runs one step on every session; rebuilds sessions whose worker was lost, then redoes the step on them."""
 
-    def __init__(self, backend: Any, specs: list[Any]) -> None:
+    def __init__(self, backend: Any, specs: list[Any], automask: bool = False) -> None:
         self.backend = backend
         self.specs = {s.part: s for s in specs}
+        self.automask = automask
         self.rebuilt: list[int] = []
+        # Set once the deconvolvers have computed their first statistics (initminorcycle): a rebuilt
+        # deconvolver must catch up on that before it may set up masks or clean.
+        self.deconvolving = False
 
     def run(self, operation: str, **kwargs: Any) -> list[str | None]:
         replies: dict[int, Any] = {}
@@ -93,6 +97,13 @@ class _Sessions:
         self.backend.open([self.specs[p] for p in parts])
         if operation == "minor_cycle":
             self.backend.run("restore_model_backup", parts=parts)
+        if self.deconvolving and operation != "init_minor":
+            self.backend.run("init_minor", parts=parts)
+            if operation == "minor_cycle" and not self.automask:
+                # The mask on disk is the one the interrupted minor cycle used; a user or PB mask is
+                # loaded again as is (auto-multithresh would grow a new one: its mask on disk is kept).
+                self.backend.run("setup_mask", parts=parts)
+                self.backend.run("init_minor", parts=parts)
         self.rebuilt.extend(parts)
 
 
@@ -128,7 +139,7 @@ def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = N
     niter = int(kwargs.get("niter", 0) or 0)
     gridder = str(kwargs.get("gridder", "standard"))
     backend = _new_backend(client, run_id, len(records.sessions))
-    sessions = _Sessions(backend, records.sessions)
+    sessions = _Sessions(backend, records.sessions, automask="auto" in str(kwargs.get("usemask", "")))
     control = CubeIterationControl(records.iteration) if niter > 0 else None
     result = CubeLoopResult(workers=list(getattr(backend, "workers", [])))
 
@@ -157,6 +168,7 @@ def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = N
 
         def converged() -> int:
             init_records[:] = timed("minor_s", "init_minor")
+            sessions.deconvolving = True
             control.merge_init(init_records)
             reached = control.nmajor >= 0 and result.major_cycles >= control.nmajor
             return control.stop_code(reached)
