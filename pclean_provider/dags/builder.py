@@ -93,7 +93,7 @@ def build_dag(t: PipelineTemplate) -> DAG:
         )
         prepared >> cluster_up
         if t.kind == "cube":
-            imaging_results = cube_imaging(prepared, cluster_up, address, pool)
+            imaging_results = cube_imaging(prepared, cluster_up, address, pool, t.cube_mode)
         else:
             imaging_results = continuum_imaging(prepared, cluster_up, address, pool)
         qa, qa_gate = qa_tasks(t, pool)

@@ -1,7 +1,8 @@
 """The imaging part of a pipeline DAG, made of the provider's operators on the run's Dask cluster.
 
-cube:      partition[ms] -> collect_subcubes -> image_subcube[sub-cube] -> group_subcubes -> concat[ms]
-continuum: continuum[ms]
+cube, exact:  cube[ms]  (the exact loop: sub-cube sessions, one iteration controller)
+cube, fanout: partition[ms] -> collect_subcubes -> image_subcube[sub-cube] -> group_subcubes -> concat[ms]
+continuum:    continuum[ms]
 """
 
 from __future__ import annotations
@@ -16,12 +17,20 @@ def imaging_kwargs(item: dict) -> dict:
     return {"overrides": item["overrides"], "presets": item["presets"]}
 
 
-def cube_imaging(prepared, cluster_up, address: str, pool: str):
+def cube_imaging(prepared, cluster_up, address: str, pool: str, mode: str = "exact"):
     from pclean_provider.operators.cube import (
         CubeConcatOperator,
+        CubeImagingOperator,
         CubePartitionOperator,
         SubcubeImagingOperator,
     )
+
+    if mode == "exact":
+        cube = CubeImagingOperator.partial(
+            task_id="cube", scheduler_address=address, pool=pool, map_index_template=MS_NAME_FROM_VIS,
+        ).expand_kwargs(prepared.map(imaging_kwargs))
+        cluster_up >> cube
+        return cube.output
 
     partition = CubePartitionOperator.partial(
         task_id="partition", scheduler_address=address, map_index_template=MS_NAME_FROM_VIS,

@@ -28,7 +28,8 @@ log = logging.getLogger("pclean_provider.continuum")
 
 
 def coordinator_task(cfg_json: str, scheduler_address: str, nparts: int | None = None) -> str:
-    """Dask task: run the coordinator in a subprocess; returns ContinuumResult JSON."""
+    """Dask task: run the coordinator in a subprocess; returns its result as JSON (a continuum config:
+    ContinuumResult; a cube config: the exact cube loop's PcleanResult)."""
     from pclean_provider.casa.runtime import casa_env
     from pclean_provider.engine.continuum import ContinuumInputError
     from pclean_provider.engine.continuum_backends import ContinuumPartError
@@ -105,7 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     ensure_casa_runtime()
     try:
         with Client(args.scheduler, timeout=60) as client:
-            result = run_continuum(cfg, client, nparts=args.nparts)
+            if cfg.is_cube:
+                # The exact cube loop: its coordinator (one iteration controller) is this process too.
+                from pclean_provider.engine.cube import run_cube
+
+                result = run_cube(cfg.replace(parallel=True), client=client)
+            else:
+                result = run_continuum(cfg, client, nparts=args.nparts)
         write_text(out, json.dumps({"result": json.loads(result.model_dump_json())}))
         return 0
     except ContinuumPartError as exc:

@@ -156,6 +156,7 @@ def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
 
 def _run_sessions(plan: CubePlan, client: Any, progress: bool):
     """The exact loop; its progress in iterations against niter (the one total known upfront)."""
+    from pclean_provider.engine.continuum import progress_file_for
     from pclean_provider.engine.cube_loop import run_cube_loop
 
     niter = int(plan.tclean_kwargs.get("niter", 0) or 0)
@@ -167,4 +168,4 @@ def _run_sessions(plan: CubePlan, client: Any, progress: bool):
             bar.advance(f"major cycle {info['cycle']}, {info['elapsed_s']:.1f} s", n=max(0, info["iterations"] - seen[0]))
             seen[0] = info["iterations"]
 
-        return run_cube_loop(plan, client, on_cycle=on_cycle)
+        return run_cube_loop(plan, client, on_cycle=on_cycle, progress_file=progress_file_for(plan.imagename))

@@ -34,6 +34,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from pclean_provider.atomic_files import write_text
 from pclean_provider.engine.continuum_backends import ContinuumPartError, DaskParts, PartsLost, SerialParts
 from pclean_provider.engine.models import CubePlan, SubcubeResult
 
@@ -116,11 +117,14 @@ def _new_backend(client: Any, run_id: str, nparts: int) -> Any:
 
 
 def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = None,
-                  on_cycle: Callable[[dict[str, Any]], Any] | None = None) -> tuple[list[SubcubeResult], CubeLoopResult]:
+                  on_cycle: Callable[[dict[str, Any]], Any] | None = None,
+                  progress_file: str | None = None) -> tuple[list[SubcubeResult], CubeLoopResult]:
     """Image and clean the planned cube; every spec of `plan` becomes one session.
 
     Writes each session's products at its spec's `product_prefix`; returns one SubcubeResult per
-    spec (for the concatenation) and what the iteration controller did.
+    spec (for the concatenation) and what the iteration controller did. With `progress_file`, one
+    JSON line per major cycle is appended there (whoever waits from afar, e.g. an Airflow trigger,
+    logs them).
     """
     from pclean_provider.casa.cube_session import CubeIterationControl, build_cube_records
 
@@ -142,6 +146,17 @@ def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = N
     sessions = _Sessions(backend, records.sessions, automask="auto" in str(kwargs.get("usemask", "")))
     control = CubeIterationControl(records.iteration) if niter > 0 else None
     result = CubeLoopResult(workers=list(getattr(backend, "workers", [])))
+    if progress_file:
+        write_text(progress_file, "")
+        user_on_cycle = on_cycle
+
+        def on_cycle(info: dict[str, Any]) -> None:
+            line = (f"cube {os.path.basename(plan.imagename)}: major cycle {info['cycle']}, "
+                    f"{info['iterations']} iterations, {info['elapsed_s']:.1f} s")
+            with open(progress_file, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"message": line}) + "\n")
+            if user_on_cycle is not None:
+                user_on_cycle(info)
 
     def timed(stage: str, operation: str, **kw: Any) -> list[str | None]:
         t = time.perf_counter()

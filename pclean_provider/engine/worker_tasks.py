@@ -67,3 +67,13 @@ def image_continuum(cfg_json: str) -> dict:
     # coordinator_task secedes from this worker's thread pool while it waits, so the worker's one
     # thread stays free for the major-cycle parts the coordinator sends back to the cluster.
     return json.loads(coordinator_task(cfg_json, get_worker().scheduler.address))
+
+
+def image_cube(cfg_json: str) -> dict:
+    """Run the exact cube loop from a worker: its coordinator (one iteration controller) runs in a
+    subprocess of this task, the sub-cube sessions on the cluster's workers (as `image_continuum`)."""
+    from distributed import get_worker
+
+    from pclean_provider.engine.continuum_remote import coordinator_task
+
+    return json.loads(coordinator_task(cfg_json, get_worker().scheduler.address))

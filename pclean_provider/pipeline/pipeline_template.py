@@ -68,6 +68,11 @@ class PipelineTemplate(BaseModel):
 
     dag_id: str
     kind: Literal["cube", "continuum"]
+    cube_mode: Literal["exact", "fanout"] = Field(
+        "exact", description="Cubes: 'exact' images each MS's cube with the exact loop (one task per "
+        "cube, sub-cube sessions on the workers, one iteration controller; equal to serial tclean for "
+        "every stopping rule); 'fanout' maps one task per sub-cube (a whole tclean run each; exact for "
+        "niter=0 cubes only, and a clear re-images just that sub-cube).")
     title: str
     description: str = ""
     schedule: str | None = "0 2 * * *"
