@@ -16,8 +16,10 @@ import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# The DAG's tasks that make up the imaging, from cluster start to the concatenated cube.
-IMAGING_TASKS = ("cluster_up", "partition", "collect_subcubes", "image_subcube", "group_subcubes", "concat")
+# The DAG's tasks that make up the imaging, from cluster start to the finished cube: the exact
+# loop's one `cube` task per MS (cube_mode exact, the default), or the fan-out's tasks ending in
+# the concatenation (cube_mode fanout).
+IMAGING_TASKS = ("cluster_up", "cube", "partition", "collect_subcubes", "image_subcube", "group_subcubes", "concat")
 
 
 def _ti_rows(dr) -> list[dict]:
@@ -50,7 +52,8 @@ def spans(rows: list[dict]) -> dict[str, float]:
             return None
         return max(r["end"] for r in sel) - min(r["start"] for r in sel)
 
-    out = {"imaging": span(lambda t: t in IMAGING_TASKS), "sub-cube tasks": span(lambda t: t == "image_subcube"),
+    out = {"imaging": span(lambda t: t in IMAGING_TASKS), "cube tasks": span(lambda t: t == "cube"),
+           "sub-cube tasks": span(lambda t: t == "image_subcube"),
            "ingest": span(lambda t: t == "ingest"), "prepare": span(lambda t: t == "prepare"),
            "qa": span(lambda t: t in ("qa", "qa_gate")), "archive": span(lambda t: t in ("archive", "review")),
            "cluster_down": span(lambda t: t == "cluster_down")}

@@ -1,15 +1,17 @@
 """Nightly imaging DAGs, one per pipeline template (the packaged ones, or $PCLEAN_PIPELINES_DIR).
 
-Shape of a cube night (continuum has one imaging task instead of the three cube ones):
+Shape of a cube night (continuum has a `continuum[ms]` task where the cube has `cube[ms]`):
 
-    ingest -> prepare -> cluster_up -> partition[ms] -> collect_subcubes -> image_subcube[sub-cube]
-           -> group_subcubes -> concat[ms] -> qa[ms] -> qa_gate -> archive[ms] | review[ms]
+    ingest -> prepare -> cluster_up -> cube[ms] -> qa[ms] -> qa_gate -> archive[ms] | review[ms]
            -> cluster_down (teardown of cluster_up)
 
-Every MS of the night gets its own map index in each per-MS task. Sub-cubes of all MSs are one
-flat mapped task (Airflow cannot map inside a mapped group), so clearing one sub-cube in the grid
-re-runs just it, the concatenations, QA and archive after it; the cluster comes back because it
-is the setup of what was cleared.
+Every MS of the night gets its own map index in each per-MS task. `cube[ms]` is the exact loop
+(template `cube_mode: exact`): its sub-cube sessions share one iteration controller, so clearing
+it re-images the whole cube, then QA and archive. With `cube_mode: fanout` the imaging is
+partition[ms] -> collect_subcubes -> image_subcube[sub-cube] -> group_subcubes -> concat[ms]; the
+sub-cubes of all MSs are one flat mapped task (Airflow cannot map inside a mapped group), so
+clearing one sub-cube re-runs just it and the concatenation, QA and archive after it. Either way
+the cluster comes back because it is the setup of what was cleared.
 
 The Airflow worker never loads casatools: ingest, QA and archive run ``pclean <subcommand>`` in a
 subprocess; imaging runs on the Dask cluster through the provider's operators.
