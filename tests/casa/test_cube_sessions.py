@@ -93,7 +93,7 @@ CLEANED = {
     "cycleniter": dict(niter=300, cycleniter=20),
     "nsigma": dict(niter=5000, nsigma=3.0),
     "multiscale": dict(niter=200, deconvolver="multiscale", scales=[0, 3]),
-    "automask": dict(niter=2000, threshold="0.03Jy", usemask="auto-multithresh", sidelobethreshold=0.5,
+    "automask": dict(niter=300, threshold="0.05Jy", usemask="auto-multithresh", sidelobethreshold=0.5,
                      noisethreshold=3.0, minbeamfrac=0.1),
 }
 
