@@ -134,9 +134,11 @@ def test_cube_night_with_two_good_ms_and_a_broken_one(dags, tmp_path):
     notes = [n for n in read_notifications(DATA_ROOT / "notifications") if n.ms == "night_bad.ms"]
     assert notes and notes[-1].kind == "ms_quarantined" and "SPECTRAL_WINDOW" in notes[-1].reason
 
-    # Both good MSs were imaged: two sub-cubes each, one flat mapped task; one concat, QA, archive each.
-    assert sorted(k[1] for k in states if k[0] == "image_subcube") == [0, 1, 2, 3]
-    assert all(states[k][0] == "success" for k in states if k[0] in ("image_subcube", "concat", "qa"))
+    # Both good MSs were imaged with the exact loop (the template's default cube_mode): one cube task
+    # per MS (its two sub-cube sessions live on the workers, not in the grid); one QA, archive each.
+    assert sorted(k[1] for k in states if k[0] == "cube") == [0, 1]
+    assert not [k for k in states if k[0] in ("partition", "image_subcube", "concat")]
+    assert all(states[k][0] == "success" for k in states if k[0] in ("cube", "qa"))
     for index, name in enumerate(("night_a", "night_b")):
         assert states[("archive", index)][0] == "success" and states[("review", index)][0] == "skipped"
         (version,) = archived_versions(DATA_ROOT / "archive", f"{name}_cube")
@@ -160,6 +162,49 @@ def test_cube_night_with_two_good_ms_and_a_broken_one(dags, tmp_path):
     again = json.loads((tmp_path / "again.json").read_text())
     assert not again["accepted"]
     assert sorted(m["name"] for m in again["already_imaged"]) == ["night_a.ms", "night_b.ms"]
+
+
+def fanout_dag(directory: Path):
+    """The shipped cube template with cube_mode 'fanout', as a DAG of its own written to the metadata DB."""
+    import yaml
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    from pclean_provider.data import PIPELINES, packaged_dir
+
+    data = yaml.safe_load((packaged_dir(PIPELINES) / "nightly_cube_imaging.yaml").read_text())
+    data.update(dag_id="nightly_cube_fanout", cube_mode="fanout")
+    directory.mkdir(parents=True, exist_ok=True)
+    template = directory / "nightly_cube_fanout.yaml"
+    template.write_text(yaml.safe_dump(data, sort_keys=False))
+    # Airflow's safe-mode discovery parses only files that name both "airflow" and "dag".
+    (directory / "fanout_dag.py").write_text(
+        '"""Airflow DAG of the fanout cube template."""\n'
+        "from pclean_provider.dags import build_dag\n"
+        "from pclean_provider.pipeline.pipeline_template import load_template\n"
+        f"dag = build_dag(load_template({str(template)!r}))\n")
+    bag = DagBag(str(directory))
+    assert not bag.import_errors, bag.import_errors
+    sync_bag_to_db(bag, "dags-folder", None)
+    return bag.dags["nightly_cube_fanout"]
+
+
+def test_fanout_cube_maps_one_task_per_subcube(dags, tmp_path):
+    # The fan-out is exact for dirty cubes only (each sub-cube a whole tclean run): niter=0.
+    ms = simulate_into(DATA_ROOT / "elsewhere", "fan.ms", seed=24, marker=False)
+    dag = fanout_dag(tmp_path / "fanout-dags")
+    heavy = {t.task_id for t in dag.tasks if t.pool == "pclean_heavy"}
+    assert {"image_subcube", "concat", "qa", "archive"} <= heavy and "cube" not in heavy
+    run = run_dag(dag, {"vis": str(ms), "overrides": {**SMALL_CUBE, "niter": 0}, "qa_min_score": 0.0})
+    states = task_states(run)
+    assert str(run.state) == "success", states
+    # One MS, two sub-cubes: partition, two mapped sub-cube tasks, one concat, QA and archive.
+    assert sorted(k[1] for k in states if k[0] == "image_subcube") == [0, 1]
+    assert all(states[k][0] == "success" for k in states
+               if k[0] in ("partition", "collect_subcubes", "image_subcube", "group_subcubes", "concat", "qa"))
+    assert states[("concat", 0)][0] == "success" and states[("archive", 0)][0] == "success"
+    assert not [k for k in states if k[0] == "cube"]
+    (version,) = archived_versions(DATA_ROOT / "archive", "fan_cube")
+    assert "fan.ms" in (version / "manifest.json").read_text()
 
 
 def test_continuum_night_below_the_qa_gate_goes_to_review(dags):
@@ -207,7 +252,7 @@ def test_deadline_alert_and_operations_settings(dags):
         assert alert.interval.total_seconds() == 6 * 3600
         assert alert.callback.path == "pclean_provider.pipeline.notify.notify_deadline_missed"
         heavy = {t.task_id for t in dag.tasks if t.pool == "pclean_heavy"}
-        assert {"qa", "archive"} <= heavy and ({"image_subcube", "concat"} <= heavy or "continuum" in heavy)
+        assert {"qa", "archive"} <= heavy and ("cube" in heavy or "continuum" in heavy)
         assert dag.default_args["retries"] == 2 and dag.default_args["retry_exponential_backoff"]
         params = dag.params.dump()
         assert {"vis", "preset", "overrides", "work_dir", "archive_dir", "cluster"} <= set(params)
