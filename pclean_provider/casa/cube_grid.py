@@ -14,6 +14,7 @@ coordsys tool (`toworld`), never from arithmetic on our side.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from typing import Any
@@ -58,6 +59,22 @@ def imager_parameters(tclean_kwargs: dict[str, Any]):
     return ImagerParameters(**args)
 
 
+def select_and_define(si: Any, selpars: dict[str, Any], impars: dict[str, Any],
+                      gridpars: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """Select the data and define the image on `si` as tclean does; returns the image's coordinate
+    system record and its channel count (nchan=-1 resolved to what the data cover)."""
+    for key in sorted(selpars):
+        si.selectdata(selpars[key])
+    si.defineimage(impars, gridpars)
+    csys = si.getcsys()
+    # synthesisimager wraps the coordinate system record in {'coordsys': ...}.
+    csys = csys.get("coordsys", csys)
+    nchan = int(impars["nchan"])
+    if nchan == -1:
+        nchan = int(si.updatenchan())
+    return csys, nchan
+
+
 def define_cube_grid(tclean_kwargs: dict[str, Any]) -> CubeGrid:
     """Ask CASA for the spectral axis tclean would give this cube (reads the MS, writes nothing)."""
     import casatools
@@ -76,19 +93,10 @@ def define_cube_grid(tclean_kwargs: dict[str, Any]) -> CubeGrid:
     gridpars = params.getGridPars()
     si = casatools.synthesisimager()
     cs = casatools.coordsys()
-    cwd = os.getcwd()
     try:
         # defineimage may leave scratch tables in the working directory.
-        os.chdir(scratch)
-        for key in sorted(selpars):
-            si.selectdata(selpars[key])
-        si.defineimage(impars["0"], gridpars["0"])
-        csys = si.getcsys()
-        # synthesisimager wraps the coordinate system record in {'coordsys': ...}.
-        csys = csys.get("coordsys", csys)
-        nchan = int(impars["0"]["nchan"])
-        if nchan == -1:
-            nchan = int(si.updatenchan())
+        with contextlib.chdir(scratch):
+            csys, nchan = select_and_define(si, selpars, impars["0"], gridpars["0"])
         cs.fromrecord(csys)
         axis = cs.findaxisbyname("Frequency")
         ndim = cs.naxes()
@@ -111,7 +119,6 @@ def define_cube_grid(tclean_kwargs: dict[str, Any]) -> CubeGrid:
     except RuntimeError as err:
         raise CubeGridError(f"CASA could not define the cube: {err}") from err
     finally:
-        os.chdir(cwd)
         cs.done()
         si.done()
         _remove_tree(scratch)

@@ -29,6 +29,7 @@ those controls, so the cube stops, and cleans, as the serial one does.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
@@ -107,6 +108,22 @@ def _scrub(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _define_full_cube(si: Any, selpars: dict, impars: dict, gridpars: dict, weightpars: dict, workdir: str,
+                      split: bool) -> tuple[dict[str, Any], int, str | None]:
+    """The full cube's coordinate system and channel count; and, when split sessions need it, the
+    weight density of all the data (perchanweightdensity=False sums every channel's)."""
+    from pclean_provider.casa.cube_grid import select_and_define
+
+    full = copy.deepcopy(impars)
+    full["imagename"] = os.path.join(workdir, "full-cube")
+    csys, nchan = select_and_define(si, selpars, full, gridpars)
+    density = None
+    if split and weightpars.get("type") in _DENSITY_WEIGHTINGS and not weightpars.get("usecubebriggs", True):
+        si.setweighting(**weightpars)
+        density = str(si.getweightdensity())
+    return csys, nchan, density
+
+
 def build_cube_records(tclean_kwargs: dict[str, Any], ranges: list[tuple[int, int]], prefixes: list[str],
                        run_id: str, workdir: str, log_dir: str | None = None) -> CubeRecords:
     """Define the full cube with CASA and derive every session's records from it.
@@ -130,30 +147,15 @@ def build_cube_records(tclean_kwargs: dict[str, Any], ranges: list[tuple[int, in
     iterpars = params.getIterPars()
     normpars = params.getNormPars()["0"]
     os.makedirs(workdir, exist_ok=True)
-    density = None
     si = casatools.synthesisimager()
-    cwd = os.getcwd()
     try:
         # defineimage and the weight density leave scratch tables in the working directory.
-        os.chdir(workdir)
-        for key in sorted(selpars):
-            si.selectdata(selpars[key])
-        full = copy.deepcopy(impars)
-        full["imagename"] = os.path.join(workdir, "full-cube")
-        si.defineimage(full, gridpars)
-        csys = si.getcsys()
-        csys = csys.get("coordsys", csys)
-        nchan = int(impars["nchan"])
-        if nchan == -1:
-            nchan = int(si.updatenchan())
-        if (weightpars.get("type") in _DENSITY_WEIGHTINGS and not weightpars.get("usecubebriggs", True)
-                and len(ranges) > 1):
-            si.setweighting(**weightpars)
-            density = str(si.getweightdensity())
+        with contextlib.chdir(workdir):
+            csys, nchan, density = _define_full_cube(si, selpars, impars, gridpars, weightpars, workdir,
+                                                     split=len(ranges) > 1)
     except RuntimeError as err:
         raise CubeGridError(f"CASA could not define the cube: {err}") from err
     finally:
-        os.chdir(cwd)
         si.done()
     if ranges and ranges[-1][1] != nchan:
         raise CubeGridError(f"the cube has {nchan} channels here, the plan {ranges[-1][1]}; re-plan.")
@@ -192,7 +194,7 @@ class CubeSession:
         self.spec = spec
         Path(spec.workdir).mkdir(parents=True, exist_ok=True)
         self.si = self.ps = self.sd = None
-        with _in_dir(spec.workdir):
+        with contextlib.chdir(spec.workdir):
             try:
                 self.si = casatools.synthesisimager()
                 selection = decode_record(spec.selection)
@@ -221,7 +223,7 @@ class CubeSession:
         handler = getattr(self, f"_op_{operation}", None)
         if handler is None:
             raise CubeSessionError(f"{self.spec.label}: unknown operation {operation!r}")
-        with _in_dir(self.spec.workdir):
+        with contextlib.chdir(self.spec.workdir):
             return handler(**kwargs)
 
     # -- the steps, in tclean's order -------------------------------------------------------------
@@ -336,12 +338,6 @@ def _load(text: str) -> Any:
     return json.loads(text)
 
 
-def _in_dir(path: str):
-    from pclean_provider.casa.imager_session import in_dir
-
-    return in_dir(path)
-
-
 class CubeIterationControl:
     """The one iteration controller of a cube: tclean's iterbotsink, fed by every session."""
 
@@ -394,14 +390,9 @@ class CubeIterationControl:
         return int(self.iteration.get("nmajor", -1))
 
     def summary(self) -> dict[str, Any]:
-        summ = self.ib.getiterationsummary()
-        out: dict[str, Any] = {}
-        for key in ("iterdone", "nmajordone", "stopcode", "maxpsfsidelobe", "threshold", "nsigma",
-                    "cyclethreshold", "niter", "cycleniter"):
-            if key in summ:
-                value = summ[key]
-                out[key] = value.item() if hasattr(value, "item") else value
-        return out
+        from pclean_provider.casa.deconvolver_session import iteration_summary
+
+        return iteration_summary(self.ib)
 
     def close(self) -> None:
         try:

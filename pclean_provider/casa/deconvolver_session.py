@@ -190,16 +190,7 @@ class CoordinatorTools:
         return int(details.get("iterdone", 0))
 
     def summary(self) -> dict[str, Any]:
-        if self.ib is None:
-            return {}
-        summ = self.ib.getiterationsummary()
-        out: dict[str, Any] = {}
-        for key in ("iterdone", "nmajordone", "stopcode", "maxpsfsidelobe", "threshold", "nsigma",
-                    "cyclethreshold", "niter", "cycleniter"):
-            if key in summ:
-                value = summ[key]
-                out[key] = value.item() if hasattr(value, "item") else value
-        return out
+        return {} if self.ib is None else iteration_summary(self.ib)
 
     # -- products --------------------------------------------------------------------------
     def restore(self) -> None:
@@ -229,3 +220,15 @@ def image_peak(path: str) -> float | None:
         return float(max(abs(stats["max"][0]), abs(stats["min"][0]))) if len(stats.get("max", [])) else None
     finally:
         ia.close()
+
+
+def iteration_summary(ib: Any) -> dict[str, Any]:
+    """The scalars of an iterbotsink's summary that a run reports (JSON-able)."""
+    summ = ib.getiterationsummary()
+    out: dict[str, Any] = {}
+    for key in ("iterdone", "nmajordone", "stopcode", "maxpsfsidelobe", "threshold", "nsigma",
+                "cyclethreshold", "niter", "cycleniter"):
+        if key in summ:
+            value = summ[key]
+            out[key] = value.item() if hasattr(value, "item") else value
+    return out

@@ -48,11 +48,6 @@ class PartReply(BaseModel):
     pid: int = 0
 
 
-def in_dir(path: str) -> contextlib.chdir:
-    """Run CASA calls in `path` (see the module docstring for why)."""
-    return contextlib.chdir(path)
-
-
 def _part_log(spec: Any) -> None:
     from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
 
@@ -70,7 +65,7 @@ class PartImager:
 
         self.spec = spec
         Path(spec.workdir).mkdir(parents=True, exist_ok=True)
-        with in_dir(spec.workdir):
+        with contextlib.chdir(spec.workdir):
             self.si = casatools.synthesisimager()
             try:
                 for key in sorted(spec.selection):
@@ -88,7 +83,7 @@ class PartImager:
                 raise
 
     def run(self, operation: str, **kwargs: Any) -> str | None:
-        with in_dir(self.spec.workdir):
+        with contextlib.chdir(self.spec.workdir):
             if operation == "weight_density":
                 return str(self.si.getweightdensity())
             if operation == "set_weight_density":

@@ -276,18 +276,25 @@ def plan_from_grid(tclean_kwargs: dict[str, Any], grid, nworkers: int, cube_chun
         specs=specs)
 
 
-def plan_subcubes(cfg, nworkers: int, worker_memory_bytes: int | None = None) -> CubePlan:
-    """Plan a cube config: CASA defines the grid (reads the MS once), then the split is pure logic."""
+def _cube_grid(cfg):
+    """The config's tclean keywords and the cube's grid as CASA defines it (reads the MS once)."""
     from pclean_provider.casa.cube_grid import CubeGridError, define_cube_grid
 
     kwargs = cfg.tclean_kwargs()
     if not cfg.is_cube:
-        raise PlanError(f"specmode={kwargs.get('specmode')!r} is not a cube; plan_subcubes needs "
+        raise PlanError(f"specmode={kwargs.get('specmode')!r} is not a cube; the cube planner needs "
                         "specmode='cube' or 'cubedata'.")
     try:
-        grid = define_cube_grid(kwargs)
+        return kwargs, define_cube_grid(kwargs)
     except CubeGridError as err:
         raise PlanError(f"{err} (check nchan, start, width, outframe, restfreq and spw)") from err
+
+
+def plan_subcubes(cfg, nworkers: int, worker_memory_bytes: int | None = None) -> CubePlan:
+    """Plan a cube config: CASA defines the grid (reads the MS once), then the split is pure logic."""
+    from pclean_provider.casa.cube_grid import CubeGridError, define_cube_grid
+
+    kwargs, grid = _cube_grid(cfg)
     if not grid.linear:
         raise PlanError("the cube's spectral axis is tabular (non-linear in frequency, e.g. veltype='optical' "
                         "with a velocity width); sub-cubes cannot reproduce it. Use veltype='radio' or a "
@@ -331,17 +338,9 @@ SESSION_NITER = ("niter counts over the whole cube in one iteration controller, 
 
 def plan_sessions(cfg, nworkers: int, worker_memory_bytes: int | None = None) -> CubePlan:
     """The plan of the exact loop: the cube's CASA-defined grid split into session ranges."""
-    from pclean_provider.casa.cube_grid import CubeGridError, define_cube_grid
     from pclean_provider.casa.cube_session import needs_single_session
 
-    kwargs = cfg.tclean_kwargs()
-    if not cfg.is_cube:
-        raise PlanError(f"specmode={kwargs.get('specmode')!r} is not a cube; plan_sessions needs "
-                        "specmode='cube' or 'cubedata'.")
-    try:
-        grid = define_cube_grid(kwargs)
-    except CubeGridError as err:
-        raise PlanError(f"{err} (check nchan, start, width, outframe, restfreq and spw)") from err
+    kwargs, grid = _cube_grid(cfg)
     single = bool(needs_single_session(kwargs)) or not grid.linear
     imsize = kwargs.get("imsize", [100])
     stokes = kwargs.get("stokes", "I")

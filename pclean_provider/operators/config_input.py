@@ -13,6 +13,7 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from pclean_provider.config import ConfigError, PcleanConfig, load_config
+from pclean_provider.operators.base import PcleanDaskOperator
 
 
 def build_config(task_id: str, overrides: dict[str, Any] | None, presets: Sequence[str] | str | None,
@@ -41,3 +42,26 @@ def _as_list(value: Sequence[str] | str | None) -> list[str]:
     if isinstance(value, str):
         return [value]
     return list(value)
+
+
+class ConfiguredImagingOperator(PcleanDaskOperator):
+    """An operator whose work is one imaging config: a preset, config files, then flat overrides.
+
+    :param overrides: imaging parameters (tclean names, flat).
+    :param presets: preset names applied first (packaged, or in ``$PCLEAN_PRESETS_DIR``).
+    :param config_files: YAML files applied after the presets.
+    """
+
+    template_fields: Sequence[str] = (*PcleanDaskOperator.template_fields, "overrides", "presets",
+                                      "config_files")
+    template_fields_renderers = {"overrides": "json"}
+
+    def __init__(self, *, overrides: dict[str, Any] | None = None, presets: Sequence[str] | str | None = None,
+                 config_files: Sequence[str] | str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.overrides = overrides
+        self.presets = presets
+        self.config_files = config_files
+
+    def config(self):
+        return build_config(self.task_id, self.overrides, self.presets, self.config_files)

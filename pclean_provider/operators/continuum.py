@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
 from pclean_provider.engine import worker_tasks
-from pclean_provider.operators.base import PcleanDaskOperator
-from pclean_provider.operators.config_input import build_config
+from pclean_provider.operators.config_input import ConfiguredImagingOperator
 
 
-class ContinuumImagingOperator(PcleanDaskOperator):
+class ContinuumImagingOperator(ConfiguredImagingOperator):
     """Run the major/minor loop on the cluster: the loop's driver is itself a Dask task.
 
     The major cycles (gridding) fan out from the driver to the other workers; the driver appends
@@ -24,27 +22,17 @@ class ContinuumImagingOperator(PcleanDaskOperator):
     :param config_files: YAML files applied after the presets.
     """
 
-    template_fields: Sequence[str] = (*PcleanDaskOperator.template_fields, "overrides", "presets",
-                                      "config_files")
-    template_fields_renderers = {"overrides": "json"}
     work_kind = "continuum"
-
-    def __init__(self, *, overrides: dict[str, Any] | None = None, presets: Sequence[str] | str | None = None,
-                 config_files: Sequence[str] | str | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.overrides = overrides
-        self.presets = presets
-        self.config_files = config_files
 
     def label(self) -> str:
         return f"continuum {self.task_id}"
 
     def execute(self, context: Any) -> Any:
-        cfg = build_config(self.task_id, self.overrides, self.presets, self.config_files)
+        cfg = self.config()
         if cfg.is_cube:
             raise AirflowFailException(
                 f"{self.task_id}: specmode={cfg.spectral.specmode!r} is a cube; ContinuumImagingOperator needs "
-                "specmode='mfs'. Use CubePartitionOperator + SubcubeImagingOperator for cubes.")
+                "specmode='mfs'. Use CubeImagingOperator (or the fan-out operators) for cubes.")
         cfg_json = cfg.model_dump_json()
         from pclean_provider.engine.continuum import progress_file_for
 

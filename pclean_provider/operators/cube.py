@@ -30,7 +30,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from pclean_provider.engine import worker_tasks
 from pclean_provider.operators.base import PcleanDaskOperator
-from pclean_provider.operators.config_input import build_config
+from pclean_provider.operators.config_input import ConfiguredImagingOperator, build_config
 
 PLAN_XCOM_KEY = "plan"
 CONCAT_OPTIONS_XCOM_KEY = "concat_options"
@@ -203,7 +203,7 @@ def subcube_label(spec: dict[str, Any]) -> str:
         return str(spec.get("index", "?")) if isinstance(spec, dict) else "?"
 
 
-class CubeImagingOperator(PcleanDaskOperator):
+class CubeImagingOperator(ConfiguredImagingOperator):
     """Image (and clean) one cube with the exact loop: equal to serial tclean for every stopping rule.
 
     Clearing this task reruns the whole cube (its sub-cube sessions share one iteration controller,
@@ -214,23 +214,13 @@ class CubeImagingOperator(PcleanDaskOperator):
     :param config_files: YAML files applied after the presets.
     """
 
-    template_fields: Sequence[str] = (*PcleanDaskOperator.template_fields, "overrides", "presets",
-                                      "config_files")
-    template_fields_renderers = {"overrides": "json"}
     work_kind = "cube"
-
-    def __init__(self, *, overrides: dict[str, Any] | None = None, presets: Sequence[str] | str | None = None,
-                 config_files: Sequence[str] | str | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.overrides = overrides
-        self.presets = presets
-        self.config_files = config_files
 
     def label(self) -> str:
         return f"cube {self.task_id}"
 
     def execute(self, context: Any) -> Any:
-        cfg = build_config(self.task_id, self.overrides, self.presets, self.config_files)
+        cfg = self.config()
         if not cfg.is_cube:
             raise AirflowFailException(
                 f"{self.task_id}: specmode={cfg.spectral.specmode!r} is not a cube; CubeImagingOperator needs "
