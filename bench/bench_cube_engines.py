@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,6 +28,9 @@ SHAPES = {
               threshold="5mJy", noise_jy=0.05),
     "b": dict(antennas=12, nchan=96, hours=2.0, integration_s=30, imsize=384, cell="6arcsec",
               threshold="5mJy", noise_jy=0.05),
+    # The recorded bench's medium cube (bench/sizes.py): only serial tclean and the exact loop.
+    "medium": dict(antennas=12, nchan=128, hours=2.0, integration_s=30, imsize=512, cell="4arcsec",
+                   threshold="10mJy", noise_jy=0.005, cases=("tclean", "sessions")),
 }
 
 _CASE = r"""
@@ -106,7 +108,7 @@ def _ms_for(name: str, shape: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", default="a,b")
+    parser.add_argument("--shapes", default="a,b,medium")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "cube_engines.json"))
     parser.add_argument("--force", action="store_true", help="run even when the machine is busy")
     args = parser.parse_args(argv)
@@ -127,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                  "independent": {"engine": "independent"},
                  "sessions_chunksize1": {"engine": "sessions", "chunksize": 1},
                  "independent_chunksize4": {"engine": "independent", "chunksize": 4}}
+        cases = {k: v for k, v in cases.items() if k in shape.get("cases", cases)}
         results = {}
         for case, spec in cases.items():
             out = WORK / f"{name}-{case}" / "img"
