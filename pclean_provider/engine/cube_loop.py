@@ -197,7 +197,8 @@ def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = N
             timed("mask_s", "setup_mask")
             stop = converged()
             while not stop:
-                done = control.merge_exec(timed("minor_s", "minor_cycle", controls=control.controls()))
+                done = control.merge_exec(timed("minor_s", "minor_cycle", controls=control.controls(),
+                                            keep_backup=client is not None))
                 if done:
                     major_cycle(count=True)
                 timed("mask_s", "setup_mask")
