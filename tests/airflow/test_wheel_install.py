@@ -131,7 +131,8 @@ def test_the_dag_folder_file_builds_both_pipelines(installed):
         str(installed.dags))
     assert not answer["errors"], answer["errors"]
     assert set(answer["dags"]) == {"nightly_cube_imaging", "nightly_continuum_imaging"}
-    assert {"ingest", "prepare", "cluster_up", "image_subcube", "concat", "qa", "qa_gate", "archive", "review",
+    # The shipped cube template images with the exact loop (cube_mode exact): one cube task per MS.
+    assert {"ingest", "prepare", "cluster_up", "cube", "qa", "qa_gate", "archive", "review",
             "cluster_down"} <= set(answer["dags"]["nightly_cube_imaging"])
     assert "continuum" in answer["dags"]["nightly_continuum_imaging"]
     assert Path(answer["factory"]).is_relative_to(installed.venv), answer["factory"]
