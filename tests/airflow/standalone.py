@@ -220,11 +220,16 @@ def _all_pids() -> list[int]:
 # -- one standalone per test session, shared by the end-to-end and the browser tests ---------------
 
 SMALL_CUBE = {"imsize": 64, "cell": "8arcsec", "niter": 30, "threshold": "0Jy", "nchan": -1}
+# The fan-out cube DAG: one mapped task per sub-cube, each a whole tclean run, so exact for dirty
+# cubes only; what a UI clear of one sub-cube reruns is tested on it.
+FANOUT_DAG_ID = "nightly_cube_fanout"
+SMALL_DIRTY_CUBE = {**SMALL_CUBE, "niter": 0}
 _shared: Standalone | None = None
 
 
 def write_small_templates(directory: Path) -> Path:
-    """The shipped templates with test-sized imaging, so a form-triggered run stays quick."""
+    """The shipped templates with test-sized imaging, so a form-triggered run stays quick; plus the
+    cube template in fanout mode as a DAG of its own (FANOUT_DAG_ID)."""
     import yaml
 
     from pclean_provider.data import PIPELINES, packaged_dir
@@ -238,6 +243,10 @@ def write_small_templates(directory: Path) -> Path:
         data["retries"] = 1
         data["retry_delay_s"] = 5
         (directory / src.name).write_text(yaml.safe_dump(data, sort_keys=False))
+        if data.get("kind") == "cube":
+            fanout = {**data, "dag_id": FANOUT_DAG_ID, "cube_mode": "fanout",
+                      "overrides": {**data["overrides"], **SMALL_DIRTY_CUBE}}
+            (directory / f"{FANOUT_DAG_ID}.yaml").write_text(yaml.safe_dump(fanout, sort_keys=False))
     return directory
 
 

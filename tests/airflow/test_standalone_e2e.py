@@ -1,8 +1,10 @@
-"""A real `airflow standalone`: trigger the cube pipeline over REST, then re-run one sub-cube from it.
+"""A real `airflow standalone`: trigger the fan-out cube pipeline over REST, then re-run one sub-cube.
 
 Checks the things operations staff rely on: the run succeeds and archives a verified product;
 clearing one mapped sub-cube re-runs only it and what follows (plus the cluster set-up/teardown
-that bracket it), and the archive gains a second version while keeping the first.
+that bracket it), and the archive gains a second version while keeping the first. Sub-cubes are
+mapped tasks only in the template's `cube_mode: fanout` (a dirty cube here, niter=0); the default
+exact mode has one `cube` task per MS (the browser test triggers that DAG).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from tests.airflow import standalone
 from tests.conftest import require
 
 pytestmark = [pytest.mark.airflow, pytest.mark.casa]
-DAG_ID = "nightly_cube_imaging"
+DAG_ID = standalone.FANOUT_DAG_ID
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +56,7 @@ def test_trigger_archive_then_clear_one_subcube(airflow_standalone, casa_runtime
     server.wait_for_dag(DAG_ID)
     server.unpause(DAG_ID)
     # qa_min_score 0: a test-sized cube is far from the noise and would go to review (see test_nightly_dags).
-    run_id = server.trigger(DAG_ID, {"vis": ms, "overrides": standalone.SMALL_CUBE, "qa_min_score": 0.0})
+    run_id = server.trigger(DAG_ID, {"vis": ms, "overrides": standalone.SMALL_DIRTY_CUBE, "qa_min_score": 0.0})
     state = server.wait_for_run(DAG_ID, run_id)
     first = server.task_summary(DAG_ID, run_id)
     assert state == "success", (first, server.tail())
