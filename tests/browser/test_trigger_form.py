@@ -84,7 +84,10 @@ def test_trigger_form_run_succeeds(airflow_standalone, casa_runtime, page):
 
     run_id = newest_run_with_vis(server, ms, started)
     state = server.wait_for_run(DAG_ID, run_id, timeout=480)
-    assert state == "success", server.task_summary(DAG_ID, run_id)
+    summary = server.task_summary(DAG_ID, run_id)
+    assert state == "success", summary
+    # The template's default cube_mode (exact): one cube task for the MS, no mapped sub-cubes.
+    assert summary[("cube", 0)][0] == "success" and ("image_subcube", 0) not in summary, summary
 
     # What an operator sees: the run's page says it succeeded.
     page.goto(f"{server.base_url}/dags/{DAG_ID}/runs/{run_id}")
