@@ -69,6 +69,8 @@ class CubeSessionSpec(BaseModel):
     deconvolution: dict[str, Any] | None = None
     weight_density: str | None = None
     usemask: str = "user"
+    full_nchan: int = -1  # the user's nchan (-1: what the data cover), to define the full cube again
+    cube_nchan: int = 0  # the full cube's channel count on the coordinator
     workdir: str
     log_dir: str | None = None
 
@@ -106,6 +108,14 @@ def needs_single_session(tclean_kwargs: dict[str, Any], csys: dict[str, Any] | N
 
 def _scrub(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def shifted_csys(csys: dict[str, Any], first_channel: int) -> dict[str, Any]:
+    """The cube's coordinate system starting at `first_channel` (a linear axis' reference pixel moved)."""
+    sub = copy.deepcopy(csys)
+    if "wcs" in csys["spectral2"]:
+        sub["spectral2"]["wcs"]["crpix"] = float(csys["spectral2"]["wcs"]["crpix"]) - first_channel
+    return sub
 
 
 def _define_full_cube(si: Any, selpars: dict, impars: dict, gridpars: dict, weightpars: dict, workdir: str,
@@ -159,14 +169,11 @@ def build_cube_records(tclean_kwargs: dict[str, Any], ranges: list[tuple[int, in
         si.done()
     if ranges and ranges[-1][1] != nchan:
         raise CubeGridError(f"the cube has {nchan} channels here, the plan {ranges[-1][1]}; re-plan.")
-    spectral = csys["spectral2"]
     usemask = str(decpars.get("usemask", "user"))
     with_deconvolver = int(iterpars.get("niter", 0)) > 0 or bool(tclean_kwargs.get("restoration", True))
     sessions = []
     for part, ((a, b), prefix) in enumerate(zip(ranges, prefixes, strict=True)):
-        sub = copy.deepcopy(csys)
-        if "wcs" in spectral:
-            sub["spectral2"]["wcs"]["crpix"] = float(spectral["wcs"]["crpix"]) - a
+        sub = shifted_csys(csys, a)
         image = copy.deepcopy(impars)
         image.update(csys=sub, nchan=b - a, imagename=prefix)
         norm = copy.deepcopy(normpars)
@@ -180,7 +187,7 @@ def build_cube_records(tclean_kwargs: dict[str, Any], ranges: list[tuple[int, in
             selection=encode_record(selpars), image=encode_record(image), gridding=encode_record(gridpars),
             weighting=encode_record(weightpars), normalization=encode_record(norm),
             deconvolution=encode_record(dec) if dec is not None else None, weight_density=density,
-            usemask=usemask, workdir=os.path.join(workdir, f"session{part:04d}"), log_dir=log_dir))
+            usemask=usemask, full_nchan=int(impars["nchan"]), cube_nchan=nchan, workdir=os.path.join(workdir, f"session{part:04d}"), log_dir=log_dir))
     return CubeRecords(nchan=nchan, sessions=sessions, iteration=encode_record(iterpars),
                        single_session_reason=needs_single_session(tclean_kwargs, csys))
 
@@ -200,7 +207,9 @@ class CubeSession:
                 selection = decode_record(spec.selection)
                 for key in sorted(selection):
                     self.si.selectdata(selection[key])
-                self.si.defineimage(decode_record(spec.image), decode_record(spec.gridding))
+                image = decode_record(spec.image)
+                image["csys"] = self._local_csys(selection, image, decode_record(spec.gridding))
+                self.si.defineimage(image, decode_record(spec.gridding))
                 normalization = decode_record(spec.normalization)
                 self.si.normalizerinfo(normalization)
                 self.si.setweighting(**decode_record(spec.weighting))
@@ -214,6 +223,33 @@ class CubeSession:
             except Exception:
                 self.close()
                 raise
+
+    def _local_csys(self, selection: dict[str, Any], image: dict[str, Any], gridding: dict[str, Any]) -> dict:
+        """The full cube's coordinate system as CASA defines it in THIS process, shifted to the session.
+
+        A partly covered edge channel is knife-edge: CASA's frame conversion of one and the same cube
+        differs between processes at the mHz level (it depends on what the process did with casatools
+        before), enough to decide whether any visibility falls into that channel. Serial tclean
+        defines its grid and images in one process; a session does the same (the concatenation checks
+        every session's frequencies against the plan).
+        """
+        import casatools
+
+        from pclean_provider.casa.cube_grid import select_and_define
+
+        full = copy.deepcopy(image)
+        full.pop("csys", None)
+        full["nchan"] = self.spec.full_nchan
+        full["imagename"] = os.path.join(self.spec.workdir, "full-cube")
+        probe = casatools.synthesisimager()
+        try:
+            csys, nchan = select_and_define(probe, selection, full, gridding)
+        finally:
+            probe.done()
+        if nchan != self.spec.cube_nchan:
+            raise CubeSessionError(f"{self.spec.label}: the cube has {nchan} channels in this process, "
+                                   f"{self.spec.cube_nchan} on the coordinator; the MS changed? Re-run.")
+        return shifted_csys(csys, self.spec.chan_start)
 
     @property
     def imagename(self) -> str:
