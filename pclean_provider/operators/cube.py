@@ -244,11 +244,14 @@ class CubeImagingOperator(ConfiguredImagingOperator):
 
 
 def _clear_earlier_try(imagename: str) -> None:
-    import glob
+    """Remove the cube products an earlier try left at `imagename` (only those: never a folder that
+    merely shares the name's prefix, such as the MeasurementSet `<imagename>.ms`)."""
     import os
     import shutil
 
+    from pclean_provider import products
+
     os.makedirs(os.path.dirname(os.path.abspath(imagename)), exist_ok=True)
-    for path in glob.glob(glob.escape(imagename) + ".*"):
-        if os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
+    for suffix in (*products.SINGLE_TERM_PRODUCTS, ".subcubes"):
+        if os.path.isdir(imagename + suffix):
+            shutil.rmtree(imagename + suffix, ignore_errors=True)
