@@ -35,18 +35,12 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from pclean_provider.atomic_files import write_text
+from pclean_provider.casa.deconvolver_session import STOP_REASONS
 from pclean_provider.engine.continuum_backends import ContinuumPartError, DaskParts, PartsLost, SerialParts
 from pclean_provider.engine.models import CubePlan, SubcubeResult
 
 log = logging.getLogger("pclean_provider.cube")
 
-STOP_REASONS = {
-    1: "iteration limit", 2: "threshold", 3: "force stop",
-    4: "no change in peak residual across two major cycles",
-    5: "peak residual increased by more than 3 times from the previous major cycle",
-    6: "peak residual increased by more than 3 times from the minimum reached",
-    7: "zero mask", 8: "any combination of n-sigma and other valid exit criterion", 9: "reached nmajor",
-}
 # A lost worker's sessions are rebuilt this many times in one run before it fails.
 MAX_REBUILDS = 4
 
