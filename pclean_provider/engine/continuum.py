@@ -23,7 +23,6 @@ requested name, never one built from the surviving parts.
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
@@ -38,7 +37,7 @@ from pclean_provider.config.casa_bridge import BridgeError, CasaRecords, casa_re
 from pclean_provider.engine.continuum_backends import ContinuumPartError, DaskParts, SerialParts
 from pclean_provider.engine.continuum_models import ContinuumResult, CycleReport
 from pclean_provider.errors import PcleanInputError
-from pclean_provider.products import RESIDUAL, WORKDIRECTORY, first_term
+from pclean_provider.products import RESIDUAL, WORKDIRECTORY, first_term, products_for
 
 log = logging.getLogger("pclean_provider.continuum")
 
@@ -58,13 +57,29 @@ def progress_file_for(imagename: str) -> str:
     return os.path.abspath(imagename) + _PROGRESS_SUFFIX
 
 
-def _existing_products(final: str) -> list[str]:
-    found = []
-    for path in sorted(glob.glob(glob.escape(final) + ".*")):
-        if path.endswith(_PROGRESS_SUFFIX):
-            continue
-        found.append(path)
-    return found
+def _product_suffixes(rec: CasaRecords) -> list[str]:
+    """Every name this run may write beside imagename (the widest set for its deconvolver/gridder)."""
+    # pbcor/niter widened: a mask or pbcor image left by an earlier run with other switches would
+    # still be overwritten by this one.
+    return sorted(set(products_for(rec.deconvolver, nterms=rec.nterms, gridder=rec.gridder, pbcor=True,
+                                   niter=1)) | {WORKDIRECTORY})
+
+
+def _is_casa_table(path: str) -> bool:
+    """A CASA image (or any casacore table) is a directory with a table.dat in it."""
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "table.dat"))
+
+
+def _existing_products(final: str, rec: CasaRecords) -> list[str]:
+    """Earlier images under this name; other files beside them (a log, notes) are none of our business."""
+    return [final + s for s in _product_suffixes(rec) if _is_casa_table(final + s)
+            or (s == WORKDIRECTORY and os.path.isdir(final + s))]
+
+
+def _in_the_way(final: str, rec: CasaRecords) -> list[str]:
+    """Paths with a product's name that are not CASA images: the run could not publish over them."""
+    return [final + s for s in _product_suffixes(rec) if os.path.lexists(final + s)
+            and not _is_casa_table(final + s) and s != WORKDIRECTORY]
 
 
 def _check_request(rec: CasaRecords, final: str) -> None:
@@ -85,7 +100,12 @@ def _check_request(rec: CasaRecords, final: str) -> None:
     if rec.deconvolver not in ("hogbom", "clark", "clarkstokes", "multiscale", "mtmfs"):
         raise ContinuumInputError(f"deconvolver={rec.deconvolver!r}: use hogbom, clark, clarkstokes, "
                                   "multiscale or mtmfs with the continuum engine.")
-    existing = _existing_products(final)
+    blocking = _in_the_way(final, rec)
+    if blocking:
+        raise ContinuumInputError(
+            f"imagename={final!r}: {blocking[0]} is in the way of a product and is not a CASA image; "
+            "move it away or choose another imagename.")
+    existing = _existing_products(final, rec)
     if existing:
         raise ContinuumInputError(
             f"imagename={final!r}: images from an earlier run exist ({', '.join(os.path.basename(p) for p in existing[:4])}"

@@ -202,13 +202,43 @@ def test_keep_partimages_keeps_one_set_per_part(two_spw_ms, cluster, tmp_path):
 
 
 def test_refuses_to_overwrite_earlier_products(two_spw_ms, tmp_path):
+    import casatools
+
     from pclean_provider.engine.continuum import ContinuumInputError, run_continuum
 
     ours = tmp_path / "old"
-    (tmp_path / "old.image").mkdir()
+    ia = casatools.image()
+    ia.fromshape(str(tmp_path / "old.image"), [4, 4, 1, 1])
+    ia.close()
     with pytest.raises(ContinuumInputError, match="imagename.*old.image"):
         run_continuum(_config(two_spw_ms, ours, "hogbom", "natural", 0))
     assert os.listdir(tmp_path) == ["old.image"]
+
+
+def test_text_file_beside_the_images_does_not_block(two_spw_ms, cluster, serial_tclean, tmp_path):
+    """Only CASA images count as earlier products: a log or notes file named <imagename>.* does not."""
+    ref, _ = serial_tclean("hogbom", "briggs", 0)
+    ours = str(tmp_path / "cont")
+    notes = {ours + ".log": "observer's notes\n", ours + ".txt": "x\n"}
+    for path, text in notes.items():
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    result = _run(_config(two_spw_ms, ours, "hogbom", "briggs", 0), cluster, 2)
+    assert product_suffixes(ours) == product_suffixes(ref)
+    assert_images_match(ours, ref, "hogbom", ["psf", "residual", "image"], NITER0_TOL)
+    for path, text in notes.items():
+        with open(path, encoding="utf-8") as fh:
+            assert fh.read() == text
+    assert all(not p.endswith((".log", ".txt")) for p in result.products)
+
+
+def test_refuses_a_file_in_the_way_of_a_product(two_spw_ms, tmp_path):
+    from pclean_provider.engine.continuum import ContinuumInputError, run_continuum
+
+    (tmp_path / "way.psf").write_text("not an image", encoding="utf-8")
+    with pytest.raises(ContinuumInputError, match=r"way\.psf is in the way"):
+        run_continuum(_config(two_spw_ms, tmp_path / "way", "hogbom", "natural", 0))
+    assert os.listdir(tmp_path) == ["way.psf"]
 
 
 def test_refuses_savemodel_before_any_work(two_spw_ms, tmp_path):
