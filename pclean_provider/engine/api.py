@@ -28,8 +28,11 @@ def run(cfg, progress: bool = False, client: Any = None) -> PcleanResult:
 
 def _run_continuum(cfg, progress: bool, client: Any) -> PcleanResult:
     from pclean_provider.engine.continuum import run_continuum
+    from pclean_provider.engine.preflight import check_continuum_inputs
 
     t0 = time.monotonic()
+    # Bad input fails in seconds, before a cluster is started for nothing (as the cube does).
+    check_continuum_inputs(cfg)
     niter = int(cfg.tclean_kwargs().get("niter", 0))
     # The continuum engine draws its own bar (iterations against niter) and logs each major cycle.
     with contextlib.ExitStack() as stack:

@@ -42,7 +42,7 @@ from pclean_provider.products import RESIDUAL, WORKDIRECTORY, first_term, produc
 log = logging.getLogger("pclean_provider.continuum")
 
 __all__ = ["ContinuumPartError", "ContinuumResult", "CycleReport", "ContinuumInputError",
-           "run_continuum", "run_continuum_on_cluster", "progress_file_for"]
+           "check_continuum_request", "run_continuum", "run_continuum_on_cluster", "progress_file_for"]
 
 # Files a run keeps next to the products that are not CASA images.
 _PROGRESS_SUFFIX = ".progress.jsonl"
@@ -111,6 +111,16 @@ def _check_request(rec: CasaRecords, final: str) -> None:
             f"imagename={final!r}: images from an earlier run exist ({', '.join(os.path.basename(p) for p in existing[:4])}"
             f"{', ...' if len(existing) > 4 else ''}); remove them or choose another imagename "
             "(the continuum engine does not restart from existing images).")
+
+
+def check_continuum_request(cfg: Any) -> CasaRecords:
+    """The parameter checks of a continuum config (no data opened); returns its records."""
+    try:
+        rec = casa_records_for(cfg)
+    except BridgeError as exc:
+        raise ContinuumInputError(str(exc)) from None
+    _check_request(rec, os.path.abspath(rec.imagename))
+    return rec
 
 
 class _Progress:
@@ -199,14 +209,12 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
     ContinuumPartError when a part fails (no product is then left under imagename).
     """
     from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
+    from pclean_provider.engine.preflight import check_continuum_inputs
 
     t0 = time.perf_counter()
-    try:
-        rec = casa_records_for(cfg)
-    except BridgeError as exc:
-        raise ContinuumInputError(str(exc)) from None
+    check_continuum_inputs(cfg)
+    rec = casa_records_for(cfg)
     final = os.path.abspath(rec.imagename)
-    _check_request(rec, final)
     if keep_partimages is None:
         keep_partimages = bool(getattr(getattr(cfg, "extras", None), "keep_partimages", False))
     n = _nparts_for(client, nparts)

@@ -1,4 +1,4 @@
-"""Refuse a cube run that cannot work, before any cluster starts or any file is written.
+"""Refuse a cube or continuum run that cannot work, before any cluster starts or any file is written.
 
 Each error names the parameter and how to fix it.
 """
@@ -91,3 +91,21 @@ def _unitless(value) -> bool:
     if isinstance(value, int):
         return True
     return isinstance(value, str) and value.strip().lstrip("-").isdigit()
+
+
+def check_continuum_inputs(cfg) -> None:
+    """Every check of a continuum (mfs) config, cheap and before any cluster starts.
+
+    The parameters the continuum engine cannot honour, the products already on disk, and each
+    MeasurementSet's selection; raises a PcleanInputError subclass (ContinuumInputError or
+    SelectionError) naming the parameter and the fix. The engine runs the same checks again
+    where a run starts without this process (the coordinator task of an Airflow run).
+    """
+    from pclean_provider.casa.ms_selection import check_selection
+    from pclean_provider.casa.runtime import ensure_casa_runtime
+    from pclean_provider.engine.continuum import check_continuum_request
+
+    rec = check_continuum_request(cfg)
+    ensure_casa_runtime()
+    for sel in rec.selection.values():
+        check_selection(str(sel["msname"]), spw=str(sel.get("spw", "")), field=str(sel.get("field", "")))
