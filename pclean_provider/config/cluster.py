@@ -8,11 +8,43 @@ process boundaries (Airflow XCom, trigger kwargs, the cluster host's spec file) 
 from __future__ import annotations
 
 import os
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ClusterType = Literal["local", "slurm", "address"]
+
+# The ClusterSpec fields a DAG run's conf (the trigger form) may set, each within the pipeline
+# template's limits. Everything else (job script prologue, Python on the nodes, extra #SBATCH
+# lines, cluster type, scheduler address, directories) is the administrator's, set on the Airflow
+# connection or in the template: whoever may trigger a DAG must not choose what runs on the
+# compute nodes. A field added to ClusterSpec stays administrator-only until it is listed here.
+CONF_SETTABLE_FIELDS: tuple[str, ...] = ("nworkers", "threads_per_worker", "memory_limit", "slurm_job_mem")
+
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|[KMGT]|B)?\s*$", re.IGNORECASE)
+_MEMORY_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4,
+                 "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
+                 "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
+
+
+def memory_bytes(value: str | int) -> int:
+    """'20GB', '512MiB', '4G' or a whole number of bytes -> bytes; ValueError for anything else.
+
+    Strict on purpose (no 'auto', no exponents, no 'inf'): it judges sizes typed into the trigger
+    form against the template's limits, where a lenient reading would be a way around them.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"not a memory size: {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"a memory size cannot be negative: {value}")
+        return value
+    match = _MEMORY.match(str(value)) if isinstance(value, str) else None
+    if not match:
+        raise ValueError("not a memory size; write a number with a unit, e.g. '8GB' or '512MiB'")
+    number, unit = match.groups()
+    return int(float(number) * _MEMORY_UNITS[(unit or "").upper()])
 
 
 class ClusterSpec(BaseModel):

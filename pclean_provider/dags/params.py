@@ -9,6 +9,7 @@ from __future__ import annotations
 from airflow.sdk import Param, get_current_context
 from airflow.sdk.exceptions import AirflowFailException
 
+from pclean_provider.config.cluster import CONF_SETTABLE_FIELDS
 from pclean_provider.pipeline.pipeline_template import (
     PipelineTemplate,
     RunSettings,
@@ -33,7 +34,8 @@ def trigger_form(t: PipelineTemplate) -> dict[str, Param]:
     default_preset = t.preset or "none"
     return {
         "vis": Param(None, type=["null", "string"], title="MeasurementSet (vis)",
-                     description="Path of one MeasurementSet to image instead of scanning the landing area. "
+                     description="Path of one MeasurementSet to image instead of scanning the landing area, "
+                                 "inside the pipeline's data roots and written out in full (no ~ or $VARS). "
                                  "Empty: take every complete MS in the landing area."),
         "preset": Param(default_preset, type="string", enum=["none", *[p for p in presets if p != "none"]],
                         title="Imaging preset",
@@ -42,24 +44,31 @@ def trigger_form(t: PipelineTemplate) -> dict[str, Param]:
         "overrides": Param({}, type="object", title="Imaging parameter overrides",
                            description='Any tclean parameter, e.g. {"nchan": 16, "niter": 0, "imsize": 128}.'),
         "work_dir": Param(None, type=["null", "string"], title="Work directory",
-                          description="Where this run's products are made (default from the template)."),
+                          description="Where this run's products are made (default from the template); "
+                                      "inside the pipeline's data roots."),
         "archive_dir": Param(None, type=["null", "string"], title="Archive directory",
-                             description="Where accepted products are published (default from the template)."),
+                             description="Where accepted products are published (default from the template); "
+                                         "inside the pipeline's data roots."),
         "cluster": Param(t.cluster.type, type="string", enum=CLUSTER_TYPES, title="Dask cluster type",
                          description="local: workers on the Airflow machine; slurm: workers as SLURM jobs; "
-                                     "address: an existing scheduler (set scheduler_address in cluster options)."),
+                                     "address: an existing scheduler. A run may choose only "
+                                     f"{' or '.join(dict.fromkeys([t.cluster.type, *t.cluster.conf_types]))}; "
+                                     "the rest of the cluster comes from the connection and the template."),
         "cluster_options": Param({}, type="object", title="Cluster options",
-                                 description='ClusterSpec fields, e.g. {"nworkers": 4} or '
-                                             '{"scheduler_address": "tcp://host:8786"}.'),
+                                 description="The cluster's size, within the template's limits: "
+                                             f"{', '.join(CONF_SETTABLE_FIELDS)}; "
+                                             f'e.g. {{"nworkers": {min(4, t.cluster.conf_limits.max_nworkers)}}}.'),
         "redo": Param(False, type="boolean", title="Redo already imaged MSs",
                       description="Image MSs of the landing area again even if the ledger says they were done."),
         "qa_min_score": Param(t.qa.gate_min_score, type="number", minimum=0, maximum=1, title="QA gate",
-                              description="Products scoring below this go to review instead of the archive."),
+                              description="Products scoring below this go to review instead of the archive; "
+                                          f"a run may raise it, never set it below {t.qa.floor()}."),
     }
 
 
 def run_settings(t: PipelineTemplate) -> RunSettings:
-    """The running task's settings: its template under its DAG run's params; bad conf fails the task."""
+    """The running task's settings: its template under its DAG run's params, judged by
+    pipeline.conf_policy; conf it may not set fails the task at once (no retry can help)."""
     ctx = get_current_context()
     try:
         return settings_for_run(t, dict(ctx["params"]), ctx["run_id"])

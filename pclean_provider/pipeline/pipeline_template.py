@@ -15,7 +15,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pclean_provider.config.cluster import memory_bytes
 from pclean_provider.data import PIPELINES, packaged_dir
+from pclean_provider.pipeline.conf_policy import check_run_conf
 
 DATA_ROOT_ENV = "PCLEAN_DATA_ROOT"
 PIPELINES_DIR_ENV = "PCLEAN_PIPELINES_DIR"
@@ -37,14 +39,38 @@ class IngestPolicy(BaseModel):
     pattern: str = Field("*.ms", description="Glob of MeasurementSets in the landing area.")
 
 
+class ConfClusterLimits(BaseModel):
+    """How far a run's conf may move the cluster's size (config.cluster.CONF_SETTABLE_FIELDS)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_nworkers: int = Field(16, ge=1, description="Most workers a run's conf may ask for.")
+    max_threads_per_worker: int = Field(
+        1, ge=1, description="Most threads per worker a run's conf may ask for (CASA tools are not "
+        "thread-safe, so the default keeps 1).")
+    max_worker_memory: str = Field(
+        "64GB", description="Largest memory_limit / slurm_job_mem per worker a run's conf may ask for.")
+
+    @field_validator("max_worker_memory")
+    @classmethod
+    def _is_memory_size(cls, v: str) -> str:
+        memory_bytes(v)
+        return v
+
+
 class ClusterChoice(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["local", "slurm", "address"] = "local"
     connection_id: str | None = Field(
         None, description="Airflow connection (type pclean_dask) to take the cluster from; its values "
-        "are overridden by `options` and by the run conf.")
+        "are overridden by `options` and by the run conf's few settable fields.")
     options: dict[str, Any] = Field(default_factory=dict, description="ClusterSpec fields (flat).")
+    conf_types: list[Literal["local", "slurm", "address"]] = Field(
+        default_factory=list, description="Cluster types a run's conf may choose besides `type` (e.g. "
+        "[slurm] on a local pipeline); the cluster's internals still come from the connection and "
+        "`options`.")
+    conf_limits: ConfClusterLimits = Field(default_factory=ConfClusterLimits)
 
 
 class QaPolicy(BaseModel):
@@ -54,6 +80,12 @@ class QaPolicy(BaseModel):
     gate_min_score: float = Field(
         0.66, ge=0, le=1, description="A product whose overall QA score is below this goes to review "
         "instead of the archive (0.66 is the top of the observatories' 'warning' band).")
+    gate_floor: float | None = Field(
+        None, ge=0, le=1, description="The lowest gate a run's conf (qa_min_score) may set; a run may "
+        "raise the gate, never lower it below this. Unset: gate_min_score, so a run may only raise it.")
+
+    def floor(self) -> float:
+        return self.gate_min_score if self.gate_floor is None else self.gate_floor
 
 
 class PoolSpec(BaseModel):
@@ -84,6 +116,10 @@ class PipelineTemplate(BaseModel):
     archive_dir: str = "archive"
     review_dir: str = "review"
     notifications_dir: str = "notifications"
+    data_roots: list[str] = Field(
+        default_factory=list, description="Folders that paths in a run's conf (vis, work_dir, "
+        "archive_dir, path-valued imaging parameters) must lie in, after symbolic links are followed; "
+        "relative ones are under the data root. Empty: the data root and the template's own areas.")
     ingest: IngestPolicy = Field(default_factory=IngestPolicy)
     preset: str | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
@@ -105,6 +141,8 @@ class PipelineTemplate(BaseModel):
 
     # Paths ---------------------------------------------------------------------------------
     def resolve(self, path: str | os.PathLike[str] | None, data_root: Path | None = None) -> Path | None:
+        """A path of the template itself (the administrator's file, so ~ and $VARS are honoured).
+        Never for paths from a run's conf: conf_policy.confined_path takes those literally."""
         if path in (None, ""):
             return None
         p = Path(os.path.expandvars(os.path.expanduser(str(path))))
@@ -196,35 +234,27 @@ def safe_name(text: str) -> str:
 
 def settings_for_run(template: PipelineTemplate, params: dict[str, Any], run_id: str,
                      data_root: Path | None = None) -> RunSettings:
-    """Apply the run conf keys (vis, preset, overrides, work_dir, archive_dir, cluster, ...)."""
+    """Apply the run conf keys (vis, preset, overrides, work_dir, archive_dir, cluster, ...) after
+    conf_policy has judged them; RunConfRefused (a PcleanInputError) names what it may not set."""
+    data_root = data_root or data_root_dir()
+    conf = check_run_conf(template, params, data_root)
     paths = template.paths(data_root)
-    work = template.resolve(params.get("work_dir") or None, data_root) or paths["work_dir"]
-    archive = template.resolve(params.get("archive_dir") or None, data_root) or paths["archive_dir"]
-    preset = params.get("preset", template.preset)
-    if preset in ("", "none"):
-        preset = None
-    overrides = dict(template.overrides)
-    extra = params.get("overrides") or {}
-    if not isinstance(extra, dict):
-        raise TemplateError(f"overrides must be a mapping of imaging parameters, e.g. {{\"nchan\": 16}}; "
-                            f"got {type(extra).__name__}")
-    overrides.update(extra)
-    cluster = params.get("cluster") or template.cluster.type
-    options = {**template.cluster.options, **(params.get("cluster_options") or {})}
-    vis = params.get("vis") or None
+    work = conf.work_dir or paths["work_dir"]
+    archive = conf.archive_dir or paths["archive_dir"]
+    overrides = {**template.overrides, **conf.overrides}
     pipeline_dir = work / template.dag_id
     return RunSettings(
         dag_id=template.dag_id, kind=template.kind, run_id=run_id,
-        vis=str(template.resolve(vis, data_root)) if vis else None,
-        redo=bool(params.get("redo", False)), preset=preset, overrides=overrides,
+        vis=str(conf.vis) if conf.vis else None,
+        redo=conf.redo, preset=conf.preset, overrides=overrides,
         landing_dir=str(paths["landing_dir"]), quarantine_dir=str(paths["quarantine_dir"]),
         work_dir=str(work), run_dir=str(pipeline_dir / "runs" / safe_name(run_id)),
         metadata_dir=str(pipeline_dir / "metadata"), ledger_dir=str(pipeline_dir / "ledger"),
         archive_dir=str(archive), review_dir=str(paths["review_dir"]),
         notifications_dir=str(paths["notifications_dir"]),
-        cluster_type=cluster, cluster_connection_id=params.get("cluster_connection_id")
-        or template.cluster.connection_id, cluster_options=options,
-        qa_thresholds={**template.qa.thresholds, **(params.get("qa_thresholds") or {})},
-        qa_min_score=float(params.get("qa_min_score", template.qa.gate_min_score)),
+        cluster_type=conf.cluster_type, cluster_connection_id=conf.cluster_connection_id,
+        cluster_options={**template.cluster.options, **conf.cluster_options},
+        qa_thresholds=dict(template.qa.thresholds),
+        qa_min_score=conf.qa_min_score,
         ingest=template.ingest,
     )
