@@ -20,6 +20,15 @@ is free; the kernel drops an flock when its process dies, even on SIGKILL).
 Why two publishers never share a version: ``rename`` onto an existing, non-empty directory
 fails (ENOTEMPTY/EEXIST), and a published version always holds its manifest; the loser takes
 the next number. Nothing is ever overwritten.
+
+Why a retry never publishes twice: every manifest records the product's input fingerprints
+(``InputFingerprints.key``: the content of every archived image and the identity of the input
+MSs) and the DAG run that published it. A publish whose key equals the newest version's (an
+unchanged product, e.g. a rerun that re-made the same images), or equals the key of a version
+published by the same DAG run (a retry after the rename committed, the task killed before it
+could report), returns that version instead of making a new one. The check runs once before the
+FITS export (to skip it) and again under the product's lock (``<product_id>/.publish.lock``)
+just before the rename, so two publishers of the same inputs cannot both commit.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -47,6 +57,7 @@ from pclean_provider.atomic_files import write_text as atomic_write_text
 from pclean_provider.errors import PcleanInputError
 from pclean_provider.pipeline.archive_manifest import (
     MANIFEST_NAME,
+    InputFingerprints,
     Manifest,
     ManifestFile,
     ObsCore,
@@ -72,6 +83,19 @@ PAUSE_SECONDS_ENV = "PCLEAN_ARCHIVE_PAUSE_SECONDS"
 # A staging folder with no lock file is a publisher that died between creating the two;
 # leave it alone for a while in case it is just being created.
 ORPHAN_AGE_S = 600.0
+# Held by a publisher from its last duplicate check to its rename. Never deleted, so every
+# publisher of the product locks the same inode (a removed-and-recreated lock file could be
+# held by two publishers at once).
+PRODUCT_LOCK = ".publish.lock"
+# Configuration keys that say where or on which cluster a run happened, not what it made: left
+# out of the configuration's fingerprint.
+RUN_SPECIFIC_CONFIG_KEYS = frozenset({
+    "imagename", "scheduler_address", "local_directory", "address_file", "cluster", "nworkers",
+    "threads_per_worker", "memory_limit", "keep_subcubes", "keep_partimages",
+})
+# What identifies an MS's data in its metadata record (its path may differ between runs).
+MS_IDENTITY_KEYS = ("nrows", "spws", "fields", "time_start_mjd_s", "time_end_mjd_s", "antennas", "telescope",
+                    "observation_ids", "data_columns", "correlations")
 
 
 class ArchiveError(PcleanInputError):
@@ -85,6 +109,10 @@ class PublishResult(BaseModel):
     manifest: str
     nfiles: int
     removed_staging: list[str] = []
+    # True when nothing new was published: this version already held the same inputs.
+    already_published: bool = False
+    inputs_key: str | None = None
+    dag_run_id: str | None = None  # the run that published this version
 
 
 class VerifyProblem(BaseModel):
@@ -230,6 +258,91 @@ def commit(archive_root: str | os.PathLike, product_id: str, folder: Path) -> tu
         return version, target
 
 
+def _sha_json(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _without_run_keys(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _without_run_keys(v) for k, v in value.items() if k not in RUN_SPECIFIC_CONFIG_KEYS}
+    if isinstance(value, list | tuple):
+        return [_without_run_keys(v) for v in value]
+    return value
+
+
+def input_fingerprints(
+    products: Sequence[tuple[str, Sequence[tuple[str, str]]]],
+    metadata: Sequence[Mapping[str, Any]],
+    config: Mapping[str, Any] | None,
+) -> InputFingerprints:
+    """Fingerprints of a product: its images' content, its MSs' identity, its configuration."""
+    from pclean_provider.casa.image_fingerprint import image_fingerprint
+
+    images = {}
+    for base, found in products:
+        stem = Path(base).name
+        for suffix, image in found:
+            images[f"{stem}{suffix}"] = image_fingerprint(image)
+    ms = {}
+    for meta in metadata:
+        name = Path(str(meta.get("path") or "ms")).name
+        ms[name] = _sha_json({k: meta.get(k) for k in MS_IDENTITY_KEYS})
+    return InputFingerprints(
+        images=images,
+        ms=ms,
+        config=_sha_json(_without_run_keys(config)) if config else None,
+        key=_sha_json({"images": images, "ms": ms}),
+    )
+
+
+def _read_manifest(folder: Path) -> Manifest | None:
+    try:
+        return Manifest.model_validate_json((folder / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def find_published(archive_root: str | os.PathLike, product_id: str, key: str,
+                   dag_run_id: str | None = None) -> tuple[int, Path, Manifest] | None:
+    """The version that already holds a product with these inputs, if publishing again would
+    duplicate it: the newest version when its key is ``key`` (nothing changed), or any version
+    with ``key`` published by ``dag_run_id`` (a retry of that run's publish)."""
+    product_dir = Path(archive_root).resolve() / check_product_id(product_id)
+    newest = True
+    for version in reversed(list_versions(product_dir)):
+        folder = product_dir / f"v{version:04d}"
+        manifest = _read_manifest(folder)
+        inputs = manifest.provenance.inputs if manifest else None
+        if inputs is not None and inputs.key == key and (
+                newest or (dag_run_id is not None and manifest.provenance.dag_run_id == dag_run_id)):
+            return version, folder, manifest
+        newest = False
+    return None
+
+
+@contextlib.contextmanager
+def product_lock(archive_root: str | os.PathLike, product_id: str) -> Iterator[None]:
+    """Exclusive lock of one product's publishing (released when the process dies)."""
+    product_dir = Path(archive_root).resolve() / check_product_id(product_id)
+    product_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(product_dir / PRODUCT_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _existing_result(product_id: str, found: tuple[int, Path, Manifest], removed: list[str]) -> PublishResult:
+    version, folder, manifest = found
+    return PublishResult(
+        product_id=product_id, version=version, path=str(folder), manifest=str(folder / MANIFEST_NAME),
+        nfiles=len(manifest.files), removed_staging=removed, already_published=True,
+        inputs_key=manifest.provenance.inputs.key if manifest.provenance.inputs else None,
+        dag_run_id=manifest.provenance.dag_run_id,
+    )
+
+
 def write_manifest(folder: Path, manifest: Manifest) -> Path:
     return atomic_write_text(folder / MANIFEST_NAME, manifest.model_dump_json(indent=2))
 
@@ -286,6 +399,10 @@ def publish(
     qa.html / qa.schema.json (default ``<first imagename>.qa`` when it exists). ``config`` is
     the full imaging configuration (a dict or a PcleanConfig). ``ms_metadata`` may be given
     instead of reading each ``vis`` again.
+
+    Idempotent: when the archive already holds these inputs as its newest version, or as a
+    version this ``dag_run_id`` published, that version is returned (``already_published``)
+    and nothing is written.
     """
     from pclean_provider.casa import image_io
     from pclean_provider.pipeline.fits_export import export_fits, science_products
@@ -322,6 +439,12 @@ def publish(
     removed = clean_stale_staging(root)
     if removed:
         log.info("archive: removed %d staging folder(s) of dead publishers", len(removed))
+    inputs = input_fingerprints(products, metadata, config_dict)
+    found = find_published(root, product_id, inputs.key, dag_run_id)
+    if found:
+        log.info("archive %s: version %d already holds these inputs (published by run %s); nothing new to publish",
+                 product_id, found[0], found[2].provenance.dag_run_id)
+        return _existing_result(product_id, found, removed)
     with staging_area(root, product_id) as folder:
         _pause("staging-created")
         files: list[ManifestFile] = []
@@ -401,14 +524,23 @@ def publish(
                 started_utc=started_utc,
                 finished_utc=_now(),
                 qa=_qa_summary(qa_json),
+                inputs=inputs,
             ),
             obscore=obscore,
         )
         write_manifest(folder, manifest)
         fsync_dir(folder)
         _pause("manifest-written")
-        version, target = commit(root, product_id, folder)
+        with product_lock(root, product_id):
+            # Another publisher of the same inputs may have committed while this one exported.
+            found = find_published(root, product_id, inputs.key, dag_run_id)
+            if found:
+                log.info("archive %s: version %d was published meanwhile with the same inputs; discarding this copy",
+                         product_id, found[0])
+                return _existing_result(product_id, found, removed)
+            version, target = commit(root, product_id, folder)
         log.info("archive %s: published version %d at %s (%d files)", product_id, version, target, len(files))
+    _pause("committed")
     return PublishResult(
         product_id=product_id,
         version=version,
@@ -416,6 +548,8 @@ def publish(
         manifest=str(target / MANIFEST_NAME),
         nfiles=len(files),
         removed_staging=removed,
+        inputs_key=inputs.key,
+        dag_run_id=dag_run_id,
     )
 
 

@@ -66,6 +66,22 @@ class QaSummary(BaseModel):
     scores: list[dict[str, Any]] = []
 
 
+class InputFingerprints(BaseModel):
+    """What a product was made from, as hashes; ``key`` decides whether a publish is new.
+
+    ``key`` covers the content of every archived image (``images``: file name -> content hash,
+    see ``casa/image_fingerprint.py``) and the identity of the input MSs (``ms``). The imaging
+    configuration is hashed too (``config``, paths and cluster settings left out), for the
+    record, but is not part of the key: every parameter that changes a product changes its
+    pixels, while a new run folder or scheduler address changes nothing in it.
+    """
+
+    images: dict[str, str]
+    ms: dict[str, str] = {}
+    config: str | None = None
+    key: str
+
+
 class Provenance(BaseModel):
     input_ms: list[str] = []
     ms_metadata: list[dict[str, Any]] = []
@@ -77,6 +93,7 @@ class Provenance(BaseModel):
     finished_utc: str
     host: str = Field(default_factory=platform.node)
     qa: QaSummary | None = None
+    inputs: InputFingerprints | None = None  # absent in manifests written before fingerprints
 
 
 class Manifest(BaseModel):

@@ -157,20 +157,23 @@ def test_killed_publish_leaves_no_partial_product_and_rerun_versions(product, tm
     assert [p for p in (root / ".staging").iterdir()] == []
     v1_manifest = Path(first.manifest).read_bytes()
 
-    # 3. A second publish killed half way (FITS written, no manifest) keeps version 1 intact.
-    proc = _publish_cli(args, "fits-written", tmp_path)
+    # 3. A publish killed half way (FITS written, no manifest) shows nothing and keeps version 1
+    #    intact. (Under another product id: the same product again would not be staged at all,
+    #    its inputs are already published.)
+    proc = _publish_cli([*args[:-1], "cube_crash_other"], "fits-written", tmp_path)
     _wait_for_pause(proc, "fits-written")
     _kill(proc)
-    assert list_versions(root / "cube_crash") == [1]
+    assert list_versions(root / "cube_crash") == [1] and list_versions(root / "cube_crash_other") == []
     assert verify(first.path).ok
 
-    # 4. A rerun makes version 2 next to version 1; version 1 is untouched.
+    # 4. A rerun of the unchanged product cleans the killed attempt's folder and returns version 1
+    #    (same input fingerprints: nothing new to publish; test_archive_idempotent.py has the rest).
     second = publish(product, root, "cube_crash")
-    assert second.version == 2 and Path(second.path).name == "v0002"
+    assert second.version == 1 and second.already_published
     assert len(second.removed_staging) == 1  # the killed attempt's folder
-    assert list_versions(root / "cube_crash") == [1, 2]
+    assert list_versions(root / "cube_crash") == [1]
     assert Path(first.manifest).read_bytes() == v1_manifest
-    assert verify(first.path).ok and verify(second.path).ok
+    assert verify(first.path).ok
 
 
 def test_publish_rejects_bad_arguments_early(tmp_path):
