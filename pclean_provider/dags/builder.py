@@ -32,6 +32,7 @@ from pclean_provider.dags.imaging import continuum_imaging, cube_imaging
 from pclean_provider.dags.params import trigger_form
 from pclean_provider.dags.tasks.archive import archive_tasks
 from pclean_provider.dags.tasks.ingest import ingest_task
+from pclean_provider.dags.tasks.pool import ensure_pool_task
 from pclean_provider.dags.tasks.prepare import prepare_task, run_setting
 from pclean_provider.dags.tasks.qa import qa_tasks
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate, load_templates
@@ -84,7 +85,10 @@ def build_dag(t: PipelineTemplate) -> DAG:
         deadline=deadline_alert(t),
         render_template_as_native_obj=True,
     ) as dag:
+        # First, so that a fresh Airflow never leaves the heavy tasks waiting for a missing pool.
+        pool_ready = ensure_pool_task(t)()
         accepted = ingest_task(t)()
+        pool_ready >> accepted
         prepared = prepare_task(t)(accepted)
         address = "{{ ti.xcom_pull(task_ids='cluster_up') }}"
         cluster_up = ClusterUpOperator(
