@@ -24,12 +24,13 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Asset
+from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowSkipException
 
 from pclean_provider.dags.callbacks import deadline_alert, failure_callback
 from pclean_provider.dags.imaging import continuum_imaging, cube_imaging
 from pclean_provider.dags.params import trigger_form
+from pclean_provider.dags.report import products_alias
 from pclean_provider.dags.tasks.archive import archive_tasks
 from pclean_provider.dags.tasks.ingest import ingest_task
 from pclean_provider.dags.tasks.pool import ensure_pool_task
@@ -61,8 +62,8 @@ def build_dag(t: PipelineTemplate) -> DAG:
     from pclean_provider.operators.cluster import ClusterDownOperator, ClusterUpOperator
 
     pool = t.pool.name
-    asset = Asset(name=f"{t.dag_id}.products", uri=f"file://{t.paths()['archive_dir']}/{t.dag_id}",
-                  group="pclean-archive")
+    # An alias: each archived product becomes an asset of its own, the version folder it was published to.
+    asset = products_alias(t.dag_id)
     default_args = {
         "retries": t.retries,
         "retry_delay": timedelta(seconds=t.retry_delay_s),

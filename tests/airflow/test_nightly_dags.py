@@ -150,8 +150,18 @@ def test_cube_night_with_two_good_ms_and_a_broken_one(dags, tmp_path):
     # One asset event per archived product, carrying which MS and which archive version.
     with create_session() as session:
         events = [e for e in session.query(AssetEvent).all() if (e.extra or {}).get("run_id") == run.run_id]
+        # Each on the asset of the version folder it names (through the DAG's asset alias).
+        assert all(e.asset.uri == Path(e.extra["path"]).as_uri() for e in events)
     assert sorted(e.extra["ms"] for e in events) == ["night_a.ms", "night_b.ms"]
     assert all(e.extra["version"] == 1 and e.extra["path"] for e in events)
+
+    # The example consumer DAG (scheduled on those assets) reports the night's products.
+    report_run = run_dag(dags["pclean_archive_report"], {})
+    assert str(report_run.state) == "success", task_states(report_run)
+    report = json.loads(max((DATA_ROOT / "reports").glob("archive-report-*.json"), key=os.path.getmtime).read_text())
+    rows = {r["product_id"]: r for r in report["products"]}
+    assert {"night_a_cube", "night_b_cube"} <= set(rows)
+    assert rows["night_a_cube"]["uri"] == (DATA_ROOT / "archive" / "night_a_cube" / "v0001").resolve().as_uri()
 
     # The next night's ingest finds nothing new: the ledger says both were imaged.
     ledger = DATA_ROOT / "work" / "nightly_cube_imaging" / "ledger"

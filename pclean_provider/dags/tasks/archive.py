@@ -1,12 +1,18 @@
 """archive and review: the two ways out of the QA gate. archive publishes with `pclean archive
-publish` and emits an asset event; review writes a ticket and publishes nothing."""
+publish` and emits an asset event; review writes a ticket and publishes nothing.
+
+The asset event goes through the DAG's asset alias to an asset whose URI is the version folder
+the product is in. Publishing is idempotent (see pipeline/archive.py): when the archive already
+held the product, the task returns that version and emits the event again only if this run
+published it (its earlier try may have died before Airflow recorded the event); a product an
+earlier run published unchanged emits nothing, so consumers do not run for it again."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from airflow.sdk import Asset, get_current_context, task
+from airflow.sdk import Asset, AssetAlias, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from pclean_provider.dags.params import run_settings
@@ -15,8 +21,8 @@ from pclean_provider.pipeline.ingest import write_json_atomic
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate, safe_name
 
 
-def archive_tasks(t: PipelineTemplate, pool: str, asset: Asset):
-    @task(task_id="archive", pool=pool, outlets=[asset],
+def archive_tasks(t: PipelineTemplate, pool: str, alias: AssetAlias):
+    @task(task_id="archive", pool=pool, outlets=[alias],
           map_index_template="{{ task.op_kwargs['item']['name'] }}")
     def archive(item: dict) -> dict:
         from pclean_provider.pipeline.ingest import record_imaged
@@ -39,11 +45,18 @@ def archive_tasks(t: PipelineTemplate, pool: str, asset: Asset):
         published = json.loads(proc.stdout[proc.stdout.index("{"):])
         extra = {"ms": item["name"], "vis": item["vis"], "dag_id": t.dag_id, "run_id": ctx["run_id"],
                  "kind": t.kind, "qa_score": item["qa_score"], "qa_band": item["qa_band"],
-                 **{k: published.get(k) for k in ("product_id", "version", "path", "manifest", "nfiles")}}
-        # One asset event per archived product; downstream DAGs scheduled on the asset get this extra.
-        ctx["outlet_events"][asset].extra = extra
+                 **{k: published.get(k) for k in ("product_id", "version", "path", "manifest", "nfiles",
+                                                  "already_published")}}
+        if not published.get("already_published") or published.get("dag_run_id") == ctx["run_id"]:
+            # One asset event per archived product, on the asset of its version folder.
+            version_asset = Asset(uri=Path(published["path"]).as_uri(), group="pclean-archive")
+            ctx["outlet_events"][alias].add(version_asset, extra=extra)
         record_imaged(Path(s.ledger_dir), item["name"], {"route": "archive", **extra})
-        print(f"archived {item['name']} -> {published['path']} (version {published['version']})")
+        if published.get("already_published"):
+            print(f"{item['name']}: version {published['version']} at {published['path']} already holds this "
+                  f"product (published by run {published.get('dag_run_id')}); nothing new published")
+        else:
+            print(f"archived {item['name']} -> {published['path']} (version {published['version']})")
         return {**item, "archive": published}
 
     @task(task_id="review", map_index_template="{{ task.op_kwargs['item']['name'] }}")
