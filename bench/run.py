@@ -299,7 +299,11 @@ class Bench:
             self.results["errors"].append(air["error"])
             return
         overrides = {**params, "parallel": True}
-        run_conf = {"vis": ms["ms"], "overrides": overrides, "cluster": "local",
+        # A run conf's paths must lie in the pipeline's data roots (pipeline/conf_policy.py): the DAG
+        # images a copy inside the data root (copied before, not during, the measurement).
+        vis = data_root / "incoming" / Path(ms["ms"]).name
+        shutil.copytree(ms["ms"], vis)
+        run_conf = {"vis": str(vis), "overrides": overrides, "cluster": "local",
                     "cluster_options": {"nworkers": 2, "threads_per_worker": 1}, "qa_min_score": 0.0}
         data = self.measure("cube-airflow-dag", {"dag_id": DAG_ID, "run_conf": run_conf},
                             [sys.executable, "-m", "bench.airflow_case"], env=env)
