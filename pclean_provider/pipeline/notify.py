@@ -103,7 +103,11 @@ def ms_of(context: Mapping[str, Any]) -> str | None:
     params = context.get("params") or {}
     vis = _get(params, "vis")
     if vis:
-        return Path(str(vis).rstrip("/")).name
+        # Straight from the run conf, possibly refused for what it holds: logged only cut short and
+        # reduced to file-name characters, so a conf value cannot forge log lines.
+        from pclean_provider.pipeline.pipeline_template import safe_name
+
+        return safe_name(Path(str(vis).rstrip("/")).name[:80])
     return None
 
 

@@ -146,3 +146,11 @@ def test_memory_sizes_are_read_strictly():
     for bad in ("inf", "nan", "-1GB", "1e3GB", "auto", True):
         with pytest.raises(ValueError):
             memory_bytes(bad)
+
+
+def test_a_failed_runs_notification_names_the_conf_vis_only_sanitised():
+    from pclean_provider.pipeline.notify import ms_of
+
+    assert ms_of({"params": {"vis": "/data/lost.ms"}}) == "lost.ms"
+    forged = ms_of({"params": {"vis": "/d/a.ms\n2026-01-01 ERROR forged" + "x" * 200}})
+    assert "\n" not in forged and " " not in forged and len(forged) <= 80
