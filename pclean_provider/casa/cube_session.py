@@ -71,6 +71,12 @@ class CubeSessionSpec(BaseModel):
     usemask: str = "user"
     full_nchan: int = -1  # the user's nchan (-1: what the data cover), to define the full cube again
     cube_nchan: int = 0  # the full cube's channel count on the coordinator
+    # The channels the imager grids, [grid_start, grid_stop): the session's own channels plus a
+    # margin whose model comes from the neighbouring sessions (see `model_margin`).
+    grid_start: int = -1
+    grid_stop: int = -1
+    # (product prefix, first channel, stop channel) of every session whose model falls in the grid range.
+    model_sources: list[tuple[str, int, int]] = []
     workdir: str
     log_dir: str | None = None
 
@@ -81,6 +87,15 @@ class CubeSessionSpec(BaseModel):
     @property
     def imagename(self) -> str:
         return str(self.image["imagename"])
+
+    @property
+    def has_margin(self) -> bool:
+        return 0 <= self.grid_start < self.chan_start or self.grid_stop > self.chan_stop
+
+    @property
+    def grid_imagename(self) -> str:
+        """The imager's images: the session's own when there is no margin."""
+        return os.path.join(self.workdir, "grid") if self.has_margin else self.imagename
 
 
 class CubeRecords(BaseModel):
@@ -134,6 +149,22 @@ def _define_full_cube(si: Any, selpars: dict, impars: dict, gridpars: dict, weig
     return csys, nchan, density
 
 
+def model_margin(tclean_kwargs: dict[str, Any], nsessions: int) -> int:
+    """How many neighbouring channels a session's imager must also grid, each side.
+
+    Predicting the model visibilities of a data channel interpolates the model cube in frequency
+    (tclean's `interpolation`): a data channel near a session's edge takes part of its model from
+    the neighbouring session's first or last channels. Without them the edge channels' residuals
+    drift from tclean's at every major cycle (measured: 6 iterations and 0.5 % of the peak apart
+    on a width spanning two data channels). Linear interpolation reaches one channel beyond the
+    edge, cubic two; nearest none (measured bit-identical). Dirty cubes predict nothing.
+    """
+    if nsessions < 2 or int(tclean_kwargs.get("niter", 0) or 0) <= 0:
+        return 0
+    interpolation = str(tclean_kwargs.get("interpolation", "linear") or "linear")
+    return {"nearest": 0, "linear": 1}.get(interpolation, 2)
+
+
 def build_cube_records(tclean_kwargs: dict[str, Any], ranges: list[tuple[int, int]], prefixes: list[str],
                        run_id: str, workdir: str, log_dir: str | None = None) -> CubeRecords:
     """Define the full cube with CASA and derive every session's records from it.
@@ -172,7 +203,10 @@ def build_cube_records(tclean_kwargs: dict[str, Any], ranges: list[tuple[int, in
     usemask = str(decpars.get("usemask", "user"))
     with_deconvolver = int(iterpars.get("niter", 0)) > 0 or bool(tclean_kwargs.get("restoration", True))
     sessions = []
+    margin = model_margin(tclean_kwargs, len(ranges))
     for part, ((a, b), prefix) in enumerate(zip(ranges, prefixes, strict=True)):
+        lo, hi = max(0, a - margin), min(nchan, b + margin)
+        sources = [(p, s, e) for (s, e), p in zip(ranges, prefixes, strict=True) if s < hi and e > lo]
         sub = shifted_csys(csys, a)
         image = copy.deepcopy(impars)
         image.update(csys=sub, nchan=b - a, imagename=prefix)
@@ -187,7 +221,8 @@ def build_cube_records(tclean_kwargs: dict[str, Any], ranges: list[tuple[int, in
             selection=encode_record(selpars), image=encode_record(image), gridding=encode_record(gridpars),
             weighting=encode_record(weightpars), normalization=encode_record(norm),
             deconvolution=encode_record(dec) if dec is not None else None, weight_density=density,
-            usemask=usemask, full_nchan=int(impars["nchan"]), cube_nchan=nchan, workdir=os.path.join(workdir, f"session{part:04d}"), log_dir=log_dir))
+            usemask=usemask, full_nchan=int(impars["nchan"]), cube_nchan=nchan, grid_start=lo, grid_stop=hi,
+            model_sources=sources, workdir=os.path.join(workdir, f"session{part:04d}"), log_dir=log_dir))
     return CubeRecords(nchan=nchan, sessions=sessions, iteration=encode_record(iterpars),
                        single_session_reason=needs_single_session(tclean_kwargs, csys))
 
@@ -208,9 +243,17 @@ class CubeSession:
                 for key in sorted(selection):
                     self.si.selectdata(selection[key])
                 image = decode_record(spec.image)
-                image["csys"] = self._local_csys(selection, image, decode_record(spec.gridding))
-                self.si.defineimage(image, decode_record(spec.gridding))
+                gridding = decode_record(spec.gridding)
+                image["csys"] = self._local_csys(selection, image, gridding)
                 normalization = decode_record(spec.normalization)
+                if spec.has_margin:
+                    # The imager grids the wider range under its own name; the deconvolver keeps
+                    # the session's own channels (the products) and never sees the margin.
+                    grid = spec.grid_imagename
+                    image.update(nchan=spec.grid_stop - spec.grid_start, imagename=grid)
+                    gridding["imagename"] = grid
+                    normalization["imagename"] = grid
+                self.si.defineimage(image, gridding)
                 self.si.normalizerinfo(normalization)
                 self.si.setweighting(**decode_record(spec.weighting))
                 if spec.weight_density:
@@ -249,7 +292,7 @@ class CubeSession:
         if nchan != self.spec.cube_nchan:
             raise CubeSessionError(f"{self.spec.label}: the cube has {nchan} channels in this process, "
                                    f"{self.spec.cube_nchan} on the coordinator; the MS changed? Re-run.")
-        return shifted_csys(csys, self.spec.chan_start)
+        return shifted_csys(csys, self.spec.grid_start if self.spec.has_margin else self.spec.chan_start)
 
     @property
     def imagename(self) -> str:
@@ -262,9 +305,40 @@ class CubeSession:
         with contextlib.chdir(self.spec.workdir):
             return handler(**kwargs)
 
+    # -- the margin: planes between the imager's wide images and the session's own -------------
+    def _own_planes_from_grid(self, *suffixes: str) -> None:
+        from pclean_provider.casa.channel_planes import extract_planes
+
+        if not self.spec.has_margin:
+            return
+        for suffix in suffixes:
+            src = self.spec.grid_imagename + suffix
+            if os.path.isdir(src):
+                extract_planes(src, self.imagename + suffix, self.spec.chan_start, self.spec.chan_stop,
+                               self.spec.grid_start)
+
+    def _model_to_grid(self) -> None:
+        """The imager's model: this session's and its neighbours' models over the grid range."""
+        from pclean_provider.casa import channel_planes as planes
+
+        spec = self.spec
+        sources = [(p, s, e) for p, s, e in spec.model_sources if os.path.isdir(p + ".model")]
+        if not spec.has_margin or not sources:
+            return  # the dirty image: no model anywhere yet
+        grid_model = spec.grid_imagename + ".model"
+        if not os.path.isdir(grid_model):
+            own = self.imagename + ".model"
+            unit = planes.brightness_unit(own if os.path.isdir(own) else sources[0][0] + ".model")
+            planes.new_image_like(spec.grid_imagename + ".residual", grid_model, unit)
+        for prefix, start, stop in sources:
+            lo, hi = max(start, spec.grid_start), min(stop, spec.grid_stop)
+            planes.write_planes(grid_model, planes.read_planes(prefix + ".model", lo, hi, start), lo,
+                                spec.grid_start)
+
     # -- the steps, in tclean's order -------------------------------------------------------------
     def _op_make_psf(self) -> None:
         self.si.makepsf()
+        self._own_planes_from_grid(".psf", ".sumwt", ".weight")
         if self.sd is not None:
             # Fits the beam per plane and applies restoringbeam/psfcutoff, as tclean's check_psf does.
             self.sd.checkrestoringbeam()
@@ -274,9 +348,12 @@ class CubeSession:
         if "stand" not in gridder:
             self.si.makepb()
         self.ps.normalizeprimarybeam()
+        self._own_planes_from_grid(".pb")
 
     def _op_major_cycle(self, lastcycle: bool) -> None:
+        self._model_to_grid()
         self.si.executemajorcycle(controls={"lastcycle": bool(lastcycle), "usemask": self.spec.usemask})
+        self._own_planes_from_grid(".residual")
 
     def _op_predict_model(self) -> None:
         self.si.predictmodel()

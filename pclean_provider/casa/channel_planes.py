@@ -1,0 +1,109 @@
+"""Copying channel planes between CASA images of one cube's grid.
+
+A sub-cube session that cleans channels [a, b) grids a slightly wider range [lo, hi) so that the
+model of the neighbouring channels takes part in predicting the visibilities of its edge channels
+(see cube_session). These helpers move planes between the wide gridding images and the session's
+own images. Every image here has CASA's axis order (x, y, stokes, frequency) and every channel
+range is given in the full cube's channel numbers.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def _chan_axis(ia) -> int:
+    return int(ia.coordsys().findcoordinate("spectral")["pixel"][0])
+
+
+def read_planes(path: str, first: int, stop: int, image_first: int) -> np.ndarray:
+    """Channels [first, stop) of the image at `path`, whose plane 0 is cube channel `image_first`."""
+    import casatools
+
+    ia = casatools.image()
+    try:
+        ia.open(path)
+        axis = _chan_axis(ia)
+        blc = [0] * len(ia.shape())
+        trc = [int(n) - 1 for n in ia.shape()]
+        blc[axis], trc[axis] = first - image_first, stop - 1 - image_first
+        return np.asarray(ia.getchunk(blc=blc, trc=trc))
+    finally:
+        ia.close()
+
+
+def write_planes(path: str, pixels: np.ndarray, first: int, image_first: int) -> None:
+    """Write `pixels` (planes along the channel axis) into the existing image at `path` from cube channel `first`."""
+    import casatools
+
+    ia = casatools.image()
+    try:
+        ia.open(path)
+        blc = [0] * len(ia.shape())
+        blc[_chan_axis(ia)] = first - image_first
+        ia.putchunk(pixels, blc=blc)
+    finally:
+        ia.close()
+
+
+def extract_planes(src: str, dst: str, first: int, stop: int, src_first: int) -> None:
+    """Channels [first, stop) of `src` (plane 0 = cube channel `src_first`) into `dst`.
+
+    An existing `dst` gets the pixels written in place (the deconvolver holds it open); a missing
+    one is created as a sub-image of `src`, so it carries src's coordinates shifted to `first`,
+    its units and its per-plane beams.
+    """
+    import casatools
+
+    if os.path.isdir(dst):
+        write_planes(dst, read_planes(src, first, stop, src_first), first, first)
+        return
+    ia = casatools.image()
+    rg = casatools.regionmanager()
+    try:
+        ia.open(src)
+        axis = _chan_axis(ia)
+        blc = [0] * len(ia.shape())
+        trc = [int(n) - 1 for n in ia.shape()]
+        blc[axis], trc[axis] = first - src_first, stop - 1 - src_first
+        region = rg.box(blc=blc, trc=trc)
+        tmp = dst + ".partial"
+        sub = ia.subimage(outfile=tmp, region=region, overwrite=True, dropdeg=False)
+        sub.done()
+        os.replace(tmp, dst)
+    finally:
+        ia.close()
+        rg.done()
+
+
+def new_image_like(template: str, path: str, unit: str) -> None:
+    """A zero-filled image with `template`'s shape and coordinates, in `unit`, without beams or masks."""
+    import casatools
+
+    ia = casatools.image()
+    try:
+        ia.open(template)
+        shape = [int(n) for n in ia.shape()]
+        csys = ia.coordsys()
+        ia.close()
+        tmp = path + ".partial"
+        ia.fromshape(outfile=tmp, shape=shape, csys=csys.torecord(), overwrite=True)
+        csys.done()
+        ia.setbrightnessunit(unit)
+        ia.close()
+        os.replace(tmp, path)
+    finally:
+        ia.close()
+
+
+def brightness_unit(path: str) -> str:
+    import casatools
+
+    ia = casatools.image()
+    try:
+        ia.open(path)
+        return str(ia.brightnessunit())
+    finally:
+        ia.close()
