@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pclean_provider.products import MASK, PSF, taylor_term
+from pclean_provider.products import MASK
 
 #: Where the mask that the last minor cycle used is kept while automasking grows the next one.
 _PREV_MASK = ".prev" + MASK
@@ -92,20 +92,29 @@ class CoordinatorTools:
             self.ib.setupiteration(iterpars=iteration)
 
     # -- weighting -------------------------------------------------------------------------
-    def gather_weight_density(self) -> str:
-        """Sum the parts' weight densities; returns the summed grid every part must load."""
-        self.ps.gatherweightdensity()
-        return str(self.ps.scatterweightdensity())
+    def gather_weight_density(self, scratch_name: str) -> str:
+        """Sum the parts' weight densities; returns the summed grid every part must load.
 
-    def weight_density_loaded(self, sumgrid: str) -> None:
-        """After every part has loaded the sum: drop it and the PSF the gather left behind.
-
-        The gather creates a full-size PSF image as a template; the real PSF (its shape
-        possibly different) is made next, so a leftover would only be in the way.
+        The sum is made by a normalizer of its own under `scratch_name` (a folder of its own),
+        never under the run's imagename: there the gather would open the images a restarted run
+        continues from, and the grid it then makes is refused by the parts ("Imaging weight
+        calculation is requested for a data that was not selected", seen on every restart).
         """
-        shutil.rmtree(sumgrid, ignore_errors=True)
-        for suffix in (PSF, taylor_term(PSF, 0)):
-            shutil.rmtree(self.imagename + suffix, ignore_errors=True)
+        import casatools
+
+        os.makedirs(os.path.dirname(scratch_name), exist_ok=True)
+        ps = casatools.synthesisnormalizer()
+        try:
+            ps.setupnormalizer(normpars=dict(self.normpars, imagename=scratch_name))
+            ps.gatherweightdensity()
+            return str(ps.scatterweightdensity())
+        finally:
+            ps.done()
+
+    @staticmethod
+    def weight_density_loaded(scratch_name: str) -> None:
+        """After every part has loaded the sum: drop it, and the PSF template the gather made beside it."""
+        shutil.rmtree(os.path.dirname(scratch_name), ignore_errors=True)
 
     # -- psf and pb ------------------------------------------------------------------------
     def normalize_psf(self) -> None:

@@ -37,7 +37,7 @@ from pclean_provider.config.casa_bridge import BridgeError, CasaRecords, casa_re
 from pclean_provider.engine.continuum_backends import ContinuumPartError, DaskParts, SerialParts
 from pclean_provider.engine.continuum_models import ContinuumResult, CycleReport
 from pclean_provider.errors import PcleanInputError
-from pclean_provider.products import RESIDUAL, WORKDIRECTORY, first_term, products_for
+from pclean_provider.products import PSF, RESIDUAL, WORKDIRECTORY, first_term, products_for
 
 log = logging.getLogger("pclean_provider.continuum")
 
@@ -72,8 +72,7 @@ def _is_casa_table(path: str) -> bool:
 
 def _existing_products(final: str, rec: CasaRecords) -> list[str]:
     """Earlier images under this name; other files beside them (a log, notes) are none of our business."""
-    return [final + s for s in _product_suffixes(rec) if _is_casa_table(final + s)
-            or (s == WORKDIRECTORY and os.path.isdir(final + s))]
+    return [final + s for s in _product_suffixes(rec) if s != WORKDIRECTORY and _is_casa_table(final + s)]
 
 
 def _in_the_way(final: str, rec: CasaRecords) -> list[str]:
@@ -83,9 +82,6 @@ def _in_the_way(final: str, rec: CasaRecords) -> list[str]:
 
 
 def _check_request(rec: CasaRecords, final: str) -> None:
-    if not rec.calcpsf or not rec.calcres:
-        raise ContinuumInputError("calcpsf/calcres=False (continuing from existing images) is not supported "
-                                  "by the continuum engine; leave both True and use a new imagename.")
     if rec.iteration["savemodel"] != "none" or any(
             s.get("savemodel", "none") != "none" for s in rec.selection.values()):
         raise ContinuumInputError("savemodel: the continuum engine does not write model visibilities "
@@ -106,11 +102,19 @@ def _check_request(rec: CasaRecords, final: str) -> None:
             f"imagename={final!r}: {blocking[0]} is in the way of a product and is not a CASA image; "
             "move it away or choose another imagename.")
     existing = _existing_products(final, rec)
-    if existing:
+    if existing and not rec.image.get("restart", True):
         raise ContinuumInputError(
-            f"imagename={final!r}: images from an earlier run exist ({', '.join(os.path.basename(p) for p in existing[:4])}"
-            f"{', ...' if len(existing) > 4 else ''}); remove them or choose another imagename "
-            "(the continuum engine does not restart from existing images).")
+            f"restart=False: images from an earlier run exist under imagename={final!r} "
+            f"({', '.join(os.path.basename(p) for p in existing[:4])}{', ...' if len(existing) > 4 else ''}); "
+            "the continuum engine does not pick a new numbered name as tclean does - set restart=True to "
+            "continue from them, or choose another imagename.")
+    # tclean's restart: calcpsf/calcres=False take the PSF/residual an earlier run left.
+    for flag, on, suffix in (("calcpsf", rec.calcpsf, PSF), ("calcres", rec.calcres, RESIDUAL)):
+        needed = final + first_term(suffix, rec.deconvolver)
+        if not on and not _is_casa_table(needed):
+            raise ContinuumInputError(
+                f"{flag}=False continues from the {suffix[1:]} of an earlier run, but {needed} does not exist; "
+                f"set {flag}=True, or run once with {flag}=True under this imagename first.")
 
 
 def check_continuum_request(cfg: Any) -> CasaRecords:
@@ -238,9 +242,11 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
 
     backend = SerialParts(run_id, n) if client is None else DaskParts(client, run_id, n)
     try:
+        # A restart works on copies, so a failed run leaves the earlier products as they were.
+        earlier = _copy_earlier_products(final, staged_name, rec)
         result = _run(rec.with_imagename(staged_name), backend, tracker, n, run_id, staging, client is None)
         _close_quietly(backend)
-        products = _publish(staging, base, parent, keep_partimages)
+        products = _publish(staging, base, parent, keep_partimages, replace=earlier)
     except BaseException as exc:
         tracker.failed(exc)
         _close_quietly(backend)
@@ -284,23 +290,59 @@ def _discard(staging: str, run_id: str) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def _publish(staging: str, base: str, parent: str, keep_partimages: bool) -> list[str]:
+def _copy_earlier_products(final: str, staged_name: str, rec: CasaRecords) -> list[str]:
+    """Copy the earlier run's images into the staging folder; returns their suffixes.
+
+    tclean's restart=True: the imagers and the deconvolver open images that exist instead of
+    making new ones, so the model (and mask, PSF, residual) on disk is where this run continues.
+    """
+    copied = []
+    for path in _existing_products(final, rec):
+        suffix = path[len(final):]
+        shutil.copytree(path, staged_name + suffix, symlinks=True)
+        copied.append(suffix)
+    if copied:
+        log.info("continuing from the images of an earlier run: %s", ", ".join(copied))
+    return copied
+
+
+def _publish(staging: str, base: str, parent: str, keep_partimages: bool,
+             replace: list[str] = ()) -> list[str]:
     """Rename the finished products into place (same folder, so each rename is atomic).
 
     Every destination is checked before the first rename, so a clash leaves no half-published set.
+    The earlier run's products this run continued from (`replace`, suffixes) and an earlier
+    folder of part images are replaced: first moved aside into the staging folder, then the
+    new ones renamed in, then the old ones deleted with the staging folder.
     """
     names = [n for n in sorted(os.listdir(staging))
              if n.startswith(base + ".") and (keep_partimages or not n.endswith(WORKDIRECTORY))]
-    clashes = [os.path.join(parent, n) for n in names if os.path.exists(os.path.join(parent, n))]
+    replaceable = {base + s for s in replace} | {base + WORKDIRECTORY}
+    clashes = [os.path.join(parent, n) for n in names
+               if os.path.lexists(os.path.join(parent, n)) and n not in replaceable]
     if clashes:
         raise FileExistsError(f"{', '.join(clashes)} appeared while the run was going; nothing was "
                               "published - remove them and run again")
-    products = []
+    aside = os.path.join(staging, ".replaced")
+    os.makedirs(aside)
+    moved = []
     for name in names:
-        dst = os.path.join(parent, name)
-        os.replace(os.path.join(staging, name), dst)
-        if not name.endswith(WORKDIRECTORY):
-            products.append(dst)
+        if os.path.lexists(os.path.join(parent, name)):
+            os.replace(os.path.join(parent, name), os.path.join(aside, name))
+            moved.append(name)
+    products = []
+    try:
+        for name in names:
+            dst = os.path.join(parent, name)
+            os.replace(os.path.join(staging, name), dst)
+            if not name.endswith(WORKDIRECTORY):
+                products.append(dst)
+    except BaseException:
+        # Put back the earlier images not replaced yet: a failed publish loses none of them.
+        for name in moved:
+            if not os.path.lexists(os.path.join(parent, name)):
+                os.replace(os.path.join(aside, name), os.path.join(parent, name))
+        raise
     shutil.rmtree(staging, ignore_errors=True)
     return products
 
@@ -354,17 +396,20 @@ def _run(rec: CasaRecords, backend: Any, progress: _Progress, n: int, run_id: st
         # 2. weight density summed over all parts (one part already holds the full density).
         if _needs_weight_density_sum(n, rec):
             backend.run("weight_density")
-            sumgrid = coord.gather_weight_density()
+            scratch = os.path.join(staging, "weightdensity", os.path.basename(imagename))
+            sumgrid = coord.gather_weight_density(scratch)
             backend.run("set_weight_density", path=sumgrid)
-            coord.weight_density_loaded(sumgrid)
+            coord.weight_density_loaded(scratch)
         timings["setup_s"] = time.perf_counter() - t
 
-        # 3. PSF everywhere, then gathered; PB once.
+        # 3. PSF everywhere, then gathered; PB once. calcpsf=False keeps both from the earlier run
+        # (tclean makes neither then).
         t = time.perf_counter()
-        backend.run("make_psf")
-        coord.normalize_psf()
-        backend.run("make_pb", parts=[0])
-        coord.normalize_pb()
+        if rec.calcpsf:
+            backend.run("make_psf")
+            coord.normalize_psf()
+            backend.run("make_pb", parts=[0])
+            coord.normalize_pb()
         timings["psf_s"] = time.perf_counter() - t
 
         major_count = 0
@@ -379,8 +424,8 @@ def _run(rec: CasaRecords, backend: Any, progress: _Progress, n: int, run_id: st
             timings["major_cycle_s"] += spent
             return spent
 
-        # 4. dirty image.
-        spent = major_cycle()
+        # 4. dirty image (or, with calcres=False, the earlier run's residual as it is).
+        spent = major_cycle() if rec.calcres else 0.0
         stopcode, reason = 0, None
         if niter <= 0:
             progress.cycle(0, 0, image_peak(_residual_name(imagename, rec)), 0.0, spent, 0.0)

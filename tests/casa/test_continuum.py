@@ -210,8 +210,9 @@ def test_refuses_to_overwrite_earlier_products(two_spw_ms, tmp_path):
     ia = casatools.image()
     ia.fromshape(str(tmp_path / "old.image"), [4, 4, 1, 1])
     ia.close()
-    with pytest.raises(ContinuumInputError, match="imagename.*old.image"):
-        run_continuum(_config(two_spw_ms, ours, "hogbom", "natural", 0))
+    # restart=True (the default) would continue from it, as tclean does: tests/casa/test_continuum_restart.py
+    with pytest.raises(ContinuumInputError, match="restart=False.*old.image"):
+        run_continuum(_config(two_spw_ms, ours, "hogbom", "natural", 0, restart=False))
     assert os.listdir(tmp_path) == ["old.image"]
 
 

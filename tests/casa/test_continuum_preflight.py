@@ -36,7 +36,9 @@ def no_cluster(monkeypatch):
     (dict(gridder="awproject"), "gridder"),
     (dict(startmodel="nowhere.model"), "startmodel"),
     (dict(psfphasecenter="J2000 0h0m0s 0d0m0s"), "psfphasecenter"),
-], ids=["spw", "vis", "gridder", "startmodel", "psfphasecenter"])
+    (dict(calcpsf=False), "calcpsf=False"),
+    (dict(calcres=False), "calcres=False"),
+], ids=["spw", "vis", "gridder", "startmodel", "psfphasecenter", "calcpsf-without-psf", "calcres-without-residual"])
 def test_bad_input_raises_before_a_cluster_exists(two_spw_ms, tmp_path, no_cluster, bad, match):
     from pclean_provider.engine.api import pclean
     from pclean_provider.errors import PcleanInputError

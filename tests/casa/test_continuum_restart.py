@@ -1,0 +1,69 @@
+"""tclean's restart: a second pclean() on the same imagename continues from the images on disk.
+
+Two calls of pclean() (parallel continuum, 2 workers) against the same two calls of serial
+casatasks.tclean: the second call cleans on from the first's model and mask (restart=True, the
+default), with calcpsf/calcres as given. Tolerances: tests/casa/continuum_helpers.py.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.casa.continuum_helpers import CLEAN_TOL, assert_images_match, kwargs_for, product_suffixes
+
+pytestmark = pytest.mark.casa
+
+# The first call stops on its iteration limit well above the threshold, so the second has work left.
+FIRST = dict(niter=15)
+SECOND = dict(niter=300)
+
+
+@pytest.fixture(scope="module")
+def cluster(casa_runtime, tmp_path_factory):
+    from pclean_provider.compute import open_cluster
+    from pclean_provider.config import ClusterSpec
+
+    scratch = tmp_path_factory.mktemp("restart-dask")
+    with open_cluster(ClusterSpec(nworkers=2, local_directory=str(scratch))) as handle:
+        yield handle
+
+
+def _kwargs(ms: str, deconvolver: str, call: dict, second: dict) -> dict:
+    return {**kwargs_for(ms, deconvolver, "briggs", 1), **call, **second}
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(("deconvolver", "second"), [
+    ("hogbom", {}),
+    ("hogbom", dict(calcpsf=False, calcres=False)),
+    ("mtmfs", dict(calcpsf=False)),
+], ids=["hogbom", "hogbom-calcpsf-calcres-false", "mtmfs-calcpsf-false"])
+def test_second_call_continues_like_tclean(two_spw_ms, cluster, tmp_path, deconvolver, second):
+    from casatasks import tclean
+
+    from pclean_provider.engine.api import pclean
+
+    ref = str(tmp_path / "tclean" / "img")
+    os.makedirs(os.path.dirname(ref))
+    ours = str(tmp_path / "pclean" / "img")
+    os.makedirs(os.path.dirname(ours))
+    address = cluster.client.scheduler.address
+
+    done_ref, done_ours = [], []
+    for call, extra in ((FIRST, {}), (SECOND, second)):
+        summary = tclean(imagename=ref, **_kwargs(two_spw_ms.ms, deconvolver, call, extra))
+        result = pclean(imagename=ours, **_kwargs(two_spw_ms.ms, deconvolver, call, extra), parallel=True,
+                        cluster_type="address", scheduler_address=address)
+        assert result.nworkers == 2
+        done_ref.append((summary["iterdone"], summary["stopcode"]))
+        done_ours.append((result.iterations, result.continuum["stopcode"]))
+
+    # The first call stopped on niter, the second went on to the threshold: both as tclean.
+    assert done_ref[0] == (FIRST["niter"], 1) and done_ref[1][1] == 2, done_ref
+    assert done_ours == done_ref
+    assert product_suffixes(ours) == product_suffixes(ref)
+    assert_images_match(ours, ref, deconvolver, ["image", "residual", "model"], CLEAN_TOL)
+    # The staging folder and the replaced images are gone; nothing else was left beside the products.
+    assert [p for p in os.listdir(os.path.dirname(ours)) if p.startswith(".")] == []
