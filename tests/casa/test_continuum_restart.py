@@ -35,12 +35,14 @@ def _kwargs(ms: str, deconvolver: str, call: dict, second: dict) -> dict:
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize(("deconvolver", "second"), [
-    ("hogbom", {}),
-    ("hogbom", dict(calcpsf=False, calcres=False)),
-    ("mtmfs", dict(calcpsf=False)),
-], ids=["hogbom", "hogbom-calcpsf-calcres-false", "mtmfs-calcpsf-false"])
-def test_second_call_continues_like_tclean(two_spw_ms, cluster, tmp_path, deconvolver, second):
+@pytest.mark.parametrize(("deconvolver", "second", "parallel"), [
+    ("hogbom", {}, True),
+    ("hogbom", dict(calcpsf=False, calcres=False), True),
+    ("mtmfs", dict(calcpsf=False), True),
+    ("hogbom", dict(calcres=False), False),
+], ids=["hogbom", "hogbom-calcpsf-calcres-false", "mtmfs-calcpsf-false", "serial-calcres-false"])
+def test_second_call_continues_like_tclean(two_spw_ms, cluster, tmp_path, deconvolver, second, parallel):
+    """parallel=False: the one in-process part images straight onto the products (serial layout)."""
     from casatasks import tclean
 
     from pclean_provider.engine.api import pclean
@@ -54,9 +56,10 @@ def test_second_call_continues_like_tclean(two_spw_ms, cluster, tmp_path, deconv
     done_ref, done_ours = [], []
     for call, extra in ((FIRST, {}), (SECOND, second)):
         summary = tclean(imagename=ref, **_kwargs(two_spw_ms.ms, deconvolver, call, extra))
-        result = pclean(imagename=ours, **_kwargs(two_spw_ms.ms, deconvolver, call, extra), parallel=True,
-                        cluster_type="address", scheduler_address=address)
-        assert result.nworkers == 2
+        on_cluster = dict(cluster_type="address", scheduler_address=address) if parallel else {}
+        result = pclean(imagename=ours, **_kwargs(two_spw_ms.ms, deconvolver, call, extra), parallel=parallel,
+                        **on_cluster)
+        assert result.nworkers == (2 if parallel else 1)
         done_ref.append((summary["iterdone"], summary["stopcode"]))
         done_ours.append((result.iterations, result.continuum["stopcode"]))
 
