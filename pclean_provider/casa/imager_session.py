@@ -108,6 +108,38 @@ class PartImager:
             self.si.done()
 
 
+def save_model(selection: dict[str, dict[str, Any]], image: dict[str, Any], gridding: dict[str, Any],
+               normalization: dict[str, Any], workdir: str) -> None:
+    """Predict the model images under image['imagename'] into the MS(s): MODEL_DATA or the virtual model.
+
+    tclean's predictModel after its loop: an imager on the full selection (readonly=False, and
+    usescratch for 'modelcolumn') opens the existing model (restart), the normalizer divides it by
+    the weight image for the mosaic gridders, the imager predicts, and the model is put back.
+    No imaging weights are needed to predict, so none are set.
+    """
+    import casatools
+
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    with contextlib.chdir(workdir):
+        si = casatools.synthesisimager()
+        ps = casatools.synthesisnormalizer()
+        try:
+            for key in sorted(selection):
+                si.selectdata(selection[key])
+            impars = dict(image, restart=True)
+            impars.pop("startmodel", None)
+            impars.pop("csys", None)
+            si.defineimage(impars=impars, gridpars=gridding)
+            si.normalizerinfo(normalization)
+            ps.setupnormalizer(normpars=normalization)
+            ps.dividemodelbyweight()
+            si.predictmodel()
+            ps.multiplymodelbyweight()
+        finally:
+            si.done()
+            ps.done()
+
+
 def _reply(spec_or_key: tuple[str, int], operation: str, t0: float, value: str | None) -> PartReply:
     import socket
 

@@ -82,12 +82,6 @@ def _in_the_way(final: str, rec: CasaRecords) -> list[str]:
 
 
 def _check_request(rec: CasaRecords, final: str) -> None:
-    if rec.iteration["savemodel"] != "none" or any(
-            s.get("savemodel", "none") != "none" for s in rec.selection.values()):
-        raise ContinuumInputError("savemodel: the continuum engine does not write model visibilities "
-                                  "(parts would write one MS concurrently); use savemodel='none' and "
-                                  "predict the model afterwards with tclean(niter=0, calcres=False, "
-                                  "calcpsf=False, savemodel='modelcolumn').")
     if rec.image.get("startmodel"):
         raise ContinuumInputError("startmodel: not supported by the continuum engine; leave it ''.")
     if rec.gridder not in ("standard", "wproject", "widefield", "mosaic"):
@@ -244,8 +238,12 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
     try:
         # A restart works on copies, so a failed run leaves the earlier products as they were.
         earlier = _copy_earlier_products(final, staged_name, rec)
-        result = _run(rec.with_imagename(staged_name), backend, tracker, n, run_id, staging, client is None)
+        savemodel = _savemodel(rec)
+        loop_rec = _without_model_writes(rec) if savemodel != "none" else rec
+        result = _run(loop_rec.with_imagename(staged_name), backend, tracker, n, run_id, staging, client is None)
         _close_quietly(backend)
+        if savemodel != "none":
+            _save_model(rec, staged_name, staging, savemodel, run_id)
         products = _publish(staging, base, parent, keep_partimages, replace=earlier)
     except BaseException as exc:
         tracker.failed(exc)
@@ -288,6 +286,44 @@ def _discard(staging: str, run_id: str) -> None:
         except Exception as exc:  # the logs are a courtesy; the run's error is what matters
             log.warning("continuum run %s: could not keep the part logs: %s", run_id, exc)
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def _savemodel(rec: CasaRecords) -> str:
+    """tclean's savemodel as the user gave it (the bridge keeps it in every MS's selection)."""
+    kinds = {str(sel.get("savemodel", "none")) for sel in rec.selection.values()}
+    kinds.discard("none")
+    return kinds.pop() if kinds else "none"
+
+
+def _without_model_writes(rec: CasaRecords) -> CasaRecords:
+    """The records of the loop when the model is saved after it: no part writes to any MS.
+
+    The parts hold row ranges of the SAME MeasurementSet; letting each write its rows' model in
+    the last major cycle (CASA's own parallel mode) means several processes writing one table,
+    and the first of them adding the MODEL_DATA column while the others read it. One writer
+    after the loop (`_save_model`) is tclean's own path whenever the model cannot be saved in the
+    loop (auto-masking, nsigma), and gives the same visibilities: the model is the final one.
+    """
+    out = rec.model_copy(deep=True)
+    for sel in out.selection.values():
+        sel.update(readonly=True, usescratch=False, savemodel="none")
+    out.iteration["savemodel"] = "none"
+    return out
+
+
+def _save_model(rec: CasaRecords, staged_name: str, staging: str, savemodel: str, run_id: str) -> None:
+    """Write the final model into the MeasurementSet(s) from this process, the only writer."""
+    from pclean_provider.casa import continuum_parts as cp
+    from pclean_provider.casa.imager_session import save_model
+
+    t = time.perf_counter()
+    # Without the loop's read-only flags: checkselectionparams derives them from savemodel again.
+    selection = cp.check_selection({key: {k: v for k, v in sel.items() if k not in ("readonly", "usescratch")}
+                                    for key, sel in rec.selection.items()})
+    staged = rec.with_imagename(staged_name)
+    save_model(selection, staged.image, staged.gridding, staged.normalization,
+               workdir=os.path.join(staging, "savemodel"))
+    log.info("continuum run %s: model saved (savemodel=%r) in %.1f s", run_id, savemodel, time.perf_counter() - t)
 
 
 def _copy_earlier_products(final: str, staged_name: str, rec: CasaRecords) -> list[str]:

@@ -240,12 +240,3 @@ def test_refuses_a_file_in_the_way_of_a_product(two_spw_ms, tmp_path):
     with pytest.raises(ContinuumInputError, match=r"way\.psf is in the way"):
         run_continuum(_config(two_spw_ms, tmp_path / "way", "hogbom", "natural", 0))
     assert os.listdir(tmp_path) == ["way.psf"]
-
-
-def test_refuses_savemodel_before_any_work(two_spw_ms, tmp_path):
-    from pclean_provider.engine.continuum import ContinuumInputError, run_continuum
-
-    cfg = _config(two_spw_ms, tmp_path / "sm", "hogbom", "natural", 1, savemodel="modelcolumn")
-    with pytest.raises(ContinuumInputError, match="savemodel"):
-        run_continuum(cfg)
-    assert os.listdir(tmp_path) == []
