@@ -59,6 +59,7 @@ def extract_planes(src: str, dst: str, first: int, stop: int, src_first: int) ->
 
     if os.path.isdir(dst):
         write_planes(dst, read_planes(src, first, stop, src_first), first, first)
+        _copy_mask(src, dst, first, stop, src_first)
         return
     ia = casatools.image()
     rg = casatools.regionmanager()
@@ -76,6 +77,34 @@ def extract_planes(src: str, dst: str, first: int, stop: int, src_first: int) ->
     finally:
         ia.close()
         rg.done()
+    _copy_mask(src, dst, first, stop, src_first)
+
+
+def _copy_mask(src: str, dst: str, first: int, stop: int, src_first: int) -> None:
+    """The source's pixel mask (e.g. the PB limit on .pb and .residual) over the same planes.
+
+    A sub-image copy leaves the mask behind, and the deconvolver's automask and every product's
+    blanking depend on it, so it is written explicitly (created on dst when missing).
+    """
+    import casatools
+
+    ia = casatools.image()
+    try:
+        ia.open(src)
+        if not ia.maskhandler("default")[0]:
+            return
+        axis = _chan_axis(ia)
+        blc = [0] * len(ia.shape())
+        trc = [int(n) - 1 for n in ia.shape()]
+        blc[axis], trc[axis] = first - src_first, stop - 1 - src_first
+        mask = np.asarray(ia.getchunk(blc=blc, trc=trc, getmask=True))
+        ia.close()
+        ia.open(dst)
+        if not ia.maskhandler("default")[0]:
+            ia.calcmask(mask="T", name="mask0", asdefault=True)
+        ia.putregion(pixelmask=mask)
+    finally:
+        ia.close()
 
 
 def new_image_like(template: str, path: str, unit: str) -> None:

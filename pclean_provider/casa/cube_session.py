@@ -20,6 +20,12 @@ comes from the imager's own fractional bandwidth, which casatools offers no way 
 mosaic and A-projection gridders (their primary-beam convolution functions are sampled over the
 imager's own frequency range), and tabular spectral axes (optical-velocity widths).
 
+Predicting the model visibilities interpolates the model cube in frequency, so the data of a
+session's edge channels take part of their model from the neighbouring session's channels. A
+session's imager therefore grids a margin of one or two channels beyond its range (its images in
+the session's work folder), loads its neighbours' models into that margin before each major
+cycle, and hands only its own channels to the deconvolver (`model_margin`, `channel_planes`).
+
 The deconvolver of a session cleans only its channels; every session reports its
 `initminorcycle`/`executeminorcycle` records to one iteration controller (`CubeIterationControl`,
 on the coordinator), which merges them as tclean merges several image fields and hands every
