@@ -10,7 +10,8 @@
    prints how far the DAG's cube is from it, product by product, and both iteration counts.
 
 Everything lands under work/demo/ (Airflow home, landing area, products, archive), so a second
-`make demo` starts from the same place and adds a new archive version instead of overwriting.
+`make demo` starts from the same place; its images unchanged, the archive returns the version
+already published instead of adding one.
 """
 
 from __future__ import annotations
