@@ -2,7 +2,7 @@
 
 'modelcolumn' (MODEL_DATA) and 'virtual' (the predict recipe in the SOURCE table).
 
-Each side images its own copy of the two-spw MS (both write MODEL_DATA). The parts never write
+Each side images its own copy of the two-spw MS (both write their model into it). The parts never write
 the MS; the coordinator predicts the final model once after the loop (see
 pclean_provider.engine.continuum._without_model_writes). Tolerance: the model images agree to the
 clean tolerance of tests/casa/continuum_helpers.py (measured ~1e-6), and the visibilities are a
@@ -73,6 +73,31 @@ def test_model_column_equals_tclean(two_spw_ms, cluster, tmp_path, deconvolver, 
     assert scale > 0
     diff = float(np.max(np.abs(ours - ref))) / scale
     assert diff <= CLEAN_TOL, f"MODEL_DATA differs from tclean's by {diff:.3g} of its largest amplitude"
+
+
+@pytest.mark.timeout(600)
+def test_predict_only_call_equals_tclean(two_spw_ms, cluster, tmp_path):
+    """The self-calibration recipe: clean, then tclean(niter=0, calcpsf=False, calcres=False,
+    savemodel='modelcolumn') on the same imagename only predicts the model into the MS."""
+    from casatasks import tclean
+
+    from pclean_provider.engine.api import pclean
+
+    ref_ms, our_ms = str(tmp_path / "ref.ms"), str(tmp_path / "ours.ms")
+    shutil.copytree(two_spw_ms.ms, ref_ms)
+    shutil.copytree(two_spw_ms.ms, our_ms)
+    clean = kwargs_for(two_spw_ms.ms, "hogbom", "briggs", 1)
+    predict = dict(clean, niter=0, calcpsf=False, calcres=False, savemodel="modelcolumn")
+    address = cluster.client.scheduler.address
+    for kw in (clean, predict):
+        tclean(imagename=str(tmp_path / "ref"), **{**kw, "vis": ref_ms})
+        pclean(imagename=str(tmp_path / "ours"), **{**kw, "vis": our_ms}, parallel=True, cluster_type="address",
+               scheduler_address=address)
+    ours, ref = _model_data(our_ms), _model_data(ref_ms)
+    scale = float(np.max(np.abs(ref)))
+    assert scale > 0 and ours.shape == ref.shape
+    assert float(np.max(np.abs(ours - ref))) <= CLEAN_TOL * scale
+    assert_images_match(str(tmp_path / "ours"), str(tmp_path / "ref"), "hogbom", ["image", "model"], CLEAN_TOL)
 
 
 def _virtual_model(ms: str) -> dict:
