@@ -42,7 +42,7 @@ from pclean_provider.products import PSF, RESIDUAL, WORKDIRECTORY, first_term, p
 log = logging.getLogger("pclean_provider.continuum")
 
 __all__ = ["ContinuumPartError", "ContinuumResult", "CycleReport", "ContinuumInputError",
-           "check_continuum_request", "run_continuum", "run_continuum_on_cluster", "progress_file_for"]
+           "check_continuum_request", "output_name", "run_continuum", "run_continuum_on_cluster", "progress_file_for"]
 
 # Files a run keeps next to the products that are not CASA images.
 _PROGRESS_SUFFIX = ".progress.jsonl"
@@ -95,13 +95,6 @@ def _check_request(rec: CasaRecords, final: str) -> None:
         raise ContinuumInputError(
             f"imagename={final!r}: {blocking[0]} is in the way of a product and is not a CASA image; "
             "move it away or choose another imagename.")
-    existing = _existing_products(final, rec)
-    if existing and not rec.image.get("restart", True):
-        raise ContinuumInputError(
-            f"restart=False: images from an earlier run exist under imagename={final!r} "
-            f"({', '.join(os.path.basename(p) for p in existing[:4])}{', ...' if len(existing) > 4 else ''}); "
-            "the continuum engine does not pick a new numbered name as tclean does - set restart=True to "
-            "continue from them, or choose another imagename.")
     # tclean's restart: calcpsf/calcres=False take the PSF/residual an earlier run left.
     for flag, on, suffix in (("calcpsf", rec.calcpsf, PSF), ("calcres", rec.calcres, RESIDUAL)):
         needed = final + first_term(suffix, rec.deconvolver)
@@ -117,8 +110,39 @@ def check_continuum_request(cfg: Any) -> CasaRecords:
         rec = casa_records_for(cfg)
     except BridgeError as exc:
         raise ContinuumInputError(str(exc)) from None
-    _check_request(rec, os.path.abspath(rec.imagename))
+    _check_request(rec, output_name(rec))
     return rec
+
+
+# The endings by which tclean's restart=False recognises images of an earlier run.
+_NUMBERED_NAME_ENDINGS = (".image", ".residual", ".model", ".psf", ".sumwt", ".tt0")
+
+
+def output_name(rec: CasaRecords) -> str:
+    """The absolute imagename a run writes: the one asked for, or with restart=False the next
+    numbered one (`<name>_2`, `<name>_3`, ...) when images exist under it, as tclean picks it."""
+    final = os.path.abspath(rec.imagename)
+    if rec.image.get("restart", True):
+        return final
+    folder, prefix = os.path.split(final)
+    if not os.path.isdir(folder):
+        return final
+    # tclean's rule, file names only: an image named <prefix><ending> (or <prefix>.x.tt0) means
+    # the name is taken; <prefix>_<N><ending> takes N; the next free number follows the largest.
+    taken, largest = False, 1
+    for name in os.listdir(folder):
+        stem, ending = os.path.splitext(name)
+        if not name.startswith(prefix) or ending not in _NUMBERED_NAME_ENDINGS:
+            continue
+        if name.startswith(prefix + "_"):
+            number = name[len(prefix) + 1:].split(".")[0]
+            if number.isdigit():
+                taken, largest = True, max(largest, int(number))
+        elif (prefix + "_") not in name:
+            if ending == ".tt0":
+                stem = os.path.splitext(stem)[0]
+            taken = taken or stem == prefix
+    return f"{final}_{largest + 1}" if taken else final
 
 
 class _Progress:
@@ -212,7 +236,7 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
     t0 = time.perf_counter()
     check_continuum_inputs(cfg)
     rec = casa_records_for(cfg)
-    final = os.path.abspath(rec.imagename)
+    final = output_name(rec)
     if keep_partimages is None:
         keep_partimages = bool(getattr(getattr(cfg, "extras", None), "keep_partimages", False))
     n = _nparts_for(client, nparts)
@@ -229,7 +253,8 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
     staging = os.path.join(parent, f".{base}.pclean-run-{run_id}")
     os.makedirs(staging)
     staged_name = os.path.join(staging, base)
-    tracker = _Progress(run_id, progress_file_for(final), on_cycle, t0,
+    # Under the name asked for, where a caller tailing it (an Airflow trigger) looks for it.
+    tracker = _Progress(run_id, progress_file_for(rec.imagename), on_cycle, t0,
                         bar_total=rec.niter if progress else None)
     log.info("continuum run %s: %s -> %s, %d part(s)%s", run_id, rec.selection["ms0"]["msname"], final, n,
              "" if client is None else f" on {len(client.nthreads())} worker(s)")

@@ -201,19 +201,26 @@ def test_keep_partimages_keeps_one_set_per_part(two_spw_ms, cluster, tmp_path):
         assert f"kept.n{k}.psf" in parts and f"kept.n{k}.residual" in parts, parts
 
 
-def test_refuses_to_overwrite_earlier_products(two_spw_ms, tmp_path):
-    import casatools
+def test_restart_false_picks_the_next_numbered_name_as_tclean(two_spw_ms, tmp_path):
+    """tclean's rule: names only, images (.image .residual .model .psf .sumwt .tt0) count, logs do not."""
+    from pclean_provider.config.casa_bridge import casa_records_for
+    from pclean_provider.engine.continuum import output_name
 
-    from pclean_provider.engine.continuum import ContinuumInputError, run_continuum
+    def name() -> str:
+        return output_name(casa_records_for(_config(two_spw_ms, tmp_path / "old", "hogbom", "natural", 0,
+                                                    restart=False)))
 
-    ours = tmp_path / "old"
-    ia = casatools.image()
-    ia.fromshape(str(tmp_path / "old.image"), [4, 4, 1, 1])
-    ia.close()
-    # restart=True (the default) would continue from it, as tclean does: tests/casa/test_continuum_restart.py
-    with pytest.raises(ContinuumInputError, match="restart=False.*old.image"):
-        run_continuum(_config(two_spw_ms, ours, "hogbom", "natural", 0, restart=False))
-    assert os.listdir(tmp_path) == ["old.image"]
+    (tmp_path / "old.log").write_text("notes", encoding="utf-8")
+    (tmp_path / "old_9.log").write_text("notes", encoding="utf-8")
+    assert name() == str(tmp_path / "old")
+    (tmp_path / "old.psf.tt0").mkdir()
+    assert name() == str(tmp_path / "old_2")
+    (tmp_path / "old_3.residual").mkdir()
+    (tmp_path / "old_x.image").mkdir()
+    assert name() == str(tmp_path / "old_4")
+    # restart=True (the default) continues under the name itself: tests/casa/test_continuum_restart.py
+    assert output_name(casa_records_for(_config(two_spw_ms, tmp_path / "old", "hogbom", "natural", 0))) == \
+        str(tmp_path / "old")
 
 
 def test_text_file_beside_the_images_does_not_block(two_spw_ms, cluster, serial_tclean, tmp_path):

@@ -70,3 +70,33 @@ def test_second_call_continues_like_tclean(two_spw_ms, cluster, tmp_path, deconv
     assert_images_match(ours, ref, deconvolver, ["image", "residual", "model"], CLEAN_TOL)
     # The staging folder and the replaced images are gone; nothing else was left beside the products.
     assert [p for p in os.listdir(os.path.dirname(ours)) if p.startswith(".")] == []
+
+
+@pytest.mark.timeout(600)
+def test_restart_false_writes_the_next_numbered_name_like_tclean(two_spw_ms, cluster, tmp_path, monkeypatch):
+    """restart=False: the second call leaves the first's images alone and writes <name>_2, as tclean.
+
+    Relative image names: tclean's numbering drops the first two characters of an absolute
+    folder ('/tmp/...' becomes 'mp/...') and then fails to write the PSF.
+    """
+    from casatasks import tclean
+
+    from pclean_provider.engine.api import pclean
+
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("tclean")
+    os.makedirs("pclean")
+    ref, ours = "tclean/img", "pclean/img"
+    kw = dict(_kwargs(two_spw_ms.ms, "hogbom", FIRST, {}), restart=False)
+    names = []
+    for _ in range(2):
+        summary = tclean(imagename=ref, **kw)
+        result = pclean(imagename=ours, **kw, parallel=True, cluster_type="address",
+                        scheduler_address=cluster.client.scheduler.address)
+        assert result.iterations == summary["iterdone"] == FIRST["niter"]
+        names.append(result.imagename)
+    assert names == [str(tmp_path / ours), str(tmp_path / ours) + "_2"]
+    assert sorted(os.listdir(os.path.dirname(ref))) == sorted(
+        p for p in os.listdir(os.path.dirname(ours)) if not p.endswith(".progress.jsonl"))
+    for suffix in ("", "_2"):
+        assert_images_match(ours + suffix, ref + suffix, "hogbom", ["image", "residual", "model"], CLEAN_TOL)
