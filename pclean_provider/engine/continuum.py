@@ -7,11 +7,19 @@ PyParallelContSynthesisImager), so the result matches serial tclean:
    (synthesisutils.contdatapartition); every part imager built once on its rows;
 2. weighting: every part computes its weight density, the coordinator sums them and every part
    loads the sum - so briggs/uniform weights (and the beam) do not depend on the parts;
-3. PSF on every part, gathered, normalized, beam fitted; primary beam made once;
-4. dirty image: model scattered, a major cycle on every part, residual gathered and normalized;
+3. PSF on every part, gathered, normalized, beam fitted; primary beam made once (skipped with
+   calcpsf=False);
+4. dirty image: model scattered, a major cycle on every part, residual gathered and normalized
+   (skipped with calcres=False);
 5. masks and convergence on the coordinator (mask set up before the first check: an empty mask
    would stop the run at zero iterations), then minor cycle / major cycle until the iterbot stops;
-6. restore, pbcor, part images removed.
+6. restore, pbcor, part images removed;
+7. savemodel: the parts closed, one imager in this process predicts the final model into the
+   MeasurementSet(s) (`_without_model_writes` says why the parts never write it).
+
+Restart, as tclean's restart=True: the images an earlier run left under imagename are copied
+into the staging folder first, so the model, mask, PSF and residual on disk are where this run
+continues; restart=False writes the next numbered name instead (`output_name`).
 
 With `client=None` the same steps run in this process with one part (serial tclean's layout:
 the imager writes the products themselves). A part on a worker always images onto its own part
