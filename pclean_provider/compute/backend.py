@@ -97,6 +97,23 @@ class ClusterBackend:
         """The name the cluster's batch jobs carry (what leftovers are found by); None without jobs."""
         return None
 
+    def scheduler_bind(self, default_host: str | None) -> dict[str, str]:
+        """Keyword arguments that make the scheduler listen where the spec says, never everywhere.
+
+        ``scheduler_interface`` is an IP address (or ``localhost``) to bind, or else a network interface
+        name; unset, ``default_host`` (None leaves the choice to the cluster class).
+        """
+        import ipaddress
+
+        wanted = (self.spec.scheduler_interface or "").strip()
+        if not wanted:
+            return {"host": default_host} if default_host else {}
+        try:
+            ipaddress.ip_address(wanted)
+        except ValueError:
+            return {"host": wanted} if wanted == "localhost" else {"interface": wanted}
+        return {"host": wanted}
+
     def casa_log_dir(self) -> str | None:
         """Where the workers' CASA logs go; None: their own worker folder."""
         return None

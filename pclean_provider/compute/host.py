@@ -10,7 +10,13 @@ with ``kill -9``. Both are idempotent.
 
 Files next to the address file ``A``: ``A.host.json`` (pid, job name; written at spawn, so that a
 host still starting can be stopped), ``A.spec.json`` (the spec it runs), ``A.log`` (its log),
-``A.lock`` (serialises up/down).
+``A.lock`` (serialises up/down). The address file, the host file and the spec are private to the
+owner (mode 0600): the address is the key to the scheduler, and the spec may name site internals.
+
+A host holds a lease (``compute.lease``): when no task of its run has renewed it for the spec's
+``host_idle_timeout``, the host closes its cluster and exits, keeping its spec so that a retried task
+can start it again (``recover_host``); ``stop_host`` removes the spec too, so a stopped cluster stays
+stopped.
 """
 
 from __future__ import annotations
@@ -34,12 +40,15 @@ from pydantic import BaseModel
 
 from pclean_provider.atomic_files import write_text
 from pclean_provider.compute.errors import ClusterError
+from pclean_provider.compute.lease import LeaseWatch
 from pclean_provider.config.cluster import ClusterSpec
 
 log = logging.getLogger(__name__)
 
 HOST_MODULE = "pclean_provider.compute.host"
 STOP_GRACE_S = 30.0
+# Owner-only: whoever reads the address (or the spec) can submit work to the cluster.
+PRIVATE_MODE = 0o600
 # Beyond worker_start_timeout: scheduler start-up, CASA import in the workers, SLURM bookkeeping.
 START_MARGIN_S = 60.0
 
@@ -203,10 +212,11 @@ def start_host(spec: ClusterSpec, address_file: str | os.PathLike, *, python: st
         cluster_id = new_cluster_id()
         # Known before the host runs, so that `down` finds the jobs of a host that died starting.
         job_name = backend_for(spec).job_name(cluster_id)
-        write_text(paths["spec"], spec.model_dump_json(indent=2))
+        write_text(paths["spec"], spec.model_dump_json(indent=2), mode=PRIVATE_MODE)
         cmd = [python or sys.executable, "-m", HOST_MODULE, "--address-file", str(paths["address"]),
                "--cluster-id", cluster_id]
-        with open(paths["log"], "ab") as logf:
+        log_fd = os.open(paths["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_MODE)
+        with open(log_fd, "ab") as logf:
             # Own session: neither the terminal's hangup nor a task runner killing its process group
             # takes the host down; `down` is the way to stop it.
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
@@ -215,7 +225,7 @@ def start_host(spec: ClusterSpec, address_file: str | os.PathLike, *, python: st
                         cluster_type=spec.cluster_type,
                         cluster_id=cluster_id, slurm_job_name=job_name, log_file=str(paths["log"]),
                         started_at=_now())
-        write_text(paths["host"], info.model_dump_json(indent=2))
+        write_text(paths["host"], info.model_dump_json(indent=2), mode=PRIVATE_MODE)
 
         deadline = time.monotonic() + spec.worker_start_timeout + START_MARGIN_S
         while time.monotonic() < deadline:
@@ -231,6 +241,26 @@ def start_host(spec: ClusterSpec, address_file: str | os.PathLike, *, python: st
         _stop_unlocked(paths)
         raise ClusterError(f"the cluster host did not report a scheduler within "
                            f"{spec.worker_start_timeout + START_MARGIN_S:g} s; stopped it (log: {paths['log']})")
+
+
+def recover_host(address_file: str | os.PathLike, *, python: str | None = None) -> str:
+    """The scheduler address of the host behind ``address_file``, starting it again from its
+    recorded spec when it died or ended its lease. A host stopped on purpose (``stop_host``) left no
+    spec: that is an error saying so, never a silent restart.
+    """
+    paths = _paths(address_file)
+    status = host_status(address_file)
+    if status.state == "running" and status.scheduler_address:
+        return status.scheduler_address
+    try:
+        spec = ClusterSpec.model_validate_json(paths["spec"].read_text())
+    except FileNotFoundError:
+        raise ClusterError(f"the cluster host behind {paths['address']} is {status.state} and left no spec to "
+                           "restart it from (it was stopped on purpose, or never started)") from None
+    log.warning("cluster host behind %s is %s; starting it again from its spec", paths["address"], status.state)
+    # start_host takes the lock, clears a crashed host's leftovers and is a no-op when a concurrent
+    # retry has already restarted it.
+    return start_host(spec, address_file, python=python)
 
 
 def stop_host(address_file: str | os.PathLike) -> HostStatus:
@@ -306,6 +336,7 @@ def serve(address_file: str, cluster_id: str) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
     spec = ClusterSpec.model_validate_json(paths["spec"].read_text())
+    abandoned = False
     try:
         handle = start_cluster(spec, cluster_id=cluster_id)
     except Exception as exc:  # reported to `up` through the log's last line
@@ -317,17 +348,27 @@ def serve(address_file: str, cluster_id: str) -> int:
                         host_pid=os.getpid(), host_started=_process_started(os.getpid()) or 0.0,
                         cluster_type=spec.cluster_type, cluster_id=cluster_id,
                         slurm_job_name=handle.job_name, log_file=str(paths["log"]), started_at=_now())
-        write_text(paths["address"], info.model_dump_json(indent=2))
-        log.info("cluster host %d serving %s with %d workers", os.getpid(), handle.address, handle.worker_count)
+        write_text(paths["address"], info.model_dump_json(indent=2), mode=PRIVATE_MODE)
+        log.info("cluster host %d serving %s with %d workers (lease: %s)", os.getpid(), handle.address,
+                 handle.worker_count, f"{spec.host_idle_timeout:g} s" if spec.host_idle_timeout else "none")
+        lease = LeaseWatch(handle.client, spec.host_idle_timeout)
         while not stop.wait(1.0):
-            pass
-        log.info("cluster host %d stopping", os.getpid())
+            if lease.expired():
+                abandoned = True
+                log.warning("cluster host %d: nobody renewed its lease for %.0f s (host_idle_timeout=%g s); "
+                            "the run that started it is gone: stopping the cluster and its workers",
+                            os.getpid(), lease.idle_for(), lease.timeout)
+                break
+        else:
+            log.info("cluster host %d stopping", os.getpid())
     finally:
         handle.close()
-        current = _read_info(paths["address"])
-        if current is not None and current.host_pid == os.getpid():
-            with contextlib.suppress(FileNotFoundError):
-                paths["address"].unlink()
+        # The spec stays after an expired lease: a retried task may start the cluster again.
+        for key in ("address", "host") if abandoned else ("address",):
+            current = _read_info(paths[key])
+            if current is not None and current.host_pid == os.getpid():
+                with contextlib.suppress(FileNotFoundError):
+                    paths[key].unlink()
     return 0
 
 

@@ -30,6 +30,9 @@ class LocalBackend(ClusterBackend):
         from distributed import LocalCluster
 
         spec = self.spec
+        bind = self.scheduler_bind("127.0.0.1")
+        # The dashboards (scheduler's and workers') listen where the scheduler does, not everywhere.
+        dashboard_host = bind.get("host", "")
         return LocalCluster(
             name=f"pclean-{cluster_id}",
             n_workers=spec.resolved_nworkers(),
@@ -38,6 +41,10 @@ class LocalBackend(ClusterBackend):
             memory_limit=spec.memory_limit,
             local_directory=spec.local_directory,
             # A random port: several clusters (tests, DAG runs) share one machine.
-            dashboard_address=":0",
+            dashboard_address=f"{dashboard_host}:0",
+            worker_dashboard_address=f"{dashboard_host}:0",
             env=worker_environment(),
+            # Loopback unless the spec names an interface: the workers are on this machine, and a
+            # scheduler on every interface would take work from anyone on the network.
+            **bind,
         )

@@ -232,7 +232,7 @@ class SlurmBackend(ClusterBackend):
         cluster = SLURMCluster(
             name=f"pclean-{cluster_id}",
             # A random dashboard port: several clusters may share the submit host.
-            scheduler_options={"dashboard_address": ":0"},
+            scheduler_options={"dashboard_address": ":0", **self._scheduler_bind(kwargs)},
             **kwargs,
         )
         handle = ClusterHandle(spec=spec, client=None, cluster=cluster, cluster_id=cluster_id,  # type: ignore[arg-type]
@@ -249,6 +249,18 @@ class SlurmBackend(ClusterBackend):
             handle.close()
             raise
         return handle
+
+    def _scheduler_bind(self, kwargs: dict[str, Any]) -> dict[str, str]:
+        # Workers on other nodes reach the scheduler at this machine's outward address (or on the
+        # interface the site configured for dask-jobqueue): bind that one, not every interface.
+        import dask
+
+        if self.spec.scheduler_interface or not (kwargs.get("interface") or dask.config.get(
+                "jobqueue.slurm.interface", None)):
+            from distributed.utils import get_ip
+
+            return self.scheduler_bind(get_ip())
+        return {}
 
     def expected_workers(self) -> int:
         return self.spec.adaptive_minimum if self.spec.adaptive else self.spec.resolved_nworkers()

@@ -88,6 +88,13 @@ class ClusterSpec(BaseModel):
     slurm_job_script_prologue: list[str] | None = Field(
         None, description="Shell lines run before each worker starts (module load, conda activate). The "
         "CASA runtime set-up is added by pclean itself.")
+    scheduler_interface: str | None = Field(
+        None, description="Where the Dask scheduler listens: an IP address (e.g. '10.1.2.3') or a network "
+        "interface name (e.g. 'ib0'). Default: loopback (127.0.0.1) for a local cluster, this machine's "
+        "outward address for SLURM; never every interface.")
+    host_idle_timeout: float | None = Field(
+        1800.0, ge=0, description="Seconds a cluster host lives without its lease being renewed (by a task "
+        "of its run talking to the scheduler) before it stops itself and its workers; 0 or None: never.")
 
     @model_validator(mode="after")
     def _address_switch(self) -> ClusterSpec:

@@ -1,0 +1,101 @@
+"""A cluster host left alone ends itself after its lease; its files are private; it listens on loopback.
+
+Real host processes with a real LocalCluster (one worker) on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+
+import psutil
+import pytest
+from distributed import Client
+
+from pclean_provider.compute.errors import ClusterError
+from pclean_provider.compute.host import host_status, recover_host, start_host, stop_host
+from pclean_provider.config.cluster import ClusterSpec
+from tests.conftest import casa_available, require
+
+pytestmark = pytest.mark.casa
+
+
+@pytest.fixture(autouse=True)
+def _casa():
+    require("casatools", casa_available(), "run `make setup`")
+
+
+def _session_members(sid: int) -> list[int]:
+    out = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE:
+                out.append(proc.pid)
+        except (psutil.Error, OSError):
+            pass
+    return out
+
+
+def _listening(pids: list[int]) -> set[str]:
+    hosts = set()
+    for pid in pids:
+        for conn in psutil.Process(pid).net_connections(kind="inet"):
+            if conn.status == psutil.CONN_LISTEN:
+                hosts.add(conn.laddr.ip)
+    return hosts
+
+
+def _renew_for(address: str, seconds: float) -> None:
+    """Act as the Airflow side: renew the lease the way the trigger does, with a fresh client each time."""
+    from pclean_provider.compute.lease import renew_lease
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        with Client(address, timeout=10, set_as_default=False) as client:
+            renew_lease(client)
+            # Holds the connection for a moment like a poll does; a short-lived client is not a lease.
+            client.nthreads()
+
+
+def test_abandoned_host_stops_itself_and_its_workers_after_its_lease(tmp_path):
+    afile = tmp_path / "run" / "cluster.json"
+    spec = ClusterSpec(nworkers=1, host_idle_timeout=4)
+    address = start_host(spec, afile)
+    info = json.loads(afile.read_text())
+    pid = info["host_pid"]
+    try:
+        # Private files: whoever reads the address can submit work to the cluster.
+        for path in (afile, afile.with_name(afile.name + ".spec.json"), afile.with_name(afile.name + ".log")):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        # Loopback only: the scheduler and its dashboard (the host process), and the worker. (The
+        # worker process also holds casatools' own gRPC listener, which is CASA's, not Dask's.)
+        assert address.startswith("tcp://127.0.0.1:")
+        assert len(_session_members(pid)) >= 2, "the host and its worker process"
+        assert _listening([pid]) == {"127.0.0.1"}
+        assert info["dashboard_link"].startswith("http://127.0.0.1:")
+        with Client(address, timeout=10, set_as_default=False) as client:
+            assert [w.startswith("tcp://127.0.0.1:") for w in client.nthreads()] == [True]
+
+        # Renewed for twice its lease, the host stays.
+        _renew_for(address, 8)
+        assert host_status(afile).state == "running"
+
+        # Left alone (nobody renews, nobody stops it), it ends itself and its worker.
+        psutil.Process(pid).wait(timeout=60)
+        deadline = time.monotonic() + 15
+        while _session_members(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _session_members(pid)
+        assert host_status(afile).state == "stopped"
+        assert "nobody renewed its lease" in afile.with_name(afile.name + ".log").read_text()
+
+        # The spec stays, so a retried task can bring the cluster back.
+        again = recover_host(afile)
+        assert again != address and host_status(afile).workers == 1
+    finally:
+        stop_host(afile)
+    # Stopped on purpose: no restart from a spec that is no longer there.
+    with pytest.raises(ClusterError, match="stopped on purpose"):
+        recover_host(afile)
