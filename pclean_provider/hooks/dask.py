@@ -171,6 +171,20 @@ class PcleanDaskHook(BaseHook):
     async def async_work_status(self, client: Any, key: str) -> WorkStatus:
         return await PublishedWork(client).status(key)
 
+    def renew_lease(self, client: Any) -> None:
+        """Tell a cluster host that its run still needs it (see ``compute.lease``)."""
+        from pclean_provider.compute.lease import renew_lease
+
+        renew_lease(client)
+
+    async def async_renew_lease(self, client: Any) -> None:
+        from pclean_provider.compute.lease import async_renew_lease
+
+        await async_renew_lease(client)
+
+    async def async_worker_count(self, client: Any) -> int:
+        return len(await client.nthreads())
+
     def cluster_resources(self, client: Any) -> tuple[int, int | None]:
         """Worker count and smallest per-worker memory limit, for work sized to the cluster."""
         return cluster_resources(client)

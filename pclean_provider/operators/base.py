@@ -6,15 +6,21 @@ made of (DAG, run, task, map index, try number) and published under that name, s
 
 * a triggerer or Airflow-worker restart finds the running work again instead of starting it twice;
 * a retry or a UI clear (a new try number) starts fresh work for this one task only;
-* a finished try leaves a result file, so asking again for the same try costs nothing.
+* a finished try leaves a result file, so asking again for the same try costs nothing;
+* a retry whose scheduler address is dead (the cluster host was killed, or ended its lease) does not
+  reuse it: it restarts the cluster host from the spec the cluster-up task recorded, or fails at
+  once naming the task to clear.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
@@ -29,6 +35,7 @@ from pclean_provider.compute.dask_work import (
 from pclean_provider.errors import is_input_error
 from pclean_provider.hooks.dask import PcleanDaskHook
 from pclean_provider.links.dask import DASHBOARD_XCOM_KEY, DaskDashboardLink
+from pclean_provider.operators.cluster import ADDRESS_FILE_XCOM_KEY, ClusterUpOperator
 from pclean_provider.triggers.dask import DaskWorkTrigger
 
 #: Pool name the shipped DAGs and docs use to cap concurrent heavy tasks. Create it with
@@ -54,6 +61,9 @@ class PcleanDaskOperator(BaseOperator):
     :param resume_grace_seconds: the trigger reports no sooner than this after the deferral, so that
         quick work does not meet Airflow 3.3's race between a fast trigger and the executor's report
         of the deferring attempt (apache/airflow#66374, #72716), which fails the task.
+    :param unreachable_timeout: seconds the deferred wait tolerates an unreachable scheduler.
+    :param no_workers_timeout: seconds the deferred wait tolerates a scheduler without workers
+        (0: for ever). The whole deferral is also bounded by ``execution_timeout`` when set.
     """
 
     template_fields: Sequence[str] = ("scheduler_address", "address_file", "cluster_overrides", "state_dir")
@@ -73,6 +83,8 @@ class PcleanDaskOperator(BaseOperator):
         poll_interval: float = 5.0,
         state_dir: str | None = None,
         resume_grace_seconds: float = 8.0,
+        unreachable_timeout: float = 120.0,
+        no_workers_timeout: float = 900.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -84,14 +96,16 @@ class PcleanDaskOperator(BaseOperator):
         self.poll_interval = poll_interval
         self.state_dir = state_dir
         self.resume_grace_seconds = resume_grace_seconds
+        self.unreachable_timeout = unreachable_timeout
+        self.no_workers_timeout = no_workers_timeout
         self._running: tuple[str, str] | None = None  # (scheduler address, key) while waiting inline
 
     # -- helpers for subclasses -------------------------------------------------------------------
 
-    def hook(self) -> PcleanDaskHook:
+    def hook(self, scheduler_address: str | None = None) -> PcleanDaskHook:
         return PcleanDaskHook(
             self.pclean_conn_id,
-            scheduler_address=self.scheduler_address or None,
+            scheduler_address=scheduler_address or self.scheduler_address or None,
             address_file=self.address_file or None,
             cluster_overrides=self.cluster_overrides or None,
         )
@@ -122,7 +136,7 @@ class PcleanDaskOperator(BaseOperator):
                           self.label(), result_file)
             return self.on_result(context, done)
 
-        hook = self.hook()
+        hook = self.hook(self._live_scheduler_address(context))
         spec = hook.get_cluster_spec()
         if self.deferrable and spec.cluster_type != "address":
             raise AirflowException(
@@ -136,6 +150,7 @@ class PcleanDaskOperator(BaseOperator):
             if handle.dashboard_link:
                 context["ti"].xcom_push(key=DASHBOARD_XCOM_KEY, value=handle.dashboard_link)
             address = handle.address
+            hook.renew_lease(client)
             future = self._find_or_submit(hook, client, key, func, make_args, result_file, progress_file)
             if not self.deferrable:
                 self._running = (address, key)
@@ -153,12 +168,59 @@ class PcleanDaskOperator(BaseOperator):
                 result_file=result_file,
                 progress_file=progress_file,
                 poll_interval=self.poll_interval,
+                unreachable_timeout=self.unreachable_timeout,
+                no_workers_timeout=self.no_workers_timeout,
                 label=self.label(),
                 not_before=time.time() + float(self.resume_grace_seconds),
             ),
             method_name="execute_complete",
             kwargs={"scheduler_address": address},
+            timeout=self.execution_timeout if isinstance(self.execution_timeout, timedelta) else None,
         )
+
+    # -- a cluster that went away ---------------------------------------------------------------------
+
+    def _live_scheduler_address(self, context: Any) -> str | None:
+        """The scheduler address this try should use: the given one while it answers, else the
+        address of the cluster host found (or restarted) through its address file."""
+        address = (self.scheduler_address or "").strip()
+        if address and _answers(address):
+            return address
+        if not address and not self.address_file:
+            return None  # the connection decides (a fixed address, or a cluster per task)
+        address_file, up_tasks = self._cluster_address_file(context)
+        clear_hint = (f"clear the {' / '.join(up_tasks)} task (with downstream) to start a new cluster"
+                      if up_tasks else "start a cluster (`pclean cluster up`) and clear this task")
+        if not address_file:
+            raise AirflowFailException(
+                f"{self.task_id}: the Dask scheduler at {address} does not answer and no cluster host "
+                f"address file is known to restart it from; {clear_hint}.")
+        from pclean_provider.compute.errors import ClusterError
+        from pclean_provider.compute.host import recover_host
+
+        try:
+            found = recover_host(address_file)
+        except ClusterError as exc:
+            raise AirflowFailException(f"{self.task_id}: {exc}; {clear_hint}.") from exc
+        if address:
+            self.log.warning("The Dask scheduler at %s is gone; using the cluster host behind %s at %s.",
+                             address, address_file, found)
+        return found
+
+    def _cluster_address_file(self, context: Any) -> tuple[str | None, list[str]]:
+        """This operator's address file, or the one an upstream cluster-up task recorded (XCom)."""
+        try:
+            upstream = self.get_flat_relatives(upstream=True)
+        except Exception:  # an operator outside a DAG (tests, ad-hoc use) has no upstream
+            upstream = []
+        up_tasks = sorted(task.task_id for task in upstream if isinstance(task, ClusterUpOperator))
+        if self.address_file:
+            return self.address_file, up_tasks
+        for task_id in up_tasks:
+            recorded = context["ti"].xcom_pull(task_ids=task_id, key=ADDRESS_FILE_XCOM_KEY)
+            if recorded:
+                return str(recorded), up_tasks
+        return None, up_tasks
 
     def _wait_inline(self, future: Any, progress: ProgressTail) -> Any:
         while True:
@@ -232,6 +294,19 @@ class PcleanDaskOperator(BaseOperator):
 
     def default_state_dir(self, imagename: str) -> str:
         return self.state_dir or os.path.join(os.path.dirname(os.path.abspath(imagename)), STATE_DIRNAME)
+
+
+def _answers(address: str, timeout: float = 5.0) -> bool:
+    """Whether something listens at a scheduler address: a quick TCP probe, because a Dask client
+    retries a refused connection until its whole timeout runs out."""
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if not parts.hostname or not parts.port:
+        return True  # not a host:port address; let the Dask client judge it
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _map_index(ti: Any) -> int:

@@ -19,6 +19,10 @@ from airflow.sdk import BaseOperator
 from pclean_provider.hooks.dask import PcleanDaskHook
 from pclean_provider.links.dask import DASHBOARD_XCOM_KEY, DaskDashboardLink
 
+#: XCom key under which the cluster-up task records its address file: a later task whose scheduler
+#: died finds (or restarts) the cluster host through it (``PcleanDaskOperator``).
+ADDRESS_FILE_XCOM_KEY = "pclean_address_file"
+
 
 class ClusterUpOperator(BaseOperator):
     """Start a cluster host for the connection's cluster (local or SLURM); return its scheduler address.
@@ -52,6 +56,7 @@ class ClusterUpOperator(BaseOperator):
         self.log.info("Starting a %s Dask cluster host (address file %s)", spec.cluster_type, self.address_file)
         # start_host reuses a host already running for this file (a retry of this task).
         address = start_host(spec, self.address_file)
+        context["ti"].xcom_push(key=ADDRESS_FILE_XCOM_KEY, value=str(self.address_file))
         status = host_status(self.address_file)
         if status.dashboard_link:
             context["ti"].xcom_push(key=DASHBOARD_XCOM_KEY, value=status.dashboard_link)

@@ -8,6 +8,11 @@ or the triggerer restarts, and nothing that blocks the triggerer's event loop.
 Cancellation: Airflow 3.3 calls ``BaseTrigger.on_kill()`` only when a user acted on the deferred
 task (mark failed / success, clear), never on a triggerer shutdown, redistribution or timeout;
 ``cleanup()`` runs on every exit. So the Dask work is cancelled in ``on_kill()`` and only there.
+
+No wait is unbounded: a scheduler unreachable for ``unreachable_timeout`` or without a single worker
+for ``no_workers_timeout`` ends the wait with an error event that says what happened and how to
+recover (the task's retry then finds or restarts the cluster). Each poll renews the cluster host's
+lease (``compute.lease``), so a host outlives its run's waits and only its abandoned runs.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class DaskWorkTrigger(BaseTrigger):
     :param progress_file: optional JSON-lines file the work appends to; each new line is logged.
     :param poll_interval: seconds between polls.
     :param unreachable_timeout: seconds the scheduler may stay unreachable before the task fails.
+    :param no_workers_timeout: seconds the scheduler may have no worker at all (SLURM jobs ended by
+        their walltime, killed, still pending) before the task fails; 0 waits for workers for ever.
     :param label: a human-readable name for the work in log lines.
     :param not_before: wall-clock time (seconds since the epoch) before which no event is yielded.
         Airflow 3.3 can fail a deferred task whose trigger fires before the scheduler has processed
@@ -47,7 +54,8 @@ class DaskWorkTrigger(BaseTrigger):
         result_file: str,
         progress_file: str | None = None,
         poll_interval: float = 5.0,
-        unreachable_timeout: float = 300.0,
+        unreachable_timeout: float = 120.0,
+        no_workers_timeout: float = 900.0,
         label: str = "",
         not_before: float = 0.0,
     ) -> None:
@@ -58,6 +66,8 @@ class DaskWorkTrigger(BaseTrigger):
         self.progress_file = progress_file
         self.poll_interval = float(poll_interval)
         self.unreachable_timeout = float(unreachable_timeout)
+        self.no_workers_timeout = float(no_workers_timeout or 0.0)
+        self._no_workers_since: float | None = None
         self.label = label or key
         self.not_before = float(not_before or 0.0)
         self._hook = PcleanDaskHook(None, scheduler_address=scheduler_address)
@@ -73,6 +83,7 @@ class DaskWorkTrigger(BaseTrigger):
                 "progress_file": self.progress_file,
                 "poll_interval": self.poll_interval,
                 "unreachable_timeout": self.unreachable_timeout,
+                "no_workers_timeout": self.no_workers_timeout,
                 "label": self.label,
                 "not_before": self.not_before,
             },
@@ -101,8 +112,10 @@ class DaskWorkTrigger(BaseTrigger):
                     yield TriggerEvent(self._event(
                         "error",
                         f"the Dask scheduler at {self.scheduler_address} stayed unreachable for "
-                        f"{self.unreachable_timeout:g} s while waiting for {self.label} ({exc}); the work "
-                        "is lost with it: retry the task to resubmit it."))
+                        f"{self.unreachable_timeout:g} s while waiting for {self.label} ({exc}): the "
+                        "cluster host or scheduler is gone and the work with it. A retry of the task "
+                        "restarts the cluster host from its spec; if the cluster was stopped on purpose, "
+                        "clear the cluster_up task (with downstream) to start a new one."))
                     return
                 self.log.warning("Dask scheduler %s unreachable (%s); will retry", self.scheduler_address, exc)
                 await asyncio.sleep(self.poll_interval)
@@ -114,6 +127,10 @@ class DaskWorkTrigger(BaseTrigger):
                 self._log_new_progress()
                 await self._hold_until_safe()
                 yield self._success(result)
+                return
+            if state == "no_workers":
+                await self._hold_until_safe()
+                yield TriggerEvent(self._event("error", payload))
                 return
             if state in ("error", "cancelled", "lost"):
                 # A finished result may have landed between the two reads; prefer it.
@@ -133,8 +150,13 @@ class DaskWorkTrigger(BaseTrigger):
 
     async def _poll_once(self) -> tuple[str, Any]:
         """Ask the scheduler about the key: (state, result or error message)."""
-        async with self._hook.async_scheduler_client(self.scheduler_address) as client:
+        # A dead scheduler refuses at once but a client retries until its timeout: keep that within
+        # the unreachable budget so the give-up comes when promised.
+        connect_timeout = max(3.0, min(30.0, self.unreachable_timeout / 2))
+        async with self._hook.async_scheduler_client(self.scheduler_address, timeout=connect_timeout) as client:
             status = await self._hook.async_work_status(client, self.key)
+            await self._hook.async_renew_lease(client)
+            workers = await self._hook.async_worker_count(client) if status.state != "finished" else 1
         if status.state == "finished":
             return "finished", status.result
         if status.state == "lost":
@@ -149,8 +171,28 @@ class DaskWorkTrigger(BaseTrigger):
             return "error", {"message": message, "input_error": status.input_error}
         if status.state == "cancelled":
             return "cancelled", f"{self.label} was cancelled on the Dask cluster (key {self.key})."
+        if (message := self._check_workers(workers)) is not None:
+            return "no_workers", message
         await asyncio.sleep(self.poll_interval)
         return status.state, None
+
+    def _check_workers(self, workers: int) -> str | None:
+        """An error message once the cluster has had no worker for longer than no_workers_timeout."""
+        if workers > 0 or self.no_workers_timeout <= 0:
+            self._no_workers_since = None
+            return None
+        now = time.monotonic()
+        if self._no_workers_since is None:
+            self.log.warning("The Dask scheduler %s has no workers; %s waits for them up to %g s",
+                             self.scheduler_address, self.label, self.no_workers_timeout)
+            self._no_workers_since = now
+        if now - self._no_workers_since <= self.no_workers_timeout:
+            return None
+        return (f"the Dask scheduler at {self.scheduler_address} has had no worker for more than "
+                f"{self.no_workers_timeout:g} s while {self.label} waited (key {self.key}): the workers ended "
+                "(a SLURM walltime or a kill) or never started (jobs pending, see `pclean cluster status`). "
+                "Retry the task once the cluster has workers again, or clear the cluster_up task (with "
+                "downstream) to start a new cluster; the wait is set by no_workers_timeout.")
 
     async def on_kill(self) -> None:
         """A user killed or cleared the deferred task: stop its Dask work too."""
