@@ -1,7 +1,7 @@
 """The cube engines side by side: serial tclean, the exact loop (sub-cube sessions) and the independent
 engine (one tclean run per sub-cube), cleaned to a threshold, on two MS shapes, in one run.
 
-    .venv/bin/python bench/bench_cube_engines.py [--shapes a,b] [--out bench/results/cube_engines.json]
+    .venv/bin/python bench/bench_cube_engines.py [--shapes a,b] [--cases sessions,...] [--out ...json]
 
 Every case runs in a fresh process (serial tclean too), on a fresh 2-worker LocalCluster; the
 bytes each worker process read (/proc/<pid>/io rchar) are recorded per case, so the data read per
@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", default="a,b,medium")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "cube_engines.json"))
     parser.add_argument("--force", action="store_true", help="run even when the machine is busy")
+    parser.add_argument("--cases", default="", help="comma-separated subset of the cases (tclean always runs: "
+                        "every ratio is against it in the same run)")
     args = parser.parse_args(argv)
     load = os.getloadavg()[0]
     if load > 0.5 and not args.force:
@@ -130,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
                  "sessions_chunksize1": {"engine": "sessions", "chunksize": 1},
                  "independent_chunksize4": {"engine": "independent", "chunksize": 4}}
         cases = {k: v for k, v in cases.items() if k in shape.get("cases", cases)}
+        if args.cases:
+            wanted = {"tclean", *args.cases.split(",")}
+            cases = {k: v for k, v in cases.items() if k in wanted}
         results = {}
         for case, spec in cases.items():
             out = WORK / f"{name}-{case}" / "img"

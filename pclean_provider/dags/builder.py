@@ -1,17 +1,17 @@
 """Nightly imaging DAGs, one per pipeline template (the packaged ones, or $PCLEAN_PIPELINES_DIR).
 
-Shape of a cube night (continuum has a `continuum[ms]` task where the cube has `cube[ms]`):
+Shape of a cube night (continuum has a `continuum` task where the cube has `cube`):
 
-    ingest -> prepare -> cluster_up -> cube[ms] -> qa[ms] -> qa_gate -> archive[ms] | review[ms]
-           -> cluster_down (teardown of cluster_up)
+    ensure_pool -> ingest -> arrivals -> prepare -> cluster_up -> [ms: cube -> qa -> qa_gate
+                                                                  -> archive | review] -> cluster_down
+                          -> arrivals -> nothing_arrived   (no MS to image: reason + notification)
 
-Every MS of the night gets its own map index in each per-MS task. `cube[ms]` is the exact loop
-(template `cube_mode: exact`): its sub-cube sessions share one iteration controller, so clearing
-it re-images the whole cube, then QA and archive. With `cube_mode: fanout` the imaging is
-partition[ms] -> collect_subcubes -> image_subcube[sub-cube] -> group_subcubes -> concat[ms]; the
-sub-cubes of all MSs are one flat mapped task (Airflow cannot map inside a mapped group), so
-clearing one sub-cube re-runs just it and the concatenation, QA and archive after it. Either way
-the cluster comes back because it is the setup of what was cleared.
+`ms` is a task group mapped over the night's MSs (see imaging.py): each MS's imaging, QA, gate
+and archive or review depend only on that MS's own tasks, so one MS failing never holds back
+another, and clearing one MS's cube re-runs only its tail. With `cube_mode: fanout` the imaging
+is partition[ms] -> collect_subcubes -> image_subcube[sub-cube] before the group, and
+gather_subcubes -> concat inside it. The cluster comes back for a cleared task because it is the
+setup of everything between cluster_up and cluster_down.
 
 The Airflow worker never loads casatools: ingest, QA and archive run ``pclean <subcommand>`` in a
 subprocess; imaging runs on the Dask cluster through the provider's operators.
@@ -21,41 +21,22 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from typing import Any
 
 import pendulum
 from airflow.sdk import DAG
-from airflow.sdk.exceptions import AirflowSkipException
 
 from pclean_provider.dags.callbacks import deadline_alert, failure_callback
-from pclean_provider.dags.imaging import continuum_imaging, cube_imaging
+from pclean_provider.dags.imaging import per_ms_paths
 from pclean_provider.dags.params import trigger_form
 from pclean_provider.dags.report import products_alias
 from pclean_provider.dags.tasks.archive import archive_tasks
-from pclean_provider.dags.tasks.ingest import ingest_task
+from pclean_provider.dags.tasks.ingest import arrival_tasks, ingest_task
 from pclean_provider.dags.tasks.pool import ensure_pool_task
 from pclean_provider.dags.tasks.prepare import prepare_task, run_setting
 from pclean_provider.dags.tasks.qa import qa_tasks
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate, load_templates
 
 UNSCHEDULED_ENV = "PCLEAN_PIPELINES_UNSCHEDULED"  # set: only runs someone triggers (tests, demos)
-
-
-def _routed_to_archive(item: dict) -> dict:
-    if item["route"] != "archive":
-        raise AirflowSkipException(f"{item['name']} goes to review (QA score {item['qa_score']:.2f})")
-    return item
-
-
-def _routed_to_review(item: dict) -> dict:
-    if item["route"] != "review":
-        raise AirflowSkipException(f"{item['name']} passed the QA gate (score {item['qa_score']:.2f})")
-    return item
-
-
-def _qa_pair(pair: Any) -> dict:
-    item, imaging = pair
-    return {"item": item, "imaging": imaging}
 
 
 def build_dag(t: PipelineTemplate) -> DAG:
@@ -90,7 +71,10 @@ def build_dag(t: PipelineTemplate) -> DAG:
         pool_ready = ensure_pool_task(t)()
         accepted = ingest_task(t)()
         pool_ready >> accepted
+        arrivals, nothing_arrived = arrival_tasks(t)
+        branch = arrivals(accepted)
         prepared = prepare_task(t)(accepted)
+        branch >> [prepared, nothing_arrived()]
         address = "{{ ti.xcom_pull(task_ids='cluster_up') }}"
         cluster_up = ClusterUpOperator(
             task_id="cluster_up",
@@ -99,19 +83,10 @@ def build_dag(t: PipelineTemplate) -> DAG:
             pclean_conn_id=t.cluster.connection_id or "pclean_dask_default",
         )
         prepared >> cluster_up
-        if t.kind == "cube":
-            imaging_results = cube_imaging(prepared, cluster_up, address, pool, t.cube_mode)
-        else:
-            imaging_results = continuum_imaging(prepared, cluster_up, address, pool)
-        qa, qa_gate = qa_tasks(t, pool)
-        archive, review = archive_tasks(t, pool, asset)
-        checked = qa.expand_kwargs(prepared.zip(imaging_results).map(_qa_pair))
-        routes = qa_gate(checked)
-        # The gate's other way is skipped per MS, so the grid shows which way each product went.
-        archived = archive.expand(item=routes.map(_routed_to_archive))
-        reviewed = review.expand(item=routes.map(_routed_to_review))
+        per_ms = per_ms_paths(t, prepared, cluster_up, address, pool, qa_tasks(t, pool),
+                              archive_tasks(t, pool, asset))
         cluster_down = ClusterDownOperator(task_id="cluster_down", address_file=run_setting("address_file"))
-        [archived, reviewed] >> cluster_down
+        per_ms >> cluster_down
         cluster_up >> cluster_down.as_teardown(setups=cluster_up)
     return dag
 

@@ -26,7 +26,7 @@ NOTIFICATIONS_DIR_ENV = "PCLEAN_NOTIFICATIONS_DIR"
 
 
 class Notification(BaseModel):
-    kind: str  # "task_failed" | "ms_quarantined" | "deadline_missed"
+    kind: str  # "task_failed" | "ms_quarantined" | "nothing_arrived" | "deadline_missed"
     dag_id: str | None = None
     run_id: str | None = None
     task_id: str | None = None
@@ -152,6 +152,16 @@ def notify_quarantined(dag_id: str | None, run_id: str | None, ms_path: str, rea
                         created_at=datetime.now(UTC).isoformat())
     path = write_notification(note, directory or os.environ.get(NOTIFICATIONS_DIR_ENV))
     log.error("pclean: %s quarantined by %s run %s: %s [notification %s]", note.ms, dag_id, run_id, reason, path)
+    return note
+
+
+def notify_nothing_arrived(dag_id: str | None, run_id: str | None, reason: str,
+                           directory: str | os.PathLike[str] | None = None) -> Notification:
+    """A scheduled night found nothing to image: a silent green run would hide a stopped transfer."""
+    note = Notification(kind="nothing_arrived", dag_id=dag_id, run_id=run_id, task_id="nothing_arrived",
+                        reason=reason, created_at=datetime.now(UTC).isoformat())
+    path = write_notification(note, directory or os.environ.get(NOTIFICATIONS_DIR_ENV))
+    log.warning("pclean: %s run %s imaged nothing: %s [notification %s]", dag_id, run_id, reason, path)
     return note
 
 

@@ -80,23 +80,55 @@ def break_ms(good: Path, broken: Path) -> Path:
     return broken
 
 
+def break_data(good: Path, broken: Path) -> Path:
+    """A complete MS whose metadata ingest reads in full but whose visibilities are cut short: the
+    tiled data file of the main table is truncated, so gridding fails (CASA: bucket past the end)."""
+    shutil.copytree(good, broken)
+    (tiled,) = [p for p in broken.glob("table.f*_TSM1") if p.stat().st_size == max(
+        q.stat().st_size for q in broken.glob("table.f*_TSM1"))]
+    with tiled.open("r+b") as fh:
+        fh.truncate(1000)
+    broken.with_name(broken.name + ".complete").write_text("")
+    return broken
+
+
+def map_names(dag_run, task_id: str) -> dict[str, int]:
+    """The rendered map names of a mapped task -> map index."""
+    return {ti.rendered_map_index: ti.map_index for ti in dag_run.get_task_instances() if ti.task_id == task_id}
+
+
+def dag_for_run(run, session):
+    """The serialized DAG of a finished run, as the API's clear endpoint uses it."""
+    from airflow.models.dagbag import DBDagBag
+    from airflow.models.dagrun import DagRun
+
+    stored = session.query(DagRun).filter_by(dag_id=run.dag_id, run_id=run.run_id).one()
+    return DBDagBag().get_dag_for_run(stored, session=session)
+
+
 def task_states(dag_run) -> dict[tuple[str, int], tuple[str, int]]:
     return {(ti.task_id, ti.map_index): (str(ti.state), ti.try_number) for ti in dag_run.get_task_instances()}
 
 
-def run_dag(dag, conf: dict):
-    """dag.test() without the deadline alert.
+def run_dag(dag, conf: dict, no_retries: tuple[str, ...] = ()):
+    """dag.test() without the deadline alert (and without retries for the tasks in no_retries,
+    whose failure the test provokes: a retry would only wait out the template's retry delay).
 
     Airflow 3.3.2's dag.test() builds its run from a re-serialized copy of the DAG whose deadline
     alerts are plain dicts; on success DagRun.update_state looks them up by id and fails. The
     scheduler path (the standalone test) keeps the deadline; test_deadline_alert checks its shape.
     """
     saved = dag.deadline
+    saved_retries = {task_id: dag.get_task(task_id).retries for task_id in no_retries}
     dag.deadline = None
+    for task_id in no_retries:
+        dag.get_task(task_id).retries = 0
     try:
         return dag.test(run_conf=conf)
     finally:
         dag.deadline = saved
+        for task_id, retries in saved_retries.items():
+            dag.get_task(task_id).retries = retries
 
 
 def archived_versions(archive_root: Path, product_id: str) -> list[Path]:
@@ -114,17 +146,24 @@ def test_cube_night_with_two_good_ms_and_a_broken_one(dags, tmp_path):
 
     from pclean_provider.pipeline.notify import read_notifications
 
+    from airflow.models.taskinstance import find_relevant_relatives
+    from airflow.utils.session import create_session as session_scope
+
     landing = DATA_ROOT / "landing"
     a = simulate_into(landing, "night_a.ms", seed=21)
     simulate_into(landing, "night_b.ms", seed=22)
     break_ms(a, landing / "night_bad.ms")
+    # Passes ingest (its metadata are whole), fails in imaging (its visibilities are not).
+    break_data(a, landing / "night_cut.ms")
     simulate_into(landing, "still_copying.ms", seed=23, marker=False)
 
     # A 64-pixel, 30-iteration cube is far from the noise, so QA would rightly send it to review;
     # the gate is opened here to exercise the archive (the continuum test takes the review way).
-    run = run_dag(dags["nightly_cube_imaging"], {"overrides": SMALL_CUBE, "qa_min_score": 0.0})
+    dag = dags["nightly_cube_imaging"]
+    run = run_dag(dag, {"overrides": SMALL_CUBE, "qa_min_score": 0.0}, no_retries=("cube",))
     states = task_states(run)
-    assert str(run.state) == "success", states
+    # The MS that failed in imaging fails the run (someone must look), and only its own path.
+    assert str(run.state) == "failed", states
 
     # The broken MS is quarantined with its reason; the one still copying is left alone.
     reason = json.loads((DATA_ROOT / "quarantine" / "night_bad.ms.reason.json").read_text())
@@ -134,18 +173,37 @@ def test_cube_night_with_two_good_ms_and_a_broken_one(dags, tmp_path):
     notes = [n for n in read_notifications(DATA_ROOT / "notifications") if n.ms == "night_bad.ms"]
     assert notes and notes[-1].kind == "ms_quarantined" and "SPECTRAL_WINDOW" in notes[-1].reason
 
-    # Both good MSs were imaged with the exact loop (the template's default cube_mode): one cube task
-    # per MS (its two sub-cube sessions live on the workers, not in the grid); one QA, archive each.
-    assert sorted(k[1] for k in states if k[0] == "cube") == [0, 1]
+    # Three MSs passed ingest, each imaged with the exact loop (the template's default cube_mode):
+    # one cube task per MS, named by its MS (its two sub-cube sessions live on the workers).
+    cubes = map_names(run, "cube")
+    assert sorted(cubes) == ["night_a.ms", "night_b.ms", "night_cut.ms"], cubes
     assert not [k for k in states if k[0] in ("partition", "image_subcube", "concat")]
-    assert all(states[k][0] == "success" for k in states if k[0] in ("cube", "qa"))
-    for index, name in enumerate(("night_a", "night_b")):
-        assert states[("archive", index)][0] == "success" and states[("review", index)][0] == "skipped"
+    cut = cubes["night_cut.ms"]
+    assert states[("cube", cut)][0] == "failed"
+    for task_id in ("qa", "qa_gate", "archive", "review"):
+        assert states[(task_id, cut)][0] == "upstream_failed", (task_id, states[(task_id, cut)])
+    failed = [n for n in read_notifications(DATA_ROOT / "notifications")
+              if n.run_id == run.run_id and n.kind == "task_failed"]
+    assert [(n.task_id, n.ms) for n in failed] == [("cube", "night_cut.ms")], failed
+    for name in ("night_a", "night_b"):
+        index = cubes[f"{name}.ms"]
+        assert all(states[(k, index)][0] == "success" for k in ("cube", "qa", "qa_gate", "archive")), states
+        assert states[("review", index)][0] == "skipped"
         (version,) = archived_versions(DATA_ROOT / "archive", f"{name}_cube")
         manifest = (version / "manifest.json").read_text()
         assert f"{name}.ms" in manifest and ".fits" in manifest
         assert (DATA_ROOT / "work" / "nightly_cube_imaging" / "ledger" / f"{name}.ms.json").exists()
+    assert not (DATA_ROOT / "archive" / "night_cut_cube").exists()
     assert states[("cluster_down", -1)][0] == "success"
+
+    # Surgical rerun: clearing one MS's cube with downstream (as the UI does, for this run) selects
+    # that MS's QA, gate, archive and review and the cluster's teardown; no other MS's task.
+    a_index = cubes["night_a.ms"]
+    with session_scope() as session:
+        selected = find_relevant_relatives([], [("cube", a_index)], direction="downstream",
+                                           dag=dag_for_run(run, session), run_id=run.run_id, session=session)
+    assert set(selected) == {("qa", a_index), ("qa_gate", a_index), ("archive", a_index),
+                             ("review", a_index), "cluster_down"}, selected
 
     # One asset event per archived product, carrying which MS and which archive version.
     with create_session() as session:
@@ -163,14 +221,14 @@ def test_cube_night_with_two_good_ms_and_a_broken_one(dags, tmp_path):
     assert {"night_a_cube", "night_b_cube"} <= set(rows)
     assert rows["night_a_cube"]["uri"] == (DATA_ROOT / "archive" / "night_a_cube" / "v0001").resolve().as_uri()
 
-    # The next night's ingest finds nothing new: the ledger says both were imaged.
+    # The next night's ingest offers only the MS that failed: the ledger says the others were imaged.
     ledger = DATA_ROOT / "work" / "nightly_cube_imaging" / "ledger"
     proc = subprocess.run([sys.executable, "-m", "pclean_provider.cli.main", "ingest", str(landing), "--ledger",
                            str(ledger), "--report", str(tmp_path / "again.json"), "--log-dir", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     again = json.loads((tmp_path / "again.json").read_text())
-    assert not again["accepted"]
+    assert [m["name"] for m in again["accepted"]] == ["night_cut.ms"]
     assert sorted(m["name"] for m in again["already_imaged"]) == ["night_a.ms", "night_b.ms"]
 
 

@@ -1,18 +1,57 @@
 """ingest: find the night's complete MeasurementSets (or take the one named in the run conf),
-quarantine broken ones with a notification, and hand the accepted ones to prepare."""
+quarantine broken ones with a notification, and hand the accepted ones to prepare.
+
+arrivals and nothing_arrived: a night with nothing to image takes a branch of its own, so the
+grid shows it (imaging skipped, ``nothing_arrived`` green with the reason in its log and XCom)
+and operations staff get a notification: a stopped transfer must not look like a quiet night."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from airflow.sdk import task
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk import get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from pclean_provider.dags.params import run_settings
 from pclean_provider.dags.pclean_subprocess import run_pclean
-from pclean_provider.pipeline.notify import notify_quarantined
+from pclean_provider.pipeline.notify import notify_nothing_arrived, notify_quarantined
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
+
+NOTHING_XCOM = "nothing_to_image"  # ingest pushes why it accepted nothing under this key
+IMAGING_BRANCH = "prepare"
+NOTHING_BRANCH = "nothing_arrived"
+
+
+def _nothing_reason(report: dict, landing_dir: str) -> str:
+    counts = {k: len(report.get(k, [])) for k in ("quarantined", "incomplete", "already_imaged")}
+    if not any(counts.values()):
+        return f"no MeasurementSet in the landing area {landing_dir}"
+    return (f"nothing to image in {landing_dir}: {counts['quarantined']} quarantined, "
+            f"{counts['incomplete']} incomplete (no completion marker yet), "
+            f"{counts['already_imaged']} already imaged")
+
+
+def arrival_tasks(t: PipelineTemplate):
+    """(arrivals, nothing_arrived): the branch after ingest and the end of a night without data."""
+
+    @task.branch(task_id="arrivals", retries=0)
+    def arrivals(accepted: list[dict]) -> str:
+        if accepted:
+            print(f"{len(accepted)} MeasurementSet(s) to image: {', '.join(m['name'] for m in accepted)}")
+            return IMAGING_BRANCH
+        return NOTHING_BRANCH
+
+    @task(task_id=NOTHING_BRANCH, retries=0)
+    def nothing_arrived() -> str:
+        ctx = get_current_context()
+        s = run_settings(t)
+        reason = ctx["ti"].xcom_pull(task_ids="ingest", key=NOTHING_XCOM) or "ingest accepted nothing"
+        notify_nothing_arrived(t.dag_id, ctx["run_id"], reason, directory=s.notifications_dir)
+        print(f"imaging skipped: {reason}")
+        return reason
+
+    return arrivals, nothing_arrived
 
 
 def ingest_task(t: PipelineTemplate):
@@ -47,10 +86,7 @@ def ingest_task(t: PipelineTemplate):
                                directory=s.notifications_dir)
         accepted = report.get("accepted", [])
         if not accepted:
-            raise AirflowSkipException(
-                f"nothing to image: {len(report.get('quarantined', []))} quarantined, "
-                f"{len(report.get('incomplete', []))} incomplete, "
-                f"{len(report.get('already_imaged', []))} already imaged")
+            get_current_context()["ti"].xcom_push(key=NOTHING_XCOM, value=_nothing_reason(report, s.landing_dir))
         return [{"name": m["name"], "vis": m["path"], "metadata_path": m["metadata_path"]} for m in accepted]
 
     return ingest

@@ -1,4 +1,7 @@
-"""qa and qa_gate: `pclean qa` on each product, then the route of each product by its score."""
+"""qa and qa_gate: `pclean qa` on one MS's product, then its route by its score.
+
+Both run inside the DAG's per-MS task group, so each MS has its own gate: one MS failing QA (or
+imaging before it) leaves the gate, archive and review of every other MS untouched."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from pclean_provider.dags.params import run_settings
 from pclean_provider.dags.pclean_subprocess import run_pclean
 from pclean_provider.pipeline.ingest import write_json_atomic
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
+
+ARCHIVE, REVIEW = "archive", "review"  # the task ids the gate chooses between
 
 
 def qa_tasks(t: PipelineTemplate, pool: str):
@@ -39,15 +44,12 @@ def qa_tasks(t: PipelineTemplate, pool: str):
                 "qa_score": report["overall_score"], "qa_band": report["overall_band"],
                 "imaging": imaging or {}}
 
-    @task(task_id="qa_gate")
-    def qa_gate(checked: list[dict]) -> list[dict]:
-        """Route each product: archive at or above the gate score, review below it."""
+    @task.branch(task_id="qa_gate", retries=0, map_index_template="{{ task.op_kwargs['checked']['name'] }}")
+    def qa_gate(checked: dict) -> str:
+        """archive at or above the gate score, review below it; the other way is skipped for this MS."""
         s = run_settings(t)
-        routed = []
-        for item in checked:
-            route = "archive" if item["qa_score"] >= s.qa_min_score else "review"
-            print(f"{item['name']}: QA score {item['qa_score']:.2f} -> {route} (gate {s.qa_min_score})")
-            routed.append({**item, "route": route})
-        return routed
+        route = ARCHIVE if checked["qa_score"] >= s.qa_min_score else REVIEW
+        print(f"{checked['name']}: QA score {checked['qa_score']:.2f} -> {route} (gate {s.qa_min_score})")
+        return route
 
     return qa, qa_gate
