@@ -22,7 +22,10 @@ class AddressBackend(ClusterBackend):
         assert address  # ClusterSpec refuses cluster_type='address' without one
         timeout = min(CONNECT_TIMEOUT_S, self.spec.worker_start_timeout)
         try:
-            client = Client(address, timeout=timeout, set_as_default=False)
+            from pclean_provider.compute.tls import client_kwargs
+
+            client = Client(address, timeout=timeout, set_as_default=False,
+                            **client_kwargs(self.spec.tls_directory))
         except (OSError, TimeoutError) as exc:
             raise SchedulerUnreachable(address, timeout, _first_line(exc)) from None
         return ClusterHandle(spec=self.spec, client=client, backend=self)

@@ -27,6 +27,7 @@ import datetime as dt
 import fcntl
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,6 +67,7 @@ class HostInfo(BaseModel):
     slurm_job_name: str | None = None
     log_file: str
     started_at: str
+    tls_directory: str | None = None  # the cluster's certificate: clients need it when set
 
 
 class HostStatus(BaseModel):
@@ -92,7 +94,8 @@ class HostStatus(BaseModel):
 def _paths(address_file: str | os.PathLike) -> dict[str, Path]:
     a = Path(address_file).expanduser().resolve()
     return {"address": a, "host": a.with_name(a.name + ".host.json"), "spec": a.with_name(a.name + ".spec.json"),
-            "log": a.with_name(a.name + ".log"), "lock": a.with_name(a.name + ".lock")}
+            "log": a.with_name(a.name + ".log"), "lock": a.with_name(a.name + ".lock"),
+            "tls": a.with_name(a.name + ".tls")}
 
 
 def _read_info(path: Path) -> HostInfo | None:
@@ -170,16 +173,24 @@ def host_status(address_file: str | os.PathLike) -> HostStatus:
     if info.state == "starting" or not info.scheduler_address:
         status.state = "starting"
         return status
-    status.workers = _count_workers(info.scheduler_address)
+    status.workers = _count_workers(info.scheduler_address, tls_directory=info.tls_directory)
     status.state = "running" if status.workers is not None else "unreachable"
     return status
 
 
-def _count_workers(address: str, timeout: float = 10.0) -> int | None:
+def tls_directory_for(address_file: str | os.PathLike) -> str | None:
+    """Where the certificate of the cluster behind ``address_file`` is, if it uses TLS."""
+    info = _current_info(_paths(address_file))
+    return info.tls_directory if info is not None else None
+
+
+def _count_workers(address: str, timeout: float = 10.0, tls_directory: str | None = None) -> int | None:
     from distributed import Client
 
+    from pclean_provider.compute.tls import client_kwargs
+
     try:
-        with Client(address, timeout=timeout, set_as_default=False) as client:
+        with Client(address, timeout=timeout, set_as_default=False, **client_kwargs(tls_directory)) as client:
             return len(client.nthreads())
     except (OSError, TimeoutError):
         return None
@@ -210,6 +221,11 @@ def start_host(spec: ClusterSpec, address_file: str | os.PathLike, *, python: st
             _stop_unlocked(paths)
 
         cluster_id = new_cluster_id()
+        if spec.tls and (not spec.tls_directory or Path(spec.tls_directory) == paths["tls"]):
+            # A new certificate per cluster: a client of an earlier cluster on this file is refused.
+            from pclean_provider.compute.tls import create_certificates
+
+            spec = spec.model_copy(update={"tls_directory": str(create_certificates(paths["tls"]))})
         # Known before the host runs, so that `down` finds the jobs of a host that died starting.
         job_name = backend_for(spec).job_name(cluster_id)
         write_text(paths["spec"], spec.model_dump_json(indent=2), mode=PRIVATE_MODE)
@@ -224,7 +240,7 @@ def start_host(spec: ClusterSpec, address_file: str | os.PathLike, *, python: st
         info = HostInfo(state="starting", host_pid=proc.pid, host_started=_process_started(proc.pid) or 0.0,
                         cluster_type=spec.cluster_type,
                         cluster_id=cluster_id, slurm_job_name=job_name, log_file=str(paths["log"]),
-                        started_at=_now())
+                        started_at=_now(), tls_directory=spec.tls_directory)
         write_text(paths["host"], info.model_dump_json(indent=2), mode=PRIVATE_MODE)
 
         deadline = time.monotonic() + spec.worker_start_timeout + START_MARGIN_S
@@ -295,6 +311,8 @@ def _stop_unlocked(paths: dict[str, Path]) -> None:
     for key in ("address", "host", "spec"):
         with contextlib.suppress(FileNotFoundError):
             paths[key].unlink()
+    # Only the certificate the host made itself (a site-supplied folder elsewhere is the site's).
+    shutil.rmtree(paths["tls"], ignore_errors=True)
 
 
 def _kill_session(sid: int) -> None:
@@ -347,7 +365,8 @@ def serve(address_file: str, cluster_id: str) -> int:
         info = HostInfo(state="running", scheduler_address=handle.address, dashboard_link=handle.dashboard_link,
                         host_pid=os.getpid(), host_started=_process_started(os.getpid()) or 0.0,
                         cluster_type=spec.cluster_type, cluster_id=cluster_id,
-                        slurm_job_name=handle.job_name, log_file=str(paths["log"]), started_at=_now())
+                        slurm_job_name=handle.job_name, log_file=str(paths["log"]), started_at=_now(),
+                        tls_directory=spec.tls_directory)
         write_text(paths["address"], info.model_dump_json(indent=2), mode=PRIVATE_MODE)
         log.info("cluster host %d serving %s with %d workers (lease: %s)", os.getpid(), handle.address,
                  handle.worker_count, f"{spec.host_idle_timeout:g} s" if spec.host_idle_timeout else "none")

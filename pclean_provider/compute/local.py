@@ -33,6 +33,14 @@ class LocalBackend(ClusterBackend):
         bind = self.scheduler_bind("127.0.0.1")
         # The dashboards (scheduler's and workers') listen where the scheduler does, not everywhere.
         dashboard_host = bind.get("host", "")
+        env = worker_environment()
+        tls: dict = {}
+        if spec.tls_directory:
+            from pclean_provider.compute import tls as cluster_tls
+
+            tls = {"security": cluster_tls.security(spec.tls_directory), "protocol": "tls://"}
+            # A worker's own subprocesses (the cube coordinator) connect with the same certificate.
+            env.update(cluster_tls.environment(spec.tls_directory))
         return LocalCluster(
             name=f"pclean-{cluster_id}",
             n_workers=spec.resolved_nworkers(),
@@ -43,7 +51,8 @@ class LocalBackend(ClusterBackend):
             # A random port: several clusters (tests, DAG runs) share one machine.
             dashboard_address=f"{dashboard_host}:0",
             worker_dashboard_address=f"{dashboard_host}:0",
-            env=worker_environment(),
+            env=env,
+            **tls,
             # Loopback unless the spec names an interface: the workers are on this machine, and a
             # scheduler on every interface would take work from anyone on the network.
             **bind,

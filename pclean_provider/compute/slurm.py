@@ -223,6 +223,10 @@ class SlurmBackend(ClusterBackend):
 
     def start(self, cluster_id: str) -> ClusterHandle:
         spec = self.spec
+        if spec.tls:
+            raise ClusterError("tls=True is supported for local cluster hosts only so far; for SLURM leave "
+                               "tls off and keep the scheduler on the cluster's private network "
+                               "(scheduler_interface)")
         require_slurm_commands()
         if spec.slurm_queue:
             check_partition(spec.slurm_queue)

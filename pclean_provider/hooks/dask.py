@@ -37,6 +37,8 @@ class PcleanDaskHook(BaseHook):
     :param scheduler_address: a running scheduler (``tcp://host:port``); wins over everything else.
     :param address_file: the file a cluster host (``ClusterUpOperator``, ``pclean cluster up``) wrote.
     :param cluster_overrides: ClusterSpec fields that win over the connection's (e.g. ``nworkers``).
+    :param tls_directory: the cluster's certificate folder (a TLS cluster host's); default: the one
+        the address file names.
     """
 
     conn_name_attr = "pclean_conn_id"
@@ -51,8 +53,10 @@ class PcleanDaskHook(BaseHook):
         scheduler_address: str | None = None,
         address_file: str | None = None,
         cluster_overrides: dict[str, Any] | None = None,
+        tls_directory: str | None = None,
     ) -> None:
         super().__init__()
+        self.tls_directory = tls_directory or None
         self.pclean_conn_id = pclean_conn_id
         self.scheduler_address = scheduler_address or None
         self.address_file = address_file or None
@@ -89,6 +93,16 @@ class PcleanDaskHook(BaseHook):
             return read_address_file(self.address_file)
         return None
 
+    def resolve_tls_directory(self) -> str | None:
+        """The certificate folder of the cluster this hook talks to, if it uses TLS."""
+        if self.tls_directory:
+            return self.tls_directory
+        if self.address_file and os.path.exists(self.address_file):
+            from pclean_provider.compute.host import tls_directory_for
+
+            self.tls_directory = tls_directory_for(self.address_file)
+        return self.tls_directory
+
     def get_cluster_spec(self) -> ClusterSpec:
         fields = self.connection_fields()
         fields.update(self.cluster_overrides)
@@ -98,6 +112,11 @@ class PcleanDaskHook(BaseHook):
             # to start one and would only fail validation (address plus a local type) here.
             fields["scheduler_address"] = address
             fields["cluster_type"] = "address"
+            fields["tls_directory"] = self.resolve_tls_directory()
+            if fields.get("tls") and not fields["tls_directory"]:
+                raise ValueError(f"pclean_conn_id={self.pclean_conn_id!r}: the cluster at {address} uses TLS but "
+                                 "no certificate folder is known; pass address_file= (the cluster host's) "
+                                 "or tls_directory=")
         try:
             return ClusterSpec.model_validate(fields)
         except Exception as exc:
@@ -123,7 +142,10 @@ class PcleanDaskHook(BaseHook):
         """A synchronous ``distributed.Client`` of a running scheduler, closed on exit."""
         from distributed import Client
 
-        with Client(address, timeout=timeout, set_as_default=False) as client:
+        from pclean_provider.compute.tls import client_kwargs
+
+        with Client(address, timeout=timeout, set_as_default=False,
+                    **client_kwargs(self.resolve_tls_directory())) as client:
             yield client
 
     @asynccontextmanager
@@ -131,7 +153,10 @@ class PcleanDaskHook(BaseHook):
         """An asynchronous ``distributed.Client`` for a trigger's event loop, closed on exit."""
         from distributed import Client
 
-        async with Client(address, asynchronous=True, timeout=timeout, set_as_default=False) as client:
+        from pclean_provider.compute.tls import client_kwargs
+
+        async with Client(address, asynchronous=True, timeout=timeout, set_as_default=False,
+                          **client_kwargs(self.resolve_tls_directory())) as client:
             yield client
 
     def test_connection(self) -> tuple[bool, str]:

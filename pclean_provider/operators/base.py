@@ -99,6 +99,7 @@ class PcleanDaskOperator(BaseOperator):
         self.unreachable_timeout = unreachable_timeout
         self.no_workers_timeout = no_workers_timeout
         self._running: tuple[str, str] | None = None  # (scheduler address, key) while waiting inline
+        self._tls_directory: str | None = None  # the cluster's certificate folder, when it uses TLS
 
     # -- helpers for subclasses -------------------------------------------------------------------
 
@@ -108,6 +109,7 @@ class PcleanDaskOperator(BaseOperator):
             scheduler_address=scheduler_address or self.scheduler_address or None,
             address_file=self.address_file or None,
             cluster_overrides=self.cluster_overrides or None,
+            tls_directory=self._tls_directory,
         )
 
     def label(self) -> str:
@@ -136,7 +138,10 @@ class PcleanDaskOperator(BaseOperator):
                           self.label(), result_file)
             return self.on_result(context, done)
 
-        hook = self.hook(self._live_scheduler_address(context))
+        live = self._live_scheduler_address(context)
+        if (live or "").startswith("tls://") and not self._tls_directory:
+            self._tls_directory = self._cluster_tls_directory(context)
+        hook = self.hook(live)
         spec = hook.get_cluster_spec()
         if self.deferrable and spec.cluster_type != "address":
             raise AirflowException(
@@ -161,6 +166,8 @@ class PcleanDaskOperator(BaseOperator):
                     hook.release_work(client, key)
                 return self.on_result(context, result)
 
+        tls_directory = hook.resolve_tls_directory()
+        tls_kwargs = {"tls_directory": tls_directory} if tls_directory else {}
         self.defer(
             trigger=DaskWorkTrigger(
                 scheduler_address=address,
@@ -172,9 +179,10 @@ class PcleanDaskOperator(BaseOperator):
                 no_workers_timeout=self.no_workers_timeout,
                 label=self.label(),
                 not_before=time.time() + float(self.resume_grace_seconds),
+                tls_directory=tls_directory,
             ),
             method_name="execute_complete",
-            kwargs={"scheduler_address": address},
+            kwargs={"scheduler_address": address, **tls_kwargs},
             timeout=self.execution_timeout if isinstance(self.execution_timeout, timedelta) else None,
         )
 
@@ -206,6 +214,15 @@ class PcleanDaskOperator(BaseOperator):
             self.log.warning("The Dask scheduler at %s is gone; using the cluster host behind %s at %s.",
                              address, address_file, found)
         return found
+
+    def _cluster_tls_directory(self, context: Any) -> str | None:
+        """The certificate folder of the cluster host this task's cluster-up task started."""
+        address_file, _ = self._cluster_address_file(context)
+        if not address_file or not os.path.exists(address_file):
+            return None
+        from pclean_provider.compute.host import tls_directory_for
+
+        return tls_directory_for(address_file)
 
     def _cluster_address_file(self, context: Any) -> tuple[str | None, list[str]]:
         """This operator's address file, or the one an upstream cluster-up task recorded (XCom)."""
@@ -255,8 +272,10 @@ class PcleanDaskOperator(BaseOperator):
         self.log.info("Submitted %s to the Dask cluster as %s", self.label(), key)
         return future
 
-    def execute_complete(self, context: Any, event: dict[str, Any], scheduler_address: str | None = None) -> Any:
+    def execute_complete(self, context: Any, event: dict[str, Any], scheduler_address: str | None = None,
+                         tls_directory: str | None = None) -> Any:
         """Resume after the trigger: fail with the worker's message, or hand the result on."""
+        self._tls_directory = tls_directory or self._tls_directory
         if event.get("status") != "success":
             message = event.get("message") or f"{self.label()} failed on the Dask cluster"
             if event.get("input_error"):

@@ -40,6 +40,7 @@ class DaskWorkTrigger(BaseTrigger):
     :param unreachable_timeout: seconds the scheduler may stay unreachable before the task fails.
     :param no_workers_timeout: seconds the scheduler may have no worker at all (SLURM jobs ended by
         their walltime, killed, still pending) before the task fails; 0 waits for workers for ever.
+    :param tls_directory: the cluster's certificate folder when its scheduler uses TLS.
     :param label: a human-readable name for the work in log lines.
     :param not_before: wall-clock time (seconds since the epoch) before which no event is yielded.
         Airflow 3.3 can fail a deferred task whose trigger fires before the scheduler has processed
@@ -58,6 +59,7 @@ class DaskWorkTrigger(BaseTrigger):
         no_workers_timeout: float = 900.0,
         label: str = "",
         not_before: float = 0.0,
+        tls_directory: str | None = None,
     ) -> None:
         super().__init__()
         self.scheduler_address = scheduler_address
@@ -70,7 +72,8 @@ class DaskWorkTrigger(BaseTrigger):
         self._no_workers_since: float | None = None
         self.label = label or key
         self.not_before = float(not_before or 0.0)
-        self._hook = PcleanDaskHook(None, scheduler_address=scheduler_address)
+        self.tls_directory = tls_directory or None
+        self._hook = PcleanDaskHook(None, scheduler_address=scheduler_address, tls_directory=self.tls_directory)
         self._progress = self._hook.progress_tail(progress_file)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -86,6 +89,7 @@ class DaskWorkTrigger(BaseTrigger):
                 "no_workers_timeout": self.no_workers_timeout,
                 "label": self.label,
                 "not_before": self.not_before,
+                "tls_directory": self.tls_directory,
             },
         )
 

@@ -42,7 +42,7 @@ class FakeTI:
         return self.xcoms.get((task_ids, key))
 
 
-def _dag_with_cluster(address_file, state_dir, address):
+def _dag_with_cluster(address_file, state_dir, address, overrides=None):
     from airflow.sdk import DAG
 
     from pclean_provider.operators.base import PcleanDaskOperator
@@ -58,7 +58,7 @@ def _dag_with_cluster(address_file, state_dir, address):
             return self.run_on_cluster(context, triple, lambda client: (7,), str(state_dir))
 
     with DAG("faults", schedule=None) as dag:
-        up = ClusterUpOperator(task_id="cluster_up", address_file=str(address_file))
+        up = ClusterUpOperator(task_id="cluster_up", address_file=str(address_file), cluster_overrides=overrides)
         echo = EchoOperator(task_id="echo", scheduler_address=address, poll_interval=0.3,
                             resume_grace_seconds=0)
         up >> echo
@@ -125,3 +125,25 @@ def test_retry_after_the_cluster_was_stopped_names_the_task_to_clear(tmp_path):
     lone = PcleanDaskOperator(task_id="lone", scheduler_address=first)
     with pytest.raises(AirflowFailException, match=r"does not answer and no cluster host address file"):
         lone._live_scheduler_address({"ti": FakeTI(xcoms)})
+
+
+def test_tls_cluster_runs_a_task_through_operator_and_trigger(tmp_path):
+    from pclean_provider.compute.host import stop_host
+
+    afile = tmp_path / "cluster.json"
+    xcoms: dict = {}
+    _, up, _ = _dag_with_cluster(afile, tmp_path / "state", None, {"tls": True, "nworkers": 1})
+    try:
+        address = up.execute({"ti": FakeTI(xcoms, task_id="cluster_up")})
+        assert address.startswith("tls://127.0.0.1:")
+        # The imaging task gets only the address (the XCom); the certificate comes with cluster_up's
+        # address file, and the trigger carries the folder, never the key itself.
+        _, _, echo = _dag_with_cluster(afile, tmp_path / "state", address)
+        deferred = _defer(echo, FakeTI(xcoms))
+        tls_dir = str(afile.with_name(afile.name + ".tls"))
+        assert deferred.trigger.serialize()[1]["tls_directory"] == tls_dir
+        event = _event(deferred.trigger)
+        assert event["status"] == "success" and event["result"] == {"value": 21}
+        assert echo.execute_complete({"ti": FakeTI(xcoms)}, event, **deferred.kwargs) == {"value": 21}
+    finally:
+        stop_host(afile)

@@ -99,3 +99,42 @@ def test_abandoned_host_stops_itself_and_its_workers_after_its_lease(tmp_path):
     # Stopped on purpose: no restart from a spec that is no longer there.
     with pytest.raises(ClusterError, match="stopped on purpose"):
         recover_host(afile)
+
+
+def test_tls_cluster_refuses_a_client_without_its_certificate(tmp_path):
+    from distributed import Security
+
+    from pclean_provider.compute.tls import security
+
+    def subprocess_client_count(address):
+        """On a worker: a child process opening a default Client, as the cube coordinator does."""
+        import subprocess
+        import sys
+
+        code = ("import sys; from distributed import Client\n"
+                "with Client(sys.argv[1], timeout=20) as c: print(len(c.nthreads()))")
+        return subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    afile = tmp_path / "cluster.json"
+    address = start_host(ClusterSpec(nworkers=1, tls=True, host_idle_timeout=0), afile)
+    tls_dir = afile.with_name(afile.name + ".tls")
+    try:
+        assert address.startswith("tls://127.0.0.1:")
+        assert json.loads(afile.read_text())["tls_directory"] == str(tls_dir)
+        assert stat.S_IMODE(tls_dir.stat().st_mode) == 0o700
+        assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in tls_dir.iterdir()} == {
+            "cluster.pem": 0o600, "cluster.key": 0o600}
+        # A plain client without TLS, or one with another cluster's certificate: both refused.
+        with pytest.raises((OSError, TimeoutError)):
+            Client(address.replace("tls://", "tcp://"), timeout=5, set_as_default=False).close()
+        with pytest.raises((OSError, TimeoutError)):
+            Client(address, timeout=5, set_as_default=False, security=Security.temporary()).close()
+        # With the cluster's certificate: the work runs, and a worker's own subprocess connects too.
+        with Client(address, timeout=20, set_as_default=False, security=security(tls_dir)) as client:
+            assert client.submit(sum, [1, 2], pure=False).result() == 3
+            assert client.submit(subprocess_client_count, address, pure=False).result() == "1"
+        assert host_status(afile).workers == 1
+    finally:
+        stop_host(afile)
+    assert not tls_dir.exists()
