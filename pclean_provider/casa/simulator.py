@@ -362,6 +362,7 @@ def simulate_ms(
     spw_gap_hz: float = 0.0,
     freq_frame: Literal["TOPO", "LSRK"] = "TOPO",
     progress: Callable[[str], None] | None = None,
+    descending: bool = False,
 ) -> SimulationResult:
     """Write a simulated MeasurementSet, its component list and truth file; return their paths.
 
@@ -370,6 +371,8 @@ def simulate_ms(
     imaginary part); 0 gives noise-free data. ``spectral_line`` may be True (a default line),
     a dict or a :class:`LineSpec`. Spectral windows are contiguous unless ``spw_gap_hz`` > 0.
     ``progress`` receives one line per stage (benchmark-sized sets take minutes).
+    ``descending`` stores every spw's channels in decreasing frequency (negative channel widths),
+    as a lower-sideband receiver records them; the sky and the visibilities are the same.
     """
 
     def say(text: str) -> None:
@@ -403,6 +406,8 @@ def simulate_ms(
         field_names = _observe(casatools, tmp, obs, antennas, fields, hours, integration_s, freq_frame,
                                line_image, noise_jy, seed, say)
         nrows, uvw = _drop_simulator_copies(casatools, tmp.ms)
+        if descending:
+            _reverse_channel_order(casatools, tmp.ms)
         if nrows == 0:
             raise SimulationError(
                 "the simulator produced no rows (source never above the elevation limit?); check hours"
@@ -420,6 +425,7 @@ def simulate_ms(
                 "hours": hours,
                 "integration_s": integration_s,
                 "seed": seed,
+                "descending": descending,
                 "nrows": nrows,
             },
         )
@@ -663,6 +669,30 @@ def _drop_simulator_copies(casatools: Any, ms: Path) -> tuple[int, Any]:
         if scratch:
             tb.removecols(scratch)
         return int(tb.nrows()), tb.getcol("UVW")
+    finally:
+        tb.close()
+
+
+def _reverse_channel_order(casatools: Any, ms: Path, chunk_rows: int = 20000) -> None:
+    """Every spw's channels in decreasing frequency: the spectral table and each row's channel axis flipped."""
+    tb = casatools.table()
+    tb.open(str(ms / "SPECTRAL_WINDOW"), nomodify=False)
+    try:
+        for row in range(tb.nrows()):
+            tb.putcell("CHAN_FREQ", row, tb.getcell("CHAN_FREQ", row)[::-1].copy())
+            tb.putcell("CHAN_WIDTH", row, -abs(tb.getcell("CHAN_WIDTH", row)[::-1]))
+            for col in ("EFFECTIVE_BW", "RESOLUTION"):
+                tb.putcell(col, row, tb.getcell(col, row)[::-1].copy())
+    finally:
+        tb.close()
+    tb.open(str(ms), nomodify=False)
+    try:
+        columns = [c for c in ("DATA", "MODEL_DATA", "CORRECTED_DATA", "FLAG") if c in tb.colnames()]
+        for start in range(0, tb.nrows(), chunk_rows):
+            n = min(chunk_rows, tb.nrows() - start)
+            for col in columns:
+                # (correlation, channel, row): flip the channel axis.
+                tb.putcol(col, tb.getcol(col, startrow=start, nrow=n)[:, ::-1, :].copy(), startrow=start, nrow=n)
     finally:
         tb.close()
 

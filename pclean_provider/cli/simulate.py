@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spw-gap", type=parse_hz, default=0.0, help="gap between adjacent spws (default 0: contiguous)")
     p.add_argument("--ref-freq", type=parse_hz, default=1.4e9, help="centre of the band and of the source spectra (default 1.4GHz)")
     p.add_argument("--frame", choices=("TOPO", "LSRK"), default="TOPO", help="frequency frame of the spws (default TOPO)")
+    p.add_argument("--descending", action="store_true",
+                   help="store each spw's channels in decreasing frequency (a lower sideband)")
     p.add_argument("--fields", type=int, default=1, help="pointings; more than 1 makes a small mosaic (default 1)")
     p.add_argument("--hours", type=float, default=1.0, help="track length in hours, centred on transit (default 1)")
     p.add_argument("--integration", type=float, default=30.0, help="integration time in seconds (default 30)")
@@ -119,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "overwrite": args.overwrite,
         "spw_gap_hz": args.spw_gap,
         "freq_frame": args.frame,
+        "descending": args.descending,
     }
     if chan_width is not None:
         kwargs["chan_width_hz"] = chan_width

@@ -67,6 +67,16 @@ def gap_ms(casa_runtime, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def descending_ms(casa_runtime, tmp_path_factory):
+    """Channels stored in decreasing frequency (a lower sideband), negative channel widths."""
+    from pclean_provider.casa.simulator import simulate_ms
+
+    out = tmp_path_factory.mktemp("desc-ms") / "desc.ms"
+    return simulate_ms(out, nchan=12, antennas=8, hours=0.5, integration_s=60, noise_jy=0.01, seed=7,
+                       spectral_line=True, descending=True).ms
+
+
+@pytest.fixture(scope="module")
 def mosaic_ms(casa_runtime, tmp_path_factory):
     """Two pointings, few channels: the mosaic gridder's convolution functions are costly."""
     from pclean_provider.casa.simulator import simulate_ms
@@ -105,6 +115,7 @@ CLEANED = {
 CLEANED_SHAPES = {
     "width-spans-data-channels": ("wide_chan_ms", dict(niter=100000, threshold="0.03Jy", width="4MHz")),
     "two-spws-nsigma-natural": ("gap_ms", dict(niter=5000, nsigma=3.0, spw="0,1", weighting="natural")),
+    "descending-frequencies": ("descending_ms", dict(niter=100000, threshold="0.03Jy")),
 }
 
 
