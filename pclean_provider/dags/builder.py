@@ -27,6 +27,7 @@ from airflow.sdk import DAG
 
 from pclean_provider.dags.callbacks import deadline_alert, failure_callback
 from pclean_provider.dags.imaging import per_ms_paths
+from pclean_provider.dags.notifiers import check_notifiers
 from pclean_provider.dags.params import trigger_form
 from pclean_provider.dags.report import products_alias
 from pclean_provider.dags.tasks.archive import archive_tasks
@@ -42,6 +43,7 @@ UNSCHEDULED_ENV = "PCLEAN_PIPELINES_UNSCHEDULED"  # set: only runs someone trigg
 def build_dag(t: PipelineTemplate) -> DAG:
     from pclean_provider.operators.cluster import ClusterDownOperator, ClusterUpOperator
 
+    check_notifiers(t)
     pool = t.pool.name
     # An alias: each archived product becomes an asset of its own, the version folder it was published to.
     asset = products_alias(t.dag_id)

@@ -1,4 +1,7 @@
-"""What a pipeline DAG tells its operators when something goes wrong: failed tasks, late runs."""
+"""What a pipeline DAG tells its operators when something goes wrong: failed tasks, late runs.
+
+Both go to the file notifications always, and to the Airflow notifiers the template configures
+for ``task_failed`` and ``deadline_missed`` (see notifiers.py)."""
 
 from __future__ import annotations
 
@@ -7,25 +10,26 @@ from typing import Any
 
 from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
 
-from pclean_provider.pipeline.notify import notify_task_failure
+from pclean_provider.dags.notifiers import FileTaskFailureNotifier, configured, notifier_class
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
 
 
-def failure_callback(t: PipelineTemplate):
-    notifications_dir = t.paths()["notifications_dir"]
-
-    def on_failure(context: Any) -> None:
-        notify_task_failure(context, directory=notifications_dir)
-
-    return on_failure
+def failure_callback(t: PipelineTemplate) -> list[Any]:
+    """Every task's on_failure_callback: the file notification, then the template's notifiers."""
+    return [FileTaskFailureNotifier(str(t.paths()["notifications_dir"])), *configured(t, "task_failed")]
 
 
-def deadline_alert(t: PipelineTemplate) -> DeadlineAlert:
-    """Alert when a run has not finished deadline_hours after it was queued."""
-    return DeadlineAlert(
+def deadline_alert(t: PipelineTemplate) -> DeadlineAlert | list[DeadlineAlert]:
+    """Alert when a run has not finished deadline_hours after it was queued: the file notification,
+    and one more alert per notifier the template configures for ``deadline_missed``."""
+    file_alert = DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
         interval=timedelta(hours=t.deadline_hours),
         callback=AsyncCallback("pclean_provider.pipeline.notify.notify_deadline_missed",
                                kwargs={"notifications_dir": str(t.paths()["notifications_dir"]),
                                        "dag_id": t.dag_id, "deadline_hours": t.deadline_hours}),
     )
+    extra = [DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=timedelta(hours=t.deadline_hours),
+                           callback=AsyncCallback(notifier_class(t, i), kwargs=spec.kwargs))
+             for i, spec in enumerate(t.notifiers) if "deadline_missed" in spec.on]
+    return [file_alert, *extra] if extra else file_alert

@@ -86,7 +86,8 @@ def per_ms_paths(t, prepared, cluster_up, address: str, pool: str, qa_tasks, arc
                                presets=presets, map_index_template=MS_NAME_FROM_VIS)
             cluster_up >> imaging
         checked = qa(item=item, imaging=imaging.output)
-        gate = qa_gate(checked)
-        gate >> [archive(item=checked), review(item=checked)]
+        routed = qa_gate(checked=checked)
+        archive(item=routed)
+        review(item=routed)
 
     return ms.expand_kwargs(prepared.map(ms_group_kwargs))

@@ -1,4 +1,5 @@
-"""Notifications for operations staff: a failed task, a missed nightly deadline.
+"""Notifications for operations staff: a failed task, a product sent to review, a night with
+nothing to image, a missed nightly deadline.
 
 Each notification goes to the task log and is written as one JSON file into a notifications
 directory (temporary name, then rename), which a mail or chat relay can watch. The functions
@@ -14,9 +15,9 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from pclean_provider.atomic_files import write_text
 
@@ -25,8 +26,24 @@ log = logging.getLogger("pclean.notify")
 NOTIFICATIONS_DIR_ENV = "PCLEAN_NOTIFICATIONS_DIR"
 
 
+NotifierEvent = Literal["task_failed", "qa_review", "nothing_arrived", "deadline_missed"]
+
+
+class NotifierSpec(BaseModel):
+    """One Airflow notifier a pipeline template adds to the file notifications (always written):
+    ``notifier`` is the import path of a ``BaseNotifier`` subclass (SMTP, Slack, ...), built with
+    ``kwargs`` and called for the events in ``on``. The DAG layer builds it; here it is only data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    notifier: str = Field(description="Import path of an Airflow BaseNotifier subclass, e.g. "
+                          "'airflow.providers.smtp.notifications.smtp.SmtpNotifier'.")
+    on: list[NotifierEvent] = Field(min_length=1, description="The events it is called for.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Its constructor's keyword arguments.")
+
+
 class Notification(BaseModel):
-    kind: str  # "task_failed" | "ms_quarantined" | "nothing_arrived" | "deadline_missed"
+    kind: str  # "task_failed" | "ms_quarantined" | "qa_review" | "nothing_arrived" | "deadline_missed"
     dag_id: str | None = None
     run_id: str | None = None
     task_id: str | None = None
@@ -162,6 +179,16 @@ def notify_nothing_arrived(dag_id: str | None, run_id: str | None, reason: str,
                         reason=reason, created_at=datetime.now(UTC).isoformat())
     path = write_notification(note, directory or os.environ.get(NOTIFICATIONS_DIR_ENV))
     log.warning("pclean: %s run %s imaged nothing: %s [notification %s]", dag_id, run_id, reason, path)
+    return note
+
+
+def notify_qa_review(dag_id: str | None, run_id: str | None, ms: str, reason: str,
+                     directory: str | os.PathLike[str] | None = None) -> Notification:
+    """A product stayed below the QA gate: someone has to look at it before it is published."""
+    note = Notification(kind="qa_review", dag_id=dag_id, run_id=run_id, task_id="qa_gate", ms=ms, reason=reason,
+                        created_at=datetime.now(UTC).isoformat())
+    path = write_notification(note, directory or os.environ.get(NOTIFICATIONS_DIR_ENV))
+    log.warning("pclean: %s of %s run %s goes to review: %s [notification %s]", ms, dag_id, run_id, reason, path)
     return note
 
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pclean_provider.config.cluster import memory_bytes
 from pclean_provider.data import PIPELINES, packaged_dir
 from pclean_provider.pipeline.conf_policy import check_run_conf
+from pclean_provider.pipeline.notify import NotifierSpec
 
 DATA_ROOT_ENV = "PCLEAN_DATA_ROOT"
 PIPELINES_DIR_ENV = "PCLEAN_PIPELINES_DIR"
@@ -131,6 +132,9 @@ class PipelineTemplate(BaseModel):
     max_retry_delay_s: float = Field(900.0, gt=0)
     deadline_hours: float = Field(6.0, gt=0, description="Alert when a run has not finished this long "
                                   "after it was queued.")
+    notifiers: list[NotifierSpec] = Field(
+        default_factory=list, description="Airflow notifiers called besides the file notifications "
+        "(task_failed, qa_review, nothing_arrived, deadline_missed); see pipeline/notify.py.")
 
     @field_validator("dag_id")
     @classmethod

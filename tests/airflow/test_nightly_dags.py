@@ -142,12 +142,10 @@ def dags(casa_runtime):
 
 def test_cube_night_with_two_good_ms_and_a_broken_one(dags, tmp_path):
     from airflow.models.asset import AssetEvent
+    from airflow.models.taskinstance import find_relevant_relatives
     from airflow.utils.session import create_session
 
     from pclean_provider.pipeline.notify import read_notifications
-
-    from airflow.models.taskinstance import find_relevant_relatives
-    from airflow.utils.session import create_session as session_scope
 
     landing = DATA_ROOT / "landing"
     a = simulate_into(landing, "night_a.ms", seed=21)
@@ -199,7 +197,7 @@ def test_cube_night_with_two_good_ms_and_a_broken_one(dags, tmp_path):
     # Surgical rerun: clearing one MS's cube with downstream (as the UI does, for this run) selects
     # that MS's QA, gate, archive and review and the cluster's teardown; no other MS's task.
     a_index = cubes["night_a.ms"]
-    with session_scope() as session:
+    with create_session() as session:
         selected = find_relevant_relatives([], [("cube", a_index)], direction="downstream",
                                            dag=dag_for_run(run, session), run_id=run.run_id, session=session)
     assert set(selected) == {("qa", a_index), ("qa_gate", a_index), ("archive", a_index),
@@ -232,28 +230,62 @@ def test_cube_night_with_two_good_ms_and_a_broken_one(dags, tmp_path):
     assert sorted(m["name"] for m in again["already_imaged"]) == ["night_a.ms", "night_b.ms"]
 
 
-def fanout_dag(directory: Path):
-    """The shipped cube template with cube_mode 'fanout', as a DAG of its own written to the metadata DB."""
+def template_dag(directory: Path, dag_id: str, **changes):
+    """The shipped cube template with some fields changed, as a DAG of its own written to the metadata DB."""
     import yaml
     from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
 
     from pclean_provider.data import PIPELINES, packaged_dir
 
     data = yaml.safe_load((packaged_dir(PIPELINES) / "nightly_cube_imaging.yaml").read_text())
-    data.update(dag_id="nightly_cube_fanout", cube_mode="fanout")
+    data.update(dag_id=dag_id, **changes)
     directory.mkdir(parents=True, exist_ok=True)
-    template = directory / "nightly_cube_fanout.yaml"
+    template = directory / f"{dag_id}.yaml"
     template.write_text(yaml.safe_dump(data, sort_keys=False))
     # Airflow's safe-mode discovery parses only files that name both "airflow" and "dag".
-    (directory / "fanout_dag.py").write_text(
-        '"""Airflow DAG of the fanout cube template."""\n'
+    (directory / f"{dag_id}_dag.py").write_text(
+        f'"""Airflow DAG of the {dag_id} template."""\n'
         "from pclean_provider.dags import build_dag\n"
         "from pclean_provider.pipeline.pipeline_template import load_template\n"
         f"dag = build_dag(load_template({str(template)!r}))\n")
     bag = DagBag(str(directory))
     assert not bag.import_errors, bag.import_errors
     sync_bag_to_db(bag, "dags-folder", None)
-    return bag.dags["nightly_cube_fanout"]
+    return bag.dags[dag_id]
+
+
+def fanout_dag(directory: Path):
+    return template_dag(directory, "nightly_cube_fanout", cube_mode="fanout")
+
+
+def test_a_night_with_nothing_to_image_says_so(dags, tmp_path):
+    from pclean_provider.pipeline.notify import read_notifications
+
+    # A landing area of its own, with only an MS still being copied: nothing is complete tonight.
+    # The template also adds an Airflow notifier (a recording one here; SMTP or Slack on a site).
+    sent = tmp_path / "sent.jsonl"
+    notifier = {"notifier": "tests.airflow.recording_notifier.RecordingNotifier",
+                "on": ["nothing_arrived", "task_failed", "deadline_missed"], "kwargs": {"path": str(sent)}}
+    dag = template_dag(tmp_path / "empty-dags", "nightly_cube_quiet", landing_dir="landing-quiet",
+                       notifiers=[notifier])
+    # Configured for failures and the deadline too: beside the file notifier, and an alert of its own.
+    assert [type(c).__name__ for c in dag.default_args["on_failure_callback"]] == [
+        "FileTaskFailureNotifier", "RecordingNotifier"]
+    assert len(dag.deadline) == 2 and dag.deadline[1].callback.path.endswith("RecordingNotifier")
+    simulate_into(DATA_ROOT / "landing-quiet", "copying.ms", seed=41, marker=False)
+    run = run_dag(dag, {"overrides": SMALL_CUBE})
+    states = task_states(run)
+    assert str(run.state) == "success", states
+    assert states[("arrivals", -1)][0] == "success" and states[("nothing_arrived", -1)][0] == "success"
+    # The imaging branch is visibly skipped; no cluster was started for nothing.
+    for task_id in ("prepare", "cluster_up", "cluster_down"):
+        assert states[(task_id, -1)][0] == "skipped", (task_id, states)
+    assert not [k for k in states if k[0] in ("cube", "qa", "archive") and states[k][0] != "skipped"]
+    (note,) = [n for n in read_notifications(DATA_ROOT / "notifications") if n.run_id == run.run_id]
+    assert note.kind == "nothing_arrived" and note.dag_id == "nightly_cube_quiet"
+    assert "1 incomplete" in note.reason and "landing-quiet" in note.reason, note.reason
+    (message,) = [json.loads(line) for line in sent.read_text().splitlines()]
+    assert message == {"subject": "pclean nightly_cube_quiet", "task_id": "nothing_arrived", "run_id": run.run_id}
 
 
 def test_fanout_cube_maps_one_task_per_subcube(dags, tmp_path):
@@ -268,7 +300,10 @@ def test_fanout_cube_maps_one_task_per_subcube(dags, tmp_path):
     # One MS, two sub-cubes: partition, two mapped sub-cube tasks, one concat, QA and archive.
     assert sorted(k[1] for k in states if k[0] == "image_subcube") == [0, 1]
     assert all(states[k][0] == "success" for k in states
-               if k[0] in ("partition", "collect_subcubes", "image_subcube", "group_subcubes", "concat", "qa"))
+               if k[0] in ("partition", "collect_subcubes", "image_subcube", "gather_subcubes", "concat", "qa"))
+    # Each sub-cube's map name says which MS it belongs to, then its channels and frequencies.
+    labels = sorted(map_names(run, "image_subcube"))
+    assert [label.split(" GHz")[0].rsplit(" ", 1)[0] for label in labels] == ["fan.ms ch 0-1", "fan.ms ch 2-3"], labels
     assert states[("concat", 0)][0] == "success" and states[("archive", 0)][0] == "success"
     assert not [k for k in states if k[0] == "cube"]
     (version,) = archived_versions(DATA_ROOT / "archive", "fan_cube")

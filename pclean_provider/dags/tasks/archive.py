@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from airflow.sdk import Asset, AssetAlias, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from pclean_provider.dags.params import run_settings
 from pclean_provider.dags.pclean_subprocess import run_pclean
@@ -26,6 +26,10 @@ def archive_tasks(t: PipelineTemplate, pool: str, alias: AssetAlias):
           map_index_template="{{ task.op_kwargs['item']['name'] }}")
     def archive(item: dict) -> dict:
         from pclean_provider.pipeline.ingest import record_imaged
+
+        if item.get("route", "archive") != "archive":
+            # The QA gate's other way, skipped per MS (a branch does not skip inside a mapped group).
+            raise AirflowSkipException(f"{item['name']} goes to review (QA score {item['qa_score']:.2f})")
 
         ctx = get_current_context()
         s = run_settings(t)
@@ -63,6 +67,9 @@ def archive_tasks(t: PipelineTemplate, pool: str, alias: AssetAlias):
     def review(item: dict) -> dict:
         """Below the QA gate: nothing is published; a review ticket points at the products and report."""
         from pclean_provider.pipeline.ingest import record_imaged
+
+        if item.get("route", "review") != "review":
+            raise AirflowSkipException(f"{item['name']} passed the QA gate (score {item['qa_score']:.2f})")
 
         ctx = get_current_context()
         s = run_settings(t)

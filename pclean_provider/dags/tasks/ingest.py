@@ -13,6 +13,7 @@ from pathlib import Path
 from airflow.sdk import get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from pclean_provider.dags.notifiers import send
 from pclean_provider.dags.params import run_settings
 from pclean_provider.dags.pclean_subprocess import run_pclean
 from pclean_provider.pipeline.notify import notify_nothing_arrived, notify_quarantined
@@ -48,6 +49,7 @@ def arrival_tasks(t: PipelineTemplate):
         s = run_settings(t)
         reason = ctx["ti"].xcom_pull(task_ids="ingest", key=NOTHING_XCOM) or "ingest accepted nothing"
         notify_nothing_arrived(t.dag_id, ctx["run_id"], reason, directory=s.notifications_dir)
+        send(t, "nothing_arrived", ctx)
         print(f"imaging skipped: {reason}")
         return reason
 

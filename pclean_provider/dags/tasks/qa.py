@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from airflow.sdk import task
+from airflow.sdk import get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from pclean_provider.dags.notifiers import send
 from pclean_provider.dags.params import run_settings
 from pclean_provider.dags.pclean_subprocess import run_pclean
 from pclean_provider.pipeline.ingest import write_json_atomic
+from pclean_provider.pipeline.notify import notify_qa_review
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
 
 ARCHIVE, REVIEW = "archive", "review"  # the task ids the gate chooses between
@@ -44,12 +46,21 @@ def qa_tasks(t: PipelineTemplate, pool: str):
                 "qa_score": report["overall_score"], "qa_band": report["overall_band"],
                 "imaging": imaging or {}}
 
-    @task.branch(task_id="qa_gate", retries=0, map_index_template="{{ task.op_kwargs['checked']['name'] }}")
-    def qa_gate(checked: dict) -> str:
-        """archive at or above the gate score, review below it; the other way is skipped for this MS."""
+    # Not a branch operator: Airflow 3.3's skip of a branch's other way looks for the branch's
+    # decision at map index -1 inside a mapped group and so never skips; archive and review each
+    # read the route and skip themselves when it is not theirs.
+    @task(task_id="qa_gate", retries=0, map_index_template="{{ task.op_kwargs['checked']['name'] }}")
+    def qa_gate(checked: dict) -> dict:
+        """Route this MS's product: archive at or above the gate score, review below it."""
         s = run_settings(t)
         route = ARCHIVE if checked["qa_score"] >= s.qa_min_score else REVIEW
         print(f"{checked['name']}: QA score {checked['qa_score']:.2f} -> {route} (gate {s.qa_min_score})")
-        return route
+        if route == REVIEW:
+            ctx = get_current_context()
+            notify_qa_review(t.dag_id, ctx["run_id"], checked["name"],
+                             f"QA score {checked['qa_score']:.2f} ({checked['qa_band']}) is below the gate "
+                             f"{s.qa_min_score}; report {checked['qa_html']}", directory=s.notifications_dir)
+            send(t, "qa_review", ctx)
+        return {**checked, "route": route}
 
     return qa, qa_gate
