@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 # The DAG's tasks that make up the imaging, from cluster start to the finished cube: the exact
 # loop's one `cube` task per MS (cube_mode exact, the default), or the fan-out's tasks ending in
 # the concatenation (cube_mode fanout).
-IMAGING_TASKS = ("cluster_up", "cube", "partition", "collect_subcubes", "image_subcube", "group_subcubes", "concat")
+IMAGING_TASKS = ("cluster_up", "cube", "partition", "collect_subcubes", "image_subcube", "gather_subcubes", "concat")
 
 
 def _ti_rows(dr) -> list[dict]:

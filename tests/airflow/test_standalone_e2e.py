@@ -72,7 +72,7 @@ def test_trigger_archive_then_clear_one_subcube(airflow_standalone, casa_runtime
         ("archive", "e2e.ms", 1)]
     labels = {t["map_index"]: t.get("rendered_map_index") for t in server.task_instances(DAG_ID, run_id)
               if t["task_id"] == "image_subcube"}
-    assert all(label and label.startswith("ch ") for label in labels.values()), labels
+    assert all(label and label.startswith("e2e.ms ch ") for label in labels.values()), labels
 
     server.clear(DAG_ID, run_id, [["image_subcube", 1]], include_downstream=True)
     state = wait_until_rerun_done(server, run_id, ("image_subcube", 1), first[("image_subcube", 1)][1])
@@ -84,7 +84,7 @@ def test_trigger_archive_then_clear_one_subcube(airflow_standalone, casa_runtime
     for key in [("ingest", -1), ("prepare", -1), ("partition", 0), ("collect_subcubes", -1), ("image_subcube", 0)]:
         assert key not in rerun, (key, first[key], second[key])
     # It and everything after it ran again; the cluster came back up for it and went down after.
-    for key in [("image_subcube", 1), ("group_subcubes", -1), ("concat", 0), ("qa", 0), ("qa_gate", -1),
+    for key in [("image_subcube", 1), ("gather_subcubes", 0), ("concat", 0), ("qa", 0), ("qa_gate", 0),
                 ("archive", 0), ("cluster_up", -1), ("cluster_down", -1)]:
         assert key in rerun and second[key][0] == "success", (key, first.get(key), second.get(key))
 
