@@ -342,6 +342,11 @@ class Extras(_Group):
         "iteration controller for the whole cube: equal to serial tclean) or 'independent' (every "
         "sub-cube a whole tclean run: exact only for niter=0).")
     keep_subcubes: bool = Field(False, description="Keep the sub-cube images after concatenation.")
+    keep_cluster: bool = Field(
+        False, description="With parallel=True: keep the local or SLURM cluster this call starts and reuse "
+        "it for later pclean() calls in this process with the same cluster settings (its workers keep CASA "
+        "loaded, so a small image does not pay the start-up again). Stopped at interpreter exit or by "
+        "pclean_provider.engine.kept_cluster.close_kept_clusters().")
     keep_partimages: bool = Field(False, description="Keep the continuum partial images after gathering.")
     concat_mode: ConcatMode = Field(
         "auto", description="Cube concatenation: 'auto' (from keep_subcubes), 'paged' (copy), 'virtual' "

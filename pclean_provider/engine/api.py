@@ -19,11 +19,31 @@ log = logging.getLogger(__name__)
 def run(cfg, progress: bool = False, client: Any = None) -> PcleanResult:
     """Run a PcleanConfig (what the `pclean` command line calls)."""
     cfg.require_runnable()
+    if client is None and cfg.extras.parallel and cfg.extras.keep_cluster and cfg.cluster.cluster_type != "address":
+        # Checked first, so that bad input never starts the cluster that is then kept.
+        _check_inputs(cfg)
+        from pclean_provider.engine.kept_cluster import kept_client
+
+        client = kept_client(cfg.cluster)
     if cfg.is_cube:
         from pclean_provider.engine.cube import run_cube
 
         return run_cube(cfg, client=client, progress=progress)
     return _run_continuum(cfg, progress=progress, client=client)
+
+
+def _check_inputs(cfg) -> None:
+    from pclean_provider.casa.runtime import ensure_casa_runtime
+
+    ensure_casa_runtime()
+    if cfg.is_cube:
+        from pclean_provider.engine.preflight import check_cube_inputs
+
+        check_cube_inputs(cfg)
+    else:
+        from pclean_provider.engine.preflight import check_continuum_inputs
+
+        check_continuum_inputs(cfg)
 
 
 def _run_continuum(cfg, progress: bool, client: Any) -> PcleanResult:
