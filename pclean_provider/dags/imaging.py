@@ -72,7 +72,7 @@ def per_ms_paths(t, prepared, cluster_up, address: str, pool: str, qa_tasks, arc
     def ms(item: Any, overrides: Any, presets: Any) -> None:
         imaging: Any
         if subcubes is not None:
-            gathered = gather_subcubes(item)
+            gathered = gather_subcubes(item=item)
             subcubes >> gathered
             imaging = CubeConcatOperator(
                 task_id="concat", scheduler_address=address, pool=pool, plan=gathered["plan"],

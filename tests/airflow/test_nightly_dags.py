@@ -254,10 +254,6 @@ def template_dag(directory: Path, dag_id: str, **changes):
     return bag.dags[dag_id]
 
 
-def fanout_dag(directory: Path):
-    return template_dag(directory, "nightly_cube_fanout", cube_mode="fanout")
-
-
 def test_a_night_with_nothing_to_image_says_so(dags, tmp_path):
     from pclean_provider.pipeline.notify import read_notifications
 
@@ -289,25 +285,43 @@ def test_a_night_with_nothing_to_image_says_so(dags, tmp_path):
 
 
 def test_fanout_cube_maps_one_task_per_subcube(dags, tmp_path):
+    from pclean_provider.pipeline.notify import read_notifications
+
     # The fan-out is exact for dirty cubes only (each sub-cube a whole tclean run): niter=0.
-    ms = simulate_into(DATA_ROOT / "elsewhere", "fan.ms", seed=24, marker=False)
-    dag = fanout_dag(tmp_path / "fanout-dags")
+    # Two MSs in a landing area of their own; the second one's visibilities are cut short.
+    landing = DATA_ROOT / "landing-fanout"
+    fan = simulate_into(landing, "fan.ms", seed=24)
+    break_data(fan, landing / "fan_cut.ms")
+    dag = template_dag(tmp_path / "fanout-dags", "nightly_cube_fanout", cube_mode="fanout",
+                       landing_dir="landing-fanout")
     heavy = {t.task_id for t in dag.tasks if t.pool == "pclean_heavy"}
     assert {"image_subcube", "concat", "qa", "archive"} <= heavy and "cube" not in heavy
-    run = run_dag(dag, {"vis": str(ms), "overrides": {**SMALL_CUBE, "niter": 0}, "qa_min_score": 0.0})
+    run = run_dag(dag, {"overrides": {**SMALL_CUBE, "niter": 0}, "qa_min_score": 0.0}, no_retries=("image_subcube",))
     states = task_states(run)
-    assert str(run.state) == "success", states
-    # One MS, two sub-cubes: partition, two mapped sub-cube tasks, one concat, QA and archive.
-    assert sorted(k[1] for k in states if k[0] == "image_subcube") == [0, 1]
-    assert all(states[k][0] == "success" for k in states
-               if k[0] in ("partition", "collect_subcubes", "image_subcube", "gather_subcubes", "concat", "qa"))
-    # Each sub-cube's map name says which MS it belongs to, then its channels and frequencies.
-    labels = sorted(map_names(run, "image_subcube"))
-    assert [label.split(" GHz")[0].rsplit(" ", 1)[0] for label in labels] == ["fan.ms ch 0-1", "fan.ms ch 2-3"], labels
-    assert states[("concat", 0)][0] == "success" and states[("archive", 0)][0] == "success"
-    assert not [k for k in states if k[0] == "cube"]
+    assert str(run.state) == "failed", states  # the cut MS's sub-cubes failed
+    # Two MSs, two sub-cubes each: one flat mapped task of four, each named by its MS, its
+    # channels and frequencies.
+    subcubes = map_names(run, "image_subcube")
+    assert sorted(label.split(" GHz")[0].rsplit(" ", 1)[0] for label in subcubes) == [
+        "fan.ms ch 0-1", "fan.ms ch 2-3", "fan_cut.ms ch 0-1", "fan_cut.ms ch 2-3"], subcubes
+    for label, index in subcubes.items():
+        assert states[("image_subcube", index)][0] == ("failed" if label.startswith("fan_cut.ms") else "success")
+    gathers = map_names(run, "gather_subcubes")
+    good, cut = gathers["fan.ms"], gathers["fan_cut.ms"]
+    # The good MS: its own gather, concat, QA, gate and archive, whatever the other's sub-cubes did.
+    for task_id in ("partition", "gather_subcubes", "concat", "qa", "qa_gate", "archive"):
+        assert states[(task_id, good)][0] == "success", (task_id, states)
+    assert states[("collect_subcubes", -1)][0] == "success"
     (version,) = archived_versions(DATA_ROOT / "archive", "fan_cube")
     assert "fan.ms" in (version / "manifest.json").read_text()
+    # The cut MS: its gather fails naming the failed sub-cubes; nothing after it runs.
+    assert states[("gather_subcubes", cut)][0] == "failed"
+    for task_id in ("concat", "qa", "qa_gate", "archive", "review"):
+        assert states[(task_id, cut)][0] == "upstream_failed", (task_id, states)
+    assert not (DATA_ROOT / "archive" / "fan_cut_cube").exists()
+    notes = {(n.task_id, n.ms) for n in read_notifications(DATA_ROOT / "notifications") if n.run_id == run.run_id}
+    assert ("gather_subcubes", "fan_cut.ms") in notes, notes
+    assert not [k for k in states if k[0] == "cube"]
 
 
 def test_continuum_night_below_the_qa_gate_goes_to_review(dags):
