@@ -127,3 +127,15 @@ def part_image_name(imagename: str, part: int) -> str:
     base = os.path.basename(imagename)
     return str(part_workdir(imagename) / f"{base}.n{part + 1}")
 
+
+
+def image_shape(path: str) -> list[int]:
+    """The shape of a CASA image (x, y, stokes, frequency as CASA orders them)."""
+    import casatools
+
+    ia = casatools.image()
+    try:
+        ia.open(path)
+        return [int(v) for v in ia.shape()]
+    finally:
+        ia.close()

@@ -17,7 +17,7 @@ SUPPORTED_SPECMODES = ("cube", "cubedata")
 
 
 class PreflightError(PcleanInputError):
-    """Bad input for a cube run (the message names the parameter and the fix)."""
+    """Bad input for a cube or continuum run (the message names the parameter and the fix)."""
 
 
 def _as_list(value) -> list:
@@ -109,3 +109,32 @@ def check_continuum_inputs(cfg) -> None:
     ensure_casa_runtime()
     for sel in rec.selection.values():
         check_selection(str(sel["msname"]), spw=str(sel.get("spw", "")), field=str(sel.get("field", "")))
+    _check_restart_shape(rec)
+
+
+def _check_restart_shape(rec) -> None:
+    """A restart continues on the earlier images, so they must have the size asked for.
+
+    CASA refuses a mismatch too, but only once the imagers exist on the cluster, and its message
+    names the staging copy instead of the parameter.
+    """
+    from pclean_provider.casa.continuum_parts import image_shape
+    from pclean_provider.engine.continuum import output_name
+
+    final = output_name(rec)
+    earlier = next((final + s for s in (products.first_term(products.PSF, rec.deconvolver),
+                                        products.first_term(products.RESIDUAL, rec.deconvolver),
+                                        products.first_term(products.MODEL, rec.deconvolver))
+                    if os.path.isdir(final + s)), None)
+    if earlier is None:
+        return
+    imsize = rec.image["imsize"]
+    imsize = [int(imsize), int(imsize)] if isinstance(imsize, (int, float)) else [int(v) for v in imsize]
+    if len(imsize) == 1:
+        imsize = imsize * 2
+    found = image_shape(earlier)[:2]
+    if found != imsize[:2]:
+        raise PreflightError(
+            f"imsize={imsize[:2]}: restart=True continues from the images of an earlier run under "
+            f"imagename={final!r}, and {os.path.basename(earlier)} is {found[0]}x{found[1]}; use "
+            f"imsize={found}, restart=False (a new numbered name) or another imagename.")

@@ -61,3 +61,17 @@ def test_earlier_non_image_in_the_way_raises_before_a_cluster_exists(two_spw_ms,
         pclean(imagename=str(tmp_path / "way"), parallel=True, nworkers=2,
                **kwargs_for(two_spw_ms.ms, "hogbom", "briggs", 0))
     assert no_cluster == []
+
+
+def test_restart_with_another_imsize_raises_before_a_cluster_exists(two_spw_ms, tmp_path, no_cluster):
+    """A restart continues on the earlier images: another imsize is refused up front, the images kept."""
+    from pclean_provider.engine.api import pclean
+    from pclean_provider.errors import PcleanInputError
+
+    kw = kwargs_for(two_spw_ms.ms, "hogbom", "briggs", 0)
+    pclean(imagename=str(tmp_path / "img"), **kw)  # serial: asks for no cluster
+    before = {p: os.path.getmtime(tmp_path / p) for p in os.listdir(tmp_path) if not p.endswith(".jsonl")}
+    with pytest.raises(PcleanInputError, match=r"imsize=\[64, 64\].*img.psf is 96x96"):
+        pclean(imagename=str(tmp_path / "img"), parallel=True, nworkers=2, **{**kw, "imsize": [64, 64]})
+    assert no_cluster == []
+    assert {p: os.path.getmtime(tmp_path / p) for p in os.listdir(tmp_path) if not p.endswith(".jsonl")} == before
