@@ -221,7 +221,8 @@ def start_host(spec: ClusterSpec, address_file: str | os.PathLike, *, python: st
             _stop_unlocked(paths)
 
         cluster_id = new_cluster_id()
-        if spec.tls and (not spec.tls_directory or Path(spec.tls_directory) == paths["tls"]):
+        use_tls = spec.tls if spec.tls is not None else spec.cluster_type == "local"
+        if use_tls and (not spec.tls_directory or Path(spec.tls_directory) == paths["tls"]):
             # A new certificate per cluster: a client of an earlier cluster on this file is refused.
             from pclean_provider.compute.tls import create_certificates
 

@@ -92,9 +92,10 @@ class ClusterSpec(BaseModel):
         None, description="Where the Dask scheduler listens: an IP address (e.g. '10.1.2.3') or a network "
         "interface name (e.g. 'ib0'). Default: loopback (127.0.0.1) for a local cluster, this machine's "
         "outward address for SLURM; never every interface.")
-    tls: bool = Field(
-        False, description="Encrypt and authenticate all Dask traffic of a cluster host with a certificate "
-        "made for that cluster (local cluster hosts); a client without it is refused.")
+    tls: bool | None = Field(
+        None, description="Encrypt and authenticate all Dask traffic of a cluster host with a certificate "
+        "made for that cluster; a client without it is refused. None: on for a local cluster host, off "
+        "for SLURM (not supported there yet).")
     tls_directory: str | None = Field(
         None, description="Folder with the cluster's certificate (cluster.pem, cluster.key); set by the "
         "cluster host, or by the site to supply its own.")

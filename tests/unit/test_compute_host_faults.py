@@ -61,7 +61,7 @@ def _renew_for(address: str, seconds: float) -> None:
 
 def test_abandoned_host_stops_itself_and_its_workers_after_its_lease(tmp_path):
     afile = tmp_path / "run" / "cluster.json"
-    spec = ClusterSpec(nworkers=1, host_idle_timeout=4)
+    spec = ClusterSpec(nworkers=1, host_idle_timeout=4, tls=False)
     address = start_host(spec, afile)
     info = json.loads(afile.read_text())
     pid = info["host_pid"]
@@ -117,7 +117,8 @@ def test_tls_cluster_refuses_a_client_without_its_certificate(tmp_path):
                               check=True).stdout.strip()
 
     afile = tmp_path / "cluster.json"
-    address = start_host(ClusterSpec(nworkers=1, tls=True, host_idle_timeout=0), afile)
+    # TLS is the default for a local cluster host.
+    address = start_host(ClusterSpec(nworkers=1, host_idle_timeout=0), afile)
     tls_dir = afile.with_name(afile.name + ".tls")
     try:
         assert address.startswith("tls://127.0.0.1:")
