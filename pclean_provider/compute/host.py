@@ -10,7 +10,8 @@ with ``kill -9``. Both are idempotent.
 
 Files next to the address file ``A``: ``A.host.json`` (pid, job name; written at spawn, so that a
 host still starting can be stopped), ``A.spec.json`` (the spec it runs), ``A.log`` (its log),
-``A.lock`` (serialises up/down). The address file, the host file and the spec are private to the
+``A.lock`` (serialises up/down), ``A.tls/`` (the cluster's certificate, ``compute.tls``; a local
+cluster host uses TLS unless its spec says ``tls: false``). The address file, the host file and the spec are private to the
 owner (mode 0600): the address is the key to the scheduler, and the spec may name site internals.
 
 A host holds a lease (``compute.lease``): when no task of its run has renewed it for the spec's

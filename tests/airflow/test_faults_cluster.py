@@ -8,6 +8,7 @@ import json
 import os
 import signal
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import psutil
 import pytest
@@ -42,7 +43,7 @@ class FakeTI:
         return self.xcoms.get((task_ids, key))
 
 
-def _dag_with_cluster(address_file, state_dir, address, overrides=None):
+def _dag_with_cluster(address_file, state_dir, address, overrides=None, **echo_kwargs):
     from airflow.sdk import DAG
 
     from pclean_provider.operators.base import PcleanDaskOperator
@@ -60,7 +61,7 @@ def _dag_with_cluster(address_file, state_dir, address, overrides=None):
     with DAG("faults", schedule=None) as dag:
         up = ClusterUpOperator(task_id="cluster_up", address_file=str(address_file), cluster_overrides=overrides)
         echo = EchoOperator(task_id="echo", scheduler_address=address, poll_interval=0.3,
-                            resume_grace_seconds=0)
+                            resume_grace_seconds=0, **echo_kwargs)
         up >> echo
     return dag, up, echo
 
@@ -138,8 +139,12 @@ def test_tls_cluster_runs_a_task_through_operator_and_trigger(tmp_path):
         assert address.startswith("tls://127.0.0.1:")
         # The imaging task gets only the address (the XCom); the certificate comes with cluster_up's
         # address file, and the trigger carries the folder, never the key itself.
-        _, _, echo = _dag_with_cluster(afile, tmp_path / "state", address)
+        _, _, echo = _dag_with_cluster(afile, tmp_path / "state", address,
+                                       execution_timeout=timedelta(minutes=7), no_workers_timeout=60)
         deferred = _defer(echo, FakeTI(xcoms))
+        # The deferral is bounded by the task's execution_timeout, the wait for workers by its own knob.
+        assert deferred.timeout == timedelta(minutes=7)
+        assert deferred.trigger.serialize()[1]["no_workers_timeout"] == 60
         tls_dir = str(afile.with_name(afile.name + ".tls"))
         assert deferred.trigger.serialize()[1]["tls_directory"] == tls_dir
         event = _event(deferred.trigger)

@@ -68,3 +68,11 @@ def test_scheduler_gone_fails_the_wait_within_its_timeout(tmp_path):
     assert event["status"] == "error"
     assert f"{address} stayed unreachable for 2 s" in event["message"]
     assert "restarts the cluster host" in event["message"] and "clear the cluster_up task" in event["message"]
+
+
+def test_a_tls_cluster_without_its_certificate_is_refused_before_connecting():
+    from pclean_provider.hooks.dask import PcleanDaskHook
+
+    hook = PcleanDaskHook(None, scheduler_address="tls://127.0.0.1:1", cluster_overrides={"tls": True})
+    with pytest.raises(ValueError, match=r"uses TLS but no certificate folder is known; pass address_file="):
+        hook.get_cluster_spec()
