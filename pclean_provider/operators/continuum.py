@@ -33,6 +33,10 @@ class ContinuumImagingOperator(ConfiguredImagingOperator):
             raise AirflowFailException(
                 f"{self.task_id}: specmode={cfg.spectral.specmode!r} is a cube; ContinuumImagingOperator needs "
                 "specmode='mfs'. Use CubeImagingOperator (or the fan-out operators) for cubes.")
+        if int(context["ti"].try_number) > 1:
+            # The engine continues a clean from images under its name (tclean's restart=True); a
+            # retry must start afresh, not continue what its failed try left half-way.
+            _clear_earlier_try(cfg)
         cfg_json = cfg.model_dump_json()
         from pclean_provider.engine.continuum import progress_file_for
 
@@ -45,3 +49,20 @@ class ContinuumImagingOperator(ConfiguredImagingOperator):
                       result.get("imagename"), result.get("iterations"), result.get("major_cycles"),
                       result.get("stop_reason") or "-", result.get("elapsed_s") or 0.0)
         return result
+
+
+def _clear_earlier_try(cfg: Any) -> None:
+    """Remove the continuum images (and part images) an earlier try of this task left at its imagename."""
+    import os
+    import shutil
+
+    from pclean_provider import products
+
+    kw = cfg.tclean_kwargs()
+    imagename = cfg.image.imagename
+    suffixes = products.products_for(kw.get("deconvolver", "hogbom"), kw.get("nterms", 2),
+                                      kw.get("gridder", "standard"), pbcor=True, niter=1)
+    for suffix in (*suffixes, products.WORKDIRECTORY):
+        # Only CASA images / folders of ours: never a file or folder merely sharing the name's prefix.
+        if os.path.isdir(imagename + suffix):
+            shutil.rmtree(imagename + suffix, ignore_errors=True)
