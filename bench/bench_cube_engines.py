@@ -85,6 +85,15 @@ print("RESULT " + json.dumps({"max_diff_over_peak": float(np.max(np.abs(ref - go
 """
 
 
+def refuse_if_busy(force: bool) -> float | None:
+    """The 1-minute load average, or None (after saying why) when the machine is too busy to measure."""
+    load = os.getloadavg()[0]
+    if load > 0.5 and not force:
+        print(f"load average {load:.2f} > 0.5: the machine is busy; wait, or pass --force", file=sys.stderr)
+        return None
+    return load
+
+
 def _run(code: str, *args: str) -> dict:
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -114,9 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="", help="comma-separated subset of the cases (tclean always runs: "
                         "every ratio is against it in the same run)")
     args = parser.parse_args(argv)
-    load = os.getloadavg()[0]
-    if load > 0.5 and not args.force:
-        print(f"load average {load:.2f} > 0.5: the machine is busy; wait, or pass --force", file=sys.stderr)
+    load = refuse_if_busy(args.force)
+    if load is None:
         return 2
     WORK.mkdir(parents=True, exist_ok=True)
     report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "load_at_start": load,

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_cube_engines import SHAPES, WORK, _ms_for  # noqa: E402
+from bench_cube_engines import SHAPES, WORK, _ms_for, _run, refuse_if_busy  # noqa: E402
 
 _PASS = r"""
 import json, os, sys, time, shutil
@@ -62,9 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "session_pass.json"))
     parser.add_argument("--force", action="store_true", help="run even when the machine is busy")
     args = parser.parse_args(argv)
-    load = os.getloadavg()[0]
-    if load > 0.5 and not args.force:
-        print(f"load average {load:.2f} > 0.5: the machine is busy; wait, or pass --force", file=sys.stderr)
+    load = refuse_if_busy(args.force)
+    if load is None:
         return 2
     shape = SHAPES[args.shape]
     ms = _ms_for(args.shape, shape)
@@ -73,12 +70,7 @@ def main(argv: list[str] | None = None) -> int:
           "cube_nchan": shape["nchan"]}
     rows = []
     for width in (int(w) for w in args.widths.split(",")):
-        proc = subprocess.run([sys.executable, "-c", _PASS, json.dumps(kw), str(width), str(WORK / "logs"),
-                               str(WORK / f"pass-{width}")], capture_output=True, text=True, cwd=REPO)
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        if proc.returncode != 0 or not lines:
-            raise RuntimeError(f"width {width} failed: {proc.stderr[-2000:]}")
-        rows.append(json.loads(lines[-1][len("RESULT "):]))
+        rows.append(_run(_PASS, json.dumps(kw), str(width), str(WORK / "logs"), str(WORK / f"pass-{width}")))
         print(json.dumps(rows[-1]), flush=True)
     slope, fixed = np.polyfit([r["channels"] for r in rows], [r["major_s"] for r in rows], 1)
     report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "load_at_start": load,

@@ -19,6 +19,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_cube_engines import _run, refuse_if_busy  # noqa: E402
+
 WORK = REPO / "work" / "bench" / "small-cube"
 
 PARAMS = {"specmode": "cube", "imsize": [128, 128], "cell": "10arcsec", "weighting": "briggs", "robust": 0.5,
@@ -54,23 +58,14 @@ print("RESULT " + json.dumps({"seconds": times}))
 """
 
 
-def _run(code: str, *args: str) -> dict:
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"case failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=3, help="calls per process (the first pclean() call is cold)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "small_cube.json"))
     parser.add_argument("--force", action="store_true", help="run even when the machine is busy")
     args = parser.parse_args(argv)
-    load = os.getloadavg()[0]
-    if load > 0.5 and not args.force:
-        print(f"load average {load:.2f} > 0.5: the machine is busy; wait, or pass --force", file=sys.stderr)
+    load = refuse_if_busy(args.force)
+    if load is None:
         return 2
     WORK.mkdir(parents=True, exist_ok=True)
     ms = WORK / "small.ms"

@@ -18,6 +18,15 @@ def _chan_axis(ia) -> int:
     return int(ia.coordsys().findcoordinate("spectral")["pixel"][0])
 
 
+def _channel_box(ia, first: int, stop: int, image_first: int) -> tuple[list[int], list[int]]:
+    """blc/trc of the open image's planes holding cube channels [first, stop), every other axis whole."""
+    axis = _chan_axis(ia)
+    blc = [0] * len(ia.shape())
+    trc = [int(n) - 1 for n in ia.shape()]
+    blc[axis], trc[axis] = first - image_first, stop - 1 - image_first
+    return blc, trc
+
+
 def read_planes(path: str, first: int, stop: int, image_first: int) -> np.ndarray:
     """Channels [first, stop) of the image at `path`, whose plane 0 is cube channel `image_first`."""
     import casatools
@@ -25,10 +34,7 @@ def read_planes(path: str, first: int, stop: int, image_first: int) -> np.ndarra
     ia = casatools.image()
     try:
         ia.open(path)
-        axis = _chan_axis(ia)
-        blc = [0] * len(ia.shape())
-        trc = [int(n) - 1 for n in ia.shape()]
-        blc[axis], trc[axis] = first - image_first, stop - 1 - image_first
+        blc, trc = _channel_box(ia, first, stop, image_first)
         return np.asarray(ia.getchunk(blc=blc, trc=trc))
     finally:
         ia.close()
@@ -65,10 +71,7 @@ def extract_planes(src: str, dst: str, first: int, stop: int, src_first: int) ->
     rg = casatools.regionmanager()
     try:
         ia.open(src)
-        axis = _chan_axis(ia)
-        blc = [0] * len(ia.shape())
-        trc = [int(n) - 1 for n in ia.shape()]
-        blc[axis], trc[axis] = first - src_first, stop - 1 - src_first
+        blc, trc = _channel_box(ia, first, stop, src_first)
         region = rg.box(blc=blc, trc=trc)
         tmp = dst + ".partial"
         sub = ia.subimage(outfile=tmp, region=region, overwrite=True, dropdeg=False)
@@ -93,10 +96,7 @@ def _copy_mask(src: str, dst: str, first: int, stop: int, src_first: int) -> Non
         ia.open(src)
         if not ia.maskhandler("default")[0]:
             return
-        axis = _chan_axis(ia)
-        blc = [0] * len(ia.shape())
-        trc = [int(n) - 1 for n in ia.shape()]
-        blc[axis], trc[axis] = first - src_first, stop - 1 - src_first
+        blc, trc = _channel_box(ia, first, stop, src_first)
         mask = np.asarray(ia.getchunk(blc=blc, trc=trc, getmask=True))
         ia.close()
         ia.open(dst)
