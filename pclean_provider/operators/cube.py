@@ -48,6 +48,9 @@ class CubePartitionOperator(PcleanDaskOperator):
     :param nworkers: how many sub-cubes to aim for; default: the cluster's worker count.
     :param overwrite: replace products already at ``imagename``. A retry or clear of this task
         (try > 1) may always replace what its own earlier tries made.
+    :param allow_cleaned: accept ``niter > 0``. Each sub-cube is then cleaned by its own tclean run
+        with its own iteration control, which is not what serial tclean does for the cube; without
+        this flag a cleaned cube is refused here, pointing to ``CubeImagingOperator`` (the exact loop).
     """
 
     template_fields: Sequence[str] = (*PcleanDaskOperator.template_fields, "overrides", "presets",
@@ -57,13 +60,14 @@ class CubePartitionOperator(PcleanDaskOperator):
 
     def __init__(self, *, overrides: dict[str, Any] | None = None, presets: Sequence[str] | str | None = None,
                  config_files: Sequence[str] | str | None = None, nworkers: int | None = None,
-                 overwrite: bool = False, **kwargs: Any) -> None:
+                 overwrite: bool = False, allow_cleaned: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.overrides = overrides
         self.presets = presets
         self.config_files = config_files
         self.nworkers = nworkers
         self.overwrite = overwrite
+        self.allow_cleaned = allow_cleaned
 
     def execute(self, context: Any) -> Any:
         cfg = build_config(self.task_id, self.overrides, self.presets, self.config_files)
@@ -71,6 +75,13 @@ class CubePartitionOperator(PcleanDaskOperator):
             raise AirflowFailException(
                 f"{self.task_id}: specmode={cfg.spectral.specmode!r} is not a cube; CubePartitionOperator "
                 "needs specmode='cube' (or 'cubedata'/'cubesource'). Use ContinuumImagingOperator for mfs.")
+        niter = int(cfg.tclean_kwargs().get("niter", 0) or 0)
+        if niter > 0 and not self.allow_cleaned:
+            raise AirflowFailException(
+                f"{self.task_id}: niter={niter}: the fan-out images every sub-cube as a whole tclean run with "
+                "its own iteration control, so a cleaned cube would not equal serial tclean's. Clean cubes "
+                "with CubeImagingOperator (pipeline template cube_mode: exact), set niter=0 for a dirty "
+                "cube, or pass allow_cleaned=True to accept independently cleaned sub-cubes.")
         cfg_json = cfg.model_dump_json()
         overwrite = bool(self.overwrite) or int(context["ti"].try_number) > 1
 

@@ -165,6 +165,9 @@ def test_partition_validates_before_submitting(tmp_path, monkeypatch):
     with pytest.raises(AirflowFailException, match="niterr"):
         CubePartitionOperator(task_id="p", scheduler_address=nowhere, overrides={
             "vis": str(ms), "imagename": str(tmp_path / "c"), "niterr": 5}).execute({"ti": FakeTI()})
+    with pytest.raises(AirflowFailException, match="niter=50: the fan-out .* CubeImagingOperator"):
+        CubePartitionOperator(task_id="p", scheduler_address=nowhere, overrides={
+            "vis": str(ms), "imagename": str(tmp_path / "c"), "specmode": "cube", "niter": 50}).execute({"ti": FakeTI()})
     with pytest.raises(AirflowFailException, match="is a cube"):
         ContinuumImagingOperator(task_id="c", scheduler_address=nowhere, overrides={
             "vis": str(ms), "imagename": str(tmp_path / "c"), "specmode": "cube"}).execute({"ti": FakeTI()})
