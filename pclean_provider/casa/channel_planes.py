@@ -64,8 +64,8 @@ def extract_planes(src: str, dst: str, first: int, stop: int, src_first: int) ->
     import casatools
 
     if os.path.isdir(dst):
+        # The mask (the PB limit) is the same every cycle: it was copied when dst was made.
         write_planes(dst, read_planes(src, first, stop, src_first), first, first)
-        _copy_mask(src, dst, first, stop, src_first)
         return
     ia = casatools.image()
     rg = casatools.regionmanager()
