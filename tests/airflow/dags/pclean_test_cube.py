@@ -39,6 +39,8 @@ with DAG(
         scheduler_address=up.output,
         overrides="{{ dict(params.imaging, vis=params.vis, imagename=params.imagename) }}",
         poll_interval=1.0,
+        # The test cleans a little to show the fan-out equals the independent engine it runs.
+        allow_cleaned=True,
         # Retries are allowed, so a test can show that bad input fails at once instead of retrying.
         retries=1,
         retry_delay=dt.timedelta(seconds=1),
