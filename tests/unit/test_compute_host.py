@@ -15,6 +15,7 @@ from pclean_provider.compute.errors import ClusterError
 from pclean_provider.compute.host import host_status, start_host, stop_host
 from pclean_provider.config.cluster import ClusterSpec
 from tests.conftest import casa_available, require
+from tests.unit.host_helpers import session_members
 
 pytestmark = pytest.mark.casa
 
@@ -22,17 +23,6 @@ pytestmark = pytest.mark.casa
 @pytest.fixture(autouse=True)
 def _casa():
     require("casatools", casa_available(), "run `make setup`")
-
-
-def _session_members(sid: int) -> list[int]:
-    out = []
-    for proc in psutil.process_iter():
-        try:
-            if os.getsid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE:
-                out.append(proc.pid)
-        except (psutil.Error, OSError):
-            pass
-    return out
 
 
 def test_cli_up_twice_is_one_cluster_and_down_twice_is_fine(tmp_path, capsys):
@@ -59,7 +49,7 @@ def test_cli_up_twice_is_one_cluster_and_down_twice_is_fine(tmp_path, capsys):
     finally:
         assert cluster_cli.main(["down", "--address-file", str(afile)]) == 0
     assert not afile.exists()
-    assert not _session_members(info["host_pid"])
+    assert not session_members(info["host_pid"])
     assert cluster_cli.main(["down", "--address-file", str(afile)]) == 0
     assert cluster_cli.main(["status", "--address-file", str(afile)]) == 3
 
@@ -68,7 +58,7 @@ def test_down_after_host_crash_removes_its_workers(tmp_path):
     afile = tmp_path / "c.json"
     start_host(ClusterSpec(nworkers=1), afile)
     pid = json.loads(afile.read_text())["host_pid"]
-    workers_before = [p for p in _session_members(pid) if p != pid]
+    workers_before = [p for p in session_members(pid) if p != pid]
     assert workers_before, "the LocalCluster's worker processes should live in the host's session"
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
@@ -77,7 +67,7 @@ def test_down_after_host_crash_removes_its_workers(tmp_path):
     assert host_status(afile).state == "crashed"
     before = stop_host(afile)
     assert before.state == "crashed"
-    assert not _session_members(pid)
+    assert not session_members(pid)
     assert host_status(afile).state == "stopped"
 
 
@@ -116,4 +106,4 @@ def test_foreground_up_stops_the_host_on_sigterm(tmp_path):
             proc.kill()
         stop_host(afile)
     assert host_status(afile).state != "running"
-    assert not _session_members(host_pid)
+    assert not session_members(host_pid)

@@ -6,7 +6,6 @@ Real host processes with a real LocalCluster (one worker) on this machine.
 from __future__ import annotations
 
 import json
-import os
 import stat
 import time
 
@@ -18,6 +17,7 @@ from pclean_provider.compute.errors import ClusterError
 from pclean_provider.compute.host import host_status, recover_host, start_host, stop_host
 from pclean_provider.config.cluster import ClusterSpec
 from tests.conftest import casa_available, require
+from tests.unit.host_helpers import session_members
 
 pytestmark = pytest.mark.casa
 
@@ -25,17 +25,6 @@ pytestmark = pytest.mark.casa
 @pytest.fixture(autouse=True)
 def _casa():
     require("casatools", casa_available(), "run `make setup`")
-
-
-def _session_members(sid: int) -> list[int]:
-    out = []
-    for proc in psutil.process_iter():
-        try:
-            if os.getsid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE:
-                out.append(proc.pid)
-        except (psutil.Error, OSError):
-            pass
-    return out
 
 
 def _listening(pids: list[int]) -> set[str]:
@@ -72,7 +61,7 @@ def test_abandoned_host_stops_itself_and_its_workers_after_its_lease(tmp_path):
         # Loopback only: the scheduler and its dashboard (the host process), and the worker. (The
         # worker process also holds casatools' own gRPC listener, which is CASA's, not Dask's.)
         assert address.startswith("tcp://127.0.0.1:")
-        assert len(_session_members(pid)) >= 2, "the host and its worker process"
+        assert len(session_members(pid)) >= 2, "the host and its worker process"
         assert _listening([pid]) == {"127.0.0.1"}
         assert info["dashboard_link"].startswith("http://127.0.0.1:")
         with Client(address, timeout=10, set_as_default=False) as client:
@@ -85,9 +74,9 @@ def test_abandoned_host_stops_itself_and_its_workers_after_its_lease(tmp_path):
         # Left alone (nobody renews, nobody stops it), it ends itself and its worker.
         psutil.Process(pid).wait(timeout=60)
         deadline = time.monotonic() + 15
-        while _session_members(pid) and time.monotonic() < deadline:
+        while session_members(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not _session_members(pid)
+        assert not session_members(pid)
         assert host_status(afile).state == "stopped"
         assert "nobody renewed its lease" in afile.with_name(afile.name + ".log").read_text()
 
