@@ -1,7 +1,9 @@
 """``pclean ingest``: validate MeasurementSets in a landing area (or one named MS).
 
-Exit codes: 0 done (broken MSs quarantined is still success), 2 bad arguments or missing
-landing area, 3 the MS named with ``--vis`` cannot be imaged (the reason is printed).
+Exit codes: 0 done (broken MSs quarantined is still success), 2 bad arguments, a missing
+landing area, or a ``--spw``/``--field`` selection that matches nothing in an MS (nothing is
+moved), 3 the MS named with ``--vis`` cannot be imaged (the reason is printed), 4 an MS could not
+be read reliably (a flaky filesystem; nothing is moved, a retry may succeed).
 The JSON report (``--report``) is what the Airflow ingest task reads back.
 """
 
@@ -14,6 +16,7 @@ from pathlib import Path
 
 EXIT_BAD_ARGS = 2
 EXIT_REJECTED = 3
+EXIT_READ_UNSTABLE = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             accepted = ingest.ingest_one(Path(args.vis), metadata_dir=metadata_dir, spw=args.spw,
                                          field=args.field)
-        except ingest.MsRejected as exc:
+        except ingest.MsReadUnstable as exc:
+            print(f"pclean ingest: {exc}", file=sys.stderr)
+            return EXIT_READ_UNSTABLE
+        except (ingest.MsRejected, ingest.SelectionNotInMs) as exc:
             print(f"pclean ingest: {args.vis} cannot be imaged: {exc}", file=sys.stderr)
             if args.report:
                 ingest.write_json_atomic(Path(args.report), {"rejected": str(exc), "vis": args.vis})
@@ -77,9 +83,12 @@ def main(argv: list[str] | None = None) -> int:
                 completion=args.completion, marker_suffix=args.marker_suffix,
                 quiet_period_s=args.quiet_period, pattern=args.pattern, spw=args.spw, field=args.field,
                 redo=args.redo)
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, ingest.SelectionNotInMs) as exc:
             print(f"pclean ingest: {exc}", file=sys.stderr)
             return EXIT_BAD_ARGS
+        except ingest.MsReadUnstable as exc:
+            print(f"pclean ingest: {exc}", file=sys.stderr)
+            return EXIT_READ_UNSTABLE
 
     for ms in report.accepted:
         print(f"accepted     {ms.name}: {ms.nrows} rows, {ms.nspw} spw, {ms.nfield} field(s) -> {ms.metadata_path}")

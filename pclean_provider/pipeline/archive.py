@@ -379,6 +379,24 @@ def _ms_metadata(vis: Sequence[str], ms_metadata) -> list[dict[str, Any]]:
     return out
 
 
+def check_ms_unchanged(vis_list: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse (ArchiveError) when an input MS is not the one ingest fingerprinted.
+
+    The metadata records come from ingest (one per MS, in the order of ``vis``); a record without
+    a fingerprint (read afresh, or from an older ingest) has nothing to compare with.
+    """
+    from pclean_provider.pipeline.ingest import MsChangedError, verify_fingerprint
+
+    for i, meta in enumerate(metadata):
+        vis = vis_list[i] if i < len(vis_list) else meta.get("path")
+        if not vis or not meta.get("fingerprint"):
+            continue
+        try:
+            verify_fingerprint(vis, meta["fingerprint"], "archive")
+        except MsChangedError as exc:
+            raise ArchiveError(str(exc)) from exc
+
+
 def publish(
     images: str | os.PathLike | Sequence[str | os.PathLike],
     archive_root: str | os.PathLike,
@@ -433,6 +451,7 @@ def publish(
         config = config.model_dump(mode="json")
     config_dict = dict(config or {})
     metadata = _ms_metadata(vis_list, ms_metadata)
+    check_ms_unchanged(vis_list, metadata)
 
     root = Path(archive_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -531,6 +550,8 @@ def publish(
         write_manifest(folder, manifest)
         fsync_dir(folder)
         _pause("manifest-written")
+        # Once more at the last moment: a copy over the MS during the export must not be archived.
+        check_ms_unchanged(vis_list, metadata)
         with product_lock(root, product_id):
             # Another publisher of the same inputs may have committed while this one exported.
             found = find_published(root, product_id, inputs.key, dag_run_id)

@@ -3,15 +3,24 @@
 A MeasurementSet is a directory that a transfer fills file by file, so "it exists" does not
 mean "it is complete". Two policies (chosen in the pipeline template):
 
-- ``marker`` (default): complete once ``<name>.ms<suffix>`` (``.complete``) exists next to it.
-  The transfer writes the marker last, so a half-copied MS is never taken. This is the only
-  safe choice when copies may stall for minutes.
+- ``marker`` (default): complete once ``<name>.ms<suffix>`` (``.complete``) exists next to it
+  and was written after every file of the MS (change times, which a copy cannot fake). The
+  transfer writes the marker last, so a half-copied MS is never taken; a marker left over from an
+  earlier copy, with a redo being copied over it, is older than the new files and is not believed. A marker holding a fingerprint (JSON with
+  ``fingerprint``, as :func:`ms_fingerprint` makes) must also match it. This is the only safe
+  choice when copies may stall for minutes.
 - ``quiet_period``: complete once no file inside it was modified for ``quiet_period_s``.
   For transfers that cannot write a marker; a copy stalled longer than the period is taken.
 
 Each complete MS is opened and checked (rows, spectral windows, fields, the selected spw and
-field exist); its metadata is written as JSON. A broken one is moved, never deleted, into the
-quarantine area with a ``<name>.ms.reason.json`` saying why. One already imaged (a ledger entry
+field exist); its metadata is written as JSON with a fingerprint of its files (size and mtime of
+every table file), which imaging and archive compare with the MS they read. A broken one is moved,
+never deleted, into the quarantine area with a ``<name>.ms.reason.json`` saying why.
+
+Only a defect of the MS itself moves it. A run's selection that matches nothing (a ``field`` or
+``spw`` typo in the trigger form) and a read that fails twice in a different way (a flaky mount)
+are the run's problem, not the MS's: ingest decides about every MS first and moves nothing when
+the run itself is at fault, so the landing area is left as it was. One already imaged (a ledger entry
 written after its products were archived or sent to review) is skipped unless ``redo``.
 
 Plain Python: the Airflow task runs this through ``pclean ingest`` in a subprocess, so that
@@ -20,6 +29,8 @@ casatools stays out of the Airflow worker.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import time
@@ -34,6 +45,9 @@ from pclean_provider.atomic_files import write_json
 from pclean_provider.errors import PcleanInputError
 
 REASON_SUFFIX = ".reason.json"
+# casacore rewrites a table's lock file whenever the table is opened, even read-only: it says who
+# reads the MS, not what it holds, so it is left out of completeness and the fingerprint.
+_VOLATILE_FILES = frozenset({"table.lock"})
 
 
 class IngestedMs(BaseModel):
@@ -44,6 +58,7 @@ class IngestedMs(BaseModel):
     nrows: int | None = None
     nspw: int | None = None
     nfield: int | None = None
+    fingerprint: str | None = None
 
 
 class QuarantinedMs(BaseModel):
@@ -72,6 +87,22 @@ class MsRejected(PcleanInputError):
     """The MS opened (or not) but cannot be imaged; the message is the reason for the operator."""
 
 
+class SelectionNotInMs(PcleanInputError):
+    """The run's spw/field selection names something an otherwise good MS does not have.
+
+    The run's parameters are wrong, not the MS: nothing is quarantined."""
+
+
+class MsReadUnstable(RuntimeError):
+    """Reading the MS failed twice, differently (or with an I/O error): a flaky read, not a defect.
+
+    Not an input error: a retry of the task may well succeed, and nothing was moved."""
+
+
+class MsChangedError(PcleanInputError):
+    """The MS is not the one ingest checked: its files changed since (a redo copied over it?)."""
+
+
 # Completeness --------------------------------------------------------------------------------
 
 def marker_path(ms: Path, suffix: str) -> Path:
@@ -89,11 +120,87 @@ def newest_mtime(ms: Path) -> float:
     return newest
 
 
+def _table_files(ms: Path) -> list[tuple[str, os.stat_result]]:
+    """Every file of the MS but casacore's lock files, sorted by relative path, with its stat."""
+    out = []
+    for root, _dirs, files in os.walk(ms):
+        for name in files:
+            if name in _VOLATILE_FILES:
+                continue
+            full = os.path.join(root, name)
+            try:
+                out.append((os.path.relpath(full, ms), os.stat(full)))
+            except FileNotFoundError:  # renamed away by a copy in progress while we looked
+                continue
+    return sorted(out, key=lambda item: item[0])
+
+
+def ms_fingerprint(ms: str | os.PathLike) -> str:
+    """A cheap identity of the MS's content: SHA-256 over each table file's path, size and mtime.
+
+    No data are read (an MS may be terabytes); any rewrite of a table file changes its size or
+    mtime, which is what a redo copy or a careless in-place edit does.
+    """
+    ms = Path(ms)
+    if not ms.is_dir():
+        raise MsChangedError(f"vis={str(ms)!r} is gone: the MeasurementSet ingest checked no longer exists")
+    digest = hashlib.sha256()
+    for rel, st in _table_files(ms):
+        digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def verify_fingerprint(vis: str | os.PathLike, expected: str | None, who: str) -> None:
+    """Raise MsChangedError if the MS at `vis` is not the one ingest fingerprinted.
+
+    `who` is the step that refuses (imaging, archive); no fingerprint recorded (an ingest from an
+    older version) is accepted, as there is nothing to compare with.
+    """
+    if not expected:
+        return
+    actual = ms_fingerprint(vis)
+    if actual != expected:
+        raise MsChangedError(
+            f"vis={str(vis)!r} changed since ingest checked it (fingerprint {actual} is not the {expected} "
+            f"ingest recorded), so {who} refuses it: its products would not match the data ingest "
+            "validated. Let the copy finish and trigger the run again (redo=true) to ingest it afresh.")
+
+
+def verify_against_metadata(vis: str | os.PathLike, metadata_path: str | os.PathLike, who: str) -> None:
+    """verify_fingerprint with the fingerprint from ingest's metadata JSON of the MS."""
+    meta = json.loads(Path(metadata_path).read_text())
+    verify_fingerprint(vis, meta.get("fingerprint"), who)
+
+
+def _marker_problem(ms: Path, marker: Path) -> str | None:
+    """Why this marker does not vouch for the MS as it is now, or None if it does."""
+    # Change times (ctime), not modification times: a transfer that keeps the source's mtimes
+    # (rsync -a, cp -p) makes a fresh copy look old, but no tool can set a ctime, which is always
+    # the moment the file was written here; the marker's too, even when copied with its mtime.
+    try:
+        marker_ctime = marker.stat().st_ctime_ns
+    except FileNotFoundError:
+        return f"waiting for completion marker {marker.name}"
+    files = _table_files(ms)
+    newest = max((st.st_ctime_ns for _rel, st in files), default=0)
+    if newest > marker_ctime:
+        return (f"completion marker {marker.name} is older than files of the MS (a copy over an earlier "
+                "one is in progress, or the marker is left over): waiting for a new marker")
+    try:
+        recorded = json.loads(marker.read_text() or "{}").get("fingerprint")
+    except (ValueError, AttributeError):
+        recorded = None  # a plain (empty or text) marker carries no fingerprint
+    if recorded and recorded != ms_fingerprint(ms):
+        return (f"completion marker {marker.name} names another fingerprint than the MS has (a copy is "
+                "still changing it): waiting for a new marker")
+    return None
+
+
 def is_complete(ms: Path, completion: str, marker_suffix: str, quiet_period_s: float,
                 now: float | None = None) -> tuple[bool, str]:
     if completion == "marker":
-        marker = marker_path(ms, marker_suffix)
-        return (marker.exists(), f"waiting for completion marker {marker.name}")
+        problem = _marker_problem(ms, marker_path(ms, marker_suffix))
+        return (problem is None, problem or "")
     if completion == "quiet_period":
         age = (now if now is not None else time.time()) - newest_mtime(ms)
         return (age >= quiet_period_s,
@@ -153,15 +260,17 @@ def validate_metadata(meta: dict[str, Any], spw: Any = None, field: Any = None) 
     columns = meta.get("data_columns")
     if columns is not None and not {"DATA", "CORRECTED_DATA"} & {str(c).upper() for c in columns}:
         problems.append(f"no DATA or CORRECTED_DATA column to image (columns: {columns})")
+    if problems:
+        raise MsRejected("; ".join(problems))
+    # Checked only for a sound MS, and raised as the run's error: a selection that matches nothing
+    # is a typo in the run's parameters, which must never move the MS away.
     spw_ids = [int(s.get("id", s.get("spw_id", i))) for i, s in enumerate(spws)]
     field_ids = [int(f.get("id", f.get("field_id", i))) for i, f in enumerate(fields)]
     field_names = [str(f.get("name", "")) for f in fields]
-    if spws:
-        problems += _selected_ids(spw, spw_ids, [str(s.get("name", "")) for s in spws], "spw")
-    if fields:
-        problems += _selected_ids(field, field_ids, field_names, "field")
-    if problems:
-        raise MsRejected("; ".join(problems))
+    selection = _selected_ids(spw, spw_ids, [str(s.get("name", "")) for s in spws], "spw")
+    selection += _selected_ids(field, field_ids, field_names, "field")
+    if selection:
+        raise SelectionNotInMs("; ".join(selection))
 
 
 def default_metadata_reader(path: str) -> Any:
@@ -171,19 +280,47 @@ def default_metadata_reader(path: str) -> Any:
     return read_ms_metadata(path)
 
 
+def _read_once(ms: Path, reader: Callable[[str], Any]) -> tuple[dict | None, BaseException | None]:
+    try:
+        return _as_dict(reader(str(ms))), None
+    except Exception as exc:  # noqa: BLE001 - classified by the caller
+        return None, exc
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
 def inspect_ms(ms: Path, reader: Callable[[str], Any], spw: Any = None, field: Any = None) -> dict:
-    """Open the MS and check it; return its metadata (JSON-able) or raise MsRejected."""
+    """Open the MS and check it; return its metadata (JSON-able) with its fingerprint.
+
+    Raises MsRejected for a defect of the MS, SelectionNotInMs when the run's selection matches
+    nothing in a sound MS, MsReadUnstable when reading failed in a way that may not repeat.
+    A failed read is tried once more: a defect fails the same way twice, a flaky mount rarely does,
+    and an I/O error (OSError) is never taken for a defect.
+    """
     if not ms.is_dir():
         raise MsRejected(f"{ms} is not a MeasurementSet directory")
     if not (ms / "table.dat").exists():
         raise MsRejected("no table.dat: not a CASA table (an incomplete copy, or not an MS)")
-    try:
-        meta = _as_dict(reader(str(ms)))
-    except MsRejected:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure to open is the reason we report
-        raise MsRejected(f"cannot be opened: {type(exc).__name__}: {exc}") from exc
+    fingerprint = ms_fingerprint(ms)
+    meta, first = _read_once(ms, reader)
+    if first is not None:
+        meta, second = _read_once(ms, reader)
+        if second is not None:
+            if isinstance(first, OSError) or isinstance(second, OSError) or _describe(first) != _describe(second):
+                raise MsReadUnstable(
+                    f"{ms.name}: reading it failed twice, differently or with an I/O error ({_describe(first)}; "
+                    f"then {_describe(second)}); not quarantined: check the filesystem and retry the task") from second
+            if isinstance(second, MsRejected):
+                raise second
+            raise MsRejected(f"cannot be opened: {_describe(second)}") from second
+    if ms_fingerprint(ms) != fingerprint:
+        # Something wrote to the MS while we read it: its metadata may describe neither version.
+        raise MsReadUnstable(f"{ms.name} changed while ingest read it; not quarantined: retry when the "
+                             "copy has finished")
     validate_metadata(meta, spw=spw, field=field)
+    meta["fingerprint"] = fingerprint
     return meta
 
 
@@ -243,7 +380,8 @@ def _accept(ms: Path, meta: dict, metadata_dir: Path) -> IngestedMs:
     meta_path = write_json_atomic(metadata_dir / f"{ms.name}.metadata.json", meta)
     return IngestedMs(name=ms.name, path=str(ms.resolve()), metadata_path=str(meta_path),
                       size_bytes=meta.get("size_bytes"), nrows=meta.get("nrows"),
-                      nspw=len(meta.get("spws") or []), nfield=len(meta.get("fields") or []))
+                      nspw=len(meta.get("spws") or []), nfield=len(meta.get("fields") or []),
+                      fingerprint=meta.get("fingerprint"))
 
 
 # Entry points --------------------------------------------------------------------------------
@@ -257,6 +395,8 @@ def ingest_landing_area(landing_dir: Path, *, quarantine_dir: Path, metadata_dir
     landing_dir, quarantine_dir = Path(landing_dir), Path(quarantine_dir)
     metadata_dir, ledger_dir = Path(metadata_dir), Path(ledger_dir)
     report = IngestReport(landing_dir=str(landing_dir))
+    decisions: list[tuple[Path, dict | MsRejected]] = []
+    not_selected: list[str] = []
     if not landing_dir.is_dir():
         raise FileNotFoundError(f"landing area {landing_dir} does not exist: create it or set landing_dir "
                                 "in the pipeline template")
@@ -272,12 +412,24 @@ def ingest_landing_area(landing_dir: Path, *, quarantine_dir: Path, metadata_dir
                     "to image it again"))
             continue
         try:
-            meta = inspect_ms(ms, reader, spw=spw, field=field)
+            decisions.append((ms, inspect_ms(ms, reader, spw=spw, field=field)))
+        except SelectionNotInMs as exc:
+            not_selected.append(f"{ms.name}: {exc}")
         except MsRejected as exc:
+            decisions.append((ms, exc))
+    # Decide about every MS before acting on any: a run whose own parameters are wrong (or whose
+    # reads are flaky, MsReadUnstable propagates from above) leaves the landing area as it was.
+    if not_selected:
+        raise SelectionNotInMs(
+            "the run's selection (spw=" + repr(spw) + ", field=" + repr(field) + ") matches nothing in "
+            + "; ".join(not_selected) + ". Fix spw/field in the run's parameters (or the template's "
+            "overrides) or leave them empty; no MeasurementSet was moved.")
+    for ms, outcome in decisions:
+        if isinstance(outcome, MsRejected):
             report.quarantined.append(quarantine(
-                ms, quarantine_dir, str(exc), marker_suffix if completion == "marker" else None))
-            continue
-        report.accepted.append(_accept(ms, meta, metadata_dir))
+                ms, quarantine_dir, str(outcome), marker_suffix if completion == "marker" else None))
+        else:
+            report.accepted.append(_accept(ms, outcome, metadata_dir))
     return report
 
 

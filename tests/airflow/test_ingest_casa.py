@@ -63,3 +63,47 @@ def test_explicit_vis_with_missing_field_is_refused_with_exit_3(night):
     assert proc.returncode == 3
     assert "field 'NOPE' does not exist" in proc.stderr
     assert good.exists()
+
+
+def _state(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_selection_typo_leaves_the_landing_area_as_it_was(night):
+    landing = night / "landing"
+    before = _state(landing)
+    quarantined = sorted(p.name for p in (night / "quarantine").glob("*")) if (night / "quarantine").exists() else []
+    proc = pclean("ingest", str(landing), "--field", "NGC_TYPO", "--report", str(night / "typo.json"), cwd=night)
+    assert proc.returncode == 2, proc.stderr
+    assert "field 'NGC_TYPO' does not exist" in proc.stderr and "no MeasurementSet was moved" in proc.stderr
+    assert _state(landing) == before
+    now = sorted(p.name for p in (night / "quarantine").glob("*")) if (night / "quarantine").exists() else []
+    assert now == quarantined
+
+
+def test_fingerprint_survives_casa_reading_and_catches_a_redo_copy(night, tmp_path):
+    from pclean_provider.pipeline import ingest
+
+    landing = tmp_path / "landing"
+    ms = landing / "redo.ms"
+    shutil.copytree(night / "landing" / "good.ms", ms)
+    Path(str(ms) + ".complete").write_text("")
+    report_file = tmp_path / "r.json"
+    proc = pclean("ingest", str(landing), "--report", str(report_file), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (accepted,) = json.loads(report_file.read_text())["accepted"]
+    # CASA opened every table (its lock files were touched): still the MS ingest checked, still complete.
+    ingest.verify_against_metadata(ms, accepted["metadata_path"], "imaging")
+    assert ingest.is_complete(ms, "marker", ".complete", 0)[0]
+    # A redo is copied over it (keeping the source's mtimes, as rsync -a does); the old marker stays:
+    # not complete, and imaging refuses the old record.
+    shutil.rmtree(ms / "ANTENNA")
+    shutil.copytree(night / "landing" / "good.ms" / "ANTENNA", ms / "ANTENNA")
+    complete, why = ingest.is_complete(ms, "marker", ".complete", 0)
+    assert not complete and "older than files of the MS" in why
+    # The same data again is the same MS; a half-copied table file is not.
+    ingest.verify_against_metadata(ms, accepted["metadata_path"], "imaging")
+    half = ms / "ANTENNA" / "table.f0"
+    half.write_bytes(half.read_bytes()[: half.stat().st_size // 2])
+    with pytest.raises(ingest.MsChangedError, match="changed since ingest"):
+        ingest.verify_against_metadata(ms, accepted["metadata_path"], "imaging")

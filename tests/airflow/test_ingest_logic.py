@@ -105,16 +105,108 @@ def test_not_a_table_is_quarantined_without_opening(tmp_path):
     assert "no table.dat" in report.quarantined[0].reason
 
 
-def test_selected_spw_and_field_must_exist(tmp_path):
+def landing_state(landing: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(landing)): (p.stat().st_size, p.stat().st_mtime_ns) for p in landing.rglob("*")}
+
+
+def test_selection_typo_refuses_the_run_and_moves_nothing(tmp_path):
     fake_ms(tmp_path / "landing", "a.ms")
-    report = run(tmp_path, reader_for({"a.ms": GOOD}), spw="0:2~5,3", field="target")
-    assert "spw 3 does not exist" in report.quarantined[0].reason
     fake_ms(tmp_path / "landing", "b.ms")
-    report = run(tmp_path, reader_for({"b.ms": GOOD}), field="other")
-    assert "field 'other' does not exist" in report.quarantined[0].reason
-    fake_ms(tmp_path / "landing", "c.ms")
-    report = run(tmp_path, reader_for({"c.ms": GOOD}), spw="0", field="0")
-    assert [m.name for m in report.accepted] == ["c.ms"]
+    before = landing_state(tmp_path / "landing")
+    with pytest.raises(ingest.SelectionNotInMs, match=r"spw 3 does not exist.*no MeasurementSet was moved"):
+        run(tmp_path, reader_for({"a.ms": GOOD, "b.ms": GOOD}), spw="0:2~5,3", field="target")
+    with pytest.raises(ingest.SelectionNotInMs, match="field 'other' does not exist"):
+        run(tmp_path, reader_for({"a.ms": GOOD, "b.ms": GOOD}), field="other")
+    assert landing_state(tmp_path / "landing") == before
+    assert not (tmp_path / "quarantine").exists() and not (tmp_path / "meta").exists()
+    report = run(tmp_path, reader_for({"a.ms": GOOD, "b.ms": GOOD}), spw="0", field="0")
+    assert [m.name for m in report.accepted] == ["a.ms", "b.ms"]
+
+
+def test_selection_is_checked_only_on_a_sound_ms(tmp_path):
+    # A real defect still quarantines, whatever the selection says.
+    fake_ms(tmp_path / "landing", "bad.ms")
+    report = run(tmp_path, reader_for({"bad.ms": {**GOOD, "nrows": 0}}), field="other")
+    assert "no rows" in report.quarantined[0].reason
+
+
+def test_a_read_that_fails_once_is_retried(tmp_path):
+    fake_ms(tmp_path / "landing", "a.ms")
+    calls = []
+
+    def flaky(path):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(5, "Input/output error")
+        return GOOD
+
+    report = run(tmp_path, flaky)
+    assert [m.name for m in report.accepted] == ["a.ms"] and len(calls) == 2
+
+
+@pytest.mark.parametrize("errors", [
+    [OSError(5, "Input/output error"), OSError(5, "Input/output error")],
+    [RuntimeError("stale file handle"), RuntimeError("table.f1 truncated")],
+])
+def test_an_unreliable_read_fails_the_run_and_moves_nothing(tmp_path, errors):
+    fake_ms(tmp_path / "landing", "a.ms")
+    fake_ms(tmp_path / "landing", "b.ms")
+    before = landing_state(tmp_path / "landing")
+    pending = list(errors)
+
+    def read(path):
+        if Path(path).name == "b.ms" and pending:
+            raise pending.pop(0)
+        return GOOD
+
+    with pytest.raises(ingest.MsReadUnstable, match="not quarantined"):
+        run(tmp_path, read)
+    assert landing_state(tmp_path / "landing") == before and not (tmp_path / "quarantine").exists()
+
+
+def rewrite_after(path: Path, reference: Path) -> None:
+    """Write `path` until its change time is past `reference`'s (the kernel's clock ticks coarsely)."""
+    for _ in range(100_000):
+        path.write_bytes(b"redo")
+        if path.stat().st_ctime_ns > reference.stat().st_ctime_ns:
+            return
+    raise AssertionError("the change time did not advance")
+
+
+def test_leftover_marker_does_not_accept_a_redo_being_copied(tmp_path):
+    ms = fake_ms(tmp_path / "landing", "a.ms")
+    marker = ingest.marker_path(ms, ".complete")
+    # A redo is being copied over the first copy, keeping the source's (old) mtimes as rsync -a does.
+    rewrite_after(ms / "ANTENNA" / "table.dat", marker)
+    old = time.time() - 3600
+    os.utime(ms / "ANTENNA" / "table.dat", (old, old))
+    report = run(tmp_path, reader_for({"a.ms": GOOD}))
+    assert not report.accepted and "older than files of the MS" in report.incomplete[0].why
+    marker.write_text("")  # the redo's transfer finished and wrote its marker
+    assert [m.name for m in run(tmp_path, reader_for({"a.ms": GOOD})).accepted] == ["a.ms"]
+
+
+def test_marker_with_a_fingerprint_must_match_the_ms(tmp_path):
+    ms = fake_ms(tmp_path / "landing", "a.ms")
+    marker = ingest.marker_path(ms, ".complete")
+    marker.write_text(json.dumps({"fingerprint": "sha256:not-this-one"}))
+    report = run(tmp_path, reader_for({"a.ms": GOOD}))
+    assert "another fingerprint" in report.incomplete[0].why
+    marker.write_text(json.dumps({"fingerprint": ingest.ms_fingerprint(ms)}))
+    assert [m.name for m in run(tmp_path, reader_for({"a.ms": GOOD})).accepted] == ["a.ms"]
+
+
+def test_fingerprint_is_recorded_and_a_changed_ms_is_refused(tmp_path):
+    ms = fake_ms(tmp_path / "landing", "a.ms")
+    (ms / "table.lock").write_bytes(b"lock")
+    (accepted,) = run(tmp_path, reader_for({"a.ms": GOOD})).accepted
+    meta = json.loads(Path(accepted.metadata_path).read_text())
+    assert meta["fingerprint"] == accepted.fingerprint == ingest.ms_fingerprint(ms)
+    (ms / "table.lock").write_bytes(b"another reader")  # opening the MS is not changing it
+    ingest.verify_against_metadata(ms, accepted.metadata_path, "imaging")
+    (ms / "ANTENNA" / "table.dat").write_bytes(b"rewritten by a redo copy")
+    with pytest.raises(ingest.MsChangedError, match=r"changed since ingest.*imaging refuses it"):
+        ingest.verify_against_metadata(ms, accepted.metadata_path, "imaging")
 
 
 def test_already_imaged_is_skipped_unless_redo(tmp_path):

@@ -168,3 +168,19 @@ def test_pause_hook_is_inert_without_env(monkeypatch):
     monkeypatch.setenv(ar.PAUSE_ENV, "fits-written")
     monkeypatch.setenv(ar.PAUSE_SECONDS_ENV, "0")
     ar._pause("fits-written")
+
+
+def test_archive_refuses_an_ms_changed_since_ingest(tmp_path):
+    from pclean_provider.pipeline.ingest import ms_fingerprint
+
+    ms = tmp_path / "night.ms"
+    (ms / "ANTENNA").mkdir(parents=True)
+    (ms / "table.f0").write_bytes(b"rows")
+    meta = {"path": str(ms), "nrows": 1, "fingerprint": ms_fingerprint(ms)}
+    ar.check_ms_unchanged([str(ms)], [meta])
+    ar.check_ms_unchanged([str(ms)], [{"nrows": 1}])  # no fingerprint recorded: nothing to compare
+    (ms / "table.f0").write_bytes(b"rows of another copy")
+    with pytest.raises(ar.ArchiveError, match=r"night.ms.*changed since ingest.*archive refuses it"):
+        ar.check_ms_unchanged([str(ms)], [meta])
+    with pytest.raises(ar.ArchiveError, match="changed since ingest"):
+        ar.check_ms_unchanged([], [meta])  # the MS is found by the metadata's path

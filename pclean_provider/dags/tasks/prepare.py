@@ -28,6 +28,8 @@ def prepare_task(t: PipelineTemplate):
         s = run_settings(t)
         items = []
         for ms in accepted:
+            # The MS must still be the one ingest checked (a redo copied over it would be imaged half).
+            verify_ms_unchanged(ms)
             stem = Path(ms["name"]).stem
             product_dir = Path(s.run_dir) / safe_name(stem)
             imagename = product_dir / f"{stem}.{'cube' if t.kind == 'cube' else 'cont'}"
@@ -54,6 +56,16 @@ def prepare_task(t: PipelineTemplate):
         return items
 
     return prepare
+
+
+def verify_ms_unchanged(ms: dict) -> None:
+    from pclean_provider.pipeline.ingest import MsChangedError, verify_against_metadata
+
+    if ms.get("metadata_path"):
+        try:
+            verify_against_metadata(ms["vis"], ms["metadata_path"], "imaging")
+        except MsChangedError as exc:
+            raise AirflowFailException(str(exc)) from exc
 
 
 def _truth_beside(vis: str) -> str | None:
