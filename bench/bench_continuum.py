@@ -1,15 +1,19 @@
-"""Serial tclean against the row-parallel continuum engine on a row-heavy MeasurementSet.
+"""Serial tclean against the row-parallel continuum engine on row-heavy MeasurementSets.
 
-    python -m bench.bench_continuum [--hours 8 --integration 10 --antennas 16 --workers 2 ...]
+    python -m bench.bench_continuum [--shapes a,b] [--deconvolvers hogbom,mtmfs] [--workers 1,2]
                                     [--output bench/results/continuum.json]
+    python -m bench.bench_continuum --quick      # a tiny MS, a few seconds per case: checks the harness
 
-A long track with short integrations gives many rows, and a small image with few iterations
-keeps the run gridding-dominated - the case row parallelism is for. Each measurement runs in a
-fresh process (`--case serial|engine`), so one run's caches and memory do not help the other.
-The engine's cluster is started before its clock starts (a nightly pipeline keeps its cluster);
-its start-up time is recorded separately. Recorded: wall times, speedup, the share of the
-engine's time spent in the serial minor cycle (coordinator), and the fidelity figures
-(max |diff| / peak of the images, restoring beams), so a fast wrong answer cannot pass as a win.
+Two shapes, so a result is not an accident of one layout (`SHAPES`): a long track with short
+integrations gives many rows, and a small image with few iterations keeps the run
+gridding-dominated - the case row parallelism is for. Each measurement runs in a fresh process
+(`--case serial|engine`), so one run's caches and memory do not help the other, and its whole
+process tree is sampled for peak RSS (bench/treemem.py): the serial process, and each Dask
+worker of the engine. The engine's cluster is started before its clock starts (a nightly
+pipeline keeps its cluster); its start-up time is recorded separately. Recorded per case: wall
+time, speedup, the engine's stage table (engine/continuum_stages.py; `stages` summed by kind
+and `stage_list` as they happened), and the fidelity figures (max |diff| / peak of the images,
+restoring beams), so a fast wrong answer cannot pass as a win.
 Only numbers and paths are written, to a temporary name then renamed.
 """
 
@@ -25,6 +29,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Two row-heavy layouts that differ in antennas, spws and integration (rows ~ baselines x dumps).
+SHAPES = {
+    "a": dict(antennas=16, nspw=2, nchan=16, hours=8.0, integration_s=10.0),
+    "b": dict(antennas=10, nspw=4, nchan=8, hours=12.0, integration_s=4.0),
+    # Seconds per case: only to check the harness end to end.
+    "quick": dict(antennas=6, nspw=2, nchan=4, hours=0.5, integration_s=60.0),
+}
+
 
 def _write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,9 +45,9 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _imaging_kwargs(args: argparse.Namespace, vis: str) -> dict:
+def _imaging_kwargs(args: argparse.Namespace, vis: str, deconvolver: str) -> dict:
     return dict(vis=vis, specmode="mfs", imsize=[args.imsize, args.imsize], cell=args.cell,
-                deconvolver=args.deconvolver, nterms=2, weighting=args.weighting, robust=0.5,
+                deconvolver=deconvolver, nterms=2, weighting=args.weighting, robust=0.5,
                 niter=args.niter, threshold=args.threshold)
 
 
@@ -44,9 +56,9 @@ def _case(args: argparse.Namespace) -> dict:
     from pclean_provider.casa.runtime import ensure_casa_runtime
 
     work = Path(args.workdir)
-    ensure_casa_runtime(log_dir=work / "logs", log_name=f"casa-{args.case}.log")
-    kwargs = _imaging_kwargs(args, args.vis)
-    imagename = str(work / args.case)
+    ensure_casa_runtime(log_dir=work / "logs", log_name=f"casa-{args.name}.log")
+    kwargs = _imaging_kwargs(args, args.vis, args.deconvolver)
+    imagename = str(work / args.name)
     if args.case == "serial":
         from casatasks import tclean
 
@@ -58,65 +70,98 @@ def _case(args: argparse.Namespace) -> dict:
     from pclean_provider.compute import open_cluster
     from pclean_provider.config import ClusterSpec, PcleanConfig
     from pclean_provider.engine.continuum import run_continuum
+    from pclean_provider.engine.continuum_stages import summed
 
     cfg = PcleanConfig.from_flat(imagename=imagename, **kwargs)
     t0 = time.perf_counter()
     with open_cluster(ClusterSpec(nworkers=args.workers, local_directory=str(work / "dask"))) as cluster:
         started = time.perf_counter() - t0
         t1 = time.perf_counter()
-        result = run_continuum(cfg, cluster.client)
+        result = run_continuum(cfg, cluster.client, cluster_start_s=started)
         wall = time.perf_counter() - t1
-    return {"case": "engine", "wall_s": wall, "cluster_start_s": started, "imagename": imagename,
-            "iterations": result.iterations, "nparts": result.nparts, "major_cycles": result.major_cycles,
-            "minor_cycle_s": result.minor_cycle_s, "major_cycle_s": result.major_cycle_s,
-            "setup_s": result.setup_s, "psf_s": result.psf_s, "restore_s": result.restore_s,
-            "engine_elapsed_s": result.elapsed_s}
+    return {"case": "engine", "workers": args.workers, "wall_s": wall, "cluster_start_s": started,
+            "imagename": imagename, "iterations": result.iterations, "nparts": result.nparts,
+            "major_cycles": result.major_cycles, "minor_cycle_s": result.minor_cycle_s,
+            "major_cycle_s": result.major_cycle_s, "setup_s": result.setup_s, "psf_s": result.psf_s,
+            "restore_s": result.restore_s, "engine_elapsed_s": result.elapsed_s,
+            "stages": summed(result.stages),
+            "stage_list": [s.model_dump(mode="json") for s in result.stages]}
 
 
-def _run_case(args: argparse.Namespace, case: str, vis: str) -> dict:
-    out = Path(args.workdir) / f"{case}.json"
-    cmd = [sys.executable, "-m", "bench.bench_continuum", "--case", case, "--vis", vis, "--result", str(out)]
-    for key in ("workdir", "imsize", "cell", "deconvolver", "weighting", "niter", "threshold", "workers"):
+def _run_case(args: argparse.Namespace, case: str, vis: str, deconvolver: str, workers: int, name: str) -> dict:
+    """One case in a fresh process, its tree's memory sampled while it runs."""
+    sys.path.insert(0, str(REPO))
+    from bench.treemem import TreeMemorySampler, worker_peak_bytes
+
+    out = Path(args.workdir) / f"{name}.json"
+    cmd = [sys.executable, "-m", "bench.bench_continuum", "--case", case, "--vis", vis, "--result", str(out),
+           "--name", name, "--deconvolver", deconvolver, "--workers", str(workers)]
+    for key in ("workdir", "imsize", "cell", "weighting", "niter", "threshold"):
         cmd += [f"--{key}", str(getattr(args, key))]
-    subprocess.run(cmd, cwd=REPO, check=True)
-    return json.loads(out.read_text(encoding="utf-8"))
+    proc = subprocess.Popen(cmd, cwd=REPO)
+    with TreeMemorySampler(proc.pid) as sampler:
+        rc = proc.wait()
+    if rc != 0:
+        raise RuntimeError(f"bench case {name} exited with code {rc}: {' '.join(cmd)}")
+    result = json.loads(out.read_text(encoding="utf-8"))
+    mem = sampler.summary()
+    result["peak_tree_rss_bytes"] = mem["peak_tree_rss_bytes"]
+    # Serial tclean is one process; the engine's figure is its largest worker (the client
+    # process holds the coordinator's images only, and is kept in the tree figure).
+    result["peak_rss_bytes"] = (mem["peak_process_rss_bytes"] if case == "serial"
+                                else worker_peak_bytes(mem, proc.pid))
+    result["peak_client_rss_bytes"] = next((p["peak_rss_bytes"] for p in mem["processes"]
+                                            if p["pid"] == proc.pid), 0)
+    return result
 
 
 def _fidelity(serial: str, engine: str, deconvolver: str) -> dict:
     sys.path.insert(0, str(REPO))
     from tests.image_compare import beams, max_abs_diff_over_peak
 
-    tt = ".tt0" if deconvolver == "mtmfs" else ""
-    return {"image_max_diff_over_peak": max_abs_diff_over_peak(engine + ".image" + tt, serial + ".image" + tt),
-            "residual_max_diff_over_peak": max_abs_diff_over_peak(engine + ".residual" + tt,
-                                                                  serial + ".residual" + tt),
-            "beam_serial": beams(serial + ".image" + tt), "beam_engine": beams(engine + ".image" + tt)}
+    tt = ".image.tt0" if deconvolver == "mtmfs" else ".image"
+    rt = ".residual.tt0" if deconvolver == "mtmfs" else ".residual"
+    return {"image_max_diff_over_peak": max_abs_diff_over_peak(engine + tt, serial + tt),
+            "residual_max_diff_over_peak": max_abs_diff_over_peak(engine + rt, serial + rt),
+            "beam_serial": beams(serial + tt), "beam_engine": beams(engine + tt)}
+
+
+def _stage_line(case: dict) -> str:
+    return ", ".join(f"{r['stage']} {r['seconds']:.2f}" for r in case.get("stages", []))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--hours", type=float, default=8.0, help="track length (more rows)")
-    p.add_argument("--integration", type=float, default=10.0, help="seconds per integration (more rows)")
-    p.add_argument("--antennas", type=int, default=16)
-    p.add_argument("--nchan", type=int, default=16, help="channels per spw")
-    p.add_argument("--nspw", type=int, default=2)
-    p.add_argument("--imsize", type=int, default=128)
+    p.add_argument("--shapes", default="a,b", help=f"comma-separated, of {sorted(SHAPES)}")
+    p.add_argument("--quick", action="store_true", help="the tiny 'quick' shape, 64 px, 1 and 2 workers")
+    p.add_argument("--deconvolvers", default="hogbom,mtmfs")
+    p.add_argument("--workers", default="1,2", help="engine cases, comma-separated worker counts")
+    p.add_argument("--imsize", type=int, default=256)
     p.add_argument("--cell", default="8arcsec")
-    p.add_argument("--deconvolver", default="mtmfs")
     p.add_argument("--weighting", default="briggs")
     p.add_argument("--niter", type=int, default=200)
     p.add_argument("--threshold", default="5mJy")
-    p.add_argument("--workers", type=int, default=2)
     p.add_argument("--workdir", default=str(REPO / "work" / "bench-continuum"))
     p.add_argument("--output", default=str(REPO / "bench" / "results" / "continuum.json"))
     p.add_argument("--case", choices=["serial", "engine"], help=argparse.SUPPRESS)
     p.add_argument("--vis", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
+    p.add_argument("--name", help=argparse.SUPPRESS)
+    p.add_argument("--deconvolver", default="hogbom", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.case:
+        args.workers = int(args.workers)
         _write_json(Path(args.result), _case(args))
         return 0
+    if args.quick:
+        args.shapes, args.imsize = "quick", 64
+    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    unknown = [s for s in shapes if s not in SHAPES]
+    if unknown:
+        p.error(f"--shapes: unknown {unknown}; choose from {sorted(SHAPES)}")
+    workers = [int(w) for w in args.workers.split(",")]
+    deconvolvers = [d.strip() for d in args.deconvolvers.split(",") if d.strip()]
 
     import shutil
 
@@ -127,30 +172,40 @@ def main(argv: list[str] | None = None) -> int:
     from pclean_provider.casa.simulator import simulate_ms
 
     ensure_casa_runtime(log_dir=work / "logs", log_name="casa-bench.log")
-    t0 = time.perf_counter()
-    sim = simulate_ms(work / "rowheavy.ms", antennas=args.antennas, nchan=args.nchan, nspw=args.nspw,
-                      hours=args.hours, integration_s=args.integration, seed=5)
-    simulate_s = time.perf_counter() - t0
-    serial = _run_case(args, "serial", str(sim.ms))
-    engine = _run_case(args, "engine", str(sim.ms))
-    speedup = serial["wall_s"] / engine["wall_s"] if engine["wall_s"] > 0 else None
-    report = {
-        "benchmark": "continuum row-parallel vs serial tclean",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count()},
-        "ms": {"path": str(sim.ms), "rows": sim.nrows, "hours": args.hours, "integration_s": args.integration,
-               "antennas": args.antennas, "nspw": args.nspw, "nchan": args.nchan, "simulate_s": simulate_s},
-        "imaging": _imaging_kwargs(args, str(sim.ms)),
-        "serial": serial,
-        "engine": engine,
-        "speedup": speedup,
-        "minor_cycle_share": engine["minor_cycle_s"] / engine["wall_s"] if engine["wall_s"] > 0 else None,
-        "fidelity": _fidelity(serial["imagename"], engine["imagename"], args.deconvolver),
-    }
+    load = os.getloadavg()[0]
+    report = {"benchmark": "continuum row-parallel vs serial tclean",
+              "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "machine": {"cpus": os.cpu_count(), "load_average_1min_at_start": load},
+              "imaging": {k: v for k, v in _imaging_kwargs(args, "", "").items() if k not in ("vis", "deconvolver")},
+              "shapes": {}}
+    summary = []
+    for shape in shapes:
+        t0 = time.perf_counter()
+        sim = simulate_ms(work / f"rowheavy-{shape}.ms", **SHAPES[shape], seed=5)
+        entry = {"ms": {"path": str(sim.ms), "rows": sim.nrows, **SHAPES[shape],
+                        "simulate_s": time.perf_counter() - t0}, "runs": {}}
+        report["shapes"][shape] = entry
+        for deconvolver in deconvolvers:
+            serial = _run_case(args, "serial", str(sim.ms), deconvolver, 1, f"{shape}-{deconvolver}-serial")
+            runs = {"serial": serial}
+            for w in workers:
+                eng = _run_case(args, "engine", str(sim.ms), deconvolver, w, f"{shape}-{deconvolver}-w{w}")
+                eng["speedup"] = serial["wall_s"] / eng["wall_s"] if eng["wall_s"] > 0 else None
+                eng["minor_cycle_share"] = eng["minor_cycle_s"] / eng["wall_s"] if eng["wall_s"] > 0 else None
+                eng["fidelity"] = _fidelity(serial["imagename"], eng["imagename"], deconvolver)
+                runs[f"engine_{w}"] = eng
+                summary.append({"shape": shape, "deconvolver": deconvolver, "workers": w,
+                                "serial_s": round(serial["wall_s"], 2), "engine_s": round(eng["wall_s"], 2),
+                                "speedup": round(eng["speedup"], 3),
+                                "worker_rss_mib": round(eng["peak_rss_bytes"] / 2**20),
+                                "serial_rss_mib": round(serial["peak_rss_bytes"] / 2**20),
+                                "image_diff": eng["fidelity"]["image_max_diff_over_peak"],
+                                "stages": _stage_line(eng)})
+            entry["runs"][deconvolver] = runs
+            _write_json(Path(args.output), report)  # partial results survive a later failure
+    report["summary"] = summary
     _write_json(Path(args.output), report)
-    print(json.dumps({k: report[k] for k in ("speedup", "minor_cycle_share")}
-                     | {"serial_s": serial["wall_s"], "engine_s": engine["wall_s"], "rows": sim.nrows,
-                        "output": args.output}, indent=1))
+    print(json.dumps({"output": args.output, "summary": summary}, indent=1))
     return 0
 
 

@@ -56,11 +56,15 @@ def _run_continuum(cfg, progress: bool, client: Any) -> PcleanResult:
     niter = int(cfg.tclean_kwargs().get("niter", 0))
     # The continuum engine draws its own bar (iterations against niter) and logs each major cycle.
     with contextlib.ExitStack() as stack:
+        started = None
         if cfg.extras.parallel and client is None:
             from pclean_provider.compute import open_cluster
 
+            t_cluster = time.monotonic()
             client = stack.enter_context(open_cluster(cfg.cluster)).client
-        result = run_continuum(cfg, client=client if cfg.extras.parallel else None, progress=progress)
+            started = time.monotonic() - t_cluster
+        result = run_continuum(cfg, client=client if cfg.extras.parallel else None, progress=progress,
+                               cluster_start_s=started)
     products = {}
     for path in result.products:
         suffix = path[len(result.imagename):] if path.startswith(result.imagename) else path

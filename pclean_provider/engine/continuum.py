@@ -44,6 +44,7 @@ from pclean_provider.atomic_files import write_text
 from pclean_provider.config.casa_bridge import BridgeError, CasaRecords, casa_records_for
 from pclean_provider.engine.continuum_backends import ContinuumPartError, DaskParts, SerialParts
 from pclean_provider.engine.continuum_models import ContinuumResult, CycleReport
+from pclean_provider.engine.continuum_stages import StageClock, stage_table
 from pclean_provider.errors import PcleanInputError
 from pclean_provider.products import PSF, RESIDUAL, WORKDIRECTORY, first_term, products_for
 
@@ -229,7 +230,7 @@ def _nparts_for(client: Any, nparts: int | None) -> int:
 
 def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport], Any] | None = None,
                   *, nparts: int | None = None, keep_partimages: bool | None = None,
-                  progress: bool = False) -> ContinuumResult:
+                  progress: bool = False, cluster_start_s: float | None = None) -> ContinuumResult:
     """Image a continuum (specmode='mfs') config; parts on the Dask `client`'s workers, or in-process.
 
     `nparts` defaults to the number of workers (1 without a client); `keep_partimages` to
@@ -237,12 +238,18 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
     cycle is logged, passed to `on_cycle` and appended to `<imagename>.progress.jsonl`.
     Raises ContinuumInputError for a request it cannot honour (before any work) and
     ContinuumPartError when a part fails (no product is then left under imagename).
+    The result keeps every stage's time (`stages`; `cluster_start_s`, when the caller started
+    the cluster for this run, is kept as the first one) and the log ends with their table.
     """
     from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
     from pclean_provider.engine.preflight import check_continuum_inputs
 
     t0 = time.perf_counter()
-    check_continuum_inputs(cfg)
+    clock = StageClock()
+    if cluster_start_s is not None:
+        clock.add("cluster start", cluster_start_s)
+    with clock.stage("input checks"):
+        check_continuum_inputs(cfg)
     rec = casa_records_for(cfg)
     final = output_name(rec)
     if keep_partimages is None:
@@ -273,11 +280,15 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
         earlier = _copy_earlier_products(final, staged_name, rec)
         savemodel = _savemodel(rec)
         loop_rec = _without_model_writes(rec) if savemodel != "none" else rec
-        result = _run(loop_rec.with_imagename(staged_name), backend, tracker, n, run_id, staging, client is None)
-        _close_quietly(backend)
+        result = _run(loop_rec.with_imagename(staged_name), backend, tracker, n, run_id, staging, client is None,
+                      clock)
+        with clock.stage("close parts"):
+            _close_quietly(backend)
         if savemodel != "none":
-            _save_model(rec, staged_name, staging, savemodel, run_id)
-        products = _publish(staging, base, parent, keep_partimages, replace=earlier)
+            with clock.stage("savemodel"):
+                _save_model(rec, staged_name, staging, savemodel, run_id)
+        with clock.stage("publish"):
+            products = _publish(staging, base, parent, keep_partimages, replace=earlier)
     except BaseException as exc:
         tracker.failed(exc)
         _close_quietly(backend)
@@ -290,12 +301,18 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
     result.update(imagename=final, products=products, progress_file=tracker.path,
                   part_images_kept=keep_partimages and not _shares_images(client is None, n),
                   cycles=tracker.reports,
-                  elapsed_s=time.perf_counter() - t0, workers=list(getattr(backend, "workers", [])))
+                  elapsed_s=time.perf_counter() - t0, workers=list(getattr(backend, "workers", [])),
+                  stages=clock.stages, cluster_start_s=cluster_start_s,
+                  setup_s=clock.total("partition and coordinates", "open parts", "weight density"),
+                  psf_s=clock.total("psf", "psf gather", "pb"),
+                  major_cycle_s=clock.total("scatter model", "major cycle on parts", "gather residual"),
+                  minor_cycle_s=clock.total("minor cycle", "mask and convergence"),
+                  restore_s=clock.total("restore", "pbcor"))
     out = ContinuumResult(run_id=run_id, nparts=n, **result)
     tracker.finished(out)
-    log.info("continuum run %s finished: %d iterations, %d major cycles, %s, %.1f s (minor cycle %.0f%%)",
+    log.info("continuum run %s finished: %d iterations, %d major cycles, %s, %.1f s (minor cycle %.0f%%)\n%s",
              run_id, out.iterations, out.major_cycles, out.stop_reason or "no cleaning", out.elapsed_s,
-             100 * out.minor_cycle_share)
+             100 * out.minor_cycle_share, stage_table(out.stages, out.elapsed_s))
     return out
 
 
@@ -430,18 +447,17 @@ def _shares_images(serial: bool, nparts: int) -> bool:
 
 
 def _run(rec: CasaRecords, backend: Any, progress: _Progress, n: int, run_id: str, staging: str,
-         serial: bool) -> dict[str, Any]:
+         serial: bool, clock: StageClock) -> dict[str, Any]:
     from pclean_provider.casa import continuum_parts as cp
     from pclean_provider.casa.deconvolver_session import CoordinatorTools, image_peak
 
     imagename = rec.imagename
-    timings = {"setup_s": 0.0, "psf_s": 0.0, "major_cycle_s": 0.0, "minor_cycle_s": 0.0, "restore_s": 0.0}
-    t = time.perf_counter()
 
     # 1. partition and global coordinates.
-    selection = cp.check_selection(rec.selection)
-    csys = cp.global_coordinates(selection, rec.image, rec.gridding)
-    row_parts = cp.partition_rows(selection, n)
+    with clock.stage("partition and coordinates"):
+        selection = cp.check_selection(rec.selection)
+        csys = cp.global_coordinates(selection, rec.image, rec.gridding)
+        row_parts = cp.partition_rows(selection, n)
     shared = _shares_images(serial, n)
     part_names = [imagename] if shared else [cp.part_image_name(imagename, k) for k in range(n)]
     if not shared:
@@ -454,44 +470,48 @@ def _run(rec: CasaRecords, backend: Any, progress: _Progress, n: int, run_id: st
         specs.append(cp.PartSpec(run_id=run_id, part=k, nparts=n, selection=row_parts[k], image=image,
                                  gridding=gridding, weighting=rec.weighting, workdir=workdir,
                                  log_dir=None if serial else os.path.join(staging, "logs")))
-    backend.open(specs, serial_layout=shared, normalization=rec.normalization if shared else None)
+    clock.on_parts("open parts", lambda: backend.open(
+        specs, serial_layout=shared, normalization=rec.normalization if shared else None))
 
     niter = rec.niter
-    coord = CoordinatorTools(imagename=imagename, normalization=rec.normalization,
-                             deconvolution=rec.deconvolution, iteration=rec.iteration,
-                             part_images=None if shared else part_names,
-                             with_deconvolver=niter > 0 or rec.restoration, with_iterbot=niter > 0)
+    with clock.stage("open parts"):
+        coord = CoordinatorTools(imagename=imagename, normalization=rec.normalization,
+                                 deconvolution=rec.deconvolution, iteration=rec.iteration,
+                                 part_images=None if shared else part_names,
+                                 with_deconvolver=niter > 0 or rec.restoration, with_iterbot=niter > 0)
     try:
         # 2. weight density summed over all parts (one part already holds the full density).
         if _needs_weight_density_sum(n, rec):
-            backend.run("weight_density")
-            scratch = os.path.join(staging, "weightdensity", os.path.basename(imagename))
-            sumgrid = coord.gather_weight_density(scratch)
-            backend.run("set_weight_density", path=sumgrid)
-            coord.weight_density_loaded(scratch)
-        timings["setup_s"] = time.perf_counter() - t
+            clock.on_parts("weight density", lambda: backend.run("weight_density"))
+            with clock.stage("weight density"):
+                scratch = os.path.join(staging, "weightdensity", os.path.basename(imagename))
+                sumgrid = coord.gather_weight_density(scratch)
+            clock.on_parts("weight density", lambda: backend.run("set_weight_density", path=sumgrid))
+            with clock.stage("weight density"):
+                coord.weight_density_loaded(scratch)
 
         # 3. PSF everywhere, then gathered; PB once. calcpsf=False keeps both from the earlier run
         # (tclean makes neither then).
-        t = time.perf_counter()
         if rec.calcpsf:
-            backend.run("make_psf")
-            coord.normalize_psf()
-            backend.run("make_pb", parts=[0])
-            coord.normalize_pb()
-        timings["psf_s"] = time.perf_counter() - t
+            clock.on_parts("psf", lambda: backend.run("make_psf"))
+            with clock.stage("psf gather"):
+                coord.normalize_psf()
+            clock.on_parts("pb", lambda: backend.run("make_pb", parts=[0]))
+            with clock.stage("pb"):
+                coord.normalize_pb()
 
         major_count = 0
 
         def major_cycle() -> float:
             t_major = time.perf_counter()
             last = coord.is_last_cycle()
-            coord.before_major_cycle()
-            backend.run("major_cycle", lastcycle=last)
-            coord.after_major_cycle()
-            spent = time.perf_counter() - t_major
-            timings["major_cycle_s"] += spent
-            return spent
+            with clock.stage("scatter model", cycle=major_count):
+                coord.before_major_cycle()
+            clock.on_parts("major cycle on parts", lambda: backend.run("major_cycle", lastcycle=last),
+                           cycle=major_count)
+            with clock.stage("gather residual", cycle=major_count):
+                coord.after_major_cycle()
+            return time.perf_counter() - t_major
 
         # 4. dirty image (or, with calcres=False, the earlier run's residual as it is).
         spent = major_cycle() if rec.calcres else 0.0
@@ -501,26 +521,27 @@ def _run(rec: CasaRecords, backend: Any, progress: _Progress, n: int, run_id: st
         else:
             # 5. mask before the first convergence check, then the loop.
             t_minor = time.perf_counter()
-            coord.has_converged(major_count)
-            coord.update_mask()
-            state = coord.has_converged(major_count)
-            timings["minor_cycle_s"] += time.perf_counter() - t_minor
-            progress.cycle(0, 0, state.peak_residual, state.model_flux, spent, 0.0)
+            with clock.stage("mask and convergence", cycle=0):
+                coord.has_converged(major_count)
+                coord.update_mask()
+                state = coord.has_converged(major_count)
+            progress.cycle(0, 0, state.peak_residual, state.model_flux, spent, time.perf_counter() - t_minor)
             stopped = state.stopped
             cycle = 0
             while not stopped:
                 t_minor = time.perf_counter()
-                minor = coord.minor_cycle()
+                with clock.stage("minor cycle", cycle=major_count):
+                    minor = coord.minor_cycle()
                 minor_s = time.perf_counter() - t_minor
                 spent = 0.0
                 if minor.iterations > 0:
-                    spent = major_cycle()
                     major_count += 1
+                    spent = major_cycle()
                 t_mask = time.perf_counter()
-                coord.update_mask()
-                state = coord.has_converged(major_count)
+                with clock.stage("mask and convergence", cycle=major_count):
+                    coord.update_mask()
+                    state = coord.has_converged(major_count)
                 minor_s += time.perf_counter() - t_mask
-                timings["minor_cycle_s"] += minor_s
                 stopped = state.stopped or minor.iterations == 0
                 cycle += 1
                 progress.cycle(cycle, coord.iterations_done(), state.peak_residual, state.model_flux,
@@ -530,16 +551,16 @@ def _run(rec: CasaRecords, backend: Any, progress: _Progress, n: int, run_id: st
         summary = coord.summary()
 
         # 6. restore and pbcor on the gathered images.
-        t = time.perf_counter()
         if rec.restoration:
-            coord.restore()
+            with clock.stage("restore"):
+                coord.restore()
             if rec.pbcor:
-                coord.pbcor()
-        timings["restore_s"] = time.perf_counter() - t
+                with clock.stage("pbcor"):
+                    coord.pbcor()
     finally:
         coord.close()
     return {"iterations": int(summary.get("iterdone", 0)), "major_cycles": major_count,
-            "stopcode": stopcode, "stop_reason": reason, "summary": summary, **timings}
+            "stopcode": stopcode, "stop_reason": reason, "summary": summary}
 
 
 def _needs_weight_density_sum(nparts: int, rec: CasaRecords) -> bool:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from pclean_provider.engine.continuum_stages import StageTime
+
 
 class CycleReport(BaseModel):
     """The state after one major cycle (cycle 0 is the dirty image)."""
@@ -50,6 +52,9 @@ class ContinuumResult(BaseModel):
     major_cycle_s: float = Field(0.0, description="All major cycles, including the dirty image.")
     minor_cycle_s: float = Field(0.0, description="All minor cycles and mask updates (serial, coordinator).")
     restore_s: float = 0.0
+    cluster_start_s: float | None = Field(None, description="Starting the cluster for this run (not in elapsed_s).")
+    stages: list[StageTime] = Field(default_factory=list,
+                                    description="Every stage in order (engine/continuum_stages.py); sums above.")
     progress_file: str | None = None
     part_images_kept: bool = False
     summary: dict = Field(default_factory=dict, description="Small figures from CASA's iteration summary.")

@@ -131,6 +131,21 @@ def test_clean_to_threshold_matches_tclean(two_spw_ms, cluster, serial_tclean, t
     assert lines[-1]["event"] == "finished" and lines[-1]["result"]["iterations"] == result.iterations
     assert result.minor_cycle_s > 0 and result.major_cycle_s > 0
 
+    # Stage timing: every major cycle's three steps are kept with its number, the totals are
+    # their sums, and nothing is counted twice (the stages never add up to more than the run).
+    kinds = [s.stage for s in result.stages]
+    for stage in ("input checks", "partition and coordinates", "open parts", "psf", "psf gather",
+                  "minor cycle", "restore", "close parts", "publish"):
+        assert stage in kinds, (stage, kinds)
+    on_parts = [s for s in result.stages if s.stage == "major cycle on parts"]
+    assert [s.cycle for s in on_parts] == list(range(result.major_cycles + 1))
+    assert all(s.where == "parts" and s.part_max_s is not None and s.part_max_s <= s.seconds + 1e-3
+               for s in on_parts)
+    assert ("weight density" in kinds) == (nparts > 1 and weighting != "natural")
+    assert sum(s.seconds for s in result.stages) <= result.elapsed_s
+    assert abs(result.major_cycle_s - sum(s.seconds for s in result.stages if s.stage in
+                                          ("scatter model", "major cycle on parts", "gather residual"))) < 1e-9
+
 
 @pytest.mark.parametrize(("deconvolver", "weighting", "extra"), [
     ("clark", "uniform", {"pbcor": True}),
