@@ -9,11 +9,14 @@ place. Standard library only, so every layer (CASA runtime, engine, pipeline, Ai
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import shutil
 import tempfile
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,16 +60,152 @@ def write_json(path: str | os.PathLike, data: Any, **dumps_kwargs: Any) -> Path:
     return write_text(path, json.dumps(data, **dumps_kwargs) + "\n")
 
 
+_RENAME_EXCHANGE = 2  # linux/fs.h: swap two existing names in one step
+
+
+def _libc_renameat2():
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        func = libc.renameat2
+    except (OSError, AttributeError):  # not Linux, or a C library without it
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return func
+
+
+_renameat2 = _libc_renameat2()
+_AT_FDCWD = -100
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap the names `a` and `b` atomically; False where the system or filesystem cannot (NFS)."""
+    if _renameat2 is None:
+        return False
+    import ctypes
+
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
 def replace_dir(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """Put folder `src` at `dst`, replacing what was there; the old one is removed only afterwards."""
+    """Put folder `src` at `dst`, replacing what was there; the old one is removed only afterwards.
+
+    Where the filesystem can swap two names in one step, the old folder ends up at `src`'s name
+    (a staging name its writer's cleanup knows) and is removed from there: no moment without
+    `dst`, and nothing named ``.old-*`` to leave behind. Elsewhere the old folder is renamed
+    aside first and put back if the new one cannot take its place.
+    """
     src, dst = os.fspath(src), os.fspath(dst)
-    old = None
     if os.path.exists(dst):
+        if _exchange(src, dst):
+            _remove_tree(src)
+            return
         old = f"{dst}.old-{uuid.uuid4().hex[:8]}"
         os.rename(dst, old)
+        try:
+            os.rename(src, dst)
+        except BaseException:
+            os.rename(old, dst)
+            raise
+        _remove_tree(old)
+        return
     os.rename(src, dst)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_tree(path: str) -> None:
+    # The new version is in place whatever happens here; a tree that cannot be removed entirely is
+    # reported rather than silently left half-deleted.
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        warnings.warn(f"could not remove the replaced folder {path}: {exc}", RuntimeWarning, stacklevel=3)
+
+
+class SupersededWriteError(RuntimeError):
+    """A newer writer claimed the folder after this one started: this writer's output is discarded."""
+
+
+class DirClaim:
+    """A writer's claim on a folder it will replace: only the newest claimant may swap its output in.
+
+    Two tries of one piece of work (a cleared Airflow task whose first try still runs in CASA, a
+    Dask retry beside a lost-but-alive worker) must not both publish, and the last to finish is not
+    necessarily the newest. Each writer claims the folder when it starts by writing a fresh token
+    into ``<folder>.claim``; before swapping its staging output in, it checks, under an exclusive
+    lock on that file, that the token is still its own, and otherwise discards its output. The
+    check and the swap happen under the same lock, so a newer claim cannot slip between them. The
+    claim file is removed with the swap: a finished folder has nothing beside it.
+
+    The file is locked with flock and only ever rewritten in place (never renamed over), and a
+    holder checks after locking that the name still leads to the inode it locked: so a writer that
+    removes it and one that opens it at the same time cannot each hold a different lock.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = os.fspath(folder)
+        self.path = self.folder + ".claim"
+        self.token = f"{os.getpid()}-{uuid.uuid4().hex}"
+        with self._locked(create=True) as fd:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, self.token.encode(), 0)
+            os.fsync(fd)
+
+    @contextlib.contextmanager
+    def _locked(self, create: bool) -> Iterator[int | None]:
+        """The claim file's descriptor, exclusively locked; None if it does not exist (and not create)."""
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+            except FileNotFoundError:
+                yield None
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    yield fd
+                    return
+            finally:
+                os.close(fd)  # closing drops the lock
+            # Removed (or replaced) while we waited for the lock: look again.
+
+    def _mine(self, fd: int | None) -> bool:
+        return fd is not None and os.pread(fd, 256, 0).decode(errors="replace") == self.token
+
+    def owns(self) -> bool:
+        with self._locked(create=False) as fd:
+            return self._mine(fd)
+
+    def replace(self, staging: str | os.PathLike) -> None:
+        """Swap `staging` in at the folder if this claim is still the newest; else remove it and raise."""
+        staging = os.fspath(staging)
+        with self._locked(create=False) as fd:
+            if self._mine(fd):
+                replace_dir(staging, self.folder)
+                os.unlink(self.path)
+                return
+        _remove_tree(staging)
+        raise SupersededWriteError(
+            f"{self.folder}: a newer try of this work claimed the folder after this one started, so this "
+            "try's output was discarded and the newer one's is kept")
+
+    def release(self) -> None:
+        """Give up the claim (the writer failed); a newer claim is left alone."""
+        with self._locked(create=False) as fd:
+            if self._mine(fd):
+                os.unlink(self.path)
 
 
 def fsync_dir(path: str | os.PathLike) -> None:

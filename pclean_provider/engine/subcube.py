@@ -4,6 +4,10 @@ Idempotent: everything is written into a fresh temporary folder next to the sub-
 renamed into place only once tclean succeeded and the frequency axis was checked, so a rerun
 (Dask retry after a lost worker, an Airflow clear) replaces that sub-cube's products whole and
 a failed run leaves the previous ones untouched.
+
+Fenced: each call claims the sub-cube's folder when it starts (atomic_files.DirClaim), and only
+the newest claimant swaps its output in. A cleared try still running in CASA that finishes after
+the newer try discards its output instead of overwriting the newer products.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -19,7 +24,7 @@ import uuid
 import psutil
 
 from pclean_provider import products
-from pclean_provider.atomic_files import replace_dir
+from pclean_provider.atomic_files import DirClaim, SupersededWriteError
 from pclean_provider.engine.models import FREQUENCY_RTOL, SubcubeResult, SubcubeSpec
 
 log = logging.getLogger(__name__)
@@ -30,6 +35,24 @@ log = logging.getLogger(__name__)
 
 class SubcubeError(RuntimeError):
     """A sub-cube could not be imaged or is not on the planned grid."""
+
+
+class SubcubeSuperseded(SubcubeError, SupersededWriteError):
+    """A newer try of this sub-cube started after this one: its products are kept, this try's dropped."""
+
+
+# Tests of the fence set this to a FIFO: the call stops just before its swap until the test writes
+# a line into it (blocking on the FIFO, so the test decides the order without timing). Unset in use.
+PAUSE_BEFORE_SWAP_ENV = "PCLEAN_SUBCUBE_PAUSE_FIFO"
+
+
+def _pause_before_swap() -> None:
+    fifo = os.environ.get(PAUSE_BEFORE_SWAP_ENV)
+    if not fifo:
+        return
+    print(f"pclean-subcube: paused before swap (pid {os.getpid()})", file=sys.stderr, flush=True)
+    with open(fifo) as handle:
+        handle.readline()
 
 
 class _PeakRss:
@@ -115,6 +138,7 @@ def image_subcube(spec: SubcubeSpec | dict | str) -> SubcubeResult:
     parent = os.path.dirname(spec.subcube_dir)
     os.makedirs(parent, exist_ok=True)
     _remove_dead_stagings(spec.subcube_dir)
+    claim = DirClaim(spec.subcube_dir)
     staging = f"{spec.subcube_dir}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     scratch = os.path.join(staging, "scratch")
     os.makedirs(scratch)
@@ -147,9 +171,14 @@ def image_subcube(spec: SubcubeSpec | dict | str) -> SubcubeResult:
     except BaseException:
         set_casa_log(previous_log)
         shutil.rmtree(staging, ignore_errors=True)
+        claim.release()
         raise
     set_casa_log(previous_log)
-    replace_dir(staging, spec.subcube_dir)
+    _pause_before_swap()
+    try:
+        claim.replace(staging)
+    except SupersededWriteError as exc:
+        raise SubcubeSuperseded(f"sub-cube {spec.index}: {exc}") from None
     seconds = time.monotonic() - t0
     stop_reason = summary.stop_reason
     if spec.niter == 0 and int(spec.cube_tclean_kwargs.get("niter", 0) or 0) > 0:

@@ -1,0 +1,74 @@
+"""atomic_files: the folder swap leaves nothing beside the folder; the claim fences older writers.
+
+Real folders on the real filesystem; the orders of two writers are made explicit by calling the
+steps of each writer in turn (a writer is: claim, write its staging folder, replace)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pclean_provider import atomic_files
+from pclean_provider.atomic_files import DirClaim, SupersededWriteError, replace_dir
+
+
+def staged(parent: Path, name: str, content: str) -> Path:
+    folder = parent / name
+    folder.mkdir(parents=True)
+    (folder / "product").write_text(content)
+    return folder
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "rename-aside"])
+def test_replace_dir_leaves_only_the_new_folder(tmp_path, monkeypatch, exchange):
+    if not exchange:  # the path taken where the filesystem cannot swap two names (NFS)
+        monkeypatch.setattr(atomic_files, "_exchange", lambda a, b: False)
+    dst = tmp_path / "part1"
+    replace_dir(staged(tmp_path, "s1", "first"), dst)
+    replace_dir(staged(tmp_path, "s2", "second"), dst)
+    assert (dst / "product").read_text() == "second"
+    assert sorted(os.listdir(tmp_path)) == ["part1"]
+
+
+def test_rename_aside_puts_the_old_folder_back_when_the_new_one_cannot_go_in(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic_files, "_exchange", lambda a, b: False)
+    dst = staged(tmp_path, "part1", "kept")
+    with pytest.raises(FileNotFoundError):
+        replace_dir(tmp_path / "missing-staging", dst)
+    assert (dst / "product").read_text() == "kept" and sorted(os.listdir(tmp_path)) == ["part1"]
+
+
+def test_older_writer_finishing_last_is_discarded(tmp_path):
+    dst = tmp_path / "part1"
+    older = DirClaim(dst)
+    older_out = staged(tmp_path, "older.tmp", "older")
+    newer = DirClaim(dst)  # a retry started while the older try was still writing
+    newer.replace(staged(tmp_path, "newer.tmp", "newer"))
+    assert not older.owns()
+    with pytest.raises(SupersededWriteError, match="newer try"):
+        older.replace(older_out)
+    assert (dst / "product").read_text() == "newer"
+    assert sorted(os.listdir(tmp_path)) == ["part1"]  # no staging, no claim, no .old-*
+
+
+def test_older_writer_finishing_first_is_replaced_by_the_newer(tmp_path):
+    dst = tmp_path / "part1"
+    older = DirClaim(dst)
+    newer = DirClaim(dst)
+    with pytest.raises(SupersededWriteError):
+        older.replace(staged(tmp_path, "older.tmp", "older"))
+    assert not dst.exists()  # the older never publishes, even while the newer is not done
+    newer.replace(staged(tmp_path, "newer.tmp", "newer"))
+    assert (dst / "product").read_text() == "newer" and sorted(os.listdir(tmp_path)) == ["part1"]
+
+
+def test_a_failed_writer_releases_only_its_own_claim(tmp_path):
+    dst = tmp_path / "part1"
+    older = DirClaim(dst)
+    newer = DirClaim(dst)
+    older.release()  # the older failed: the newer's claim stays
+    assert newer.owns()
+    newer.release()
+    assert not Path(newer.path).exists()
