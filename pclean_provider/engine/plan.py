@@ -358,3 +358,49 @@ def plan_sessions(cfg, nworkers: int, worker_memory_bytes: int | None = None) ->
     return plan.model_copy(update={
         "specs": specs, "niter_sharing": SESSION_NITER,
         "estimated_memory_bytes_per_subcube": max(s.estimated_memory_bytes for s in specs)})
+
+
+#: What a sub-cube batch is sized for when nothing better is known: one sub-cube's wall time (a
+#: small tclean run, CASA already loaded) and how long one Airflow task should keep the cluster busy
+#: so that its scheduling cost (about a second) stays a small fraction of it.
+DEFAULT_SUBCUBE_SECONDS = 20.0
+DEFAULT_TARGET_TASK_SECONDS = 300.0
+
+
+def batch_ranges(nsubcubes: int, nworkers: int, *, max_batches: int, subcubes_per_task: int | None = None,
+                 target_task_seconds: float = DEFAULT_TARGET_TASK_SECONDS,
+                 subcube_seconds: float = DEFAULT_SUBCUBE_SECONDS) -> list[tuple[int, int]]:
+    """Contiguous [start, stop) ranges of sub-cube indexes, one per Airflow task.
+
+    Two granularities: Dask runs every sub-cube as a task of its own (as fine as one channel), while
+    Airflow sees one task per batch. A batch is sized to keep every worker busy for about
+    `target_task_seconds` (`nworkers * target_task_seconds / subcube_seconds` sub-cubes), or to
+    `subcubes_per_task` when the template sets it; either way it is grown until the batches fit in
+    `max_batches` (Airflow's map limit, or the per-MS batch tasks of a pipeline), so a cube of any
+    channel count maps. The batches are then evened out (they differ by one sub-cube at most).
+    """
+    if nsubcubes < 1:
+        raise PlanError(f"nsubcubes={nsubcubes}: a cube has at least one sub-cube.")
+    if max_batches < 1:
+        raise PlanError(f"max_batches={max_batches}: at least one Airflow task must image the sub-cubes.")
+    if subcubes_per_task is not None and subcubes_per_task < 1:
+        raise PlanError(f"subcubes_per_task={subcubes_per_task}: use a positive number of sub-cubes per Airflow "
+                        "task, or leave it unset to derive it from the cluster size.")
+    if subcubes_per_task is None:
+        if target_task_seconds <= 0 or subcube_seconds <= 0:
+            raise PlanError(f"target_task_seconds={target_task_seconds}, subcube_seconds={subcube_seconds}: "
+                            "both must be positive to derive the sub-cubes per task.")
+        rounds = max(1, math.floor(target_task_seconds / subcube_seconds))
+        size = max(1, nworkers) * rounds
+    else:
+        size = subcubes_per_task
+    size = max(size, math.ceil(nsubcubes / max_batches))
+    nbatches = math.ceil(nsubcubes / size)
+    base, extra = divmod(nsubcubes, nbatches)
+    ranges = []
+    start = 0
+    for i in range(nbatches):
+        stop = start + base + (1 if i < extra else 0)
+        ranges.append((start, stop))
+        start = stop
+    return ranges

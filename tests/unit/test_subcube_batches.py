@@ -1,0 +1,56 @@
+"""Sub-cube batches: how many sub-cubes one Airflow task images (pure logic), and the Dask keys
+of a batch's sub-cubes."""
+
+from __future__ import annotations
+
+import pytest
+
+from pclean_provider.engine.plan import PlanError, batch_ranges
+from pclean_provider.engine.subcube_batch import child_key, older_child_keys
+
+
+def sizes(ranges):
+    return [b - a for a, b in ranges]
+
+
+def test_batches_cover_every_subcube_once_in_order():
+    ranges = batch_ranges(70, 2, max_batches=8, subcubes_per_task=16)
+    assert ranges[0][0] == 0 and ranges[-1][1] == 70
+    assert all(a == prev_b for (a, _), (_, prev_b) in zip(ranges[1:], ranges, strict=False))
+    assert sizes(ranges) == [14, 14, 14, 14, 14]  # 5 tasks of 16 would be uneven: evened out
+
+
+def test_derived_size_keeps_every_worker_busy_for_the_target_time():
+    # 4 workers, 300 s per task, 20 s per sub-cube: 15 rounds of 4 sub-cubes per task.
+    assert sizes(batch_ranges(120, 4, max_batches=100)) == [60, 60]
+    # A sub-cube longer than the target: still one per worker.
+    assert sizes(batch_ranges(8, 4, max_batches=100, target_task_seconds=10, subcube_seconds=60)) == [4, 4]
+
+
+def test_any_channel_count_fits_the_map_limit():
+    # Memo 13's 7,680 one-channel sub-cubes, 1 worker, a requested 1 sub-cube per task, limit 1,024.
+    ranges = batch_ranges(7680, 1, max_batches=1024, subcubes_per_task=1)
+    assert len(ranges) <= 1024 and sum(sizes(ranges)) == 7680 and max(sizes(ranges)) - min(sizes(ranges)) <= 1
+    assert len(batch_ranges(70, 1, max_batches=3, subcubes_per_task=1)) == 3
+    assert batch_ranges(1, 16, max_batches=8) == [(0, 1)]
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    ({"subcubes_per_task": 0}, "subcubes_per_task"),
+    ({"max_batches": 0}, "max_batches"),
+    ({"subcube_seconds": 0}, "subcube_seconds"),
+])
+def test_bad_batch_settings_name_the_parameter(kwargs, word):
+    args = {"max_batches": 8, **kwargs}
+    with pytest.raises(PlanError, match=word):
+        batch_ranges(10, 2, **args)
+
+
+def test_sub_cube_keys_carry_the_batch_try_and_first_channel():
+    specs = [{"chan_start": 0}, {"chan_start": 4}]
+    assert child_key("pclean-subcubes-d-r-t-m3-try2", specs[1]) == "pclean-subcubes-d-r-t-m3-try2-sc00004"
+    # A newer try knows the keys of the earlier tries' sub-cubes, to cancel any still queued.
+    assert older_child_keys("pclean-subcubes-d-r-t-m3-try3", specs) == [
+        "pclean-subcubes-d-r-t-m3-try1-sc00000", "pclean-subcubes-d-r-t-m3-try1-sc00004",
+        "pclean-subcubes-d-r-t-m3-try2-sc00000", "pclean-subcubes-d-r-t-m3-try2-sc00004"]
+    assert older_child_keys("pclean-subcubes-d-r-t-m3-try1", specs) == []
