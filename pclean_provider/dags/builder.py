@@ -13,6 +13,10 @@ is partition[ms] -> collect_subcubes -> image_subcube[sub-cube] before the group
 gather_subcubes -> concat inside it. The cluster comes back for a cleared task because it is the
 setup of everything between cluster_up and cluster_down.
 
+Runs start on the template's cron schedule OR when a complete MS lands (``arrivals.watch``): the
+landing area is an asset whose watcher (triggers/landing.py, in the triggerer) fires once per new
+MS, and the DAG is scheduled on ``AssetOrTimeSchedule(cron, landing asset)``.
+
 The Airflow worker never loads casatools: ingest, QA and archive run ``pclean <subcommand>`` in a
 subprocess; imaging runs on the Dask cluster through the provider's operators.
 """
@@ -23,7 +27,7 @@ import os
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, AssetWatcher, CronTriggerTimetable
 
 from pclean_provider.dags.callbacks import deadline_alert, failure_callback
 from pclean_provider.dags.imaging import per_ms_paths
@@ -36,8 +40,35 @@ from pclean_provider.dags.tasks.pool import ensure_pool_task
 from pclean_provider.dags.tasks.prepare import prepare_task, run_setting
 from pclean_provider.dags.tasks.qa import qa_tasks
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate, load_templates
+from pclean_provider.triggers.landing import LandingAreaTrigger, state_dir_for
 
-UNSCHEDULED_ENV = "PCLEAN_PIPELINES_UNSCHEDULED"  # set: only runs someone triggers (tests, demos)
+# Set: no cron schedule, so only runs someone triggers or, where the template watches its landing
+# area, runs that data start (tests, demos).
+UNSCHEDULED_ENV = "PCLEAN_PIPELINES_UNSCHEDULED"
+
+
+def landing_asset(t: PipelineTemplate) -> Asset:
+    """The landing area as an asset, watched in the triggerer: a complete MS arriving is an event."""
+    paths = t.paths()
+    landing = paths["landing_dir"]
+    trigger = LandingAreaTrigger(
+        landing_dir=str(landing), state_dir=str(state_dir_for(paths["work_dir"], t.dag_id)),
+        ledger_dir=str(paths["work_dir"] / t.dag_id / "ledger"), pattern=t.ingest.pattern,
+        completion=t.ingest.completion, marker_suffix=t.ingest.marker_suffix,
+        quiet_period_s=t.ingest.quiet_period_s, poll_interval=t.arrivals.poll_interval_s)
+    return Asset(name=f"{t.dag_id}.landing", uri=landing.resolve().as_uri(), group="pclean-landing",
+                 watchers=[AssetWatcher(name=f"{t.dag_id}_landing", trigger=trigger)])
+
+
+def schedule_for(t: PipelineTemplate):
+    """The template's cron, OR a complete MS arriving in the landing area (``arrivals.watch``)."""
+    cron = None if os.environ.get(UNSCHEDULED_ENV) else t.schedule
+    if not t.arrivals.watch:
+        return cron
+    landing = landing_asset(t)
+    if cron is None:
+        return landing
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone="UTC"), assets=landing)
 
 
 def build_dag(t: PipelineTemplate) -> DAG:
@@ -59,7 +90,7 @@ def build_dag(t: PipelineTemplate) -> DAG:
         dag_display_name=t.title,
         description=" ".join(t.description.split()) or t.title,
         doc_md=__doc__,
-        schedule=None if os.environ.get(UNSCHEDULED_ENV) else t.schedule,
+        schedule=schedule_for(t),
         start_date=pendulum.parse(t.start_date),
         catchup=False,
         max_active_runs=1,

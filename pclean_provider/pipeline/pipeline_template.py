@@ -40,6 +40,17 @@ class IngestPolicy(BaseModel):
     pattern: str = Field("*.ms", description="Glob of MeasurementSets in the landing area.")
 
 
+class ArrivalWatch(BaseModel):
+    """Runs started by data, beside the schedule: a watcher on the landing area starts a run when a
+    complete MS (by the ingest policy) arrives that was neither announced nor imaged before."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    watch: bool = Field(True, description="Start a run when a complete MS lands (an Airflow asset "
+                        "watcher in the triggerer), besides the cron schedule.")
+    poll_interval_s: float = Field(30.0, gt=0, description="Seconds between two looks at the landing area.")
+
+
 class ConfClusterLimits(BaseModel):
     """How far a run's conf may move the cluster's size (config.cluster.CONF_SETTABLE_FIELDS)."""
 
@@ -122,6 +133,7 @@ class PipelineTemplate(BaseModel):
         "archive_dir, path-valued imaging parameters) must lie in, after symbolic links are followed; "
         "relative ones are under the data root. Empty: the data root and the template's own areas.")
     ingest: IngestPolicy = Field(default_factory=IngestPolicy)
+    arrivals: ArrivalWatch = Field(default_factory=ArrivalWatch)
     preset: str | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
     cluster: ClusterChoice = Field(default_factory=ClusterChoice)

@@ -224,6 +224,11 @@ SMALL_CUBE = {"imsize": 64, "cell": "8arcsec", "niter": 30, "threshold": "0Jy", 
 # cubes only; what a UI clear of one sub-cube reruns is tested on it.
 FANOUT_DAG_ID = "nightly_cube_fanout"
 SMALL_DIRTY_CUBE = {**SMALL_CUBE, "niter": 0}
+# The cube template watching a landing area of its own (ARRIVALS_LANDING under the data root), so a
+# test can land an MS and see the run start by itself; the other DAGs do not watch, so the MSs other
+# tests make never start runs of their own.
+ARRIVALS_DAG_ID = "nightly_cube_arrivals"
+ARRIVALS_LANDING = "arrivals-landing"
 _shared: Standalone | None = None
 
 
@@ -242,11 +247,18 @@ def write_small_templates(directory: Path) -> Path:
             data["overrides"].pop("nchan", None)
         data["retries"] = 1
         data["retry_delay_s"] = 5
+        data["arrivals"] = {"watch": False}
         (directory / src.name).write_text(yaml.safe_dump(data, sort_keys=False))
         if data.get("kind") == "cube":
             fanout = {**data, "dag_id": FANOUT_DAG_ID, "cube_mode": "fanout",
                       "overrides": {**data["overrides"], **SMALL_DIRTY_CUBE}}
             (directory / f"{FANOUT_DAG_ID}.yaml").write_text(yaml.safe_dump(fanout, sort_keys=False))
+            # A run started by data has no conf: the template's gate is the gate, and a test-sized
+            # cube scores below 0.66 (see test_nightly_dags), so this one archives at any score.
+            arrivals = {**data, "dag_id": ARRIVALS_DAG_ID, "landing_dir": ARRIVALS_LANDING,
+                        "arrivals": {"watch": True, "poll_interval_s": 2},
+                        "qa": {**data.get("qa", {}), "gate_min_score": 0.0}}
+            (directory / f"{ARRIVALS_DAG_ID}.yaml").write_text(yaml.safe_dump(arrivals, sort_keys=False))
     return directory
 
 
@@ -264,7 +276,8 @@ def shared() -> Standalone:
     env = {
         "PCLEAN_DATA_ROOT": str(data),
         "PCLEAN_PIPELINES_DIR": str(write_small_templates(root / "pipelines")),
-        # Only the runs a test triggers: no nightly schedule firing in the middle of a test.
+        # No nightly schedule firing in the middle of a test: only the runs a test triggers, and
+        # those of ARRIVALS_DAG_ID that an MS landing in its own area starts.
         "PCLEAN_PIPELINES_UNSCHEDULED": "1",
     }
     server = Standalone(root / "home", extra_env=env)

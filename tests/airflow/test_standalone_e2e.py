@@ -97,3 +97,54 @@ def test_trigger_archive_then_clear_one_subcube(airflow_standalone, casa_runtime
     versions = sorted(e["extra"]["version"] for e in server.api("GET", "/assets/events", params={"limit": 100})
                       ["asset_events"] if e.get("source_run_id") == run_id)
     assert set(versions) == {1}  # the re-run names the version it found, never a new one
+
+
+def wait_for_first_run(server, dag_id: str, timeout: float = 240) -> dict:
+    """The DAG's first run, however it was started; polled, since nobody here starts it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = server.api("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 10})["dag_runs"]
+        if runs:
+            return runs[0]
+        time.sleep(2)
+    raise TimeoutError(f"no run of {dag_id} started within {timeout} s:\n{server.tail()}")
+
+
+def test_an_ms_landing_after_unpause_is_imaged_without_a_trigger(airflow_standalone, casa_runtime):
+    """The watcher (LandingAreaTrigger in the triggerer) turns a complete MS in the landing area into
+    an asset event; the DAG, scheduled on cron OR that asset, runs by itself, images the MS once."""
+    import shutil
+
+    from pclean_provider.casa.simulator import simulate_ms
+
+    server = airflow_standalone
+    data: Path = server.data_root
+    dag_id = standalone.ARRIVALS_DAG_ID
+    landing = data / standalone.ARRIVALS_LANDING
+    server.wait_for_dag(dag_id)
+    server.unpause(dag_id)
+
+    # A transfer: the MS's files first, the completion marker last.
+    made = Path(simulate_ms(data / "incoming" / "arrive.ms", nchan=4, hours=0.25, seed=61).ms)
+    landing.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(made, landing / "arrive.ms")
+    (landing / "arrive.ms.complete").write_text("")
+
+    run = wait_for_first_run(server, dag_id)
+    assert run["run_type"] == "asset_triggered", run
+    state = server.wait_for_run(dag_id, run["dag_run_id"])
+    summary = server.task_summary(dag_id, run["dag_run_id"])
+    assert state == "success", (summary, server.tail())
+    assert summary[("cube", 0)][0] == "success" and summary[("archive", 0)][0] == "success", summary
+    assert summary[("nothing_arrived", -1)][0] == "skipped", summary
+    product = data / "archive" / "arrive_cube"
+    assert [p.name for p in sorted(product.glob("v*"))] == ["v0001"]
+    assert verify_archive(product / "v0001").returncode == 0
+
+    # Fired once: the watcher polled every 2 s through the whole run, yet one event, one run.
+    landing_events = [e for e in server.api("GET", "/assets/events", params={"limit": 100})["asset_events"]
+                      if e.get("name") == f"{dag_id}.landing"]
+    assert len(landing_events) == 1, landing_events
+    assert [a["ms"] for a in landing_events[0]["extra"]["payload"]["arrived"]] == ["arrive.ms"]
+    runs = server.api("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 10})["dag_runs"]
+    assert [r["dag_run_id"] for r in runs] == [run["dag_run_id"]], runs
