@@ -22,12 +22,29 @@ from pathlib import Path
 from typing import Any
 
 
+def umask_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file: 0666 less the process's umask.
+
+    Read from /proc where it can be (setting the umask to learn it would race other threads)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    current = os.umask(0o022)
+    os.umask(current)
+    return 0o666 & ~current
+
+
 @contextlib.contextmanager
-def replacing(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
+def replacing(path: str | os.PathLike, mode: int | None = None) -> Iterator[Path]:
     """A temporary file beside ``path`` for the block to write; it becomes ``path`` if the block succeeds.
 
     For writers that want a file name rather than bytes (astropy, CASA); on an error the temporary
-    file is removed and ``path`` is left as it was.
+    file is removed and ``path`` is left as it was. ``mode`` None: the site's umask decides, as for
+    any file the process creates (who may read products is the site's policy, not ours).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,8 +54,9 @@ def replacing(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
         yield Path(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        # mkstemp makes the file private; SLURM jobs, other users and archive readers need to read it.
-        os.chmod(tmp, mode)
+        # mkstemp makes the file private; SLURM jobs, other users and archive readers may need to read
+        # it, as far as the umask (or the caller's mode) allows.
+        os.chmod(tmp, umask_file_mode() if mode is None else mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -46,13 +64,13 @@ def replacing(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
         raise
 
 
-def write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Path:
+def write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = None) -> Path:
     with replacing(path, mode) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 
 
-def write_text(path: str | os.PathLike, text: str, mode: int = 0o644) -> Path:
+def write_text(path: str | os.PathLike, text: str, mode: int | None = None) -> Path:
     return write_bytes(path, text.encode("utf-8"), mode=mode)
 
 

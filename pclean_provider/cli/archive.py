@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--dag-run-id", help="Airflow DAG run id, for provenance")
     pub.add_argument("--started-utc", help="when the pipeline run started (ISO 8601)")
     pub.add_argument("--obs-id", help="ObsCore obs_id (default: the MS name)")
+    pub.add_argument("--file-mode", help="octal mode of the published files, e.g. 0640 (default: the umask's); "
+                     "the published version is read-only either way")
     ver = sub.add_parser("verify", help="re-check checksums and the manifest; exit non-zero on any mismatch")
     ver.add_argument("path", help="a version folder, a product folder, or the archive root")
     return p
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             dag_run_id=args.dag_run_id,
             started_utc=args.started_utc,
             obs_id=args.obs_id,
+            file_mode=args.file_mode,
         )
     except ArchiveError as exc:
         print(f"pclean archive: {exc}", file=sys.stderr)

@@ -21,6 +21,11 @@ Why two publishers never share a version: ``rename`` onto an existing, non-empty
 fails (ENOTEMPTY/EEXIST), and a published version always holds its manifest; the loser takes
 the next number. Nothing is ever overwritten.
 
+Who may read it: the files get the mode the template names (``archive.file_mode``), or what the
+publisher's umask gives, as any file it creates; folders the same plus search (x) wherever read
+is allowed. A published version is then made read-only (write bits removed from its files and
+folders): it is never changed again, only superseded by a newer version.
+
 Why a retry never publishes twice: every manifest records the product's input fingerprints
 (``InputFingerprints.key``: the content of every archived image and the identity of the input
 MSs) and the DAG run that published it. A publish whose key equals the newest version's (an
@@ -52,7 +57,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pclean_provider.atomic_files import fsync_dir
+from pclean_provider.atomic_files import fsync_dir, umask_file_mode
 from pclean_provider.atomic_files import write_text as atomic_write_text
 from pclean_provider.errors import PcleanInputError
 from pclean_provider.pipeline.archive_manifest import (
@@ -379,6 +384,55 @@ def _ms_metadata(vis: Sequence[str], ms_metadata) -> list[dict[str, Any]]:
     return out
 
 
+def parse_file_mode(value: str | int | None, what: str = "archive.file_mode") -> int | None:
+    """An octal file mode ('0640', 0o640) as an int, None for "follow the umask"; ArchiveError if unusable."""
+    if value in (None, ""):
+        return None
+    try:
+        mode = value if isinstance(value, int) else int(str(value), 8)
+    except ValueError:
+        raise ArchiveError(f"{what}={value!r} is not an octal file mode; give e.g. '0640' (owner read-write, "
+                           "group read) or leave it empty to follow the umask") from None
+    if not 0 <= mode <= 0o666 or not mode & 0o400:
+        raise ArchiveError(f"{what}={value!r} ({mode:#o}): a product file mode may only hold read/write bits "
+                           "(at most 0666) and must let the owner read; e.g. '0640', or empty for the umask")
+    return mode
+
+
+def _dir_mode(file_mode: int) -> int:
+    # A folder whose files may be read must also be searchable by the same people; its owner keeps
+    # full rights until the version is published (the rename of a folder and the removal of a failed
+    # staging folder need them), when make_read_only takes the write bit.
+    return file_mode | 0o700 | ((file_mode & 0o044) >> 2)
+
+
+def _apply_modes(folder: Path, file_mode: int) -> None:
+    """Give every file `file_mode` and every folder its searchable twin (before publishing)."""
+    for root, dirs, files in os.walk(folder):
+        for name in files:
+            os.chmod(os.path.join(root, name), file_mode)
+        for name in dirs:
+            os.chmod(os.path.join(root, name), _dir_mode(file_mode))
+    os.chmod(folder, _dir_mode(file_mode))
+
+
+def make_read_only(folder: str | os.PathLike) -> None:
+    """Remove every write bit from a published version: its content is final.
+
+    Folders last and bottom-up, so an interruption never leaves a read-only folder over files that
+    are still to be changed. A cleaner or an operator who must remove a version restores write
+    permission first (``chmod -R u+w``)."""
+    folder = os.fspath(folder)
+    for root, dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            path = os.path.join(root, name)
+            os.chmod(path, os.stat(path).st_mode & 0o7555)
+        for name in dirs:
+            path = os.path.join(root, name)
+            os.chmod(path, os.stat(path).st_mode & 0o7555)
+    os.chmod(folder, os.stat(folder).st_mode & 0o7555)
+
+
 def check_ms_unchanged(vis_list: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> None:
     """Refuse (ArchiveError) when an input MS is not the one ingest fingerprinted.
 
@@ -410,6 +464,7 @@ def publish(
     started_utc: str | None = None,
     obs_id: str | None = None,
     obs_collection: str | None = None,
+    file_mode: str | int | None = None,
 ) -> PublishResult:
     """Export the products' science images to FITS, write the manifest, publish a new version.
 
@@ -420,12 +475,14 @@ def publish(
 
     Idempotent: when the archive already holds these inputs as its newest version, or as a
     version this ``dag_run_id`` published, that version is returned (``already_published``)
-    and nothing is written.
+    and nothing is written. ``file_mode`` (octal, e.g. '0640') sets the published files' mode;
+    None follows the umask. The published version is read-only.
     """
     from pclean_provider.casa import image_io
     from pclean_provider.pipeline.fits_export import export_fits, science_products
 
     started_utc = started_utc or _now()
+    mode = parse_file_mode(file_mode)
     names = [images] if isinstance(images, str | os.PathLike) else list(images)
     if not names:
         raise ArchiveError("images is empty; pass at least one imagename (e.g. --image /data/run1/cube)")
@@ -548,6 +605,7 @@ def publish(
             obscore=obscore,
         )
         write_manifest(folder, manifest)
+        _apply_modes(folder, umask_file_mode() if mode is None else mode)
         fsync_dir(folder)
         _pause("manifest-written")
         # Once more at the last moment: a copy over the MS during the export must not be archived.
@@ -560,6 +618,8 @@ def publish(
                          product_id, found[0])
                 return _existing_result(product_id, found, removed)
             version, target = commit(root, product_id, folder)
+            # After the rename: a folder without write permission could not be renamed by its owner.
+            make_read_only(target)
         log.info("archive %s: published version %d at %s (%d files)", product_id, version, target, len(files))
     _pause("committed")
     return PublishResult(

@@ -40,6 +40,29 @@ class IngestPolicy(BaseModel):
     pattern: str = Field("*.ms", description="Glob of MeasurementSets in the landing area.")
 
 
+class ArchivePolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file_mode: str | None = Field(
+        None, description="Octal mode of the archived files, e.g. '0640' (owner read-write, group read: "
+        "proprietary data kept from other users). Empty: the umask of the process that publishes decides. "
+        "A published version is read-only either way.")
+
+    @field_validator("file_mode", mode="before")
+    @classmethod
+    def _octal(cls, value: Any) -> str | None:
+        from pclean_provider.pipeline.archive import ArchiveError, parse_file_mode
+
+        if isinstance(value, int) and not isinstance(value, bool):
+            # YAML reads an unquoted 0640 as the decimal 640: ask for the quoted form.
+            raise ValueError(f"archive.file_mode={value!r}: quote it ('0640'), YAML reads a bare number as decimal")
+        try:
+            mode = parse_file_mode(value)
+        except ArchiveError as exc:
+            raise ValueError(str(exc)) from None
+        return None if mode is None else f"{mode:04o}"
+
+
 class ArrivalWatch(BaseModel):
     """Runs started by data, beside the schedule: a watcher on the landing area starts a run when a
     complete MS (by the ingest policy) arrives that was neither announced nor imaged before."""
@@ -133,6 +156,7 @@ class PipelineTemplate(BaseModel):
         "archive_dir, path-valued imaging parameters) must lie in, after symbolic links are followed; "
         "relative ones are under the data root. Empty: the data root and the template's own areas.")
     ingest: IngestPolicy = Field(default_factory=IngestPolicy)
+    archive: ArchivePolicy = Field(default_factory=ArchivePolicy)
     arrivals: ArrivalWatch = Field(default_factory=ArrivalWatch)
     preset: str | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)

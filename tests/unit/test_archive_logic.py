@@ -184,3 +184,67 @@ def test_archive_refuses_an_ms_changed_since_ingest(tmp_path):
         ar.check_ms_unchanged([str(ms)], [meta])
     with pytest.raises(ar.ArchiveError, match="changed since ingest"):
         ar.check_ms_unchanged([], [meta])  # the MS is found by the metadata's path
+
+
+def _modes(folder: Path) -> dict[str, int]:
+    import stat
+
+    return {str(p.relative_to(folder)) or ".": stat.S_IMODE(p.stat().st_mode) for p in [folder, *folder.rglob("*")]}
+
+
+@pytest.mark.parametrize("value, expected", [(None, None), ("", None), ("0640", 0o640), ("600", 0o600), (0o644, 0o644)])
+def test_file_mode_parses_octal(value, expected):
+    assert ar.parse_file_mode(value) == expected
+
+
+@pytest.mark.parametrize("value, why", [("rw-r-----", "not an octal"), ("0755", "at most 0666"),
+                                        ("0044", "owner read"), ("01644", "at most 0666")])
+def test_file_mode_refuses_what_is_not_a_file_mode(value, why):
+    with pytest.raises(ar.ArchiveError, match=why):
+        ar.parse_file_mode(value)
+
+
+def test_template_archive_file_mode_is_checked_when_loaded():
+    from pclean_provider.pipeline.pipeline_template import ArchivePolicy
+
+    assert ArchivePolicy(file_mode="640").file_mode == "0640" and ArchivePolicy().file_mode is None
+    with pytest.raises(ValueError, match="quote it"):
+        ArchivePolicy(file_mode=640)  # YAML's reading of an unquoted 0640
+    with pytest.raises(ValueError, match="archive.file_mode='0777'"):
+        ArchivePolicy(file_mode="0777")
+
+
+@pytest.mark.parametrize("file_mode, umask, files, dirs", [
+    (0o640, 0o022, 0o440, 0o550),   # the template's mode, whatever the umask
+    (None, 0o027, 0o440, 0o550),    # no mode: the umask decides (0666 & ~027 = 0640)
+    (None, 0o002, 0o444, 0o555),
+])
+def test_published_version_follows_the_mode_and_is_read_only(tmp_path, file_mode, umask, files, dirs):
+    old = os.umask(umask)
+    try:
+        with ar.staging_area(tmp_path, "prod") as folder:
+            (folder / "qa").mkdir()
+            (folder / "qa" / "qa.json").write_text("{}")
+            (folder / "prod.image.fits").write_bytes(b"fits")
+            ar.write_manifest(folder, Manifest(
+                product_id="prod", created_utc="t", files=[], obscore=ObsCore(dataproduct_type="image", obs_id="o"),
+                provenance=Provenance(versions=package_versions(), finished_utc="t")))
+            ar._apply_modes(folder, ar.umask_file_mode() if file_mode is None else file_mode)
+            _version, target = ar.commit(tmp_path, "prod", folder)
+            ar.make_read_only(target)
+    finally:
+        os.umask(old)
+    modes = _modes(target)
+    assert {k: v for k, v in modes.items() if (target / k).is_file()} == dict.fromkeys(
+        ["manifest.json", "prod.image.fits", "qa/qa.json"], files)
+    assert {k: v for k, v in modes.items() if (target / k).is_dir()} == {".": dirs, "qa": dirs}
+    assert not list((tmp_path / ar.STAGING).iterdir())  # the staging lock went with the publish
+
+
+def test_failed_publish_after_the_modes_is_cleaned_up(tmp_path):
+    with pytest.raises(RuntimeError, match="export failed"), ar.staging_area(tmp_path, "prod") as folder:
+        (folder / "qa").mkdir()
+        (folder / "qa" / "qa.json").write_text("{}")
+        ar._apply_modes(folder, 0o400)  # even a mode without owner write leaves the staging removable
+        raise RuntimeError("export failed")
+    assert not list((tmp_path / ar.STAGING).iterdir())

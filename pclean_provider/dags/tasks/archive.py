@@ -37,7 +37,7 @@ def archive_tasks(t: PipelineTemplate, pool: str, alias: AssetAlias):
         args = ["archive", "publish", "--image", item["imagename"], "--archive-root", s.archive_dir,
                 "--product-id", safe_name(f"{stem}_{t.kind}"), "--qa-dir", str(Path(item["qa_json"]).parent),
                 "--vis", item["vis"], "--ms-metadata", item["metadata_path"], "--config", _config_file(item),
-                "--dag-run-id", ctx["run_id"]]
+                "--dag-run-id", ctx["run_id"]] + (["--file-mode", t.archive.file_mode] if t.archive.file_mode else [])
         started = ctx["dag_run"].start_date
         if started:
             args += ["--started-utc", started.isoformat()]
