@@ -4,16 +4,25 @@ Each MS of the night is one map index of the group ``ms``, which holds its whole
 
 cube, exact:  cube -> qa -> qa_gate -> archive | review
 continuum:    continuum -> qa -> qa_gate -> archive | review
-cube, fanout: partition[ms] -> collect_subcubes -> image_subcube[sub-cube]
-              -> (group) gather_subcubes -> concat -> qa -> qa_gate -> archive | review
+cube, fanout: partition -> subcubes_1 .. subcubes_K -> gather_subcubes -> concat -> qa -> qa_gate
+              -> archive | review
 
 Inside a mapped group Airflow ties each task to the same map index of the task before it, so an
 MS that fails imaging or QA fails only its own path (and its failure notification names it); the
-others reach their gate and the archive. Clearing one MS's cube "with downstream" selects only
-that MS's QA, gate and archive. The fan-out's sub-cubes cannot live in the group (Airflow does not
-map inside a mapped group), so they are one flat mapped task between the partition and the group;
-``collect_subcubes`` and ``gather_subcubes`` run whatever the other MSs did (trigger rule
-``all_done_min_one_success``) and each MS's gather fails only for its own missing plan or sub-cube.
+others reach their gate and the archive. Clearing one MS's task "with downstream" selects only
+that MS's tail.
+
+The fan-out's two granularities: Dask runs every sub-cube as a task of its own (as fine as one
+channel), while Airflow sees K batch tasks per MS (the template's ``cube.batch_tasks``), each
+imaging one contiguous batch of the MS's sub-cubes and deferring while they run. They are K plain
+tasks rather than one task mapped per batch because Airflow 3 refuses to map a task inside a
+mapped group ("operator expansion in an expanded task group is not yet supported"), and a flat
+map outside the group would make every MS's tail downstream of every batch: clearing one batch
+would re-run all MSs' concatenation, QA and archive. Inside the group a cleared batch re-runs its
+own sub-cubes and its own MS's gather, concat, QA, gate and archive only. The partition sizes the
+batches (``engine.plan.batch_ranges``: the cluster's workers and a target task time, at most K);
+the batch tasks the cube does not need are skipped. They use no pool that counts deferred tasks,
+so the cluster, through Dask's queue, sets how many sub-cubes run at once.
 
 The group's tasks keep their plain task ids (no ``ms.`` prefix), so the grid, the REST API and
 the tests name them as before: cube, qa, qa_gate, archive, review.
@@ -25,12 +34,11 @@ from typing import Any
 
 from airflow.sdk import task_group
 
-from pclean_provider.dags.tasks.subcubes import collect_subcubes, gather_subcubes
+from pclean_provider.dags.tasks.subcubes import batch_task_id, gather_subcubes
 
 MS_NAME_FROM_VIS = "{{ task.overrides['vis'].rstrip('/').split('/')[-1] }}"
-# "night1.ms ch 0-3 1.400000-1.403000 GHz": the MS first, then the operator's channel label.
-SUBCUBE_LABEL = ("{{ ((task.spec['vis'] if task.spec['vis'] is string else task.spec['vis'][0])"
-                 ".rstrip('/').split('/')[-1]) ~ ' ' ~ task.subcube_label }}")
+# "night1.ms ch 0-63 (32 sub-cubes)": the MS first, then the batch's channels.
+BATCH_LABEL = "{{ (task.vis_name ~ ' ' ~ task.batch_label) if task.vis_name else task.batch_label }}"
 
 
 def imaging_kwargs(item: dict) -> dict:
@@ -44,39 +52,46 @@ def ms_group_kwargs(item: dict) -> dict:
 
 
 def per_ms_paths(t, prepared, cluster_up, address: str, pool: str, qa_tasks, archive_tasks):
-    """Build the per-MS task group (and, for the fan-out, the flat sub-cube map before it) and
-    return the group, so that the caller can put the cluster's teardown after it."""
+    """Build the per-MS task group and return it, so that the caller can put the cluster's
+    teardown after it."""
+    from airflow.sdk import XComArg
+
     from pclean_provider.operators.cube import (
+        BATCHES_XCOM_KEY,
+        CONCAT_OPTIONS_XCOM_KEY,
+        PLAN_XCOM_KEY,
         CubeConcatOperator,
         CubeImagingOperator,
         CubePartitionOperator,
-        SubcubeImagingOperator,
+        SubcubeBatchOperator,
     )
 
     qa, qa_gate = qa_tasks
     archive, review = archive_tasks
-    subcubes = None
-    if t.kind == "cube" and t.cube_mode == "fanout":
-        partition = CubePartitionOperator.partial(
-            task_id="partition", scheduler_address=address, map_index_template=MS_NAME_FROM_VIS,
-        ).expand_kwargs(prepared.map(imaging_kwargs))
-        cluster_up >> partition
-        specs = collect_subcubes(prepared)
-        partition >> specs
-        subcubes = SubcubeImagingOperator.partial(
-            task_id="image_subcube", scheduler_address=address, pool=pool, map_index_template=SUBCUBE_LABEL,
-        ).expand(spec=specs)
+    fanout = t.kind == "cube" and t.cube_mode == "fanout"
 
     @task_group(group_id="ms", prefix_group_id=False,
                 tooltip="one MeasurementSet's imaging, QA, gate and archive or review")
     def ms(item: Any, overrides: Any, presets: Any) -> None:
         imaging: Any
-        if subcubes is not None:
-            gathered = gather_subcubes(item=item)
-            subcubes >> gathered
+        if fanout:
+            fan = t.cube
+            partition = CubePartitionOperator(
+                task_id="partition", scheduler_address=address, overrides=overrides, presets=presets,
+                map_index_template=MS_NAME_FROM_VIS, subcubes_per_task=fan.subcubes_per_task,
+                max_batches=fan.batch_tasks, target_task_seconds=fan.target_task_seconds,
+                subcube_seconds=fan.subcube_seconds)
+            cluster_up >> partition
+            batches = XComArg(partition, key=BATCHES_XCOM_KEY)
+            # No pool: a deferred batch must not hold a slot; Dask queues its sub-cubes on the cluster.
+            batch_tasks = [SubcubeBatchOperator(task_id=batch_task_id(n), scheduler_address=address,
+                                                batches=batches, batch=n - 1, map_index_template=BATCH_LABEL)
+                           for n in range(1, fan.batch_tasks + 1)]
+            gathered = gather_subcubes(item=item, batch_tasks=fan.batch_tasks)
+            partition >> batch_tasks >> gathered
             imaging = CubeConcatOperator(
-                task_id="concat", scheduler_address=address, pool=pool, plan=gathered["plan"],
-                results=gathered["results"], concat_options=gathered["concat_options"],
+                task_id="concat", scheduler_address=address, pool=pool, plan=gathered[PLAN_XCOM_KEY],
+                results=gathered["results"], concat_options=gathered[CONCAT_OPTIONS_XCOM_KEY],
                 map_index_template="{{ task.plan['imagename'].rstrip('/').split('/')[-1] }}")
         else:
             from pclean_provider.operators.continuum import ContinuumImagingOperator

@@ -28,12 +28,19 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from pclean_provider.engine import worker_tasks
+from pclean_provider.engine import subcube_batch, worker_tasks
+from pclean_provider.engine.plan import (
+    DEFAULT_SUBCUBE_SECONDS,
+    DEFAULT_TARGET_TASK_SECONDS,
+    PlanError,
+    batch_ranges,
+)
 from pclean_provider.operators.base import PcleanDaskOperator
 from pclean_provider.operators.config_input import ConfiguredImagingOperator, build_config
 
 PLAN_XCOM_KEY = "plan"
 CONCAT_OPTIONS_XCOM_KEY = "concat_options"
+BATCHES_XCOM_KEY = "batches"  # the sub-cube specs grouped into batches, one list per batch task
 
 
 class CubePartitionOperator(PcleanDaskOperator):
@@ -51,16 +58,27 @@ class CubePartitionOperator(PcleanDaskOperator):
     :param allow_cleaned: accept ``niter > 0``. Each sub-cube is then cleaned by its own tclean run
         with its own iteration control, which is not what serial tclean does for the cube; without
         this flag a cleaned cube is refused here, pointing to ``CubeImagingOperator`` (the exact loop).
+    :param subcubes_per_task: sub-cubes per ``SubcubeBatchOperator`` task (XCom ``batches``); default:
+        derived from the cluster's workers, ``target_task_seconds`` and ``subcube_seconds``.
+    :param max_batches: most batches; default Airflow's ``[core] max_map_length``, so that the
+        batches can always be mapped. A batch grows past ``subcubes_per_task`` to fit.
+    :param target_task_seconds: how long one batch should keep every worker busy (derived sizes).
+    :param subcube_seconds: the expected wall time of one sub-cube (derived sizes).
+    :param batched: return the batches (lists of specs) instead of the specs, to map
+        ``SubcubeBatchOperator`` over (``.expand(specs=partition.output)``); the batches always fit
+        in ``max_batches``, so the map stays within Airflow's limit for any channel count.
     """
 
     template_fields: Sequence[str] = (*PcleanDaskOperator.template_fields, "overrides", "presets",
-                                      "config_files", "nworkers")
+                                      "config_files", "nworkers", "subcubes_per_task", "max_batches")
     template_fields_renderers = {"overrides": "json"}
     work_kind = "partition"
 
     def __init__(self, *, overrides: dict[str, Any] | None = None, presets: Sequence[str] | str | None = None,
                  config_files: Sequence[str] | str | None = None, nworkers: int | None = None,
-                 overwrite: bool = False, allow_cleaned: bool = False, **kwargs: Any) -> None:
+                 overwrite: bool = False, allow_cleaned: bool = False, subcubes_per_task: int | None = None,
+                 max_batches: int | None = None, target_task_seconds: float = DEFAULT_TARGET_TASK_SECONDS,
+                 subcube_seconds: float = DEFAULT_SUBCUBE_SECONDS, batched: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.overrides = overrides
         self.presets = presets
@@ -68,8 +86,14 @@ class CubePartitionOperator(PcleanDaskOperator):
         self.nworkers = nworkers
         self.overwrite = overwrite
         self.allow_cleaned = allow_cleaned
+        self.subcubes_per_task = subcubes_per_task
+        self.max_batches = max_batches
+        self.target_task_seconds = target_task_seconds
+        self.subcube_seconds = subcube_seconds
+        self.batched = batched
 
     def execute(self, context: Any) -> Any:
+        self._check_batching()
         cfg = build_config(self.task_id, self.overrides, self.presets, self.config_files)
         if not cfg.is_cube:
             raise AirflowFailException(
@@ -94,13 +118,41 @@ class CubePartitionOperator(PcleanDaskOperator):
         return self.run_on_cluster(context, worker_tasks.plan_cube, make_args,
                                    self.default_state_dir(cfg.image.imagename))
 
+    def _check_batching(self) -> None:
+        """Bad batch settings fail before any work is submitted, naming the setting."""
+        try:
+            batch_ranges(1, 1, max_batches=self._max_batches(), subcubes_per_task=self._per_task(),
+                         target_task_seconds=float(self.target_task_seconds),
+                         subcube_seconds=float(self.subcube_seconds))
+        except (PlanError, TypeError, ValueError) as exc:
+            raise AirflowFailException(f"{self.task_id}: {exc}") from exc
+
+    def _per_task(self) -> int | None:
+        return None if self.subcubes_per_task in (None, "", "None") else int(self.subcubes_per_task)
+
+    def _max_batches(self) -> int:
+        if self.max_batches not in (None, "", "None"):
+            return int(self.max_batches)
+        from airflow.sdk.configuration import conf
+
+        return conf.getint("core", "max_map_length")
+
     def on_result(self, context: Any, result: Any) -> Any:
         plan, specs = result["plan"], result["specs"]
         context["ti"].xcom_push(key=PLAN_XCOM_KEY, value=plan)
         context["ti"].xcom_push(key=CONCAT_OPTIONS_XCOM_KEY, value=result.get("concat_options") or {})
-        self.log.info("Cube of %d channels split into %d sub-cubes: %s", plan["nchan"], len(specs),
-                      ", ".join(subcube_label(s) for s in specs))
-        return specs
+        ranges = batch_ranges(len(specs), int(plan.get("nworkers") or 1), max_batches=self._max_batches(),
+                              subcubes_per_task=self._per_task(),
+                              target_task_seconds=float(self.target_task_seconds),
+                              subcube_seconds=float(self.subcube_seconds))
+        batches = [specs[a:b] for a, b in ranges]
+        context["ti"].xcom_push(key=BATCHES_XCOM_KEY, value=batches)
+        self.log.info("Cube of %d channels split into %d sub-cubes in %d batches (%s sub-cubes each, %d workers)",
+                      plan["nchan"], len(specs), len(ranges), "/".join(sorted({str(b - a) for a, b in ranges})),
+                      int(plan.get("nworkers") or 1))
+        if len(specs) <= 64:
+            self.log.info("Sub-cubes: %s", ", ".join(subcube_label(s) for s in specs))
+        return batches if self.batched else specs
 
 
 class SubcubeImagingOperator(PcleanDaskOperator):
@@ -147,11 +199,113 @@ class SubcubeImagingOperator(PcleanDaskOperator):
         return result
 
 
+class SubcubeBatchOperator(PcleanDaskOperator):
+    """Image a batch of sub-cubes on the cluster, each sub-cube a Dask task of its own.
+
+    One Airflow task per batch keeps a cube of any channel count within Airflow's map limit and its
+    per-task scheduling cost small, while Dask runs every sub-cube as its own task on every worker
+    the cluster has: the cluster sets how many run at once. Deferrable; give it no pool that counts
+    deferred tasks, or the pool, not the cluster, caps the sub-cubes in flight. A retry or a clear
+    re-images this batch's sub-cubes only (a new try is new Dask work; the older try's queued
+    sub-cubes are cancelled).
+
+    Either map it over the batches of a partition made with ``batched=True``::
+
+        SubcubeBatchOperator.partial(task_id="subcubes", ...).expand(specs=partition.output)
+
+    or give every task all batches and its own number (a fixed set of batch tasks per MS, as the
+    pipeline DAGs do inside their per-MS task group)::
+
+        SubcubeBatchOperator(task_id="subcubes_2", batches=XComArg(partition, key="batches"), batch=2, ...)
+
+    A task whose number has no batch (the cube needed fewer) is skipped, saying so.
+
+    :param specs: the sub-cube specs of this batch (one element of the partition's ``batches``).
+    :param batches: every batch (the partition's XCom ``batches``), with ``batch``.
+    :param batch: which batch of ``batches`` this task images (0-based).
+    """
+
+    # `specs` is not templated, for the reason given at SubcubeImagingOperator; `batches` is, so that
+    # an XComArg given to an unmapped task resolves (an XComArg resolves to its value unrendered).
+    template_fields: Sequence[str] = (*PcleanDaskOperator.template_fields, "batches")
+    work_kind = "subcubes"
+
+    def __init__(self, *, specs: list[dict[str, Any]] | None = None, batches: Any = None, batch: int | None = None,
+                 map_index_template: str | None = "{{ task.batch_label }}", **kwargs: Any) -> None:
+        super().__init__(map_index_template=map_index_template, **kwargs)
+        self.specs = specs
+        self.batches = batches
+        self.batch = batch
+
+    def _specs(self) -> list[dict[str, Any]] | None:
+        if self.specs is not None:
+            return self.specs
+        if self.batch is None or not isinstance(self.batches, list):
+            return None
+        return self.batches[self.batch] if self.batch < len(self.batches) else []
+
+    @property
+    def batch_label(self) -> str:
+        """The mapped instance's name in the UI: 'ch 0-63 (64 sub-cubes)'."""
+        specs = self._specs()
+        if not specs or not isinstance(specs, list):
+            return "no batch"
+        count = f"{len(specs)} sub-cube{'' if len(specs) == 1 else 's'}"
+        try:
+            return f"ch {specs[0]['chan_start']}-{specs[-1]['chan_stop'] - 1} ({count})"
+        except (KeyError, TypeError):
+            return count
+
+    @property
+    def vis_name(self) -> str:
+        """The MeasurementSet's name, for map names ('' when there is no batch)."""
+        specs = self._specs() or []
+        vis = specs[0].get("vis", "") if specs and isinstance(specs[0], dict) else ""
+        vis = vis[0] if isinstance(vis, list) and vis else vis
+        return str(vis).rstrip("/").split("/")[-1]
+
+    def label(self) -> str:
+        return f"sub-cube batch {self.batch_label}"
+
+    def execute(self, context: Any) -> Any:
+        specs = self._specs()
+        if specs == [] and self.batch is not None:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(f"{self.task_id}: no batch {self.batch} (the cube has "
+                                       f"{len(self.batches)} batch(es)); nothing to image")
+        if not isinstance(specs, list) or not specs or not all(
+                isinstance(s, dict) and "imagename" in s and "chan_start" in s for s in specs):
+            raise AirflowFailException(
+                f"{self.task_id}: specs must be one batch of CubePartitionOperator's XCom 'batches' (a list "
+                f"of sub-cube specs), or give batches= and batch=; got {type(specs).__name__}")
+        return self.run_on_cluster(context, subcube_batch.image_subcube_batch, lambda client: (specs,),
+                                   self.default_state_dir(specs[0]["imagename"]))
+
+    def on_result(self, context: Any, result: Any) -> Any:
+        timings = result.get("timings") or []
+        workers = len({t.get("worker") for t in timings})
+        self.log.info("%s done in %.1f s on %d worker(s)", self.label(), result.get("seconds") or 0.0, workers)
+        return result
+
+
+def subcube_results(results: Any) -> list[dict[str, Any]]:
+    """The sub-cube results in mapped outputs of either operator (one per sub-cube, or per batch)."""
+    out: list[dict[str, Any]] = []
+    for item in results or []:
+        if isinstance(item, dict) and isinstance(item.get("results"), list):
+            out.extend(item["results"])
+        elif item is not None:
+            out.append(item)
+    return out
+
+
 class CubeConcatOperator(PcleanDaskOperator):
     """Join the sub-cube products into the full cube, in channel order, on the cluster.
 
     :param plan: the partition's plan (``partition.output["plan"]``).
-    :param results: the mapped sub-cube results (``subcubes.output``).
+    :param results: the mapped sub-cube results (``subcubes.output``), of ``SubcubeImagingOperator``
+        or of ``SubcubeBatchOperator`` (each batch's results are taken in).
     :param concat_options: ``{"mode": ..., "keep_subcubes": ...}`` as the config asked
         (``partition.output["concat_options"]``); default: mode 'auto'.
     :param keep_subcubes: keep the sub-cube products after joining them (default True, whatever the
@@ -173,7 +327,7 @@ class CubeConcatOperator(PcleanDaskOperator):
 
     def execute(self, context: Any) -> Any:
         plan = self.plan
-        results = [r for r in (self.results or []) if r is not None]
+        results = subcube_results(self.results)
         if not isinstance(plan, dict) or "specs" not in plan:
             raise AirflowFailException(f"{self.task_id}: plan must be the partition's plan "
                                        "(partition.output['plan']).")

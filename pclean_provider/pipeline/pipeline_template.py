@@ -130,6 +130,29 @@ class PoolSpec(BaseModel):
     slots: int = Field(2, ge=1, description="How many heavy tasks may run at once across all DAGs.")
 
 
+class CubeFanout(BaseModel):
+    """How the fan-out (cube_mode: fanout) groups its sub-cubes into Airflow tasks.
+
+    Dask runs every sub-cube as a task of its own; Airflow sees a few batch tasks per MS
+    (subcubes_1 .. subcubes_<batch_tasks>, inside the MS's task group, so that clearing one re-runs
+    only it and its own MS's tail). A cube needing fewer batches skips the rest.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    subcubes_per_task: int | None = Field(
+        None, ge=1, description="Sub-cubes per batch task. Unset: derived, enough to keep every worker "
+        "busy for target_task_seconds; grown when the cube would need more than batch_tasks batches.")
+    batch_tasks: int = Field(
+        8, ge=1, le=64, description="Batch tasks per MS (fixed when the DAG is parsed; Airflow cannot map "
+        "a task inside the per-MS mapped group). The most batches a cube is split into.")
+    target_task_seconds: float = Field(
+        300.0, gt=0, description="How long one batch task should keep the cluster busy, so that Airflow's "
+        "per-task cost (about a second) stays small.")
+    subcube_seconds: float = Field(
+        20.0, gt=0, description="The expected wall time of one sub-cube, for the derived batch size.")
+
+
 class PipelineTemplate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -138,8 +161,9 @@ class PipelineTemplate(BaseModel):
     cube_mode: Literal["exact", "fanout"] = Field(
         "exact", description="Cubes: 'exact' images each MS's cube with the exact loop (one task per "
         "cube, sub-cube sessions on the workers, one iteration controller; equal to serial tclean for "
-        "every stopping rule); 'fanout' maps one task per sub-cube (a whole tclean run each; exact for "
-        "niter=0 cubes only, and a clear re-images just that sub-cube).")
+        "every stopping rule); 'fanout' images every sub-cube as a whole tclean run (a Dask task each), "
+        "grouped into a few batch tasks per MS (see `cube`); exact for niter=0 cubes only, and a clear "
+        "re-images just that batch and its MS's tail.")
     title: str
     description: str = ""
     schedule: str | None = "0 2 * * *"
@@ -163,6 +187,7 @@ class PipelineTemplate(BaseModel):
     cluster: ClusterChoice = Field(default_factory=ClusterChoice)
     qa: QaPolicy = Field(default_factory=QaPolicy)
     pool: PoolSpec = Field(default_factory=PoolSpec)
+    cube: CubeFanout = Field(default_factory=CubeFanout)
     retries: int = Field(2, ge=0, description="Retries of tasks that can fail transiently.")
     retry_delay_s: float = Field(60.0, gt=0)
     max_retry_delay_s: float = Field(900.0, gt=0)

@@ -1,4 +1,4 @@
-"""Test DAG: cluster up -> partition -> mapped sub-cubes -> concat, cluster down as teardown.
+"""Test DAG: cluster up -> partition -> mapped sub-cube batches -> concat, cluster down as teardown.
 
 The run conf gives the MeasurementSet, the image name and the work folder; the cluster is a local
 Dask cluster held by a cluster host for the length of the run.
@@ -11,7 +11,7 @@ import datetime as dt
 from airflow.sdk import DAG, Param
 
 from pclean_provider.operators.cluster import ClusterDownOperator, ClusterUpOperator
-from pclean_provider.operators.cube import CubeConcatOperator, CubePartitionOperator, SubcubeImagingOperator
+from pclean_provider.operators.cube import CubeConcatOperator, CubePartitionOperator, SubcubeBatchOperator
 
 ADDRESS_FILE = "{{ params.work_dir }}/cluster/{{ run_id | replace(':', '_') | replace('+', '_') }}.address"
 
@@ -26,6 +26,7 @@ with DAG(
         "imagename": Param("", type="string"),
         "work_dir": Param("", type="string"),
         "nworkers": Param(2, type="integer"),
+        "subcubes_per_task": Param(2, type="integer"),
         "imaging": Param({}, type="object"),
     },
     render_template_as_native_obj=True,
@@ -41,13 +42,16 @@ with DAG(
         poll_interval=1.0,
         # The test cleans a little to show the fan-out equals the independent engine it runs.
         allow_cleaned=True,
+        # One mapped task per batch of sub-cubes; each sub-cube is still a Dask task of its own.
+        batched=True,
+        subcubes_per_task="{{ params.subcubes_per_task }}",
         # Retries are allowed, so a test can show that bad input fails at once instead of retrying.
         retries=1,
         retry_delay=dt.timedelta(seconds=1),
     )
-    subcubes = SubcubeImagingOperator.partial(
+    subcubes = SubcubeBatchOperator.partial(
         task_id="subcube", scheduler_address=up.output, poll_interval=1.0, retries=0,
-    ).expand(spec=partition.output)
+    ).expand(specs=partition.output)
     concat = CubeConcatOperator(task_id="concat", scheduler_address=up.output, plan=partition.output["plan"],
                                 concat_options=partition.output["concat_options"], results=subcubes.output,
                                 poll_interval=1.0)
