@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any
 
-from pclean_provider.engine.models import PcleanResult
+from pclean_provider.engine.models import PcleanResult, tclean_summary
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def _run_continuum(cfg, progress: bool, client: Any) -> PcleanResult:
             client = stack.enter_context(open_cluster(cfg.cluster)).client
             started = time.monotonic() - t_cluster
         result = run_continuum(cfg, client=client if cfg.extras.parallel else None, progress=progress,
-                               cluster_start_s=started)
+                               cluster_start_s=started, inputs_checked=True)
     products = {}
     for path in result.products:
         suffix = path[len(result.imagename):] if path.startswith(result.imagename) else path
@@ -73,7 +73,8 @@ def _run_continuum(cfg, progress: bool, client: Any) -> PcleanResult:
     return PcleanResult(
         imagename=result.imagename, specmode=cfg.tclean_kwargs()["specmode"], parallel=bool(cfg.extras.parallel),
         products=products, iterations=result.iterations, stop_reason=result.stop_reason or "",
-        seconds=time.monotonic() - t0, nworkers=result.nparts, continuum=result.model_dump(mode="json"))
+        seconds=time.monotonic() - t0, nworkers=result.nparts, continuum=result.model_dump(mode="json"),
+        summary=tclean_summary(niter, result.summary))
 
 
 def pclean(**kwargs: Any) -> PcleanResult:

@@ -198,7 +198,8 @@ class _Progress:
 
     def finished(self, result: ContinuumResult) -> None:
         """The last line of a successful run: a tailing reader (an Airflow trigger) can stop there."""
-        summary = result.model_dump(mode="json", exclude={"cycles", "summary"})
+        # The stages stay in the result object; one line per major cycle is what a tail reads.
+        summary = result.model_dump(mode="json", exclude={"cycles", "summary", "stages"})
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps({"run_id": self.run_id, "event": "finished", "result": summary}) + "\n")
 
@@ -230,7 +231,8 @@ def _nparts_for(client: Any, nparts: int | None) -> int:
 
 def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport], Any] | None = None,
                   *, nparts: int | None = None, keep_partimages: bool | None = None,
-                  progress: bool = False, cluster_start_s: float | None = None) -> ContinuumResult:
+                  progress: bool = False, cluster_start_s: float | None = None,
+                  inputs_checked: bool = False) -> ContinuumResult:
     """Image a continuum (specmode='mfs') config; parts on the Dask `client`'s workers, or in-process.
 
     `nparts` defaults to the number of workers (1 without a client); `keep_partimages` to
@@ -240,6 +242,8 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
     ContinuumPartError when a part fails (no product is then left under imagename).
     The result keeps every stage's time (`stages`; `cluster_start_s`, when the caller started
     the cluster for this run, is kept as the first one) and the log ends with their table.
+    `inputs_checked=True`: the caller has just run preflight.check_continuum_inputs on this
+    config (pclean() does, before it starts a cluster), so the MS selections are not opened twice.
     """
     from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
     from pclean_provider.engine.preflight import check_continuum_inputs
@@ -248,8 +252,9 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
     clock = StageClock()
     if cluster_start_s is not None:
         clock.add("cluster start", cluster_start_s)
-    with clock.stage("input checks"):
-        check_continuum_inputs(cfg)
+    if not inputs_checked:
+        with clock.stage("input checks"):
+            check_continuum_inputs(cfg)
     rec = casa_records_for(cfg)
     final = output_name(rec)
     if keep_partimages is None:
@@ -456,7 +461,10 @@ def _run(rec: CasaRecords, backend: Any, progress: _Progress, n: int, run_id: st
     # 1. partition and global coordinates.
     with clock.stage("partition and coordinates"):
         selection = cp.check_selection(rec.selection)
-        csys = cp.global_coordinates(selection, rec.image, rec.gridding)
+        # One part holds the whole selection, so its imager derives the very coordinate system
+        # the coordinator would (same selection, same image parameters): defining the image a
+        # second time here would only cost a pass over the MS's metadata.
+        csys = cp.global_coordinates(selection, rec.image, rec.gridding) if n > 1 else None
         row_parts = cp.partition_rows(selection, n)
     shared = _shares_images(serial, n)
     part_names = [imagename] if shared else [cp.part_image_name(imagename, k) for k in range(n)]
@@ -464,7 +472,9 @@ def _run(rec: CasaRecords, backend: Any, progress: _Progress, n: int, run_id: st
         cp.part_workdir(imagename).mkdir(parents=True, exist_ok=True)
     specs = []
     for k in range(n):
-        image = dict(rec.image, imagename=part_names[k], csys=cp.encode_record(csys))
+        image = dict(rec.image, imagename=part_names[k])
+        if csys is not None:
+            image["csys"] = cp.encode_record(csys)
         gridding = dict(rec.gridding, imagename=part_names[k])
         workdir = os.path.join(staging, f"part{k + 1}")
         specs.append(cp.PartSpec(run_id=run_id, part=k, nparts=n, selection=row_parts[k], image=image,

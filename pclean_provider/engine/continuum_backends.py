@@ -126,16 +126,20 @@ class DaskParts:
         pending = dict(futures)
         results: dict[int, PartReply] = {}
         lost: dict[int, str] = {}
-        # Polling the futures' states (local, cheap) instead of distributed.wait, which needs a
-        # default client; the cluster's client need not be one. Short sleeps first: a small
-        # major cycle takes well under a second and every wait is on the critical path.
-        sleep_s = 0.002
+        # Waiting on one pending future at a time with Future.result(timeout): it returns the moment
+        # that task ends (no polling delay: a small major cycle takes a fraction of a second and
+        # every wait is on the critical path), and the timeout bounds how long a lost worker or a
+        # failed other part goes unnoticed. distributed.wait would need a default client, which
+        # the cluster's client need not be.
         next_worker_check = time.monotonic() + self.poll_s
         try:
             while pending:
-                if not any(f.status != "pending" for f in pending.values()):
-                    time.sleep(sleep_s)
-                    sleep_s = min(0.05, sleep_s * 1.5)
+                first = pending[min(pending)]
+                if first.status == "pending":
+                    try:
+                        first.result(timeout=self.poll_s)
+                    except Exception:  # noqa: S110 - a timeout or the part's error: both handled below
+                        pass
                 for part, fut in list(pending.items()):
                     if fut.status == "finished":
                         results[part] = PartReply.model_validate_json(fut.result())
