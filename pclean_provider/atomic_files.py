@@ -226,6 +226,23 @@ class DirClaim:
                 os.unlink(self.path)
 
 
+# How casacore (and so CASA) words a full disk in the exceptions it raises into Python.
+_NO_SPACE_TEXTS = ("No space left on device", "Not enough space on disk", "Disk quota exceeded")
+
+
+def is_out_of_space(exc: BaseException) -> bool:
+    """True when `exc` (or what caused it) says the filesystem is full or the quota used up."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(text in str(exc) for text in _NO_SPACE_TEXTS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def fsync_dir(path: str | os.PathLike) -> None:
     """Make a rename inside `path` durable (the directory entry itself must reach the disk)."""
     fd = os.open(os.fspath(path), os.O_RDONLY)

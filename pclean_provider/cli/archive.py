@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from pclean_provider.atomic_files import is_out_of_space
+
 
 def _load_config(path: str) -> dict:
     p = Path(path)
@@ -74,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     except ArchiveError as exc:
         print(f"pclean archive: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if not is_out_of_space(exc):
+            raise
+        # Nothing was published: the staging folder is gone and earlier versions are untouched.
+        print(f"pclean archive: no space left to publish under {args.archive_root} ({exc}); nothing was "
+              "published and earlier versions are untouched. Free space there and retry.", file=sys.stderr)
+        return 1
     print(result.model_dump_json(indent=2))
     return 0
 

@@ -3,7 +3,8 @@
 Exit codes: 0 done (broken MSs quarantined is still success), 2 bad arguments, a missing
 landing area, or a ``--spw``/``--field`` selection that matches nothing in an MS (nothing is
 moved), 3 the MS named with ``--vis`` cannot be imaged (the reason is printed), 4 an MS could not
-be read reliably (a flaky filesystem; nothing is moved, a retry may succeed).
+be read reliably (a flaky filesystem) or moved to a full quarantine area (nothing is moved; a
+retry may succeed).
 The JSON report (``--report``) is what the Airflow ingest task reads back.
 """
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ingest.SelectionNotInMs) as exc:
             print(f"pclean ingest: {exc}", file=sys.stderr)
             return EXIT_BAD_ARGS
-        except ingest.MsReadUnstable as exc:
+        except (ingest.MsReadUnstable, ingest.QuarantineFailed) as exc:
             print(f"pclean ingest: {exc}", file=sys.stderr)
             return EXIT_READ_UNSTABLE
 
@@ -99,7 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     for ms in report.already_imaged:
         print(f"skipped      {ms.name}: {ms.why}")
     if args.report:
-        ingest.write_json_atomic(Path(args.report), json.loads(report.model_dump_json()))
+        try:
+            ingest.write_json_atomic(Path(args.report), json.loads(report.model_dump_json()))
+        except OSError as exc:
+            print(f"pclean ingest: the report {args.report} could not be written ({exc.strerror or exc}); "
+                  "free space there and rerun", file=sys.stderr)
+            return EXIT_READ_UNSTABLE
     return 0
 
 

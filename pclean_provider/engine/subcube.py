@@ -124,6 +124,28 @@ def _remove_dead_stagings(subcube_dir: str) -> None:
             shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
 
 
+# Per product folder: casacore's table files, logs and the like, beyond the pixels.
+_PRODUCT_OVERHEAD_BYTES = 256 * 1024
+_PRODUCTS_PER_SUBCUBE = 8  # image residual model psf pb mask sumwt weight
+
+
+def _check_free_space(spec: SubcubeSpec, parent: str) -> None:
+    """Refuse before CASA starts when the sub-cube cannot fit: casacore aborts the whole process
+    on a full disk (std::terminate, nothing to catch), which would take the worker down with it."""
+    imsize = spec.tclean_kwargs.get("imsize") or [0]
+    imsize = [imsize] if isinstance(imsize, int) else list(imsize)
+    nx, ny = int(imsize[0]), int(imsize[-1])
+    nchan = spec.nchan + (2 if spec.padded else 0)
+    per_product = _PRODUCT_OVERHEAD_BYTES + 4 * nx * ny * nchan
+    need = _PRODUCTS_PER_SUBCUBE * per_product * (2 if spec.padded else 1)  # padded: the copy, then the cut
+    free = shutil.disk_usage(parent).free
+    if free < need:
+        raise SubcubeError(
+            f"sub-cube {spec.index}: about {need / 2**20:.1f} MiB are needed under {parent} and only "
+            f"{free / 2**20:.1f} MiB are free; free space there (the earlier products of this sub-cube are "
+            "untouched) and retry")
+
+
 def image_subcube(spec: SubcubeSpec | dict | str) -> SubcubeResult:
     """Run tclean for one sub-cube; returns where its products are and what it did."""
     if isinstance(spec, str):
@@ -138,6 +160,7 @@ def image_subcube(spec: SubcubeSpec | dict | str) -> SubcubeResult:
     parent = os.path.dirname(spec.subcube_dir)
     os.makedirs(parent, exist_ok=True)
     _remove_dead_stagings(spec.subcube_dir)
+    _check_free_space(spec, parent)
     claim = DirClaim(spec.subcube_dir)
     staging = f"{spec.subcube_dir}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     scratch = os.path.join(staging, "scratch")

@@ -29,11 +29,13 @@ casatools stays out of the Airflow worker.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,6 +99,12 @@ class MsReadUnstable(RuntimeError):
     """Reading the MS failed twice, differently (or with an I/O error): a flaky read, not a defect.
 
     Not an input error: a retry of the task may well succeed, and nothing was moved."""
+
+
+class QuarantineFailed(RuntimeError):
+    """A broken MS could not be moved to quarantine (a full or unwritable quarantine area).
+
+    Not an input error: once space is freed a rerun succeeds; the MS was left in place, whole."""
 
 
 class MsChangedError(PcleanInputError):
@@ -340,28 +348,72 @@ def _free_name(directory: Path, name: str) -> Path:
     return candidate
 
 
+def _move_whole(src: Path, dst: Path) -> None:
+    """Move `src` to `dst` so that `dst` holds all of it or does not exist.
+
+    Within one filesystem a rename; across filesystems (quarantine on another disk) a copy to a
+    hidden name beside `dst`, renamed once complete, and only then the source removed. A copy
+    that fails (a full disk) is removed again and the source stays where it was.
+    """
+    try:
+        os.rename(src, dst)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    partial = dst.with_name(f".{dst.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        if src.is_dir():
+            shutil.copytree(src, partial, symlinks=True)
+        else:
+            shutil.copy2(src, partial)
+        os.rename(partial, dst)
+    except BaseException:
+        if partial.is_dir():
+            shutil.rmtree(partial, ignore_errors=True)
+        else:
+            partial.unlink(missing_ok=True)
+        raise
+    if src.is_dir():
+        shutil.rmtree(src)
+    else:
+        src.unlink()
+
+
 def quarantine(ms: Path, quarantine_dir: Path, reason: str, marker_suffix: str | None) -> QuarantinedMs:
     """Move the MS (and its marker) aside with a reason file; nothing is deleted.
 
     The reason file is written first, so that an interrupted move still leaves the explanation
-    beside whatever arrived.
+    beside whatever arrived. A move that fails (a full quarantine disk) takes its reason file back
+    and leaves the MS in the landing area, whole; the error says where space is missing.
     """
     quarantine_dir.mkdir(parents=True, exist_ok=True)
     target = _free_name(quarantine_dir, ms.name)
     reason_path = target.with_name(target.name + REASON_SUFFIX)
-    write_json_atomic(reason_path, {
-        "ms": ms.name,
-        "original_path": str(ms),
-        "quarantined_at": datetime.now(UTC).isoformat(),
-        "reason": reason,
-        "what_to_do": "fix or re-transfer the MeasurementSet and move it back into the landing area "
-                      "(with its completion marker)",
-    })
-    shutil.move(str(ms), str(target))
+    try:
+        write_json_atomic(reason_path, {
+            "ms": ms.name,
+            "original_path": str(ms),
+            "quarantined_at": datetime.now(UTC).isoformat(),
+            "reason": reason,
+            "what_to_do": "fix or re-transfer the MeasurementSet and move it back into the landing area "
+                          "(with its completion marker)",
+        })
+        _move_whole(ms, target)
+    except OSError as exc:
+        reason_path.unlink(missing_ok=True)
+        raise QuarantineFailed(
+            f"{ms.name} could not be moved to quarantine {quarantine_dir} ({exc.strerror or exc}); it stays in "
+            "the landing area, whole. Free space there (or fix its permissions) and rerun the task.") from exc
     if marker_suffix:
         marker = marker_path(ms, marker_suffix)
         if marker.exists():
-            shutil.move(str(marker), str(marker_path(target, marker_suffix)))
+            try:
+                _move_whole(marker, marker_path(target, marker_suffix))
+            except OSError:
+                # The MS is quarantined with its reason; a marker left in the landing area names
+                # an MS that is gone there, which ingest ignores.
+                pass
     return QuarantinedMs(name=ms.name, original_path=str(ms), quarantine_path=str(target),
                          reason_path=str(reason_path), reason=reason)
 
