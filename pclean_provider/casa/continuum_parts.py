@@ -139,3 +139,21 @@ def image_shape(path: str) -> list[int]:
         return [int(v) for v in ia.shape()]
     finally:
         ia.close()
+
+
+def run_tclean_here(kwargs: dict[str, Any], cwd: str) -> dict[str, Any]:
+    """casatasks.tclean in this process (the continuum engine's one-process exact path, e.g. for
+    outlier fields); returns the scalars of its summary. Scratch tables go to `cwd`."""
+    import contextlib
+
+    from casatasks import tclean
+
+    Path(cwd).mkdir(parents=True, exist_ok=True)
+    with contextlib.chdir(cwd):
+        ret = tclean(**dict(kwargs, fullsummary=False))
+    if not isinstance(ret, dict):
+        # tclean returns False (or nothing) when it failed and only logged why.
+        raise RuntimeError(f"tclean returned {ret!r} for {kwargs.get('imagename')}; see the CASA log")
+    keep = ("iterdone", "nmajordone", "stopcode", "stopDescription", "maxpsfsidelobe", "threshold", "nsigma",
+            "cyclethreshold", "niter", "cycleniter")
+    return {k: (ret[k].item() if hasattr(ret[k], "item") else ret[k]) for k in keep if k in ret}

@@ -44,6 +44,7 @@ from pclean_provider.atomic_files import write_text
 from pclean_provider.config.casa_bridge import BridgeError, CasaRecords, casa_records_for
 from pclean_provider.engine.continuum_backends import ContinuumPartError, DaskParts, SerialParts
 from pclean_provider.engine.continuum_models import ContinuumResult, CycleReport
+from pclean_provider.engine.continuum_outliers import read_outlier_file, write_staged_outlier_file
 from pclean_provider.engine.continuum_stages import StageClock, stage_table
 from pclean_provider.errors import PcleanInputError
 from pclean_provider.products import PSF, RESIDUAL, WORKDIRECTORY, first_term, products_for
@@ -114,13 +115,28 @@ def _check_request(rec: CasaRecords, final: str) -> None:
 
 
 def check_continuum_request(cfg: Any) -> CasaRecords:
-    """The parameter checks of a continuum config (no data opened); returns its records."""
+    """The parameter checks of a continuum config (no data opened); returns its records.
+
+    With an outlier file the records are the main field's, and the file's fields are checked too
+    (`continuum_outliers`): that run takes the one-process exact path.
+    """
+    outlierfile = _outlierfile(cfg)
     try:
-        rec = casa_records_for(cfg)
+        rec = casa_records_for(cfg.replace(outlierfile="") if outlierfile else cfg)
     except BridgeError as exc:
         raise ContinuumInputError(str(exc)) from None
     _check_request(rec, output_name(rec))
+    if outlierfile:
+        if not rec.image.get("restart", True):
+            raise ContinuumInputError("restart=False with outlierfile: the next numbered name would be picked for "
+                                      "the main field only; use restart=True and a new imagename.")
+        for field in read_outlier_file(outlierfile, output_name(rec)):
+            _check_request(rec, field.imagename)
     return rec
+
+
+def _outlierfile(cfg: Any) -> str:
+    return str(cfg.tclean_kwargs().get("outlierfile") or "")
 
 
 # The endings by which tclean's restart=False recognises images of an earlier run.
@@ -255,7 +271,8 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
     if not inputs_checked:
         with clock.stage("input checks"):
             check_continuum_inputs(cfg)
-    rec = casa_records_for(cfg)
+    outlierfile = _outlierfile(cfg)
+    rec = casa_records_for(cfg.replace(outlierfile="") if outlierfile else cfg)
     final = output_name(rec)
     if keep_partimages is None:
         keep_partimages = bool(getattr(getattr(cfg, "extras", None), "keep_partimages", False))
@@ -278,6 +295,13 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
                         bar_total=rec.niter if progress else None)
     log.info("continuum run %s: %s -> %s, %d part(s)%s", run_id, rec.selection["ms0"]["msname"], final, n,
              "" if client is None else f" on {len(client.nthreads())} worker(s)")
+
+    if outlierfile:
+        try:
+            return _run_outlier_fields(cfg, rec, outlierfile, tracker, clock, t0, run_id, staging)
+        finally:
+            tracker.close()
+            set_casa_log(previous_log)
 
     backend = SerialParts(run_id, n) if client is None else DaskParts(client, run_id, n)
     try:
@@ -318,6 +342,61 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
     log.info("continuum run %s finished: %d iterations, %d major cycles, %s, %.1f s (minor cycle %.0f%%)\n%s",
              run_id, out.iterations, out.major_cycles, out.stop_reason or "no cleaning", out.elapsed_s,
              100 * out.minor_cycle_share, stage_table(out.stages, out.elapsed_s))
+    return out
+
+
+def _run_outlier_fields(cfg: Any, rec: CasaRecords, outlierfile: str, tracker: _Progress, clock: StageClock,
+                        t0: float, run_id: str, staging: str) -> ContinuumResult:
+    """The one-process exact path of a run with outlier fields: serial tclean itself, staged.
+
+    Every field gets a staging folder beside its own products (fields may live in different
+    folders, and a rename is atomic only within one file system); earlier images are copied in
+    for a restart, and each field is published only when tclean has finished them all.
+    """
+    from pclean_provider.casa.continuum_parts import run_tclean_here
+
+    final = os.path.abspath(rec.imagename)
+    fields = read_outlier_file(outlierfile, final)
+    names = [final] + [f.imagename for f in fields]
+    stagings = [staging] + [os.path.join(os.path.dirname(n), f".{os.path.basename(n)}.pclean-run-{run_id}")
+                            for n in names[1:]]
+    staged = [os.path.join(d, os.path.basename(n)) for d, n in zip(stagings, names, strict=True)]
+    log.info("continuum run %s: outlier fields (%d) take the one-process exact path (serial tclean)",
+             run_id, len(fields))
+    try:
+        earlier = []
+        for d, n, st in zip(stagings, names, staged, strict=True):
+            os.makedirs(d, exist_ok=True)
+            earlier.append(_copy_earlier_products(n, st, rec))
+        kwargs = cfg.tclean_kwargs()
+        kwargs.update(imagename=staged[0], outlierfile=write_staged_outlier_file(
+            fields, staged[1:], os.path.join(staging, "outliers.txt")))
+        with clock.stage("tclean (one process, outlier fields)"):
+            summary = run_tclean_here(kwargs, cwd=os.path.join(staging, "tclean"))
+        products: list[str] = []
+        with clock.stage("publish"):
+            for d, n, prior in zip(stagings, names, earlier, strict=True):
+                products += _publish(d, os.path.basename(n), os.path.dirname(n), False, replace=prior)
+    except BaseException as exc:
+        tracker.failed(exc)
+        for d in stagings:
+            _discard(d, run_id)
+        raise
+    iterations = int(summary.get("iterdone", 0))
+    stopcode = int(summary.get("stopcode", 0) or 0)
+    from pclean_provider.casa.deconvolver_session import STOP_REASONS, image_peak
+
+    reason = STOP_REASONS.get(stopcode)
+    tracker.cycle(0, iterations, image_peak(_residual_name(final, rec)), None, 0.0, 0.0, stopcode, reason)
+    elapsed = time.perf_counter() - t0
+    out = ContinuumResult(run_id=run_id, imagename=final, products=products, nparts=1, workers=["in-process"],
+                          iterations=iterations, major_cycles=max(0, int(summary.get("nmajordone", 1)) - 1),
+                          stopcode=stopcode, stop_reason=reason, cycles=tracker.reports, elapsed_s=elapsed,
+                          progress_file=tracker.path, summary=summary, stages=clock.stages,
+                          cluster_start_s=next((s.seconds for s in clock.stages if s.stage == "cluster start"), None))
+    tracker.finished(out)
+    log.info("continuum run %s finished (one process, %d outlier field(s)): %d iterations, %.1f s\n%s", run_id,
+             len(fields), iterations, elapsed, stage_table(out.stages, elapsed))
     return out
 
 
