@@ -16,7 +16,7 @@ from typing import Any
 
 from pclean_provider.engine.concat import concat_products
 from pclean_provider.engine.memory import parse_memory
-from pclean_provider.engine.models import CubePlan, PcleanResult, SubcubeResult
+from pclean_provider.engine.models import CubePlan, PcleanResult, SubcubeResult, tclean_summary
 from pclean_provider.engine.plan import plan_sessions, plan_subcubes
 from pclean_provider.engine.preflight import check_cube_inputs
 from pclean_provider.engine.progress import Progress
@@ -151,7 +151,9 @@ def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
         imagename=plan.imagename, specmode=cfg.tclean_kwargs()["specmode"], parallel=parallel,
         products=concat.products, iterations=iterations, stop_reason=stop_reason,
         seconds=time.monotonic() - t0, nworkers=nworkers, nsubcubes=len(plan.specs), subcubes=results,
-        concat=concat, cube_loop=loop.model_dump(mode="json") if loop is not None else None)
+        concat=concat, cube_loop=loop.model_dump(mode="json") if loop is not None else None,
+        summary=tclean_summary(int(plan.tclean_kwargs.get("niter", 0) or 0),
+                               loop.summary if loop is not None else {"iterdone": iterations}))
 
 
 def _run_sessions(plan: CubePlan, client: Any, progress: bool):

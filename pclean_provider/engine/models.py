@@ -139,3 +139,38 @@ class PcleanResult(_Model):
     continuum: dict[str, Any] | None = None
     cube_loop: dict[str, Any] | None = Field(None, description="The exact cube loop's record (iterations, "
                                              "stop, per-stage seconds, rebuilt sessions).")
+    summary: dict[str, Any] = Field(default_factory=dict, description=(
+        "What tclean returns: the iteration summary's scalars (iterdone, nmajordone, stopcode, "
+        "stopDescription, niter, cycleniter, threshold, nsigma, ...); read as result['iterdone']."))
+
+    # tclean returns a dict, and scripts written for it read ret['iterdone'] or ret.get('stopcode'):
+    # the result answers those reads from `summary` (its other fields stay attributes).
+    def __getitem__(self, key: str) -> Any:
+        return self.summary[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.summary
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.summary.get(key, default)
+
+    def keys(self):
+        return self.summary.keys()
+
+
+def tclean_summary(niter: int, iteration_summary: dict[str, Any] | None) -> dict[str, Any]:
+    """tclean's return record from a run's iteration summary (the iterbot's scalars).
+
+    With niter=0 tclean builds no iteration controller and returns a fixed record (one major cycle,
+    no iterations, stop code 3); with niter > 0 it returns the iterbot's summary plus the stop
+    code's description. tclean's per-cycle matrices (summaryminor, summarymajor) are not rebuilt.
+    """
+    if niter <= 0:
+        return {"iterdone": 0, "niter": 0, "nmajordone": 1, "stopcode": 3, "cycleniter": 0,
+                "cyclethreshold": 0, "nsigma": 0.0, "maxpsfsidelobe": 0}
+    from pclean_provider.casa.deconvolver_session import STOP_REASONS
+
+    out = dict(iteration_summary or {})
+    if int(out.get("stopcode", 0) or 0) > 0:
+        out["stopDescription"] = STOP_REASONS.get(int(out["stopcode"]))
+    return out

@@ -126,6 +126,9 @@ def test_cleaned_cube_equals_tclean(line_ms, client, tmp_path, case):
     assert result.iterations > 0, "the case must clean something"
     assert result.iterations == ref["iterdone"], (result.iterations, ref)
     assert result.cube_loop["stopcode"] == ref["stopcode"], (result.cube_loop, ref)
+    # pclean() answers the reads a tclean script makes of its return record.
+    assert {k: result[k] for k in ref} == ref, (result.summary, ref)
+    assert result["stopDescription"] and result.get("no such key", 1) == 1
     assert_cube_matches(got, want, CLEAN_TOL, products=(".image", ".residual", ".model", ".psf", ".pb"))
 
 
@@ -159,8 +162,9 @@ DIRTY = {
 def test_dirty_cube_equals_tclean(request, client, tmp_path, case):
     fixture, kwargs = DIRTY[case]
     ms = request.getfixturevalue(fixture)
-    result, _, got, want = _pclean_and_tclean(ms, tmp_path, client, niter=0, **kwargs)
+    result, ref, got, want = _pclean_and_tclean(ms, tmp_path, client, niter=0, **kwargs)
     assert_cube_matches(got, want, DIRTY_TOL)
+    assert {k: result[k] for k in ref} == ref, (result.summary, ref)
     if case in ("briggsbwtaper", "optical-velocity", "mosaic"):
         # The taper's bandwidth, a tabular axis, the mosaic's beams: one session, exact rather than refused.
         assert result.nsubcubes == 1
