@@ -7,8 +7,9 @@ Cases:
   cleaned to 10 mJy, through the DAG's default exact mode (one `cube` task per MS) on a 2-worker
   local cluster, against `pclean(parallel=True, nworkers=2)` in a fresh process.
 - wide: 2,048 channels of a small image (64 px), niter=0, `cube_chunksize=1`, through the DAG's
-  fan-out mode (mapped sub-cube tasks), against pclean() and serial tclean in fresh processes;
-  the number of mapped tasks and the cube's difference from tclean's are recorded.
+  default exact mode, against pclean() and serial tclean in fresh processes; the number of mapped
+  tasks and the cube's difference from tclean's are recorded.
+- wide-fanout: the same cube through the fan-out mode (batches of one-channel sub-cubes).
 
 The Airflow side is a real standalone (scheduler, triggerer, dag-processor, api-server;
 LocalExecutor) with its own home, started once for all cases; the DAG is triggered over the REST
@@ -50,6 +51,15 @@ CASES = {
         "cube_mode": "exact", "tclean": False,
     },
     "wide": {
+        "ms": dict(antennas=6, nchan=2048, hours=0.5, integration_s=60, noise_jy=0.05, spectral_line=True),
+        "imaging": {"specmode": "cube", "nchan": 2048, "imsize": [64, 64], "cell": "16arcsec",
+                    "weighting": "natural", "gridder": "standard", "deconvolver": "hogbom", "niter": 0},
+        "extras": {"cube_chunksize": 1},
+        "cube_mode": "exact", "tclean": True,
+    },
+    # The same cube through the fan-out (one Dask task per channel, batched Airflow tasks): every
+    # sub-cube is a whole tclean run, so this measures the per-sub-cube cost the scaling model needs.
+    "wide-fanout": {
         "ms": dict(antennas=6, nchan=2048, hours=0.5, integration_s=60, noise_jy=0.05, spectral_line=True),
         "imaging": {"specmode": "cube", "nchan": 2048, "imsize": [64, 64], "cell": "16arcsec",
                     "weighting": "natural", "gridder": "standard", "deconvolver": "hogbom", "niter": 0},
