@@ -1,7 +1,10 @@
 """The trigger form of a pipeline DAG, and one run's settings resolved from it.
 
-The form's fields are the run conf keys that ``settings_for_run`` understands; the form only adds
-titles, descriptions and choices so that a rerun from the UI needs no knowledge of the YAML.
+The form's fields are the run conf keys that ``settings_for_run`` understands (every key of
+``pipeline.conf_policy.CONF_KEYS``), each defaulting to the template's value, so the form shows what
+a run will use; it adds titles, descriptions and choices so that a rerun from the UI needs no
+knowledge of the YAML. The template's values pass the conf policy as they are (it judges only what a
+run changed), so submitting the form untouched is always allowed.
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ def trigger_form(t: PipelineTemplate) -> dict[str, Param]:
                         title="Imaging preset",
                         description="A packaged preset (or one from $PCLEAN_PRESETS_DIR); the template's "
                                     "overrides and yours are applied on top."),
-        "overrides": Param({}, type="object", title="Imaging parameter overrides",
-                           description='Any tclean parameter, e.g. {"nchan": 16, "niter": 0, "imsize": 128}.'),
+        "overrides": Param(dict(t.overrides), type="object", title="Imaging parameter overrides",
+                           description="Any tclean parameter, on top of the preset. Shown: the template's "
+                                       'values; change or add entries, e.g. {"nchan": 16, "niter": 0}. An entry '
+                                       "left out keeps the template's value."),
         "work_dir": Param(None, type=["null", "string"], title="Work directory",
                           description="Where this run's products are made (default from the template); "
                                       "inside the pipeline's data roots."),
@@ -54,15 +59,25 @@ def trigger_form(t: PipelineTemplate) -> dict[str, Param]:
                                      "address: an existing scheduler. A run may choose only "
                                      f"{' or '.join(dict.fromkeys([t.cluster.type, *t.cluster.conf_types]))}; "
                                      "the rest of the cluster comes from the connection and the template."),
-        "cluster_options": Param({}, type="object", title="Cluster options",
-                                 description="The cluster's size, within the template's limits: "
+        "cluster_options": Param(dict(t.cluster.options), type="object", title="Cluster options",
+                                 description="Shown: the template's cluster options. A run may change the "
+                                             "cluster's size, within the template's limits: "
                                              f"{', '.join(CONF_SETTABLE_FIELDS)}; "
                                              f'e.g. {{"nworkers": {min(4, t.cluster.conf_limits.max_nworkers)}}}.'),
+        "cluster_connection_id": Param(t.cluster.connection_id, type=["null", "string"],
+                                       title="Cluster connection",
+                                       description="The Airflow connection (type pclean_dask) the cluster comes "
+                                                   "from; set in the template (cluster.connection_id), shown "
+                                                   "here, not changeable by a run."),
         "redo": Param(False, type="boolean", title="Redo already imaged MSs",
                       description="Image MSs of the landing area again even if the ledger says they were done."),
         "qa_min_score": Param(t.qa.gate_min_score, type="number", minimum=0, maximum=1, title="QA gate",
                               description="Products scoring below this go to review instead of the archive; "
                                           f"a run may raise it, never set it below {t.qa.floor()}."),
+        "qa_thresholds": Param(dict(t.qa.thresholds), type="object", title="QA thresholds",
+                               description="The thresholds pclean qa scores against; set in the template "
+                                           "(qa.thresholds), shown here, not changeable by a run (move the "
+                                           "gate with qa_min_score)."),
     }
 
 

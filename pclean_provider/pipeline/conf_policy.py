@@ -32,9 +32,9 @@ from pclean_provider.errors import PcleanInputError
 if TYPE_CHECKING:
     from pclean_provider.pipeline.pipeline_template import PipelineTemplate
 
-# Every key the conf may carry; the trigger form (dags/params.py) shows all but the last.
+# Every key the conf may carry, each a field of the trigger form (dags/params.py).
 CONF_KEYS = ("vis", "preset", "overrides", "work_dir", "archive_dir", "cluster", "cluster_options", "redo",
-             "qa_min_score", "cluster_connection_id")
+             "qa_min_score", "cluster_connection_id", "qa_thresholds")
 CONF_PATHS = ("vis", "work_dir", "archive_dir")
 # Imaging parameters that name files or folders (mask only when it is not region text).
 OVERRIDE_PATHS = ("startmodel", "outlierfile", "vptable", "cfcache", "mask")
@@ -222,6 +222,13 @@ def _check_qa_min_score(template: PipelineTemplate, raw: Any) -> float:
     return float(raw)
 
 
+def _changed(raw: Any, template_values: dict[str, Any]) -> Any:
+    """A conf mapping without the entries that equal the template's (anything else as it came)."""
+    if not isinstance(raw, dict):
+        return raw
+    return {k: v for k, v in raw.items() if k not in template_values or template_values[k] != v}
+
+
 def check_run_conf(template: PipelineTemplate, params: dict[str, Any], data_root: Path) -> CheckedConf:
     """The conf judged against the template; RunConfRefused at the first thing it may not set."""
     unknown = sorted(_SHOWN.sub("?", str(k)[:40]) for k in params if k not in CONF_KEYS)
@@ -235,7 +242,9 @@ def check_run_conf(template: PipelineTemplate, params: dict[str, Any], data_root
         if value not in (None, ""):
             setattr(checked, key, confined_path(key, value, roots, data_root))
     checked.preset = _check_preset(template, params.get("preset", template.preset))
-    checked.overrides = _check_overrides(params.get("overrides"), roots, data_root)
+    # The form shows the template's own values as its defaults; those are the administrator's, not
+    # the run's, so only what the run changed is judged (settings_for_run lays it over the template).
+    checked.overrides = _check_overrides(_changed(params.get("overrides"), template.overrides), roots, data_root)
 
     cluster = params.get("cluster") or template.cluster.type
     allowed_types = [template.cluster.type, *[c for c in template.cluster.conf_types if c != template.cluster.type]]
@@ -244,7 +253,8 @@ def check_run_conf(template: PipelineTemplate, params: dict[str, Any], data_root
                              f"choose; allowed: {', '.join(allowed_types)} (the template's cluster.type and "
                              "cluster.conf_types)")
     checked.cluster_type = cluster
-    checked.cluster_options = _check_cluster_options(template, params.get("cluster_options"))
+    checked.cluster_options = _check_cluster_options(
+        template, _changed(params.get("cluster_options"), template.cluster.options))
 
     connection = params.get("cluster_connection_id")
     if connection not in (None, "", template.cluster.connection_id):
@@ -252,6 +262,10 @@ def check_run_conf(template: PipelineTemplate, params: dict[str, Any], data_root
                              f"connection ({template.cluster.connection_id or 'none'}); the cluster's "
                              "connection is set in the template (cluster.connection_id)")
     checked.cluster_connection_id = template.cluster.connection_id
+    thresholds = params.get("qa_thresholds")
+    if thresholds not in (None, {}) and thresholds != template.qa.thresholds:
+        raise RunConfRefused("qa_thresholds", "the QA thresholds are set in the template (qa.thresholds); a run "
+                             "may move the gate with qa_min_score")
 
     redo = params.get("redo", False)
     if not isinstance(redo, bool):

@@ -7,6 +7,7 @@ run is kept under test-artifacts/ for people to look at.
 from __future__ import annotations
 
 import importlib.util
+import re
 import time
 from pathlib import Path
 
@@ -56,6 +57,8 @@ def newest_run_with_vis(server, vis: str, not_before: float, timeout: float = 60
 
 
 def test_trigger_form_run_succeeds(airflow_standalone, casa_runtime, page):
+    from playwright.sync_api import expect
+
     from pclean_provider.casa.simulator import simulate_ms
 
     server = airflow_standalone
@@ -79,6 +82,15 @@ def test_trigger_form_run_succeeds(airflow_standalone, casa_runtime, page):
         # The parameters sit in a collapsed section in some layouts.
         dialog.get_by_text("Run Parameters", exact=False).first.click()
     vis_field.fill(ms)
+    # The form shows the template's values, not empty boxes: its overrides (the test-sized cube of
+    # standalone.write_small_templates) and its declared cluster connection and QA thresholds.
+    # The JSON editor fills in its lines after it appears, laid out with non-breaking spaces (\s).
+    overrides = dialog.locator("#element_overrides")
+    overrides.scroll_into_view_if_needed()
+    expect(overrides).to_contain_text(re.compile(r'"imsize":\s*64'))
+    expect(overrides).to_contain_text(re.compile(r'"specmode":\s*"cube"'))
+    for declared in ("cluster_options", "cluster_connection_id", "qa_thresholds"):
+        assert dialog.locator(f"#element_{declared}").count() == 1, declared
     page.screenshot(path=str(ARTIFACTS / "browser-trigger-form.png"), full_page=True)
     dialog.get_by_role("button", name="Trigger").last.click()
 
@@ -97,3 +109,5 @@ def test_trigger_form_run_succeeds(airflow_standalone, casa_runtime, page):
     assert shot.stat().st_size > 10_000
     conf = server.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")["conf"]
     assert conf["vis"] == ms and conf["preset"] == "none"  # the form sent the field we set plus defaults
+    # The untouched template values went through the conf policy (they are the template's own).
+    assert conf["overrides"]["imsize"] == 64 and conf["overrides"]["specmode"] == "cube", conf
