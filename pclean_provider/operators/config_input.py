@@ -65,3 +65,9 @@ class ConfiguredImagingOperator(PcleanDaskOperator):
 
     def config(self):
         return build_config(self.task_id, self.overrides, self.presets, self.config_files)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Called by Airflow's OpenLineage provider when it is on: the MS in, the image products out."""
+        from pclean_provider.operators.lineage import imaging_lineage
+
+        return imaging_lineage(self.overrides if isinstance(self.overrides, dict) else None)

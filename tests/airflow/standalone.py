@@ -229,6 +229,7 @@ SMALL_DIRTY_CUBE = {**SMALL_CUBE, "niter": 0}
 # tests make never start runs of their own.
 ARRIVALS_DAG_ID = "nightly_cube_arrivals"
 ARRIVALS_LANDING = "arrivals-landing"
+OPENLINEAGE_FILE = "openlineage-events.jsonl"
 _shared: Standalone | None = None
 
 
@@ -250,8 +251,10 @@ def write_small_templates(directory: Path) -> Path:
         data["arrivals"] = {"watch": False}
         (directory / src.name).write_text(yaml.safe_dump(data, sort_keys=False))
         if data.get("kind") == "cube":
+            # Two batch tasks of one sub-cube each, so that a clear can re-run one batch alone.
             fanout = {**data, "dag_id": FANOUT_DAG_ID, "cube_mode": "fanout",
-                      "overrides": {**data["overrides"], **SMALL_DIRTY_CUBE}}
+                      "overrides": {**data["overrides"], **SMALL_DIRTY_CUBE},
+                      "cube": {"subcubes_per_task": 1, "batch_tasks": 2}}
             (directory / f"{FANOUT_DAG_ID}.yaml").write_text(yaml.safe_dump(fanout, sort_keys=False))
             # A run started by data has no conf: the template's gate is the gate, and a test-sized
             # cube scores below 0.66 (see test_nightly_dags), so this one archives at any score.
@@ -279,6 +282,10 @@ def shared() -> Standalone:
         # No nightly schedule firing in the middle of a test: only the runs a test triggers, and
         # those of ARRIVALS_DAG_ID that an MS landing in its own area starts.
         "PCLEAN_PIPELINES_UNSCHEDULED": "1",
+        # Airflow's OpenLineage provider writes every run's lineage events here, one JSON per line.
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "append": True,
+                                                       "log_file_path": str(root / OPENLINEAGE_FILE)}),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "pclean-tests",
     }
     server = Standalone(root / "home", extra_env=env)
     atexit.register(server.stop)
@@ -288,5 +295,6 @@ def shared() -> Standalone:
         server.stop()
         raise
     server.data_root = data  # type: ignore[attr-defined]
+    server.openlineage_events = root / OPENLINEAGE_FILE  # type: ignore[attr-defined]
     _shared = server
     return server

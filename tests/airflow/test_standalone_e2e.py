@@ -1,7 +1,7 @@
-"""A real `airflow standalone`: trigger the fan-out cube pipeline over REST, then re-run one sub-cube.
+"""A real `airflow standalone`: trigger the fan-out cube pipeline over REST, then re-run one sub-cube batch.
 
 Checks the things operations staff rely on: the run succeeds and archives a verified product;
-clearing one mapped sub-cube re-runs only it and what follows (plus the cluster set-up/teardown
+clearing one sub-cube batch task re-runs only it and what follows (plus the cluster set-up/teardown
 that bracket it), and the archive returns the version it holds instead of a duplicate. Sub-cubes are
 mapped tasks only in the template's `cube_mode: fanout` (a dirty cube here, niter=0); the default
 exact mode has one `cube` task per MS (the browser test triggers that DAG).
@@ -60,8 +60,8 @@ def test_trigger_archive_then_clear_one_subcube(airflow_standalone, casa_runtime
     first = server.task_summary(DAG_ID, run_id)
     assert state == "success", (first, server.tail())
 
-    subcubes = sorted(k for k in first if k[0] == "image_subcube")
-    assert subcubes == [("image_subcube", 0), ("image_subcube", 1)]
+    # One MS, two sub-cubes, one per batch task (the fan-out template's cube settings in standalone.py).
+    assert first[("subcubes_1", 0)][0] == "success" and first[("subcubes_2", 0)][0] == "success", first
     product = data / "archive" / "e2e_cube"
     assert [p.name for p in sorted(product.glob("v*"))] == ["v0001"], list(product.parent.iterdir())
     assert verify_archive(product / "v0001").returncode == 0
@@ -70,21 +70,21 @@ def test_trigger_archive_then_clear_one_subcube(airflow_standalone, casa_runtime
               if e.get("source_run_id") == run_id]
     assert [(e["source_task_id"], e["extra"]["ms"], e["extra"]["version"]) for e in events] == [
         ("archive", "e2e.ms", 1)]
-    labels = {t["map_index"]: t.get("rendered_map_index") for t in server.task_instances(DAG_ID, run_id)
-              if t["task_id"] == "image_subcube"}
-    assert all(label and label.startswith("e2e.ms ch ") for label in labels.values()), labels
+    labels = sorted(t.get("rendered_map_index") for t in server.task_instances(DAG_ID, run_id)
+                    if t["task_id"] in ("subcubes_1", "subcubes_2"))
+    assert labels == ["e2e.ms ch 0-1 (1 sub-cube)", "e2e.ms ch 2-3 (1 sub-cube)"], labels
 
-    server.clear(DAG_ID, run_id, [["image_subcube", 1]], include_downstream=True)
-    state = wait_until_rerun_done(server, run_id, ("image_subcube", 1), first[("image_subcube", 1)][1])
+    server.clear(DAG_ID, run_id, [["subcubes_2", 0]], include_downstream=True)
+    state = wait_until_rerun_done(server, run_id, ("subcubes_2", 0), first[("subcubes_2", 0)][1])
     second = server.task_summary(DAG_ID, run_id)
     assert state == "success", second
 
     rerun = {k for k in second if second[k][1] > first[k][1]}
-    # Upstream of the cleared sub-cube, and its sibling, keep their first try.
-    for key in [("ingest", -1), ("prepare", -1), ("partition", 0), ("collect_subcubes", -1), ("image_subcube", 0)]:
+    # Upstream of the cleared batch, and its sibling batch, keep their first try.
+    for key in [("ingest", -1), ("prepare", -1), ("partition", 0), ("subcubes_1", 0)]:
         assert key not in rerun, (key, first[key], second[key])
     # It and everything after it ran again; the cluster came back up for it and went down after.
-    for key in [("image_subcube", 1), ("gather_subcubes", 0), ("concat", 0), ("qa", 0), ("qa_gate", 0),
+    for key in [("subcubes_2", 0), ("gather_subcubes", 0), ("concat", 0), ("qa", 0), ("qa_gate", 0),
                 ("archive", 0), ("cluster_up", -1), ("cluster_down", -1)]:
         assert key in rerun and second[key][0] == "success", (key, first.get(key), second.get(key))
 
@@ -148,3 +148,25 @@ def test_an_ms_landing_after_unpause_is_imaged_without_a_trigger(airflow_standal
     assert [a["ms"] for a in landing_events[0]["extra"]["payload"]["arrived"]] == ["arrive.ms"]
     runs = server.api("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 10})["dag_runs"]
     assert [r["dag_run_id"] for r in runs] == [run["dag_run_id"]], runs
+
+    # OpenLineage (the provider's file transport, set in standalone.shared): the run's imaging and
+    # archive events name the MS as input; imaging's outputs are the cube's images, archive's the
+    # version folder it published.
+    ms_path = str((landing / "arrive.ms").resolve())
+    version = str((product / "v0001").resolve())
+    cube = lineage_of(server, f"{dag_id}.cube", run)
+    assert ("file", ms_path) in cube["inputs"], cube
+    assert any(name.endswith("arrive.cube.image") for _, name in cube["outputs"]), cube
+    archive = lineage_of(server, f"{dag_id}.archive", run)
+    assert ("file", ms_path) in archive["inputs"] and ("file", version) in archive["outputs"], archive
+
+
+def lineage_of(server, job: str, run: dict) -> dict[str, list[tuple[str, str]]]:
+    """Inputs and outputs of the COMPLETE OpenLineage event of `job` in this DAG run."""
+    import json
+
+    events = [json.loads(line) for line in server.openlineage_events.read_text().splitlines() if line.strip()]
+    done = [e for e in events if e.get("eventType") == "COMPLETE" and e["job"]["name"] == job
+            and run["dag_run_id"] in json.dumps(e["run"].get("facets", {}))]
+    assert len(done) == 1, (job, [(e.get("eventType"), e["job"]["name"]) for e in events])
+    return {side: [(d["namespace"], d["name"]) for d in done[0].get(side, [])] for side in ("inputs", "outputs")}

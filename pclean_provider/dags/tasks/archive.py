@@ -25,6 +25,7 @@ def archive_tasks(t: PipelineTemplate, pool: str, alias: AssetAlias):
     @task(task_id="archive", pool=pool, outlets=[alias],
           map_index_template="{{ task.op_kwargs['item']['name'] }}")
     def archive(item: dict) -> dict:
+        from pclean_provider.operators.lineage import report_archive_lineage
         from pclean_provider.pipeline.ingest import record_imaged
 
         if item.get("route", "archive") != "archive":
@@ -56,6 +57,7 @@ def archive_tasks(t: PipelineTemplate, pool: str, alias: AssetAlias):
             version_asset = Asset(uri=Path(published["path"]).as_uri(), group="pclean-archive")
             ctx["outlet_events"][alias].add(version_asset, extra=extra)
         record_imaged(Path(s.ledger_dir), item["name"], {"route": "archive", **extra})
+        report_archive_lineage(item["vis"], published.get("path"))  # OpenLineage: MS in, version out
         if published.get("already_published"):
             print(f"{item['name']}: version {published['version']} at {published['path']} already holds this "
                   f"product (published by run {published.get('dag_run_id')}); nothing new published")
