@@ -292,29 +292,30 @@ def test_fanout_cube_maps_one_task_per_subcube(dags, tmp_path):
     landing = DATA_ROOT / "landing-fanout"
     fan = simulate_into(landing, "fan.ms", seed=24)
     break_data(fan, landing / "fan_cut.ms")
+    # One sub-cube per batch task, two batch tasks per MS.
     dag = template_dag(tmp_path / "fanout-dags", "nightly_cube_fanout", cube_mode="fanout",
-                       landing_dir="landing-fanout")
+                       landing_dir="landing-fanout", cube={"subcubes_per_task": 1, "batch_tasks": 2})
     heavy = {t.task_id for t in dag.tasks if t.pool == "pclean_heavy"}
-    assert {"image_subcube", "concat", "qa", "archive"} <= heavy and "cube" not in heavy
-    run = run_dag(dag, {"overrides": {**SMALL_CUBE, "niter": 0}, "qa_min_score": 0.0}, no_retries=("image_subcube",))
+    assert {"concat", "qa", "archive"} <= heavy and not {"cube", "subcubes_1", "subcubes_2"} & heavy
+    run = run_dag(dag, {"overrides": {**SMALL_CUBE, "niter": 0}, "qa_min_score": 0.0},
+                  no_retries=("subcubes_1", "subcubes_2"))
     states = task_states(run)
     assert str(run.state) == "failed", states  # the cut MS's sub-cubes failed
-    # Two MSs, two sub-cubes each: one flat mapped task of four, each named by its MS, its
-    # channels and frequencies.
-    subcubes = map_names(run, "image_subcube")
-    assert sorted(label.split(" GHz")[0].rsplit(" ", 1)[0] for label in subcubes) == [
-        "fan.ms ch 0-1", "fan.ms ch 2-3", "fan_cut.ms ch 0-1", "fan_cut.ms ch 2-3"], subcubes
-    for label, index in subcubes.items():
-        assert states[("image_subcube", index)][0] == ("failed" if label.startswith("fan_cut.ms") else "success")
+    # Two MSs, two sub-cubes each, one per batch task, each named by its MS and its channels.
+    batches = {**map_names(run, "subcubes_1"), **map_names(run, "subcubes_2")}
+    assert sorted(batches) == ["fan.ms ch 0-1 (1 sub-cube)", "fan.ms ch 2-3 (1 sub-cube)",
+                               "fan_cut.ms ch 0-1 (1 sub-cube)", "fan_cut.ms ch 2-3 (1 sub-cube)"], batches
+    for label, index in batches.items():
+        task_id = "subcubes_1" if " ch 0-1 " in label else "subcubes_2"
+        assert states[(task_id, index)][0] == ("failed" if label.startswith("fan_cut.ms") else "success")
     gathers = map_names(run, "gather_subcubes")
     good, cut = gathers["fan.ms"], gathers["fan_cut.ms"]
     # The good MS: its own gather, concat, QA, gate and archive, whatever the other's sub-cubes did.
     for task_id in ("partition", "gather_subcubes", "concat", "qa", "qa_gate", "archive"):
         assert states[(task_id, good)][0] == "success", (task_id, states)
-    assert states[("collect_subcubes", -1)][0] == "success"
     (version,) = archived_versions(DATA_ROOT / "archive", "fan_cube")
     assert "fan.ms" in (version / "manifest.json").read_text()
-    # The cut MS: its gather fails naming the failed sub-cubes; nothing after it runs.
+    # The cut MS: its gather fails naming the failed batch tasks; nothing after it runs.
     assert states[("gather_subcubes", cut)][0] == "failed"
     for task_id in ("concat", "qa", "qa_gate", "archive", "review"):
         assert states[(task_id, cut)][0] == "upstream_failed", (task_id, states)
