@@ -19,7 +19,12 @@ REPO = Path(__file__).resolve().parents[1]
 # The DAG's tasks that make up the imaging, from cluster start to the finished cube: the exact
 # loop's one `cube` task per MS (cube_mode exact, the default), or the fan-out's tasks ending in
 # the concatenation (cube_mode fanout).
-IMAGING_TASKS = ("cluster_up", "cube", "partition", "collect_subcubes", "image_subcube", "gather_subcubes", "concat")
+IMAGING_TASKS = ("cluster_up", "cube", "partition", "gather_subcubes", "concat")
+
+
+def is_imaging_task(task_id: str) -> bool:
+    """One of IMAGING_TASKS or a fan-out sub-cube batch task (subcubes_1 .. subcubes_K)."""
+    return task_id in IMAGING_TASKS or task_id.startswith("subcubes_")
 
 
 def _ti_rows(dr) -> list[dict]:
@@ -52,8 +57,8 @@ def spans(rows: list[dict]) -> dict[str, float]:
             return None
         return max(r["end"] for r in sel) - min(r["start"] for r in sel)
 
-    out = {"imaging": span(lambda t: t in IMAGING_TASKS), "cube tasks": span(lambda t: t == "cube"),
-           "sub-cube tasks": span(lambda t: t == "image_subcube"),
+    out = {"imaging": span(is_imaging_task), "cube tasks": span(lambda t: t == "cube"),
+           "sub-cube tasks": span(lambda t: t.startswith("subcubes_")),
            "ingest": span(lambda t: t == "ingest"), "prepare": span(lambda t: t == "prepare"),
            "qa": span(lambda t: t in ("qa", "qa_gate")), "archive": span(lambda t: t in ("archive", "review")),
            "cluster_down": span(lambda t: t == "cluster_down")}

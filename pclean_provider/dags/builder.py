@@ -9,8 +9,8 @@ Shape of a cube night (continuum has a `continuum` task where the cube has `cube
 `ms` is a task group mapped over the night's MSs (see imaging.py): each MS's imaging, QA, gate
 and archive or review depend only on that MS's own tasks, so one MS failing never holds back
 another, and clearing one MS's cube re-runs only its tail. With `cube_mode: fanout` the imaging
-is partition[ms] -> collect_subcubes -> image_subcube[sub-cube] before the group, and
-gather_subcubes -> concat inside it. The cluster comes back for a cleared task because it is the
+is partition -> subcubes_1 .. subcubes_K (sub-cube batches) -> gather_subcubes -> concat, all
+inside the group. The cluster comes back for a cleared task because it is the
 setup of everything between cluster_up and cluster_down.
 
 Runs start on the template's cron schedule OR when a complete MS lands (``arrivals.watch``): the
@@ -56,8 +56,10 @@ def landing_asset(t: PipelineTemplate) -> Asset:
         ledger_dir=str(paths["work_dir"] / t.dag_id / "ledger"), pattern=t.ingest.pattern,
         completion=t.ingest.completion, marker_suffix=t.ingest.marker_suffix,
         quiet_period_s=t.ingest.quiet_period_s, poll_interval=t.arrivals.poll_interval_s)
-    return Asset(name=f"{t.dag_id}.landing", uri=landing.resolve().as_uri(), group="pclean-landing",
-                 watchers=[AssetWatcher(name=f"{t.dag_id}_landing", trigger=trigger)])
+    # Airflow keeps one active asset per URI, and pipelines may share a landing area (the shipped two
+    # do), each with a watcher of its own: the query names the pipeline so that every one stays active.
+    return Asset(name=f"{t.dag_id}.landing", uri=f"{landing.resolve().as_uri()}?pipeline={t.dag_id}",
+                 group="pclean-landing", watchers=[AssetWatcher(name=f"{t.dag_id}_landing", trigger=trigger)])
 
 
 def schedule_for(t: PipelineTemplate):
