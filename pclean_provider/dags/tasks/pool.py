@@ -5,6 +5,11 @@ DAG started on an Airflow that ``scripts/airflow-init.sh`` did not prepare would
 its first heavy task. This task creates the template's pool when it is missing and leaves an
 existing one as it is (an administrator may have changed its slots on purpose).
 
+The pool caps the heavy tasks that hold their slot while deferred (the exact cube, continuum,
+concatenation) and the QA and archive subprocesses. The fan-out's sub-cube batches do not use it:
+a deferred batch would hold a slot while Dask, which queues the sub-cubes on however many workers
+the cluster has, is what should set how many run at once.
+
 Airflow 3 runs supervised tasks without access to the metadata database; there the task cannot
 see pools, says so in its log with the command that creates the pool, and lets the run go on
 (a site that ran the init script has the pool). Where the database is reachable (``dag.test()``,
