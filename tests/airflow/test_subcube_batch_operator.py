@@ -1,0 +1,75 @@
+"""SubcubeBatchOperator and the partition's batch settings: names, skips and bad input (logic only,
+no cluster: every case here ends before anything is submitted)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from tests.airflow import provider_env  # noqa: F401  (sets AIRFLOW_HOME before Airflow is imported)
+
+pytestmark = pytest.mark.airflow
+
+NOWHERE = "tcp://127.0.0.1:1"
+
+
+@dataclass
+class FakeTI:
+    try_number: int = 1
+
+
+def spec(first: int, last: int) -> dict:
+    return {"index": first, "chan_start": first, "chan_stop": last + 1, "imagename": "/x/night1.cube",
+            "vis": "/data/landing/night1.ms"}
+
+
+def test_batch_names_say_the_channels_and_how_many_sub_cubes():
+    from pclean_provider.operators.cube import SubcubeBatchOperator
+
+    op = SubcubeBatchOperator(task_id="b", specs=[spec(0, 0), spec(1, 1), spec(2, 2)])
+    assert op.batch_label == "ch 0-2 (3 sub-cubes)" and op.vis_name == "night1.ms"
+    assert "specs" not in op.template_fields and "batches" in op.template_fields
+    one = SubcubeBatchOperator(task_id="b", batches=[[spec(0, 3)], [spec(4, 7)]], batch=1)
+    assert one.batch_label == "ch 4-7 (1 sub-cube)"
+
+
+def test_a_batch_number_the_cube_does_not_need_is_skipped_saying_why():
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from pclean_provider.operators.cube import SubcubeBatchOperator
+
+    op = SubcubeBatchOperator(task_id="subcubes_3", scheduler_address=NOWHERE, batches=[[spec(0, 3)]], batch=2)
+    assert op.batch_label == "no batch"
+    with pytest.raises(AirflowSkipException, match="no batch 2 .*1 batch"):
+        op.execute({"ti": FakeTI()})
+
+
+def test_specs_that_are_not_a_batch_fail_naming_what_to_pass():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pclean_provider.operators.cube import SubcubeBatchOperator
+
+    with pytest.raises(AirflowFailException, match="specs must be one batch"):
+        SubcubeBatchOperator(task_id="b", scheduler_address=NOWHERE, specs=[{"index": 0}]).execute({"ti": FakeTI()})
+
+
+@pytest.mark.parametrize("kwargs, word", [({"subcubes_per_task": 0}, "subcubes_per_task"),
+                                          ({"max_batches": 0}, "max_batches"),
+                                          ({"target_task_seconds": -1}, "target_task_seconds")])
+def test_bad_batch_settings_fail_the_partition_before_any_work(kwargs, word):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pclean_provider.operators.cube import CubePartitionOperator
+
+    op = CubePartitionOperator(task_id="partition", scheduler_address=NOWHERE,
+                               overrides={"vis": "/nowhere.ms", "imagename": "/x/c", "specmode": "cube"}, **kwargs)
+    with pytest.raises(AirflowFailException, match=word):
+        op.execute({"ti": FakeTI()})
+
+
+def test_concat_takes_the_results_of_batches_and_of_single_sub_cubes():
+    from pclean_provider.operators.cube import subcube_results
+
+    batch = {"results": [{"index": 0}, {"index": 1}], "timings": []}
+    assert subcube_results([batch, {"index": 2}, None]) == [{"index": 0}, {"index": 1}, {"index": 2}]
