@@ -2,9 +2,10 @@
 
 Inside the per-MS task group the fan-out is partition -> subcubes_1 .. subcubes_K (a fixed set of
 batch tasks, each imaging one batch of the MS's sub-cubes; the ones the cube does not need skip)
--> gather_subcubes -> concat. gather_subcubes runs whatever its upstreams did (trigger rule
-all_done) so that a failure is told where it is: it fails, for this MS alone, naming the batch
-tasks (or the partition) that did not succeed, and hands the concatenation this MS's plan, concat
+-> gather_subcubes -> concat. gather_subcubes runs once its upstreams are done, failed or not
+(trigger rule all_done_min_one_success: prepare succeeded; skipped when the night had nothing to
+image), so that a failure is told where it is: it fails, for this MS alone, naming the batch tasks
+(or the partition) that did not succeed, and hands the concatenation this MS's plan, concat
 options and every sub-cube result in cube order.
 """
 
@@ -19,7 +20,7 @@ def batch_task_id(number: int) -> str:
     return f"subcubes_{number}"
 
 
-@task(task_id="gather_subcubes", retries=0, trigger_rule="all_done", multiple_outputs=True,
+@task(task_id="gather_subcubes", retries=0, trigger_rule="all_done_min_one_success", multiple_outputs=True,
       map_index_template="{{ task.op_kwargs['item']['name'] }}")
 def gather_subcubes(item: dict, batch_tasks: int) -> dict:
     """This MS's plan, concat options and sub-cube results (in cube order) for its concat."""
