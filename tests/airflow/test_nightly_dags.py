@@ -381,3 +381,26 @@ def test_deadline_alert_and_operations_settings(dags):
                                        dag_id="nightly_cube_imaging", deadline_hours=6.0))
     (note,) = read_notifications(DATA_ROOT / "deadline-notes")
     assert (note.kind, note.ms, note.run_id) == ("deadline_missed", "late.ms", "r9")
+
+
+def test_every_pipeline_watches_its_landing_area_beside_its_cron(dags):
+    """Both shipped pipelines share one landing folder; each keeps an active landing asset with its
+    own watcher (Airflow activates one asset per URI), scheduled as cron OR that asset."""
+    from airflow.models.asset import AssetActive
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from pclean_provider.triggers.landing import LandingAreaTrigger
+
+    landing = (DATA_ROOT / "landing").resolve()
+    for dag_id, cron in (("nightly_cube_imaging", "0 2 * * *"), ("nightly_continuum_imaging", "30 2 * * *")):
+        timetable = dags[dag_id].timetable
+        assert timetable.timetable.expression == cron
+        asset = timetable.asset_condition
+        assert asset.name == f"{dag_id}.landing" and asset.uri.startswith(landing.as_uri())
+        (watcher,) = asset.watchers
+        assert isinstance(watcher.trigger, LandingAreaTrigger) and watcher.trigger.landing_dir == str(landing)
+        assert watcher.trigger.state_dir.endswith(f"/{dag_id}/arrivals")
+    with create_session() as session:
+        active = set(session.scalars(select(AssetActive.name)))
+    assert {"nightly_cube_imaging.landing", "nightly_continuum_imaging.landing"} <= active, active
