@@ -35,6 +35,7 @@ class ClusterHandle:
     cluster_id: str = ""
     job_name: str | None = None  # SLURM job name of the workers (what a clean-up cancels by)
     backend: ClusterBackend | None = field(default=None, repr=False)
+    watch: Any = field(default=None, repr=False)  # a backend's background check, stopped on close
     _closed: bool = field(default=False, repr=False)
 
     @property

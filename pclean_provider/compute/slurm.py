@@ -24,6 +24,7 @@ from pclean_provider.compute.backend import ClusterBackend, ClusterHandle
 from pclean_provider.compute.errors import ClusterError, SlurmError
 from pclean_provider.compute.worker_setup import export_lines, worker_environment
 from pclean_provider.config.cluster import ClusterSpec
+from pclean_provider.errors import PcleanInputError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,16 @@ log = logging.getLogger(__name__)
 # instead of holding an allocation until the wall time.
 WORKER_DEATH_TIMEOUT_S = 60
 SLURM_CMD_TIMEOUT_S = 30
+# Default margin between a worker's retirement and its job's walltime: a quarter of the walltime
+# (short test walltimes), at most this. It covers the worker's start-up inside the job (Python,
+# CASA import) and handing its work over before SLURM kills the job.
+MAX_LIFETIME_MARGIN_S = 600.0
+# Replacement workers are not all started at once: each lifetime is drawn within +- this share of
+# the walltime (at most MAX_STAGGER_S), so the workers of one cluster do not all retire together.
+STAGGER_SHARE = 0.05
+MAX_STAGGER_S = 300.0
+# How often the process holding a SLURM cluster checks that it has workers.
+WATCH_INTERVAL_S = 2.0
 
 
 def default_job_name(cluster_id: str) -> str:
@@ -63,6 +74,54 @@ def slurm_mem(text: str) -> str:
     return f"{int(round(number))}{unit or 'M'}"
 
 
+class SlurmSpecError(PcleanInputError):
+    """A SLURM field of the cluster spec cannot be used as written."""
+
+
+_WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+
+
+def walltime_seconds(text: str) -> int:
+    """A SLURM --time value in seconds: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS."""
+    match = _WALLTIME.match(text.strip())
+    if not match or text.strip() in ("0", "-1"):
+        raise SlurmSpecError(f"slurm_walltime={text!r} is not a SLURM time limit; write it as HH:MM:SS "
+                             "(e.g. '04:00:00') or D-HH:MM:SS")
+    days, first, second, third = match.groups()
+    if days is not None:  # after "D-" the first number is hours
+        hours, minutes, seconds = int(first), int(second or 0), int(third or 0)
+        total = int(days) * 86400 + hours * 3600 + minutes * 60 + seconds
+    elif third is not None:
+        total = int(first) * 3600 + int(second) * 60 + int(third)
+    else:  # MM or MM:SS, as sbatch reads them
+        total = int(first) * 60 + int(second or 0)
+    if total <= 0:
+        raise SlurmSpecError(f"slurm_walltime={text!r} is zero; give the worker jobs a time limit")
+    return total
+
+
+def worker_lifetime(spec: ClusterSpec) -> tuple[float, float]:
+    """(lifetime, stagger) in seconds of a worker: it retires at lifetime +- stagger after starting,
+    always before its job's walltime, and the cluster submits a job to replace it."""
+    wall = walltime_seconds(spec.slurm_walltime)
+    margin = (spec.slurm_lifetime_margin if spec.slurm_lifetime_margin is not None
+              else min(wall / 4, MAX_LIFETIME_MARGIN_S))
+    stagger = min(wall * STAGGER_SHARE, MAX_STAGGER_S)
+    lifetime = wall - margin - stagger
+    # Below a few seconds of useful life a worker would only start and retire.
+    if lifetime < 10:
+        raise SlurmSpecError(
+            f"slurm_walltime={spec.slurm_walltime!r} leaves a worker {lifetime:.0f} s of work after "
+            f"slurm_lifetime_margin={margin:g} s and the stagger ({stagger:g} s); lengthen slurm_walltime "
+            "or lower slurm_lifetime_margin")
+    return lifetime, stagger
+
+
+def lifetime_args(spec: ClusterSpec) -> list[str]:
+    lifetime, stagger = worker_lifetime(spec)
+    return ["--lifetime", f"{lifetime:.0f}s", "--lifetime-stagger", f"{stagger:.0f}s"]
+
+
 def prologue_lines(spec: ClusterSpec, env: dict[str, str] | None = None) -> list[str]:
     """User prologue first (module load / conda activate may reset PATH), then the CASA runtime."""
     lines = list(spec.slurm_job_script_prologue or [])
@@ -91,7 +150,9 @@ def job_kwargs(spec: ClusterSpec, cluster_id: str, env: dict[str, str] | None = 
         job_script_prologue=prologue_lines(spec, env),
         death_timeout=WORKER_DEATH_TIMEOUT_S,
         # The nanny keeps glibc's malloc defaults for the worker (see worker_setup.NANNY_ENV_DROPPED).
-        worker_extra_args=["--preload-nanny", "pclean_provider.compute.worker_setup"],
+        # A worker retires before its job's walltime and a new job takes its place (the cluster is
+        # always adaptive, see SlurmBackend.start), so a run may outlast any one job.
+        worker_extra_args=["--preload-nanny", "pclean_provider.compute.worker_setup", *lifetime_args(spec)],
     )
 
 
@@ -244,11 +305,17 @@ class SlurmBackend(ClusterBackend):
         try:
             test_only(cluster.job_script())
             handle.client = Client(cluster, set_as_default=False)
+            # Adaptive even for a fixed size (minimum = maximum): a plain scale() never looks again,
+            # while the adaptive loop submits a new job for every worker that retired at its lifetime
+            # or was killed (after distributed's lost-worker-timeout).
             if spec.adaptive:
                 cluster.adapt(minimum_jobs=spec.adaptive_minimum,
                               maximum_jobs=spec.adaptive_maximum or spec.resolved_nworkers())
             else:
-                cluster.scale(jobs=spec.resolved_nworkers())
+                cluster.adapt(minimum_jobs=spec.resolved_nworkers(), maximum_jobs=spec.resolved_nworkers())
+            if spec.slurm_no_workers_timeout:
+                handle.watch = NoWorkersWatch(handle, spec.slurm_no_workers_timeout, self.spec)
+                handle.watch.start()
         except BaseException:
             handle.close()
             raise
@@ -287,8 +354,81 @@ class SlurmBackend(ClusterBackend):
                 "slurm_job_mem and slurm_cores_per_job against `sinfo`")
 
     def close(self, handle: ClusterHandle) -> None:
+        if handle.watch is not None:
+            handle.watch.stop()
         super().close(handle)
         if handle.job_name:
             # dask-jobqueue cancels the jobs it knows by id; jobs submitted while it was failing
             # (or still queued) are only reachable by name.
             cancel_jobs_by_name(handle.job_name)
+
+
+_WAITING_STATES = ("no-worker", "queued", "processing", "waiting")
+
+
+def _waiting_work(dask_scheduler: Any) -> tuple[int, int]:
+    """On the scheduler (in its event loop): (workers, tasks still to run)."""
+    waiting = sum(1 for ts in dask_scheduler.tasks.values() if ts.state in _WAITING_STATES)
+    return len(dask_scheduler.workers), waiting
+
+
+def _fail_work(dask_scheduler: Any, client: str, message: str) -> int:
+    # The keys are collected here, not sent over: a tuple key would come back as a list.
+    keys = [key for key, ts in dask_scheduler.tasks.items() if ts.state in _WAITING_STATES]
+    dask_scheduler.stimulus_cancel(keys, client, force=True, reason="no workers", msg=message)
+    return len(keys)
+
+
+class NoWorkersWatch:
+    """Fails the work of a SLURM cluster that has had no worker for ``timeout`` seconds.
+
+    Without it a run whose jobs stay pending (a full queue, a reservation) or are never replaced
+    waits for ever. The work is cancelled on the scheduler with a message that gives each job's
+    state and SLURM's reason, so whoever waits on it (a ``pclean`` run, an Airflow task) fails with
+    that reason. Idle time does not count: an adaptive cluster with nothing to do has no workers
+    on purpose.
+    """
+
+    def __init__(self, handle: ClusterHandle, timeout: float, spec: ClusterSpec) -> None:
+        import threading
+
+        self.handle, self.timeout, self.spec = handle, timeout, spec
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pclean-no-workers-watch", daemon=True)
+        self.failures: list[str] = []
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        since: float | None = None
+        while not self._stop.wait(WATCH_INTERVAL_S):
+            try:
+                since = self._check(since)
+            except Exception as exc:  # the scheduler is closing; the next check (or stop) decides
+                log.debug("no-workers watch: %s", exc)
+
+    def _check(self, since: float | None) -> float | None:
+        client = self.handle.client
+        workers, waiting = client.run_on_scheduler(_waiting_work)
+        if workers or not waiting:
+            return None
+        now = time.monotonic()
+        if since is None:
+            return now
+        if now - since < self.timeout:
+            return since
+        message = (f"the SLURM cluster has had no Dask worker for {self.timeout:g} s "
+                   f"(slurm_no_workers_timeout) while {waiting} task(s) waited; "
+                   f"{describe_jobs(self.handle.job_name or '', self.spec)}. Pending jobs wait for what "
+                   "SLURM's reason names (Resources, Priority, a reservation, a limit); free or change "
+                   "slurm_queue, slurm_job_mem or slurm_walltime, or raise slurm_no_workers_timeout")
+        log.error("%s", message)
+        self.failures.append(message)
+        client.run_on_scheduler(_fail_work, client=client.id, message=message)
+        return None

@@ -99,6 +99,14 @@ class ClusterSpec(BaseModel):
     tls_directory: str | None = Field(
         None, description="Folder with the cluster's certificate (cluster.pem, cluster.key); set by the "
         "cluster host, or by the site to supply its own.")
+    slurm_lifetime_margin: float | None = Field(
+        None, ge=0, description="Seconds before its walltime at which a SLURM worker retires (its work moves "
+        "to other workers) and a new job replaces it, so a run longer than slurm_walltime goes on. None: a "
+        "quarter of the walltime, at most 10 minutes.")
+    slurm_no_workers_timeout: float | None = Field(
+        900.0, ge=0, description="Seconds a SLURM cluster may have work waiting and not a single worker "
+        "(jobs pending, or ended) before that work fails with the jobs' states and SLURM's reasons; 0 or "
+        "None: wait for ever.")
     host_idle_timeout: float | None = Field(
         1800.0, ge=0, description="Seconds a cluster host lives without its lease being renewed (by a task "
         "of its run talking to the scheduler) before it stops itself and its workers; 0 or None: never.")
