@@ -12,6 +12,9 @@ import json
 import sys
 
 DEFAULT_ADDRESS_FILE = "pclean-cluster.json"
+EXIT_NOT_RUNNING = 3
+# A host without workers runs no work: a monitoring check must see it as unhealthy.
+EXIT_NO_WORKERS = 4
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,7 +29,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="stay in the foreground until the host ends, and stop it on SIGTERM/SIGINT (for a "
                     "container's main process or a supervisor such as systemd)")
     for p in (up, sub.add_parser("down", help="stop the host, its workers and its SLURM jobs (also after a crash)"),
-              sub.add_parser("status", help="print the host's state as JSON; exit 0 when running, 3 when not")):
+              sub.add_parser("status", help="print the host's state as JSON; exit 0 when it runs with workers, "
+                             f"{EXIT_NOT_RUNNING} when it does not run, {EXIT_NO_WORKERS} when it runs without a "
+                             "single worker")):
         p.add_argument("--address-file", default=DEFAULT_ADDRESS_FILE,
                        help=f"JSON file with the scheduler address (default: ./{DEFAULT_ADDRESS_FILE})")
     return parser
@@ -60,7 +65,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         status = host_status(args.address_file)
         print(json.dumps(status.model_dump(), indent=2))
-        return 0 if status.state == "running" else 3
+        if status.state != "running":
+            return EXIT_NOT_RUNNING
+        if not status.workers:
+            jobs = "; ".join(f"{j['id']} {j['state']} ({j['reason']})" for j in status.slurm_jobs)
+            print(f"pclean cluster status: the cluster host runs but has no workers"
+                  f"{'; SLURM jobs: ' + jobs if jobs else ''}", file=sys.stderr)
+            return EXIT_NO_WORKERS
+        return 0
     except ClusterError as exc:
         print(f"pclean cluster {args.action}: {exc}", file=sys.stderr)
         return 1
