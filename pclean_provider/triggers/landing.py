@@ -10,8 +10,9 @@ What "complete" means is the ingest's rule (``pipeline.ingest.is_complete``: the
 or a quiet period), so the watcher and the run it starts never disagree about an MS.
 
 It fires at most once per MS: before yielding, it writes ``<state_dir>/<name>.json`` with the MS's
-fingerprint (the marker's and the folder's modification times), and an MS whose state file holds
-the same fingerprint, or that the ledger already lists as imaged, is passed over. The state is on
+fingerprint (the marker's modification and change times, or the ingest's content identity), and
+an MS whose state file holds the same fingerprint, or that the ledger already lists as imaged, is
+passed over. The state is on
 disk, not in the trigger, because the triggerer restarts and re-creates triggers. Writing before
 the yield trades a lost event on a triggerer crash in that instant (the nightly schedule still
 takes the MS) for never starting a second run for the same MS. An MS moved back into the landing
@@ -31,15 +32,26 @@ from typing import Any
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from pclean_provider.atomic_files import write_json
-from pclean_provider.pipeline.ingest import is_complete, ledger_entry, marker_path, newest_mtime
+from pclean_provider.pipeline.ingest import (
+    MsChangedError,
+    is_complete,
+    ledger_entry,
+    marker_path,
+    ms_fingerprint,
+)
 
 
 def fingerprint(ms: Path, completion: str, marker_suffix: str) -> str:
-    """Changes when the MS is transferred again (a new marker, or newer files in it)."""
+    """Changes when the MS is transferred again, never when it is only read (CASA rewrites its lock
+    files on every open, and the run this trigger starts opens the MS).
+
+    With markers, the marker's times: every transfer writes it anew, and its change time moves even
+    for a copy that keeps the source's modification times (cp -p, rsync -a). Without, the ingest's
+    content identity (table files' sizes and times, lock files left out)."""
     if completion == "marker":
-        marker = marker_path(ms, marker_suffix)
-        return f"marker:{marker.stat().st_mtime_ns}:dir:{ms.stat().st_mtime_ns}"
-    return f"newest:{newest_mtime(ms):.6f}"
+        marker = marker_path(ms, marker_suffix).stat()
+        return f"marker:{marker.st_mtime_ns}:{marker.st_ctime_ns}"
+    return ms_fingerprint(ms)
 
 
 def state_file(state_dir: Path, ms_name: str) -> Path:
@@ -56,24 +68,32 @@ def new_arrivals(landing_dir: str, *, state_dir: str, ledger_dir: str, pattern: 
         return []  # not created yet: ingest says so in the nightly run; the watcher just waits
     found = []
     for ms in sorted(p for p in landing.glob(pattern) if p.is_dir()):
-        try:
-            complete, _ = is_complete(ms, completion, marker_suffix, quiet_period_s)
-            if not complete or ledger_entry(ledger, ms.name).exists():
-                continue
-            mark = fingerprint(ms, completion, marker_suffix)
-        except FileNotFoundError:  # moved away (quarantine, the transfer) while we looked
+        # Cheapest first: imaged and announced MSs stay in the landing area, and the completeness
+        # check walks the whole MS.
+        if ledger_entry(ledger, ms.name).exists():
             continue
         seen = state_file(state, ms.name)
         try:
-            if json.loads(seen.read_text()).get("fingerprint") == mark:
+            mark = fingerprint(ms, completion, marker_suffix)  # no marker yet: FileNotFoundError
+            if _announced(seen) == mark:
                 continue
-        except (OSError, ValueError):
-            pass  # never announced, or a state file we cannot read: announce it
+            complete, _ = is_complete(ms, completion, marker_suffix, quiet_period_s)
+        except (FileNotFoundError, MsChangedError):  # not complete, or moved away meanwhile
+            continue
+        if not complete:
+            continue
         if record:
             write_json(seen, {"ms": ms.name, "path": str(ms), "fingerprint": mark,
                               "announced_utc": datetime.now(UTC).isoformat()}, indent=2)
         found.append({"ms": ms.name, "path": str(ms)})
     return found
+
+
+def _announced(seen: Path) -> str | None:
+    try:
+        return json.loads(seen.read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None  # never announced, or a state file we cannot read: announce it
 
 
 class LandingAreaTrigger(BaseEventTrigger):

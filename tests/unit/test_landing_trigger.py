@@ -68,6 +68,22 @@ def test_imaged_ms_are_passed_over_and_a_retransfer_fires_again(areas):
     assert scan(areas) == ["again.ms"]
 
 
+def test_without_markers_reading_the_ms_never_fires_again_but_rewriting_it_does(areas):
+    landing = Path(areas["landing_dir"])
+    ms = fake_ms(landing, "q.ms", marker=False)
+
+    def quiet() -> list[str]:
+        return [a["ms"] for a in new_arrivals(areas["landing_dir"], state_dir=areas["state_dir"],
+                                              ledger_dir=areas["ledger_dir"], completion="quiet_period",
+                                              quiet_period_s=0)]
+
+    assert quiet() == ["q.ms"]
+    (ms / "table.lock").write_bytes(b"opened")  # what CASA does whenever the run opens the MS
+    assert quiet() == []
+    (ms / "table.dat").write_bytes(b"a new copy")  # another size: another content identity
+    assert quiet() == ["q.ms"]
+
+
 def test_the_trigger_yields_one_event_per_poll_with_every_new_ms(areas):
     landing = Path(areas["landing_dir"])
     fake_ms(landing, "n1.ms")
