@@ -54,3 +54,41 @@ def test_sub_cube_keys_carry_the_batch_try_and_first_channel():
         "pclean-subcubes-d-r-t-m3-try1-sc00000", "pclean-subcubes-d-r-t-m3-try1-sc00004",
         "pclean-subcubes-d-r-t-m3-try2-sc00000", "pclean-subcubes-d-r-t-m3-try2-sc00004"]
     assert older_child_keys("pclean-subcubes-d-r-t-m3-try1", specs) == []
+
+
+def _wait_for_release(event_name: str) -> str:
+    from distributed import Event
+
+    Event(event_name).wait()
+    return "ran"
+
+
+def _scheduler_state(key: str, dask_scheduler=None) -> str | None:
+    task = dask_scheduler.tasks.get(key)
+    return None if task is None else task.state
+
+
+def test_a_newer_try_cancels_an_older_try_s_queued_sub_cube():
+    """What a batch's retry does first, on a real (in-process) scheduler: the older try's sub-cube
+    still queued behind a busy worker is cancelled; keys the scheduler never saw are passed over."""
+    from distributed import Client, Event, LocalCluster
+
+    from pclean_provider.engine.subcube_batch import _cancel_on_scheduler
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as local, \
+            Client(local) as client:
+        release = Event("release-busy", client=client)
+        busy = client.submit(_wait_for_release, "release-busy", key="busy", pure=False)
+        old = child_key("pclean-subcubes-d-r-t-m0-try1", {"chan_start": 0})
+        queued = client.submit(_wait_for_release, "release-busy", key=old, pure=False)
+        stale = older_child_keys("pclean-subcubes-d-r-t-m0-try2", [{"chan_start": 0}, {"chan_start": 9}])
+        assert old in stale
+        # A submission reaches the scheduler asynchronously: ask it (each ask a round trip) until it knows.
+        states = (client.run_on_scheduler(_scheduler_state, key=old) for _ in range(2000))
+        assert next((s for s in states if s is not None), None) in ("queued", "no-worker", "processing")
+        client.run_on_scheduler(_cancel_on_scheduler, keys=stale, requester=client.id)
+        # Forgotten by the scheduler: it will never run, whatever the older try's client still holds.
+        assert client.run_on_scheduler(_scheduler_state, key=old) is None
+        release.set()
+        assert busy.result(timeout=30) == "ran"
+        del queued
