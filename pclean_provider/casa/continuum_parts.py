@@ -100,9 +100,25 @@ def partition_rows(selection: dict[str, dict[str, Any]], nparts: int) -> list[di
     return [parted[str(i)] for i in range(nparts)]
 
 
+def uses_cfcache(gridding: dict[str, Any]) -> bool:
+    """The A-projection gridders, whose convolution functions live in a cache on disk (cfcache)."""
+    return str(gridding.get("gridder", "")).startswith("awpr")
+
+
+def cfcache_ready(path: str) -> bool:
+    # An empty folder is what a failed fill leaves; CASA refills it then, and so does this.
+    return bool(path) and os.path.isdir(path) and bool(os.listdir(path))
+
+
 def global_coordinates(selection: dict[str, dict[str, Any]], image: dict[str, Any],
                        gridding: dict[str, Any]) -> dict[str, Any]:
-    """The coordinate system of the full selection, which every part must image onto."""
+    """The coordinate system of the full selection, which every part must image onto.
+
+    For the A-projection gridders this imager, which sees every row, also fills the convolution
+    function cache (gridding['cfcache']) when it is not there yet, before any part exists: the
+    parts then only read it (CASA's parallel imager fills it once, serially, for the same
+    reason - filling it from several processes races on the cache's tables).
+    """
     import casatools
 
     si = casatools.synthesisimager()
@@ -112,9 +128,28 @@ def global_coordinates(selection: dict[str, dict[str, Any]], image: dict[str, An
         impars = dict(image)
         impars.pop("startmodel", None)
         si.defineimage(impars=impars, gridpars=gridding)
+        if uses_cfcache(gridding) and not cfcache_ready(gridding["cfcache"]):
+            _fill_cfcache(si, gridding)
         return si.getcsys()["coordsys"]
     finally:
         si.done()
+
+
+def _fill_cfcache(si: Any, gridding: dict[str, Any]) -> None:
+    """tclean's makeCFCache: a dry gridding pass lists the functions needed, then they are computed."""
+    cache = gridding["cfcache"]
+    try:
+        si.drygridding([])
+        names = sorted(f for f in os.listdir(cache) if f.startswith("CFS")) if os.path.isdir(cache) else []
+        si.fillcfcache(names, gridding["gridder"], cache, bool(gridding.get("psterm")),
+                       bool(gridding.get("aterm", True)), bool(gridding.get("conjbeams")))
+        si.reloadcfcache()
+    except Exception as exc:
+        raise RuntimeError(f"gridder={gridding['gridder']!r}: building the convolution-function cache "
+                           f"{cache} failed in CASA: {exc}") from exc
+    if not cfcache_ready(cache):
+        raise RuntimeError(f"gridder={gridding['gridder']!r}: CASA built no convolution function in {cache} "
+                           "(see the CASA log); this casatools cannot image with this gridder here.")
 
 
 def part_workdir(imagename: str) -> Path:

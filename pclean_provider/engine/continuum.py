@@ -91,12 +91,16 @@ def _in_the_way(final: str, rec: CasaRecords) -> list[str]:
             and not _is_casa_table(final + s) and s != WORKDIRECTORY]
 
 
+# The gridders the parallel loop images with (the awproject ones fill their cache on the coordinator).
+_GRIDDERS = ("standard", "wproject", "widefield", "mosaic", "awproject", "awprojectft")
+
+
 def _check_request(rec: CasaRecords, final: str) -> None:
     if rec.image.get("startmodel"):
         raise ContinuumInputError("startmodel: not supported by the continuum engine; leave it ''.")
-    if rec.gridder not in ("standard", "wproject", "widefield", "mosaic"):
-        raise ContinuumInputError(f"gridder={rec.gridder!r}: the continuum engine supports 'standard', "
-                                  "'wproject', 'widefield' and 'mosaic'; use one of them.")
+    if rec.gridder not in _GRIDDERS:
+        raise ContinuumInputError(f"gridder={rec.gridder!r}: the continuum engine supports "
+                                  f"{', '.join(map(repr, _GRIDDERS))}; use one of them.")
     if rec.deconvolver not in ("hogbom", "clark", "clarkstokes", "multiscale", "mtmfs"):
         raise ContinuumInputError(f"deconvolver={rec.deconvolver!r}: use hogbom, clark, clarkstokes, "
                                   "multiscale or mtmfs with the continuum engine.")
@@ -309,6 +313,7 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
         earlier = _copy_earlier_products(final, staged_name, rec)
         savemodel = _savemodel(rec)
         loop_rec = _without_model_writes(rec) if savemodel != "none" else rec
+        loop_rec = _with_earlier_cfcache(loop_rec, final)
         result = _run(loop_rec.with_imagename(staged_name), backend, tracker, n, run_id, staging, client is None,
                       clock)
         with clock.stage("close parts"):
@@ -397,6 +402,20 @@ def _run_outlier_fields(cfg: Any, rec: CasaRecords, outlierfile: str, tracker: _
     tracker.finished(out)
     log.info("continuum run %s finished (one process, %d outlier field(s)): %d iterations, %.1f s\n%s", run_id,
              len(fields), iterations, elapsed, stage_table(out.stages, elapsed))
+    return out
+
+
+def _with_earlier_cfcache(rec: CasaRecords, final: str) -> CasaRecords:
+    """An A-projection run without a cfcache name uses `<imagename>.cf`, as tclean does: when an
+    earlier run left it, this run reads it where it is (tclean reuses it too) instead of staging a
+    new one that could not be published over it."""
+    earlier = final + ".cf"
+    if not str(rec.gridding.get("gridder", "")).startswith("awpr") or rec.gridding.get("cfcache"):
+        return rec
+    if not (os.path.isdir(earlier) and os.listdir(earlier)):
+        return rec
+    out = rec.model_copy(deep=True)
+    out.gridding["cfcache"] = earlier
     return out
 
 
@@ -540,10 +559,16 @@ def _run(rec: CasaRecords, backend: Any, progress: _Progress, n: int, run_id: st
     # 1. partition and global coordinates.
     with clock.stage("partition and coordinates"):
         selection = cp.check_selection(rec.selection)
+        gridding = rec.gridding
+        if cp.uses_cfcache(gridding) and not gridding.get("cfcache"):
+            # tclean's default cache name; staged with the products and published beside them.
+            gridding = dict(gridding, cfcache=imagename + ".cf")
         # One part holds the whole selection, so its imager derives the very coordinate system
         # the coordinator would (same selection, same image parameters): defining the image a
-        # second time here would only cost a pass over the MS's metadata.
-        csys = cp.global_coordinates(selection, rec.image, rec.gridding) if n > 1 else None
+        # second time here would only cost a pass over the MS's metadata. The A-projection cache,
+        # though, is filled by the coordinator's imager (global_coordinates) in every case.
+        needs_global = n > 1 or cp.uses_cfcache(gridding)
+        csys = cp.global_coordinates(selection, rec.image, gridding) if needs_global else None
         row_parts = cp.partition_rows(selection, n)
     shared = _shares_images(serial, n)
     part_names = [imagename] if shared else [cp.part_image_name(imagename, k) for k in range(n)]
@@ -554,10 +579,10 @@ def _run(rec: CasaRecords, backend: Any, progress: _Progress, n: int, run_id: st
         image = dict(rec.image, imagename=part_names[k])
         if csys is not None:
             image["csys"] = cp.encode_record(csys)
-        gridding = dict(rec.gridding, imagename=part_names[k])
+        part_gridding = dict(gridding, imagename=part_names[k])
         workdir = os.path.join(staging, f"part{k + 1}")
         specs.append(cp.PartSpec(run_id=run_id, part=k, nparts=n, selection=row_parts[k], image=image,
-                                 gridding=gridding, weighting=rec.weighting, workdir=workdir,
+                                 gridding=part_gridding, weighting=rec.weighting, workdir=workdir,
                                  log_dir=None if serial else os.path.join(staging, "logs")))
     clock.on_parts("open parts", lambda: backend.open(
         specs, serial_layout=shared, normalization=rec.normalization if shared else None))

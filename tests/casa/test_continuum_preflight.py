@@ -33,7 +33,7 @@ def no_cluster(monkeypatch):
 @pytest.mark.parametrize(("bad", "match"), [
     (dict(spw="9"), "spw"),
     (dict(vis="missing.ms"), "vis"),
-    (dict(gridder="awproject"), "gridder"),
+    (dict(gridder="awphpg"), "gridder"),
     (dict(startmodel="nowhere.model"), "startmodel"),
     (dict(psfphasecenter="J2000 0h0m0s 0d0m0s"), "psfphasecenter"),
     (dict(calcpsf=False), "calcpsf=False"),
