@@ -212,6 +212,14 @@ def _report(result: Any) -> None:
           f"{getattr(result, 'seconds', 0.0):.1f} s); products of {imagename}:")
     for kind, path in sorted(products.items()):
         print(f"  {kind:12s} {path}")
+    continuum = getattr(result, "continuum", None) or {}
+    if continuum.get("stages"):
+        # Where the time went (cluster start, set-up, gathers, cycles...): the engine's stage table.
+        from pclean_provider.engine.continuum_stages import StageTime, stage_table
+
+        print("pclean: continuum stages")
+        print(stage_table([StageTime.model_validate(s) for s in continuum["stages"]],
+                          float(continuum.get("elapsed_s") or 0.0)))
 
 
 if __name__ == "__main__":

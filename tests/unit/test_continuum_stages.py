@@ -36,3 +36,19 @@ def test_on_parts_keeps_the_longest_part():
     assert len(replies) == 2
     (stage,) = clock.stages
     assert stage.where == "parts" and stage.part_max_s == 0.3 and stage.seconds >= 0.0
+
+
+def test_command_line_report_prints_the_stage_table(capsys):
+    from types import SimpleNamespace
+
+    from pclean_provider.cli.imaging import _report
+
+    clock = StageClock()
+    clock.add("open parts", 0.5, where="parts", part_max_s=0.4)
+    clock.add("major cycle on parts", 2.0, cycle=0, where="parts", part_max_s=1.9)
+    result = SimpleNamespace(products={".image": "/x/y.image"}, imagename="/x/y", specmode="mfs", iterations=3,
+                             seconds=3.0, continuum={"elapsed_s": 3.0,
+                                                     "stages": [s.model_dump(mode="json") for s in clock.stages]})
+    _report(result)
+    out = capsys.readouterr().out
+    assert "continuum stages" in out and "major cycle on parts" in out and "total (engine)" in out
