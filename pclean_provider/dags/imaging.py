@@ -57,13 +57,13 @@ def per_ms_paths(t, prepared, cluster_up, address: str, pool: str, qa_tasks, arc
     from airflow.sdk import XComArg
 
     from pclean_provider.operators.cube import (
-        BATCHES_XCOM_KEY,
         CONCAT_OPTIONS_XCOM_KEY,
         PLAN_XCOM_KEY,
         CubeConcatOperator,
         CubeImagingOperator,
         CubePartitionOperator,
         SubcubeBatchOperator,
+        batch_xcom_key,
     )
 
     qa, qa_gate = qa_tasks
@@ -79,13 +79,14 @@ def per_ms_paths(t, prepared, cluster_up, address: str, pool: str, qa_tasks, arc
             partition = CubePartitionOperator(
                 task_id="partition", scheduler_address=address, overrides=overrides, presets=presets,
                 map_index_template=MS_NAME_FROM_VIS, subcubes_per_task=fan.subcubes_per_task,
-                max_batches=fan.batch_tasks, target_task_seconds=fan.target_task_seconds,
+                batch_tasks=fan.batch_tasks, target_task_seconds=fan.target_task_seconds,
                 subcube_seconds=fan.subcube_seconds)
             cluster_up >> partition
-            batches = XComArg(partition, key=BATCHES_XCOM_KEY)
             # No pool: a deferred batch must not hold a slot; Dask queues its sub-cubes on the cluster.
+            # Each task reads only its own batch's specs (a cube of thousands of channels has MBs of them).
             batch_tasks = [SubcubeBatchOperator(task_id=batch_task_id(n), scheduler_address=address,
-                                                batches=batches, batch=n - 1, map_index_template=BATCH_LABEL)
+                                                batch_specs=XComArg(partition, key=batch_xcom_key(n)),
+                                                map_index_template=BATCH_LABEL)
                            for n in range(1, fan.batch_tasks + 1)]
             gathered = gather_subcubes(item=item, batch_tasks=fan.batch_tasks)
             partition >> batch_tasks >> gathered

@@ -40,7 +40,12 @@ from pclean_provider.operators.config_input import ConfiguredImagingOperator, bu
 
 PLAN_XCOM_KEY = "plan"
 CONCAT_OPTIONS_XCOM_KEY = "concat_options"
-BATCHES_XCOM_KEY = "batches"  # the sub-cube specs grouped into batches, one list per batch task
+BATCH_RANGES_XCOM_KEY = "batch_ranges"  # [first, stop) sub-cube indexes of every batch, in cube order
+
+
+def batch_xcom_key(number: int) -> str:
+    """The XCom key under which the partition pushes batch `number` (1-based) for a fixed batch task."""
+    return f"batch_{number}"
 
 
 class CubePartitionOperator(PcleanDaskOperator):
@@ -58,8 +63,9 @@ class CubePartitionOperator(PcleanDaskOperator):
     :param allow_cleaned: accept ``niter > 0``. Each sub-cube is then cleaned by its own tclean run
         with its own iteration control, which is not what serial tclean does for the cube; without
         this flag a cleaned cube is refused here, pointing to ``CubeImagingOperator`` (the exact loop).
-    :param subcubes_per_task: sub-cubes per ``SubcubeBatchOperator`` task (XCom ``batches``); default:
-        derived from the cluster's workers, ``target_task_seconds`` and ``subcube_seconds``.
+    :param subcubes_per_task: sub-cubes per ``SubcubeBatchOperator`` task; default: derived from the
+        cluster's workers, ``target_task_seconds`` and ``subcube_seconds``. The batches' ranges are
+        pushed as XCom ``batch_ranges``.
     :param max_batches: most batches; default Airflow's ``[core] max_map_length``, so that the
         batches can always be mapped. A batch grows past ``subcubes_per_task`` to fit.
     :param target_task_seconds: how long one batch should keep every worker busy (derived sizes).
@@ -67,6 +73,9 @@ class CubePartitionOperator(PcleanDaskOperator):
     :param batched: return the batches (lists of specs) instead of the specs, to map
         ``SubcubeBatchOperator`` over (``.expand(specs=partition.output)``); the batches always fit
         in ``max_batches``, so the map stays within Airflow's limit for any channel count.
+    :param batch_tasks: for a fixed set of batch tasks (the pipeline DAGs): push batch n under XCom
+        ``batch_<n>`` for n = 1 .. batch_tasks (an empty list where the cube needs fewer), so that
+        each task loads only its own specs; return the batch ranges. Also the default ``max_batches``.
     """
 
     template_fields: Sequence[str] = (*PcleanDaskOperator.template_fields, "overrides", "presets",
@@ -78,7 +87,8 @@ class CubePartitionOperator(PcleanDaskOperator):
                  config_files: Sequence[str] | str | None = None, nworkers: int | None = None,
                  overwrite: bool = False, allow_cleaned: bool = False, subcubes_per_task: int | None = None,
                  max_batches: int | None = None, target_task_seconds: float = DEFAULT_TARGET_TASK_SECONDS,
-                 subcube_seconds: float = DEFAULT_SUBCUBE_SECONDS, batched: bool = False, **kwargs: Any) -> None:
+                 subcube_seconds: float = DEFAULT_SUBCUBE_SECONDS, batched: bool = False,
+                 batch_tasks: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.overrides = overrides
         self.presets = presets
@@ -91,6 +101,7 @@ class CubePartitionOperator(PcleanDaskOperator):
         self.target_task_seconds = target_task_seconds
         self.subcube_seconds = subcube_seconds
         self.batched = batched
+        self.batch_tasks = batch_tasks
 
     def execute(self, context: Any) -> Any:
         self._check_batching()
@@ -133,6 +144,8 @@ class CubePartitionOperator(PcleanDaskOperator):
     def _max_batches(self) -> int:
         if self.max_batches not in (None, "", "None"):
             return int(self.max_batches)
+        if self.batch_tasks:
+            return int(self.batch_tasks)
         from airflow.sdk.configuration import conf
 
         return conf.getint("core", "max_map_length")
@@ -146,12 +159,17 @@ class CubePartitionOperator(PcleanDaskOperator):
                               target_task_seconds=float(self.target_task_seconds),
                               subcube_seconds=float(self.subcube_seconds))
         batches = [specs[a:b] for a, b in ranges]
-        context["ti"].xcom_push(key=BATCHES_XCOM_KEY, value=batches)
+        context["ti"].xcom_push(key=BATCH_RANGES_XCOM_KEY, value=[list(r) for r in ranges])
         self.log.info("Cube of %d channels split into %d sub-cubes in %d batches (%s sub-cubes each, %d workers)",
                       plan["nchan"], len(specs), len(ranges), "/".join(sorted({str(b - a) for a, b in ranges})),
                       int(plan.get("nworkers") or 1))
         if len(specs) <= 64:
             self.log.info("Sub-cubes: %s", ", ".join(subcube_label(s) for s in specs))
+        if self.batch_tasks:
+            for number in range(1, int(self.batch_tasks) + 1):
+                context["ti"].xcom_push(key=batch_xcom_key(number),
+                                        value=batches[number - 1] if number <= len(batches) else [])
+            return [list(r) for r in ranges]
         return batches if self.batched else specs
 
 
@@ -213,36 +231,31 @@ class SubcubeBatchOperator(PcleanDaskOperator):
 
         SubcubeBatchOperator.partial(task_id="subcubes", ...).expand(specs=partition.output)
 
-    or give every task all batches and its own number (a fixed set of batch tasks per MS, as the
-    pipeline DAGs do inside their per-MS task group)::
+    or give a fixed set of batch tasks one batch each (as the pipeline DAGs do inside their per-MS
+    task group) from a partition made with ``batch_tasks=K``::
 
-        SubcubeBatchOperator(task_id="subcubes_2", batches=XComArg(partition, key="batches"), batch=2, ...)
+        SubcubeBatchOperator(task_id="subcubes_2", batch_specs=XComArg(partition, key=batch_xcom_key(2)), ...)
 
-    A task whose number has no batch (the cube needed fewer) is skipped, saying so.
+    A task given no sub-cubes (the cube needed fewer batches) is skipped, saying so.
 
-    :param specs: the sub-cube specs of this batch (one element of the partition's ``batches``).
-    :param batches: every batch (the partition's XCom ``batches``), with ``batch``.
-    :param batch: which batch of ``batches`` this task images (0-based).
+    :param specs: the sub-cube specs of this batch (one element of a batched partition's output).
+    :param batch_specs: the same, templated, for an unmapped task (an XComArg resolves to its value
+        without being rendered).
     """
 
-    # `specs` is not templated, for the reason given at SubcubeImagingOperator; `batches` is, so that
-    # an XComArg given to an unmapped task resolves (an XComArg resolves to its value unrendered).
-    template_fields: Sequence[str] = (*PcleanDaskOperator.template_fields, "batches")
+    # `specs` is not templated, for the reason given at SubcubeImagingOperator; `batch_specs` is, so
+    # that an XComArg given to an unmapped task resolves.
+    template_fields: Sequence[str] = (*PcleanDaskOperator.template_fields, "batch_specs")
     work_kind = "subcubes"
 
-    def __init__(self, *, specs: list[dict[str, Any]] | None = None, batches: Any = None, batch: int | None = None,
+    def __init__(self, *, specs: list[dict[str, Any]] | None = None, batch_specs: Any = None,
                  map_index_template: str | None = "{{ task.batch_label }}", **kwargs: Any) -> None:
         super().__init__(map_index_template=map_index_template, **kwargs)
         self.specs = specs
-        self.batches = batches
-        self.batch = batch
+        self.batch_specs = batch_specs
 
-    def _specs(self) -> list[dict[str, Any]] | None:
-        if self.specs is not None:
-            return self.specs
-        if self.batch is None or not isinstance(self.batches, list):
-            return None
-        return self.batches[self.batch] if self.batch < len(self.batches) else []
+    def _specs(self) -> Any:
+        return self.specs if self.specs is not None else self.batch_specs
 
     @property
     def batch_label(self) -> str:
@@ -269,16 +282,17 @@ class SubcubeBatchOperator(PcleanDaskOperator):
 
     def execute(self, context: Any) -> Any:
         specs = self._specs()
-        if specs == [] and self.batch is not None:
+        if specs == []:
             from airflow.sdk.exceptions import AirflowSkipException
 
-            raise AirflowSkipException(f"{self.task_id}: no batch {self.batch} (the cube has "
-                                       f"{len(self.batches)} batch(es)); nothing to image")
+            raise AirflowSkipException(f"{self.task_id}: the cube needs fewer batches than there are batch "
+                                       "tasks; nothing to image here")
         if not isinstance(specs, list) or not specs or not all(
                 isinstance(s, dict) and "imagename" in s and "chan_start" in s for s in specs):
             raise AirflowFailException(
-                f"{self.task_id}: specs must be one batch of CubePartitionOperator's XCom 'batches' (a list "
-                f"of sub-cube specs), or give batches= and batch=; got {type(specs).__name__}")
+                f"{self.task_id}: specs (or batch_specs) must be one batch of sub-cube specs from "
+                "CubePartitionOperator (an element of its output with batched=True, or its XCom batch_<n> with "
+                f"batch_tasks=K); got {type(specs).__name__}")
         return self.run_on_cluster(context, subcube_batch.image_subcube_batch, lambda client: (specs,),
                                    self.default_state_dir(specs[0]["imagename"]))
 

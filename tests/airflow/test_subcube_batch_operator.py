@@ -29,20 +29,40 @@ def test_batch_names_say_the_channels_and_how_many_sub_cubes():
 
     op = SubcubeBatchOperator(task_id="b", specs=[spec(0, 0), spec(1, 1), spec(2, 2)])
     assert op.batch_label == "ch 0-2 (3 sub-cubes)" and op.vis_name == "night1.ms"
-    assert "specs" not in op.template_fields and "batches" in op.template_fields
-    one = SubcubeBatchOperator(task_id="b", batches=[[spec(0, 3)], [spec(4, 7)]], batch=1)
+    assert "specs" not in op.template_fields and "batch_specs" in op.template_fields
+    one = SubcubeBatchOperator(task_id="b", batch_specs=[spec(4, 7)])
     assert one.batch_label == "ch 4-7 (1 sub-cube)"
 
 
-def test_a_batch_number_the_cube_does_not_need_is_skipped_saying_why():
+def test_a_batch_task_the_cube_does_not_need_is_skipped_saying_why():
     from airflow.sdk.exceptions import AirflowSkipException
 
     from pclean_provider.operators.cube import SubcubeBatchOperator
 
-    op = SubcubeBatchOperator(task_id="subcubes_3", scheduler_address=NOWHERE, batches=[[spec(0, 3)]], batch=2)
+    op = SubcubeBatchOperator(task_id="subcubes_3", scheduler_address=NOWHERE, batch_specs=[])
     assert op.batch_label == "no batch"
-    with pytest.raises(AirflowSkipException, match="no batch 2 .*1 batch"):
+    with pytest.raises(AirflowSkipException, match="fewer batches"):
         op.execute({"ti": FakeTI()})
+
+
+def test_the_partition_hands_each_fixed_batch_task_its_own_batch():
+    from pclean_provider.operators.cube import CubePartitionOperator
+
+    pushed: dict = {}
+
+    class RecordingTI(FakeTI):
+        def xcom_push(self, key, value):
+            pushed[key] = value
+
+    specs = [spec(i, i) for i in range(5)]
+    op = CubePartitionOperator(task_id="partition", subcubes_per_task=2, batch_tasks=4)
+    ranges = op.on_result({"ti": RecordingTI()}, {"plan": {"nchan": 5, "nworkers": 2}, "specs": specs})
+    assert ranges == [[0, 2], [2, 4], [4, 5]] == pushed["batch_ranges"]
+    assert pushed["batch_1"] == specs[0:2] and pushed["batch_3"] == specs[4:5] and pushed["batch_4"] == []
+    flat = CubePartitionOperator(task_id="partition", subcubes_per_task=2, batched=True, max_batches=2)
+    # The map limit wins over the requested size: 5 sub-cubes in 2 batches, not 3.
+    assert flat.on_result({"ti": RecordingTI()}, {"plan": {"nchan": 5, "nworkers": 2}, "specs": specs}) == [
+        specs[0:3], specs[3:5]]
 
 
 def test_specs_that_are_not_a_batch_fail_naming_what_to_pass():
@@ -50,7 +70,7 @@ def test_specs_that_are_not_a_batch_fail_naming_what_to_pass():
 
     from pclean_provider.operators.cube import SubcubeBatchOperator
 
-    with pytest.raises(AirflowFailException, match="specs must be one batch"):
+    with pytest.raises(AirflowFailException, match="must be one batch of sub-cube specs"):
         SubcubeBatchOperator(task_id="b", scheduler_address=NOWHERE, specs=[{"index": 0}]).execute({"ti": FakeTI()})
 
 

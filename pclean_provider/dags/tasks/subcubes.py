@@ -27,7 +27,7 @@ def gather_subcubes(item: dict, batch_tasks: int) -> dict:
     ti = get_current_context()["ti"]
     ms_index = ti.map_index
     plan = ti.xcom_pull(task_ids="partition", key="plan", map_indexes=ms_index)
-    batches = ti.xcom_pull(task_ids="partition", key="batches", map_indexes=ms_index)
+    batches = ti.xcom_pull(task_ids="partition", key="batch_ranges", map_indexes=ms_index)
     if plan is None or batches is None:
         raise AirflowFailException(f"{item['name']}: its partition did not succeed; see the partition task "
                                    f"of this MS (map index {ms_index}) for why")
