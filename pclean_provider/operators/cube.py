@@ -8,11 +8,13 @@ Its work is the cube loop's coordinator (one iteration controller) on the cluste
 sessions live on the workers; one log line per major cycle while the task waits.
 
 The mapped fan-out (dirty cubes, niter=0, or when asked for), in three steps:
-partition -> one mapped task per sub-cube (a whole tclean run each) -> concatenation.
+partition -> one mapped task per batch of sub-cubes (each sub-cube a whole tclean run and a Dask
+task of its own) -> concatenation.
 
-    partition = CubePartitionOperator(task_id="partition", overrides={...}, scheduler_address=addr)
-    subcubes = SubcubeImagingOperator.partial(task_id="subcube", scheduler_address=addr).expand(
-        spec=partition.output)
+    partition = CubePartitionOperator(task_id="partition", overrides={...}, scheduler_address=addr,
+                                      batched=True)
+    subcubes = SubcubeBatchOperator.partial(task_id="subcubes", scheduler_address=addr).expand(
+        specs=partition.output)
     concat = CubeConcatOperator(task_id="concat", plan=partition.output["plan"],
                                 concat_options=partition.output["concat_options"],
                                 results=subcubes.output, scheduler_address=addr)
