@@ -130,6 +130,41 @@ def _stage_line(case: dict) -> str:
     return ", ".join(f"{r['stage']} {r['seconds']:.2f}" for r in case.get("stages", []))
 
 
+def stage_markdown(report: dict) -> str:
+    """The totals and the engine's stages of every case as markdown tables, for bench/RESULTS.md."""
+    out = [f"Load average at start: {report['machine'].get('load_average_1min_at_start', 0):.2f}; "
+           f"{report['machine'].get('cpus')} CPUs; imaging {report['imaging']}.", ""]
+    for shape, entry in report["shapes"].items():
+        ms = entry["ms"]
+        out.append(f"### Shape {shape}: {ms['antennas']} antennas, {ms['nspw']} spw x {ms['nchan']} channels, "
+                   f"{ms['hours']} h at {ms['integration_s']} s, {ms['rows']:,} rows")
+        for deconvolver, runs in entry["runs"].items():
+            serial = runs["serial"]
+            engines = [(k, v) for k, v in runs.items() if k != "serial"]
+            out += ["", f"{deconvolver}: serial tclean {serial['wall_s']:.1f} s, "
+                        f"{serial['peak_rss_bytes'] / 2**20:,.0f} MiB, {serial['iterations']} iterations", "",
+                    "| case | wall s | speedup | worker RSS MiB | iterations | image diff / peak |",
+                    "|---|---|---|---|---|---|"]
+            for key, e in engines:
+                out.append(f"| {key.replace('engine_', '')} worker(s) | {e['wall_s']:.1f} | {e['speedup']:.2f}x | "
+                           f"{e['peak_rss_bytes'] / 2**20:,.0f} | {e['iterations']} | "
+                           f"{e['fidelity']['image_max_diff_over_peak']:.1e} |")
+            names = []
+            for _, e in engines:
+                names += [r["stage"] for r in e["stages"] if r["stage"] not in names]
+            out += ["", "| stage (s, count) | " + " | ".join(f"{k.replace('engine_', '')} worker(s)"
+                                                            for k, _ in engines) + " |",
+                    "|---" * (len(engines) + 1) + "|"]
+            for name in names:
+                cells = []
+                for _, e in engines:
+                    row = next((r for r in e["stages"] if r["stage"] == name), None)
+                    cells.append("" if row is None else f"{row['seconds']:.2f} ({row['count']})")
+                out.append(f"| {name} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", default="a,b", help=f"comma-separated, of {sorted(SHAPES)}")
@@ -205,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
             _write_json(Path(args.output), report)  # partial results survive a later failure
     report["summary"] = summary
     _write_json(Path(args.output), report)
+    markdown = Path(args.output).with_suffix(".md")
+    tmp = markdown.with_name(f"{markdown.name}.tmp-{os.getpid()}")
+    tmp.write_text(stage_markdown(report), encoding="utf-8")
+    os.replace(tmp, markdown)
     print(json.dumps({"output": args.output, "summary": summary}, indent=1))
     return 0
 
