@@ -111,7 +111,9 @@ def ms_of(context: Mapping[str, Any]) -> str | None:
     ti = context.get("ti") or context.get("task_instance")
     rendered = _get(ti, "rendered_map_index")
     if isinstance(rendered, str) and ".ms" in rendered:
-        return rendered
+        # A sub-cube batch is named "<ms> ch a-b (n sub-cubes)": the notification names the MS.
+        first = rendered.split()[0]
+        return first if first.endswith(".ms") else rendered
     task = context.get("task")
     for attr in ("op_kwargs", "op_args", "spec", "overrides", "plan", "config", "product", "ms", "vis"):
         found = _ms_from_value(_get(task, attr))

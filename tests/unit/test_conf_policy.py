@@ -154,3 +154,10 @@ def test_a_failed_runs_notification_names_the_conf_vis_only_sanitised():
     assert ms_of({"params": {"vis": "/data/lost.ms"}}) == "lost.ms"
     forged = ms_of({"params": {"vis": "/d/a.ms\n2026-01-01 ERROR forged" + "x" * 200}})
     assert "\n" not in forged and " " not in forged and len(forged) <= 80
+
+
+def test_a_failed_batchs_notification_names_its_ms():
+    from pclean_provider.pipeline.notify import ms_of
+
+    assert ms_of({"ti": {"rendered_map_index": "night1.ms ch 0-3 (2 sub-cubes)"}}) == "night1.ms"
+    assert ms_of({"ti": {"rendered_map_index": "night1.ms"}}) == "night1.ms"
