@@ -11,7 +11,7 @@ with ``kill -9``. Both are idempotent.
 Files next to the address file ``A``: ``A.host.json`` (pid, job name; written at spawn, so that a
 host still starting can be stopped), ``A.spec.json`` (the spec it runs), ``A.log`` (its log),
 ``A.lock`` (serialises up/down), ``A.tls/`` (the cluster's certificate, ``compute.tls``; a local
-cluster host uses TLS unless its spec says ``tls: false``). The address file, the host file and the spec are private to the
+or SLURM cluster host uses TLS unless its spec says ``tls: false``). The address file, the host file and the spec are private to the
 owner (mode 0600): the address is the key to the scheduler, and the spec may name site internals.
 
 A host holds a lease (``compute.lease``): when no task of its run has renewed it for the spec's
@@ -222,7 +222,9 @@ def start_host(spec: ClusterSpec, address_file: str | os.PathLike, *, python: st
             _stop_unlocked(paths)
 
         cluster_id = new_cluster_id()
-        use_tls = spec.tls if spec.tls is not None else spec.cluster_type == "local"
+        # 'address' clusters bring their own security; local and SLURM hosts make their certificate
+        # beside the address file (SLURM workers read it there, on the shared filesystem).
+        use_tls = spec.tls if spec.tls is not None else spec.cluster_type in ("local", "slurm")
         if use_tls and (not spec.tls_directory or Path(spec.tls_directory) == paths["tls"]):
             # A new certificate per cluster: a client of an earlier cluster on this file is refused.
             from pclean_provider.compute.tls import create_certificates

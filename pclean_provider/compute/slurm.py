@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from typing import Any, ClassVar
 
 from distributed import Client
 
+from pclean_provider.compute import tls as cluster_tls
 from pclean_provider.compute.backend import ClusterBackend, ClusterHandle
 from pclean_provider.compute.errors import ClusterError, SlurmError
 from pclean_provider.compute.worker_setup import export_lines, worker_environment
@@ -125,15 +127,39 @@ def lifetime_args(spec: ClusterSpec) -> list[str]:
 def prologue_lines(spec: ClusterSpec, env: dict[str, str] | None = None) -> list[str]:
     """User prologue first (module load / conda activate may reset PATH), then the CASA runtime."""
     lines = list(spec.slurm_job_script_prologue or [])
+    if spec.tls_directory:
+        # A node that cannot read the certificate would start a worker that can never join: end the
+        # job at once with the reason, which the start-up check reports from the job's log.
+        folder = shlex.quote(str(Path(spec.tls_directory)))
+        lines.append("# pclean: the cluster's TLS certificate must be readable here")
+        lines.append(f"if [ ! -r {folder}/{cluster_tls.CERT_NAME} ] || [ ! -r {folder}/{cluster_tls.KEY_NAME} ]; "
+                     f"then echo \"pclean: this node cannot read the cluster's TLS certificate in {folder}; "
+                     "put tls_directory (or the address file) on a filesystem the compute nodes share, "
+                     "or set tls: false\" >&2; exit 1; fi")
     lines.append("# pclean: CASA runtime for this worker (offline measures, one thread)")
     lines.extend(export_lines(worker_environment() if env is None else env))
     return lines
 
 
+def worker_env(spec: ClusterSpec) -> dict[str, str]:
+    """What a worker job exports: the CASA runtime, and with TLS the cluster's Dask security, so
+    processes a worker starts (the cube coordinator opening its own client) use the certificate."""
+    env = worker_environment()
+    if spec.tls_directory:
+        env.update(cluster_tls.environment(spec.tls_directory))
+    return env
+
+
 def job_kwargs(spec: ClusterSpec, cluster_id: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Keyword arguments of SLURMCluster/SLURMJob for one worker process per job."""
     logdir = log_directory(spec)
-    return dict(
+    env = worker_env(spec) if env is None else env
+    tls: dict[str, Any] = {}
+    if spec.tls_directory:
+        # File paths, not certificates in memory: dask-jobqueue passes them to each worker's command
+        # line, and the nodes read them from the shared filesystem.
+        tls = {"security": cluster_tls.security(spec.tls_directory), "protocol": "tls://"}
+    return dict(**tls,
         queue=spec.slurm_queue,
         account=spec.slurm_account,
         walltime=spec.slurm_walltime,
@@ -273,6 +299,7 @@ class SlurmBackend(ClusterBackend):
         super().__init__(spec)
         # True once squeue listed a worker job: tells "not submitted yet" from "submitted and gone".
         self._jobs_seen = False
+        self._own_certificate: Path | None = None  # a certificate this backend made (removed on close)
 
     def job_name(self, cluster_id: str) -> str | None:
         return job_name_for(self.spec, cluster_id)
@@ -283,23 +310,25 @@ class SlurmBackend(ClusterBackend):
         return str(log_directory(self.spec) / "casa")
 
     def start(self, cluster_id: str) -> ClusterHandle:
-        spec = self.spec
-        if spec.tls:
-            raise ClusterError("tls=True is supported for local cluster hosts only so far; for SLURM leave "
-                               "tls off and keep the scheduler on the cluster's private network "
-                               "(scheduler_interface)")
         require_slurm_commands()
-        if spec.slurm_queue:
-            check_partition(spec.slurm_queue)
+        if self.spec.slurm_queue:
+            check_partition(self.spec.slurm_queue)
+        self._with_certificate(cluster_id)
+        spec = self.spec
         from dask_jobqueue import SLURMCluster
 
-        kwargs = job_kwargs(spec, cluster_id)
-        cluster = SLURMCluster(
-            name=f"pclean-{cluster_id}",
-            # A random dashboard port: several clusters may share the submit host.
-            scheduler_options={"dashboard_address": ":0", **self._scheduler_bind(kwargs)},
-            **kwargs,
-        )
+        try:
+            kwargs = job_kwargs(spec, cluster_id)
+            cluster = SLURMCluster(
+                name=f"pclean-{cluster_id}",
+                # A random dashboard port: several clusters may share the submit host.
+                scheduler_options={"dashboard_address": ":0", **self._scheduler_bind(kwargs)},
+                **kwargs,
+            )
+        except BaseException:
+            if self._own_certificate is not None:
+                shutil.rmtree(self._own_certificate, ignore_errors=True)
+            raise
         handle = ClusterHandle(spec=spec, client=None, cluster=cluster, cluster_id=cluster_id,  # type: ignore[arg-type]
                                job_name=kwargs["job_name"], backend=self)
         try:
@@ -320,6 +349,18 @@ class SlurmBackend(ClusterBackend):
             handle.close()
             raise
         return handle
+
+    def _with_certificate(self, cluster_id: str) -> None:
+        """TLS unless the spec says ``tls: false``: the scheduler listens on an address other nodes
+        reach, where anyone could otherwise submit code to the workers. A cluster host brings its
+        certificate (beside its address file); a cluster of one run gets its own, made here in the
+        job log folder (the nodes must see that one anyway) and removed when the cluster closes."""
+        if self.spec.tls is False or self.spec.tls_directory:
+            return
+        folder = log_directory(self.spec) / f"tls-{cluster_id}"
+        cluster_tls.create_certificates(folder)
+        self._own_certificate = folder
+        self.spec = self.spec.model_copy(update={"tls": True, "tls_directory": str(folder)})
 
     def _scheduler_bind(self, kwargs: dict[str, Any]) -> dict[str, str]:
         # Workers on other nodes reach the scheduler at this machine's outward address (or on the
@@ -361,6 +402,8 @@ class SlurmBackend(ClusterBackend):
             # dask-jobqueue cancels the jobs it knows by id; jobs submitted while it was failing
             # (or still queued) are only reachable by name.
             cancel_jobs_by_name(handle.job_name)
+        if self._own_certificate is not None:
+            shutil.rmtree(self._own_certificate, ignore_errors=True)
 
 
 _WAITING_STATES = ("no-worker", "queued", "processing", "waiting")

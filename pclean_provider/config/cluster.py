@@ -93,9 +93,10 @@ class ClusterSpec(BaseModel):
         "interface name (e.g. 'ib0'). Default: loopback (127.0.0.1) for a local cluster, this machine's "
         "outward address for SLURM; never every interface.")
     tls: bool | None = Field(
-        None, description="Encrypt and authenticate all Dask traffic of a cluster host with a certificate "
-        "made for that cluster; a client without it is refused. None: on for a local cluster host, off "
-        "for SLURM (not supported there yet).")
+        None, description="Encrypt and authenticate all Dask traffic with a certificate made for that cluster "
+        "(or the site's, in tls_directory); a client without it is refused. None: on for a local cluster "
+        "host and for every SLURM cluster (the worker jobs read the certificate from the shared "
+        "filesystem), off for a LocalCluster of one run.")
     tls_directory: str | None = Field(
         None, description="Folder with the cluster's certificate (cluster.pem, cluster.key); set by the "
         "cluster host, or by the site to supply its own.")
