@@ -148,6 +148,22 @@ def _reply(spec_or_key: tuple[str, int], operation: str, t0: float, value: str |
                      pid=os.getpid())
 
 
+def warm_up(log_path: str) -> float:
+    """Point this process's CASA log at a part's log file ahead of its first step; returns seconds.
+
+    The first switch of a worker's log imports casatasks (runtime.set_casa_log says why), over a
+    second on an idle machine. A coordinator sends this before it partitions the rows and
+    defines the image, so that the import runs on the workers meanwhile instead of inside the
+    first part step.
+    """
+    from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
+
+    t0 = time.perf_counter()
+    ensure_casa_runtime()
+    set_casa_log(log_path)
+    return time.perf_counter() - t0
+
+
 def open_part(spec_json: str, serial_layout: bool = False,
               normalization: dict[str, Any] | None = None) -> str:
     """Build and register the part's imager; returns a PartReply as JSON."""

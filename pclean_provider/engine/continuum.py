@@ -308,6 +308,9 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
             set_casa_log(previous_log)
 
     backend = SerialParts(run_id, n) if client is None else DaskParts(client, run_id, n)
+    if client is not None:
+        # The workers' one-time set-up overlaps the coordinator's partitioning (see warm_up).
+        backend.warm_up({k: _part_log_path(staging, k) for k in range(n)})
     try:
         # A restart works on copies, so a failed run leaves the earlier products as they were.
         earlier = _copy_earlier_products(final, staged_name, rec)
@@ -417,6 +420,11 @@ def _with_earlier_cfcache(rec: CasaRecords, final: str) -> CasaRecords:
     out = rec.model_copy(deep=True)
     out.gridding["cfcache"] = earlier
     return out
+
+
+def _part_log_path(staging: str, part: int) -> str:
+    """Where a remote part's CASA log goes: the run's logs folder, kept when the run fails."""
+    return os.path.join(staging, "logs", f"casa-part{part + 1}.log")
 
 
 def _close_quietly(backend: Any) -> None:

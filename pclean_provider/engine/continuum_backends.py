@@ -169,10 +169,24 @@ class DaskParts:
             raise PartsLost(lost, results, self.nparts, operation)
         return [results[k] for k in sorted(results)]
 
+    def warm_up(self, log_paths: dict[int, str]) -> None:
+        """Start each part's worker on its one-time set-up (its log switch) without waiting.
+
+        Its tasks run ahead of the part's open on the same one-thread worker; a failure here is
+        left to show itself in the open, which names the part.
+        """
+        self._warming = [self._submit(k, imager_session.warm_up, path, label="warm")
+                         for k, path in sorted(log_paths.items())]
+
     def open(self, specs: Sequence[Any], **kwargs: Any) -> list[PartReply]:
         futures = {spec.part: self._submit(spec.part, self.opener, spec.model_dump_json(),
                                            label="open", **kwargs) for spec in specs}
-        return self._gather(futures, "open")
+        try:
+            return self._gather(futures, "open")
+        finally:
+            for fut in getattr(self, "_warming", []):
+                fut.release()
+            self._warming = []
 
     def run(self, operation: str, parts: Sequence[int] | None = None, **kwargs: Any) -> list[PartReply]:
         todo = range(self.nparts) if parts is None else parts
