@@ -238,7 +238,8 @@ class SubcubeBatchOperator(PcleanDaskOperator):
 
         SubcubeBatchOperator(task_id="subcubes_2", batch_specs=XComArg(partition, key=batch_xcom_key(2)), ...)
 
-    A task given no sub-cubes (the cube needed fewer batches) is skipped, saying so.
+    A task given no sub-cubes (the cube needed fewer batches) succeeds at once with nothing to image,
+    saying so, named "no batch" (not skipped: a skipped upstream would skip the MS's gather).
 
     :param specs: the sub-cube specs of this batch (one element of a batched partition's output).
     :param batch_specs: the same, templated, for an unmapped task (an XComArg resolves to its value
@@ -272,12 +273,16 @@ class SubcubeBatchOperator(PcleanDaskOperator):
             return count
 
     @property
-    def vis_name(self) -> str:
-        """The MeasurementSet's name, for map names ('' when there is no batch)."""
+    def vis(self) -> str:
+        """The batch's MeasurementSet (its first, for several), so a failure notification names it."""
         specs = self._specs() or []
         vis = specs[0].get("vis", "") if specs and isinstance(specs[0], dict) else ""
-        vis = vis[0] if isinstance(vis, list) and vis else vis
-        return str(vis).rstrip("/").split("/")[-1]
+        return str(vis[0] if isinstance(vis, list) and vis else vis)
+
+    @property
+    def vis_name(self) -> str:
+        """The MeasurementSet's name, for map names ('' when there is no batch)."""
+        return self.vis.rstrip("/").split("/")[-1]
 
     def label(self) -> str:
         return f"sub-cube batch {self.batch_label}"
@@ -285,10 +290,9 @@ class SubcubeBatchOperator(PcleanDaskOperator):
     def execute(self, context: Any) -> Any:
         specs = self._specs()
         if specs == []:
-            from airflow.sdk.exceptions import AirflowSkipException
-
-            raise AirflowSkipException(f"{self.task_id}: the cube needs fewer batches than there are batch "
-                                       "tasks; nothing to image here")
+            self.log.info("%s: the cube needs fewer batches than there are batch tasks; nothing to image here",
+                          self.task_id)
+            return {"results": [], "timings": [], "seconds": 0.0}
         if not isinstance(specs, list) or not specs or not all(
                 isinstance(s, dict) and "imagename" in s and "chan_start" in s for s in specs):
             raise AirflowFailException(

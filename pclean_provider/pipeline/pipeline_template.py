@@ -135,7 +135,7 @@ class CubeFanout(BaseModel):
 
     Dask runs every sub-cube as a task of its own; Airflow sees a few batch tasks per MS
     (subcubes_1 .. subcubes_<batch_tasks>, inside the MS's task group, so that clearing one re-runs
-    only it and its own MS's tail). A cube needing fewer batches skips the rest.
+    only it and its own MS's tail). A cube needing fewer batches leaves the rest nothing to image.
     """
 
     model_config = ConfigDict(extra="forbid")

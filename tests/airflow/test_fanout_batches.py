@@ -48,7 +48,7 @@ def test_a_cube_past_the_map_limit_runs_in_batches_and_equals_tclean(dags, tmp_p
     landing = DATA_ROOT / "landing-batches"
     wide = simulate_into(landing, "wide.ms", seed=51, nchan=NCHAN)
     simulate_into(landing, "narrow.ms", seed=52, nchan=4)
-    # 20 sub-cubes per task would need 4 batches for the wide cube; the fifth batch task skips.
+    # 20 sub-cubes per task would need 4 batches for the wide cube; the fifth has nothing to image.
     dag = template_dag(tmp_path / "batch-dags", "nightly_cube_batches", cube_mode="fanout",
                        landing_dir="landing-batches",
                        cube={"subcubes_per_task": 20, "batch_tasks": BATCH_TASKS})
@@ -67,10 +67,10 @@ def test_a_cube_past_the_map_limit_runs_in_batches_and_equals_tclean(dags, tmp_p
     assert [names[t][w] for t in batch_ids[:4]] == [
         "wide.ms ch 0-17 (18 sub-cubes)", "wide.ms ch 18-35 (18 sub-cubes)",
         "wide.ms ch 36-52 (17 sub-cubes)", "wide.ms ch 53-69 (17 sub-cubes)"], names
-    assert states[(batch_ids[4], w)][0] == "skipped"
+    assert names[batch_ids[4]][w] == "no batch" and states[(batch_ids[4], w)][0] == "success"
     # The narrow one: 4 sub-cubes in one batch.
     assert names["subcubes_1"][n] == "narrow.ms ch 0-3 (4 sub-cubes)"
-    assert all(states[(t, n)][0] == "skipped" for t in batch_ids[1:])
+    assert all(names[t][n] == "no batch" for t in batch_ids[1:])
     for task_id in ("gather_subcubes", "concat", "qa", "qa_gate", "archive"):
         assert states[(task_id, w)][0] == "success" and states[(task_id, n)][0] == "success", (task_id, states)
 

@@ -308,20 +308,22 @@ def test_fanout_cube_maps_one_task_per_subcube(dags, tmp_path):
     for label, index in batches.items():
         task_id = "subcubes_1" if " ch 0-1 " in label else "subcubes_2"
         assert states[(task_id, index)][0] == ("failed" if label.startswith("fan_cut.ms") else "success")
-    gathers = map_names(run, "gather_subcubes")
-    good, cut = gathers["fan.ms"], gathers["fan_cut.ms"]
+    parts = map_names(run, "partition")
+    good, cut = parts["fan.ms"], parts["fan_cut.ms"]
     # The good MS: its own gather, concat, QA, gate and archive, whatever the other's sub-cubes did.
     for task_id in ("partition", "gather_subcubes", "concat", "qa", "qa_gate", "archive"):
         assert states[(task_id, good)][0] == "success", (task_id, states)
     (version,) = archived_versions(DATA_ROOT / "archive", "fan_cube")
     assert "fan.ms" in (version / "manifest.json").read_text()
-    # The cut MS: its gather fails naming the failed batch tasks; nothing after it runs.
+    # The cut MS: its failed batch tasks notify, naming it; its gather fails naming them; nothing
+    # after it runs.
     assert states[("gather_subcubes", cut)][0] == "failed"
     for task_id in ("concat", "qa", "qa_gate", "archive", "review"):
         assert states[(task_id, cut)][0] == "upstream_failed", (task_id, states)
     assert not (DATA_ROOT / "archive" / "fan_cut_cube").exists()
     notes = {(n.task_id, n.ms) for n in read_notifications(DATA_ROOT / "notifications") if n.run_id == run.run_id}
     assert ("gather_subcubes", "fan_cut.ms") in notes, notes
+    assert {t for t, ms in notes if (ms or "").startswith("fan_cut.ms")} >= {"subcubes_1", "subcubes_2"}, notes
     assert not [k for k in states if k[0] == "cube"]
 
 

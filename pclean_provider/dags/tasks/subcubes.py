@@ -2,11 +2,14 @@
 
 Inside the per-MS task group the fan-out is partition -> subcubes_1 .. subcubes_K (a fixed set of
 batch tasks, each imaging one batch of the MS's sub-cubes; the ones the cube does not need skip)
--> gather_subcubes -> concat. gather_subcubes runs once its upstreams are done, failed or not
-(trigger rule all_done_min_one_success: prepare succeeded; skipped when the night had nothing to
-image), so that a failure is told where it is: it fails, for this MS alone, naming the batch tasks
-(or the partition) that did not succeed, and hands the concatenation this MS's plan, concat
-options and every sub-cube result in cube order.
+-> gather_subcubes -> concat. gather_subcubes hands the concatenation this MS's plan, concat
+options and every sub-cube result in cube order. It runs once its upstreams are done, failed or
+not (trigger rule all_done_min_one_success: prepare succeeded; skipped when the night had nothing
+to image), and fails, for this MS alone, naming the batch tasks or the partition that did not
+succeed. Why the batch tasks a cube does not need succeed with nothing to image instead of being
+skipped: this rule skips on any skipped upstream, and the rules that accept skipped upstreams
+(none_failed_min_one_success and the other "fast" rules) judge a not-yet-expanded task of a
+mapped group against every MS's upstreams, so one MS's failed batch would fail every MS's gather.
 """
 
 from __future__ import annotations
