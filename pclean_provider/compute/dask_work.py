@@ -133,6 +133,10 @@ class ProgressTail:
 # -- what the scheduler knows -------------------------------------------------------------------------
 
 
+# Where cancel_with_reason keeps, per key, why work was cancelled (scheduler metadata path).
+CANCEL_REASONS = ("pclean", "cancel_reasons")
+
+
 def scheduler_task_state(key: str, dask_scheduler: Any = None) -> dict[str, Any]:
     """Run on the scheduler: the state of one key and, if it failed, the worker's error.
 
@@ -142,15 +146,30 @@ def scheduler_task_state(key: str, dask_scheduler: Any = None) -> dict[str, Any]
     the caller (an Airflow triggerer) never imports the module that defines it.
     """
     task = dask_scheduler.tasks.get(key)
+    reason = _cancel_reasons(dask_scheduler).get(key)
     if task is None:
-        return {"state": "forgotten"}
-    out: dict[str, Any] = {"state": task.state}
+        return {"state": "forgotten", "cancel_reason": reason}
+    out: dict[str, Any] = {"state": task.state, "cancel_reason": reason}
     if task.state == "erred":
         blame = task.exception_blame or task
         out["error"] = blame.exception_text or repr(blame.exception)
         out["traceback"] = blame.traceback_text or ""
         out["error_lineage"] = _lineage_on_scheduler(blame.exception)
     return out
+
+
+def _cancel_reasons(dask_scheduler: Any) -> dict[str, str]:
+    # Kept in the scheduler's own metadata store, so that it outlives the cancelled keys.
+    return dask_scheduler.get_metadata(keys=list(CANCEL_REASONS), default=None) or {}
+
+
+def cancel_with_reason(dask_scheduler: Any, keys: list[str], client: str, message: str) -> None:
+    """Run on the scheduler: cancel `keys`, remembering why, so that whoever later asks for their
+    state (an Airflow trigger polling its work, ``scheduler_task_state``) gets the reason, not a
+    bare "cancelled"."""
+    reasons = {**_cancel_reasons(dask_scheduler), **dict.fromkeys(keys, message)}
+    dask_scheduler.set_metadata(keys=list(CANCEL_REASONS), value=reasons)
+    dask_scheduler.stimulus_cancel(keys, client, force=True, reason="pclean", msg=message)
 
 
 def _lineage_on_scheduler(exception: Any) -> list[str] | None:
@@ -297,5 +316,5 @@ class PublishedWork:
             return WorkStatus("error", error=info.get("error"), input_error=is_input_error(info.get("error_lineage")),
                               traceback=info.get("traceback") or "")
         if state in ("released", "forgotten"):
-            return WorkStatus("cancelled")
+            return WorkStatus("cancelled", error=info.get("cancel_reason"))
         return WorkStatus(state)

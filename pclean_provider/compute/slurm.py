@@ -417,8 +417,10 @@ def _waiting_work(dask_scheduler: Any) -> tuple[int, int]:
 
 def _fail_work(dask_scheduler: Any, client: str, message: str) -> int:
     # The keys are collected here, not sent over: a tuple key would come back as a list.
+    from pclean_provider.compute.dask_work import cancel_with_reason
+
     keys = [key for key, ts in dask_scheduler.tasks.items() if ts.state in _WAITING_STATES]
-    dask_scheduler.stimulus_cancel(keys, client, force=True, reason="no workers", msg=message)
+    cancel_with_reason(dask_scheduler, keys, client, message)
     return len(keys)
 
 

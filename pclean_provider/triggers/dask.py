@@ -174,7 +174,8 @@ class DaskWorkTrigger(BaseTrigger):
                 message += "\nWorker traceback (last lines):\n" + "\n".join(tb.splitlines()[-6:])
             return "error", {"message": message, "input_error": status.input_error}
         if status.state == "cancelled":
-            return "cancelled", f"{self.label} was cancelled on the Dask cluster (key {self.key})."
+            why = f": {status.error}" if status.error else "."
+            return "cancelled", f"{self.label} was cancelled on the Dask cluster (key {self.key}){why}"
         if (message := self._check_workers(workers)) is not None:
             return "no_workers", message
         await asyncio.sleep(self.poll_interval)

@@ -157,3 +157,23 @@ def test_progress_tail_reads_whole_lines_and_restarts_on_a_new_file(tmp_path):
     replacement.write_text('{"n": 9}\n')
     replacement.replace(path)
     assert tail.new_lines() == [9]
+
+
+def test_work_cancelled_with_a_reason_reports_it(cluster, tmp_path):
+    """The SLURM no-workers watch cancels waiting work on the scheduler with SLURM's reasons; a
+    trigger polling that work must be told them, not a bare "cancelled"."""
+    from pclean_provider.compute.dask_work import cancel_with_reason
+
+    _, client = cluster
+    work = PublishedWork(client)
+    flag = tmp_path / "release"
+    key = "pclean-echo-d-r-t-m6-try1"
+    try:
+        work.submit(key, str(tmp_path / "c.json"), _wait_for, str(flag))
+        client.run_on_scheduler(cancel_with_reason, keys=[key], client=client.id,
+                                message="no Dask worker for 900 s; job 12: PENDING (Resources)")
+        status = work.status(key)
+    finally:
+        flag.touch()
+        work.release(key)
+    assert status.state == "cancelled" and "PENDING (Resources)" in (status.error or ""), status
