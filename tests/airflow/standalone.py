@@ -209,8 +209,11 @@ class Standalone:
         r = requests.get(
             f"{self.base_url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
             params={"map_index": map_index, "full_content": True},
-            headers={"Authorization": f"Bearer {self.token()}", "Accept": "text/plain"}, timeout=30)
-        return r.text
+            headers={"Authorization": f"Bearer {self.token()}", "Accept": "application/json"}, timeout=30)
+        r.raise_for_status()
+        # Airflow 3 serves structured log records; the task's own lines are their "event" texts.
+        content = r.json().get("content", [])
+        return "\n".join(item.get("event", "") if isinstance(item, dict) else str(item) for item in content)
 
 
 def _all_pids() -> list[int]:
