@@ -1,14 +1,29 @@
-"""Running `pclean <subcommand>` from a task, so that the Airflow worker never loads casatools."""
+"""Running `pclean <subcommand>` from a task, so that the Airflow worker never loads casatools.
+
+The step's time is bounded by its task's ``execution_timeout`` (the template's
+``step_timeout_minutes``), not by a constant here: when Airflow stops the task (timeout, a user's
+mark-failed, the worker shutting down), the exception it raises in this process ends the wait,
+and the subprocess, in a process group of its own, is stopped with it so nothing runs on unowned.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 PCLEAN = [sys.executable, "-m", "pclean_provider.cli.main"]
-SUBPROCESS_TIMEOUT_S = 3 * 3600
+# After SIGTERM, how long the subprocess gets to remove its temporary files before SIGKILL.
+STOP_GRACE_S = 10.0
+
+
+def step_timeout(t) -> timedelta:
+    """The execution_timeout of a pipeline's `pclean` steps (template ``step_timeout_minutes``)."""
+    return timedelta(minutes=t.step_timeout_minutes)
 
 
 class PcleanRun:
@@ -29,7 +44,7 @@ def run_pclean(args: list[str], log_dir: Path) -> PcleanRun:
     log_dir.mkdir(parents=True, exist_ok=True)
     print(f"running: pclean {' '.join(args)}", flush=True)
     proc = subprocess.Popen([*PCLEAN, *args], cwd=log_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, bufsize=1)
+                            text=True, bufsize=1, start_new_session=True)
     captured: dict[str, list[str]] = {"out": [], "err": []}
 
     def pump(stream, name: str, sink) -> None:
@@ -42,11 +57,27 @@ def run_pclean(args: list[str], log_dir: Path) -> PcleanRun:
     for r in readers:
         r.start()
     try:
-        proc.wait(timeout=SUBPROCESS_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        proc.wait()
+    except BaseException:
+        # Airflow's timeout or kill arrives as an exception in this thread: stop the step's whole
+        # process group, which this task alone owns, before letting it through.
+        stop_group(proc)
         raise
     finally:
         for r in readers:
             r.join(timeout=10)
     return PcleanRun(proc.returncode, "".join(captured["out"]), "".join(captured["err"]))
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the subprocess's process group, SIGKILL what is left after STOP_GRACE_S."""
+    for sig, wait in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -191,6 +191,9 @@ class PipelineTemplate(BaseModel):
     retries: int = Field(2, ge=0, description="Retries of tasks that can fail transiently.")
     retry_delay_s: float = Field(60.0, gt=0)
     max_retry_delay_s: float = Field(900.0, gt=0)
+    step_timeout_minutes: float = Field(180.0, gt=0, description=(
+        "Airflow's execution_timeout of the ingest, QA and archive steps (`pclean` subprocesses): a "
+        "step still running then is stopped, its subprocess with it, and retried as a failure."))
     deadline_hours: float = Field(6.0, gt=0, description="Alert when a run has not finished this long "
                                   "after it was queued.")
     notifiers: list[NotifierSpec] = Field(

@@ -375,6 +375,8 @@ def test_deadline_alert_and_operations_settings(dags):
         heavy = {t.task_id for t in dag.tasks if t.pool == "pclean_heavy"}
         assert {"qa", "archive"} <= heavy and ("cube" in heavy or "continuum" in heavy)
         assert dag.default_args["retries"] == 2 and dag.default_args["retry_exponential_backoff"]
+        # The `pclean` steps are bounded by Airflow's execution_timeout (template step_timeout_minutes).
+        assert {dag.get_task(i).execution_timeout.total_seconds() for i in ("ingest", "qa", "archive")} == {180 * 60}
         params = dag.params.dump()
         assert {"vis", "preset", "overrides", "work_dir", "archive_dir", "cluster"} <= set(params)
         schema = dag.params.get_param("cluster").schema

@@ -16,13 +16,13 @@ from airflow.sdk import Asset, AssetAlias, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from pclean_provider.dags.params import run_settings
-from pclean_provider.dags.pclean_subprocess import run_pclean
+from pclean_provider.dags.pclean_subprocess import run_pclean, step_timeout
 from pclean_provider.pipeline.ingest import write_json_atomic
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate, safe_name
 
 
 def archive_tasks(t: PipelineTemplate, pool: str, alias: AssetAlias):
-    @task(task_id="archive", pool=pool, outlets=[alias],
+    @task(task_id="archive", pool=pool, outlets=[alias], execution_timeout=step_timeout(t),
           map_index_template="{{ task.op_kwargs['item']['name'] }}")
     def archive(item: dict) -> dict:
         from pclean_provider.operators.lineage import report_archive_lineage

@@ -15,7 +15,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from pclean_provider.dags.notifiers import send
 from pclean_provider.dags.params import run_settings
-from pclean_provider.dags.pclean_subprocess import run_pclean
+from pclean_provider.dags.pclean_subprocess import run_pclean, step_timeout
 from pclean_provider.pipeline.notify import notify_nothing_arrived, notify_quarantined
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
 
@@ -57,7 +57,7 @@ def arrival_tasks(t: PipelineTemplate):
 
 
 def ingest_task(t: PipelineTemplate):
-    @task(task_id="ingest", retries=1)
+    @task(task_id="ingest", retries=1, execution_timeout=step_timeout(t))
     def ingest() -> list[dict]:
         s = run_settings(t)
         report_file = Path(s.run_dir) / "ingest.json"

@@ -13,7 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from pclean_provider.dags.notifiers import send
 from pclean_provider.dags.params import run_settings
-from pclean_provider.dags.pclean_subprocess import run_pclean
+from pclean_provider.dags.pclean_subprocess import run_pclean, step_timeout
 from pclean_provider.pipeline.ingest import write_json_atomic
 from pclean_provider.pipeline.notify import notify_qa_review
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
@@ -24,7 +24,8 @@ ARCHIVE, REVIEW = "archive", "review"  # the task ids the gate chooses between
 def qa_tasks(t: PipelineTemplate, pool: str):
     kind = "cube" if t.kind == "cube" else "mfs"
 
-    @task(task_id="qa", pool=pool, map_index_template="{{ task.op_kwargs['item']['name'] }}")
+    @task(task_id="qa", pool=pool, execution_timeout=step_timeout(t),
+          map_index_template="{{ task.op_kwargs['item']['name'] }}")
     def qa(item: dict, imaging: dict | None = None) -> dict:
         s = run_settings(t)
         out_dir = Path(item["product_dir"]) / "qa"
