@@ -374,6 +374,15 @@ class CubeConcatOperator(PcleanDaskOperator):
                       ", ".join(sorted(result.get("products", {}))))
         return result
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Called by Airflow's OpenLineage provider when it is on: the fan-out's cube is whole here,
+        so this task reports the MS in and the cube's products out, as the exact mode's cube task does."""
+        from pclean_provider.operators.lineage import imaging_lineage
+
+        plan = self.plan if isinstance(self.plan, dict) else {}
+        kwargs = plan.get("tclean_kwargs") or {}
+        return imaging_lineage({"vis": kwargs.get("vis"), "imagename": plan.get("imagename")})
+
 
 def subcube_label(spec: dict[str, Any]) -> str:
     """'ch 0-7 1.400000-1.407000 GHz' for a spec (channels inclusive, frequencies of the first/last)."""

@@ -35,3 +35,17 @@ def test_no_parameters_no_lineage():
     op = CubeImagingOperator(task_id="cube", scheduler_address="tcp://x:1", overrides=None)
     lineage = op.get_openlineage_facets_on_complete(None)
     assert (lineage.inputs, lineage.outputs) == ([], [])
+
+
+def test_the_fanout_concat_names_the_ms_and_the_whole_cube(tmp_path):
+    from pclean_provider.operators.cube import CubeConcatOperator
+
+    ms = tmp_path / "night.ms"
+    imagename = tmp_path / "out" / "night.cube"
+    for suffix in (".image", ".residual"):
+        Path(str(imagename) + suffix).mkdir(parents=True)
+    plan = {"imagename": str(imagename), "tclean_kwargs": {"vis": str(ms)}, "specs": []}
+    op = CubeConcatOperator(task_id="concat", scheduler_address="tcp://x:1", plan=plan, results=[])
+    lineage = op.get_openlineage_facets_on_complete(None)
+    assert [d.name for d in lineage.inputs] == [str(ms)]
+    assert sorted(Path(d.name).name for d in lineage.outputs) == ["night.cube.image", "night.cube.residual"]
