@@ -262,3 +262,15 @@ def test_refuses_a_file_in_the_way_of_a_product(two_spw_ms, tmp_path):
     with pytest.raises(ContinuumInputError, match=r"way\.psf is in the way"):
         run_continuum(_config(two_spw_ms, tmp_path / "way", "hogbom", "natural", 0))
     assert os.listdir(tmp_path) == ["way.psf"]
+
+
+def test_pclean_returns_tclean_s_record(two_spw_ms, cluster, serial_tclean, tmp_path):
+    """A script that reads tclean's return record (ret['iterdone'], ret['stopcode'], ...) reads
+    pclean()'s the same way, with the values serial tclean returns."""
+    from pclean_provider.engine.api import run
+
+    _, summary = serial_tclean("hogbom", "briggs", 1)
+    cfg = _config(two_spw_ms, tmp_path / "cont", "hogbom", "briggs", 1, parallel=True)
+    result = run(cfg, client=cluster.client)
+    for key in ("iterdone", "nmajordone", "stopcode", "stopDescription", "niter"):
+        assert result[key] == summary[key], (key, result.summary, summary)
