@@ -5,10 +5,14 @@ metadata are whole (ingest passes it) but whose visibilities are cut short, so i
 imaging. The good two are archived in the same run and the failure notification names the bad
 one. Clearing one sub-cube batch of a good MS re-runs it and that MS's tail only; the other MS
 gains no archive version. Clearing that MS's archive task returns the version it already holds.
+The example consumer DAG (dags/pclean_archive_report.py) runs on the archive's asset events and
+reports the two archived products.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import pytest
@@ -22,12 +26,31 @@ pytestmark = [pytest.mark.airflow, pytest.mark.casa]
 DAG_ID = standalone.FANOUT_DAG_ID
 # The group's tasks of one MS after its sub-cube batches (its tail).
 TAIL = ("gather_subcubes", "concat", "qa", "qa_gate", "archive")
+REPORT_DAG_ID = "pclean_archive_report"
 
 
 @pytest.fixture(scope="session")
 def airflow_standalone():
     require("airflow", (standalone.VENV_BIN / "airflow").exists(), "run `make setup`")
     return standalone.shared()
+
+
+def wait_for_reports(server, reports: Path, wanted: set[str], timeout: float = 240) -> set[str]:
+    """The products named by the report DAG's asset-triggered runs, once they name `wanted` and
+    every such run has ended (each must succeed)."""
+    deadline = time.monotonic() + timeout
+    named: set[str] = set()
+    while time.monotonic() < deadline:
+        runs = server.api("GET", f"/dags/{REPORT_DAG_ID}/dagRuns", params={"limit": 50})["dag_runs"]
+        runs = [r for r in runs if r["run_type"] == "asset_triggered"]
+        if runs and all(r["state"] in standalone.TERMINAL for r in runs):
+            assert all(r["state"] == "success" for r in runs), runs
+            named = {row["product_id"] for f in reports.glob("archive-report-*.json")
+                     for row in json.loads(f.read_text())["products"]}
+            if wanted <= named:
+                return named
+        time.sleep(3)
+    raise TimeoutError(f"the report DAG never named {sorted(wanted)} (named {sorted(named)})")
 
 
 def versions(archive: Path, name: str) -> list[str]:
@@ -46,6 +69,9 @@ def test_a_night_with_a_broken_ms_then_surgical_clears(airflow_standalone, casa_
 
     server.wait_for_dag(DAG_ID)
     server.unpause(DAG_ID)
+    # The example consumer DAG, scheduled on the archive's asset events, follows the night.
+    server.wait_for_dag(REPORT_DAG_ID)
+    server.unpause(REPORT_DAG_ID)
     # No vis: the run takes what its ingest finds complete in the landing area.
     run_id = server.trigger(DAG_ID, {"overrides": standalone.SMALL_DIRTY_CUBE, "qa_min_score": 0.0})
     state = server.wait_for_run(DAG_ID, run_id, timeout=900)
@@ -70,6 +96,8 @@ def test_a_night_with_a_broken_ms_then_surgical_clears(airflow_standalone, casa_
               if n.run_id == run_id and n.kind == "task_failed"]
     assert failed and {n.ms for n in failed} == {"live_cut.ms"}, failed
     manifest_b = (archive / "live_b_cube" / "v0001" / "manifest.json").read_bytes()
+    reported = wait_for_reports(server, data / "reports", {"live_a_cube", "live_b_cube"})
+    assert {"live_a_cube", "live_b_cube"} <= reported and "live_cut_cube" not in reported, reported
 
     # Clear one batch of live_a.ms with its downstream, as from the grid.
     server.clear(DAG_ID, run_id, [["subcubes_2", a]], include_downstream=True)
