@@ -45,7 +45,7 @@ def coordinator_task(cfg_json: str, scheduler_address: str, nparts: int | None =
         out_path = Path(tmp) / "result.json"
         write_text(cfg_path, cfg_json)
         cmd = [sys.executable, "-m", "pclean_provider.engine.continuum_remote", "--config", str(cfg_path),
-               "--scheduler", scheduler_address, "--result", str(out_path)]
+               "--scheduler", scheduler_address, "--result", str(out_path), "--parent-pid", str(os.getpid())]
         if nparts is not None:
             cmd += ["--nparts", str(nparts)]
         env = {**os.environ, **casa_env()}
@@ -84,13 +84,34 @@ def submit_coordinator(client: Any, cfg: Any, *, nparts: int | None = None):
                          key=f"pclean-continuum-coordinator-{uuid.uuid4().hex[:12]}")
 
 
+def die_with_parent(parent_pid: int | None) -> None:
+    """Ask the kernel to SIGTERM this process when the Dask worker that started it dies.
+
+    A lost worker's coordinator would otherwise drive the parts on without anyone to take its
+    result, beside the retry's new coordinator (two iteration controllers writing one image set).
+    Linux only (prctl PR_SET_PDEATHSIG); `parent_pid` closes the race of a parent that died before
+    the request was made."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if parent_pid and os.getppid() != parent_pid:
+        os._exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Continuum coordinator (started by coordinator_task).")
     parser.add_argument("--config", required=True)
     parser.add_argument("--scheduler", required=True)
     parser.add_argument("--result", required=True)
     parser.add_argument("--nparts", type=int, default=None)
+    parser.add_argument("--parent-pid", type=int, default=None, help="the worker process that started this one")
     args = parser.parse_args(argv)
+    die_with_parent(args.parent_pid)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 
     from distributed import Client
