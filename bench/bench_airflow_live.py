@@ -40,6 +40,8 @@ sys.path.insert(0, str(REPO))
 
 from bench_cube_engines import _run, refuse_if_busy  # noqa: E402
 
+from pclean_provider.atomic_files import write_text  # noqa: E402
+
 WORK = REPO / "work" / "bench" / "airflow-live"
 
 # (MS shape, imaging parameters, DAG mode). The medium cube is bench/sizes.py's "medium".
@@ -238,8 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row, indent=1), flush=True)
     finally:
         server.stop()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    write_text(args.out, json.dumps(report, indent=2))  # temporary name, then rename
     print(f"written {args.out}")
     return 0
 

@@ -37,6 +37,8 @@ sys.path.insert(0, str(REPO / "bench"))
 from bench_cube_engines import SHAPES, WORK, _ms_for, _run, refuse_if_busy  # noqa: E402
 from scaling import MEMO13_ARRAY, MEMO13_BASELINE  # noqa: E402
 
+from pclean_provider.atomic_files import write_text  # noqa: E402
+
 RESULTS = REPO / "bench" / "results"
 CHANNELS = (2048, 7680)
 WORKERS = (2, 10, 100, 1000)
@@ -166,8 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = table(pass_fit, runs, air)
     report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "runs": runs, "session_pass": pass_fit,
               "airflow": air, "rows": rows}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    write_text(out, json.dumps(report, indent=2))  # temporary name, then rename
     print(markdown(rows, pass_fit, runs, air))
     return 0
 
