@@ -44,6 +44,17 @@ from pclean_provider.atomic_files import write_text  # noqa: E402
 
 WORK = REPO / "work" / "bench" / "airflow-live"
 
+def _dirty_case(*, nchan: int, antennas: int, hours: float, imsize: int, mode: str) -> dict:
+    """A niter=0 cube of small images, one channel per sub-cube, compared with serial tclean."""
+    return {
+        "ms": dict(antennas=antennas, nchan=nchan, hours=hours, integration_s=60, noise_jy=0.05, spectral_line=True),
+        "imaging": {"specmode": "cube", "nchan": nchan, "imsize": [imsize, imsize], "cell": "16arcsec",
+                    "weighting": "natural", "gridder": "standard", "deconvolver": "hogbom", "niter": 0},
+        "extras": {"cube_chunksize": 1},
+        "cube_mode": mode, "tclean": True,
+    }
+
+
 # (MS shape, imaging parameters, DAG mode). The medium cube is bench/sizes.py's "medium".
 CASES = {
     "medium": {
@@ -53,32 +64,14 @@ CASES = {
                     "niter": 100000, "threshold": "10mJy"},
         "cube_mode": "exact", "tclean": False,
     },
-    "wide": {
-        "ms": dict(antennas=6, nchan=2048, hours=0.5, integration_s=60, noise_jy=0.05, spectral_line=True),
-        "imaging": {"specmode": "cube", "nchan": 2048, "imsize": [64, 64], "cell": "16arcsec",
-                    "weighting": "natural", "gridder": "standard", "deconvolver": "hogbom", "niter": 0},
-        "extras": {"cube_chunksize": 1},
-        "cube_mode": "exact", "tclean": True,
-    },
+    "wide": _dirty_case(nchan=2048, antennas=6, hours=0.5, imsize=64, mode="exact"),
     # A cube of the same MS shape through the fan-out (one Dask task per channel, batched Airflow
     # tasks): every sub-cube is a whole tclean run (about a second each here), so 256 channels
     # rather than 2,048 keep the run within minutes; it measures the per-sub-cube and per-task costs
     # that bench/scaling_survey.py extrapolates.
-    "wide-fanout": {
-        "ms": dict(antennas=6, nchan=256, hours=0.5, integration_s=60, noise_jy=0.05, spectral_line=True),
-        "imaging": {"specmode": "cube", "nchan": 256, "imsize": [64, 64], "cell": "16arcsec",
-                    "weighting": "natural", "gridder": "standard", "deconvolver": "hogbom", "niter": 0},
-        "extras": {"cube_chunksize": 1},
-        "cube_mode": "fanout", "tclean": True,
-    },
+    "wide-fanout": _dirty_case(nchan=256, antennas=6, hours=0.5, imsize=64, mode="fanout"),
     # A seconds-scale smoke case that goes through every step of the above (its figures mean nothing).
-    "tiny": {
-        "ms": dict(antennas=5, nchan=8, hours=0.25, integration_s=60, noise_jy=0.05, spectral_line=True),
-        "imaging": {"specmode": "cube", "nchan": 8, "imsize": [32, 32], "cell": "16arcsec",
-                    "weighting": "natural", "gridder": "standard", "deconvolver": "hogbom", "niter": 0},
-        "extras": {"cube_chunksize": 1},
-        "cube_mode": "fanout", "tclean": True,
-    },
+    "tiny": _dirty_case(nchan=8, antennas=5, hours=0.25, imsize=32, mode="fanout"),
 }
 # The tasks whose span makes up the imaging (cluster start to the finished cube), in either mode.
 END_TASKS = ("cube", "concat")
