@@ -47,7 +47,8 @@ WORK = REPO / "work" / "bench" / "airflow-live"
 def _dirty_case(*, nchan: int, antennas: int, hours: float, imsize: int, mode: str) -> dict:
     """A niter=0 cube of small images, one channel per sub-cube, compared with serial tclean."""
     return {
-        "ms": dict(antennas=antennas, nchan=nchan, hours=hours, integration_s=60, noise_jy=0.05, spectral_line=True),
+        "ms": dict(antennas=antennas, nchan=nchan, hours=hours, integration_s=60, noise_jy=0.05, spectral_line=True,
+                   chan_width_hz=100e3),  # 2,048 x 100 kHz: within the simulator's 1.4 GHz coverage
         "imaging": {"specmode": "cube", "nchan": nchan, "imsize": [imsize, imsize], "cell": "16arcsec",
                     "weighting": "natural", "gridder": "standard", "deconvolver": "hogbom", "niter": 0},
         "extras": {"cube_chunksize": 1},

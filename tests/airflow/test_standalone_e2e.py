@@ -1,6 +1,7 @@
 """A real `airflow standalone`: trigger the fan-out cube pipeline over REST, then re-run one sub-cube batch.
 
-Checks the things operations staff rely on: the run succeeds and archives a verified product;
+Checks the things operations staff rely on: on an Airflow whose heavy-task pool was deleted, the
+run's start makes it again (the provider's scheduler plugin); the run succeeds and archives a verified product;
 clearing one sub-cube batch task re-runs only it and what follows (plus the cluster set-up/teardown
 that bracket it), and the archive returns the version it holds instead of a duplicate. Sub-cubes are
 mapped tasks only in the template's `cube_mode: fanout` (a dirty cube here, niter=0); the default
@@ -53,12 +54,19 @@ def test_trigger_archive_then_clear_one_subcube(airflow_standalone, casa_runtime
     ms = simulate_ms(data / "incoming" / "e2e.ms", nchan=4, hours=0.25, seed=41).ms
 
     server.wait_for_dag(DAG_ID)
+    # An Airflow nobody prepared: no heavy pool. Its concat/QA/archive would wait for ever; the
+    # scheduler plugin creates the pool as the run starts, with the template's slots.
+    if any(p["name"] == "pclean_heavy" for p in server.api("GET", "/pools")["pools"]):
+        server.api("DELETE", "/pools/pclean_heavy")
     server.unpause(DAG_ID)
     # qa_min_score 0: a test-sized cube is far from the noise and would go to review (see test_nightly_dags).
     run_id = server.trigger(DAG_ID, {"vis": ms, "overrides": standalone.SMALL_DIRTY_CUBE, "qa_min_score": 0.0})
     state = server.wait_for_run(DAG_ID, run_id)
     first = server.task_summary(DAG_ID, run_id)
     assert state == "success", (first, server.tail())
+    pool = server.api("GET", "/pools/pclean_heavy")
+    assert (pool["slots"], pool["include_deferred"]) == (2, True), pool
+    assert "made by the scheduler plugin when this run started" in server.task_log(DAG_ID, run_id, "ensure_pool", 1)
 
     # One MS, two sub-cubes, one per batch task (the fan-out template's cube settings in standalone.py).
     assert first[("subcubes_1", 0)][0] == "success" and first[("subcubes_2", 0)][0] == "success", first

@@ -10,15 +10,18 @@ concatenation) and the QA and archive subprocesses. The fan-out's sub-cube batch
 a deferred batch would hold a slot while Dask, which queues the sub-cubes on however many workers
 the cluster has, is what should set how many run at once.
 
-Airflow 3 runs supervised tasks without access to the metadata database; there the task cannot
-see pools, says so in its log with the command that creates the pool, and lets the run go on
-(a site that ran the init script has the pool). Where the database is reachable (``dag.test()``,
-an in-process run) it creates the pool itself.
+Where the database is reachable (``dag.test()``, an in-process run) this task creates the pool
+itself. Airflow 3 runs supervised tasks without access to the metadata database; there the
+provider's scheduler plugin (``pclean_provider.plugins``, the ``airflow.plugins`` entry point
+``pclean``) has already created it when the run started, and this task checks that the plugin is
+installed. Without it the task fails, naming the pool and the command that creates it: a run that
+fails at once is better than one that waits for ever at its first heavy task.
 """
 
 from __future__ import annotations
 
 import logging
+from importlib.metadata import entry_points
 
 from airflow.sdk import task
 
@@ -33,8 +36,22 @@ def create_command(name: str, slots: int) -> str:
     return f'airflow pools set {name} {slots} "{DESCRIPTION}" --include-deferred'
 
 
+PLUGIN_ENTRY_POINT = "pclean"
+PLUGIN_MODULE = "pclean_provider.plugins.pool_plugin"
+
+
+def scheduler_plugin_installed() -> bool:
+    """Whether Airflow's components load this provider's pool plugin (its entry point is installed)."""
+    return any(ep.name == PLUGIN_ENTRY_POINT and ep.value.startswith(PLUGIN_MODULE)
+               for ep in entry_points(group="airflow.plugins"))
+
+
 def ensure_pool(name: str, slots: int) -> str:
-    """Create pool ``name`` with ``slots`` if it does not exist; return what was done."""
+    """Create pool ``name`` with ``slots`` if it does not exist; return what was done.
+
+    "exists" or "created" where this process can reach the database; "scheduler" where it cannot
+    and the scheduler plugin created any missing pool as the run started. Raises when neither can.
+    """
     try:
         from airflow.models.pool import Pool
         from airflow.utils.session import create_session
@@ -48,9 +65,17 @@ def ensure_pool(name: str, slots: int) -> str:
     except (RuntimeError, AttributeError) as exc:
         # The task SDK blocks the ORM (RuntimeError from its blocked session, AttributeError
         # from the settings it removed): nothing here can read or write pools.
-        log.warning("cannot check pool %r from this task (%s); if the run's heavy tasks stay 'scheduled', "
-                    "create it with: %s", name, exc, create_command(name, slots))
-        return "unchecked"
+        if scheduler_plugin_installed():
+            log.info("pool %r: this task cannot read pools (%s); the provider's scheduler plugin "
+                     "creates a missing one when the run starts", name, exc)
+            return "scheduler"
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(
+            f"pool {name!r} cannot be checked from this task and the provider's scheduler plugin "
+            f"(entry point {PLUGIN_ENTRY_POINT!r} in group 'airflow.plugins') is not installed, so nothing "
+            f"creates it if it is missing. Create it with: {create_command(name, slots)} "
+            f"(or run scripts/airflow-init.sh), or reinstall the provider package.") from exc
 
 
 def ensure_pool_task(t: PipelineTemplate):
@@ -60,7 +85,10 @@ def ensure_pool_task(t: PipelineTemplate):
     @task(task_id="ensure_pool", pool="default_pool", retries=0)
     def ensure_pool_exists() -> str:
         outcome = ensure_pool(name, slots)
-        print(f"pool {name}: {outcome}" + (f" ({slots} slots)" if outcome == "created" else ""))
+        if outcome == "scheduler":
+            print(f"pool {name}: made by the scheduler plugin when this run started, if it was missing")
+        else:
+            print(f"pool {name}: {outcome}" + (f" ({slots} slots)" if outcome == "created" else ""))
         return outcome
 
     return ensure_pool_exists
