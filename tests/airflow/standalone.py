@@ -233,6 +233,7 @@ SMALL_DIRTY_CUBE = {**SMALL_CUBE, "niter": 0}
 ARRIVALS_DAG_ID = "nightly_cube_arrivals"
 ARRIVALS_LANDING = "arrivals-landing"
 OPENLINEAGE_FILE = "openlineage-events.jsonl"
+LIVE_MAX_MAP_LENGTH = 64
 _shared: Standalone | None = None
 
 
@@ -289,6 +290,9 @@ def shared() -> Standalone:
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "append": True,
                                                        "log_file_path": str(root / OPENLINEAGE_FILE)}),
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "pclean-tests",
+        # Lowered from 1,024 so that a test-sized cube has more sub-cubes than Airflow may map
+        # (test_standalone_map_limit.py); every other live test maps a few MSs only.
+        "AIRFLOW__CORE__MAX_MAP_LENGTH": str(LIVE_MAX_MAP_LENGTH),
     }
     server = Standalone(root / "home", extra_env=env)
     atexit.register(server.stop)

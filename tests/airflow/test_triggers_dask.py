@@ -218,3 +218,23 @@ def test_progress_lines_are_logged(dask_cluster, tmp_path):
     lines = [m for m in seen if "major cycle" in m]
     assert len(lines) == 3, seen
     assert lines[-1].startswith("continuum: continuum major cycle 2: 20 iterations")
+
+
+def test_a_result_written_between_polls_wakes_the_trigger_early(tmp_path):
+    """The wait between scheduler polls ends when the result file appears, not at the interval's end."""
+    from pclean_provider.triggers.dask import DaskWorkTrigger
+
+    result_file = tmp_path / "result.json"
+    trigger = DaskWorkTrigger(scheduler_address="tcp://127.0.0.1:1", key="k", result_file=str(result_file),
+                              poll_interval=60.0)
+
+    async def write_soon() -> None:
+        await asyncio.sleep(0.2)
+        result_file.write_text("{}")
+
+    async def both() -> float:
+        start = time.monotonic()
+        await asyncio.gather(trigger._sleep_until_result(60.0), write_soon())
+        return time.monotonic() - start
+
+    assert asyncio.run(both()) < 30.0  # far below the 60 s interval: woken by the file
