@@ -11,6 +11,7 @@ it on purpose). DAGs that are not pclean pipelines are not touched.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from airflow.listeners import hookimpl
@@ -35,9 +36,15 @@ def create_missing_pools(dag_id: str, session) -> list[str]:
     for name, slots in pools_for(dag_id).items():
         if Pool.get_pool(name, session=session) is not None:
             continue
-        # include_deferred: a deferred imaging task still has its work running on Dask.
-        session.add(Pool(pool=name, slots=slots, description=DESCRIPTION, include_deferred=True))
-        session.flush()
+        # A savepoint, where the database has them in Airflow's set-up: another scheduler creating
+        # the same pool at the same moment then fails only this insert, not the scheduler's
+        # transaction. (SQLite runs one scheduler, so nothing races there.)
+        nested = (contextlib.nullcontext() if session.get_bind().dialect.name == "sqlite"
+                  else session.begin_nested())
+        with nested:
+            # include_deferred: a deferred imaging task still has its work running on Dask.
+            session.add(Pool(pool=name, slots=slots, description=DESCRIPTION, include_deferred=True))
+            session.flush()
         log.info("pclean: created pool %r (%d slots) for the pipeline %s", name, slots, dag_id)
         created.append(name)
     return created
