@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 def run(cfg, progress: bool = False, client: Any = None) -> PcleanResult:
     """Run a PcleanConfig (what the `pclean` command line calls)."""
     cfg.require_runnable()
-    if client is None and cfg.extras.parallel and cfg.extras.keep_cluster and cfg.cluster.cluster_type != "address":
+    if (client is None and cfg.extras.parallel and cfg.extras.keep_cluster and cfg.cluster.cluster_type != "address"
+            and not _one_process_continuum(cfg)):
         # Checked first, so that bad input never starts the cluster that is then kept.
         _check_inputs(cfg)
         from pclean_provider.engine.kept_cluster import kept_client
@@ -46,6 +47,11 @@ def _check_inputs(cfg) -> None:
         check_continuum_inputs(cfg)
 
 
+def _one_process_continuum(cfg) -> bool:
+    """A continuum run with outlier fields: serial tclean in this process, so no cluster to start."""
+    return not cfg.is_cube and bool(cfg.tclean_kwargs().get("outlierfile"))
+
+
 def _run_continuum(cfg, progress: bool, client: Any) -> PcleanResult:
     from pclean_provider.engine.continuum import run_continuum
     from pclean_provider.engine.preflight import check_continuum_inputs
@@ -57,7 +63,12 @@ def _run_continuum(cfg, progress: bool, client: Any) -> PcleanResult:
     # The continuum engine draws its own bar (iterations against niter) and logs each major cycle.
     with contextlib.ExitStack() as stack:
         started = None
-        if cfg.extras.parallel and client is None:
+        if _one_process_continuum(cfg):
+            if cfg.extras.parallel:
+                log.info("outlierfile: the run takes the one-process exact path (serial tclean); "
+                         "no Dask cluster is started")
+            client = None
+        elif cfg.extras.parallel and client is None:
             from pclean_provider.compute import open_cluster
 
             t_cluster = time.monotonic()

@@ -39,10 +39,17 @@ def _outlier_file(path, imagename: str, phasecenter: str) -> str:
     return str(path)
 
 
-def test_outlier_field_equals_serial_tclean(two_spw_ms, tmp_path):
+def test_outlier_field_equals_serial_tclean(two_spw_ms, tmp_path, monkeypatch):
     from casatasks import tclean
 
+    import pclean_provider.compute as compute
     from pclean_provider.engine.api import pclean
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a run with outlier fields images in one process: no cluster to start")
+
+    # parallel=True as a user would ask: the one-process path must not start a cluster it never uses.
+    monkeypatch.setattr(compute, "open_cluster", no_cluster)
 
     phasecenter = _phasecenter_offset(str(two_spw_ms.ms), 14.0)  # outside the 12.8' main image
     kw = kwargs_for(two_spw_ms.ms, "hogbom", "briggs", 1)
@@ -52,7 +59,7 @@ def test_outlier_field_equals_serial_tclean(two_spw_ms, tmp_path):
     ours, ours_out = str(tmp_path / "ours" / "main"), str(tmp_path / "ours" / "outlier")
     summary = tclean(imagename=ref, outlierfile=_outlier_file(tmp_path / "ref.txt", ref_out, phasecenter), **kw)
     result = pclean(imagename=ours, outlierfile=_outlier_file(tmp_path / "ours.txt", ours_out, phasecenter),
-                    parallel=False, **kw)
+                    parallel=True, **kw)
 
     for mine, theirs in ((ours, ref), (ours_out, ref_out)):
         assert product_suffixes(mine) == product_suffixes(theirs) and ".image" in product_suffixes(mine)
