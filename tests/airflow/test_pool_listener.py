@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 import tests.airflow.provider_env as provider_env  # noqa: F401 - must come before any Airflow import
+from tests.airflow.test_pool_fresh_airflow import _delete_pool, _pool
 
 pytestmark = [pytest.mark.airflow]
 
@@ -18,23 +19,6 @@ pytestmark = [pytest.mark.airflow]
 @pytest.fixture(scope="module", autouse=True)
 def _database():
     provider_env.migrate_db()
-
-
-def _pool(name: str):
-    from airflow.models.pool import Pool
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        pool = Pool.get_pool(name, session=session)
-        return None if pool is None else (pool.slots, pool.include_deferred)
-
-
-def _delete_pool(name: str) -> None:
-    from airflow.models.pool import Pool
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        session.query(Pool).filter(Pool.pool == name).delete()
 
 
 def test_listener_creates_the_pipeline_pool_and_leaves_others_alone():
