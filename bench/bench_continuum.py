@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,6 +37,31 @@ SHAPES = {
     # Seconds per case: only to check the harness end to end.
     "quick": dict(antennas=6, nspw=2, nchan=4, hours=0.5, integration_s=60.0),
 }
+
+
+MS_CACHE = "ms-cache"
+SEED = 5
+
+
+def _simulated(cache: Path, shape: str, simulate_ms) -> tuple[Any, bool]:
+    """The shape's MS from the cache when it was made with these very parameters, else made now.
+
+    A marker written after the simulator finished (temp name, then rename) records the
+    parameters; a missing or different marker means the MS is made again from scratch.
+    """
+    from types import SimpleNamespace
+
+    wanted = {"shape": shape, "seed": SEED, **SHAPES[shape]}
+    ms = cache / f"rowheavy-{shape}.ms"
+    marker = cache / f"rowheavy-{shape}.params.json"
+    if ms.is_dir() and marker.is_file():
+        done = json.loads(marker.read_text(encoding="utf-8"))
+        if done.get("params") == wanted:
+            return SimpleNamespace(ms=ms, nrows=done["nrows"]), True
+    marker.unlink(missing_ok=True)
+    sim = simulate_ms(ms, **SHAPES[shape], seed=SEED, overwrite=True)
+    _write_json(marker, {"params": wanted, "nrows": sim.nrows})
+    return sim, False
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -209,8 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     import shutil
 
     work = Path(args.workdir)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    # Earlier runs' images go; the simulated MSs are kept (shape b takes 8.5 minutes to make).
+    if work.is_dir():
+        for old in work.iterdir():
+            if old.name != MS_CACHE:
+                shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+    work.mkdir(parents=True, exist_ok=True)
     from pclean_provider.casa.runtime import ensure_casa_runtime
     from pclean_provider.casa.simulator import simulate_ms
 
@@ -224,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = []
     for shape in shapes:
         t0 = time.perf_counter()
-        sim = simulate_ms(work / f"rowheavy-{shape}.ms", **SHAPES[shape], seed=5)
-        entry = {"ms": {"path": str(sim.ms), "rows": sim.nrows, **SHAPES[shape],
+        sim, reused = _simulated(work / MS_CACHE, shape, simulate_ms)
+        entry = {"ms": {"path": str(sim.ms), "rows": sim.nrows, **SHAPES[shape], "reused": reused,
                         "simulate_s": time.perf_counter() - t0}, "runs": {}}
         report["shapes"][shape] = entry
         for deconvolver in deconvolvers:

@@ -110,21 +110,71 @@ def cfcache_ready(path: str) -> bool:
     return bool(path) and os.path.isdir(path) and bool(os.listdir(path))
 
 
+# tclean's selection keys and the names casatools.ms().msselect gives the same MSSelection parts.
+_MSSELECT_ITEMS = {"field": "field", "spw": "spw", "scan": "scan", "timestr": "time", "uvdist": "uvdist",
+                   "antenna": "baseline", "obs": "observation", "state": "scanintent", "taql": "taql"}
+
+
+def every_selected_spw_has_rows(sel: dict[str, Any]) -> bool:
+    """Whether each spectral window the spw expression names keeps at least one row after the
+    whole selection. False whenever that cannot be told for sure.
+
+    Why it matters: in the data frame (outframe REST) CASA's selectdata keeps every spw the
+    expression names, while in LSRK it keeps only those its frequency pass found rows of
+    (MSUtil::getFreqRangeInSpw). When every named spw has rows the two keep the same spws, the
+    same channels and the same MS, so the image's coordinate system comes out the same.
+    """
+    import casatools
+
+    msname = sel["msname"]
+    ms = casatools.ms()
+    tb = casatools.table()
+    try:
+        named = {int(s) for s in ms.msseltoindex(vis=msname, spw=sel.get("spw") or "*")["spw"]}
+        ms.open(msname)
+        items = {tool: sel[key] for key, tool in _MSSELECT_ITEMS.items() if sel.get(key)}
+        if items and not ms.msselect(items):
+            return False
+        ddids = [int(d) for d in ms.range(["data_desc_id"])["data_desc_id"]]
+        tb.open(os.path.join(msname, "DATA_DESCRIPTION"))
+        spw_of_dd = tb.getcol("SPECTRAL_WINDOW_ID")
+    except Exception:
+        return False
+    finally:
+        ms.close()
+        tb.close()
+    with_rows = {int(spw_of_dd[d]) for d in ddids}
+    return bool(named) and named <= with_rows
+
+
 def global_coordinates(selection: dict[str, dict[str, Any]], image: dict[str, Any],
-                       gridding: dict[str, Any]) -> dict[str, Any]:
+                       gridding: dict[str, Any], *, skip_frame_pass: bool | None = None) -> dict[str, Any]:
     """The coordinate system of the full selection, which every part must image onto.
 
     For the A-projection gridders this imager, which sees every row, also fills the convolution
     function cache (gridding['cfcache']) when it is not there yet, before any part exists: the
     parts then only read it (CASA's parallel imager fills it once, serially, for the same
     reason - filling it from several processes races on the cache's tables).
+
+    Cost: selectdata and defineimage each convert every spw's frequency range to the output frame
+    at every distinct time of the selection (MSUtil::getFreqRangeInSpw, ~0.13 ms per time and
+    spw, 10 s each on a 43,200-time selection; measured). defineimage's pass makes the coordinate
+    system and cannot be skipped; selectdata's only tunes which channels are gridded, and this
+    imager grids nothing. So it selects in the data frame (outframe REST, no pass) whenever that
+    keeps the same spws (every_selected_spw_has_rows) - `skip_frame_pass` None decides so, True
+    or False forces it (tests compare both). The A-projection cache fill grids (a dry run), so it
+    always keeps the LSRK selection.
     """
     import casatools
 
+    if skip_frame_pass is None:
+        skip_frame_pass = not uses_cfcache(gridding) and all(
+            every_selected_spw_has_rows(selection[key]) for key in selection)
     si = casatools.synthesisimager()
     try:
         for key in sorted(selection):
-            si.selectdata(selection[key])
+            sel = selection[key]
+            si.selectdata(dict(sel, outframe="REST", freqframe="REST") if skip_frame_pass else sel)
         impars = dict(image)
         impars.pop("startmodel", None)
         si.defineimage(impars=impars, gridpars=gridding)
