@@ -166,8 +166,15 @@ def _stage_line(case: dict) -> str:
 
 def stage_markdown(report: dict) -> str:
     """The totals and the engine's stages of every case as markdown tables, for bench/RESULTS.md."""
-    out = [f"Load average at start: {report['machine'].get('load_average_1min_at_start', 0):.2f}; "
-           f"{report['machine'].get('cpus')} CPUs; imaging {report['imaging']}.", ""]
+    machine = report["machine"]
+    ceiling = ""
+    for when in ("before", "after"):
+        probe = machine.get(f"parallel_ceiling_{when}")
+        if probe:
+            ceiling += (f" Two processes at once gave {probe['two_process_throughput']:.2f}x one alone "
+                        f"{when} the cases (bench/parallel_ceiling.py).")
+    out = [f"Load average at start: {machine.get('load_average_1min_at_start', 0):.2f}; "
+           f"{machine.get('cpus')} CPUs; imaging {report['imaging']}.{ceiling}", ""]
     for shape, entry in report["shapes"].items():
         ms = entry["ms"]
         out.append(f"### Shape {shape}: {ms['antennas']} antennas, {ms['nspw']} spw x {ms['nchan']} channels, "
@@ -241,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             if old.name != MS_CACHE:
                 shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
     work.mkdir(parents=True, exist_ok=True)
+    from bench import parallel_ceiling
     from pclean_provider.casa.runtime import ensure_casa_runtime
     from pclean_provider.casa.simulator import simulate_ms
 
@@ -248,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0]
     report = {"benchmark": "continuum row-parallel vs serial tclean",
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "machine": {"cpus": os.cpu_count(), "load_average_1min_at_start": load},
+              "machine": {"cpus": os.cpu_count(), "load_average_1min_at_start": load,
+                          # what the two CPUs give together right now: the ceiling of every ratio below
+                          "parallel_ceiling_before": parallel_ceiling.measure()},
               "imaging": {k: v for k, v in _imaging_kwargs(args, "", "").items() if k not in ("vis", "deconvolver")},
               "shapes": {}}
     summary = []
@@ -277,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             entry["runs"][deconvolver] = runs
             _write_json(Path(args.output), report)  # partial results survive a later failure
     report["summary"] = summary
+    report["machine"]["parallel_ceiling_after"] = parallel_ceiling.measure()
     _write_json(Path(args.output), report)
     markdown = Path(args.output).with_suffix(".md")
     tmp = markdown.with_name(f"{markdown.name}.tmp-{os.getpid()}")

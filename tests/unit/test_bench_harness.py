@@ -153,3 +153,21 @@ def test_tree_sampler_counts_children(tmp_path):
     assert summary["peak_tree_rss_bytes"] >= 64 * 2**20 + summary["processes"][-1]["peak_rss_bytes"]
     assert worker_peak_bytes(summary, psutil.Process().pid) >= 64 * 2**20
     assert not math.isnan(summary["peak_tree_rss_bytes"])
+
+
+def test_parallel_ceiling_reports_alone_pair_and_ratio():
+    from bench.parallel_ceiling import measure
+
+    probe = measure(loops=2, repeat=1)
+    assert probe["alone_s"] > 0 and probe["pair_each_s"] > 0
+    assert abs(probe["two_process_throughput"] - 2 * probe["alone_s"] / probe["pair_each_s"]) < 0.01
+
+
+def test_continuum_markdown_states_the_machine_s_two_process_ceiling():
+    from bench.bench_continuum import stage_markdown
+
+    probe = {"two_process_throughput": 1.45, "alone_s": 4.1, "pair_each_s": 5.7}
+    text = stage_markdown({"machine": {"cpus": 2, "load_average_1min_at_start": 0.2,
+                                       "parallel_ceiling_before": probe, "parallel_ceiling_after": probe},
+                           "imaging": {}, "shapes": {}})
+    assert "1.45x one alone before the cases" in text and "after the cases" in text
