@@ -2,8 +2,8 @@
 
 A sub-cube session that cleans channels [a, b) grids a slightly wider range [lo, hi) so that the
 model of the neighbouring channels takes part in predicting the visibilities of its edge channels
-(see cube_session). These helpers move planes between the wide gridding images and the session's
-own images. Every image here has CASA's axis order (x, y, stokes, frequency) and every channel
+(see cube_session). These helpers move the margin's planes between sessions' images, clear them,
+and cut a session's own channels out as its products. Every image here has CASA's axis order (x, y, stokes, frequency) and every channel
 range is given in the full cube's channel numbers.
 """
 
@@ -50,6 +50,20 @@ def write_planes(path: str, pixels: np.ndarray, first: int, image_first: int) ->
         blc = [0] * len(ia.shape())
         blc[_chan_axis(ia)] = first - image_first
         ia.putchunk(pixels, blc=blc)
+    finally:
+        ia.close()
+
+
+def zero_planes(path: str, first: int, stop: int, image_first: int) -> None:
+    """Set channels [first, stop) of the existing image at `path` to zero (its mask untouched)."""
+    import casatools
+
+    ia = casatools.image()
+    try:
+        ia.open(path)
+        blc, trc = _channel_box(ia, first, stop, image_first)
+        shape = [t - b + 1 for b, t in zip(blc, trc, strict=True)]
+        ia.putchunk(np.zeros(shape, dtype=np.float32), blc=blc)
     finally:
         ia.close()
 

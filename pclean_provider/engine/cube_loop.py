@@ -10,7 +10,7 @@ only those small records travel. The order of work is task_tclean's:
 
   PSF (every session) -> PB -> dirty image (major cycle) -> converged? -> masks -> converged? ->
   { minor cycle on every session with one set of controls -> major cycle -> masks -> converged? }
-  -> restore -> pbcor
+  -> restore -> pbcor -> publish (each session's own channels become its products)
 
 so niter, cycleniter, cyclefactor, threshold, nsigma, nmajor, masks and auto-multithresh act as in
 serial tclean, while the major and minor cycles run on all sessions at once.
@@ -211,6 +211,7 @@ def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = N
             timed("restore_s", "restore")
             if kwargs.get("pbcor"):
                 timed("restore_s", "pbcor")
+        timed("publish_s", "publish")
     finally:
         if control is not None:
             control.close()

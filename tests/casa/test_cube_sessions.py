@@ -192,11 +192,8 @@ def test_worker_killed_mid_loop_gives_the_same_cube(line_ms, casa_runtime, tmp_p
         deadline = time.monotonic() + 300
         backups = []
         while not backups and time.monotonic() < deadline and runner.is_alive():
-            backups = [d for d in os.listdir(str(tmp_path / "par") + ".subcubes")
-                       if os.path.isdir(os.path.join(str(tmp_path / "par") + ".subcubes", d))
-                       and any(f.endswith(".model.before-minor") for f in
-                               os.listdir(os.path.join(str(tmp_path / "par") + ".subcubes", d)))] \
-                if os.path.isdir(str(tmp_path / "par") + ".subcubes") else []
+            backups = [name for _, dirs, _ in os.walk(str(tmp_path / "par") + ".subcubes")
+                       for name in dirs if name.endswith(".model.before-minor")]
             time.sleep(0.05)
         assert backups, "the loop never reached a minor cycle"
         os.kill(sorted(pids.values())[0], signal.SIGKILL)  # a worker process of this test's own cluster
