@@ -1,7 +1,7 @@
 """The cube engines side by side: serial tclean, the exact loop (sub-cube sessions) and the independent
 engine (one tclean run per sub-cube), cleaned to a threshold, on two MS shapes, in one run.
 
-    .venv/bin/python bench/bench_cube_engines.py [--shapes a,b] [--cases sessions,...] [--out ...json]
+    .venv/bin/python -m bench.bench_cube_engines [--shapes a,b] [--cases sessions,...] [--out ...json]
 
 Every case runs in a fresh process (serial tclean too), on a fresh 2-worker LocalCluster; the
 bytes each worker process read (/proc/<pid>/io rchar) are recorded per case, so the data read per
@@ -126,9 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     load = refuse_if_busy(args.force)
     if load is None:
         return 2
+    from bench import parallel_ceiling
+
     WORK.mkdir(parents=True, exist_ok=True)
+    # What the two CPUs give together right now: the ceiling of every 2-worker ratio below.
     report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "load_at_start": load,
-              "cores": os.cpu_count(), "shapes": {}}
+              "cores": os.cpu_count(), "parallel_ceiling_before": parallel_ceiling.measure(), "shapes": {}}
+    print(f"two-process ceiling before: {report['parallel_ceiling_before']['two_process_throughput']}x", flush=True)
     for name in args.shapes.split(","):
         shape = SHAPES[name]
         ms = _ms_for(name, shape)
@@ -153,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                 results[case]["speedup"] = results["tclean"]["seconds"] / results[case]["seconds"]
             print(f"shape {name} {case}: {json.dumps(results[case])}", flush=True)
         report["shapes"][name] = {"shape": shape, "results": results}
+    report["parallel_ceiling_after"] = parallel_ceiling.measure()
+    print(f"two-process ceiling after: {report['parallel_ceiling_after']['two_process_throughput']}x", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"written {args.out}")
