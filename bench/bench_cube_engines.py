@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     load = refuse_if_busy(args.force)
     if load is None:
         return 2
+    if str(REPO) not in sys.path:  # run as a script (bench/bench_cube_engines.py) rather than with -m
+        sys.path.insert(0, str(REPO))
     from bench import parallel_ceiling
 
     WORK.mkdir(parents=True, exist_ok=True)
