@@ -3,8 +3,8 @@
 A sub-cube session that cleans channels [a, b) grids a slightly wider range [lo, hi) so that the
 model of the neighbouring channels takes part in predicting the visibilities of its edge channels
 (see cube_session). These helpers move the margin's planes between sessions' images, clear them,
-and cut a session's own channels out as its products. Every image here has CASA's axis order (x, y, stokes, frequency) and every channel
-range is given in the full cube's channel numbers.
+and cut a session's own channels out as its products. Every image here has CASA's axis order
+(x, y, stokes, frequency) and every channel range is given in the full cube's channel numbers.
 """
 
 from __future__ import annotations
