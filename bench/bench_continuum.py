@@ -77,8 +77,10 @@ def _imaging_kwargs(args: argparse.Namespace, vis: str, deconvolver: str) -> dic
                 niter=args.niter, threshold=args.threshold)
 
 
-def _import_casatasks() -> None:
-    import casatasks  # noqa: F401
+def _load_casatools() -> None:
+    from pclean_provider.casa.runtime import ensure_casa_runtime
+
+    ensure_casa_runtime()
 
 
 def _case(args: argparse.Namespace) -> dict:
@@ -105,10 +107,11 @@ def _case(args: argparse.Namespace) -> dict:
     cfg = PcleanConfig.from_flat(imagename=imagename, **kwargs)
     t0 = time.perf_counter()
     with open_cluster(ClusterSpec(nworkers=args.workers, local_directory=str(work / "dask"))) as cluster:
-        # casatasks is imported before serial tclean's clock starts; the workers import it (a
-        # part's first log switch does) before the engine's, so both sides leave it out alike.
-        # It is counted in the cluster start, as a kept cluster (a nightly run's) pays it once.
-        cluster.client.run(_import_casatasks)
+        # CASA is loaded before serial tclean's clock starts (casatools and casatasks, which
+        # tclean needs); the workers load casatools, all a continuum part needs, before the
+        # engine's, so both sides leave the import out alike. It is counted in the cluster
+        # start, as a kept cluster (a nightly run's) pays it once.
+        cluster.client.run(_load_casatools)
         started = time.perf_counter() - t0
         t1 = time.perf_counter()
         result = run_continuum(cfg, cluster.client, cluster_start_s=started)

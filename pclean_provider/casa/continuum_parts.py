@@ -235,8 +235,9 @@ def run_tclean_here(kwargs: dict[str, Any], cwd: str) -> dict[str, Any]:
     outlier fields); returns the scalars of its summary. Scratch tables go to `cwd`."""
     import contextlib
 
-    from casatasks import tclean
+    from pclean_provider.casa.runtime import import_casatasks
 
+    tclean = import_casatasks().tclean
     Path(cwd).mkdir(parents=True, exist_ok=True)
     with contextlib.chdir(cwd):
         ret = tclean(**dict(kwargs, fullsummary=False))

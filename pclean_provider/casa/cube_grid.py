@@ -46,6 +46,9 @@ class CubeGrid(BaseModel):
 
 def imager_parameters(tclean_kwargs: dict[str, Any]):
     """casatasks' ImagerParameters built from tclean keywords the way task_tclean builds it."""
+    from pclean_provider.casa.runtime import import_casatasks
+
+    import_casatasks()
     from casatasks.private.imagerhelpers.input_parameters import ImagerParameters
 
     renamed = {TCLEAN_TO_RECORD_NAMES.get(k, k): v for k, v in tclean_kwargs.items()}

@@ -151,10 +151,10 @@ def _reply(spec_or_key: tuple[str, int], operation: str, t0: float, value: str |
 def warm_up(log_path: str) -> float:
     """Point this process's CASA log at a part's log file ahead of its first step; returns seconds.
 
-    The first switch of a worker's log imports casatasks (runtime.set_casa_log says why), over a
-    second on an idle machine. A coordinator sends this before it partitions the rows and
-    defines the image, so that the import runs on the workers meanwhile instead of inside the
-    first part step.
+    On a worker that did not load CASA at start-up (one this project did not start), the first
+    call imports casatools, a second or more; a coordinator sends this before it partitions the
+    rows and defines the image, so that any such import runs meanwhile, not inside the first
+    part step.
     """
     from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
 

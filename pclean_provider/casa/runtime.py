@@ -187,25 +187,43 @@ def set_casa_log(path: str | os.PathLike) -> Path:
         import casatools
         from casaconfig import config as casa_config
 
-        # casatasks creates a logsink when it is first imported, which re-points the process-wide
-        # sink to the start-up file; import it before switching so that cannot undo the switch.
-        if "casatasks" not in sys.modules and importlib.util.find_spec("casatasks") is not None:
-            import casatasks  # noqa: F401
+        # casatasks is not imported here: it costs a process ~135 MB of RSS (matplotlib, scipy),
+        # which a continuum worker never needs. Code that needs it imports it through
+        # `import_casatasks`, which points its new sink back here.
         casa_config.logfile = str(target)
-        sinks = [s for s in (getattr(casatools, "logger", None),) if s is not None]
+        # One sink: the global one, which the C++ tools (simulator, imager, table) post to. Making
+        # a sink global frees the previous global sink in C++ while its Python object lives on, so
+        # once casatasks' import has made its own sink global, casatools.logger must not be used.
         if "casatasks" in sys.modules:
-            sinks.append(sys.modules["casatasks"].casalog)
-        if not sinks:
-            sinks.append(casatools.logsink(str(target)))
-        for sink in sinks:
-            sink.setlogfile(str(target))
-        # Messages from the C++ tools (simulator, imager, table) go to the global sink only.
-        sinks[-1].setglobal(True)
+            sink = sys.modules["casatasks"].casalog
+        else:
+            sink = getattr(casatools, "logger", None) or casatools.logsink(str(target))
+        sink.setlogfile(str(target))
+        sink.setglobal(True)
         _state["log_path"] = str(target)
         info = _state.get("info")
         if isinstance(info, RuntimeInfo):
             _state["info"] = info.model_copy(update={"log_path": str(target)})
         return target
+
+
+def import_casatasks():
+    """casatasks, imported without losing this process's log switch; use it instead of `import`.
+
+    casatasks' import creates a logsink on the process's start-up log file and makes it the
+    global one (the sink the C++ tools post to); switching every sink back to the current file
+    right after keeps each part's or sub-cube's messages in its own log.
+    """
+    with _lock:
+        if "casatasks" in sys.modules:
+            return sys.modules["casatasks"]
+        import casatasks
+
+        current = _state.get("log_path")
+        if current:
+            _state["log_path"] = None
+            set_casa_log(current)
+        return casatasks
 
 
 def ensure_casa_runtime(

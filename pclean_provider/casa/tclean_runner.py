@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from pclean_provider import products
+from pclean_provider.casa.runtime import import_casatasks
 
 
 class TcleanRunError(RuntimeError):
@@ -31,7 +32,7 @@ class TcleanSummary(BaseModel):
 
 def run_tclean(kwargs: dict[str, Any], imagename: str, cwd: str) -> TcleanSummary:
     """tclean with these keywords, writing `imagename`.*, scratch files in `cwd`."""
-    from casatasks import tclean
+    tclean = import_casatasks().tclean
 
     args = dict(kwargs)
     args["imagename"] = imagename
@@ -63,7 +64,7 @@ def restore_with_beam(kwargs: dict[str, Any], imagename: str, cwd: str, beam: st
     tclean with niter=0, calcres=False, calcpsf=False and restart=True reuses the model, residual
     and PSF on disk and only restores (and pb-corrects), now with `beam` ('common' or explicit).
     """
-    from casatasks import tclean
+    tclean = import_casatasks().tclean
 
     args = dict(kwargs)
     args.update(imagename=imagename, niter=0, calcres=False, calcpsf=False, restart=True,

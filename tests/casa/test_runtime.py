@@ -157,18 +157,33 @@ def test_child_inheriting_casa_env_imports_casatools_directly(tmp_path, monkeypa
 
 
 def test_set_casa_log_switches_files_and_survives_late_casatasks_import(tmp_path):
-    a, b = tmp_path / "a" / "first.log", tmp_path / "b" / "second.log"
+    """A worker's log switch does not load casatasks (135 MB of RSS a continuum part never needs);
+    imported later through the runtime, casatasks logs where the switch said, and so do the C++
+    tools, through a third switch too."""
+    a, b, c = tmp_path / "a" / "first.log", tmp_path / "b" / "second.log", tmp_path / "c" / "third.log"
     cwd = tmp_path / "cwd"
     proc = _run(
         f"""
-        from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
+        import sys
+        from pclean_provider.casa.runtime import ensure_casa_runtime, import_casatasks, set_casa_log
         ensure_casa_runtime(log_dir={str(a.parent)!r}, log_name={a.name!r})
         import casatools
         set_casa_log({str(b)!r})
-        import casatasks
+        assert "casatasks" not in sys.modules
+        try:
+            casatools.table().open("/no/such/table/before/casatasks")
+        except Exception:
+            pass
+        casatasks = import_casatasks()
         casatasks.casalog.post("marker-second")
         try:
             casatools.table().open("/no/such/table/anywhere")
+        except Exception:
+            pass
+        set_casa_log({str(c)!r})
+        casatasks.casalog.post("marker-third")
+        try:
+            casatools.table().open("/no/such/table/third")
         except Exception:
             pass
         """,
@@ -177,9 +192,13 @@ def test_set_casa_log_switches_files_and_survives_late_casatasks_import(tmp_path
     )
     assert proc.returncode == 0, proc.stderr
     second = b.read_text()
+    assert "/no/such/table/before/casatasks" in second
     assert "marker-second" in second
     assert "/no/such/table/anywhere" in second
     assert "marker-second" not in a.read_text()
+    third = c.read_text()
+    assert "marker-third" in third and "/no/such/table/third" in third
+    assert "marker-third" not in second
     assert list(cwd.iterdir()) == []
 
 
