@@ -211,8 +211,8 @@ def import_casatasks():
     """casatasks, imported without losing this process's log switch; use it instead of `import`.
 
     casatasks' import creates a logsink on the process's start-up log file and makes it the
-    global one (the sink the C++ tools post to); switching every sink back to the current file
-    right after keeps each part's or sub-cube's messages in its own log.
+    global one (the sink the C++ tools post to); switching that sink to the current file right
+    after keeps each part's or sub-cube's messages in its own log.
     """
     with _lock:
         if "casatasks" in sys.modules:
