@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "submit": ("pclean_provider.cli.submit", "run a pclean coordinator as a SLURM batch job"),
     "presets": ("pclean_provider.cli.presets", "list the presets --preset can apply and their files"),
     "ingest": ("pclean_provider.cli.ingest", "validate MeasurementSets in a landing area"),
+    "plan": ("pclean_provider.cli.plan", "derive each target's imaging parameters from a MeasurementSet"),
     "qa": ("pclean_provider.cli.qa", "compute QA metrics, scores and reports for imaging products"),
     "archive": ("pclean_provider.cli.archive", "export, checksum and publish products; verify an archive"),
 }

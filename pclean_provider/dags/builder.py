@@ -2,13 +2,14 @@
 
 Shape of a cube night (continuum has a `continuum` task where the cube has `cube`):
 
-    ensure_pool -> ingest -> arrivals -> prepare -> cluster_up -> [ms: cube -> qa -> qa_gate
-                                                                  -> archive | review] -> cluster_down
+    ensure_pool -> ingest -> arrivals -> plan -> prepare -> cluster_up -> [ms: cube -> qa -> qa_gate
+                                                                     -> archive | review] -> cluster_down
                           -> arrivals -> nothing_arrived   (no MS to image: reason + notification)
 
-`ms` is a task group mapped over the night's MSs (see imaging.py): each MS's imaging, QA, gate
-and archive or review depend only on that MS's own tasks, so one MS failing never holds back
-another, and clearing one MS's cube re-runs only its tail. With `cube_mode: fanout` the imaging
+`plan` derives each MS's imaging targets and their parameters from the data (`pclean plan`);
+`ms` is a task group mapped over the night's (MS, target) pairs (see imaging.py): each target's
+imaging, QA, gate and archive or review depend only on its own tasks, so one failing never holds
+back another, and clearing one target's cube re-runs only its tail. With `cube_mode: fanout` the imaging
 is partition -> subcubes_1 .. subcubes_K (sub-cube batches) -> gather_subcubes -> concat, all
 inside the group. The cluster comes back for a cleared task because it is the
 setup of everything between cluster_up and cluster_down.
@@ -36,6 +37,7 @@ from pclean_provider.dags.params import trigger_form
 from pclean_provider.dags.report import products_alias
 from pclean_provider.dags.tasks.archive import archive_tasks
 from pclean_provider.dags.tasks.ingest import arrival_tasks, ingest_task
+from pclean_provider.dags.tasks.plan import plan_task
 from pclean_provider.dags.tasks.pool import ensure_pool_task
 from pclean_provider.dags.tasks.prepare import prepare_task, run_setting
 from pclean_provider.dags.tasks.qa import qa_tasks
@@ -108,8 +110,9 @@ def build_dag(t: PipelineTemplate) -> DAG:
         pool_ready >> accepted
         arrivals, nothing_arrived = arrival_tasks(t)
         branch = arrivals(accepted)
-        prepared = prepare_task(t)(accepted)
-        branch >> [prepared, nothing_arrived()]
+        planned = plan_task(t)(accepted)
+        prepared = prepare_task(t)(accepted, planned)
+        branch >> [planned, nothing_arrived()]
         address = "{{ ti.xcom_pull(task_ids='cluster_up') }}"
         cluster_up = ClusterUpOperator(
             task_id="cluster_up",

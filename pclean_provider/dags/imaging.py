@@ -1,6 +1,8 @@
-"""The per-MS part of a pipeline DAG: one mapped task group over the night's MeasurementSets.
+"""The per-target part of a pipeline DAG: one mapped task group over the night's (MS, target) pairs.
 
-Each MS of the night is one map index of the group ``ms``, which holds its whole path:
+Each imaging target of each MS (prepare's items, from the plan) is one map index of the group
+``ms``, which holds its whole path; the map index is named after the MS, and the target when
+the MS has several:
 
 cube, exact:  cube -> qa -> qa_gate -> archive | review
 continuum:    continuum -> qa -> qa_gate -> archive | review
@@ -38,6 +40,8 @@ from airflow.sdk import task_group
 from pclean_provider.dags.tasks.subcubes import batch_task_id, gather_subcubes
 
 MS_NAME_FROM_VIS = "{{ task.overrides['vis'].rstrip('/').split('/')[-1] }}"
+# The MS, and its target when it has several (prepare's label).
+TARGET_LABEL = "{{ task.target_label or task.overrides['vis'].rstrip('/').split('/')[-1] }}"
 # "night1.ms ch 0-63 (32 sub-cubes)": the MS first, then the batch's channels.
 BATCH_LABEL = "{{ (task.vis_name ~ ' ' ~ task.batch_label) if task.vis_name else task.batch_label }}"
 
@@ -48,8 +52,9 @@ def imaging_kwargs(item: dict) -> dict:
 
 
 def ms_group_kwargs(item: dict) -> dict:
-    """One map index of the per-MS group: the item and, apart, what its imaging operator reads."""
-    return {"item": item, "overrides": item["overrides"], "presets": item["presets"]}
+    """One map index of the per-target group: the item and, apart, what its imaging operator reads."""
+    return {"item": item, "overrides": item["overrides"], "presets": item["presets"],
+            "label": item.get("label") or item["name"]}
 
 
 def per_ms_paths(t, prepared, cluster_up, address: str, pool: str, qa_tasks, archive_tasks):
@@ -73,13 +78,13 @@ def per_ms_paths(t, prepared, cluster_up, address: str, pool: str, qa_tasks, arc
 
     @task_group(group_id="ms", prefix_group_id=False,
                 tooltip="one MeasurementSet's imaging, QA, gate and archive or review")
-    def ms(item: Any, overrides: Any, presets: Any) -> None:
+    def ms(item: Any, overrides: Any, presets: Any, label: Any) -> None:
         imaging: Any
         if fanout:
             fan = t.cube
             partition = CubePartitionOperator(
                 task_id="partition", scheduler_address=address, overrides=overrides, presets=presets,
-                map_index_template=MS_NAME_FROM_VIS, subcubes_per_task=fan.subcubes_per_task,
+                target_label=label, map_index_template=TARGET_LABEL, subcubes_per_task=fan.subcubes_per_task,
                 batch_tasks=fan.batch_tasks, target_task_seconds=fan.target_task_seconds,
                 subcube_seconds=fan.subcube_seconds)
             cluster_up >> partition
@@ -100,7 +105,7 @@ def per_ms_paths(t, prepared, cluster_up, address: str, pool: str, qa_tasks, arc
 
             operator = CubeImagingOperator if t.kind == "cube" else ContinuumImagingOperator
             imaging = operator(task_id=t.kind, scheduler_address=address, pool=pool, overrides=overrides,
-                               presets=presets, map_index_template=MS_NAME_FROM_VIS)
+                               presets=presets, target_label=label, map_index_template=TARGET_LABEL)
             cluster_up >> imaging
         checked = qa(item=item, imaging=imaging.output)
         routed = qa_gate(checked=checked)

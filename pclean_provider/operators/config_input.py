@@ -50,15 +50,19 @@ class ConfiguredImagingOperator(PcleanDaskOperator):
     :param overrides: imaging parameters (tclean names, flat).
     :param presets: preset names applied first (packaged, or in ``$PCLEAN_PRESETS_DIR``).
     :param config_files: YAML files applied after the presets.
+    :param target_label: what to call the product in the UI (the MS and its target); display only.
     """
 
     template_fields: Sequence[str] = (*PcleanDaskOperator.template_fields, "overrides", "presets",
-                                      "config_files")
+                                      "config_files", "target_label")
     template_fields_renderers = {"overrides": "json"}
 
     def __init__(self, *, overrides: dict[str, Any] | None = None, presets: Sequence[str] | str | None = None,
-                 config_files: Sequence[str] | str | None = None, **kwargs: Any) -> None:
+                 config_files: Sequence[str] | str | None = None, target_label: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        # Display only: what the grid names this task's map index (the MS and its imaging target).
+        self.target_label = target_label
         self.overrides = overrides
         self.presets = presets
         self.config_files = config_files

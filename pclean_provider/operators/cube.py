@@ -81,7 +81,8 @@ class CubePartitionOperator(PcleanDaskOperator):
     """
 
     template_fields: Sequence[str] = (*PcleanDaskOperator.template_fields, "overrides", "presets",
-                                      "config_files", "nworkers", "subcubes_per_task", "max_batches")
+                                      "config_files", "nworkers", "subcubes_per_task", "max_batches",
+                                      "target_label")
     template_fields_renderers = {"overrides": "json"}
     work_kind = "partition"
 
@@ -90,8 +91,9 @@ class CubePartitionOperator(PcleanDaskOperator):
                  overwrite: bool = False, allow_cleaned: bool = False, subcubes_per_task: int | None = None,
                  max_batches: int | None = None, target_task_seconds: float = DEFAULT_TARGET_TASK_SECONDS,
                  subcube_seconds: float = DEFAULT_SUBCUBE_SECONDS, batched: bool = False,
-                 batch_tasks: int | None = None, **kwargs: Any) -> None:
+                 batch_tasks: int | None = None, target_label: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.target_label = target_label  # display only: the MS and its imaging target
         self.overrides = overrides
         self.presets = presets
         self.config_files = config_files

@@ -43,7 +43,7 @@ class NotifierSpec(BaseModel):
 
 
 class Notification(BaseModel):
-    kind: str  # "task_failed" | "ms_quarantined" | "qa_review" | "nothing_arrived" | "deadline_missed"
+    kind: str  # "task_failed" | "ms_quarantined" | "qa_review" | "nothing_arrived" | "not_imaged" | "deadline_missed"
     dag_id: str | None = None
     run_id: str | None = None
     task_id: str | None = None
@@ -181,6 +181,16 @@ def notify_nothing_arrived(dag_id: str | None, run_id: str | None, reason: str,
                         reason=reason, created_at=datetime.now(UTC).isoformat())
     path = write_notification(note, directory or os.environ.get(NOTIFICATIONS_DIR_ENV))
     log.warning("pclean: %s run %s imaged nothing: %s [notification %s]", dag_id, run_id, reason, path)
+    return note
+
+
+def notify_not_imaged(dag_id: str | None, run_id: str | None, ms: str, reason: str,
+                      directory: str | os.PathLike[str] | None = None) -> Notification:
+    """An MS (or one of its targets) the plan found nothing to image in: said before any cluster time."""
+    note = Notification(kind="not_imaged", dag_id=dag_id, run_id=run_id, task_id="prepare", ms=ms, reason=reason,
+                        created_at=datetime.now(UTC).isoformat())
+    path = write_notification(note, directory or os.environ.get(NOTIFICATIONS_DIR_ENV))
+    log.warning("pclean: %s of %s run %s is not imaged: %s [notification %s]", ms, dag_id, run_id, reason, path)
     return note
 
 

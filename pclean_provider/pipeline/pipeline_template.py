@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pclean_provider.config.cluster import memory_bytes
+from pclean_provider.config.plan_policy import PlanPolicy
 from pclean_provider.data import PIPELINES, packaged_dir
 from pclean_provider.pipeline.conf_policy import check_run_conf
 from pclean_provider.pipeline.notify import NotifierSpec
@@ -184,6 +185,9 @@ class PipelineTemplate(BaseModel):
     arrivals: ArrivalWatch = Field(default_factory=ArrivalWatch)
     preset: str | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
+    plan: PlanPolicy = Field(default_factory=PlanPolicy, description=(
+        "How each MS's imaging targets, cell, image size, gridder and stopping are derived from its data "
+        "(`pclean plan`); a parameter pinned in `overrides` (or the run's) wins over the policy."))
     cluster: ClusterChoice = Field(default_factory=ClusterChoice)
     qa: QaPolicy = Field(default_factory=QaPolicy)
     pool: PoolSpec = Field(default_factory=PoolSpec)
@@ -290,6 +294,7 @@ class RunSettings(BaseModel):
     qa_thresholds: dict[str, Any]
     qa_min_score: float
     ingest: IngestPolicy
+    plan: PlanPolicy = Field(default_factory=PlanPolicy)
 
     def cluster_overrides(self) -> dict[str, Any]:
         """ClusterSpec fields for the cluster-up task (type from the form, knobs from options)."""
@@ -325,4 +330,5 @@ def settings_for_run(template: PipelineTemplate, params: dict[str, Any], run_id:
         qa_thresholds=dict(template.qa.thresholds),
         qa_min_score=conf.qa_min_score,
         ingest=template.ingest,
+        plan=template.plan,
     )

@@ -20,10 +20,13 @@ from pclean_provider.dags.pclean_subprocess import run_pclean, step_timeout
 from pclean_provider.pipeline.ingest import write_json_atomic
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate, safe_name
 
+# The MS, and the target when an MS has several (prepare's label); items of older runs have none.
+ITEM_LABEL = "{{ task.op_kwargs['item'].get('label') or task.op_kwargs['item']['name'] }}"
+
 
 def archive_tasks(t: PipelineTemplate, pool: str, alias: AssetAlias):
     @task(task_id="archive", pool=pool, outlets=[alias], execution_timeout=step_timeout(t),
-          map_index_template="{{ task.op_kwargs['item']['name'] }}")
+          map_index_template=ITEM_LABEL)
     def archive(item: dict) -> dict:
         from pclean_provider.operators.lineage import report_archive_lineage
         from pclean_provider.pipeline.ingest import record_imaged
@@ -36,7 +39,7 @@ def archive_tasks(t: PipelineTemplate, pool: str, alias: AssetAlias):
         s = run_settings(t)
         stem = Path(item["name"]).stem
         args = ["archive", "publish", "--image", item["imagename"], "--archive-root", s.archive_dir,
-                "--product-id", safe_name(f"{stem}_{t.kind}"), "--qa-dir", str(Path(item["qa_json"]).parent),
+                "--product-id", item.get("product_id") or safe_name(f"{stem}_{t.kind}"), "--qa-dir", str(Path(item["qa_json"]).parent),
                 "--vis", item["vis"], "--ms-metadata", item["metadata_path"], "--config", _config_file(item),
                 "--dag-run-id", ctx["run_id"]] + (["--file-mode", t.archive.file_mode] if t.archive.file_mode else [])
         started = ctx["dag_run"].start_date
@@ -48,7 +51,7 @@ def archive_tasks(t: PipelineTemplate, pool: str, alias: AssetAlias):
         if proc.returncode != 0:
             raise RuntimeError(f"pclean archive exited with {proc.returncode}: {proc.why()}")
         published = json.loads(proc.stdout[proc.stdout.index("{"):])
-        extra = {"ms": item["name"], "vis": item["vis"], "dag_id": t.dag_id, "run_id": ctx["run_id"],
+        extra = {"ms": item["name"], "target": item.get("target"), "vis": item["vis"], "dag_id": t.dag_id, "run_id": ctx["run_id"],
                  "kind": t.kind, "qa_score": item["qa_score"], "qa_band": item["qa_band"],
                  **{k: published.get(k) for k in ("product_id", "version", "path", "manifest", "nfiles",
                                                   "already_published")}}
@@ -65,7 +68,7 @@ def archive_tasks(t: PipelineTemplate, pool: str, alias: AssetAlias):
             print(f"archived {item['name']} -> {published['path']} (version {published['version']})")
         return {**item, "archive": published}
 
-    @task(task_id="review", map_index_template="{{ task.op_kwargs['item']['name'] }}")
+    @task(task_id="review", map_index_template=ITEM_LABEL)
     def review(item: dict) -> dict:
         """Below the QA gate: nothing is published; a review ticket points at the products and report."""
         from pclean_provider.pipeline.ingest import record_imaged
@@ -75,17 +78,19 @@ def archive_tasks(t: PipelineTemplate, pool: str, alias: AssetAlias):
 
         ctx = get_current_context()
         s = run_settings(t)
-        ticket = Path(s.review_dir) / t.dag_id / safe_name(Path(item["name"]).stem) / \
+        folder = item.get("review_folder") or safe_name(Path(item["name"]).stem)
+        ticket = Path(s.review_dir) / t.dag_id / folder / \
             f"{safe_name(ctx['run_id'])}.json"
         write_json_atomic(ticket, {
-            "ms": item["name"], "vis": item["vis"], "imagename": item["imagename"],
+            "ms": item["name"], "target": item.get("target"), "vis": item["vis"], "imagename": item["imagename"],
             "qa_json": item["qa_json"], "qa_html": item["qa_html"], "qa_score": item["qa_score"],
             "qa_band": item["qa_band"], "gate": s.qa_min_score, "dag_id": t.dag_id, "run_id": ctx["run_id"],
             "how_to_publish": f"inspect {item['qa_html']}; to archive anyway run `pclean archive publish "
                               f"--image {item['imagename']} --archive-root {s.archive_dir}`",
         })
-        record_imaged(Path(s.ledger_dir), item["name"], {"route": "review", "ticket": str(ticket)})
-        print(f"{item['name']} sent to review: {ticket}")
+        record_imaged(Path(s.ledger_dir), item["name"], {"route": "review", "ticket": str(ticket),
+                                                         "target": item.get("target")})
+        print(f"{item.get('label') or item['name']} sent to review: {ticket}")
         return {**item, "review_ticket": str(ticket)}
 
     return archive, review

@@ -20,7 +20,7 @@ from pclean_provider.pipeline.notify import notify_nothing_arrived, notify_quara
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
 
 NOTHING_XCOM = "nothing_to_image"  # ingest pushes why it accepted nothing under this key
-IMAGING_BRANCH = "prepare"
+IMAGING_BRANCH = "plan"
 NOTHING_BRANCH = "nothing_arrived"
 
 

@@ -1,14 +1,19 @@
-"""prepare: one validated imaging config per accepted MS, before any cluster starts; it also
-publishes the run's resolved settings (address file, cluster overrides) for the cluster tasks."""
+"""prepare: one validated imaging config per (MS, target) of the night's plans, before any cluster
+starts; it also publishes the run's resolved settings (address file, cluster overrides) for the
+cluster tasks. An MS the plan found nothing to image in is said (a notification, the ledger) and
+left out; a night with nothing at all to image skips the cluster and stays green."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from airflow.sdk import get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from pclean_provider.dags.params import run_settings
+from pclean_provider.pipeline.ingest import write_json_atomic
+from pclean_provider.pipeline.notify import notify_not_imaged
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate, safe_name
 
 RUN_XCOM = "run"  # prepare pushes the run's resolved settings under this key
@@ -21,41 +26,87 @@ def run_setting(name: str) -> str:
 
 def prepare_task(t: PipelineTemplate):
     @task(task_id="prepare", retries=0)
-    def prepare(accepted: list[dict]) -> list[dict]:
-        """One imaging config per MS, validated before any cluster starts."""
-        from pclean_provider.config import ConfigError, load_config
+    def prepare(accepted: list[dict], planned: dict) -> list[dict]:
+        """One validated imaging config per (MS, target) of the plan, before any cluster starts."""
+        from pclean_provider.pipeline.ingest import record_imaged
 
+        ctx = get_current_context()
         s = run_settings(t)
         items = []
+        not_imaged = []
         for ms in accepted:
             # The MS must still be the one ingest checked (a redo copied over it would be imaged half).
             verify_ms_unchanged(ms)
-            stem = Path(ms["name"]).stem
-            product_dir = Path(s.run_dir) / safe_name(stem)
-            imagename = product_dir / f"{stem}.{'cube' if t.kind == 'cube' else 'cont'}"
-            overrides = {**s.overrides, "vis": ms["vis"], "imagename": str(imagename)}
-            try:
-                cfg = load_config(presets=[s.preset] if s.preset else [], overrides=overrides)
-            except (ConfigError, ValueError) as exc:
-                raise AirflowFailException(f"imaging parameters for {ms['name']}: {exc}") from exc
-            if t.kind == "cube" and not cfg.is_cube:
-                raise AirflowFailException(f"{t.dag_id} makes cubes, but specmode={cfg.to_flat().get('specmode')!r}; "
-                                           "set overrides.specmode to 'cube' (or use the continuum pipeline)")
-            if t.kind == "continuum" and cfg.is_cube:
-                raise AirflowFailException(f"{t.dag_id} makes continuum images, but specmode is a cube mode; "
-                                           "set overrides.specmode to 'mfs'")
-            product_dir.mkdir(parents=True, exist_ok=True)
-            items.append({**ms, "imagename": str(imagename), "product_dir": str(product_dir),
-                          "overrides": overrides, "presets": [s.preset] if s.preset else [],
-                          "config_json": cfg.model_dump_json(), "truth": _truth_beside(ms["vis"])})
-        get_current_context()["ti"].xcom_push(key=RUN_XCOM, value={
+            info = planned.get(str(Path(ms["vis"]).resolve())) or planned.get(ms["vis"]) or {}
+            if "plan" not in info:
+                reason = f"could not be planned: {info.get('error', 'the plan task returned nothing for it')}"
+                notify_not_imaged(t.dag_id, s.run_id, ms["name"], reason, directory=s.notifications_dir)
+                not_imaged.append(f"{ms['name']}: {reason}")
+                continue
+            plan = json.loads(Path(info["plan"]).read_text())
+            for skipped in plan["skipped"]:
+                print(f"{ms['name']}: not imaging {skipped['label']}: {skipped['reason']}")
+            if not plan["targets"]:
+                reason = "; ".join(f"{x['label']}: {x['reason']}" for x in plan["skipped"]) or "no field to image"
+                notify_not_imaged(t.dag_id, s.run_id, ms["name"], reason, directory=s.notifications_dir)
+                # Recorded like an imaged MS, so the next night does not plan it again (redo does).
+                record_imaged(Path(s.ledger_dir), ms["name"], {"route": "not_imaged", "reason": reason,
+                                                               "run_id": s.run_id})
+                not_imaged.append(f"{ms['name']}: {reason}")
+                continue
+            items.extend(_target_items(t, s, ms, plan))
+        ctx["ti"].xcom_push(key=RUN_XCOM, value={
             "address_file": str(Path(s.run_dir) / "cluster" / "scheduler.address"),
             "cluster_overrides": s.cluster_overrides(),
             "run_dir": s.run_dir,
         })
+        if not items:
+            # Nothing for a cluster to do: the cluster and the per-MS paths are skipped, the run stays green.
+            raise AirflowSkipException("nothing to image: " + " | ".join(not_imaged))
+        for item in items:
+            print(f"{item['label']}: {item['imagename']}")
         return items
 
     return prepare
+
+
+def _target_items(t: PipelineTemplate, s, ms: dict, plan: dict) -> list[dict]:
+    from pclean_provider.config import ConfigError, load_config
+
+    stem = Path(ms["name"]).stem
+    suffix = "cube" if t.kind == "cube" else "cont"
+    multi = len(plan["targets"]) > 1
+    items = []
+    for target in plan["targets"]:
+        # An MS with one target keeps the names it always had; several targets each get their own folder.
+        product_dir = Path(s.run_dir) / safe_name(stem)
+        base = stem
+        if multi:
+            product_dir = product_dir / safe_name(target["slug"])
+            base = f"{stem}.{safe_name(target['slug'])}"
+        imagename = product_dir / f"{base}.{suffix}"
+        overrides = {**s.overrides, **target["parameters"], "vis": ms["vis"], "imagename": str(imagename)}
+        label = f"{ms['name']} {target['label']}" if multi else ms["name"]
+        try:
+            cfg = load_config(presets=[s.preset] if s.preset else [], overrides=overrides)
+        except (ConfigError, ValueError) as exc:
+            raise AirflowFailException(f"imaging parameters for {label}: {exc}") from exc
+        if t.kind == "cube" and not cfg.is_cube:
+            raise AirflowFailException(f"{t.dag_id} makes cubes, but specmode={cfg.to_flat().get('specmode')!r}; "
+                                       "set overrides.specmode to 'cube' (or use the continuum pipeline)")
+        if t.kind == "continuum" and cfg.is_cube:
+            raise AirflowFailException(f"{t.dag_id} makes continuum images, but specmode is a cube mode; "
+                                       "set overrides.specmode to 'mfs'")
+        product_dir.mkdir(parents=True, exist_ok=True)
+        plan_path = write_json_atomic(product_dir / "plan.json", {
+            "ms": plan["ms"], "kind": plan["kind"], "telescope": plan["telescope"], **target})
+        items.append({**ms, "imagename": str(imagename), "product_dir": str(product_dir),
+                      "overrides": overrides, "presets": [s.preset] if s.preset else [],
+                      "config_json": cfg.model_dump_json(), "truth": _truth_beside(ms["vis"]),
+                      "label": label, "target": target["label"], "plan_path": str(plan_path),
+                      "product_id": safe_name(f"{stem}_{target['slug']}_{t.kind}" if multi else f"{stem}_{t.kind}"),
+                      "review_folder": safe_name(stem) + (f"/{safe_name(target['slug'])}" if multi else "")})
+    return items
 
 
 def verify_ms_unchanged(ms: dict) -> None:

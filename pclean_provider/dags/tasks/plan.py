@@ -1,0 +1,52 @@
+"""plan: each accepted MS's imaging plan (`pclean plan` in a subprocess), before any cluster starts.
+
+Its log shows, per MS, the table of targets and every decision with its reason; prepare turns the
+plans into one imaging item per (MS, target). What cannot be imaged (a calibrator the policy skips,
+a target or a whole MS whose data are all flagged) is said here, with the reason, and the night
+goes on with the rest.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from airflow.sdk import task
+from airflow.sdk.exceptions import AirflowFailException
+
+from pclean_provider.dags.params import run_settings
+from pclean_provider.dags.pclean_subprocess import run_pclean, step_timeout
+from pclean_provider.pipeline.ingest import write_json_atomic
+from pclean_provider.pipeline.pipeline_template import PipelineTemplate
+
+EXIT_BAD_ARGS, EXIT_UNPLANNED = 2, 3  # pclean plan's exit codes (cli/plan.py)
+
+
+def plan_task(t: PipelineTemplate):
+    @task(task_id="plan", retries=1, execution_timeout=step_timeout(t))
+    def plan(accepted: list[dict]) -> dict:
+        """vis -> the file holding its plan (or the reason it could not be planned)."""
+        s = run_settings(t)
+        run_dir = Path(s.run_dir)
+        request = write_json_atomic(run_dir / "plan-request.json", {
+            "presets": [s.preset] if s.preset else [], "overrides": s.overrides,
+            "policy": s.plan.model_dump(mode="json")})
+        out = run_dir / "plans.json"
+        proc = run_pclean(["plan", "--request", str(request), "--out", str(out), *[m["vis"] for m in accepted]],
+                          run_dir / "logs")
+        if proc.returncode == EXIT_BAD_ARGS:
+            # The template's or the run's parameters: every MS would fail the same way.
+            raise AirflowFailException(f"pclean plan refused the imaging parameters: {proc.why()}")
+        if proc.returncode not in (0, EXIT_UNPLANNED):
+            raise RuntimeError(f"pclean plan exited with {proc.returncode}: {proc.why()}")
+        result = json.loads(out.read_text())
+        plans_dir = run_dir / "plans"
+        by_vis: dict[str, dict] = {}
+        for p in result["plans"]:
+            path = write_json_atomic(plans_dir / f"{Path(p['ms']).name}.plan.json", p)
+            by_vis[p["ms"]] = {"plan": str(path), "targets": len(p["targets"]), "skipped": len(p["skipped"])}
+        for e in result["errors"]:
+            by_vis[e["vis"]] = {"error": e["error"]}
+        return by_vis
+
+    return plan
