@@ -170,6 +170,8 @@ def main() -> int:
         print(f"QA gate:        below {s.qa_min_score}, so the product went to review instead of the archive:")
         print(f"review ticket:  {tickets[-1] if tickets else s.review_dir}")
     print(f"ingest record:  {Path(s.metadata_dir) / (MS_NAME + '.metadata.json')}")
+    print(f"imaging plan:   {product / 'plan.json'}  (`pclean plan {s.landing_dir}/{MS_NAME}` prints it; "
+          "the demo pins cell and imsize, so the plan keeps them and says so)")
     print(f"Airflow home:   {DEMO / 'airflow-home'} (browse it: scripts/airflow-standalone.sh)")
 
     step("the same MS with serial casatasks.tclean, for comparison")
@@ -200,11 +202,13 @@ COMPARED = (".image", ".residual", ".model", ".psf", ".pb")
 TOLERANCE = 1e-4  # of the peak: what the issue asks of a cleaned cube against serial tclean
 
 
-def tclean_parameters(template, vis: str, imagename: str) -> dict:
-    """tclean's keyword arguments as the DAG builds them: template overrides < the run's overrides."""
+def tclean_parameters(template, item: dict, imagename: str) -> dict:
+    """tclean's keyword arguments as the DAG builds them: template overrides < the run's overrides <
+    what the plan decided for this target (which keeps every value the run pinned)."""
     from pclean_provider.config import PcleanConfig
 
-    flat = {**template.overrides, **OVERRIDES, "vis": vis, "imagename": imagename}
+    planned = json.loads(Path(item["plan_path"]).read_text())["parameters"]
+    flat = {**template.overrides, **OVERRIDES, **planned, "vis": item["vis"], "imagename": imagename}
     return PcleanConfig.from_flat(flat).tclean_kwargs()
 
 
@@ -219,8 +223,8 @@ def compare_with_tclean(template, item: dict, cube: dict) -> bool:
     scratch = DEMO / "tclean-reference"
     shutil.rmtree(scratch, ignore_errors=True)  # tclean would go on cleaning an earlier model
     scratch.mkdir(parents=True)
-    kwargs = tclean_parameters(template, item["vis"], str(scratch / Path(item["imagename"]).name))
-    ours = tclean_parameters(template, item["vis"], item["imagename"])
+    kwargs = tclean_parameters(template, item, str(scratch / Path(item["imagename"]).name))
+    ours = tclean_parameters(template, item, item["imagename"])
     # What prepare validated for the DAG's cube task must be what is rebuilt here.
     dag_kwargs = PcleanConfig.model_validate_json(item["config_json"]).tclean_kwargs()
     if json.dumps(dag_kwargs, sort_keys=True, default=str) != json.dumps(ours, sort_keys=True, default=str):

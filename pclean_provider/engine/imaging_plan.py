@@ -213,7 +213,7 @@ def separation_rad(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
 
 def source_stem(name: str) -> str:
     """A field name without a trailing pointing number ('M31_03' -> 'M31', 'NGC253-1' -> 'NGC253')."""
-    stem = re.sub(r"[_\-\s]?\d{1,3}$", "", name.strip())
+    stem = re.sub(r"[_\-\s]\d{1,3}$", "", name.strip())
     return stem or name.strip()
 
 
