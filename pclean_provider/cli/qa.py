@@ -26,7 +26,12 @@ def _load_mapping(path: str, what: str) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pclean qa", description="QA metrics, scores and reports for an imaging product.")
+    p = argparse.ArgumentParser(
+        prog="pclean qa",
+        description="QA metrics, scores and reports for an imaging product.",
+        epilog="Exit status: 0 when the reports are written (also for an empty product, which scores 0 and goes "
+        "to review), 3 with --exit-on-review when the gate says review, 2 when the input is wrong.",
+    )
     p.add_argument("--image", required=True, help="imagename prefix as given to tclean/pclean (or its .image)")
     p.add_argument("--kind", choices=("cube", "mfs"), required=True, help="cube or mfs (continuum) product")
     p.add_argument("--out", required=True, help="folder for qa.json, qa.schema.json and qa.html")
@@ -34,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vis", help="MeasurementSet the product was imaged from (for the theoretical sensitivity)")
     p.add_argument("--summary", help="JSON file with tclean's return dict (iterdone, niter, stopcode)")
     p.add_argument("--thresholds", help="JSON or YAML file with QaThresholds (pipeline templates pass theirs)")
+    p.add_argument(
+        "--plan", help="imaging plan JSON of this target (cell, imsize and why): shown in the report, and a "
+        "recorded imsize cap turns a short primary-beam coverage into a warning"
+    )
     p.add_argument("--min-score", type=float, help="gate: overall score needed for 'archive' (default from thresholds)")
     p.add_argument("--no-html", action="store_true", help="skip qa.html (no plots)")
     p.add_argument(
@@ -62,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             imaging_summary=summary,
             vis=args.vis,
             html=not args.no_html,
+            plan=args.plan,
         )
     except QaInputError as exc:
         print(f"pclean qa: {exc}", file=sys.stderr)
@@ -69,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     width = max((len(s.metric) for s in report.scores), default=10)
     for s in sorted(report.scores, key=lambda s: s.score):
         print(f"{s.band:>10}  {s.score:4.2f}  {s.metric:<{width}}  {s.applies_to}: {s.message}")
+    if report.not_judged_reason:
+        # Not an input error: the product exists but holds nothing to measure; it goes to review.
+        print(f"not judged: {report.not_judged_reason}")
     gate = report.gate(args.min_score)
     print(f"overall {report.overall_score:.2f} ({report.overall_band}); gate: {gate}")
     for name, path in report.files.items():

@@ -13,6 +13,13 @@ channel-to-channel shape comes from the product's ``.sumwt`` (which knows what t
 really put into each channel, e.g. an edge channel only partly covered after the frame
 conversion). Briggs or uniform weighting raise the measured rms above this natural-weight
 floor by design; the ``rms_to_theoretical`` limits leave room for that.
+
+The image grid is judged from the product itself, so that a grid chosen by hand, by a template
+or by an imaging plan is held to the same rules: pixels across the restoring beam's minor axis
+(``pixels_per_beam``; a beam under a tenth of a pixel counts as not fitted), whether the image
+edge reaches the primary beam's half power (``pb_edge_level``, from the product's .pb) and how
+many primary beams wide the image is (``image_width_pb``). Their messages name the cell or
+imsize to use, because a wrong grid is fixed in the template, not in the data.
 """
 
 from __future__ import annotations
@@ -38,9 +45,11 @@ from pclean_provider.pipeline.qa_models import (
     BeamInfo,
     ChannelMetrics,
     Convergence,
+    GridMetrics,
     ProductMetrics,
     QaReport,
     QaThresholds,
+    Score,
     Sensitivity,
     SourceRecovery,
     band_of,
@@ -55,6 +64,47 @@ MAX_FIT_CHANNELS = 16
 
 class QaInputError(PcleanInputError):
     """The product to check is missing or the arguments do not fit it."""
+
+
+# Why an empty product scores 0: worded for the reviewer who gets the ticket, not for a developer.
+NOTHING_IMAGED = (
+    "no valid, non-zero pixels in any channel: nothing was imaged (fully flagged or empty selection?)"
+)
+
+
+class _NothingToJudge(Exception):
+    """The product exists but holds nothing to measure; it goes to review, not to an error."""
+
+
+def load_plan(plan: str | os.PathLike | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The imaging plan of one target, from its JSON file or as a mapping; stored as given.
+
+    Only ``decisions`` (a list of objects with a ``name``) is required: the report shows those;
+    every other field (parameters, pb_fwhm_arcsec, beam_estimate_arcsec, ...) is kept if present.
+    """
+    if plan is None:
+        return None
+    if isinstance(plan, str | os.PathLike):
+        path = Path(plan)
+        if not path.is_file():
+            raise QaInputError(f"plan={path} does not exist; pass the imaging plan's JSON file")
+        try:
+            plan = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise QaInputError(f"plan={path} is not valid JSON ({exc})") from exc
+    if not isinstance(plan, Mapping):
+        raise QaInputError(f"plan must be a JSON object (one imaging target), got {type(plan).__name__}")
+    decisions = plan.get("decisions")
+    if not isinstance(decisions, list) or not all(isinstance(d, Mapping) and d.get("name") for d in decisions):
+        raise QaInputError(
+            "plan has no 'decisions' list of objects with a 'name' (and value, source, reason); pass the "
+            "imaging plan of one target"
+        )
+    # Round-trip through JSON so that what is stored is exactly what qa.json will hold.
+    try:
+        return json.loads(json.dumps(dict(plan)))
+    except (TypeError, ValueError) as exc:
+        raise QaInputError(f"plan holds values that are not JSON ({exc})") from exc
 
 
 def product_paths(imagename: str | os.PathLike) -> dict[str, str]:
@@ -138,12 +188,20 @@ def run_qa(
     imaging_summary: Mapping[str, Any] | None = None,
     vis: str | os.PathLike | None = None,
     html: bool = True,
+    plan: str | os.PathLike | Mapping[str, Any] | None = None,
 ) -> QaReport:
     """Compute metrics and scores of one product; write qa.json, qa.schema.json and qa.html.
 
     ``out_dir`` defaults to ``<imagename>.qa``. ``imaging_summary`` is tclean's return dict
     (iterdone, niter, stopcode, stopDescription) when the caller has it. Images are read one
     channel at a time, so memory stays at a few planes whatever the cube size.
+
+    ``plan`` is the imaging plan the product was made with (its JSON file or the parsed
+    mapping): it is stored in the report and shown in qa.html, and its recorded decisions word
+    the grid checks (a capped imsize makes a short primary-beam coverage a warning).
+
+    A product with nothing to measure (no valid, non-zero pixel in any channel) is not an input
+    error: its report scores 0 with the reason, and the gate sends it to review.
     """
     from pclean_provider.casa import image_io
 
@@ -162,6 +220,7 @@ def run_qa(
     if vis is not None and not os.path.isdir(vis):
         raise QaInputError(f"vis={vis} does not exist; pass the MeasurementSet the product was imaged from")
     sources = load_truth(truth)
+    plan_data = load_plan(plan)
     out = Path(out_dir) if out_dir is not None else Path(paths["base"] + ".qa")
 
     with contextlib.ExitStack() as stack:
@@ -172,7 +231,10 @@ def run_qa(
 
         img = reader("image", with_beams=True)
         res, model, mask, sumwt = reader("residual"), reader("model"), reader("mask"), reader("sumwt")
-        scan = _scan_channels(img, res, model, mask, thresholds)
+        try:
+            scan = _scan_channels(img, res, model, mask, thresholds)
+        except _NothingToJudge as exc:
+            return _not_judged(paths, kind, thresholds, plan_data, str(exc), out, html)
         channels = scan.channels
         peak, (px, py, pc) = scan.peak, scan.peak_pixel
         peak_ra, peak_dec = image_io.pixel_to_world(paths["image"], px, py, pc)
@@ -195,6 +257,7 @@ def run_qa(
         )
         sensitivity = _sensitivity(vis, img, sumwt_per_chan, channels, scan.rms_free_all, kind)
         recovered = _recover_sources(sources, paths, img, stack, image_io, kind) if sources else []
+        grid = _grid_metrics(img, channels, scan.deviant, paths, reader, thresholds, plan_data)
 
     rms_at_peak = channels[pc].rms_emission_free or scan.rms_free_all
     dyn = peak / rms_at_peak if rms_at_peak else None
@@ -228,8 +291,9 @@ def run_qa(
         convergence=convergence,
         sensitivity=sensitivity,
         sources=recovered,
+        grid=grid,
     )
-    scores = score_product(metrics, thresholds)
+    scores = score_product(metrics, thresholds, plan_data)
     if kind == "cube" and img.nchan == 1:
         for s in scores:
             s.message += " (a one-channel cube)"
@@ -243,6 +307,7 @@ def run_qa(
         scores=scores,
         overall_score=overall,
         overall_band=band_of(overall),
+        plan=plan_data,
     )
     write_reports(report, out, arrays=arrays)
     log.info("QA %s: overall %.2f (%s), gate %s; reports in %s", paths["base"], overall, report.overall_band,
@@ -250,10 +315,35 @@ def run_qa(
     return report
 
 
-def write_reports(report: QaReport, out_dir: Path, *, arrays=None) -> QaReport:
-    """Write qa.schema.json, qa.html (when the pictures' arrays are given) and, last, qa.json.
+def _not_judged(paths, kind, thresholds: QaThresholds, plan, reason: str, out: Path, html: bool) -> QaReport:
+    """The report of a product QA cannot measure: overall 0 (error) with the reason, for review."""
+    score = Score(
+        metric="product_content", value=0.0, unit="pixels", score=0.0, band="error",
+        applies_to=f"image {paths['image']}", message=reason,
+    )
+    report = QaReport(
+        created_utc=_now(),
+        imagename=paths["base"],
+        kind=kind,
+        thresholds=thresholds,
+        metrics=None,
+        scores=[score],
+        overall_score=0.0,
+        overall_band="error",
+        not_judged_reason=reason,
+        plan=plan,
+    )
+    write_reports(report, out, html=html)
+    log.warning("QA %s: not judged (%s); gate %s; reports in %s", paths["base"], reason, report.gate(), out)
+    return report
 
-    qa.json comes last so that its presence means the whole report is there.
+
+def write_reports(report: QaReport, out_dir: Path, *, arrays=None, html: bool | None = None) -> QaReport:
+    """Write qa.schema.json, qa.html and, last, qa.json.
+
+    qa.html is written when the pictures' arrays are given, or when ``html`` asks for it (a
+    product that could not be judged gets a short page without pictures). qa.json comes last so
+    that its presence means the whole report is there.
     """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -262,7 +352,9 @@ def write_reports(report: QaReport, out_dir: Path, *, arrays=None) -> QaReport:
         "qa.schema.json": str(out_dir / "qa.schema.json"),
     }
     atomic_write_text(out_dir / "qa.schema.json", json.dumps(QaReport.model_json_schema(), indent=2))
-    if arrays is not None:
+    if html is None:
+        html = arrays is not None
+    if html:
         from pclean_provider.pipeline.report_html import render_html
 
         report.files["qa.html"] = str(out_dir / "qa.html")
@@ -371,7 +463,7 @@ def _scan_channels(img, res, model, mask, t: QaThresholds) -> _Scan:
             )
         )
     if not np.isfinite(best[0]):
-        raise QaInputError(f"image {img.path} has no valid, non-zero pixels in any channel; nothing to check")
+        raise _NothingToJudge(NOTHING_IMAGED)
     return _Scan(
         channels=channels,
         deviant=deviant,
@@ -385,6 +477,77 @@ def _scan_channels(img, res, model, mask, t: QaThresholds) -> _Scan:
         mask_pixels=mask_pixels,
         mask_total=mask_total,
     )
+
+
+def _grid_metrics(img, channels, deviant, paths, reader, t: QaThresholds, plan) -> GridMetrics:
+    """The grid facts the grid scores judge: beam sampling and primary-beam coverage."""
+    cell = max(img.cell_arcsec)
+    usable = [
+        (ch.channel, ch.beam.minor_arcsec)
+        for ch in channels
+        if ch.beam is not None and m.pixels_per_beam(ch.beam.minor_arcsec, cell) > 0
+    ]
+    # A deviant channel's beam (a failed fit) is the beam-consistency score's business; the
+    # grid is judged on the beams that agree, unless no beam agrees with another.
+    agreeing = [u for u in usable if u[0] not in deviant] or usable
+    notes = []
+    with_beam = sum(1 for ch in channels if ch.beam is not None)
+    if not with_beam:
+        notes.append("the image has no restoring beam")
+    elif len(usable) < with_beam:
+        notes.append(f"{with_beam - len(usable)} of {len(channels)} channel beams are under a tenth of a pixel")
+    if agreeing:
+        chan, minor = min(agreeing, key=lambda u: u[1])
+    else:
+        chan, minor = None, None
+    width = max(img.nx * img.cell_arcsec[0], img.ny * img.cell_arcsec[1])
+    grid = dict(
+        cell_arcsec=cell,
+        imsize=[img.nx, img.ny],
+        beam_minor_arcsec=minor,
+        beam_minor_channel=chan,
+        pixels_per_beam=m.pixels_per_beam(minor, cell),
+        beam_note="; ".join(notes) or None,
+        image_width_arcsec=width,
+        gridder=_plan_gridder(plan),
+    )
+    pb = reader("pb")
+    if pb is not None and (pb.nx, pb.ny) == (img.nx, img.ny):
+        # The lowest frequency has the widest primary beam: the hardest one to cover.
+        c = int(np.argmin(pb.freqs_hz)) if pb.nchan > 1 else 0
+        data, valid = pb.plane(c)
+        cov = m.pb_coverage(data, valid, t.pb_edge_level_max)
+        if cov is not None:
+            grid.update(pb_image=paths["pb"], pb_channel=c, pb_peak=cov.peak, pb_edge=cov.edge,
+                        needed_imsize=cov.needed_imsize)
+            if cov.fwhm_pix:
+                grid.update(
+                    pb_fwhm_arcsec=cov.fwhm_pix * max(pb.cell_arcsec),
+                    pb_fwhm_source="the .pb, measured at half power" if cov.fwhm_measured
+                    else "the .pb, a Gaussian through its centre and edge values",
+                )
+    if grid.get("pb_fwhm_arcsec") is None and plan and _positive(plan.get("pb_fwhm_arcsec")):
+        grid.update(pb_fwhm_arcsec=float(plan["pb_fwhm_arcsec"]), pb_fwhm_source="the imaging plan")
+        if grid.get("pb_edge") is not None and grid["pb_edge"] > t.pb_edge_level_max:
+            # The .pb was too flat to extrapolate; the plan's FWHM gives the size instead.
+            size = m.good_imsize(m.size_reaching(grid["pb_fwhm_arcsec"] / cell, t.pb_edge_level_max))
+            grid["needed_imsize"] = [max(size, img.nx), max(size, img.ny)]
+    if grid.get("pb_fwhm_arcsec"):
+        grid["image_width_pb"] = width / grid["pb_fwhm_arcsec"]
+    return GridMetrics(**grid)
+
+
+def _positive(value) -> bool:
+    try:
+        return float(value) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def _plan_gridder(plan) -> str | None:
+    params = (plan or {}).get("parameters")
+    gridder = params.get("gridder") if isinstance(params, Mapping) else None
+    return str(gridder) if gridder else None
 
 
 def _median_beam(beams) -> BeamInfo | None:

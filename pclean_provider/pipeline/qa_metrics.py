@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -157,3 +158,162 @@ def theoretical_rms_per_channel(
 def theoretical_rms_total(ms_weight_sum: np.ndarray, sigma_unit_weight: float) -> float:
     total = float(np.sum(ms_weight_sum))
     return sigma_unit_weight / math.sqrt(total) if total > 0 else math.inf
+
+
+# --- the image grid: pixels across the beam, primary-beam coverage -----------------------------
+
+# A fitted beam below this fraction of a pixel is not a measurement: the PSF fit had nothing to
+# resolve (the 0.00" beams of an 8" grid), so it counts as no beam at all.
+DEGENERATE_BEAM_PIXELS = 0.1
+
+
+def pixels_per_beam(minor_arcsec: float | None, cell_arcsec: float) -> float:
+    """Pixels across the beam's minor axis; 0 when there is no usable beam (missing or degenerate)."""
+    if minor_arcsec is None or not math.isfinite(minor_arcsec) or minor_arcsec <= 0 or cell_arcsec <= 0:
+        return 0.0
+    ppb = minor_arcsec / cell_arcsec
+    return 0.0 if ppb < DEGENERATE_BEAM_PIXELS else float(ppb)
+
+
+def score_pixels_per_beam(ppb: float, low: float, high: float, target: float) -> float:
+    """Score of the beam sampling: error outside [low, high], 1.0 from target to twice target.
+
+    Between ``low`` and ``target`` the score rises from the bottom of suboptimal (0.66) to 1.0;
+    between twice ``target`` and ``high`` it falls back to 0.66: finer cells cost memory and
+    time but harm nothing. Outside, the score stays in the error band and drops further the
+    further off the grid is, so the worst grids sort first in the report.
+    """
+    if not math.isfinite(ppb) or ppb <= 0:
+        return 0.0
+    if ppb < low:
+        return 0.32 * ppb / low
+    if ppb > high:
+        return 0.32 * high / ppb
+    xs = [low, target, max(target, min(2 * target, high)), high]
+    ys = [0.66, 1.0, 1.0, 0.66]
+    if xs[2] >= high:  # a template with a narrow band: no falling edge
+        xs, ys = xs[:3], ys[:3]
+    return float(np.interp(ppb, xs, ys))
+
+
+def suggest_cell(minor_arcsec: float, per_beam: float) -> float:
+    """A cell giving at least ``per_beam`` pixels across the minor axis, rounded down to 2 digits."""
+    raw = minor_arcsec / per_beam
+    if raw <= 0 or not math.isfinite(raw):
+        return 0.0
+    scale = 10.0 ** (math.floor(math.log10(raw)) - 1)
+    return math.floor(raw / scale + 1e-9) * scale
+
+
+def format_cell(arcsec: float) -> str:
+    """A cell as tclean takes it ("0.34arcsec"), without float noise."""
+    return f"{float(f'{arcsec:.3g}'):g}arcsec"
+
+
+def good_imsize(n: float) -> int:
+    """Smallest even size >= n whose only prime factors are 2, 3 and 5 (fast FFTs)."""
+    size = max(2, int(math.ceil(n - 1e-9)))
+    while True:
+        rest = size
+        for p in (2, 3, 5):
+            while rest % p == 0:
+                rest //= p
+        if rest == 1 and size % 2 == 0:
+            return size
+        size += 1
+
+
+def _border(a: np.ndarray) -> np.ndarray:
+    return np.concatenate([a[0, :], a[-1, :], a[:, 0], a[:, -1]])
+
+
+def _border_xy(nx: int, ny: int) -> tuple[np.ndarray, np.ndarray]:
+    xs = np.concatenate([np.zeros(ny), np.full(ny, nx - 1), np.arange(nx), np.arange(nx)])
+    ys = np.concatenate([np.arange(ny), np.arange(ny), np.zeros(nx), np.full(nx, ny - 1)])
+    return xs, ys
+
+
+@dataclass
+class PbCoverage:
+    """How far an image reaches into the primary beam, from one plane of the product's .pb.
+
+    ``edge`` is the largest .pb on the image border: where the border comes closest to the
+    pointing centre (the mid-points of the edges for a centred pointing). When it is above the
+    required level, part of that level's circle lies outside the image. The primary beam is then
+    taken as a Gaussian through the centre value and that edge value to say how large the image
+    has to be; otherwise its FWHM is measured directly as the area above half the peak.
+    """
+
+    peak: float
+    peak_xy: tuple[int, int]
+    edge: float
+    edge_xy: tuple[int, int]
+    fwhm_pix: float | None
+    fwhm_measured: bool  # False: extrapolated through the Gaussian
+    needed_imsize: list[int] | None  # None: the edge already reaches the level (or no estimate)
+
+
+def gaussian_radius(peak: float, value: float, radius: float, level: float) -> float | None:
+    """Radius where a centred Gaussian through (0, peak) and (radius, value) falls to ``level``.
+
+    None when the two points do not define a falling Gaussian (flat or rising profile).
+    """
+    if not (peak > value > 0) or radius <= 0 or level <= 0:
+        return None
+    if level >= peak:
+        return 0.0
+    # peak * exp(-r^2 / (2 s^2)): ln(peak / value) = radius^2 / (2 s^2)
+    two_s2 = radius**2 / math.log(peak / value)
+    return math.sqrt(two_s2 * math.log(peak / level))
+
+
+# Above this fraction of the peak at the image edge, the image sees only the flat top of the
+# primary beam, whose shape there says little about its width (a real beam is not a Gaussian):
+# no size is extrapolated from it.
+PB_EXTRAPOLATION_MAX = 0.98
+
+
+def size_reaching(fwhm_pix: float, level: float) -> float:
+    """Diameter (pixels) at which a Gaussian primary beam of that FWHM falls to ``level``."""
+    return fwhm_pix * math.sqrt(math.log(1.0 / level) / math.log(2.0))
+
+
+def pb_coverage(pb: np.ndarray, valid: np.ndarray, level: float = 0.5) -> PbCoverage | None:
+    """Coverage of one (x, y) .pb plane; pixels the imager masked (below its pblimit) count as 0.
+
+    None when the plane holds no positive value (no primary beam to judge). When the edge is
+    almost at the peak (a tiny image), ``fwhm_pix`` and ``needed_imsize`` stay None.
+    """
+    data = np.where(valid & np.isfinite(pb), pb, 0.0)
+    nx, ny = data.shape
+    if data.size == 0 or not np.any(data > 0):
+        return None
+    px, py = np.unravel_index(int(np.argmax(data)), data.shape)
+    peak = float(data[px, py])
+    border = _border(data)
+    bx, by = _border_xy(nx, ny)
+    i = int(np.argmax(border))
+    edge, ex, ey = float(border[i]), int(bx[i]), int(by[i])
+    half = 0.5 * peak
+    needed = None
+    if edge <= level and edge < half:
+        # The half-power region lies inside the image: measure it (any shape, e.g. a mosaic's).
+        fwhm_pix = 2.0 * math.sqrt(float(np.count_nonzero(data >= half)) / math.pi)
+        measured = True
+    elif edge > PB_EXTRAPOLATION_MAX * peak:
+        fwhm_pix, measured = None, False
+    else:
+        r_edge = math.hypot(ex - px, ey - py)
+        r_half = gaussian_radius(peak, edge, r_edge, half)
+        fwhm_pix = 2.0 * r_half if r_half is not None else None
+        measured = False
+    if edge > level and fwhm_pix is not None:
+        r_level = gaussian_radius(peak, edge, math.hypot(ex - px, ey - py), level)
+        if r_level is not None:
+            # The image must reach r_level from the pointing centre on every side.
+            cx, cy = (nx - 1) / 2.0, (ny - 1) / 2.0
+            needed = [
+                max(n, good_imsize(2.0 * (r_level + abs(p - c)) + 1))
+                for n, p, c in ((nx, px, cx), (ny, py, cy))
+            ]
+    return PbCoverage(peak, (int(px), int(py)), edge, (ex, ey), fwhm_pix, measured, needed)

@@ -7,7 +7,7 @@ is the lowest of its scores, because one bad metric is enough to send a product 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -78,8 +78,27 @@ class QaThresholds(BaseModel):
     emission_sigma: float = Field(5.0, gt=0)
     # a channel whose residual peak exceeds this many sigmas with an empty model was not cleaned
     uncleaned_peak_sigma: float = Field(6.0, gt=0)
+    # pixels across the restoring beam's minor axis: fewer than the minimum undersample the beam
+    # (CLEAN and the beam fit break down), more than the maximum only cost memory and time
+    pixels_per_beam_min: float = Field(3.0, gt=0)
+    pixels_per_beam_max: float = Field(25.0, gt=0)
+    # what a suggested cell aims at, and what scores 1.0 from here up to twice this
+    pixels_per_beam_target: float = Field(5.0, gt=0)
+    # the image's edge must reach the primary beam down to this level (0.5: its half power)
+    pb_edge_level_max: float = Field(0.5, gt=0, lt=1)
+    # a single-pointing image wider than this many primary-beam FWHMs images mostly noise
+    image_width_pb_max: float = Field(4.0, gt=0)
     # products whose overall score is below this go to review, not to the archive
     min_score_for_archive: float = Field(0.66, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _pixels_per_beam_order(self) -> QaThresholds:
+        if not self.pixels_per_beam_min <= self.pixels_per_beam_target <= self.pixels_per_beam_max:
+            raise ValueError(
+                f"pixels_per_beam_min ({self.pixels_per_beam_min}) <= pixels_per_beam_target "
+                f"({self.pixels_per_beam_target}) <= pixels_per_beam_max ({self.pixels_per_beam_max}) must hold"
+            )
+        return self
 
 
 class Score(BaseModel):
@@ -148,6 +167,31 @@ class Sensitivity(BaseModel):
     nvis: int | None = None
 
 
+class GridMetrics(BaseModel):
+    """How the image grid fits the data: pixels across the beam and primary-beam coverage.
+
+    Measured on the product itself (its cell, its restoring beams, its .pb), so the checks
+    hold whether or not an imaging plan chose the grid.
+    """
+
+    cell_arcsec: float  # the coarser of the two axes: the one that undersamples first
+    imsize: list[int]  # nx, ny
+    beam_minor_arcsec: float | None  # smallest fitted minor axis over the channels; None: none fitted
+    beam_minor_channel: int | None = None
+    pixels_per_beam: float  # beam_minor_arcsec / cell_arcsec; 0 when no beam could be fitted
+    beam_note: str | None = None  # why a beam was left out or missing
+    pb_image: str | None = None
+    pb_channel: int | None = None  # the lowest frequency channel: the widest primary beam
+    pb_peak: float | None = None  # the .pb at the pointing centre
+    pb_edge: float | None = None  # the largest .pb on the image border
+    pb_fwhm_arcsec: float | None = None
+    pb_fwhm_source: str | None = None  # how pb_fwhm_arcsec was found
+    image_width_arcsec: float
+    image_width_pb: float | None = None  # image width / primary-beam FWHM
+    needed_imsize: list[int] | None = None  # smallest nx, ny whose edges reach pb_edge_level_max
+    gridder: str | None = None  # from the imaging plan, when there is one
+
+
 class ProductMetrics(BaseModel):
     imagename: str
     kind: Literal["cube", "mfs"]
@@ -174,6 +218,7 @@ class ProductMetrics(BaseModel):
     convergence: Convergence
     sensitivity: Sensitivity
     sources: list[SourceRecovery] = []
+    grid: GridMetrics | None = None
 
 
 class QaReport(BaseModel):
@@ -184,10 +229,17 @@ class QaReport(BaseModel):
     imagename: str
     kind: Literal["cube", "mfs"]
     thresholds: QaThresholds
-    metrics: ProductMetrics
+    # None only when the product could not be judged (see not_judged_reason)
+    metrics: ProductMetrics | None
     scores: list[Score]
     overall_score: float
     overall_band: Band
+    # Set when there was nothing to measure (e.g. an empty image from fully flagged data): the
+    # report then scores 0 (error) and the gate sends the product to review, whatever its limit.
+    not_judged_reason: str | None = None
+    # The imaging plan the product was made with (its parameters and the decisions behind them),
+    # stored as given so that reviewers see why the grid is what it is.
+    plan: dict[str, Any] | None = None
     files: dict[str, str] = {}  # name -> absolute path of what run_qa wrote
 
     @classmethod
@@ -202,5 +254,8 @@ class QaReport(BaseModel):
 
     def gate(self, min_score: float | None = None) -> Literal["archive", "review"]:
         """Decide where the product goes: ``archive`` at or above ``min_score``, else ``review``."""
+        if self.not_judged_reason:
+            # Nothing was measured, so no limit can vouch for the product, not even a gate of 0.
+            return "review"
         limit = self.thresholds.min_score_for_archive if min_score is None else float(min_score)
         return "archive" if self.overall_score >= limit else "review"

@@ -195,8 +195,121 @@ td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 """
 
 
-def render_html(report: QaReport, arrays: ReportArrays) -> str:
-    """The full qa.html as one string (figures embedded)."""
+def _value(value) -> str:
+    if isinstance(value, list | tuple):
+        return html.escape(", ".join(str(v) for v in value))
+    if isinstance(value, dict):
+        return html.escape(", ".join(f"{k}={v}" for k, v in value.items()))
+    return _fmt(value)
+
+
+def _plan_section(plan: dict | None) -> list[str]:
+    """The imaging plan's decisions: what the grid is and why (derived, pinned, capped, default)."""
+    if not plan:
+        return []
+    head = [
+        f"{html.escape(k)}: {_value(plan[k])}"
+        for k in ("target", "ms", "kind", "pb_fwhm_arcsec", "pixels_per_beam", "beam_estimate_arcsec")
+        if plan.get(k) is not None
+    ]
+    rows = []
+    for d in plan.get("decisions") or []:
+        inputs = d.get("inputs")
+        rows.append(
+            f"<tr><td>{html.escape(str(d.get('name', '')))}</td><td>{_value(d.get('value'))}</td>"
+            f"<td>{_value(d.get('source'))}</td><td>{_value(d.get('reason'))}"
+            + (f"<div class='sub'>inputs: {_value(inputs)}</div>" if inputs else "")
+            + "</td></tr>"
+        )
+    params = plan.get("parameters")
+    return [
+        "<h2>Imaging plan</h2>",
+        f"<div class='sub'>{' &middot; '.join(head)}</div>" if head else "",
+        "<table><tr><th>decision</th><th>value</th><th>source</th><th>reason</th></tr>",
+        *rows,
+        "</table>",
+        f"<div class='sub'>parameters: {_value(params)}</div>" if isinstance(params, dict) and params else "",
+    ]
+
+
+def _score_rows(report: QaReport) -> list[str]:
+    rows = []
+    for s in sorted(report.scores, key=lambda s: s.score):
+        sfg, sbg = BAND_COLOURS[s.band]
+        rows.append(
+            "<tr>"
+            f"<td><span class='band' style='color:{sfg};background:{sbg}'>{s.band}</span></td>"
+            f"<td class='num'><b>{s.score:.2f}</b></td>"
+            f"<td>{html.escape(s.metric)}</td>"
+            f"<td class='num'>{_fmt(s.value)} {html.escape(s.unit)}</td>"
+            f"<td>{html.escape(s.applies_to)}</td>"
+            f"<td>{html.escape(s.message)}</td>"
+            "</tr>"
+        )
+    return rows
+
+
+def _head(report: QaReport) -> list[str]:
+    name = report.imagename.rsplit("/", 1)[-1]
+    fg, bg = BAND_COLOURS[report.overall_band]
+    gate = report.gate()
+    gate_fg, gate_bg = BAND_COLOURS["optimal" if gate == "archive" else "warning"]
+    return [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>QA {html.escape(name)}</title><style>{CSS}</style></head><body>",
+        f"<h1>QA report: {html.escape(name)} ({report.kind})</h1>",
+        f"<div class='sub'>{html.escape(report.imagename)} &middot; {html.escape(report.created_utc)}</div>",
+        f"<span class='badge' style='color:{fg};background:{bg}'>overall {report.overall_score:.2f} &middot; "
+        f"{report.overall_band}</span>",
+        f"<span class='badge' style='color:{gate_fg};background:{gate_bg}'>gate: {gate} "
+        f"(min score {report.thresholds.min_score_for_archive:.2f})</span>",
+    ]
+
+
+def _not_judged_html(report: QaReport) -> str:
+    """The short page of a product QA could not measure: why, and the plan it was made with."""
+    parts = [
+        *_head(report),
+        f"<h2>Not judged</h2><p>{html.escape(report.not_judged_reason or 'nothing to measure')}</p>",
+        "<h2>Scores</h2><table><tr><th>band</th><th>score</th><th>metric</th><th>value</th>"
+        "<th>applies to</th><th>message</th></tr>",
+        *_score_rows(report),
+        "</table>",
+        *_plan_section(report.plan),
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def _grid_facts(report: QaReport) -> list[tuple[str, str]]:
+    g = report.metrics.grid
+    if g is None:
+        return []
+    if g.beam_minor_arcsec is not None:
+        beam = f"{g.pixels_per_beam:.2f} pixels across the {g.beam_minor_arcsec:.3g}&Prime; minor axis"
+        if g.beam_minor_channel is not None and report.metrics.nchan > 1:
+            beam += f" (channel {g.beam_minor_channel})"
+    else:
+        beam = "no usable beam"
+    if g.beam_note:
+        beam += f"; {html.escape(g.beam_note)}"
+    facts = [("pixels per beam", beam)]
+    if g.pb_edge is not None:
+        needed = _value(g.needed_imsize) if g.needed_imsize else "-"
+        facts.append(("primary beam at the image edge",
+                      f"{g.pb_edge:.3f} (centre {_fmt(g.pb_peak)}, channel {_fmt(g.pb_channel)}); needed imsize "
+                      f"{needed}"))
+    if g.pb_fwhm_arcsec:
+        facts.append(("primary beam FWHM",
+                      f"{g.pb_fwhm_arcsec:.4g}&Prime; from {html.escape(g.pb_fwhm_source or '')}; image "
+                      f"{g.image_width_arcsec:.4g}&Prime; = {_fmt(g.image_width_pb)} FWHM wide"))
+    return facts
+
+
+def render_html(report: QaReport, arrays: ReportArrays | None = None) -> str:
+    """The full qa.html as one string (figures embedded); a short page when nothing was judged."""
+    if report.metrics is None or arrays is None:
+        return _not_judged_html(report)
     pm = report.metrics
     cube = pm.kind == "cube" and pm.nchan > 1
     cell = max(pm.cell_arcsec)
@@ -216,22 +329,7 @@ def render_html(report: QaReport, arrays: ReportArrays) -> str:
     if arrays.residual_sample.size:
         plots.append(_histogram_figure(arrays.residual_sample, report))
 
-    fg, bg = BAND_COLOURS[report.overall_band]
-    gate = report.gate()
-    gate_fg, gate_bg = BAND_COLOURS["optimal" if gate == "archive" else "warning"]
-    rows = []
-    for s in sorted(report.scores, key=lambda s: s.score):
-        sfg, sbg = BAND_COLOURS[s.band]
-        rows.append(
-            "<tr>"
-            f"<td><span class='band' style='color:{sfg};background:{sbg}'>{s.band}</span></td>"
-            f"<td class='num'><b>{s.score:.2f}</b></td>"
-            f"<td>{html.escape(s.metric)}</td>"
-            f"<td class='num'>{_fmt(s.value)} {html.escape(s.unit)}</td>"
-            f"<td>{html.escape(s.applies_to)}</td>"
-            f"<td>{html.escape(s.message)}</td>"
-            "</tr>"
-        )
+    rows = _score_rows(report)
     conv = pm.convergence
     sens = pm.sensitivity
     facts = [
@@ -250,6 +348,7 @@ def render_html(report: QaReport, arrays: ReportArrays) -> str:
         ("iterations / stop", f"{_fmt(conv.iterations)} of {_fmt(conv.niter)}; {_fmt(conv.stop_reason)}"),
         ("shape / cell", f"{pm.shape} / {pm.cell_arcsec[0]:.3g}&Prime;"),
         ("frequency range", f"{pm.freq_min_hz / 1e9:.6f} - {pm.freq_max_hz / 1e9:.6f} GHz ({pm.nchan} channels)"),
+        *_grid_facts(report),
     ]
     src_rows = "".join(
         f"<tr><td>{html.escape(s.name)}</td><td class='num'>{s.expected_flux_jy:.4g}</td>"
@@ -259,14 +358,7 @@ def render_html(report: QaReport, arrays: ReportArrays) -> str:
         for s in pm.sources
     )
     parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>QA {html.escape(pm.imagename.rsplit('/', 1)[-1])}</title><style>{CSS}</style></head><body>",
-        f"<h1>QA report: {html.escape(pm.imagename.rsplit('/', 1)[-1])} ({pm.kind})</h1>",
-        f"<div class='sub'>{html.escape(pm.imagename)} &middot; {html.escape(report.created_utc)}</div>",
-        f"<span class='badge' style='color:{fg};background:{bg}'>overall {report.overall_score:.2f} &middot; "
-        f"{report.overall_band}</span>",
-        f"<span class='badge' style='color:{gate_fg};background:{gate_bg}'>gate: {gate} "
-        f"(min score {report.thresholds.min_score_for_archive:.2f})</span>",
+        *_head(report),
         "<h2>Scores</h2><table><tr><th>band</th><th>score</th><th>metric</th><th>value</th>"
         "<th>applies to</th><th>message</th></tr>",
         *rows,
@@ -285,6 +377,7 @@ def render_html(report: QaReport, arrays: ReportArrays) -> str:
             src_rows,
             "</table><div class='sub'>Maps: cyan + true position, green &times; recovered position.</div>",
         ]
+    parts += _plan_section(report.plan)
     parts += ["<h2>Metrics</h2><table class='kv'>"]
     parts += [f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in facts]
     parts += ["</table></body></html>"]

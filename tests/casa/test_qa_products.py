@@ -172,3 +172,106 @@ def test_theoretical_sensitivity_matches_noise_limited_image(casa_runtime, tmp_p
     assert cube.metrics.sensitivity.theoretical_rms_jy == pytest.approx(
         mfs.metrics.sensitivity.theoretical_rms_jy * 8**0.5, rel=0.05)
     assert _score(mfs, "rms_to_theoretical").band == "optimal"
+
+
+# --- the image grid, and an empty product ------------------------------------------------------
+# The simulated MS has a ~28" beam and a primary beam of ~2000" FWHM: its suggested 5.5" cell
+# gives about 5 pixels per beam, four times that cell fewer than 3. Images stay at 64-96 pixels,
+# so none of them reaches the primary beam's half power; the sensible grid carries an imaging plan
+# that recorded the imsize cap, which makes that a warning rather than an error.
+# (These live here rather than in a tests/casa/test_qa_grid.py: tests/unit/test_qa_grid.py has that
+# basename, and the tests folders are not packages, so pytest cannot collect both.)
+
+PLAN = {
+    "target": "small spw 0",
+    "kind": "mfs",
+    "parameters": {"cell": "5.5arcsec", "imsize": [96, 96], "gridder": "standard"},
+    "decisions": [
+        {"name": "cell", "value": "5.5arcsec", "source": "derived", "inputs": {"beam_minor_arcsec": 28.0},
+         "reason": "a fifth of the beam's minor axis"},
+        {"name": "imsize", "value": [96, 96], "source": "capped", "reason": "kept small for a quick test"},
+    ],
+    "pb_fwhm_arcsec": 2000.0,
+}
+
+
+@pytest.fixture(scope="module")
+def grids(small_ms, tmp_path_factory):
+    import casatools
+    from casatasks import tclean
+
+    out = tmp_path_factory.mktemp("qa-grids")
+    cell = float(small_ms.suggested_cell.removesuffix("arcsec"))
+    common = dict(phasecenter=small_ms.phasecenter, specmode="mfs", weighting="natural")
+    tclean(vis=small_ms.ms, imagename=str(out / "sensible"), imsize=96, cell=f"{cell}arcsec", niter=50,
+           threshold="5mJy", **common)
+    tclean(vis=small_ms.ms, imagename=str(out / "coarse"), imsize=64, cell=f"{4 * cell}arcsec", niter=50,
+           threshold="5mJy", **common)
+    # A fully flagged copy images into an empty product (as a night's fully flagged MS does).
+    flagged = out / "flagged.ms"
+    shutil.copytree(small_ms.ms, flagged)
+    tb = casatools.table()
+    try:
+        tb.open(str(flagged), nomodify=False)
+        flags = tb.getcol("FLAG")
+        flags[:] = True
+        tb.putcol("FLAG", flags)
+        tb.close()
+    finally:
+        tb.done()
+    tclean(vis=str(flagged), imagename=str(out / "empty"), imsize=64, cell=f"{cell}arcsec", niter=0, **common)
+    plan = out / "plan.json"
+    plan.write_text(json.dumps(PLAN))
+    return {"dir": out, "cell": cell, "plan": str(plan), **{k: str(out / k) for k in ("sensible", "coarse", "empty")}}
+
+
+def test_coarse_cell_gets_the_pixels_per_beam_error_and_a_lower_score(grids, tmp_path):
+    from pclean_provider.pipeline.qa import run_qa
+
+    sensible = run_qa(grids["sensible"], kind="mfs", out_dir=tmp_path / "sensible", plan=grids["plan"])
+    coarse = run_qa(grids["coarse"], kind="mfs", out_dir=tmp_path / "coarse")
+
+    good = _score(sensible, "pixels_per_beam")
+    assert good.band in ("optimal", "suboptimal") and good.value > 3
+    bad = _score(coarse, "pixels_per_beam")
+    assert bad.band == "error" and bad.value < 3
+    assert "pixels across the beam's minor axis" in bad.message and "set cell to at most" in bad.message
+    assert "cell: auto" in bad.message
+    assert coarse.overall_score <= bad.score < sensible.overall_score
+    assert coarse.metrics.grid.cell_arcsec == pytest.approx(4 * grids["cell"])
+
+    # 96 x 5.5" stays well inside the ~2000" primary beam; the plan recorded the cap, so a warning.
+    cov = _score(sensible, "pb_edge_level")
+    assert cov.band == "warning" and "capped imsize [96, 96]" in cov.message and "set imsize to at least" in cov.message
+    assert sensible.metrics.grid.needed_imsize[0] > 96
+    # Without the plan the same product misses the half power: an error.
+    bare = run_qa(grids["sensible"], kind="mfs", out_dir=tmp_path / "bare", html=False)
+    assert _score(bare, "pb_edge_level").band == "error"
+
+    report = QaReport.load(tmp_path / "sensible")
+    assert report.plan["decisions"][1]["source"] == "capped" and report.metrics.grid.pb_edge > 0.5
+    page = (tmp_path / "sensible" / "qa.html").read_text()
+    assert "Imaging plan" in page and "kept small for a quick test" in page and "pixels_per_beam" in page
+    schema = json.loads((tmp_path / "sensible" / "qa.schema.json").read_text())
+    assert "plan" in schema["properties"] and "GridMetrics" in schema["$defs"]
+
+
+def test_empty_product_goes_to_review_not_to_an_error(grids, tmp_path):
+    from pclean_provider.cli.qa import main
+    from pclean_provider.pipeline.qa import NOTHING_IMAGED
+
+    out = tmp_path / "qa"
+    assert main(["--image", grids["empty"], "--kind", "mfs", "--out", str(out), "--plan", grids["plan"]]) == 0
+    report = json.loads((out / "qa.json").read_text())
+    assert report["overall_score"] == 0.0 and report["overall_band"] == "error"
+    assert report["not_judged_reason"] == NOTHING_IMAGED and "fully flagged" in report["scores"][0]["message"]
+    assert report["plan"]["target"] == "small spw 0"
+    assert "nothing was imaged" in (out / "qa.html").read_text()
+    assert QaReport.load(out).gate(min_score=0.0) == "review"
+    # The DAG passes --exit-on-review: the gate says review, still not an input error (2).
+    assert main(["--image", grids["empty"], "--kind", "mfs", "--out", str(tmp_path / "qa2"),
+                 "--exit-on-review", "--no-html"]) == 3
+    assert not (tmp_path / "qa2" / "qa.html").exists()
+    # A real input error keeps its exit status.
+    assert main(["--image", grids["empty"], "--kind", "mfs", "--out", str(tmp_path / "qa3"),
+                 "--plan", str(tmp_path / "missing.json")]) == 2

@@ -25,42 +25,63 @@ def qa_tasks(t: PipelineTemplate, pool: str):
     kind = "cube" if t.kind == "cube" else "mfs"
 
     @task(task_id="qa", pool=pool, execution_timeout=step_timeout(t),
-          map_index_template="{{ task.op_kwargs['item']['name'] }}")
+          map_index_template="{{ task.op_kwargs['item'].get('label') or task.op_kwargs['item']['name'] }}")
     def qa(item: dict, imaging: dict | None = None) -> dict:
         s = run_settings(t)
+        label = item.get("label") or item["name"]
         out_dir = Path(item["product_dir"]) / "qa"
         args = ["qa", "--image", item["imagename"], "--kind", kind, "--out", str(out_dir), "--vis", item["vis"]]
         if item.get("truth"):
             args += ["--truth", item["truth"]]
+        if item.get("plan_path"):
+            args += ["--plan", item["plan_path"]]
         if s.qa_thresholds:
             thresholds = Path(item["product_dir"]) / "qa-thresholds.json"
             write_json_atomic(thresholds, s.qa_thresholds)
             args += ["--thresholds", str(thresholds)]
         proc = run_pclean(args, Path(item["product_dir"]) / "logs")
         if proc.returncode == 2:
-            raise AirflowFailException(f"QA refused {item['name']}: {proc.why()}")
+            raise AirflowFailException(f"QA refused {label}: {proc.why()}")
         if proc.returncode != 0:
             raise RuntimeError(f"pclean qa exited with {proc.returncode}: {proc.why()}")
         report = json.loads((out_dir / "qa.json").read_text())
-        print(f"QA {item['name']}: overall score {report['overall_score']:.2f} ({report['overall_band']})")
+        # An empty product (e.g. fully flagged data) is not a failed task: QA reports why it could
+        # not judge it, and the gate sends it to review with that reason.
+        reason = report.get("not_judged_reason")
+        print(f"QA {label}: overall score {report['overall_score']:.2f} ({report['overall_band']})"
+              + (f"; not judged: {reason}" if reason else ""))
         return {**item, "qa_json": str(out_dir / "qa.json"), "qa_html": str(out_dir / "qa.html"),
                 "qa_score": report["overall_score"], "qa_band": report["overall_band"],
-                "imaging": imaging or {}}
+                "qa_not_judged": reason, "imaging": imaging or {}}
 
     # Not a branch operator: Airflow 3.3's skip of a branch's other way looks for the branch's
     # decision at map index -1 inside a mapped group and so never skips; archive and review each
     # read the route and skip themselves when it is not theirs.
-    @task(task_id="qa_gate", retries=0, map_index_template="{{ task.op_kwargs['checked']['name'] }}")
+    @task(task_id="qa_gate", retries=0,
+          map_index_template="{{ task.op_kwargs['checked'].get('label') or task.op_kwargs['checked']['name'] }}")
     def qa_gate(checked: dict) -> dict:
-        """Route this MS's product: archive at or above the gate score, review below it."""
+        """Route this MS's product: archive at or above the gate score, review below it.
+
+        A product QA could not judge goes to review whatever the gate, since no score vouches for it.
+        """
         s = run_settings(t)
-        route = ARCHIVE if checked["qa_score"] >= s.qa_min_score else REVIEW
-        print(f"{checked['name']}: QA score {checked['qa_score']:.2f} -> {route} (gate {s.qa_min_score})")
+        label = checked.get("label") or checked["name"]
+        not_judged = checked.get("qa_not_judged")
+        route = ARCHIVE if checked["qa_score"] >= s.qa_min_score and not not_judged else REVIEW
+        print(f"{label}: QA score {checked['qa_score']:.2f} -> {route} (gate {s.qa_min_score})"
+              + (f"; not judged: {not_judged}" if not_judged else ""))
         if route == REVIEW:
             ctx = get_current_context()
-            notify_qa_review(t.dag_id, ctx["run_id"], checked["name"],
-                             f"QA score {checked['qa_score']:.2f} ({checked['qa_band']}) is below the gate "
-                             f"{s.qa_min_score}; report {checked['qa_html']}", directory=s.notifications_dir)
+            if not_judged:
+                reason = (f"QA could not judge the product ({checked['qa_band']}, score {checked['qa_score']:.2f}): "
+                          f"{not_judged}; report {checked['qa_html']}")
+            else:
+                reason = (f"QA score {checked['qa_score']:.2f} ({checked['qa_band']}) is below the gate "
+                          f"{s.qa_min_score}; report {checked['qa_html']}")
+            if label != checked["name"]:
+                # The notification's ms stays the MS; the reason says which of its targets it is.
+                reason = f"{label}: {reason}"
+            notify_qa_review(t.dag_id, ctx["run_id"], checked["name"], reason, directory=s.notifications_dir)
             send(t, "qa_review", ctx)
         return {**checked, "route": route}
 
