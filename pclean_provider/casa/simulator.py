@@ -16,6 +16,12 @@ Conventions the truth file relies on:
   1.4 GHz), so a primary-beam corrected image is what matches ``flux_jy``. The default sky stays
   within 3.5 arcmin of the pointing centre, where the attenuation is below 3 %; its 1 Jy point
   source sits exactly at the phase centre, unattenuated.
+
+Beyond the default (a Y-shaped VLA-like array observing one field), a simulation can use a real
+array layout from the CASA data's simulator configurations (``array``), observe several targets
+with scan intents in one MeasurementSet (``targets``), flag all or one target's data
+(``flagged``), and give each spectral window its own channel width (``spw_chan_widths_hz``), so
+that tests see the variety of real observatory data.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -47,6 +54,13 @@ ARM_LENGTH_M = 900.0
 ARM_INNER_M = 40.0
 SPEED_OF_LIGHT = 299_792_458.0
 ARCSEC_PER_RAD = 180.0 / math.pi * 3600.0
+# Where the CASA data package keeps the simulator's antenna configurations (<name>.cfg).
+ARRAY_CONFIG_DIR = "alma/simmos"
+# The default phase centre of a real array sits this far south of the site's zenith: it transits
+# close to the zenith (never below ~80 deg) without passing through it, where alt-az tracking is singular.
+ZENITH_OFFSET_DEG = 5.0
+# Telescopes with circularly polarised feeds; the others in the configurations have linear feeds.
+CIRCULAR_FEED_TELESCOPES = frozenset({"VLA", "EVLA", "VLBA", "CARMA"})
 
 
 class SimulationError(PcleanInputError):
@@ -97,6 +111,98 @@ class LineSpec(BaseModel):
     offset_dec_arcsec: float = 45.0
 
 
+_INTENT = re.compile(r"[A-Z][A-Z0-9_]*(#[A-Z][A-Z0-9_]*)?")
+
+
+class TargetSpec(BaseModel):
+    """One observed source of a multi-target MeasurementSet: its position, scan intents and sky.
+
+    ``intents`` are scan intents as in ALMA/VLA data ("OBSERVE_TARGET", "CALIBRATE_PHASE", ...);
+    a bare intent gets the "#ON_SOURCE" sub-intent. A target none of whose intents is
+    OBSERVE_TARGET is a calibrator: a single point of ``flux_jy`` at its centre unless ``sources``
+    say otherwise. A science target shows ``sources`` (offsets from the target's centre), or
+    the simulation's ``sources`` (the default sky) when None. An empty intents list leaves the
+    target's rows without a STATE entry (STATE_ID -1), as data without intents have.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    intents: list[str] = Field(default_factory=lambda: ["OBSERVE_TARGET"])
+    # Tangent-plane offsets (SIN projection, like the sources' arcsec offsets) from the phase centre.
+    offset_ra_deg: float = 0.0
+    offset_dec_deg: float = 0.0
+    pointings: int = Field(default=1, ge=1)
+    pointing_spacing_arcsec: float | None = Field(default=None, gt=0)
+    flux_jy: float = Field(default=1.0, gt=0)
+    sources: list[SourceSpec] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> TargetSpec:
+        for intent in self.intents:
+            if not _INTENT.fullmatch(intent):
+                raise ValueError(
+                    f"target {self.name!r}: intent {intent!r} is not like CALIBRATE_PHASE or OBSERVE_TARGET#ON_SOURCE"
+                )
+        if math.hypot(self.offset_ra_deg, self.offset_dec_deg) >= 60.0:
+            raise ValueError(f"target {self.name!r}: offsets must stay within 60 deg of the phase centre")
+        return self
+
+    @property
+    def obs_mode(self) -> str | None:
+        """The STATE table's OBS_MODE for this target, None without intents."""
+        if not self.intents:
+            return None
+        return ",".join(i if "#" in i else f"{i}#ON_SOURCE" for i in self.intents)
+
+    @property
+    def calibrator(self) -> bool:
+        return bool(self.intents) and not any(i.startswith("OBSERVE_TARGET") for i in self.intents)
+
+
+def load_targets(targets: str | os.PathLike | Iterable[Any]) -> list[TargetSpec]:
+    """Targets from a list of dicts/models, or a JSON/YAML file holding a list (or a mapping with 'targets')."""
+    if isinstance(targets, str | os.PathLike):
+        raw = _read_list_file(Path(targets).expanduser(), "targets")
+    else:
+        raw = list(targets)
+    out: list[TargetSpec] = []
+    for i, item in enumerate(raw):
+        if isinstance(item, TargetSpec):
+            out.append(item)
+            continue
+        try:
+            out.append(TargetSpec.model_validate(item))
+        except Exception as exc:
+            raise SimulationError(f"targets[{i}]: {exc}") from exc
+    if not out:
+        raise SimulationError("targets: the list is empty; give at least one target or None for a single field")
+    names = [t.name for t in out]
+    if len(set(names)) != len(names):
+        raise SimulationError(f"targets: names must be unique, got {names}")
+    return out
+
+
+def _read_list_file(path: Path, what: str) -> list:
+    if not path.is_file():
+        raise SimulationError(f"{what}: file {path} does not exist; give a JSON or YAML list of {what}")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            raw = yaml.safe_load(text)
+        else:
+            raw = json.loads(text)
+    except Exception as exc:  # yaml and json raise unrelated error types
+        raise SimulationError(f"{what}: cannot parse {path}: {exc}") from exc
+    if isinstance(raw, dict) and what in raw:
+        raw = raw[what]
+    if not isinstance(raw, list):
+        raise SimulationError(f"{what}: {path} must hold a list of {what} (or a mapping with {what!r})")
+    return raw
+
+
 class SimulationResult(BaseModel):
     """What simulate_ms wrote (absolute paths) and how to image it."""
 
@@ -145,24 +251,7 @@ def load_sources(sources: str | os.PathLike | Iterable[Any] | None) -> list[Sour
     if sources is None:
         return default_sources()
     if isinstance(sources, str | os.PathLike):
-        path = Path(sources).expanduser()
-        if not path.is_file():
-            raise SimulationError(f"sources: file {path} does not exist; give a JSON or YAML list of sources")
-        text = path.read_text()
-        try:
-            if path.suffix.lower() in (".yaml", ".yml"):
-                import yaml
-
-                raw = yaml.safe_load(text)
-            else:
-                raw = json.loads(text)
-        except Exception as exc:  # yaml and json raise unrelated error types
-            raise SimulationError(f"sources: cannot parse {path}: {exc}") from exc
-        if isinstance(raw, dict) and "sources" in raw:
-            raw = raw["sources"]
-        if not isinstance(raw, list):
-            raise SimulationError(f"sources: {path} must hold a list of sources (or a mapping with 'sources')")
-        sources = raw
+        sources = _read_list_file(Path(sources).expanduser(), "sources")
     out: list[SourceSpec] = []
     for i, item in enumerate(sources):
         if isinstance(item, SourceSpec):
@@ -230,6 +319,232 @@ def array_layout(antennas: int) -> tuple[list[float], list[float], list[float], 
     return east, north, up, names
 
 
+@dataclass(frozen=True)
+class ArrayConfig:
+    """The antennas a simulation uses: positions, dishes, names, and where on Earth they stand.
+
+    ``coordsystem`` is what casatools' simulator.setconfig expects: "local" for east/north/up
+    offsets from ``location``, "global" for ITRF x/y/z.
+    """
+
+    name: str | None  # the configuration's name; None for the built-in Y array
+    telescope: str
+    x: list[float]
+    y: list[float]
+    z: list[float]
+    diameters: list[float]
+    names: list[str]
+    pads: list[str]
+    coordsystem: Literal["local", "global"]
+    location: dict  # a casatools position measure
+    latitude_deg: float
+    antennas_in_file: int
+
+    @property
+    def dish_diameter_m(self) -> float:
+        """The most common dish diameter (ties: the larger), which sets the primary beam we quote."""
+        return max(set(self.diameters), key=lambda d: (self.diameters.count(d), d))
+
+    @property
+    def circular_feeds(self) -> bool:
+        return self.telescope.upper() in CIRCULAR_FEED_TELESCOPES
+
+
+def _array_config_dir() -> Path:
+    import casatools
+
+    resolved = Path(casatools.ctsys.resolve(ARRAY_CONFIG_DIR))
+    if resolved.is_dir():
+        return resolved
+    try:
+        import casadata
+
+        packaged = Path(casadata.__file__).parent / "__data__" / ARRAY_CONFIG_DIR
+    except ImportError:
+        packaged = None
+    if packaged is not None and packaged.is_dir():
+        return packaged
+    raise SimulationError(
+        f"array: the CASA data folder {ARRAY_CONFIG_DIR!r} with the antenna configurations was not found; "
+        "install the casadata package (make setup)"
+    )
+
+
+def available_arrays() -> list[str]:
+    """Names accepted by ``array``: the configuration files of the CASA data package, without '.cfg'."""
+    ensure_casa_runtime()
+    return sorted(p.name[:-4] for p in _array_config_dir().glob("*.cfg"))
+
+
+@dataclass(frozen=True)
+class ParsedArrayConfig:
+    """A configuration file's content: header keys and one (x, y, z, diameter, name, pad) per antenna."""
+
+    observatory: str | None
+    coordsys: str | None
+    rows: list[tuple[float, float, float, float, str | None, str | None]]
+
+
+def parse_array_cfg(text: str, label: str = "configuration") -> ParsedArrayConfig:
+    """Parse a simulator configuration file (the format of CASA's alma/simmos/*.cfg).
+
+    Header lines are ``# key=value`` (``observatory``, ``coordsys`` with LOC, XYZ or UTM); other
+    ``#`` lines and anything after a ``#`` on a data line are comments. Data lines are
+    ``x y z diameter [pad [name]]``.
+    """
+    header: dict[str, str] = {}
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            key, sep, value = stripped[1:].partition("=")
+            if sep and key.strip().lower() not in header and value.strip():
+                header[key.strip().lower()] = value.strip().split()[0]
+            continue
+        fields = stripped.split("#", 1)[0].split()
+        if not fields:
+            continue
+        try:
+            x, y, z, diam = (float(v) for v in fields[:4])
+        except ValueError:
+            raise SimulationError(f"array: {label} line {lineno}: expected 'x y z diameter [pad [name]]', got {line!r}") from None
+        if diam <= 0:
+            raise SimulationError(f"array: {label} line {lineno}: dish diameter must be positive")
+        pad = fields[4] if len(fields) > 4 else None
+        name = fields[5] if len(fields) > 5 else None
+        rows.append((x, y, z, diam, name, pad))
+    if not rows:
+        raise SimulationError(f"array: {label} lists no antennas")
+    coordsys = header.get("coordsys")
+    return ParsedArrayConfig(observatory=header.get("observatory"), coordsys=coordsys.upper() if coordsys else None, rows=rows)
+
+
+def select_antennas(positions: Sequence[tuple[float, float, float]], count: int | None) -> list[int]:
+    """Indices (in file order) of at most ``count`` antennas spread over the whole array.
+
+    The two ends of the longest baseline always stay, so the resolution is the full array's;
+    the others are taken evenly by distance from the array's centre, innermost to outermost,
+    so short spacings survive too. Deterministic: the same file and count give the same antennas.
+    """
+    n = len(positions)
+    if count is None or count >= n:
+        return list(range(n))
+    best, ends = -1.0, (0, 1)
+    for i in range(n):
+        for j in range(i + 1, n):
+            d = math.dist(positions[i], positions[j])
+            if d > best:
+                best, ends = d, (i, j)
+    centre = [sum(p[k] for p in positions) / n for k in range(3)]
+    rest = sorted((i for i in range(n) if i not in ends), key=lambda i: (math.dist(positions[i], centre), i))
+    need = count - 2
+    if need == 1:
+        picks = [rest[-1]]
+    else:
+        picks = [rest[round(k * (len(rest) - 1) / (need - 1))] for k in range(need)]
+    return sorted({*ends, *picks})
+
+
+def _site(me: Any, telescope: str) -> dict | None:
+    """The observatory's position as casatools knows it, None when it has no real one."""
+    try:
+        position = me.observatory(telescope)
+    except Exception:
+        return None
+    if not position or "m0" not in position:
+        return None
+    # Some entries (VLBA) are placeholders at the Earth's centre.
+    itrf = me.measure(position, "ITRF")
+    return position if itrf["m2"]["value"] > 6.0e6 else None
+
+
+def _latitude_deg(me: Any, position: dict) -> float:
+    return math.degrees(me.measure(position, "WGS84")["m1"]["value"])
+
+
+def load_array(array: str, antennas: int | None = None) -> ArrayConfig:
+    """The named configuration of the CASA data package, reduced to at most ``antennas`` antennas."""
+    ensure_casa_runtime()
+    import casatools
+
+    folder = _array_config_dir()
+    name = array[:-4] if array.endswith(".cfg") else array
+    path = folder / f"{name}.cfg"
+    if not name or "/" in name or not path.is_file():
+        known = sorted(p.name[:-4] for p in folder.glob("*.cfg"))
+        close = [k for k in known if k.startswith(name.split(".")[0].lower())][:8] if name else []
+        examples = close or [k for k in ("vla.a", "vla.d", "alma.cycle10.1", "alma.cycle10.8", "meerkat", "atca_6a",
+                                          "aca.cycle10") if k in known]
+        raise SimulationError(
+            f"array={array!r}: no such configuration in {folder}; valid names include {', '.join(examples)} "
+            f"({len(known)} in all, see available_arrays())"
+        )
+    parsed = parse_array_cfg(path.read_text(errors="replace"), path.name)
+    if parsed.coordsys not in ("LOC", "XYZ"):
+        raise SimulationError(
+            f"array={array!r}: coordsys={parsed.coordsys} is not supported (only LOC and XYZ configurations); "
+            "choose another configuration"
+        )
+    if not parsed.observatory:
+        raise SimulationError(f"array={array!r}: {path.name} names no observatory in its header")
+    if antennas is not None and antennas < 3:
+        raise SimulationError(f"antennas={antennas}: need at least 3 antennas")
+    rows = parsed.rows
+    keep = select_antennas([r[:3] for r in rows], antennas)
+    me = casatools.measures()
+    try:
+        location = _site(me, parsed.observatory)
+        if location is None:
+            if parsed.coordsys == "LOC":
+                raise SimulationError(
+                    f"array={array!r}: casatools knows no position for observatory {parsed.observatory!r}, "
+                    "and the configuration's local offsets need one"
+                )
+            # Global positions place the antennas themselves; the array's centroid serves as its site.
+            cx, cy, cz = (sum(r[k] for r in rows) / len(rows) for k in range(3))
+            location = me.position("ITRF", f"{cx!r}m", f"{cy!r}m", f"{cz!r}m")
+        latitude = _latitude_deg(me, location)
+    finally:
+        me.done()
+    prefix = parsed.observatory[:1].upper()
+    names, pads = [], []
+    for i, (_x, _y, _z, _d, ant, pad) in enumerate(rows):
+        names.append(ant or pad or f"{prefix}{i:03d}")
+        pads.append(pad or ant or f"{prefix}{i:03d}")
+    if len(set(names)) != len(names):
+        names = [f"{n}_{i}" for i, n in enumerate(names)]
+    return ArrayConfig(
+        name=name,
+        telescope=parsed.observatory,
+        x=[rows[i][0] for i in keep],
+        y=[rows[i][1] for i in keep],
+        z=[rows[i][2] for i in keep],
+        diameters=[rows[i][3] for i in keep],
+        names=[names[i] for i in keep],
+        pads=[pads[i] for i in keep],
+        coordsystem="local" if parsed.coordsys == "LOC" else "global",
+        location=location,
+        latitude_deg=latitude,
+        antennas_in_file=len(rows),
+    )
+
+
+def _y_array(casatools: Any, antennas: int) -> ArrayConfig:
+    """The built-in Y-shaped array at the VLA site."""
+    me = casatools.measures()
+    try:
+        vla = me.observatory("VLA")
+        latitude = _latitude_deg(me, vla)
+    finally:
+        me.done()
+    east, north, up, names = array_layout(antennas)
+    return ArrayConfig(
+        name=None, telescope="VLA", x=east, y=north, z=up, diameters=[DISH_DIAMETER_M] * antennas, names=names,
+        pads=[f"P{n}" for n in names], coordsystem="local", location=vla, latitude_deg=latitude,
+        antennas_in_file=antennas,
+    )
+
+
 def mosaic_offsets(fields: int, spacing_arcsec: float) -> list[tuple[float, float]]:
     """Pointing offsets (arcsec) on a hexagonal pattern: the centre, then rings around it."""
     out = [(0.0, 0.0)]
@@ -258,6 +573,18 @@ def spw_layout(nspw: int, nchan: int, chan_width_hz: float, ref_freq_hz: float, 
     return [low_edge + i * (spw_span + spw_gap_hz) + chan_width_hz / 2.0 for i in range(nspw)]
 
 
+def spw_layout_widths(nchan: int, chan_widths_hz: Sequence[float], ref_freq_hz: float, spw_gap_hz: float) -> list[float]:
+    """As :func:`spw_layout` for spws of different channel widths (one width per spw, in frequency order)."""
+    spans = [nchan * w for w in chan_widths_hz]
+    total = sum(spans) + (len(spans) - 1) * spw_gap_hz
+    edge = ref_freq_hz - total / 2.0
+    firsts = []
+    for span, width in zip(spans, chan_widths_hz, strict=True):
+        firsts.append(edge + width / 2.0)
+        edge += span + spw_gap_hz
+    return firsts
+
+
 def _nice_imsize(n: float) -> int:
     """Smallest size >= n that FFTs well (factors 2, 3, 5; even)."""
     size = max(64, int(math.ceil(n)))
@@ -272,7 +599,7 @@ def _nice_imsize(n: float) -> int:
 
 
 def _validate(**kw: Any) -> None:
-    if kw["antennas"] < 3:
+    if kw["antennas"] is not None and kw["antennas"] < 3:
         raise SimulationError(f"antennas={kw['antennas']}: need at least 3 antennas")
     if kw["nchan"] < 1:
         raise SimulationError(f"nchan={kw['nchan']}: need at least 1 channel")
@@ -292,9 +619,25 @@ def _validate(**kw: Any) -> None:
         raise SimulationError(f"noise_jy={kw['noise_jy']}: must be >= 0 (0 means no noise)")
     if kw["spw_gap_hz"] < 0:
         raise SimulationError(f"spw_gap_hz={kw['spw_gap_hz']}: must be >= 0")
-    total = kw["nspw"] * kw["nchan"] * kw["chan_width_hz"] + (kw["nspw"] - 1) * kw["spw_gap_hz"]
+    widths = kw["spw_chan_widths_hz"]
+    if widths is not None:
+        if len(widths) != kw["nspw"]:
+            raise SimulationError(
+                f"spw_chan_widths_hz has {len(widths)} width(s) but nspw={kw['nspw']}; give one width per spw"
+            )
+        if any(not w > 0 for w in widths):
+            raise SimulationError(f"spw_chan_widths_hz={list(widths)}: every width must be positive")
+        total = kw["nchan"] * sum(widths) + (kw["nspw"] - 1) * kw["spw_gap_hz"]
+    else:
+        total = kw["nspw"] * kw["nchan"] * kw["chan_width_hz"] + (kw["nspw"] - 1) * kw["spw_gap_hz"]
     if total >= kw["ref_freq_hz"]:
         raise SimulationError("the frequency coverage is wider than ref_freq_hz; reduce nchan, nspw or chan_width_hz")
+    if kw["dec_deg"] is not None and not -90.0 <= kw["dec_deg"] <= 90.0:
+        raise SimulationError(f"dec_deg={kw['dec_deg']}: a declination lies between -90 and 90 degrees")
+    if kw["targets"] is not None and kw["fields"] != 1:
+        raise SimulationError(
+            f"fields={kw['fields']} with targets: give each target its own pointings (TargetSpec.pointings) instead"
+        )
 
 
 def _resolve_line(spectral_line: Any, ref_freq_hz: float, chan_width_hz: float) -> LineSpec | None:
@@ -328,6 +671,32 @@ class _Outputs:
 
 
 @dataclass(frozen=True)
+class _Field:
+    """One pointing: its FIELD name, direction (radians) and offset (arcsec) from its group's centre."""
+
+    name: str
+    ra: float
+    dec: float
+    offset: tuple[float, float]
+    group: int
+
+
+@dataclass(frozen=True)
+class _Group:
+    """What shares one SOURCE_ID: a target (or the single default source) with its pointings and sky."""
+
+    name: str | None  # None: the default single target, whose truth keeps the original layout
+    ra: float
+    dec: float
+    sources: list[SourceSpec]
+    offsets: list[tuple[float, float]]
+    obs_mode: str | None
+    calibrator: bool
+    intents: list[str]
+    field_ids: list[int]
+
+
+@dataclass(frozen=True)
 class _Observation:
     """Where and what the simulated array observes: pointing, spectral windows, fields."""
 
@@ -335,18 +704,26 @@ class _Observation:
     dec0: float
     phasecenter: str
     first_freqs: list[float]
-    chan_width_hz: float
+    chan_width_hz: float  # the finest channel width: the line model's channel grid
     nchan: int
     lowest_freq: float
     highest_freq: float
     pb_fwhm_arcsec: float
     field_offsets: list[tuple[float, float]]
+    chan_widths: list[float]  # per spw
+    groups: list[_Group]
+    fields: list[_Field]
+
+    @property
+    def hint_group(self) -> _Group:
+        """The group the imaging hint is for: the first science target."""
+        return next((g for g in self.groups if not g.calibrator), self.groups[0])
 
 
 def simulate_ms(
     output: str | os.PathLike,
     *,
-    antennas: int = 12,
+    antennas: int | None = None,
     nchan: int = 32,
     nspw: int = 1,
     chan_width_hz: float = 1e6,
@@ -363,6 +740,11 @@ def simulate_ms(
     freq_frame: Literal["TOPO", "LSRK"] = "TOPO",
     progress: Callable[[str], None] | None = None,
     descending: bool = False,
+    array: str | None = None,
+    dec_deg: float | None = None,
+    targets: str | os.PathLike | Sequence[Any] | None = None,
+    flagged: str | None = None,
+    spw_chan_widths_hz: Sequence[float] | None = None,
 ) -> SimulationResult:
     """Write a simulated MeasurementSet, its component list and truth file; return their paths.
 
@@ -373,6 +755,18 @@ def simulate_ms(
     ``progress`` receives one line per stage (benchmark-sized sets take minutes).
     ``descending`` stores every spw's channels in decreasing frequency (negative channel widths),
     as a lower-sideband receiver records them; the sky and the visibilities are the same.
+
+    ``array`` names a configuration of the CASA data package (``vla.a``, ``alma.cycle10.8``,
+    ``meerkat``, ...; see :func:`available_arrays`) instead of the built-in 12-antenna Y array;
+    ``antennas`` is then the most antennas to keep (None: all), else the Y array's size
+    (None: 12). ``dec_deg`` is the phase centre's declination (None: +40 for the Y array,
+    a few degrees south of the site's zenith for a real array); its RA is always 12h.
+    ``targets`` (a list of :class:`TargetSpec` or dicts, or a JSON/YAML file) observes several
+    sources with scan intents, cycling through their pointings in the given order.
+    ``flagged`` is "all" (every visibility flagged) or a target or field name (its rows flagged).
+    ``spw_chan_widths_hz`` gives each spw its own channel width (one per spw; overrides
+    ``chan_width_hz``). With targets, the result's phasecenter, cell and imsize (and the
+    spectral line) are for the first science target.
     """
 
     def say(text: str) -> None:
@@ -382,11 +776,14 @@ def simulate_ms(
     _validate(
         antennas=antennas, nchan=nchan, nspw=nspw, chan_width_hz=chan_width_hz, ref_freq_hz=ref_freq_hz,
         fields=fields, hours=hours, integration_s=integration_s, noise_jy=noise_jy, spw_gap_hz=spw_gap_hz,
+        spw_chan_widths_hz=spw_chan_widths_hz, dec_deg=dec_deg, targets=targets,
     )
     if freq_frame not in ("TOPO", "LSRK"):
         raise SimulationError(f"freq_frame={freq_frame!r}: use 'TOPO' or 'LSRK'")
     src = load_sources(sources)
-    line = _resolve_line(spectral_line, ref_freq_hz, chan_width_hz)
+    target_specs = load_targets(targets) if targets is not None else None
+    finest_width = min(spw_chan_widths_hz) if spw_chan_widths_hz is not None else chan_width_hz
+    line = _resolve_line(spectral_line, ref_freq_hz, finest_width)
     if line is not None and line.name in {s.name for s in src}:
         raise SimulationError(f"spectral_line: name {line.name!r} is already used by a source; rename it")
     outputs = _output_paths(output, overwrite)
@@ -394,41 +791,66 @@ def simulate_ms(
     ensure_casa_runtime()
     import casatools
 
-    obs = _plan_observation(nspw, nchan, chan_width_hz, ref_freq_hz, spw_gap_hz, fields)
+    arr = load_array(array, antennas) if array is not None else _y_array(casatools, 12 if antennas is None else antennas)
+    if dec_deg is None and array is not None:
+        dec_deg = float(round(arr.latitude_deg - ZENITH_OFFSET_DEG))
+    obs = _plan_observation(nspw, nchan, chan_width_hz, ref_freq_hz, spw_gap_hz, fields, arr.dish_diameter_m,
+                            dec_deg, spw_chan_widths_hz, target_specs, src)
+    flag_fields = _flagged_fields(flagged, obs)
     # Everything is built in a private folder next to the output and renamed into place at the
     # end, so an interrupted run never leaves a half-written MeasurementSet under the real name.
     work = Path(tempfile.mkdtemp(prefix=f".{outputs.stem}.sim-", dir=outputs.ms.parent))
     try:
         tmp = _Outputs(ms=work / outputs.ms.name, componentlist=work / outputs.componentlist.name,
                        truth=work / outputs.truth.name, stem=outputs.stem)
-        say(f"sky model: {len(src)} source(s){' + spectral line' if line else ''}")
-        source_records, line_image = _write_sky_model(casatools, src, line, obs, ref_freq_hz, work, tmp.componentlist)
-        field_names = _observe(casatools, tmp, obs, antennas, fields, hours, integration_s, freq_frame,
-                               line_image, noise_jy, seed, say)
+        nsrc = sum(len(g.sources) for g in obs.groups)
+        say(f"sky model: {nsrc} source(s){' + spectral line' if line else ''}")
+        source_records, line_image = _write_sky_model(casatools, line, obs, ref_freq_hz, work, tmp.componentlist)
+        primary_beam = _observe(casatools, tmp, obs, arr, hours, integration_s, freq_frame, line_image, noise_jy,
+                                seed, say, ref_freq_hz, work)
         nrows, uvw = _drop_simulator_copies(casatools, tmp.ms)
         if descending:
             _reverse_channel_order(casatools, tmp.ms)
         if nrows == 0:
             raise SimulationError(
-                "the simulator produced no rows (source never above the elevation limit?); check hours"
+                "the simulator produced no rows (source never above the elevation limit?); check hours and dec_deg"
             )
-        cell, imsize, beam_arcsec = _imaging_hint(uvw, obs, source_records)
-        truth = _truth_record(
-            obs, ref_freq_hz, freq_frame, field_names, source_records, noise_jy, cell, imsize, beam_arcsec,
-            simulation={
-                "antennas": antennas,
-                "nchan": nchan,
-                "nspw": nspw,
-                "chan_width_hz": chan_width_hz,
-                "spw_gap_hz": spw_gap_hz,
-                "fields": fields,
-                "hours": hours,
-                "integration_s": integration_s,
-                "seed": seed,
-                "descending": descending,
-                "nrows": nrows,
-            },
-        )
+        rows_per_field = None
+        if target_specs is not None:
+            rows_per_field = _write_targets_into_ms(casatools, tmp.ms, obs, integration_s)
+            missing = sorted({obs.fields[f].name for f, n in enumerate(rows_per_field) if n == 0})
+            if missing:
+                raise SimulationError(
+                    f"targets: field(s) {', '.join(missing)} never rose above the 8 deg elevation limit; "
+                    "move them (offset_dec_deg) or change dec_deg"
+                )
+        if flag_fields is not None:
+            say(f"flagging {flagged}")
+            _flag(casatools, tmp.ms, None if flagged == "all" else flag_fields)
+        hint = obs.hint_group
+        hint_records = [r for r in source_records if r.get("target") == hint.name]
+        cell, imsize, beam_arcsec = _imaging_hint(uvw, obs.highest_freq, obs.pb_fwhm_arcsec, hint.offsets,
+                                                  hint_records)
+        simulation = {
+            "antennas": len(arr.names),
+            "nchan": nchan,
+            "nspw": nspw,
+            "chan_width_hz": chan_width_hz,
+            "spw_gap_hz": spw_gap_hz,
+            "fields": len(obs.fields),
+            "hours": hours,
+            "integration_s": integration_s,
+            "seed": seed,
+            "descending": descending,
+            "nrows": nrows,
+            "array": arr.name,
+            "dec_deg": math.degrees(obs.dec0),
+            "targets": len(target_specs) if target_specs is not None else None,
+            "flagged": flagged,
+            "spw_chan_widths_hz": list(spw_chan_widths_hz) if spw_chan_widths_hz is not None else None,
+        }
+        truth = _truth_record(obs, ref_freq_hz, freq_frame, source_records, noise_jy, cell, imsize, beam_arcsec,
+                              simulation, _array_record(arr, primary_beam), rows_per_field, flag_fields)
         tmp.truth.write_text(json.dumps(truth, indent=2) + "\n")
         _move_into_place(work, tmp, outputs)
     finally:
@@ -441,13 +863,35 @@ def simulate_ms(
         nrows=nrows,
         nchan=nchan,
         nspw=nspw,
-        nfields=fields,
+        nfields=len(obs.fields),
         suggested_cell=f"{cell:g}arcsec",
         suggested_imsize=imsize,
         beam_estimate_arcsec=beam_arcsec,
-        phasecenter=obs.phasecenter,
+        phasecenter=_group_phasecenter(obs, hint),
         seed=seed,
     )
+
+
+def _group_phasecenter(obs: _Observation, group: _Group) -> str:
+    if group.name is None:
+        return obs.phasecenter
+    return sexagesimal_direction(math.degrees(group.ra), math.degrees(group.dec))
+
+
+def _flagged_fields(flagged: str | None, obs: _Observation) -> list[int] | None:
+    """The field ids ``flagged`` names (all of them for "all"), None when nothing is to be flagged."""
+    if flagged is None:
+        return None
+    if flagged == "all":
+        return list(range(len(obs.fields)))
+    for g in obs.groups:
+        if g.name == flagged:
+            return list(g.field_ids)
+    for i, f in enumerate(obs.fields):
+        if f.name == flagged:
+            return [i]
+    valid = ["all", *(g.name for g in obs.groups if g.name), *(f.name for f in obs.fields)]
+    raise SimulationError(f"flagged={flagged!r}: not a target or field; use one of {', '.join(dict.fromkeys(valid))}")
 
 
 def _output_paths(output: str | os.PathLike, overwrite: bool) -> _Outputs:
@@ -466,41 +910,102 @@ def _output_paths(output: str | os.PathLike, overwrite: bool) -> _Outputs:
 
 
 def _plan_observation(nspw: int, nchan: int, chan_width_hz: float, ref_freq_hz: float, spw_gap_hz: float,
-                      fields: int) -> _Observation:
-    first_freqs = spw_layout(nspw, nchan, chan_width_hz, ref_freq_hz, spw_gap_hz)
-    pb_fwhm_arcsec = 1.13 * SPEED_OF_LIGHT / ref_freq_hz / DISH_DIAMETER_M * ARCSEC_PER_RAD
-    ra0, dec0 = (math.radians(v) for v in DEFAULT_PHASE_CENTER)
+                      fields: int, dish_diameter_m: float = DISH_DIAMETER_M, dec_deg: float | None = None,
+                      spw_chan_widths_hz: Sequence[float] | None = None,
+                      targets: list[TargetSpec] | None = None,
+                      sources: list[SourceSpec] | None = None) -> _Observation:
+    if spw_chan_widths_hz is None:
+        first_freqs = spw_layout(nspw, nchan, chan_width_hz, ref_freq_hz, spw_gap_hz)
+        widths = [chan_width_hz] * nspw
+        lowest = first_freqs[0] - chan_width_hz / 2
+        highest = first_freqs[-1] + (nchan - 0.5) * chan_width_hz
+    else:
+        widths = [float(w) for w in spw_chan_widths_hz]
+        first_freqs = spw_layout_widths(nchan, widths, ref_freq_hz, spw_gap_hz)
+        lowest = first_freqs[0] - widths[0] / 2
+        highest = first_freqs[-1] + (nchan - 0.5) * widths[-1]
+    pb_fwhm_arcsec = 1.13 * SPEED_OF_LIGHT / ref_freq_hz / dish_diameter_m * ARCSEC_PER_RAD
+    centre = DEFAULT_PHASE_CENTER if dec_deg is None else (DEFAULT_PHASE_CENTER[0], float(dec_deg))
+    ra0, dec0 = (math.radians(v) for v in centre)
+    sources = sources if sources is not None else default_sources()
+    field_offsets = mosaic_offsets(fields, spacing_arcsec=pb_fwhm_arcsec / 3.0)
+    groups: list[_Group] = []
+    all_fields: list[_Field] = []
+    if targets is None:
+        field_ids = []
+        for i, (dx, dy) in enumerate(field_offsets):
+            fra, fdec = _lm_to_radec(ra0, dec0, dx / ARCSEC_PER_RAD, dy / ARCSEC_PER_RAD)
+            name = "TARGET" if fields == 1 else f"TARGET_{i:02d}"
+            all_fields.append(_Field(name=name, ra=fra, dec=fdec, offset=(dx, dy), group=0))
+            field_ids.append(i)
+        groups.append(_Group(name=None, ra=ra0, dec=dec0, sources=sources, offsets=field_offsets, obs_mode=None,
+                             calibrator=False, intents=[], field_ids=field_ids))
+    else:
+        for gi, t in enumerate(targets):
+            tra, tdec = _lm_to_radec(ra0, dec0, math.radians(t.offset_ra_deg), math.radians(t.offset_dec_deg))
+            spacing = t.pointing_spacing_arcsec or pb_fwhm_arcsec / 3.0
+            offsets = mosaic_offsets(t.pointings, spacing_arcsec=spacing)
+            if t.sources is not None:
+                sky = list(t.sources)
+            elif t.calibrator:
+                sky = [SourceSpec(name=t.name, shape="point", flux_jy=t.flux_jy)]
+            else:
+                sky = sources
+            field_ids = []
+            for i, (dx, dy) in enumerate(offsets):
+                fra, fdec = _lm_to_radec(tra, tdec, dx / ARCSEC_PER_RAD, dy / ARCSEC_PER_RAD)
+                name = t.name if t.pointings == 1 else f"{t.name}_{i:02d}"
+                field_ids.append(len(all_fields))
+                all_fields.append(_Field(name=name, ra=fra, dec=fdec, offset=(dx, dy), group=gi))
+            groups.append(_Group(name=t.name, ra=tra, dec=tdec, sources=sky, offsets=offsets, obs_mode=t.obs_mode,
+                                 calibrator=t.calibrator, intents=list(t.intents), field_ids=field_ids))
+        names = [f.name for f in all_fields]
+        clash = sorted({n for n in names if names.count(n) > 1})
+        if clash:
+            raise SimulationError(f"targets: field names {clash} clash (a mosaic adds _00, _01, ...); rename a target")
     return _Observation(
         ra0=ra0,
         dec0=dec0,
-        phasecenter=sexagesimal_direction(*DEFAULT_PHASE_CENTER),
+        phasecenter=sexagesimal_direction(*centre),
         first_freqs=first_freqs,
-        chan_width_hz=chan_width_hz,
+        chan_width_hz=chan_width_hz if spw_chan_widths_hz is None else min(widths),
         nchan=nchan,
-        lowest_freq=first_freqs[0] - chan_width_hz / 2,
-        highest_freq=first_freqs[-1] + (nchan - 0.5) * chan_width_hz,
+        lowest_freq=lowest,
+        highest_freq=highest,
         pb_fwhm_arcsec=pb_fwhm_arcsec,
-        field_offsets=mosaic_offsets(fields, spacing_arcsec=pb_fwhm_arcsec / 3.0),
+        field_offsets=field_offsets,
+        chan_widths=widths,
+        groups=groups,
+        fields=all_fields,
     )
 
 
-def _write_sky_model(casatools: Any, src: list[SourceSpec], line: LineSpec | None, obs: _Observation,
-                     ref_freq_hz: float, work: Path, cl_path: Path) -> tuple[list[dict], Path | None]:
+def _write_sky_model(casatools: Any, line: LineSpec | None, obs: _Observation, ref_freq_hz: float, work: Path,
+                     cl_path: Path) -> tuple[list[dict], Path | None]:
     """The component list of the sources (and the line's model image); returns the truth's source records."""
     source_records = []
     cl = casatools.componentlist()
     try:
-        for s in src:
-            ra, dec, l_rad, m_rad = _source_position(s, obs.ra0, obs.dec0)
-            cl.addcomponent(**_component(s, ra, dec, ref_freq_hz))
-            source_records.append(_source_record(s, ra, dec, l_rad, m_rad))
+        for g in obs.groups:
+            for s in g.sources:
+                ra, dec, l_rad, m_rad = _source_position(s, g.ra, g.dec)
+                cl.addcomponent(**_component(s, ra, dec, ref_freq_hz))
+                record = _source_record(s, ra, dec, l_rad, m_rad)
+                if g.name is not None:
+                    record["target"] = g.name
+                source_records.append(record)
         line_image = None
         if line is not None:
+            # The line belongs to the science target the imaging hint is for.
+            g = obs.hint_group
             line_image, ra, dec = _line_model_image(
-                casatools, work / "line.model", line, obs.ra0, obs.dec0, obs.lowest_freq, obs.highest_freq,
+                casatools, work / "line.model", line, g.ra, g.dec, obs.lowest_freq, obs.highest_freq,
                 obs.chan_width_hz
             )
-            source_records.append(_line_record(line, ra, dec, obs, ref_freq_hz))
+            record = _line_record(line, ra, dec, g.ra, g.dec, ref_freq_hz)
+            if g.name is not None:
+                record["target"] = g.name
+            source_records.append(record)
         cl.rename(str(cl_path))
     finally:
         # done() alone: close() on a renamed list only posts a "closed" warning to the console.
@@ -557,9 +1062,9 @@ def _source_record(s: SourceSpec, ra: float, dec: float, l_rad: float, m_rad: fl
     }
 
 
-def _line_record(line: LineSpec, ra: float, dec: float, obs: _Observation, ref_freq_hz: float) -> dict[str, Any]:
+def _line_record(line: LineSpec, ra: float, dec: float, ra0: float, dec0: float, ref_freq_hz: float) -> dict[str, Any]:
     """The line source as the truth file lists it: its flux at ref_freq_hz, and the line's shape."""
-    l_rad, m_rad = _radec_to_lm(obs.ra0, obs.dec0, ra, dec)
+    l_rad, m_rad = _radec_to_lm(ra0, dec0, ra, dec)
     sigma = line.fwhm_hz / (2.0 * math.sqrt(2.0 * math.log(2.0)))
     return {
         "name": line.name,
@@ -586,47 +1091,41 @@ def _line_record(line: LineSpec, ra: float, dec: float, obs: _Observation, ref_f
     }
 
 
-def _observe(casatools: Any, tmp: _Outputs, obs: _Observation, antennas: int, fields: int, hours: float,
-             integration_s: float, freq_frame: str, line_image: Path | None, noise_jy: float, seed: int,
-             say: Callable[[str], None]) -> list[str]:
-    """Observe the sky with the simulator into ``tmp.ms`` (predict, then noise); returns the field names."""
-    me = casatools.measures()
-    vla = me.observatory("VLA")
-    me.done()
-    east, north, up, names = array_layout(antennas)
-
+def _observe(casatools: Any, tmp: _Outputs, obs: _Observation, arr: ArrayConfig, hours: float, integration_s: float,
+             freq_frame: str, line_image: Path | None, noise_jy: float, seed: int, say: Callable[[str], None],
+             ref_freq_hz: float, work: Path) -> str:
+    """Observe the sky with the simulator into ``tmp.ms`` (predict, then noise); returns the primary beam used."""
+    nant = len(arr.names)
     sm = casatools.simulator()
     try:
         sm.open(str(tmp.ms))
         sm.setconfig(
-            telescopename="VLA",
-            x=east,
-            y=north,
-            z=up,
-            dishdiameter=[DISH_DIAMETER_M] * antennas,
-            mount=["ALT-AZ"] * antennas,
-            antname=names,
-            padname=[f"P{n}" for n in names],
-            coordsystem="local",
-            referencelocation=vla,
+            telescopename=arr.telescope,
+            x=arr.x,
+            y=arr.y,
+            z=arr.z,
+            dishdiameter=arr.diameters,
+            mount=["ALT-AZ"] * nant,
+            antname=arr.names,
+            padname=arr.pads,
+            coordsystem=arr.coordsystem,
+            referencelocation=arr.location,
         )
+        stokes, feed = ("RR LL", "perfect R L") if arr.circular_feeds else ("XX YY", "perfect X Y")
         for i, f0 in enumerate(obs.first_freqs):
+            width = obs.chan_widths[i]
             sm.setspwindow(
                 spwname=f"spw{i}",
                 freq=f"{f0!r}Hz",
-                deltafreq=f"{obs.chan_width_hz!r}Hz",
-                freqresolution=f"{obs.chan_width_hz!r}Hz",
+                deltafreq=f"{width!r}Hz",
+                freqresolution=f"{width!r}Hz",
                 refcode=freq_frame,
                 nchannels=obs.nchan,
-                stokes="RR LL",
+                stokes=stokes,
             )
-        sm.setfeed(mode="perfect R L")
-        field_names = []
-        for i, (dx, dy) in enumerate(obs.field_offsets):
-            fra, fdec = _lm_to_radec(obs.ra0, obs.dec0, dx / ARCSEC_PER_RAD, dy / ARCSEC_PER_RAD)
-            name = "TARGET" if fields == 1 else f"TARGET_{i:02d}"
-            sm.setfield(sourcename=name, sourcedirection=_casa_direction(fra, fdec))
-            field_names.append(name)
+        sm.setfeed(mode=feed)
+        for f in obs.fields:
+            sm.setfield(sourcename=f.name, sourcedirection=_casa_direction(f.ra, f.dec))
         sm.setlimits(shadowlimit=0.001, elevationlimit="8deg")
         sm.setauto(autocorrwt=0.0)
         sm.settimes(
@@ -635,12 +1134,13 @@ def _observe(casatools: Any, tmp: _Outputs, obs: _Observation, antennas: int, fi
             referencetime=me_epoch(casatools),
         )
         nspw = len(obs.first_freqs)
-        scans = _schedule(field_names, nspw, hours, integration_s)
-        say(f"observing: {antennas} antennas, {len(scans)} scan(s), {nspw} spw x {obs.nchan} channels, {hours:g} h")
+        scans = _schedule([f.name for f in obs.fields], nspw, hours, integration_s)
+        say(f"observing: {nant} antennas, {len(scans)} scan(s), {nspw} spw x {obs.nchan} channels, {hours:g} h")
         for name, spw, start, stop in scans:
             sm.observe(sourcename=name, spwname=f"spw{spw}", starttime=f"{start!r}s", stoptime=f"{stop!r}s")
+        vp_args, primary_beam = _voltage_pattern(casatools, arr, ref_freq_hz, work)
         # Squint would make RR and LL see different skies off axis; Stokes I truth stays simpler without it.
-        sm.setvp(dovp=True, usedefaultvp=True, dosquint=False)
+        sm.setvp(dosquint=False, **vp_args)
         say("predicting visibilities")
         if line_image is not None:
             sm.predict(imagename=[str(line_image)], complist=str(tmp.componentlist), incremental=False)
@@ -654,7 +1154,120 @@ def _observe(casatools: Any, tmp: _Outputs, obs: _Observation, antennas: int, fi
     finally:
         sm.close()
         sm.done()
-    return field_names
+    return primary_beam
+
+
+def _voltage_pattern(casatools: Any, arr: ArrayConfig, ref_freq_hz: float, work: Path) -> tuple[dict, str]:
+    """simulator.setvp arguments and a description of the primary beam they apply.
+
+    For a telescope casatools has no beam for, its default VP would make predict fail without
+    raising (all-zero data), so such arrays get an Airy disk of their dish diameter instead.
+    """
+    if arr.name is None:
+        return {"dovp": True, "usedefaultvp": True}, "casatools default for VLA"
+    vp = casatools.vpmanager()
+    if vp.getvp(telescope=arr.telescope, freq=f"{ref_freq_hz!r}Hz", obstime=REFERENCE_EPOCH):
+        return {"dovp": True, "usedefaultvp": True}, f"casatools default for {arr.telescope}"
+    diameter = arr.dish_diameter_m
+    fwhm_rad = 1.13 * SPEED_OF_LIGHT / ref_freq_hz / diameter
+    table = work / "airy.vp"
+    # The voltage-pattern manager is process-wide state: reset it before and after so neither
+    # earlier settings leak into this beam nor this beam into later imaging in the same process.
+    vp.reset()
+    try:
+        vp.setpbairy(telescope=arr.telescope, dishdiam=f"{diameter!r}m", blockagediam="0m",
+                     maxrad=f"{4.0 * fwhm_rad!r}rad", reffreq=f"{ref_freq_hz!r}Hz", dopb=True)
+        vp.saveastable(str(table))
+    finally:
+        vp.reset()
+    return ({"dovp": True, "usedefaultvp": False, "vptable": str(table)},
+            f"Airy disk of a {diameter:g} m dish (casatools has no beam for {arr.telescope})")
+
+
+def _write_targets_into_ms(casatools: Any, ms: Path, obs: _Observation, integration_s: float) -> list[int]:
+    """Targets as real data carry them: shared SOURCE_IDs, STATE intents, one scan number per scan.
+
+    The simulator gives every field its own source and one generic STATE row, and numbers scans
+    per (field, spw) observe call. Returns the row count per field.
+    """
+    import numpy as np
+
+    field_group = np.array([f.group for f in obs.fields], dtype=np.int32)
+    tb = casatools.table()
+    tb.open(str(ms / "FIELD"), nomodify=False)
+    try:
+        tb.putcol("SOURCE_ID", field_group)
+    finally:
+        tb.close()
+    # One SOURCE row per target: the row of its first pointing (the mosaic centre) stays.
+    first_field = {g.field_ids[0]: gi for gi, g in enumerate(obs.groups)}
+    tb.open(str(ms / "SOURCE"), nomodify=False)
+    try:
+        old_ids = tb.getcol("SOURCE_ID")
+        drop = [r for r, sid in enumerate(old_ids) if int(sid) not in first_field]
+        if drop:
+            tb.removerows(drop)
+        kept = tb.getcol("SOURCE_ID")
+        tb.putcol("SOURCE_ID", np.array([first_field[int(s)] for s in kept], dtype=np.int32))
+        tb.putcol("NAME", np.array([obs.groups[first_field[int(s)]].name for s in kept]))
+    finally:
+        tb.close()
+    modes = list(dict.fromkeys(g.obs_mode for g in obs.groups if g.obs_mode))
+    tb.open(str(ms / "STATE"), nomodify=False)
+    try:
+        if tb.nrows():
+            tb.removerows(list(range(tb.nrows())))
+        if modes:
+            n = len(modes)
+            tb.addrows(n)
+            tb.putcol("OBS_MODE", np.array(modes))
+            tb.putcol("SIG", np.ones(n, dtype=bool))
+            tb.putcol("REF", np.zeros(n, dtype=bool))
+            tb.putcol("CAL", np.zeros(n))
+            tb.putcol("LOAD", np.zeros(n))
+            tb.putcol("SUB_SCAN", np.zeros(n, dtype=np.int32))
+            tb.putcol("FLAG_ROW", np.zeros(n, dtype=bool))
+    finally:
+        tb.close()
+    group_state = np.array([modes.index(g.obs_mode) if g.obs_mode else -1 for g in obs.groups], dtype=np.int32)
+    tb.open(str(ms), nomodify=False)
+    try:
+        field_id = tb.getcol("FIELD_ID")
+        times = tb.getcol("TIME")
+        tb.putcol("STATE_ID", group_state[field_group[field_id]])
+        # A scan is a run of integrations on one field; all spws of a run share its number.
+        unique_times, first_row = np.unique(times, return_index=True)
+        field_at = field_id[first_row]
+        new_scan = np.ones(len(unique_times), dtype=bool)
+        new_scan[1:] = (field_at[1:] != field_at[:-1]) | (np.diff(unique_times) > 1.5 * integration_s)
+        scan_of_time = np.cumsum(new_scan).astype(np.int32)
+        tb.putcol("SCAN_NUMBER", scan_of_time[np.searchsorted(unique_times, times)])
+    finally:
+        tb.close()
+    return np.bincount(field_id, minlength=len(obs.fields)).tolist()
+
+
+def _flag(casatools: Any, ms: Path, field_ids: list[int] | None, chunk_rows: int = 20000) -> None:
+    """Flag every visibility (field_ids None) or those of the given fields, FLAG_ROW included."""
+    import numpy as np
+
+    tb = casatools.table()
+    tb.open(str(ms), nomodify=False)
+    try:
+        for start in range(0, tb.nrows(), chunk_rows):
+            n = min(chunk_rows, tb.nrows() - start)
+            flag = tb.getcol("FLAG", startrow=start, nrow=n)
+            row_flag = tb.getcol("FLAG_ROW", startrow=start, nrow=n)
+            if field_ids is None:
+                rows = np.ones(n, dtype=bool)
+            else:
+                rows = np.isin(tb.getcol("FIELD_ID", startrow=start, nrow=n), field_ids)
+            flag[:, :, rows] = True
+            row_flag[rows] = True
+            tb.putcol("FLAG", flag, startrow=start, nrow=n)
+            tb.putcol("FLAG_ROW", row_flag, startrow=start, nrow=n)
+    finally:
+        tb.close()
 
 
 def _drop_simulator_copies(casatools: Any, ms: Path) -> tuple[int, Any]:
@@ -697,20 +1310,26 @@ def _reverse_channel_order(casatools: Any, ms: Path, chunk_rows: int = 20000) ->
         tb.close()
 
 
-def _imaging_hint(uvw: Any, obs: _Observation, source_records: list[dict]) -> tuple[float, int, float]:
+def _imaging_hint(uvw: Any, highest_freq: float, pb_fwhm_arcsec: float, field_offsets: list[tuple[float, float]],
+                  source_records: list[dict]) -> tuple[float, int, float]:
     """(cell in arcsec, imsize, beam estimate in arcsec) that image this sky well."""
     import numpy as np
 
     uvmax_m = float(np.hypot(uvw[0], uvw[1]).max())
-    uvmax_lambda = uvmax_m * obs.highest_freq / SPEED_OF_LIGHT
+    uvmax_lambda = uvmax_m * highest_freq / SPEED_OF_LIGHT
     beam_arcsec = ARCSEC_PER_RAD / uvmax_lambda
     # About 5 pixels across the finest fringe (Nyquist needs 2; CLEAN wants the beam well
     # sampled), rounded down to a tidy value so the cell string stays readable.
     cell = math.floor(beam_arcsec / 5.0 * 2.0) / 2.0 if beam_arcsec >= 2.5 else round(beam_arcsec / 5.0, 3)
+    if cell < 0.01:
+        # Milliarcsecond beams (long baselines at high frequency): keep two significant digits.
+        cell = float(f"{beam_arcsec / 5.0:.2g}")
+    # Sources far outside the primary beam (the default sky seen by a 12 m dish at 230 GHz) are
+    # not there to be imaged; they must not blow the image up to tens of thousands of pixels.
     extent = max(
-        [abs(r["offset_ra_arcsec"]) + (r["major_arcsec"] or 0.0) for r in source_records]
-        + [abs(r["offset_dec_arcsec"]) + (r["major_arcsec"] or 0.0) for r in source_records]
-        + [abs(c) + obs.pb_fwhm_arcsec / 4.0 for xy in obs.field_offsets[1:] for c in xy]
+        [min(abs(r["offset_ra_arcsec"]) + (r["major_arcsec"] or 0.0), pb_fwhm_arcsec) for r in source_records]
+        + [min(abs(r["offset_dec_arcsec"]) + (r["major_arcsec"] or 0.0), pb_fwhm_arcsec) for r in source_records]
+        + [abs(c) + pb_fwhm_arcsec / 4.0 for xy in field_offsets[1:] for c in xy]
     )
     # Sources within the inner ~60 % of the image keep clear of the edges where the gridding
     # taper and aliasing live.
@@ -718,11 +1337,48 @@ def _imaging_hint(uvw: Any, obs: _Observation, source_records: list[dict]) -> tu
     return cell, imsize, beam_arcsec
 
 
-def _truth_record(obs: _Observation, ref_freq_hz: float, freq_frame: str, field_names: list[str],
-                  source_records: list[dict], noise_jy: float, cell: float, imsize: int, beam_arcsec: float,
-                  simulation: dict[str, Any]) -> dict[str, Any]:
-    """The truth file's content: what was observed, the injected sources, and how to image them."""
+def _array_record(arr: ArrayConfig, primary_beam: str) -> dict[str, Any]:
     return {
+        "name": arr.name,
+        "telescope": arr.telescope,
+        "antennas": len(arr.names),
+        "antennas_in_configuration": arr.antennas_in_file,
+        "antenna_names": arr.names,
+        "dish_diameter_m": arr.dish_diameter_m,
+        "site_latitude_deg": arr.latitude_deg,
+        "correlations": "RR LL" if arr.circular_feeds else "XX YY",
+        "primary_beam": primary_beam,
+    }
+
+
+def _truth_record(obs: _Observation, ref_freq_hz: float, freq_frame: str, source_records: list[dict],
+                  noise_jy: float, cell: float, imsize: int, beam_arcsec: float, simulation: dict[str, Any],
+                  array: dict[str, Any], rows_per_field: list[int] | None,
+                  flag_fields: list[int] | None) -> dict[str, Any]:
+    """The truth file's content: what was observed, the injected sources, and how to image them."""
+    flagged = set(flag_fields or [])
+    fields = []
+    for i, f in enumerate(obs.fields):
+        record: dict[str, Any] = {
+            "id": i,
+            "name": f.name,
+            "offset_ra_arcsec": f.offset[0],
+            "offset_dec_arcsec": f.offset[1],
+        }
+        group = obs.groups[f.group]
+        if group.name is not None:
+            # Offsets are from the target's centre; the absolute direction and its bookkeeping follow.
+            record.update(
+                target=group.name,
+                source_id=f.group,
+                ra_deg=math.degrees(f.ra),
+                dec_deg=math.degrees(f.dec),
+                obs_mode=group.obs_mode,
+                nrows=rows_per_field[i] if rows_per_field else None,
+            )
+        record["flagged"] = i in flagged
+        fields.append(record)
+    out = {
         "format": "pclean_provider.simulation/1",
         "phase_center": {
             "ra_deg": math.degrees(obs.ra0),
@@ -733,19 +1389,12 @@ def _truth_record(obs: _Observation, ref_freq_hz: float, freq_frame: str, field_
         "ref_freq_hz": ref_freq_hz,
         "freq_frame": freq_frame,
         "spws": [
-            {"id": i, "first_freq_hz": f0, "chan_width_hz": obs.chan_width_hz, "nchan": obs.nchan}
+            {"id": i, "first_freq_hz": f0, "chan_width_hz": obs.chan_widths[i], "nchan": obs.nchan}
             for i, f0 in enumerate(obs.first_freqs)
         ],
         "freq_range_hz": [obs.lowest_freq, obs.highest_freq],
-        "fields": [
-            {
-                "id": i,
-                "name": field_names[i],
-                "offset_ra_arcsec": dx,
-                "offset_dec_arcsec": dy,
-            }
-            for i, (dx, dy) in enumerate(obs.field_offsets)
-        ],
+        "array": array,
+        "fields": fields,
         "sources": source_records,
         "flux_convention": "intrinsic (not primary-beam attenuated) Stokes I at ref_freq_hz",
         "noise_jy_per_visibility": noise_jy,
@@ -755,9 +1404,27 @@ def _truth_record(obs: _Observation, ref_freq_hz: float, freq_frame: str, field_
             "imsize": imsize,
             "beam_estimate_arcsec": beam_arcsec,
             "primary_beam_fwhm_arcsec": obs.pb_fwhm_arcsec,
-            "phasecenter": obs.phasecenter,
+            "phasecenter": _group_phasecenter(obs, obs.hint_group),
+            "target": obs.hint_group.name,
         },
     }
+    if any(g.name is not None for g in obs.groups):
+        out["targets"] = [
+            {
+                "name": g.name,
+                "source_id": gi,
+                "intents": g.intents,
+                "obs_mode": g.obs_mode,
+                "calibrator": g.calibrator,
+                "ra_deg": math.degrees(g.ra),
+                "dec_deg": math.degrees(g.dec),
+                "phasecenter": _group_phasecenter(obs, g),
+                "field_ids": g.field_ids,
+                "flagged": bool(g.field_ids) and all(i in flagged for i in g.field_ids),
+            }
+            for gi, g in enumerate(obs.groups)
+        ]
+    return out
 
 
 def _move_into_place(work: Path, tmp: _Outputs, outputs: _Outputs) -> None:

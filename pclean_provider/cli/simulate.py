@@ -55,6 +55,14 @@ def _line_arg(text: str) -> dict:
     return out
 
 
+def _widths_arg(text: str) -> list[float]:
+    """--spw-chan-widths '1MHz,125kHz': one channel width per spw."""
+    widths = [parse_hz(part) for part in text.split(",") if part.strip()]
+    if not widths:
+        raise argparse.ArgumentTypeError(f"--spw-chan-widths {text!r}: give one width per spw, e.g. 1MHz,125kHz")
+    return widths
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pclean simulate",
@@ -65,12 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("output", help="MeasurementSet to write, e.g. sim.ms")
-    p.add_argument("--antennas", type=int, default=12, help="number of antennas (default 12)")
+    p.add_argument("--array", default=None,
+                   help="antenna configuration from the CASA data (vla.a, vla.d, alma.cycle10.8, meerkat, atca_6a, "
+                   "aca.cycle10, ...; default: a built-in 12-antenna Y array at the VLA site)")
+    p.add_argument("--antennas", type=int, default=None,
+                   help="number of antennas (default 12); with --array, the most to keep, spread over the array "
+                   "(default: all)")
+    p.add_argument("--dec", type=float, default=None,
+                   help="declination of the phase centre in degrees (default +40, or near the zenith of --array's site)")
     p.add_argument("--nchan", type=int, default=32, help="channels per spectral window (default 32)")
-    p.add_argument("--nspw", type=int, default=1, help="number of spectral windows (default 1)")
+    p.add_argument("--nspw", type=int, default=None,
+                   help="number of spectral windows (default 1, or one per --spw-chan-widths entry)")
     width = p.add_mutually_exclusive_group()
     width.add_argument("--chan-width", type=parse_hz, default=None, help="channel width (default 1MHz)")
     width.add_argument("--spw-width", type=parse_hz, default=None, help="bandwidth of each spw (sets the channel width)")
+    width.add_argument("--spw-chan-widths", type=_widths_arg, default=None,
+                       help="channel width of each spw, comma-separated, e.g. 1MHz,125kHz")
     p.add_argument("--spw-gap", type=parse_hz, default=0.0, help="gap between adjacent spws (default 0: contiguous)")
     p.add_argument("--ref-freq", type=parse_hz, default=1.4e9, help="centre of the band and of the source spectra (default 1.4GHz)")
     p.add_argument("--frame", choices=("TOPO", "LSRK"), default="TOPO", help="frequency frame of the spws (default TOPO)")
@@ -82,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, default=None, help="noise per visibility in Jy (0: none; default 0.005)")
     p.add_argument("--seed", type=int, default=42, help="random seed for the noise (default 42)")
     p.add_argument("--sources", default=None, help="JSON or YAML file with a list of sources (default: built-in sky)")
+    p.add_argument("--targets", default=None,
+                   help="JSON or YAML file with a list of targets (name, intents, offset_ra_deg, offset_dec_deg, "
+                   "pointings, pointing_spacing_arcsec, flux_jy, sources): several sources with scan intents")
+    p.add_argument("--flagged", default=None,
+                   help="'all' flags every visibility; a target or field name flags only its rows")
     p.add_argument(
         "--line",
         nargs="?",
@@ -104,13 +127,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.nchan < 1:
             parser.error(f"--nchan {args.nchan}: need at least 1 channel")
         chan_width = args.spw_width / args.nchan
+    nspw = args.nspw
+    if nspw is None:
+        nspw = len(args.spw_chan_widths) if args.spw_chan_widths is not None else 1
     from pclean_provider.casa.runtime import CasaRuntimeError, ensure_casa_runtime
     from pclean_provider.casa.simulator import SimulationError, simulate_ms
 
     kwargs = {
         "antennas": args.antennas,
         "nchan": args.nchan,
-        "nspw": args.nspw,
+        "nspw": nspw,
         "ref_freq_hz": args.ref_freq,
         "fields": args.fields,
         "hours": args.hours,
@@ -122,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         "spw_gap_hz": args.spw_gap,
         "freq_frame": args.frame,
         "descending": args.descending,
+        "array": args.array,
+        "dec_deg": args.dec,
+        "targets": args.targets,
+        "flagged": args.flagged,
+        "spw_chan_widths_hz": args.spw_chan_widths,
     }
     if chan_width is not None:
         kwargs["chan_width_hz"] = chan_width
