@@ -54,7 +54,7 @@ def _pairs(items: list[str], what: str) -> dict[str, Any]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
-            raise SystemExit(f"pclean plan: {what} {item!r}: write NAME=VALUE")
+            raise ValueError(f"{what} {item!r}: write NAME=VALUE")
         out[name.strip()] = yaml.safe_load(value)
     return out
 
@@ -73,7 +73,7 @@ def _request(args) -> dict[str, Any]:
     else:
         found = {t.dag_id: t for t in load_templates()}
         if name not in found:
-            raise SystemExit(f"pclean plan: --template {name!r} is neither a YAML file nor an installed template "
+            raise ValueError(f"--template {name!r} is neither a YAML file nor an installed template "
                              f"({', '.join(sorted(found))})")
         template = found[name]
     preset = args.preset or template.preset
