@@ -14,7 +14,14 @@ import json
 import pytest
 
 import tests.airflow.provider_env as provider_env  # noqa: F401 - must come before any Airflow import
-from tests.airflow.test_nightly_dags import DATA_ROOT, map_names, project_dags, run_dag, task_states, template_dag
+from tests.airflow.test_nightly_dags import (
+    DATA_ROOT,
+    map_names,
+    project_dags,
+    run_dag,
+    task_states,
+    template_dag,
+)
 
 pytestmark = [pytest.mark.airflow, pytest.mark.casa]
 
@@ -40,8 +47,8 @@ def test_a_night_planned_from_the_data_images_every_science_target(dags, tmp_pat
     landing = DATA_ROOT / "landing-plan"
     landing.mkdir(parents=True, exist_ok=True)
     for name, extra in (("survey.ms", {"targets": TARGETS}), ("dead.ms", {"flagged": "all"})):
-        ms = simulate_ms(landing / name, antennas=8, nchan=4, hours=0.5, integration_s=120.0, seed=9,
-                         overwrite=True, **extra).ms
+        simulate_ms(landing / name, antennas=8, nchan=4, hours=0.5, integration_s=120.0, seed=9,
+                         overwrite=True, **extra)
         (landing / f"{name}.complete").write_text("")
     dag = template_dag(tmp_path / "plan-dags", "nightly_cube_plan", landing_dir="landing-plan")
     run = run_dag(dag, {})  # no overrides: the template's policies decide everything
