@@ -46,11 +46,6 @@ TARGET_LABEL = "{{ task.target_label or task.overrides['vis'].rstrip('/').split(
 BATCH_LABEL = "{{ (task.vis_name ~ ' ' ~ task.batch_label) if task.vis_name else task.batch_label }}"
 
 
-def imaging_kwargs(item: dict) -> dict:
-    """What a per-MS imaging operator gets from prepare's item (module level: XComArg.map needs it)."""
-    return {"overrides": item["overrides"], "presets": item["presets"]}
-
-
 def ms_group_kwargs(item: dict) -> dict:
     """One map index of the per-target group: the item and, apart, what its imaging operator reads."""
     return {"item": item, "overrides": item["overrides"], "presets": item["presets"],

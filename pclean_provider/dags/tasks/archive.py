@@ -38,8 +38,10 @@ def archive_tasks(t: PipelineTemplate, pool: str, alias: AssetAlias):
         ctx = get_current_context()
         s = run_settings(t)
         stem = Path(item["name"]).stem
+        # One product per (MS, target): prepare names it (items of older runs do not: <ms>_<kind>).
+        product_id = item.get("product_id") or safe_name(f"{stem}_{t.kind}")
         args = ["archive", "publish", "--image", item["imagename"], "--archive-root", s.archive_dir,
-                "--product-id", item.get("product_id") or safe_name(f"{stem}_{t.kind}"), "--qa-dir", str(Path(item["qa_json"]).parent),
+                "--product-id", product_id, "--qa-dir", str(Path(item["qa_json"]).parent),
                 "--vis", item["vis"], "--ms-metadata", item["metadata_path"], "--config", _config_file(item),
                 "--dag-run-id", ctx["run_id"]] + (["--file-mode", t.archive.file_mode] if t.archive.file_mode else [])
         started = ctx["dag_run"].start_date
@@ -51,7 +53,8 @@ def archive_tasks(t: PipelineTemplate, pool: str, alias: AssetAlias):
         if proc.returncode != 0:
             raise RuntimeError(f"pclean archive exited with {proc.returncode}: {proc.why()}")
         published = json.loads(proc.stdout[proc.stdout.index("{"):])
-        extra = {"ms": item["name"], "target": item.get("target"), "vis": item["vis"], "dag_id": t.dag_id, "run_id": ctx["run_id"],
+        extra = {"ms": item["name"], "target": item.get("target"), "vis": item["vis"], "dag_id": t.dag_id,
+                 "run_id": ctx["run_id"],
                  "kind": t.kind, "qa_score": item["qa_score"], "qa_band": item["qa_band"],
                  **{k: published.get(k) for k in ("product_id", "version", "path", "manifest", "nfiles",
                                                   "already_published")}}
