@@ -64,13 +64,16 @@ class MsSurvey:
     fields: list[FieldFacts]
     spws: list[SpwFacts]
     dish_diameters_m: list[float]
-    # (field id, spw id) -> rows holding at least one unflagged visibility
+    # (field id, spw id) -> cross-correlation rows holding at least one unflagged visibility
     good_rows: dict[tuple[int, int], int]
     uvw_m: np.ndarray = dataclass_field(repr=False)  # shape (3, n)
     uv_weight: np.ndarray = dataclass_field(repr=False)  # shape (n,)
     uv_field: np.ndarray = dataclass_field(repr=False)  # shape (n,)
     uv_spw: np.ndarray = dataclass_field(repr=False)  # shape (n,)
     uv_stride: int = 1
+    # The same count over the rows observed with a science intent (OBSERVE_TARGET): in data with
+    # intents, a science field's calibration scans (atmosphere, pointing) are not what is imaged.
+    science_rows: dict[tuple[int, int], int] = dataclass_field(default_factory=dict)
 
     def field_by_id(self, fid: int) -> FieldFacts:
         return next(f for f in self.fields if f.id == fid)
@@ -122,13 +125,12 @@ def survey_ms(path: str | os.PathLike, max_uv_rows: int = DEFAULT_MAX_UV_ROWS) -
         tb.done()
 
     spw_of_row = ddid_spw[ddids] if len(ddids) else ddids
-    # Per (field, spw): rows with data left after flagging. np.unique keeps this linear in rows.
-    good_rows: dict[tuple[int, int], int] = {}
-    if len(field_ids):
-        keys = field_ids.astype(np.int64) * 100_000 + spw_of_row
-        uniq, counts = np.unique(keys[good], return_counts=True)
-        for key, n in zip(uniq.tolist(), counts.tolist(), strict=True):
-            good_rows[(key // 100_000, key % 100_000)] = n
+    science_state = np.array(["OBSERVE_TARGET" in m for m in obs_modes] + [False], dtype=bool)
+    # STATE_ID -1 (no state) indexes the trailing False.
+    science = science_state[np.where((state_ids >= 0) & (state_ids < len(obs_modes)), state_ids, -1)] \
+        if len(state_ids) else np.zeros(0, dtype=bool)
+    good_rows = _count_by_field_spw(field_ids, spw_of_row, good)
+    science_rows = _count_by_field_spw(field_ids, spw_of_row, good & science) if len(good) else {}
     intents = _intents_per_field(field_ids, state_ids, obs_modes)
     fields = [FieldFacts(f.id, f.name, f.source_id, f.ra_rad, f.dec_rad, f.frame, intents.get(f.id, ()))
               for f in fields]
@@ -141,13 +143,24 @@ def survey_ms(path: str | os.PathLike, max_uv_rows: int = DEFAULT_MAX_UV_ROWS) -
         dish_diameters_m=[float(d) for d in dishes], good_rows=good_rows,
         uvw_m=np.asarray(uvw, dtype=float)[:, keep], uv_weight=stokes_i_weight[keep],
         uv_field=field_ids[sample][keep], uv_spw=spw_of_row[sample][keep], uv_stride=stride,
+        science_rows=science_rows,
     )
 
 
+def _count_by_field_spw(field_ids: np.ndarray, spws: np.ndarray, mask: np.ndarray) -> dict[tuple[int, int], int]:
+    """(field, spw) -> rows where mask holds; np.unique keeps it linear in rows."""
+    if not len(field_ids):
+        return {}
+    keys = field_ids.astype(np.int64) * 100_000 + spws
+    uniq, counts = np.unique(keys[mask], return_counts=True)
+    return {(k // 100_000, k % 100_000): n for k, n in zip(uniq.tolist(), counts.tolist(), strict=True)}
+
+
 def _good_rows(tb, ms: Path) -> np.ndarray:
-    """One boolean per row: any unflagged visibility left. Computed by TaQL in casacore (a
-    boolean is the one computed type the table tool hands back whole)."""
-    query = tb.taql(f"SELECT (any(!FLAG) && !FLAG_ROW) AS GOOD FROM '{ms}'")
+    """One boolean per row: a cross-correlation with any unflagged visibility left (an
+    autocorrelation images nothing). Computed by TaQL in casacore (a boolean is the one computed
+    type the table tool hands back whole)."""
+    query = tb.taql(f"SELECT (any(!FLAG) && !FLAG_ROW && ANTENNA1 != ANTENNA2) AS GOOD FROM '{ms}'")
     try:
         return np.asarray(query.getcol("GOOD"), dtype=bool)
     finally:

@@ -55,6 +55,11 @@ FALLBACK_BEAMS_ACROSS = 128
 PRODUCT_CUBES = 6
 MIN_PIXELS_PER_BEAM = 3.0
 SCIENCE_INTENT = "OBSERVE_TARGET"
+# Spectral windows that copy or monitor others (ALMA's channel averages, water-vapour radiometer and
+# square-law detectors), by the names telescopes give them: never imaging targets of their own.
+AUXILIARY_SPW = re.compile(r"CH_AVG|#WVR|WVR#|SQLD", re.IGNORECASE)
+# A SIN image cannot reach beyond the horizon: direction cosines run from -1 to 1, two radians across.
+MAX_FIELD_RAD = 2.0
 
 Source = Literal["derived", "pinned", "capped", "default"]
 
@@ -281,12 +286,13 @@ class _Planner:
                     reason=f"calibrator ({', '.join(intents)}): not imaged; set plan.targets: all to image "
                            "calibrators as targets of their own"))
                 continue
-            spw_sets, why_spws = self._spw_sets(group)
+            rows = self._rows_for(group, role)
+            spw_sets, why_spws = self._spw_sets(group, rows)
             for spws in spw_sets:
                 label = source if len(spw_sets) == 1 else f"{source} spw {','.join(map(str, spws))}"
                 if role == "calibrator":
                     label = f"{label} (calibrator)"
-                good = sum(self.s.good_rows.get((f, w), 0) for f in group for w in spws)
+                good = sum(rows.get((f, w), 0) for f in group for w in spws)
                 if good == 0:
                     skipped.append(SkippedTarget(
                         label=label, fields=group, spws=spws,
@@ -339,20 +345,33 @@ class _Planner:
             out.append((ids, role, intents, why))
         return out
 
-    def _spw_sets(self, group: list[int]) -> tuple[list[list[int]], str]:
+    def _rows_for(self, group: list[int], role: str) -> dict[tuple[int, int], int]:
+        """Unflagged rows per (field, spw) that count for this target: a science target of an MS that
+        records intents counts its science scans only (its atmosphere or pointing scans, often in
+        spws of their own, are not what is imaged)."""
+        science = self.s.science_rows
+        if role == "science" and any(science.get((f, sp.id), 0) for f in group for sp in self.s.spws):
+            return science
+        return self.s.good_rows
+
+    def _spw_sets(self, group: list[int], rows: dict[tuple[int, int], int]) -> tuple[list[list[int]], str]:
         pinned_spw = self.pinned.get("spw")
-        with_data = [s.id for s in self.s.spws if any(self.s.good_rows.get((f, s.id), 0) for f in group)]
-        observed = with_data or [s.id for s in self.s.spws]
+        auxiliary = [sp.id for sp in self.s.spws if AUXILIARY_SPW.search(sp.name or "")]
+        with_data = [sp.id for sp in self.s.spws
+                     if sp.id not in auxiliary and any(rows.get((f, sp.id), 0) for f in group)]
+        observed = with_data or [sp.id for sp in self.s.spws if sp.id not in auxiliary] or [sp.id for sp in self.s.spws]
         if pinned_spw not in (None, "", []):
             ids = selection_ids(pinned_spw)
             return [ids or observed], f"spw={pinned_spw!r} pinned"
         grouping = self.p.spw_grouping
         if grouping == "auto":
             grouping = "per_spw" if self.kind == "cube" else "together"
+        note = (f"; spw(s) {','.join(map(str, auxiliary))} left out: channel-average, WVR or square-law "
+                "windows copy or monitor the others" if auxiliary else "")
         if grouping == "per_spw":
             return [[i] for i in observed], ("one cube per spectral window with data (native channels; "
-                                             "windows differ in width)")
-        return [observed], "all spectral windows with data, together"
+                                             "windows differ in width)" + note)
+        return [observed], "all spectral windows with data, together" + note
 
     # -- one target ------------------------------------------------------------------------
     def _pb_fwhm_arcsec(self, freq_hz: float) -> float | None:
@@ -451,12 +470,16 @@ class _Planner:
         if pb_fwhm:
             radius = pb_radius_arcsec(pb_fwhm, self.p.pb_level)
             want_x, want_y = 2 * (ext_x + radius), 2 * (ext_y + radius)
+            horizon = MAX_FIELD_RAD * ARCSEC_PER_RAD
             size_inputs: dict[str, Any] = {"pb_fwhm_arcsec": round(pb_fwhm, 3), "pb_level": self.p.pb_level,
                                            "dish_m": self.dish_m, "freq_hz": round(f_lo),
                                            "pointings": len(pointings)}
             size_reason = (f"covers the primary beam (FWHM {pb_fwhm:.4g}\" at {f_lo / 1e9:.4g} GHz, "
                            f"{self.dish_m:g} m dishes: {self.dish_note}) down to {self.p.pb_level:g}"
                            + (f", around all {len(pointings)} pointings" if len(pointings) > 1 else ""))
+            if max(want_x, want_y) > horizon:
+                want_x, want_y = min(want_x, horizon), min(want_y, horizon)
+                size_reason += "; the field stops at the horizon (a SIN image is at most 2 radians across)"
         else:
             across = FALLBACK_BEAMS_ACROSS * (beam.major_arcsec if beam else cell * ppb)
             want_x = want_y = across

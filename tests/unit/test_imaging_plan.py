@@ -217,3 +217,26 @@ def test_small_helpers():
     assert selection_ids("0,2~3") == [0, 2, 3] and selection_ids("1:4~9;12~14") == [1]
     assert selection_ids("3C286", {0: "3C286", 1: "X"}) == [0] and selection_ids("3C*") is None
     assert source_stem("M31_03") == "M31" and source_stem("NGC253-1") == "NGC253" and source_stem("3C286") == "3C286"
+
+
+def test_auxiliary_windows_and_calibration_scans_of_a_science_field_are_not_targets():
+    spws = [SpwFacts(0, "WVR#NOMINAL", 4, 183e9, 184e9, 2e9 / 4),
+            SpwFacts(1, "X1#ALMA_RB_03#BB_1#SW-01#FULL_RES", 64, 100e9, 100.1e9, 1.5e6),
+            SpwFacts(2, "X1#ALMA_RB_03#BB_1#SW-01#CH_AVG", 1, 100e9, 100e9, 1e8),
+            SpwFacts(3, "X1#ALMA_RB_03#BB_2#SW-01#FULL_RES", 64, 102e9, 102.1e9, 1.5e6)]
+    fields = [FieldFacts(0, "Orion", 0, 1.46, -0.09, "ICRS", ("CALIBRATE_ATMOSPHERE", "OBSERVE_TARGET"))]
+    s = survey(fields=fields, spws=spws, dish=12.0)
+    # The atmosphere scans gave spw 3 data too; the science scans only spw 1.
+    s.science_rows = {(0, 1): 50, (0, 2): 50}
+    p = plan(s)
+    assert [t.parameters["spw"] for t in p.targets] == ["1"]
+    assert "left out" in p.targets[0].decision("spw").reason
+
+
+def test_an_all_sky_primary_beam_stops_at_the_horizon():
+    low = [SpwFacts(0, "lwa", 8, 50e6, 51e6, 2.4e4)]
+    p = plan(survey(spws=low, dish=2.0, radius_m=200.0), max_imsize=100000, max_cube_gb=1e4, max_products_gb=1e5)
+    t = p.targets[0]
+    nx, _ = t.parameters["imsize"]
+    cell = float(t.parameters["cell"].removesuffix("arcsec"))
+    assert nx * cell <= 2.0 * ARCSEC_PER_RAD * 1.05 and "horizon" in t.decision("imsize").reason
