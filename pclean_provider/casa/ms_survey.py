@@ -200,7 +200,10 @@ def _fields(tb, ms: Path) -> list[FieldFacts]:
             return []
         names = tb.getcol("NAME")
         source = tb.getcol("SOURCE_ID") if "SOURCE_ID" in tb.colnames() else np.full(n, -1)
-        phase = tb.getcol("PHASE_DIR")  # (2, npoly+1, nfield): the constant term is the direction
+        try:
+            phase = tb.getcol("PHASE_DIR")  # (2, npoly+1, nfield): the constant term is the direction
+        except Exception:  # noqa: BLE001 - fields of different NUM_POLY (ephemerides): one cell each
+            phase = np.stack([np.asarray(tb.getcell("PHASE_DIR", i))[:, :1] for i in range(n)], axis=-1)
         try:
             frame = str(tb.getcolkeyword("PHASE_DIR", "MEASINFO").get("Ref", "J2000"))
         except Exception:  # noqa: BLE001 - a missing keyword means the MS convention, J2000
