@@ -28,11 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "work" / "demo"
 DAG_ID = "nightly_cube_imaging"
 MS_NAME = "demo_night.ms"
-# Small enough for a laptop in a minute or two, big enough to show a cube: 128 px, 8 channels
-# imaged as two sub-cubes on two local Dask workers, cleaned down to about 3 sigma so that the
-# product is noise-limited and passes the nightly QA gate on its merits.
-OVERRIDES = {"imsize": 128, "cell": "8arcsec", "nchan": -1, "niter": 3000, "threshold": "3mJy",
-             "weighting": "briggs", "robust": 0.5}
+# The cell and the image size come from the imaging plan (the template's `cell: auto`, `imsize:
+# auto`): a fifth of the beam, out to where the primary beam falls to 0.2. The demo pins only the
+# clean depth: 8 channels imaged as two sub-cubes on two local Dask workers, cleaned down to about
+# 3 sigma so that the product is noise-limited and passes the nightly QA gate on its merits.
+OVERRIDES = {"nchan": -1, "niter": 3000, "threshold": "3mJy", "weighting": "briggs", "robust": 0.5}
 
 # Airflow reads its home and DAG folder once, at import: set them before anything imports it.
 os.environ.update({
@@ -170,8 +170,9 @@ def main() -> int:
         print(f"QA gate:        below {s.qa_min_score}, so the product went to review instead of the archive:")
         print(f"review ticket:  {tickets[-1] if tickets else s.review_dir}")
     print(f"ingest record:  {Path(s.metadata_dir) / (MS_NAME + '.metadata.json')}")
-    print(f"imaging plan:   {product / 'plan.json'}  (`pclean plan {s.landing_dir}/{MS_NAME}` prints it; "
-          "the demo pins cell and imsize, so the plan keeps them and says so)")
+    plan = json.loads((product / "plan.json").read_text())
+    print(f"imaging plan:   {product / 'plan.json'}  (cell {plan['parameters']['cell']}, imsize "
+          f"{plan['parameters']['imsize']}, from the data; `pclean plan {s.landing_dir}/{MS_NAME}` prints why)")
     print(f"Airflow home:   {DEMO / 'airflow-home'} (browse it: scripts/airflow-standalone.sh)")
 
     step("the same MS with serial casatasks.tclean, for comparison")
