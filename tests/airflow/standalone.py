@@ -233,7 +233,7 @@ SMALL_DIRTY_CUBE = {**SMALL_CUBE, "niter": 0}
 ARRIVALS_DAG_ID = "nightly_cube_arrivals"
 ARRIVALS_LANDING = "arrivals-landing"
 OPENLINEAGE_FILE = "openlineage-events.jsonl"
-LIVE_MAX_MAP_LENGTH = 64
+LIVE_MAX_MAP_LENGTH = 8
 _shared: Standalone | None = None
 
 

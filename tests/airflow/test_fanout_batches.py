@@ -1,6 +1,6 @@
 """The fan-out pipeline DAG with more sub-cubes than Airflow's map limit, under dag.test().
 
-Airflow's ``max_map_length`` is lowered to 64 and the cube has 70 one-channel sub-cubes: Airflow
+Airflow's ``max_map_length`` is lowered to 8 and the cube has 14 one-channel sub-cubes: Airflow
 sees a few batch tasks per MS (each a Dask task per sub-cube underneath), the cube equals serial
 tclean at niter=0, and clearing one batch (with downstream, as the UI does) selects only its own
 MS's tail. Real CASA, a real local Dask cluster, the shipped cube template with cube_mode fanout.
@@ -25,9 +25,9 @@ from tests.airflow.test_nightly_dags import (
 
 pytestmark = [pytest.mark.airflow, pytest.mark.casa]
 
-NCHAN = 70
+NCHAN = 14
 BATCH_TASKS = 5
-MAP_LIMIT = 64
+MAP_LIMIT = 8
 PIXEL_TOL = 1e-5  # of each product's peak; measured: identical
 
 
@@ -48,10 +48,10 @@ def test_a_cube_past_the_map_limit_runs_in_batches_and_equals_tclean(dags, tmp_p
     landing = DATA_ROOT / "landing-batches"
     wide = simulate_into(landing, "wide.ms", seed=51, nchan=NCHAN)
     simulate_into(landing, "narrow.ms", seed=52, nchan=4)
-    # 20 sub-cubes per task would need 4 batches for the wide cube; the fifth has nothing to image.
+    # 4 sub-cubes per task would need 4 batches for the wide cube; the fifth has nothing to image.
     dag = template_dag(tmp_path / "batch-dags", "nightly_cube_batches", cube_mode="fanout",
                        landing_dir="landing-batches",
-                       cube={"subcubes_per_task": 20, "batch_tasks": BATCH_TASKS})
+                       cube={"subcubes_per_task": 4, "batch_tasks": BATCH_TASKS})
     batch_ids = [f"subcubes_{n}" for n in range(1, BATCH_TASKS + 1)]
     assert all(dag.get_task(t).pool == "default_pool" for t in batch_ids), "deferred batches hold no heavy slot"
     overrides = {**SMALL_CUBE, "niter": 0, "cube_chunksize": 1}
@@ -63,10 +63,10 @@ def test_a_cube_past_the_map_limit_runs_in_batches_and_equals_tclean(dags, tmp_p
     w, n = ms_index["wide.ms"], ms_index["narrow.ms"]
     names = {t: {ti.map_index: ti.rendered_map_index for ti in run.get_task_instances() if ti.task_id == t}
              for t in batch_ids}
-    # The wide cube: 70 sub-cubes (more than the map limit) in 4 batches of 18/18/17/17.
+    # The wide cube: 14 sub-cubes (more than the map limit) in 4 batches of 4/4/3/3.
     assert [names[t][w] for t in batch_ids[:4]] == [
-        "wide.ms ch 0-17 (18 sub-cubes)", "wide.ms ch 18-35 (18 sub-cubes)",
-        "wide.ms ch 36-52 (17 sub-cubes)", "wide.ms ch 53-69 (17 sub-cubes)"], names
+        "wide.ms ch 0-3 (4 sub-cubes)", "wide.ms ch 4-7 (4 sub-cubes)",
+        "wide.ms ch 8-10 (3 sub-cubes)", "wide.ms ch 11-13 (3 sub-cubes)"], names
     assert names[batch_ids[4]][w] == "no batch" and states[(batch_ids[4], w)][0] == "success"
     # The narrow one: 4 sub-cubes in one batch.
     assert names["subcubes_1"][n] == "narrow.ms ch 0-3 (4 sub-cubes)"

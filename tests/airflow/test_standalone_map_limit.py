@@ -1,4 +1,5 @@
-"""A live `airflow standalone` whose `max_map_length` is 64 images a cube of 70 one-channel sub-cubes.
+"""A live `airflow standalone` whose `max_map_length` is 8 images a cube of 12 one-channel sub-cubes
+(the smallest sizes that prove the point: more sub-cubes than Airflow may map).
 
 The fan-out pipeline maps its per-MS task group over the night's MSs, and each batch task runs many
 sub-cubes as Dask tasks of their own, so the number of sub-cubes is not bounded by Airflow's map
@@ -18,7 +19,7 @@ from tests.airflow.test_standalone_e2e import airflow_standalone  # noqa: F401 -
 
 pytestmark = [pytest.mark.airflow, pytest.mark.casa]
 DAG_ID = standalone.FANOUT_DAG_ID
-NCHAN = 70
+NCHAN = 12
 PIXEL_TOL = 1e-5  # of each product's peak
 
 
@@ -38,10 +39,10 @@ def test_more_subcubes_than_the_live_map_limit(airflow_standalone, casa_runtime,
     summary = server.task_summary(DAG_ID, run_id)
     assert state == "success", (summary, server.tail())
 
-    # 70 sub-cubes in the template's two batch tasks, one mapped task instance each (one MS).
+    # 12 sub-cubes in the template's two batch tasks, one mapped task instance each (one MS).
     labels = sorted(t.get("rendered_map_index") for t in server.task_instances(DAG_ID, run_id)
                     if t["task_id"] in ("subcubes_1", "subcubes_2"))
-    assert labels == ["maplimit.ms ch 0-34 (35 sub-cubes)", "maplimit.ms ch 35-69 (35 sub-cubes)"], labels
+    assert labels == ["maplimit.ms ch 0-5 (6 sub-cubes)", "maplimit.ms ch 6-11 (6 sub-cubes)"], labels
     for key in [("partition", 0), ("subcubes_1", 0), ("subcubes_2", 0), ("gather_subcubes", 0), ("concat", 0),
                 ("archive", 0)]:
         assert summary[key][0] == "success", (key, summary)
