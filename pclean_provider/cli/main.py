@@ -32,6 +32,11 @@ def available_subcommands() -> dict[str, tuple[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["--version"], ["-V"]):
+        from pclean_provider.version import __version__
+
+        print(f"pclean {__version__}")
+        return 0
     subs = available_subcommands()
     if argv and argv[0] in subs:
         module = importlib.import_module(subs[argv[0]][0])

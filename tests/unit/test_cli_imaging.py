@@ -143,3 +143,11 @@ def test_runs_the_engine_with_the_merged_config(capsys, tmp_path, monkeypatch):
     assert seen["progress"] is True
     assert seen["cfg"].iteration.niter == 12 and seen["cfg"].deconvolution.deconvolver == "hogbom"
     assert str(tmp_path / "img.image") in out
+
+
+def test_version_prints_the_installed_version(capsys):
+    from pclean_provider.cli.main import main
+    from pclean_provider.version import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"pclean {__version__}"
