@@ -84,8 +84,10 @@ def estimate_beam(u: np.ndarray, v: np.ndarray, weights: np.ndarray) -> BeamEsti
     if len(w) == 0:
         return None
     if len(w) > MAX_POINTS:
-        step = math.ceil(len(w) / MAX_POINTS)
-        u, v, w = u[::step], v[::step], w[::step]
+        # A seeded random subset: the points come in dumps of baselines, and a regular step sharing
+        # a factor with their count would keep only some baselines; a fixed seed keeps it repeatable.
+        keep_idx = np.sort(np.random.default_rng(0).choice(len(w), MAX_POINTS, replace=False))
+        u, v, w = u[keep_idx], v[keep_idx], w[keep_idx]
     total = float(w.sum())
     # Second moments about the origin (each point stands for itself and its conjugate): the
     # curvature of the PSF's peak, which seeds the search for its half-power points.
@@ -167,3 +169,4 @@ def _fit_main_lobe(u: np.ndarray, v: np.ndarray, w: np.ndarray, r_min: float, r_
     east, north = eigvec[0, 0], eigvec[1, 0]
     pa = (math.degrees(math.atan2(east, north)) + 90.0) % 180.0 - 90.0
     return major, minor, pa
+

@@ -240,3 +240,28 @@ def test_an_all_sky_primary_beam_stops_at_the_horizon():
     nx, _ = t.parameters["imsize"]
     cell = float(t.parameters["cell"].removesuffix("arcsec"))
     assert nx * cell <= 2.0 * ARCSEC_PER_RAD * 1.05 and "horizon" in t.decision("imsize").reason
+
+
+def test_the_row_stride_samples_every_baseline():
+    from pclean_provider.casa.ms_survey import sample_stride
+
+    assert sample_stride(1000, 200_000, nantennas=10, ndd=4) == 1
+    # 10 antennas: 45 baselines; a plain stride of 10 would see 9 of them at every dump.
+    stride = sample_stride(1_944_000, 200_000, nantennas=10, ndd=4)
+    assert stride >= 10 and 45 % stride and 55 % stride and 4 % stride
+    rows = np.arange(0, 1_944_000, stride)
+    assert len(np.unique(rows % 45)) == 45
+    assert len(rows) <= 200_000 * 1.2
+
+
+def test_a_large_uv_sample_is_thinned_without_losing_baselines():
+    # 45 baselines x many dumps, ordered as an MS is: a regular step would alias with the baselines.
+    nbl, ndump = 45, 6000
+    rng = np.random.default_rng(5)
+    base_u, base_v = rng.normal(0, 5e3, nbl), rng.normal(0, 5e3, nbl)
+    base_u[0], base_v[0] = 3e4, 0.0  # one long baseline the beam depends on
+    u, v = np.tile(base_u, ndump), np.tile(base_v, ndump)
+    full = estimate_beam(u[: nbl * 100], v[: nbl * 100], np.ones(nbl * 100))
+    thinned = estimate_beam(u, v, np.ones(len(u)))
+    assert thinned.points == 100_000
+    assert thinned.minor_arcsec == pytest.approx(full.minor_arcsec, rel=0.03)
