@@ -35,6 +35,10 @@ def qa_tasks(t: PipelineTemplate, pool: str):
             args += ["--truth", item["truth"]]
         if item.get("plan_path"):
             args += ["--plan", item["plan_path"]]
+        summary = _iteration_summary(imaging)
+        if summary:
+            # The imaging task's own figures (iterations, stop) for the report's convergence section.
+            args += ["--summary", str(write_json_atomic(Path(item["product_dir"]) / "imaging-summary.json", summary))]
         if s.qa_thresholds:
             thresholds = Path(item["product_dir"]) / "qa-thresholds.json"
             write_json_atomic(thresholds, s.qa_thresholds)
@@ -86,3 +90,16 @@ def qa_tasks(t: PipelineTemplate, pool: str):
         return {**checked, "route": route}
 
     return qa, qa_gate
+
+
+def _iteration_summary(imaging: dict | None) -> dict:
+    """tclean's iteration summary from the imaging task's result (the exact cube and the continuum
+    loop carry one; a fan-out concat, which cleans nothing, does not)."""
+    if not isinstance(imaging, dict):
+        return {}
+    summary = {k: v for k, v in (imaging.get("summary") or {}).items() if isinstance(v, int | float | str | bool)}
+    if "iterdone" not in summary and imaging.get("iterations") is not None:
+        summary["iterdone"] = imaging["iterations"]
+    if "stopDescription" not in summary and imaging.get("stop_reason"):
+        summary["stopDescription"] = imaging["stop_reason"]
+    return summary
