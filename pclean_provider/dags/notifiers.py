@@ -53,7 +53,7 @@ def notifier_class(t: PipelineTemplate, index: int) -> type[BaseNotifier]:
 
 def check_notifiers(t: PipelineTemplate) -> None:
     """Build every configured notifier once, so a wrong entry fails the DAG's import, not a night."""
-    for event in ("task_failed", "qa_review", "nothing_arrived", "deadline_missed"):
+    for event in ("task_failed", "qa_review", "nothing_arrived", "not_imaged", "deadline_missed"):
         configured(t, event)
 
 

@@ -26,7 +26,7 @@ log = logging.getLogger("pclean.notify")
 NOTIFICATIONS_DIR_ENV = "PCLEAN_NOTIFICATIONS_DIR"
 
 
-NotifierEvent = Literal["task_failed", "qa_review", "nothing_arrived", "deadline_missed"]
+NotifierEvent = Literal["task_failed", "qa_review", "nothing_arrived", "not_imaged", "deadline_missed"]
 
 
 class NotifierSpec(BaseModel):

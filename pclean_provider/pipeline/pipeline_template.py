@@ -202,7 +202,7 @@ class PipelineTemplate(BaseModel):
                                   "after it was queued.")
     notifiers: list[NotifierSpec] = Field(
         default_factory=list, description="Airflow notifiers called besides the file notifications "
-        "(task_failed, qa_review, nothing_arrived, deadline_missed); see pipeline/notify.py.")
+        "(task_failed, qa_review, nothing_arrived, not_imaged, deadline_missed); see pipeline/notify.py.")
 
     @field_validator("dag_id")
     @classmethod

@@ -50,7 +50,11 @@ def test_a_night_planned_from_the_data_images_every_science_target(dags, tmp_pat
         simulate_ms(landing / name, antennas=8, nchan=4, hours=0.5, integration_s=120.0, seed=9,
                          overwrite=True, **extra)
         (landing / f"{name}.complete").write_text("")
-    dag = template_dag(tmp_path / "plan-dags", "nightly_cube_plan", landing_dir="landing-plan")
+    sent = tmp_path / "sent.jsonl"
+    notifier = {"notifier": "tests.airflow.recording_notifier.RecordingNotifier", "on": ["not_imaged"],
+                "kwargs": {"path": str(sent)}}
+    dag = template_dag(tmp_path / "plan-dags", "nightly_cube_plan", landing_dir="landing-plan",
+                       notifiers=[notifier])
     run = run_dag(dag, {})  # no overrides: the template's policies decide everything
     states = task_states(run)
     assert str(run.state) == "success", states
@@ -81,6 +85,8 @@ def test_a_night_planned_from_the_data_images_every_science_target(dags, tmp_pat
     notes = [n for n in read_notifications(DATA_ROOT / "notifications") if n.run_id == run.run_id]
     (dead,) = [n for n in notes if n.kind == "not_imaged"]
     assert dead.ms == "dead.ms" and "no unflagged data" in dead.reason, dead
+    (message,) = [json.loads(line) for line in sent.read_text().splitlines()]
+    assert message["task_id"] == "prepare" and message["run_id"] == run.run_id
     ledger = json.loads((DATA_ROOT / "work" / "nightly_cube_plan" / "ledger" / "dead.ms.json").read_text())
     assert ledger["route"] == "not_imaged"
     (plan_file,) = run_dir.glob("*/plans/survey.ms.plan.json")

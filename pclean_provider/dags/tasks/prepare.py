@@ -11,6 +11,7 @@ from pathlib import Path
 from airflow.sdk import get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from pclean_provider.dags.notifiers import send
 from pclean_provider.dags.params import run_settings
 from pclean_provider.pipeline.ingest import write_json_atomic
 from pclean_provider.pipeline.notify import notify_not_imaged
@@ -55,6 +56,8 @@ def prepare_task(t: PipelineTemplate):
                 not_imaged.append(f"{ms['name']}: {reason}")
                 continue
             items.extend(_target_items(t, s, ms, plan))
+        if not_imaged:
+            send(t, "not_imaged", ctx)
         ctx["ti"].xcom_push(key=RUN_XCOM, value={
             "address_file": str(Path(s.run_dir) / "cluster" / "scheduler.address"),
             "cluster_overrides": s.cluster_overrides(),
