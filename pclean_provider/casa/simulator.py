@@ -40,6 +40,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pclean_provider.casa.runtime import ensure_casa_runtime
+from pclean_provider.config.quantities import fast_fft_size
 from pclean_provider.errors import PcleanInputError
 
 # Phase centre of the default sky: at +40 deg it transits at 56 deg elevation seen from the VLA,
@@ -166,20 +167,25 @@ def load_targets(targets: str | os.PathLike | Iterable[Any]) -> list[TargetSpec]
         raw = _read_list_file(Path(targets).expanduser(), "targets")
     else:
         raw = list(targets)
-    out: list[TargetSpec] = []
+    return _validated_list(raw, TargetSpec, "targets", "None for a single field")
+
+
+def _validated_list(raw: Iterable[Any], model: type, what: str, instead: str) -> list:
+    """Each item as ``model`` (validated; an error names its index), non-empty, names unique."""
+    out = []
     for i, item in enumerate(raw):
-        if isinstance(item, TargetSpec):
+        if isinstance(item, model):
             out.append(item)
             continue
         try:
-            out.append(TargetSpec.model_validate(item))
+            out.append(model.model_validate(item))
         except Exception as exc:
-            raise SimulationError(f"targets[{i}]: {exc}") from exc
+            raise SimulationError(f"{what}[{i}]: {exc}") from exc
     if not out:
-        raise SimulationError("targets: the list is empty; give at least one target or None for a single field")
-    names = [t.name for t in out]
+        raise SimulationError(f"{what}: the list is empty; give at least one, or {instead}")
+    names = [x.name for x in out]
     if len(set(names)) != len(names):
-        raise SimulationError(f"targets: names must be unique, got {names}")
+        raise SimulationError(f"{what}: names must be unique, got {names}")
     return out
 
 
@@ -252,21 +258,7 @@ def load_sources(sources: str | os.PathLike | Iterable[Any] | None) -> list[Sour
         return default_sources()
     if isinstance(sources, str | os.PathLike):
         sources = _read_list_file(Path(sources).expanduser(), "sources")
-    out: list[SourceSpec] = []
-    for i, item in enumerate(sources):
-        if isinstance(item, SourceSpec):
-            out.append(item)
-            continue
-        try:
-            out.append(SourceSpec.model_validate(item))
-        except Exception as exc:
-            raise SimulationError(f"sources[{i}]: {exc}") from exc
-    if not out:
-        raise SimulationError("sources: the list is empty; give at least one source or None for the default sky")
-    names = [s.name for s in out]
-    if len(set(names)) != len(names):
-        raise SimulationError(f"sources: names must be unique, got {names}")
-    return out
+    return _validated_list(sources, SourceSpec, "sources", "None for the default sky")
 
 
 def _lm_to_radec(ra0: float, dec0: float, l_rad: float, m_rad: float) -> tuple[float, float]:
@@ -586,17 +578,8 @@ def spw_layout_widths(nchan: int, chan_widths_hz: Sequence[float], ref_freq_hz: 
 
 
 def _nice_imsize(n: float) -> int:
-    """Smallest size >= n that FFTs well (factors 2, 3, 5; even)."""
-    size = max(64, int(math.ceil(n)))
-    while True:
-        m = size
-        for p in (2, 3, 5):
-            while m % p == 0:
-                m //= p
-        if m == 1 and size % 2 == 0:
-            return size
-        size += 1
-
+    """Smallest size >= n (at least 64) that FFTs well."""
+    return fast_fft_size(n, minimum=64)
 
 def _validate(**kw: Any) -> None:
     if kw["antennas"] is not None and kw["antennas"] < 3:

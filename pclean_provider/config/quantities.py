@@ -80,3 +80,17 @@ def parse_flux_jy(value: object) -> float:
     if parsed is None or unit not in _FLUX_JY:
         raise ValueError(f"{value!r} is not a flux density (use e.g. '0.1mJy', '0Jy' or a number of Jy)")
     return parsed[0] * _FLUX_JY[unit]
+
+
+def fast_fft_size(n: float, minimum: int = 32) -> int:
+    """Smallest even image size >= n (and >= minimum) whose prime factors are 2, 3 and 5: the
+    sizes CASA's FFTs handle fast (the imaging plan and the simulator's imaging hint use it)."""
+    size = max(minimum, int(math.ceil(n)))
+    while True:
+        m = size
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1 and size % 2 == 0:
+            return size
+        size += 1

@@ -40,7 +40,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from pclean_provider.config.plan_policy import PlanPolicy
-from pclean_provider.config.quantities import parse_angle_arcsec
+from pclean_provider.config.quantities import fast_fft_size, parse_angle_arcsec
 from pclean_provider.engine.beam_estimate import ARCSEC_PER_RAD, estimate_beam, imaging_weights
 
 SPEED_OF_LIGHT = 299_792_458.0
@@ -163,19 +163,6 @@ def plan_from_survey(survey, *, kind: Literal["cube", "continuum"], flat: Mappin
 
 # --------------------------------------------------------------------------------------------
 # Small pure helpers (tested on their own)
-
-
-def fast_fft_size(n: float, minimum: int = 32) -> int:
-    """Smallest even size >= n whose prime factors are 2, 3 and 5 (FFTs of it are fast)."""
-    size = max(minimum, int(math.ceil(n - 1e-9)))
-    while True:
-        m = size
-        for p in (2, 3, 5):
-            while m % p == 0:
-                m //= p
-        if m == 1 and size % 2 == 0:
-            return size
-        size += 1
 
 
 def round_cell_arcsec(cell: float) -> float:
