@@ -6,6 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Test processes side by side (pytest-xdist); tests/conftest.py keeps what shares a component together.
+# TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 3
 BENCH_ARGS ?=
 
 .PHONY: setup system-packages venv demo test bench lint clean
@@ -30,7 +33,7 @@ demo: setup
 	$(PY) scripts/demo.py
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) bench/run.py $(BENCH_ARGS)

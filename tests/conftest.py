@@ -15,6 +15,45 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() == "true"
 REPO = Path(__file__).resolve().parents[1]
 
+# `make test` runs the suite on several pytest-xdist workers (--dist loadgroup). Tests that share one
+# real component run in one worker, one after the other: the live Airflow (one standalone for the
+# whole session), the local SLURM. A module whose fixtures make something costly per module (a
+# cluster, an MS, a serial tclean reference) is one group too, so they are made once; the modules
+# listed in SPREAD are cheap to set up per worker and long to run, so their tests spread.
+LIVE_AIRFLOW_FILES = {
+    "tests/airflow/test_standalone_e2e.py",
+    "tests/airflow/test_standalone_night.py",
+    "tests/airflow/test_operators_clear_and_kill.py",
+    "tests/browser/test_trigger_form.py",
+}
+SPREAD = {"tests/casa/test_cube_sessions.py", "tests/unit"}
+# Groups in the order they start: the longest first, so that the short ones fill in beside them.
+FIRST = ("live-airflow", "slurm")
+
+
+def xdist_group_of(relpath: str) -> str | None:
+    if relpath in LIVE_AIRFLOW_FILES:
+        return "live-airflow"
+    if relpath.startswith("tests/slurm/"):
+        return "slurm"
+    if relpath in SPREAD or relpath.rsplit("/", 1)[0] in SPREAD:
+        return None
+    return relpath
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    groups = {}
+    for item in items:
+        group = xdist_group_of(Path(str(item.fspath)).resolve().relative_to(REPO).as_posix())
+        groups[item.nodeid] = group
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+    # Every worker sorts alike (the order is a function of the collected items), as xdist requires.
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(groups[item.nodeid], len(FIRST)))
+
 
 def require(component: str, available: bool, how_to_get_it: str) -> None:
     """Skip a test whose component is missing on a developer machine; fail it in CI."""
@@ -62,3 +101,16 @@ def two_spw_ms(casa_runtime, tmp_path_factory):
 
 def which_or_none(name: str) -> str | None:
     return shutil.which(name)
+
+
+@pytest.fixture(scope="session")
+def airflow_standalone():
+    """The test session's one live `airflow standalone` (tests/airflow/standalone.py), serving the
+    project's DAGs and the test DAGs; stopped, with every process it started, when the session ends."""
+    from tests.airflow import standalone
+
+    require("airflow", (standalone.VENV_BIN / "airflow").exists(), "run `make setup`")
+    server = standalone.shared()
+    yield server
+    server.stop()
+    assert not server.group_members(), "airflow standalone left processes behind"

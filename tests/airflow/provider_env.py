@@ -12,9 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-TEST_DAGS = REPO / "tests" / "airflow" / "dags"
-VENV_BIN = Path(sys.executable).parent
+from tests.airflow.standalone import TEST_DAGS, VENV_BIN
 
 if "PCLEAN_TEST_AIRFLOW_HOME" not in os.environ:
     os.environ["PCLEAN_TEST_AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="pclean-airflow-home-")

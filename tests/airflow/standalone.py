@@ -21,6 +21,7 @@ from typing import Any
 import requests
 
 REPO = Path(__file__).resolve().parents[2]
+TEST_DAGS = REPO / "tests" / "airflow" / "dags"
 VENV_BIN = Path(sys.executable).parent
 TERMINAL = {"success", "failed"}
 
@@ -233,7 +234,6 @@ SMALL_DIRTY_CUBE = {**SMALL_CUBE, "niter": 0}
 ARRIVALS_DAG_ID = "nightly_cube_arrivals"
 ARRIVALS_LANDING = "arrivals-landing"
 OPENLINEAGE_FILE = "openlineage-events.jsonl"
-LIVE_MAX_MAP_LENGTH = 8
 _shared: Standalone | None = None
 
 
@@ -269,6 +269,14 @@ def write_small_templates(directory: Path) -> Path:
     return directory
 
 
+def dag_folder(directory: Path) -> Path:
+    """A DAG folder of links to the project's DAG files and the test DAGs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for src in [*sorted((REPO / "dags").glob("*.py")), *sorted(TEST_DAGS.glob("*.py"))]:
+        (directory / src.name).symlink_to(src)
+    return directory
+
+
 def shared() -> Standalone:
     """Start (once per process) an `airflow standalone` serving the project's DAGs."""
     global _shared
@@ -281,6 +289,12 @@ def shared() -> Standalone:
     data = root / "data"
     (data / "landing").mkdir(parents=True)
     env = {
+        # The project's DAGs and the test DAGs (tests/airflow/dags) side by side: one Airflow serves
+        # every live test.
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dag_folder(root / "dags")),
+        # The test DAGs are driven right after start; a short listing interval finds them soon.
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
         "PCLEAN_DATA_ROOT": str(data),
         "PCLEAN_PIPELINES_DIR": str(write_small_templates(root / "pipelines")),
         # No nightly schedule firing in the middle of a test: only the runs a test triggers, and
@@ -290,9 +304,6 @@ def shared() -> Standalone:
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "append": True,
                                                        "log_file_path": str(root / OPENLINEAGE_FILE)}),
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "pclean-tests",
-        # Lowered from 1,024 so that a test-sized cube has more sub-cubes than Airflow may map
-        # (test_standalone_map_limit.py); every other live test maps a few MSs only.
-        "AIRFLOW__CORE__MAX_MAP_LENGTH": str(LIVE_MAX_MAP_LENGTH),
     }
     server = Standalone(root / "home", extra_env=env)
     atexit.register(server.stop)

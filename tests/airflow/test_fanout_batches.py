@@ -1,6 +1,6 @@
 """The fan-out pipeline DAG with more sub-cubes than Airflow's map limit, under dag.test().
 
-Airflow's ``max_map_length`` is lowered to 8 and the cube has 14 one-channel sub-cubes: Airflow
+Airflow's ``max_map_length`` is lowered to 8 and the cube has 10 one-channel sub-cubes: Airflow
 sees a few batch tasks per MS (each a Dask task per sub-cube underneath), the cube equals serial
 tclean at niter=0, and clearing one batch (with downstream, as the UI does) selects only its own
 MS's tail. Real CASA, a real local Dask cluster, the shipped cube template with cube_mode fanout.
@@ -25,7 +25,7 @@ from tests.airflow.test_nightly_dags import (
 
 pytestmark = [pytest.mark.airflow, pytest.mark.casa]
 
-NCHAN = 14
+NCHAN = 10
 BATCH_TASKS = 5
 MAP_LIMIT = 8
 PIXEL_TOL = 1e-5  # of each product's peak; measured: identical
@@ -48,12 +48,14 @@ def test_a_cube_past_the_map_limit_runs_in_batches_and_equals_tclean(dags, tmp_p
     landing = DATA_ROOT / "landing-batches"
     wide = simulate_into(landing, "wide.ms", seed=51, nchan=NCHAN)
     simulate_into(landing, "narrow.ms", seed=52, nchan=4)
-    # 4 sub-cubes per task would need 4 batches for the wide cube; the fifth has nothing to image.
+    # 4 sub-cubes per task: 3 batches for the wide cube; the fourth and fifth have nothing to image.
     dag = template_dag(tmp_path / "batch-dags", "nightly_cube_batches", cube_mode="fanout",
                        landing_dir="landing-batches",
                        cube={"subcubes_per_task": 4, "batch_tasks": BATCH_TASKS})
     batch_ids = [f"subcubes_{n}" for n in range(1, BATCH_TASKS + 1)]
     assert all(dag.get_task(t).pool == "default_pool" for t in batch_ids), "deferred batches hold no heavy slot"
+    heavy = {t.task_id for t in dag.tasks if t.pool == "pclean_heavy"}
+    assert {"concat", "qa", "archive"} <= heavy, heavy
     overrides = {**SMALL_CUBE, "niter": 0, "cube_chunksize": 1}
     run = run_dag(dag, {"overrides": overrides, "qa_min_score": 0.0})
     states = task_states(run)
@@ -63,11 +65,10 @@ def test_a_cube_past_the_map_limit_runs_in_batches_and_equals_tclean(dags, tmp_p
     w, n = ms_index["wide.ms"], ms_index["narrow.ms"]
     names = {t: {ti.map_index: ti.rendered_map_index for ti in run.get_task_instances() if ti.task_id == t}
              for t in batch_ids}
-    # The wide cube: 14 sub-cubes (more than the map limit) in 4 batches of 4/4/3/3.
-    assert [names[t][w] for t in batch_ids[:4]] == [
-        "wide.ms ch 0-3 (4 sub-cubes)", "wide.ms ch 4-7 (4 sub-cubes)",
-        "wide.ms ch 8-10 (3 sub-cubes)", "wide.ms ch 11-13 (3 sub-cubes)"], names
-    assert names[batch_ids[4]][w] == "no batch" and states[(batch_ids[4], w)][0] == "success"
+    # The wide cube: 10 sub-cubes (more than the map limit) in 3 batches of 4/3/3.
+    assert [names[t][w] for t in batch_ids[:3]] == [
+        "wide.ms ch 0-3 (4 sub-cubes)", "wide.ms ch 4-6 (3 sub-cubes)", "wide.ms ch 7-9 (3 sub-cubes)"], names
+    assert all(names[t][w] == "no batch" and states[(t, w)][0] == "success" for t in batch_ids[3:]), names
     # The narrow one: 4 sub-cubes in one batch.
     assert names["subcubes_1"][n] == "narrow.ms ch 0-3 (4 sub-cubes)"
     assert all(names[t][n] == "no batch" for t in batch_ids[1:])

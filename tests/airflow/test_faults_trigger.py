@@ -4,7 +4,6 @@ the wait with a message saying what happened and how to recover. Real Dask sched
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -46,9 +45,8 @@ def test_no_workers_for_longer_than_the_grace_fails_the_wait(tmp_path):
         trigger = _trigger(cluster.scheduler_address, key, tmp_path / "r.json", no_workers_timeout=1.0)
         # It survives the round trip a triggerer restart makes.
         rebuilt = type(trigger)(**trigger.serialize()[1])
-        started = time.monotonic()
-        event = asyncio.run(_first_event(rebuilt)).payload
-        assert time.monotonic() - started < 30
+        # A guard against waiting for ever, not a measurement: the trigger gives up after 1 s.
+        event = asyncio.run(asyncio.wait_for(_first_event(rebuilt), 120)).payload
         assert event["status"] == "error"
         assert "no worker for more than 1 s" in event["message"]
         assert "cluster_up" in event["message"] and "no_workers_timeout" in event["message"]
@@ -61,10 +59,8 @@ def test_scheduler_gone_fails_the_wait_within_its_timeout(tmp_path):
 
     with LocalCluster(n_workers=0, processes=True, dashboard_address=None) as cluster:
         address = cluster.scheduler_address
-    started = time.monotonic()
-    event = asyncio.run(_first_event(_trigger(address, "pclean-faults-gone-1", tmp_path / "r.json",
-                                              unreachable_timeout=2.0))).payload
-    assert time.monotonic() - started < 30
+    event = asyncio.run(asyncio.wait_for(_first_event(_trigger(address, "pclean-faults-gone-1", tmp_path / "r.json",
+                                                               unreachable_timeout=2.0)), 120)).payload
     assert event["status"] == "error"
     assert f"{address} stayed unreachable for 2 s" in event["message"]
     assert "restarts the cluster host" in event["message"] and "clear the cluster_up task" in event["message"]

@@ -284,49 +284,6 @@ def test_a_night_with_nothing_to_image_says_so(dags, tmp_path):
     assert message == {"subject": "pclean nightly_cube_quiet", "task_id": "nothing_arrived", "run_id": run.run_id}
 
 
-def test_fanout_cube_maps_one_task_per_subcube(dags, tmp_path):
-    from pclean_provider.pipeline.notify import read_notifications
-
-    # The fan-out is exact for dirty cubes only (each sub-cube a whole tclean run): niter=0.
-    # Two MSs in a landing area of their own; the second one's visibilities are cut short.
-    landing = DATA_ROOT / "landing-fanout"
-    fan = simulate_into(landing, "fan.ms", seed=24)
-    break_data(fan, landing / "fan_cut.ms")
-    # One sub-cube per batch task, two batch tasks per MS.
-    dag = template_dag(tmp_path / "fanout-dags", "nightly_cube_fanout", cube_mode="fanout",
-                       landing_dir="landing-fanout", cube={"subcubes_per_task": 1, "batch_tasks": 2})
-    heavy = {t.task_id for t in dag.tasks if t.pool == "pclean_heavy"}
-    assert {"concat", "qa", "archive"} <= heavy and not {"cube", "subcubes_1", "subcubes_2"} & heavy
-    run = run_dag(dag, {"overrides": {**SMALL_CUBE, "niter": 0}, "qa_min_score": 0.0},
-                  no_retries=("subcubes_1", "subcubes_2"))
-    states = task_states(run)
-    assert str(run.state) == "failed", states  # the cut MS's sub-cubes failed
-    # Two MSs, two sub-cubes each, one per batch task, each named by its MS and its channels.
-    batches = {**map_names(run, "subcubes_1"), **map_names(run, "subcubes_2")}
-    assert sorted(batches) == ["fan.ms ch 0-1 (1 sub-cube)", "fan.ms ch 2-3 (1 sub-cube)",
-                               "fan_cut.ms ch 0-1 (1 sub-cube)", "fan_cut.ms ch 2-3 (1 sub-cube)"], batches
-    for label, index in batches.items():
-        task_id = "subcubes_1" if " ch 0-1 " in label else "subcubes_2"
-        assert states[(task_id, index)][0] == ("failed" if label.startswith("fan_cut.ms") else "success")
-    parts = map_names(run, "partition")
-    good, cut = parts["fan.ms"], parts["fan_cut.ms"]
-    # The good MS: its own gather, concat, QA, gate and archive, whatever the other's sub-cubes did.
-    for task_id in ("partition", "gather_subcubes", "concat", "qa", "qa_gate", "archive"):
-        assert states[(task_id, good)][0] == "success", (task_id, states)
-    (version,) = archived_versions(DATA_ROOT / "archive", "fan_cube")
-    assert "fan.ms" in (version / "manifest.json").read_text()
-    # The cut MS: its failed batch tasks notify, naming it; its gather fails naming them; nothing
-    # after it runs.
-    assert states[("gather_subcubes", cut)][0] == "failed"
-    for task_id in ("concat", "qa", "qa_gate", "archive", "review"):
-        assert states[(task_id, cut)][0] == "upstream_failed", (task_id, states)
-    assert not (DATA_ROOT / "archive" / "fan_cut_cube").exists()
-    notes = {(n.task_id, n.ms) for n in read_notifications(DATA_ROOT / "notifications") if n.run_id == run.run_id}
-    assert ("gather_subcubes", "fan_cut.ms") in notes, notes
-    assert {t for t, ms in notes if (ms or "").startswith("fan_cut.ms")} >= {"subcubes_1", "subcubes_2"}, notes
-    assert not [k for k in states if k[0] == "cube"]
-
-
 def test_continuum_night_below_the_qa_gate_goes_to_review(dags):
     ms = simulate_into(DATA_ROOT / "elsewhere", "cont.ms", seed=31, nchan=4, marker=False)
     run = run_dag(dags["nightly_continuum_imaging"], {"vis": str(ms), "overrides": SMALL_CONTINUUM, "qa_min_score": 1.0})

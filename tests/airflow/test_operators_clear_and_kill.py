@@ -1,4 +1,4 @@
-"""Clear and kill against a live ``airflow standalone`` (scheduler, triggerer, API server), real CASA, real Dask.
+"""Clear and kill against the session's live ``airflow standalone`` (tests/airflow/standalone.py), real CASA, real Dask.
 
 * Clear one mapped sub-cube of a finished run through the REST API: only it and what follows it
   (concat, and the cluster set-up/teardown pair that the cleared task needs) run again; the other
@@ -15,8 +15,6 @@ import time
 import numpy as np
 import pytest
 
-from tests.airflow import provider_env
-from tests.airflow.standalone import Standalone
 from tests.image_compare import pixels
 
 pytestmark = [pytest.mark.airflow, pytest.mark.casa]
@@ -25,22 +23,9 @@ IMAGING = {"specmode": "cube", "nchan": 8, "imsize": [64, 64], "cell": "12arcsec
            "deconvolver": "hogbom", "gridder": "standard", "niter": 40, "cube_chunksize": 3}
 
 
-@pytest.fixture(scope="module")
-def airflow(tmp_path_factory):
-    home = tmp_path_factory.mktemp("standalone-home")
-    server = Standalone(home, extra_env={
-        "AIRFLOW__CORE__DAGS_FOLDER": str(provider_env.TEST_DAGS),
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
-        # The harness's dag-processor interval is long; these tests need their DAGs soon.
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
-    })
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-    assert not server.group_members(), "standalone left processes behind"
+@pytest.fixture
+def airflow(airflow_standalone):
+    return airflow_standalone
 
 
 def _try_numbers(server, dag_id, run_id):

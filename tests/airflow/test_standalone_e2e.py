@@ -1,11 +1,9 @@
-"""A real `airflow standalone`: trigger the fan-out cube pipeline over REST, then re-run one sub-cube batch.
+"""A real `airflow standalone`: an MS that lands is imaged without anyone triggering a run.
 
-Checks the things operations staff rely on: on an Airflow whose heavy-task pool was deleted, the
-run's start makes it again (the provider's scheduler plugin); the run succeeds and archives a verified product;
-clearing one sub-cube batch task re-runs only it and what follows (plus the cluster set-up/teardown
-that bracket it), and the archive returns the version it holds instead of a duplicate. Sub-cubes are
-mapped tasks only in the template's `cube_mode: fanout` (a dirty cube here, niter=0); the default
-exact mode has one `cube` task per MS (the browser test triggers that DAG).
+The landing watcher (LandingAreaTrigger in the triggerer) turns a complete MS into an asset event,
+the DAG scheduled on its cron or that asset runs once, archives, and writes OpenLineage events that
+name the MS and the products. The helpers here (archive verification, waiting for a cleared task's
+re-run) serve the night test (test_standalone_night.py) too.
 """
 
 from __future__ import annotations
@@ -18,16 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.airflow import standalone
-from tests.conftest import require
 
 pytestmark = [pytest.mark.airflow, pytest.mark.casa]
 DAG_ID = standalone.FANOUT_DAG_ID
-
-
-@pytest.fixture(scope="session")
-def airflow_standalone():
-    require("airflow", (standalone.VENV_BIN / "airflow").exists(), "run `make setup`")
-    return standalone.shared()
 
 
 def verify_archive(path: Path) -> subprocess.CompletedProcess:
@@ -44,67 +35,6 @@ def wait_until_rerun_done(server, run_id: str, key: tuple[str, int], old_try: in
             return server.run_state(DAG_ID, run_id)
         time.sleep(3)
     raise TimeoutError(f"re-run did not finish: {server.task_summary(DAG_ID, run_id)}")
-
-
-def test_trigger_archive_then_clear_one_subcube(airflow_standalone, casa_runtime):
-    from pclean_provider.casa.simulator import simulate_ms
-
-    server = airflow_standalone
-    data: Path = server.data_root
-    ms = simulate_ms(data / "incoming" / "e2e.ms", nchan=4, hours=0.25, seed=41).ms
-
-    server.wait_for_dag(DAG_ID)
-    # An Airflow nobody prepared: no heavy pool. Its concat/QA/archive would wait for ever; the
-    # scheduler plugin creates the pool as the run starts, with the template's slots.
-    if any(p["name"] == "pclean_heavy" for p in server.api("GET", "/pools")["pools"]):
-        server.api("DELETE", "/pools/pclean_heavy")
-    server.unpause(DAG_ID)
-    # qa_min_score 0: a test-sized cube is far from the noise and would go to review (see test_nightly_dags).
-    run_id = server.trigger(DAG_ID, {"vis": ms, "overrides": standalone.SMALL_DIRTY_CUBE, "qa_min_score": 0.0})
-    state = server.wait_for_run(DAG_ID, run_id)
-    first = server.task_summary(DAG_ID, run_id)
-    assert state == "success", (first, server.tail())
-    pool = server.api("GET", "/pools/pclean_heavy")
-    assert (pool["slots"], pool["include_deferred"]) == (2, True), pool
-    assert "made by the scheduler plugin when this run started" in server.task_log(DAG_ID, run_id, "ensure_pool", 1)
-
-    # One MS, two sub-cubes, one per batch task (the fan-out template's cube settings in standalone.py).
-    assert first[("subcubes_1", 0)][0] == "success" and first[("subcubes_2", 0)][0] == "success", first
-    product = data / "archive" / "e2e_cube"
-    assert [p.name for p in sorted(product.glob("v*"))] == ["v0001"], list(product.parent.iterdir())
-    assert verify_archive(product / "v0001").returncode == 0
-    manifest_v1 = (product / "v0001" / "manifest.json").read_bytes()
-    events = [e for e in server.api("GET", "/assets/events", params={"limit": 100})["asset_events"]
-              if e.get("source_run_id") == run_id]
-    assert [(e["source_task_id"], e["extra"]["ms"], e["extra"]["version"]) for e in events] == [
-        ("archive", "e2e.ms", 1)]
-    labels = sorted(t.get("rendered_map_index") for t in server.task_instances(DAG_ID, run_id)
-                    if t["task_id"] in ("subcubes_1", "subcubes_2"))
-    assert labels == ["e2e.ms ch 0-1 (1 sub-cube)", "e2e.ms ch 2-3 (1 sub-cube)"], labels
-
-    server.clear(DAG_ID, run_id, [["subcubes_2", 0]], include_downstream=True)
-    state = wait_until_rerun_done(server, run_id, ("subcubes_2", 0), first[("subcubes_2", 0)][1])
-    second = server.task_summary(DAG_ID, run_id)
-    assert state == "success", second
-
-    rerun = {k for k in second if second[k][1] > first[k][1]}
-    # Upstream of the cleared batch, and its sibling batch, keep their first try.
-    for key in [("ingest", -1), ("prepare", -1), ("partition", 0), ("subcubes_1", 0)]:
-        assert key not in rerun, (key, first[key], second[key])
-    # It and everything after it ran again; the cluster came back up for it and went down after.
-    for key in [("subcubes_2", 0), ("gather_subcubes", 0), ("concat", 0), ("qa", 0), ("qa_gate", 0),
-                ("archive", 0), ("cluster_up", -1), ("cluster_down", -1)]:
-        assert key in rerun and second[key][0] == "success", (key, first.get(key), second.get(key))
-
-    # A dirty sub-cube re-imaged is the same cube: its input fingerprints equal version 1's, so the
-    # re-run archive returns version 1 and publishes nothing new.
-    assert [p.name for p in sorted(product.glob("v*"))] == ["v0001"]
-    assert (product / "v0001" / "manifest.json").read_bytes() == manifest_v1  # first version untouched
-    assert verify_archive(product).returncode == 0
-    assert run_id in manifest_v1.decode()
-    versions = sorted(e["extra"]["version"] for e in server.api("GET", "/assets/events", params={"limit": 100})
-                      ["asset_events"] if e.get("source_run_id") == run_id)
-    assert set(versions) == {1}  # the re-run names the version it found, never a new one
 
 
 def wait_for_first_run(server, dag_id: str, timeout: float = 240) -> dict:

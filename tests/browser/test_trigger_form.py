@@ -25,12 +25,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--no-first-run"]
 
 
-@pytest.fixture(scope="session")
-def airflow_standalone():
-    require("airflow", (standalone.VENV_BIN / "airflow").exists(), "run `make setup`")
-    return standalone.shared()
-
-
 @pytest.fixture()
 def page():
     require("playwright", importlib.util.find_spec("playwright") is not None, "run `make setup`")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -12,13 +11,11 @@ HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.slurm
 
 
-def test_start_again_finds_it_running_and_returns_fast(local_slurm):
-    t0 = time.monotonic()
+def test_start_again_finds_it_running(local_slurm):
     proc = subprocess.run(["bash", str(HERE / "start-local-slurm.sh")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "PCLEAN_SLURM=running"
     assert f"SLURM_CONF={local_slurm['conf']}" in proc.stdout
-    assert time.monotonic() - t0 < 10
     sinfo = subprocess.run(["sinfo", "-h", "-p", local_slurm["partition"], "-o", "%a %D"], capture_output=True,
                            text=True)
     assert sinfo.stdout.split() == ["up", "1"]

@@ -162,12 +162,16 @@ def test_obscore_helpers():
     assert time_range_from_metadata({}) == (None, None)
 
 
-def test_pause_hook_is_inert_without_env(monkeypatch):
+def test_pause_hook_is_inert_without_env(monkeypatch, capsys):
     monkeypatch.delenv(ar.PAUSE_ENV, raising=False)
-    ar._pause("fits-written")  # returns at once
+    ar._pause("fits-written")  # returns at once, silently
+    assert capsys.readouterr().err == ""
     monkeypatch.setenv(ar.PAUSE_ENV, "fits-written")
     monkeypatch.setenv(ar.PAUSE_SECONDS_ENV, "0")
+    ar._pause("other-point")  # another point does not pause
+    assert capsys.readouterr().err == ""
     ar._pause("fits-written")
+    assert "paused at fits-written" in capsys.readouterr().err
 
 
 def test_archive_refuses_an_ms_changed_since_ingest(tmp_path):

@@ -66,7 +66,8 @@ def test_unparsable_cell(cell):
 
 @pytest.mark.parametrize("cell", ["8arcsec", "0.1arcmin", "1e-4rad", 8, 0.5, ["1arcsec", "2arcsec"], "3mas"])
 def test_cell_accepted(cell):
-    PcleanConfig.from_flat(cell=cell)
+    # Accepted and handed to tclean as given: CASA parses the quantity itself.
+    assert PcleanConfig.from_flat(cell=cell).tclean_kwargs()["cell"] == cell
 
 
 @pytest.mark.parametrize("threshold", ["0.1mJyy", "lots", "1 parsec", "-1mJy", -0.5])
@@ -77,7 +78,7 @@ def test_unparsable_threshold(threshold):
 
 @pytest.mark.parametrize("threshold", ["0.1mJy", "0Jy", 0.0, 1, "2e-5Jy/beam", "10uJy"])
 def test_threshold_accepted(threshold):
-    PcleanConfig.from_flat(threshold=threshold)
+    assert PcleanConfig.from_flat(threshold=threshold).tclean_kwargs()["threshold"] == threshold
 
 
 def test_vis_does_not_exist(tmp_path):
