@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+from tests.run_cache import RUN_DIR_ENV, simulated
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +42,22 @@ def xdist_group_of(relpath: str) -> str | None:
     if relpath in SPREAD or relpath.rsplit("/", 1)[0] in SPREAD:
         return None
     return relpath
+
+
+_made_run_dir: str | None = None
+
+
+def pytest_configure(config):
+    """One run-wide folder (tests/run_cache.py), made before pytest-xdist starts its processes so
+    that they all inherit its name; removed by the process that made it."""
+    global _made_run_dir
+    if RUN_DIR_ENV not in os.environ:
+        _made_run_dir = os.environ[RUN_DIR_ENV] = tempfile.mkdtemp(prefix="pclean-test-run-")
+
+
+def pytest_unconfigure(config):
+    if _made_run_dir:
+        shutil.rmtree(_made_run_dir, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -82,21 +101,15 @@ def casa_runtime(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def small_ms(casa_runtime, tmp_path_factory):
-    """The simulator's default MeasurementSet (one spw, small, images in seconds), made once."""
-    from pclean_provider.casa.simulator import simulate_ms
-
-    out = tmp_path_factory.mktemp("ms") / "small.ms"
-    return simulate_ms(out, seed=7)
+def small_ms(casa_runtime):
+    """The simulator's default MeasurementSet (one spw, small, images in seconds), made once per run."""
+    return simulated("small", seed=7)
 
 
 @pytest.fixture(scope="session")
-def two_spw_ms(casa_runtime, tmp_path_factory):
-    """Two spectral windows, as the continuum tests need."""
-    from pclean_provider.casa.simulator import simulate_ms
-
-    out = tmp_path_factory.mktemp("ms2") / "two_spw.ms"
-    return simulate_ms(out, nspw=2, nchan=8, seed=11)
+def two_spw_ms(casa_runtime):
+    """Two spectral windows, as the continuum tests need; made once per run."""
+    return simulated("two_spw", nspw=2, nchan=8, seed=11)
 
 
 def which_or_none(name: str) -> str | None:

@@ -19,6 +19,7 @@ import time
 import pytest
 
 from tests.casa.cube_helpers import assert_cube_matches, tclean_fresh
+from tests.run_cache import simulated
 
 pytestmark = pytest.mark.casa
 
@@ -38,53 +39,38 @@ def client(casa_runtime):
 
 
 @pytest.fixture(scope="module")
-def line_ms(casa_runtime, tmp_path_factory):
+def line_ms(casa_runtime):
     """16 x 1 MHz channels, a continuum sky plus a spectral line: cleaning differs per channel."""
-    from pclean_provider.casa.simulator import simulate_ms
-
-    out = tmp_path_factory.mktemp("line-ms") / "line.ms"
-    return simulate_ms(out, nchan=16, antennas=8, hours=0.5, integration_s=60, noise_jy=0.01, seed=5,
-                       spectral_line=True).ms
+    return simulated("line", nchan=16, antennas=8, hours=0.5, integration_s=60, noise_jy=0.01, seed=5,
+                     spectral_line=True).ms
 
 
 @pytest.fixture(scope="module")
-def wide_chan_ms(casa_runtime, tmp_path_factory):
+def wide_chan_ms(casa_runtime):
     """2 MHz channels: an output width of 4 MHz averages two data channels per cube channel."""
-    from pclean_provider.casa.simulator import simulate_ms
-
-    out = tmp_path_factory.mktemp("wide-ms") / "wide.ms"
-    return simulate_ms(out, nchan=12, chan_width_hz=2e6, antennas=8, hours=0.5, integration_s=60,
-                       noise_jy=0.01, seed=6).ms
+    return simulated("wide", nchan=12, chan_width_hz=2e6, antennas=8, hours=0.5, integration_s=60,
+                     noise_jy=0.01, seed=6).ms
 
 
 @pytest.fixture(scope="module")
-def gap_ms(casa_runtime, tmp_path_factory):
+def gap_ms(casa_runtime):
     """Two spws of 12 channels with a 4 MHz gap between them."""
-    from pclean_provider.casa.simulator import simulate_ms
-
-    out = tmp_path_factory.mktemp("gap-ms") / "gap.ms"
-    return simulate_ms(out, nchan=12, nspw=2, spw_gap_hz=4e6, antennas=8, hours=0.5, integration_s=60,
-                       noise_jy=0.01, seed=8).ms
+    return simulated("gap", nchan=12, nspw=2, spw_gap_hz=4e6, antennas=8, hours=0.5, integration_s=60,
+                     noise_jy=0.01, seed=8).ms
 
 
 @pytest.fixture(scope="module")
-def descending_ms(casa_runtime, tmp_path_factory):
+def descending_ms(casa_runtime):
     """Channels stored in decreasing frequency (a lower sideband), negative channel widths."""
-    from pclean_provider.casa.simulator import simulate_ms
-
-    out = tmp_path_factory.mktemp("desc-ms") / "desc.ms"
-    return simulate_ms(out, nchan=12, antennas=8, hours=0.5, integration_s=60, noise_jy=0.01, seed=7,
-                       spectral_line=True, descending=True).ms
+    return simulated("desc", nchan=12, antennas=8, hours=0.5, integration_s=60, noise_jy=0.01, seed=7,
+                     spectral_line=True, descending=True).ms
 
 
 @pytest.fixture(scope="module")
-def mosaic_ms(casa_runtime, tmp_path_factory):
+def mosaic_ms(casa_runtime):
     """Two pointings, few channels: the mosaic gridder's convolution functions are costly."""
-    from pclean_provider.casa.simulator import simulate_ms
-
-    out = tmp_path_factory.mktemp("mosaic-ms") / "mosaic.ms"
-    return simulate_ms(out, nchan=4, fields=2, antennas=6, hours=0.25, integration_s=120, noise_jy=0.01,
-                       seed=9).ms
+    return simulated("mosaic", nchan=4, fields=2, antennas=6, hours=0.25, integration_s=120, noise_jy=0.01,
+                     seed=9).ms
 
 
 def _pclean_and_tclean(ms, tmp_path, client, **kwargs):
