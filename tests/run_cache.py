@@ -1,7 +1,7 @@
-"""What the suite makes once per run and every test process shares: simulated MSs and serial tclean references.
+"""What the suite makes once per run and every test process shares: simulated MSs.
 
 `make test` runs several pytest processes (pytest-xdist). A session fixture is made once per process,
-so each process would simulate the same MSs and run the same serial tclean again. Here each thing is
+so each process would simulate the same MSs again. Here each thing is
 made once per run in a run-wide folder (RUN_DIR_ENV, created by tests/conftest.py before the
 processes start), the first process to need it making it under a file lock while the others wait.
 The things are read, never changed: a test that changes an MS copies it first.
@@ -72,11 +72,3 @@ def simulated(name: str, **kwargs: Any):
     answer = made_once(folder, lambda out: simulate_ms(out / f"{name}.ms", **kwargs).model_dump(mode="json"))
     return SimulationResult.model_validate(answer)
 
-
-def tclean_reference(ms: str, make: Callable[[str], dict], **kwargs: Any) -> tuple[str, dict]:
-    """Serial tclean of `ms` with `kwargs`, made once per run by `make(imagename)` (which returns
-    tclean's summary); returns the reference's image name and that summary. The caller compares
-    against the images and never writes to them."""
-    folder = run_dir() / "tclean" / key_of(ms=str(ms), **kwargs)
-    imagename = str(folder / "ref")
-    return imagename, made_once(folder, lambda _out: make(imagename))
