@@ -43,9 +43,12 @@ class Standalone:
         self.env = self._environment(extra_env or {})
 
     def _environment(self, extra: dict[str, str]) -> dict[str, str]:
-        env = dict(os.environ)
+        # Nothing of the test process's own Airflow set-up (tests/airflow/provider_env.py points its
+        # home, log folder and DAG folder elsewhere) may leak into this one.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
         env.update({
             "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
             "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
