@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from pclean_provider.atomic_files import is_out_of_space
+from pclean_provider.exit_codes import ArchiveExit
 
 
 def _load_config(path: str) -> dict:
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         results = verify_tree(args.path)
         for result in results:
             print(result.summary())
-        return 0 if results and all(r.ok for r in results) else 1
+        return ArchiveExit.OK if results and all(r.ok for r in results) else ArchiveExit.FAILED
 
     metadata = None
     if args.ms_metadata:
@@ -75,16 +76,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ArchiveError as exc:
         print(f"pclean archive: {exc}", file=sys.stderr)
-        return 2
+        return ArchiveExit.BAD_INPUT
     except Exception as exc:
         if not is_out_of_space(exc):
             raise
         # Nothing was published: the staging folder is gone and earlier versions are untouched.
         print(f"pclean archive: no space left to publish under {args.archive_root} ({exc}); nothing was "
               "published and earlier versions are untouched. Free space there and retry.", file=sys.stderr)
-        return 1
+        return ArchiveExit.FAILED
     print(result.model_dump_json(indent=2))
-    return 0
+    return ArchiveExit.OK
 
 
 if __name__ == "__main__":

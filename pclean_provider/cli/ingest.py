@@ -1,10 +1,8 @@
 """``pclean ingest``: validate MeasurementSets in a landing area (or one named MS).
 
-Exit codes: 0 done (broken MSs quarantined is still success), 2 bad arguments, a missing
-landing area, or a ``--spw``/``--field`` selection that matches nothing in an MS (nothing is
-moved), 3 the MS named with ``--vis`` cannot be imaged (the reason is printed), 4 an MS could not
-be read reliably (a flaky filesystem) or moved to a full quarantine area (nothing is moved; a
-retry may succeed).
+Exit codes: ``exit_codes.IngestExit`` (0 done, broken MSs quarantined included; 2 bad input,
+nothing moved; 3 the MS named with ``--vis`` cannot be imaged, the reason printed; 4 an MS could
+not be read reliably or moved to a full quarantine area, nothing moved, a retry may succeed).
 The JSON report (``--report``) is what the Airflow ingest task reads back.
 """
 
@@ -15,9 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-EXIT_BAD_ARGS = 2
-EXIT_REJECTED = 3
-EXIT_READ_UNSTABLE = 4
+from pclean_provider.exit_codes import IngestExit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.landing and not args.vis:
         print("pclean ingest: give a landing area, or --vis PATH for one MS", file=sys.stderr)
-        return EXIT_BAD_ARGS
+        return IngestExit.BAD_INPUT
     from pclean_provider.pipeline import ingest
 
     base = Path(args.landing).resolve().parent if args.landing else Path(args.vis).resolve().parent
@@ -68,12 +64,12 @@ def main(argv: list[str] | None = None) -> int:
                                          field=args.field)
         except ingest.MsReadUnstable as exc:
             print(f"pclean ingest: {exc}", file=sys.stderr)
-            return EXIT_READ_UNSTABLE
+            return IngestExit.READ_UNSTABLE
         except (ingest.MsRejected, ingest.SelectionNotInMs) as exc:
             print(f"pclean ingest: {args.vis} cannot be imaged: {exc}", file=sys.stderr)
             if args.report:
                 ingest.write_json_atomic(Path(args.report), {"rejected": str(exc), "vis": args.vis})
-            return EXIT_REJECTED
+            return IngestExit.REJECTED
         report = ingest.IngestReport(accepted=[accepted])
     else:
         landing = Path(args.landing)
@@ -86,10 +82,10 @@ def main(argv: list[str] | None = None) -> int:
                 redo=args.redo)
         except (FileNotFoundError, ingest.SelectionNotInMs) as exc:
             print(f"pclean ingest: {exc}", file=sys.stderr)
-            return EXIT_BAD_ARGS
+            return IngestExit.BAD_INPUT
         except (ingest.MsReadUnstable, ingest.QuarantineFailed) as exc:
             print(f"pclean ingest: {exc}", file=sys.stderr)
-            return EXIT_READ_UNSTABLE
+            return IngestExit.READ_UNSTABLE
 
     for ms in report.accepted:
         print(f"accepted     {ms.name}: {ms.nrows} rows, {ms.nspw} spw, {ms.nfield} field(s) -> {ms.metadata_path}")
@@ -105,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             print(f"pclean ingest: the report {args.report} could not be written ({exc.strerror or exc}); "
                   "free space there and rerun", file=sys.stderr)
-            return EXIT_READ_UNSTABLE
-    return 0
+            return IngestExit.READ_UNSTABLE
+    return IngestExit.OK
 
 
 if __name__ == "__main__":

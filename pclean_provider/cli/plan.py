@@ -8,9 +8,9 @@ Prints one table per MS (targets, their fields, spws, cell, size, gridder, beam)
 target's decisions with their reasons, and the targets skipped and why. ``--json`` prints the
 plans as JSON instead; ``--out`` also writes them to a file (what the pipeline's plan task reads).
 
-Exit codes: 0 planned (an MS with nothing to image is a plan whose targets were all skipped),
-2 bad arguments or template, 3 an MS could not be planned (the reason is printed and, with
-``--out``, recorded per MS; the other MSs are still planned).
+Exit codes: ``exit_codes.PlanExit`` (0 planned, an MS with nothing to image being a plan whose
+targets were all skipped; 2 bad arguments or template; 3 an MS could not be planned, the reason
+printed and, with ``--out``, recorded per MS, the other MSs still planned).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-EXIT_BAD_ARGS = 2
-EXIT_UNPLANNED = 3
+from pclean_provider.exit_codes import PlanExit
+
 DEFAULT_TEMPLATE = "nightly_cube_imaging"
 
 
@@ -121,14 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         policy = PlanPolicy.model_validate(request["policy"])
     except (OSError, ValueError) as exc:
         print(f"pclean plan: {exc}", file=sys.stderr)
-        return EXIT_BAD_ARGS
+        return PlanExit.BAD_INPUT
     plans, errors = [], []
     for vis in args.vis:
         try:
             plan = plan_imaging(vis, overrides=request["overrides"], presets=request["presets"], policy=policy)
         except ConfigError as exc:
             print(f"pclean plan: {exc}", file=sys.stderr)
-            return EXIT_BAD_ARGS
+            return PlanExit.BAD_INPUT
         except (PcleanInputError, PlanError) as exc:
             print(f"pclean plan: {vis}: {exc}", file=sys.stderr)
             errors.append({"vis": str(Path(vis).resolve()), "error": str(exc)})
@@ -141,4 +141,4 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result["plans"][0] if len(args.vis) == 1 and plans else result, indent=2))
     if args.out:
         write_json(args.out, result, indent=2)
-    return EXIT_UNPLANNED if errors else 0
+    return PlanExit.UNPLANNED if errors else PlanExit.OK

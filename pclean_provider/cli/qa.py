@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from pclean_provider.exit_codes import QaExit
+
 
 def _load_mapping(path: str, what: str) -> dict:
     p = Path(path)
@@ -29,8 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pclean qa",
         description="QA metrics, scores and reports for an imaging product.",
-        epilog="Exit status: 0 when the reports are written (also for an empty product, which scores 0 and goes "
-        "to review), 3 with --exit-on-review when the gate says review, 2 when the input is wrong.",
+        epilog=f"Exit status: {QaExit.OK} when the reports are written (also for an empty product, which scores 0 "
+        f"and goes to review), {QaExit.REVIEW} with --exit-on-review when the gate says review, "
+        f"{QaExit.BAD_INPUT} when the input is wrong.",
     )
     p.add_argument("--image", required=True, help="imagename prefix as given to tclean/pclean (or its .image)")
     p.add_argument("--kind", choices=("cube", "mfs"), required=True, help="cube or mfs (continuum) product")
@@ -46,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-score", type=float, help="gate: overall score needed for 'archive' (default from thresholds)")
     p.add_argument("--no-html", action="store_true", help="skip qa.html (no plots)")
     p.add_argument(
-        "--exit-on-review", action="store_true", help="exit with status 3 when the gate says 'review'"
+        "--exit-on-review", action="store_true", help=f"exit with status {QaExit.REVIEW} when the gate says 'review'"
     )
     return p
 
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except QaInputError as exc:
         print(f"pclean qa: {exc}", file=sys.stderr)
-        return 2
+        return QaExit.BAD_INPUT
     width = max((len(s.metric) for s in report.scores), default=10)
     for s in sorted(report.scores, key=lambda s: s.score):
         print(f"{s.band:>10}  {s.score:4.2f}  {s.metric:<{width}}  {s.applies_to}: {s.message}")
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"overall {report.overall_score:.2f} ({report.overall_band}); gate: {gate}")
     for name, path in report.files.items():
         print(f"wrote {name}: {path}")
-    return 3 if (args.exit_on_review and gate == "review") else 0
+    return QaExit.REVIEW if (args.exit_on_review and gate == "review") else QaExit.OK
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from pclean_provider.dags.params import run_settings
 from pclean_provider.dags.pclean_subprocess import run_pclean, step_timeout
+from pclean_provider.exit_codes import ArchiveExit
 from pclean_provider.pipeline.ingest import write_json_atomic
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate, safe_name
 
@@ -48,9 +49,9 @@ def archive_tasks(t: PipelineTemplate, pool: str, alias: AssetAlias):
         if started:
             args += ["--started-utc", started.isoformat()]
         proc = run_pclean(args, Path(item["product_dir"]) / "logs")
-        if proc.returncode == 2:
+        if proc.returncode == ArchiveExit.BAD_INPUT:
             raise AirflowFailException(f"archive refused {item['name']}: {proc.why()}")
-        if proc.returncode != 0:
+        if proc.returncode != ArchiveExit.OK:
             raise RuntimeError(f"pclean archive exited with {proc.returncode}: {proc.why()}")
         published = json.loads(proc.stdout[proc.stdout.index("{"):])
         extra = {"ms": item["name"], "target": item.get("target"), "vis": item["vis"], "dag_id": t.dag_id,

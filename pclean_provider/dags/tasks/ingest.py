@@ -16,6 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from pclean_provider.dags.notifiers import send
 from pclean_provider.dags.params import run_settings
 from pclean_provider.dags.pclean_subprocess import run_pclean, step_timeout
+from pclean_provider.exit_codes import IngestExit
 from pclean_provider.pipeline.notify import notify_nothing_arrived, notify_quarantined
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
 
@@ -77,10 +78,10 @@ def ingest_task(t: PipelineTemplate):
             if s.redo:
                 args.append("--redo")
         proc = run_pclean(args, Path(s.run_dir) / "logs")
-        if proc.returncode in (2, 3):
+        if proc.returncode in (IngestExit.BAD_INPUT, IngestExit.REJECTED):
             # Bad input: a retry would fail the same way.
             raise AirflowFailException(f"ingest refused the input: {proc.why()}")
-        if proc.returncode != 0:
+        if proc.returncode != IngestExit.OK:
             raise RuntimeError(f"pclean ingest exited with {proc.returncode}: {proc.why()}")
         report = json.loads(report_file.read_text())
         for q in report.get("quarantined", []):

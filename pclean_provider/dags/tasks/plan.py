@@ -16,10 +16,9 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from pclean_provider.dags.params import run_settings
 from pclean_provider.dags.pclean_subprocess import run_pclean, step_timeout
+from pclean_provider.exit_codes import PlanExit
 from pclean_provider.pipeline.ingest import write_json_atomic
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
-
-EXIT_BAD_ARGS, EXIT_UNPLANNED = 2, 3  # pclean plan's exit codes (cli/plan.py)
 
 
 def plan_task(t: PipelineTemplate):
@@ -34,10 +33,10 @@ def plan_task(t: PipelineTemplate):
         out = run_dir / "plans.json"
         proc = run_pclean(["plan", "--request", str(request), "--out", str(out), *[m["vis"] for m in accepted]],
                           run_dir / "logs")
-        if proc.returncode == EXIT_BAD_ARGS:
+        if proc.returncode == PlanExit.BAD_INPUT:
             # The template's or the run's parameters: every MS would fail the same way.
             raise AirflowFailException(f"pclean plan refused the imaging parameters: {proc.why()}")
-        if proc.returncode not in (0, EXIT_UNPLANNED):
+        if proc.returncode not in (PlanExit.OK, PlanExit.UNPLANNED):
             raise RuntimeError(f"pclean plan exited with {proc.returncode}: {proc.why()}")
         result = json.loads(out.read_text())
         plans_dir = run_dir / "plans"

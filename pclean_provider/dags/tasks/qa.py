@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from pclean_provider.dags.notifiers import send
 from pclean_provider.dags.params import run_settings
 from pclean_provider.dags.pclean_subprocess import run_pclean, step_timeout
+from pclean_provider.exit_codes import QaExit
 from pclean_provider.pipeline.ingest import write_json_atomic
 from pclean_provider.pipeline.notify import notify_qa_review
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
@@ -44,9 +45,9 @@ def qa_tasks(t: PipelineTemplate, pool: str):
             write_json_atomic(thresholds, s.qa_thresholds)
             args += ["--thresholds", str(thresholds)]
         proc = run_pclean(args, Path(item["product_dir"]) / "logs")
-        if proc.returncode == 2:
+        if proc.returncode == QaExit.BAD_INPUT:
             raise AirflowFailException(f"QA refused {label}: {proc.why()}")
-        if proc.returncode != 0:
+        if proc.returncode != QaExit.OK:
             raise RuntimeError(f"pclean qa exited with {proc.returncode}: {proc.why()}")
         report = json.loads((out_dir / "qa.json").read_text())
         # An empty product (e.g. fully flagged data) is not a failed task: QA reports why it could
