@@ -1,4 +1,9 @@
-"""``pclean qa``: metrics, scores and the qa.json / qa.html reports of one imaging product."""
+"""``pclean qa``: metrics, scores and the qa.json / qa.html reports of one imaging product.
+
+qa.json and qa.html are for people and the archive; ``--result-file`` writes the step's result
+(``step_results``: the exit status, and the score, band, gate and report files as its payload),
+which is what the Airflow qa task reads.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import sys
 from pathlib import Path
 
 from pclean_provider.exit_codes import QaExit
+from pclean_provider.step_results import finish
 
 
 def _load_mapping(path: str, what: str) -> dict:
@@ -48,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--min-score", type=float, help="gate: overall score needed for 'archive' (default from thresholds)")
     p.add_argument("--no-html", action="store_true", help="skip qa.html (no plots)")
+    p.add_argument("--result-file", help="write the step's result (exit status, score, band, gate, report files) "
+                   "here as JSON, atomically (what the Airflow task reads)")
     p.add_argument(
         "--exit-on-review", action="store_true", help=f"exit with status {QaExit.REVIEW} when the gate says 'review'"
     )
@@ -78,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except QaInputError as exc:
         print(f"pclean qa: {exc}", file=sys.stderr)
-        return QaExit.BAD_INPUT
+        return finish(args.result_file, "qa", QaExit.BAD_INPUT, message=str(exc))
     width = max((len(s.metric) for s in report.scores), default=10)
     for s in sorted(report.scores, key=lambda s: s.score):
         print(f"{s.band:>10}  {s.score:4.2f}  {s.metric:<{width}}  {s.applies_to}: {s.message}")
@@ -89,7 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"overall {report.overall_score:.2f} ({report.overall_band}); gate: {gate}")
     for name, path in report.files.items():
         print(f"wrote {name}: {path}")
-    return QaExit.REVIEW if (args.exit_on_review and gate == "review") else QaExit.OK
+    payload = {"overall_score": report.overall_score, "overall_band": report.overall_band,
+               "not_judged_reason": report.not_judged_reason, "gate": gate, "files": dict(report.files)}
+    if args.exit_on_review and gate == "review":
+        return finish(args.result_file, "qa", QaExit.REVIEW, payload,
+                      f"overall score {report.overall_score:.2f} ({report.overall_band}): the gate says review")
+    return finish(args.result_file, "qa", QaExit.OK, payload)
 
 
 if __name__ == "__main__":
