@@ -1,4 +1,9 @@
-"""``pclean archive``: publish products (FITS + manifest, atomically versioned) and verify them."""
+"""``pclean archive``: publish products (FITS + manifest, atomically versioned) and verify them.
+
+``publish`` prints what it published as JSON; with ``--result-file`` it also writes the step's
+result (``step_results``: the exit status, and the same publish result as its payload), which is
+what the Airflow archive task reads.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import sys
 from pathlib import Path
 
 from pclean_provider.atomic_files import is_out_of_space
+from pclean_provider.exit_codes import ArchiveExit
+from pclean_provider.step_results import finish
 
 
 def _load_config(path: str) -> dict:
@@ -38,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--obs-id", help="ObsCore obs_id (default: the MS name)")
     pub.add_argument("--file-mode", help="octal mode of the published files, e.g. 0640 (default: the umask's); "
                      "the published version is read-only either way")
+    pub.add_argument("--result-file", help="write the step's result (exit status and what was published) here as "
+                     "JSON, atomically (what the Airflow task reads)")
     ver = sub.add_parser("verify", help="re-check checksums and the manifest; exit non-zero on any mismatch")
     ver.add_argument("path", help="a version folder, a product folder, or the archive root")
     return p
@@ -53,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         results = verify_tree(args.path)
         for result in results:
             print(result.summary())
-        return 0 if results and all(r.ok for r in results) else 1
+        return ArchiveExit.OK if results and all(r.ok for r in results) else ArchiveExit.FAILED
 
     metadata = None
     if args.ms_metadata:
@@ -75,16 +84,17 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ArchiveError as exc:
         print(f"pclean archive: {exc}", file=sys.stderr)
-        return 2
+        return finish(args.result_file, "archive", ArchiveExit.BAD_INPUT, message=str(exc))
     except Exception as exc:
         if not is_out_of_space(exc):
             raise
         # Nothing was published: the staging folder is gone and earlier versions are untouched.
-        print(f"pclean archive: no space left to publish under {args.archive_root} ({exc}); nothing was "
-              "published and earlier versions are untouched. Free space there and retry.", file=sys.stderr)
-        return 1
+        message = (f"no space left to publish under {args.archive_root} ({exc}); nothing was published and "
+                   "earlier versions are untouched. Free space there and retry.")
+        print(f"pclean archive: {message}", file=sys.stderr)
+        return finish(args.result_file, "archive", ArchiveExit.FAILED, message=message)
     print(result.model_dump_json(indent=2))
-    return 0
+    return finish(args.result_file, "archive", ArchiveExit.OK, json.loads(result.model_dump_json()))
 
 
 if __name__ == "__main__":

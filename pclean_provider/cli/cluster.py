@@ -11,10 +11,12 @@ import argparse
 import json
 import sys
 
+from pclean_provider.exit_codes import ClusterExit
+
 DEFAULT_ADDRESS_FILE = "pclean-cluster.json"
-EXIT_NOT_RUNNING = 3
-# A host without workers runs no work: a monitoring check must see it as unhealthy.
-EXIT_NO_WORKERS = 4
+# The names scripts and tests have used; the meanings live in exit_codes.ClusterExit.
+EXIT_NOT_RUNNING = ClusterExit.NOT_RUNNING
+EXIT_NO_WORKERS = ClusterExit.NO_WORKERS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
                     "container's main process or a supervisor such as systemd)")
     for p in (up, sub.add_parser("down", help="stop the host, its workers and its SLURM jobs (also after a crash)"),
               sub.add_parser("status", help="print the host's state as JSON; exit 0 when it runs with workers, "
-                             f"{EXIT_NOT_RUNNING} when it does not run, {EXIT_NO_WORKERS} when it runs without a "
+                             f"{ClusterExit.NOT_RUNNING} when it does not run, {ClusterExit.NO_WORKERS} when it runs without a "
                              "single worker")):
         p.add_argument("--address-file", default=DEFAULT_ADDRESS_FILE,
                        help=f"JSON file with the scheduler address (default: ./{DEFAULT_ADDRESS_FILE})")
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{status.dashboard_link or 'none'}; address file {status.address_file}", file=sys.stderr)
             if args.foreground:
                 return _wait_in_foreground(args.address_file)
-            return 0
+            return ClusterExit.OK
         if args.action == "down":
             before = stop_host(args.address_file)
             if before.state == "stopped":
@@ -62,20 +64,20 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 jobs = f", cancelled SLURM jobs named {before.slurm_job_name}" if before.slurm_job_name else ""
                 print(f"stopped cluster host (was {before.state}, pid {before.host_pid}){jobs}", file=sys.stderr)
-            return 0
+            return ClusterExit.OK
         status = host_status(args.address_file)
         print(json.dumps(status.model_dump(), indent=2))
         if status.state != "running":
-            return EXIT_NOT_RUNNING
+            return ClusterExit.NOT_RUNNING
         if not status.workers:
             jobs = "; ".join(f"{j['id']} {j['state']} ({j['reason']})" for j in status.slurm_jobs)
             print(f"pclean cluster status: the cluster host runs but has no workers"
                   f"{'; SLURM jobs: ' + jobs if jobs else ''}", file=sys.stderr)
-            return EXIT_NO_WORKERS
-        return 0
+            return ClusterExit.NO_WORKERS
+        return ClusterExit.OK
     except ClusterError as exc:
         print(f"pclean cluster {args.action}: {exc}", file=sys.stderr)
-        return 1
+        return ClusterExit.FAILED
 
 
 def _wait_in_foreground(address_file: str) -> int:
@@ -91,10 +93,10 @@ def _wait_in_foreground(address_file: str) -> int:
     while not stop.wait(5.0):
         if host_status(address_file).state != "running":
             print("pclean cluster up: the cluster host ended", file=sys.stderr)
-            return 1
+            return ClusterExit.FAILED
     stop_host(address_file)
     print("pclean cluster up: stopped the cluster host on request", file=sys.stderr)
-    return 0
+    return ClusterExit.OK
 
 
 if __name__ == "__main__":

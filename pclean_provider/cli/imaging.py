@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pclean_provider.config import SECTIONS, ConfigError, list_presets, load_config
 from pclean_provider.config.model import unknown_parameter_error
+from pclean_provider.exit_codes import ImagingExit
 
 _SECTION_TITLES = {
     "selection": "data selection",
@@ -159,11 +160,11 @@ def main(argv: list[str] | None = None, subcommands: dict[str, tuple[str, str]] 
         cfg = load_config(presets=args.preset, files=args.config, overrides=overrides)
         if args.dump_config:
             sys.stdout.write(cfg.to_yaml(header=_dump_header(args)))
-            return 0
+            return ImagingExit.OK
         cfg.require_runnable()
     except ConfigError as exc:
         print(f"pclean: error: {exc}", file=sys.stderr)
-        return 2
+        return ImagingExit.BAD_INPUT
 
     import logging
 
@@ -179,12 +180,12 @@ def main(argv: list[str] | None = None, subcommands: dict[str, tuple[str, str]] 
     except ValueError as exc:
         # Bad input found by the engine's preflight (MS, selection, channel range): nothing ran.
         print(f"pclean: error: {exc}", file=sys.stderr)
-        return 2
+        return ImagingExit.BAD_INPUT
     except RuntimeError as exc:
         print(f"pclean: failed: {exc}", file=sys.stderr)
-        return 1
+        return ImagingExit.FAILED
     _report(result)
-    return 0
+    return ImagingExit.OK
 
 
 def _reject_unknown(words: list[str]) -> None:

@@ -1,11 +1,11 @@
 """``pclean ingest``: validate MeasurementSets in a landing area (or one named MS).
 
-Exit codes: 0 done (broken MSs quarantined is still success), 2 bad arguments, a missing
-landing area, or a ``--spw``/``--field`` selection that matches nothing in an MS (nothing is
-moved), 3 the MS named with ``--vis`` cannot be imaged (the reason is printed), 4 an MS could not
-be read reliably (a flaky filesystem) or moved to a full quarantine area (nothing is moved; a
-retry may succeed).
-The JSON report (``--report``) is what the Airflow ingest task reads back.
+Exit codes: ``exit_codes.IngestExit`` (0 done, broken MSs quarantined included; 2 bad input,
+nothing moved; 3 the MS named with ``--vis`` cannot be imaged, the reason printed; 4 an MS could
+not be read reliably or moved to a full quarantine area, nothing moved, a retry may succeed).
+``--report`` writes the JSON report for people and scripts; ``--result-file`` writes the step's
+result (``step_results``: the exit status and, as its payload, the same report), which is what the
+Airflow ingest task reads back.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-EXIT_BAD_ARGS = 2
-EXIT_REJECTED = 3
-EXIT_READ_UNSTABLE = 4
+from pclean_provider.exit_codes import IngestExit
+from pclean_provider.step_results import finish
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,14 +42,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redo", action="store_true", help="take MSs even if they were imaged before")
     p.add_argument("--report", help="write the JSON report here (atomically)")
     p.add_argument("--log-dir", help="directory for the CASA log (default: the metadata directory)")
+    p.add_argument("--result-file", help="write the step's result (exit status and report) here as JSON, "
+                   "atomically (what the Airflow task reads)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+
+    def done(code: IngestExit, payload: dict | None = None, message: str = "") -> int:
+        # A result file that cannot be written is a full disk, which a retry may get past.
+        return finish(args.result_file, "ingest", code, payload, message, unwritable=IngestExit.READ_UNSTABLE)
+
     if not args.landing and not args.vis:
-        print("pclean ingest: give a landing area, or --vis PATH for one MS", file=sys.stderr)
-        return EXIT_BAD_ARGS
+        message = "give a landing area, or --vis PATH for one MS"
+        print(f"pclean ingest: {message}", file=sys.stderr)
+        return done(IngestExit.BAD_INPUT, message=message)
     from pclean_provider.pipeline import ingest
 
     base = Path(args.landing).resolve().parent if args.landing else Path(args.vis).resolve().parent
@@ -68,12 +75,13 @@ def main(argv: list[str] | None = None) -> int:
                                          field=args.field)
         except ingest.MsReadUnstable as exc:
             print(f"pclean ingest: {exc}", file=sys.stderr)
-            return EXIT_READ_UNSTABLE
+            return done(IngestExit.READ_UNSTABLE, message=str(exc))
         except (ingest.MsRejected, ingest.SelectionNotInMs) as exc:
             print(f"pclean ingest: {args.vis} cannot be imaged: {exc}", file=sys.stderr)
+            rejected = {"rejected": str(exc), "vis": args.vis}
             if args.report:
-                ingest.write_json_atomic(Path(args.report), {"rejected": str(exc), "vis": args.vis})
-            return EXIT_REJECTED
+                ingest.write_json_atomic(Path(args.report), rejected)
+            return done(IngestExit.REJECTED, rejected, f"{args.vis} cannot be imaged: {exc}")
         report = ingest.IngestReport(accepted=[accepted])
     else:
         landing = Path(args.landing)
@@ -86,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
                 redo=args.redo)
         except (FileNotFoundError, ingest.SelectionNotInMs) as exc:
             print(f"pclean ingest: {exc}", file=sys.stderr)
-            return EXIT_BAD_ARGS
+            return done(IngestExit.BAD_INPUT, message=str(exc))
         except (ingest.MsReadUnstable, ingest.QuarantineFailed) as exc:
             print(f"pclean ingest: {exc}", file=sys.stderr)
-            return EXIT_READ_UNSTABLE
+            return done(IngestExit.READ_UNSTABLE, message=str(exc))
 
     for ms in report.accepted:
         print(f"accepted     {ms.name}: {ms.nrows} rows, {ms.nspw} spw, {ms.nfield} field(s) -> {ms.metadata_path}")
@@ -99,14 +107,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"incomplete   {ms.name}: {ms.why}")
     for ms in report.already_imaged:
         print(f"skipped      {ms.name}: {ms.why}")
+    payload = json.loads(report.model_dump_json())
     if args.report:
         try:
-            ingest.write_json_atomic(Path(args.report), json.loads(report.model_dump_json()))
+            ingest.write_json_atomic(Path(args.report), payload)
         except OSError as exc:
-            print(f"pclean ingest: the report {args.report} could not be written ({exc.strerror or exc}); "
-                  "free space there and rerun", file=sys.stderr)
-            return EXIT_READ_UNSTABLE
-    return 0
+            message = f"the report {args.report} could not be written ({exc.strerror or exc}); free space there and rerun"
+            print(f"pclean ingest: {message}", file=sys.stderr)
+            return done(IngestExit.READ_UNSTABLE, message=message)
+    return done(IngestExit.OK, payload)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,13 @@
 
 Prints one table per MS (targets, their fields, spws, cell, size, gridder, beam), then each
 target's decisions with their reasons, and the targets skipped and why. ``--json`` prints the
-plans as JSON instead; ``--out`` also writes them to a file (what the pipeline's plan task reads).
+plans as JSON instead; ``--out`` also writes them to a file; ``--result-file`` writes the step's
+result (``step_results``: the exit status, and the plans and per-MS errors as its payload), which
+is what the pipeline's plan task reads.
 
-Exit codes: 0 planned (an MS with nothing to image is a plan whose targets were all skipped),
-2 bad arguments or template, 3 an MS could not be planned (the reason is printed and, with
-``--out``, recorded per MS; the other MSs are still planned).
+Exit codes: ``exit_codes.PlanExit`` (0 planned, an MS with nothing to image being a plan whose
+targets were all skipped; 2 bad arguments or template; 3 an MS could not be planned, the reason
+printed and, with ``--out``, recorded per MS, the other MSs still planned).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from typing import Any
 
 import yaml
 
-EXIT_BAD_ARGS = 2
-EXIT_UNPLANNED = 3
+from pclean_provider.exit_codes import PlanExit
+from pclean_provider.step_results import finish
+
 DEFAULT_TEMPLATE = "nightly_cube_imaging"
 
 
@@ -46,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "replaces --template, --preset and --set)")
     p.add_argument("--json", action="store_true", help="print the plans as JSON")
     p.add_argument("--out", help="also write the plans as JSON to this file")
+    p.add_argument("--result-file", help="write the step's result (exit status, plans and errors) here as JSON, "
+                   "atomically (what the Airflow task reads)")
     return p
 
 
@@ -121,14 +126,14 @@ def main(argv: list[str] | None = None) -> int:
         policy = PlanPolicy.model_validate(request["policy"])
     except (OSError, ValueError) as exc:
         print(f"pclean plan: {exc}", file=sys.stderr)
-        return EXIT_BAD_ARGS
+        return finish(args.result_file, "plan", PlanExit.BAD_INPUT, message=str(exc))
     plans, errors = [], []
     for vis in args.vis:
         try:
             plan = plan_imaging(vis, overrides=request["overrides"], presets=request["presets"], policy=policy)
         except ConfigError as exc:
             print(f"pclean plan: {exc}", file=sys.stderr)
-            return EXIT_BAD_ARGS
+            return finish(args.result_file, "plan", PlanExit.BAD_INPUT, message=str(exc))
         except (PcleanInputError, PlanError) as exc:
             print(f"pclean plan: {vis}: {exc}", file=sys.stderr)
             errors.append({"vis": str(Path(vis).resolve()), "error": str(exc)})
@@ -141,4 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result["plans"][0] if len(args.vis) == 1 and plans else result, indent=2))
     if args.out:
         write_json(args.out, result, indent=2)
-    return EXIT_UNPLANNED if errors else 0
+    if errors:
+        unplanned = "; ".join(f"{e['vis']}: {e['error']}" for e in errors)
+        return finish(args.result_file, "plan", PlanExit.UNPLANNED, result, f"could not be planned: {unplanned}")
+    return finish(args.result_file, "plan", PlanExit.OK, result)

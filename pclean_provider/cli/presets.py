@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from pclean_provider.exit_codes import PresetsExit
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -21,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     if not found:
         searched = ", ".join(str(d) for d in presets_search_path())
         print(f"no presets found (searched {searched})")
-        return 1
+        return PresetsExit.NONE_FOUND
     width = max(len(name) for name in found) + 2
     for name, path in sorted(found.items()):
         print(f"{name.ljust(width)}{path}")
-    return 0
+    return PresetsExit.OK

@@ -1,4 +1,9 @@
-"""``pclean qa``: metrics, scores and the qa.json / qa.html reports of one imaging product."""
+"""``pclean qa``: metrics, scores and the qa.json / qa.html reports of one imaging product.
+
+qa.json and qa.html are for people and the archive; ``--result-file`` writes the step's result
+(``step_results``: the exit status, and the score, band, gate and report files as its payload),
+which is what the Airflow qa task reads.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,9 @@ import json
 import logging
 import sys
 from pathlib import Path
+
+from pclean_provider.exit_codes import QaExit
+from pclean_provider.step_results import finish
 
 
 def _load_mapping(path: str, what: str) -> dict:
@@ -29,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pclean qa",
         description="QA metrics, scores and reports for an imaging product.",
-        epilog="Exit status: 0 when the reports are written (also for an empty product, which scores 0 and goes "
-        "to review), 3 with --exit-on-review when the gate says review, 2 when the input is wrong.",
+        epilog=f"Exit status: {QaExit.OK} when the reports are written (also for an empty product, which scores 0 "
+        f"and goes to review), {QaExit.REVIEW} with --exit-on-review when the gate says review, "
+        f"{QaExit.BAD_INPUT} when the input is wrong.",
     )
     p.add_argument("--image", required=True, help="imagename prefix as given to tclean/pclean (or its .image)")
     p.add_argument("--kind", choices=("cube", "mfs"), required=True, help="cube or mfs (continuum) product")
@@ -45,8 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--min-score", type=float, help="gate: overall score needed for 'archive' (default from thresholds)")
     p.add_argument("--no-html", action="store_true", help="skip qa.html (no plots)")
+    p.add_argument("--result-file", help="write the step's result (exit status, score, band, gate, report files) "
+                   "here as JSON, atomically (what the Airflow task reads)")
     p.add_argument(
-        "--exit-on-review", action="store_true", help="exit with status 3 when the gate says 'review'"
+        "--exit-on-review", action="store_true", help=f"exit with status {QaExit.REVIEW} when the gate says 'review'"
     )
     return p
 
@@ -75,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except QaInputError as exc:
         print(f"pclean qa: {exc}", file=sys.stderr)
-        return 2
+        return finish(args.result_file, "qa", QaExit.BAD_INPUT, message=str(exc))
     width = max((len(s.metric) for s in report.scores), default=10)
     for s in sorted(report.scores, key=lambda s: s.score):
         print(f"{s.band:>10}  {s.score:4.2f}  {s.metric:<{width}}  {s.applies_to}: {s.message}")
@@ -86,7 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"overall {report.overall_score:.2f} ({report.overall_band}); gate: {gate}")
     for name, path in report.files.items():
         print(f"wrote {name}: {path}")
-    return 3 if (args.exit_on_review and gate == "review") else 0
+    payload = {"overall_score": report.overall_score, "overall_band": report.overall_band,
+               "not_judged_reason": report.not_judged_reason, "gate": gate, "files": dict(report.files)}
+    if args.exit_on_review and gate == "review":
+        return finish(args.result_file, "qa", QaExit.REVIEW, payload,
+                      f"overall score {report.overall_score:.2f} ({report.overall_band}): the gate says review")
+    return finish(args.result_file, "qa", QaExit.OK, payload)
 
 
 if __name__ == "__main__":

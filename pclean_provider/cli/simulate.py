@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from pclean_provider.exit_codes import SimulateExit
+
 _FREQ_UNITS = {"hz": 1.0, "khz": 1e3, "mhz": 1e6, "ghz": 1e9}
 
 
@@ -171,10 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         elapsed = time.monotonic() - t0
     except (SimulationError, FileExistsError, CasaRuntimeError) as exc:
         print(f"pclean simulate: error: {exc}", file=sys.stderr)
-        return 2
+        return SimulateExit.BAD_INPUT
     if args.json:
         print(result.model_dump_json(indent=2))
-        return 0
+        return SimulateExit.OK
     print(f"MeasurementSet  {result.ms}  ({result.nrows} rows, {result.nspw} spw x {result.nchan} channels, "
           f"{result.nfields} field(s)) in {elapsed:.1f} s")
     print(f"truth file      {result.truth}")
@@ -184,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(beam about {result.beam_estimate_arcsec:.1f} arcsec)")
     print(f"  pclean --vis {result.ms} --imagename sim --imsize {result.suggested_imsize} "
           f"--cell {result.suggested_cell}")
-    return 0
+    return SimulateExit.OK
 
 
 if __name__ == "__main__":

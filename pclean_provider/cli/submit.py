@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pclean_provider.exit_codes import SubmitExit
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -30,22 +32,22 @@ def main(argv: list[str] | None = None) -> int:
         cfg.require_runnable()
     except ConfigError as exc:
         print(f"pclean submit: error: {exc}", file=sys.stderr)
-        return 2
+        return SubmitExit.BAD_INPUT
     try:
         plan = plan_submission(cfg, sbatch_args=sbatch_args)
         if args.dry_run:
             sys.stdout.write(plan.script)
             print(f"# would write {plan.script_path} and {plan.config_path}, then run: "
                   + " ".join(plan.sbatch_command), file=sys.stderr)
-            return 0
+            return SubmitExit.OK
         done = submit(cfg, plan)
     except ClusterError as exc:
         print(f"pclean submit: error: {exc}", file=sys.stderr)
-        return 1
+        return SubmitExit.FAILED
     print(done.job_id)
     print(f"submitted {done.job_name} as SLURM job {done.job_id}; script {done.script_path}, "
           f"log {done.log_dir}/{done.job_name}-{done.job_id}.out", file=sys.stderr)
-    return 0
+    return SubmitExit.OK
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@ The step's time is bounded by its task's ``execution_timeout`` (the template's
 ``step_timeout_minutes``), not by a constant here: when Airflow stops the task (timeout, a user's
 mark-failed, the worker shutting down), the exception it raises in this process ends the wait,
 and the subprocess, in a process group of its own, is stopped with it so nothing runs on unowned.
+
+A step's answer comes back in its result file (``step_results``), read by ``run_step``: the task
+never parses the step's stdout, which is for the task log.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import sys
 import threading
 from datetime import timedelta
 from pathlib import Path
+
+from pclean_provider.step_results import StepResult, read_step_result
 
 PCLEAN = [sys.executable, "-m", "pclean_provider.cli.main"]
 # After SIGTERM, how long the subprocess gets to remove its temporary files before SIGKILL.
@@ -67,6 +72,19 @@ def run_pclean(args: list[str], log_dir: Path) -> PcleanRun:
         for r in readers:
             r.join(timeout=10)
     return PcleanRun(proc.returncode, "".join(captured["out"]), "".join(captured["err"]))
+
+
+def run_step(args: list[str], log_dir: Path) -> StepResult:
+    """Run the step `pclean <args>` (``args[0]`` names it: ingest, plan, qa, archive) and read its result.
+
+    The result file goes beside the step's logs, under the step's name; an earlier try's file is
+    removed first, so that a step that dies before writing its own is not read as the earlier one.
+    """
+    kind = args[0]
+    result_file = log_dir / f"{kind}.result.json"
+    result_file.unlink(missing_ok=True)
+    proc = run_pclean([*args, "--result-file", str(result_file)], log_dir)
+    return read_step_result(result_file, kind, proc.returncode, why=proc.why())
 
 
 def stop_group(proc: subprocess.Popen) -> None:

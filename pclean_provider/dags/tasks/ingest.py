@@ -7,7 +7,6 @@ and operations staff get a notification: a stopped transfer must not look like a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from airflow.sdk import get_current_context, task
@@ -15,7 +14,8 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from pclean_provider.dags.notifiers import send
 from pclean_provider.dags.params import run_settings
-from pclean_provider.dags.pclean_subprocess import run_pclean, step_timeout
+from pclean_provider.dags.pclean_subprocess import run_step, step_timeout
+from pclean_provider.exit_codes import IngestExit
 from pclean_provider.pipeline.notify import notify_nothing_arrived, notify_quarantined
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
 
@@ -60,9 +60,7 @@ def ingest_task(t: PipelineTemplate):
     @task(task_id="ingest", retries=1, execution_timeout=step_timeout(t))
     def ingest() -> list[dict]:
         s = run_settings(t)
-        report_file = Path(s.run_dir) / "ingest.json"
-        args = ["ingest", "--metadata-dir", s.metadata_dir, "--report", str(report_file),
-                "--log-dir", str(Path(s.run_dir) / "logs")]
+        args = ["ingest", "--metadata-dir", s.metadata_dir, "--log-dir", str(Path(s.run_dir) / "logs")]
         spw, field = s.overrides.get("spw"), s.overrides.get("field")
         if spw not in (None, ""):
             args += ["--spw", str(spw)]
@@ -76,13 +74,13 @@ def ingest_task(t: PipelineTemplate):
                      "--quiet-period", str(s.ingest.quiet_period_s), "--pattern", s.ingest.pattern]
             if s.redo:
                 args.append("--redo")
-        proc = run_pclean(args, Path(s.run_dir) / "logs")
-        if proc.returncode in (2, 3):
+        result = run_step(args, Path(s.run_dir) / "logs")
+        if result.code in (IngestExit.BAD_INPUT, IngestExit.REJECTED):
             # Bad input: a retry would fail the same way.
-            raise AirflowFailException(f"ingest refused the input: {proc.why()}")
-        if proc.returncode != 0:
-            raise RuntimeError(f"pclean ingest exited with {proc.returncode}: {proc.why()}")
-        report = json.loads(report_file.read_text())
+            raise AirflowFailException(f"ingest refused the input ({result.exit}): {result.message}")
+        if result.code != IngestExit.OK:
+            raise RuntimeError(f"pclean ingest exited with {result.code} ({result.exit}): {result.message}")
+        report = result.payload
         for q in report.get("quarantined", []):
             notify_quarantined(t.dag_id, s.run_id, q["original_path"], q["reason"], q["reason_path"],
                                directory=s.notifications_dir)

@@ -8,18 +8,16 @@ goes on with the rest.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from airflow.sdk import task
 from airflow.sdk.exceptions import AirflowFailException
 
 from pclean_provider.dags.params import run_settings
-from pclean_provider.dags.pclean_subprocess import run_pclean, step_timeout
+from pclean_provider.dags.pclean_subprocess import run_step, step_timeout
+from pclean_provider.exit_codes import PlanExit
 from pclean_provider.pipeline.ingest import write_json_atomic
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
-
-EXIT_BAD_ARGS, EXIT_UNPLANNED = 2, 3  # pclean plan's exit codes (cli/plan.py)
 
 
 def plan_task(t: PipelineTemplate):
@@ -31,15 +29,14 @@ def plan_task(t: PipelineTemplate):
         request = write_json_atomic(run_dir / "plan-request.json", {
             "presets": [s.preset] if s.preset else [], "overrides": s.overrides,
             "policy": s.plan.model_dump(mode="json")})
-        out = run_dir / "plans.json"
-        proc = run_pclean(["plan", "--request", str(request), "--out", str(out), *[m["vis"] for m in accepted]],
-                          run_dir / "logs")
-        if proc.returncode == EXIT_BAD_ARGS:
+        step = run_step(["plan", "--request", str(request), *[m["vis"] for m in accepted]], run_dir / "logs")
+        if step.code == PlanExit.BAD_INPUT:
             # The template's or the run's parameters: every MS would fail the same way.
-            raise AirflowFailException(f"pclean plan refused the imaging parameters: {proc.why()}")
-        if proc.returncode not in (0, EXIT_UNPLANNED):
-            raise RuntimeError(f"pclean plan exited with {proc.returncode}: {proc.why()}")
-        result = json.loads(out.read_text())
+            raise AirflowFailException(f"pclean plan refused the imaging parameters: {step.message}")
+        if step.code not in (PlanExit.OK, PlanExit.UNPLANNED):
+            raise RuntimeError(f"pclean plan exited with {step.code} ({step.exit}): {step.message}")
+        # UNPLANNED still carries the plans of the MSs that could be planned, and why the others could not.
+        result = step.payload
         plans_dir = run_dir / "plans"
         by_vis: dict[str, dict] = {}
         for p in result["plans"]:

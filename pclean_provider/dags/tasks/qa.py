@@ -5,7 +5,6 @@ imaging before it) leaves the gate, archive and review of every other MS untouch
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from airflow.sdk import get_current_context, task
@@ -13,7 +12,8 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from pclean_provider.dags.notifiers import send
 from pclean_provider.dags.params import run_settings
-from pclean_provider.dags.pclean_subprocess import run_pclean, step_timeout
+from pclean_provider.dags.pclean_subprocess import run_step, step_timeout
+from pclean_provider.exit_codes import QaExit
 from pclean_provider.pipeline.ingest import write_json_atomic
 from pclean_provider.pipeline.notify import notify_qa_review
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
@@ -43,19 +43,21 @@ def qa_tasks(t: PipelineTemplate, pool: str):
             thresholds = Path(item["product_dir"]) / "qa-thresholds.json"
             write_json_atomic(thresholds, s.qa_thresholds)
             args += ["--thresholds", str(thresholds)]
-        proc = run_pclean(args, Path(item["product_dir"]) / "logs")
-        if proc.returncode == 2:
-            raise AirflowFailException(f"QA refused {label}: {proc.why()}")
-        if proc.returncode != 0:
-            raise RuntimeError(f"pclean qa exited with {proc.returncode}: {proc.why()}")
-        report = json.loads((out_dir / "qa.json").read_text())
+        result = run_step(args, Path(item["product_dir"]) / "logs")
+        if result.code == QaExit.BAD_INPUT:
+            raise AirflowFailException(f"QA refused {label}: {result.message}")
+        if result.code != QaExit.OK:
+            raise RuntimeError(f"pclean qa exited with {result.code} ({result.exit}): {result.message}")
+        qa_result = result.payload
         # An empty product (e.g. fully flagged data) is not a failed task: QA reports why it could
         # not judge it, and the gate sends it to review with that reason.
-        reason = report.get("not_judged_reason")
-        print(f"QA {label}: overall score {report['overall_score']:.2f} ({report['overall_band']})"
+        reason = qa_result.get("not_judged_reason")
+        print(f"QA {label}: overall score {qa_result['overall_score']:.2f} ({qa_result['overall_band']})"
               + (f"; not judged: {reason}" if reason else ""))
+        # The reports' paths as this task named the folder (the result's are resolved), so that
+        # tickets and XComs keep naming them the way the run's other paths are named.
         return {**item, "qa_json": str(out_dir / "qa.json"), "qa_html": str(out_dir / "qa.html"),
-                "qa_score": report["overall_score"], "qa_band": report["overall_band"],
+                "qa_score": qa_result["overall_score"], "qa_band": qa_result["overall_band"],
                 "qa_not_judged": reason, "imaging": imaging or {}}
 
     # Not a branch operator: Airflow 3.3's skip of a branch's other way looks for the branch's
