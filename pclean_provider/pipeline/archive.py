@@ -225,6 +225,9 @@ def staging_area(archive_root: str | os.PathLike, product_id: str) -> Iterator[P
     The lock file is created and locked before the folder exists, so a cleaner never sees an
     unlocked folder of a live publisher.
     """
+    # Not atomic_files.staged: a product's staging folder lives in the archive's shared .staging/
+    # (readers of the product folder never see it, a cleaner finds crashed publishers' folders by
+    # their free lock), and it is published by `commit` under a version number chosen only then.
     root = Path(archive_root).resolve()
     staging = root / STAGING
     staging.mkdir(parents=True, exist_ok=True)
@@ -253,6 +256,7 @@ def commit(archive_root: str | os.PathLike, product_id: str, folder: Path) -> tu
     while True:
         target = product_dir / f"v{version:04d}"
         try:
+            # A plain rename, never a replace: an existing version is another publisher's, kept.
             os.rename(folder, target)
         except OSError as exc:
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from pclean_provider import products
-from pclean_provider.atomic_files import replacing
+from pclean_provider.atomic_files import remove_path, replacing, staging_name
 
 
 def science_products(imagename: str | os.PathLike) -> list[tuple[str, str]]:
@@ -42,13 +42,13 @@ def export_fits(image: str | os.PathLike, dst: str | os.PathLike) -> Path:
 
     dst = Path(dst).resolve()
     dst.parent.mkdir(parents=True, exist_ok=True)
-    raw = dst.with_name(f".{dst.name}.casa.tmp")
+    # CASA's FITS is an intermediate, never renamed: add_checksums writes `dst` from it.
+    raw = staging_name(dst, owner="casa")
     try:
         image_io.export_fits(image, raw)
         add_checksums(raw, dst)
     finally:
-        if raw.exists():
-            raw.unlink()
+        remove_path(raw)
     return dst
 
 
