@@ -59,6 +59,9 @@ from pydantic import BaseModel
 
 from pclean_provider.atomic_files import fsync_dir, umask_file_mode
 from pclean_provider.atomic_files import write_text as atomic_write_text
+from pclean_provider.casa import image_io
+from pclean_provider.casa.image_fingerprint import image_fingerprint
+from pclean_provider.casa.msinfo import read_ms_metadata
 from pclean_provider.errors import PcleanInputError
 from pclean_provider.pipeline.archive_manifest import (
     MANIFEST_NAME,
@@ -74,6 +77,8 @@ from pclean_provider.pipeline.archive_manifest import (
     time_range_from_metadata,
     wavelength_range_m,
 )
+from pclean_provider.pipeline.fits_export import export_fits, science_products, verify_fits_checksums
+from pclean_provider.pipeline.ingest import MsChangedError, verify_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -285,8 +290,6 @@ def input_fingerprints(
     config: Mapping[str, Any] | None,
 ) -> InputFingerprints:
     """Fingerprints of a product: its images' content, its MSs' identity, its configuration."""
-    from pclean_provider.casa.image_fingerprint import image_fingerprint
-
     images = {}
     for base, found in products:
         stem = Path(base).name
@@ -382,8 +385,6 @@ def _ms_metadata(vis: Sequence[str], ms_metadata) -> list[dict[str, Any]]:
         return [m.model_dump(mode="json") if hasattr(m, "model_dump") else dict(m) for m in items]
     out = []
     for path in vis:
-        from pclean_provider.casa.msinfo import read_ms_metadata
-
         out.append(read_ms_metadata(path).model_dump(mode="json"))
     return out
 
@@ -443,8 +444,6 @@ def check_ms_unchanged(vis_list: Sequence[str], metadata: Sequence[Mapping[str, 
     The metadata records come from ingest (one per MS, in the order of ``vis``); a record without
     a fingerprint (read afresh, or from an older ingest) has nothing to compare with.
     """
-    from pclean_provider.pipeline.ingest import MsChangedError, verify_fingerprint
-
     for i, meta in enumerate(metadata):
         vis = vis_list[i] if i < len(vis_list) else meta.get("path")
         if not vis or not meta.get("fingerprint"):
@@ -482,9 +481,6 @@ def publish(
     and nothing is written. ``file_mode`` (octal, e.g. '0640') sets the published files' mode;
     None follows the umask. The published version is read-only.
     """
-    from pclean_provider.casa import image_io
-    from pclean_provider.pipeline.fits_export import export_fits, science_products
-
     started_utc = started_utc or _now()
     mode = parse_file_mode(file_mode)
     names = [images] if isinstance(images, str | os.PathLike) else list(images)
@@ -642,8 +638,6 @@ def verify(path: str | os.PathLike) -> VerifyResult:
     """Re-check one published version: every manifest file exists with its size and SHA-256,
     FITS CHECKSUM/DATASUM verify, and no file is there that the manifest does not list.
     """
-    from pclean_provider.pipeline.fits_export import verify_fits_checksums
-
     folder = Path(path).resolve()
     problems: list[VerifyProblem] = []
     manifest_path = folder / MANIFEST_NAME

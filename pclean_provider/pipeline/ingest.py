@@ -43,6 +43,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from pclean_provider.atomic_files import staged, write_json
+from pclean_provider.casa.msinfo import read_ms_metadata
 from pclean_provider.errors import PcleanInputError
 
 REASON_SUFFIX = ".reason.json"
@@ -281,9 +282,6 @@ def validate_metadata(meta: dict[str, Any], spw: Any = None, field: Any = None) 
 
 
 def default_metadata_reader(path: str) -> Any:
-    # Imported here: only the `pclean ingest` process needs casatools.
-    from pclean_provider.casa.msinfo import read_ms_metadata
-
     return read_ms_metadata(path)
 
 
