@@ -14,7 +14,6 @@ import fcntl
 import json
 import os
 import shutil
-import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -38,6 +37,63 @@ def umask_file_mode() -> int:
     return 0o666 & ~current
 
 
+# The one staging name: hidden (a reader listing the folder skips it), beside the target (same
+# filesystem, so the final rename is atomic), marked ".tmp-" (leftover checks and cleanups look
+# for it), with an optional owner (host-pid of a worker whose dead stagings a later run removes)
+# and a random end (two writers of one target never share a name).
+STAGING_MARK = ".tmp-"
+
+
+def staging_prefix(path: str | os.PathLike, owner: str = "") -> str:
+    """Every staging name for `path` (of `owner`, if given) starts with this: ``<folder>/.<name>.tmp-[<owner>-]``."""
+    parent, name = os.path.split(os.fspath(path))
+    return os.path.join(parent, f".{name}{STAGING_MARK}" + (f"{owner}-" if owner else ""))
+
+
+def staging_name(path: str | os.PathLike, owner: str = "") -> str:
+    """A fresh staging name beside `path`; nothing is created there."""
+    return staging_prefix(path, owner) + uuid.uuid4().hex[:8]
+
+
+def put_in_place(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Rename file or folder `src` to `dst`, replacing what is there (a folder only after the swap)."""
+    if os.path.isdir(src) and not os.path.islink(src):
+        replace_dir(src, dst)
+    else:
+        os.replace(src, dst)
+
+
+def remove_path(path: str | os.PathLike) -> None:
+    """Remove a file, link or folder tree if it exists."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+@contextlib.contextmanager
+def staged(path: str | os.PathLike, *, owner: str = "", keep_on_error: bool = False) -> Iterator[str]:
+    """A staging name beside `path` for the block to write a file or a folder at (a CASA image, an MS).
+
+    The block creates what it writes there (CASA's ``outfile=``, ``copytree``); if the block
+    succeeds it becomes `path` (a folder by `replace_dir`: the old one is removed only once the new
+    one is in place). On an error it is removed and `path` is left as it was, unless
+    `keep_on_error`: for a writer whose staging output holds the only copy of its inputs
+    (imageconcat's movevirtual moves the parts in), so deleting it would lose data.
+    """
+    parent = os.path.dirname(os.fspath(path)) or "."
+    os.makedirs(parent, exist_ok=True)
+    tmp = staging_name(path, owner)
+    try:
+        yield tmp
+        put_in_place(tmp, path)
+    except BaseException:
+        if not keep_on_error:
+            remove_path(tmp)
+        raise
+
+
 @contextlib.contextmanager
 def replacing(path: str | os.PathLike, mode: int | None = None) -> Iterator[Path]:
     """A temporary file beside ``path`` for the block to write; it becomes ``path`` if the block succeeds.
@@ -46,22 +102,15 @@ def replacing(path: str | os.PathLike, mode: int | None = None) -> Iterator[Path
     file is removed and ``path`` is left as it was. ``mode`` None: the site's umask decides, as for
     any file the process creates (who may read products is the site's policy, not ours).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with staged(path) as tmp:
+        # Created empty, private and exclusively (as mkstemp does), so the name is this writer's.
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         yield Path(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        # mkstemp makes the file private; SLURM jobs, other users and archive readers may need to read
+        # The file is private so far; SLURM jobs, other users and archive readers may need to read
         # it, as far as the umask (or the caller's mode) allows.
         os.chmod(tmp, umask_file_mode() if mode is None else mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = None) -> Path:

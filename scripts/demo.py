@@ -147,7 +147,8 @@ def main() -> int:
               f"{DEMO / 'data' / 'notifications'}", file=sys.stderr)
         return 1
 
-    from pclean_provider.pipeline.pipeline_template import load_templates, settings_for_run
+    from pclean_provider.pipeline.pipeline_template import load_templates
+    from pclean_provider.pipeline.run_settings import settings_for_run
 
     template = next(t for t in load_templates() if t.dag_id == DAG_ID)
     s = settings_for_run(template, {}, run.run_id)

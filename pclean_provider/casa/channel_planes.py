@@ -13,6 +13,8 @@ import os
 
 import numpy as np
 
+from pclean_provider.atomic_files import staged
+
 
 def _chan_axis(ia) -> int:
     return int(ia.coordsys().findcoordinate("spectral")["pixel"][0])
@@ -87,10 +89,9 @@ def extract_planes(src: str, dst: str, first: int, stop: int, src_first: int) ->
         ia.open(src)
         blc, trc = _channel_box(ia, first, stop, src_first)
         region = rg.box(blc=blc, trc=trc)
-        tmp = dst + ".partial"
-        sub = ia.subimage(outfile=tmp, region=region, overwrite=True, dropdeg=False)
-        sub.done()
-        os.replace(tmp, dst)
+        with staged(dst) as tmp:
+            sub = ia.subimage(outfile=tmp, region=region, overwrite=True, dropdeg=False)
+            sub.done()
     finally:
         ia.close()
         rg.done()
@@ -131,12 +132,11 @@ def new_image_like(template: str, path: str, unit: str) -> None:
         shape = [int(n) for n in ia.shape()]
         csys = ia.coordsys()
         ia.close()
-        tmp = path + ".partial"
-        ia.fromshape(outfile=tmp, shape=shape, csys=csys.torecord(), overwrite=True)
-        csys.done()
-        ia.setbrightnessunit(unit)
-        ia.close()
-        os.replace(tmp, path)
+        with staged(path) as tmp:
+            ia.fromshape(outfile=tmp, shape=shape, csys=csys.torecord(), overwrite=True)
+            csys.done()
+            ia.setbrightnessunit(unit)
+            ia.close()  # the image is complete on disk before it is renamed
     finally:
         ia.close()
 

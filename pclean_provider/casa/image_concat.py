@@ -12,9 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import uuid
 
-from pclean_provider.atomic_files import replace_dir
+from pclean_provider.atomic_files import replace_dir, staged
 
 log = logging.getLogger(__name__)
 
@@ -74,28 +73,7 @@ def replace_image(src: str, dst: str) -> None:
     replace_dir(src, dst)
 
 
-def _discard(tmp: str, mode: str) -> None:
-    # movevirtual has moved the parts into tmp: deleting it would delete the only copy of the
-    # sub-cube images. Leave it for a rerun or inspection; the error names it.
-    if mode == "movevirtual" and os.path.isdir(tmp):
-        log.error("concatenation failed; the moved sub-cube images are kept in %s", tmp)
-        return
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-def concat_images(parts: list[str], output: str, mode: str, finish=None) -> str:
-    """Join `parts` (already in channel order) into `output`; returns `output`.
-
-    `finish(path)` runs on the joined image while it still has its temporary name (metadata fixes),
-    so the final name only ever holds a finished cube.
-    """
-    if mode not in CASA_MODES:
-        raise ImageConcatError(f"concat mode {mode!r}: use one of {sorted(CASA_MODES)}")
-    missing = [p for p in parts if not os.path.isdir(p)]
-    if missing:
-        raise ImageConcatError(f"cannot concatenate {output}: missing parts {missing}")
-    tmp = f"{output}.tmp-{uuid.uuid4().hex[:8]}"
-    expected = sum(image_nchan(p) for p in parts)
+def _join(parts: list[str], tmp: str, mode: str, output: str) -> None:
     ia = _tool()
     try:
         if len(parts) == 1 and mode != "virtual":
@@ -109,22 +87,39 @@ def concat_images(parts: list[str], output: str, mode: str, finish=None) -> str:
                                     overwrite=True, mode=CASA_MODES[mode])
             joined.done()
     except RuntimeError as err:
-        _discard(tmp, mode)
         raise ImageConcatError(f"imageconcat ({mode}) of {len(parts)} parts into {output} failed: {err}") from err
     finally:
         ia.close()
         ia.done()
-    got = image_nchan(tmp) if os.path.isdir(tmp) else 0
-    if got != expected:
-        _discard(tmp, mode)
-        raise ImageConcatError(f"{output}: concatenation gave {got} channels, expected {expected}")
-    if finish is not None:
+
+
+def concat_images(parts: list[str], output: str, mode: str, finish=None) -> str:
+    """Join `parts` (already in channel order) into `output`; returns `output`.
+
+    `finish(path)` runs on the joined image while it still has its temporary name (metadata fixes),
+    so the final name only ever holds a finished cube.
+    """
+    if mode not in CASA_MODES:
+        raise ImageConcatError(f"concat mode {mode!r}: use one of {sorted(CASA_MODES)}")
+    missing = [p for p in parts if not os.path.isdir(p)]
+    if missing:
+        raise ImageConcatError(f"cannot concatenate {output}: missing parts {missing}")
+    expected = sum(image_nchan(p) for p in parts)
+    # movevirtual has moved the parts into the staging image: deleting it on a failure would delete
+    # the only copy of the sub-cube images, so it is kept for a rerun or inspection.
+    keep = mode == "movevirtual"
+    with staged(output, keep_on_error=keep) as tmp:
         try:
-            finish(tmp)
+            _join(parts, tmp, mode, output)
+            got = image_nchan(tmp) if os.path.isdir(tmp) else 0
+            if got != expected:
+                raise ImageConcatError(f"{output}: concatenation gave {got} channels, expected {expected}")
+            if finish is not None:
+                finish(tmp)
         except BaseException:
-            _discard(tmp, mode)
+            if keep and os.path.isdir(tmp):
+                log.error("concatenation failed; the moved sub-cube images are kept in %s", tmp)
             raise
-    replace_dir(tmp, output)
     return output
 
 

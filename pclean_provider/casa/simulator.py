@@ -1411,7 +1411,11 @@ def _truth_record(obs: _Observation, ref_freq_hz: float, freq_frame: str, source
 
 
 def _move_into_place(work: Path, tmp: _Outputs, outputs: _Outputs) -> None:
-    """Replace old outputs only now that the new ones are complete."""
+    """Replace old outputs only now that the new ones are complete.
+
+    Not atomic_files.staged: three outputs (MS, component list, truth) come out of one work folder
+    that also holds the simulator's scratch, and the old ones go into it to be removed with it.
+    """
     for new, final in ((tmp.ms, outputs.ms), (tmp.componentlist, outputs.componentlist), (tmp.truth, outputs.truth)):
         if final.exists() or final.is_symlink():
             trash = work / (".old-" + final.name)

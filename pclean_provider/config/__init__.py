@@ -17,7 +17,8 @@ from pclean_provider.config.groups import (
     Weighting,
 )
 from pclean_provider.config.layering import find_preset, list_presets, load_config, presets_search_path
-from pclean_provider.config.model import FLAT_NAMES, SECTIONS, TCLEAN_NAMES, PcleanConfig, flat_defaults
+from pclean_provider.config.model import PcleanConfig, flat_defaults
+from pclean_provider.config.sections import FLAT_NAMES, SECTIONS, TCLEAN_NAMES
 
 __all__ = [
     "CUBE_SPECMODES",

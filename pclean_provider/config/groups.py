@@ -17,7 +17,6 @@ from pclean_provider.config.quantities import parse_angle_arcsec, parse_flux_jy
 
 StrOrList = str | list[str]
 
-SPECMODES = ("mfs", "cont", "cube", "cubedata", "cubesource", "mvc")
 CUBE_SPECMODES = ("cube", "cubedata", "cubesource")
 # Deconvolvers that only make sense on a single multi-frequency plane (tclean refuses mtmfs with a cube).
 MFS_ONLY_DECONVOLVERS = ("mtmfs",)

@@ -1,8 +1,8 @@
 """PcleanConfig: the whole imaging configuration (tclean's groups, pclean's extras, the cluster).
 
 Users speak tclean's flat keyword arguments; the model keeps them in groups so that each part of
-the engine takes only what it needs. ``FLAT_NAMES`` (derived from the models, never written by
-hand) maps each flat name to its group, in both directions.
+the engine takes only what it needs. ``FLAT_NAMES`` (config.sections, derived from the models,
+never written by hand) maps each flat name to its group, in both directions.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from pclean_provider.config.errors import ConfigError
 from pclean_provider.config.groups import (
     CUBE_SPECMODES,
     MFS_ONLY_DECONVOLVERS,
-    TCLEAN_GROUPS,
     Deconvolution,
     Extras,
     Gridding,
@@ -32,29 +31,8 @@ from pclean_provider.config.groups import (
     Spectral,
     Weighting,
 )
+from pclean_provider.config.sections import FLAT_NAMES, SECTIONS, TCLEAN_NAMES
 from pclean_provider.config.validation_messages import translate_validation_error
-
-# Every section of PcleanConfig, in the order --help and YAML dumps show them.
-SECTIONS: dict[str, type[BaseModel]] = {**TCLEAN_GROUPS, "extras": Extras, "cluster": ClusterSpec}
-
-
-def _flat_names() -> dict[str, str]:
-    names: dict[str, str] = {}
-    for section, model in SECTIONS.items():
-        for name in model.model_fields:
-            if name in names:
-                raise RuntimeError(f"parameter {name!r} is in both {names[name]!r} and {section!r}")
-            names[name] = section
-    return names
-
-
-FLAT_NAMES: dict[str, str] = _flat_names()
-
-# tclean's own `parallel` means CASA's MPI mode; pclean's `parallel` (extras) means Dask. The
-# engine never hands MPI parallelism to tclean, so the tclean keyword is always False.
-TCLEAN_NAMES: tuple[str, ...] = tuple(
-    name for name, section in FLAT_NAMES.items() if section in TCLEAN_GROUPS
-) + ("parallel",)
 
 # Parameters holding paths that tclean resolves against its working directory; workers run
 # elsewhere, so they are made absolute. `mask` is only a path when it names an existing file

@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from pclean_provider.config.errors import ConfigError
+from pclean_provider.config.sections import SECTIONS
 
 
 def describe_type(annotation: Any) -> str:
@@ -47,8 +48,6 @@ def _field_annotation(sections: dict[str, type[BaseModel]], section: str, name: 
 
 
 def translate_validation_error(exc: ValidationError, flat_names: dict[str, str]) -> ConfigError:
-    from pclean_provider.config.model import SECTIONS
-
     by_parameter: dict[str, list[dict[str, Any]]] = {}
     passthrough: list[ConfigError] = []
     for error in exc.errors():

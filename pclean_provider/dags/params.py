@@ -13,12 +13,8 @@ from airflow.sdk import Param, get_current_context
 from airflow.sdk.exceptions import AirflowFailException
 
 from pclean_provider.config.cluster import CONF_SETTABLE_FIELDS
-from pclean_provider.pipeline.pipeline_template import (
-    PipelineTemplate,
-    RunSettings,
-    TemplateError,
-    settings_for_run,
-)
+from pclean_provider.pipeline.pipeline_template import PipelineTemplate, TemplateError
+from pclean_provider.pipeline.run_settings import RunSettings, settings_for_run
 
 CLUSTER_TYPES = ["local", "slurm", "address"]
 

@@ -19,7 +19,8 @@ import pendulum
 from airflow.sdk import DAG, AssetAlias, get_current_context, task
 
 from pclean_provider.pipeline.ingest import write_json_atomic
-from pclean_provider.pipeline.pipeline_template import data_root_dir, load_templates, safe_name
+from pclean_provider.pipeline.pipeline_template import data_root_dir, load_templates
+from pclean_provider.pipeline.safe_names import safe_name
 
 REPORT_DAG_ID = "pclean_archive_report"
 

@@ -10,8 +10,8 @@ import logging
 import os
 import shutil
 import time
-import uuid
 
+from pclean_provider.atomic_files import staging_name
 from pclean_provider.engine.models import (
     FREQUENCY_RTOL,
     ConcatResult,
@@ -76,7 +76,8 @@ def restore_common_beam(plan: CubePlan, imagename: str, products: dict[str, str]
     from pclean_provider.casa.image_concat import replace_image
     from pclean_provider.casa.tclean_runner import TcleanRunError, restore_with_beam
 
-    staging = f"{imagename}.restore-tmp-{uuid.uuid4().hex[:8]}"
+    # A working folder, not renamed itself: its restored images are swapped in one by one.
+    staging = staging_name(imagename, owner="restore")
     os.makedirs(os.path.join(staging, "scratch"))
     base = os.path.join(staging, os.path.basename(imagename))
     try:

@@ -52,7 +52,7 @@ from pclean_provider.products import PSF, RESIDUAL, WORKDIRECTORY, first_term, p
 log = logging.getLogger("pclean_provider.continuum")
 
 __all__ = ["ContinuumPartError", "ContinuumResult", "CycleReport", "ContinuumInputError",
-           "check_continuum_request", "output_name", "run_continuum", "run_continuum_on_cluster", "progress_file_for"]
+           "check_continuum_request", "output_name", "run_continuum", "progress_file_for"]
 
 # Files a run keeps next to the products that are not CASA images.
 _PROGRESS_SUFFIX = ".progress.jsonl"
@@ -692,16 +692,3 @@ def _needs_weight_density_sum(nparts: int, rec: CasaRecords) -> bool:
 
 def _residual_name(imagename: str, rec: CasaRecords) -> str:
     return imagename + first_term(RESIDUAL, rec.deconvolver)
-
-
-def run_continuum_on_cluster(cfg: Any, client: Any, *, nparts: int | None = None,
-                             timeout_s: float | None = None) -> ContinuumResult:
-    """Run the whole continuum loop as a task on the cluster; this process only waits.
-
-    See `pclean_provider.engine.continuum_remote` for why the coordinator runs in a subprocess
-    of that task.
-    """
-    from pclean_provider.engine.continuum_remote import submit_coordinator
-
-    future = submit_coordinator(client, cfg, nparts=nparts)
-    return ContinuumResult.model_validate_json(future.result(timeout=timeout_s))

@@ -19,12 +19,11 @@ import socket
 import sys
 import threading
 import time
-import uuid
 
 import psutil
 
 from pclean_provider import products
-from pclean_provider.atomic_files import DirClaim, SupersededWriteError
+from pclean_provider.atomic_files import DirClaim, SupersededWriteError, staging_name, staging_prefix
 from pclean_provider.engine.models import FREQUENCY_RTOL, SubcubeResult, SubcubeSpec
 
 log = logging.getLogger(__name__)
@@ -110,9 +109,8 @@ def _local_kwargs(spec: SubcubeSpec) -> dict:
 def _remove_dead_stagings(subcube_dir: str) -> None:
     """Staging folders of earlier runs of this sub-cube whose process died (a killed worker) are
     garbage; a live run's folder (same host, process still there) is left alone."""
-    parent, name = os.path.split(subcube_dir)
-    host = socket.gethostname()
-    prefix = f"{name}.tmp-{host}-"
+    parent = os.path.dirname(subcube_dir)
+    prefix = os.path.basename(staging_prefix(subcube_dir, owner=socket.gethostname()))
     for entry in os.listdir(parent):
         if not entry.startswith(prefix):
             continue
@@ -162,7 +160,10 @@ def image_subcube(spec: SubcubeSpec | dict | str) -> SubcubeResult:
     _remove_dead_stagings(spec.subcube_dir)
     _check_free_space(spec, parent)
     claim = DirClaim(spec.subcube_dir)
-    staging = f"{spec.subcube_dir}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    # Not `staged`: this writer is fenced, its staging folder goes in only through its claim (a newer
+    # try may have claimed the folder meanwhile), and the owner in the name lets a later run remove
+    # the folder if this process dies.
+    staging = staging_name(spec.subcube_dir, owner=f"{socket.gethostname()}-{os.getpid()}")
     scratch = os.path.join(staging, "scratch")
     os.makedirs(scratch)
     info = ensure_casa_runtime(omp_threads=1)

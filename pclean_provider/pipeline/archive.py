@@ -59,6 +59,9 @@ from pydantic import BaseModel
 
 from pclean_provider.atomic_files import fsync_dir, umask_file_mode
 from pclean_provider.atomic_files import write_text as atomic_write_text
+from pclean_provider.casa import image_io
+from pclean_provider.casa.image_fingerprint import image_fingerprint
+from pclean_provider.casa.msinfo import read_ms_metadata
 from pclean_provider.errors import PcleanInputError
 from pclean_provider.pipeline.archive_manifest import (
     MANIFEST_NAME,
@@ -74,6 +77,8 @@ from pclean_provider.pipeline.archive_manifest import (
     time_range_from_metadata,
     wavelength_range_m,
 )
+from pclean_provider.pipeline.fits_export import export_fits, science_products, verify_fits_checksums
+from pclean_provider.pipeline.ingest import MsChangedError, verify_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +230,9 @@ def staging_area(archive_root: str | os.PathLike, product_id: str) -> Iterator[P
     The lock file is created and locked before the folder exists, so a cleaner never sees an
     unlocked folder of a live publisher.
     """
+    # Not atomic_files.staged: a product's staging folder lives in the archive's shared .staging/
+    # (readers of the product folder never see it, a cleaner finds crashed publishers' folders by
+    # their free lock), and it is published by `commit` under a version number chosen only then.
     root = Path(archive_root).resolve()
     staging = root / STAGING
     staging.mkdir(parents=True, exist_ok=True)
@@ -253,6 +261,7 @@ def commit(archive_root: str | os.PathLike, product_id: str, folder: Path) -> tu
     while True:
         target = product_dir / f"v{version:04d}"
         try:
+            # A plain rename, never a replace: an existing version is another publisher's, kept.
             os.rename(folder, target)
         except OSError as exc:
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
@@ -281,8 +290,6 @@ def input_fingerprints(
     config: Mapping[str, Any] | None,
 ) -> InputFingerprints:
     """Fingerprints of a product: its images' content, its MSs' identity, its configuration."""
-    from pclean_provider.casa.image_fingerprint import image_fingerprint
-
     images = {}
     for base, found in products:
         stem = Path(base).name
@@ -378,8 +385,6 @@ def _ms_metadata(vis: Sequence[str], ms_metadata) -> list[dict[str, Any]]:
         return [m.model_dump(mode="json") if hasattr(m, "model_dump") else dict(m) for m in items]
     out = []
     for path in vis:
-        from pclean_provider.casa.msinfo import read_ms_metadata
-
         out.append(read_ms_metadata(path).model_dump(mode="json"))
     return out
 
@@ -439,8 +444,6 @@ def check_ms_unchanged(vis_list: Sequence[str], metadata: Sequence[Mapping[str, 
     The metadata records come from ingest (one per MS, in the order of ``vis``); a record without
     a fingerprint (read afresh, or from an older ingest) has nothing to compare with.
     """
-    from pclean_provider.pipeline.ingest import MsChangedError, verify_fingerprint
-
     for i, meta in enumerate(metadata):
         vis = vis_list[i] if i < len(vis_list) else meta.get("path")
         if not vis or not meta.get("fingerprint"):
@@ -478,9 +481,6 @@ def publish(
     and nothing is written. ``file_mode`` (octal, e.g. '0640') sets the published files' mode;
     None follows the umask. The published version is read-only.
     """
-    from pclean_provider.casa import image_io
-    from pclean_provider.pipeline.fits_export import export_fits, science_products
-
     started_utc = started_utc or _now()
     mode = parse_file_mode(file_mode)
     names = [images] if isinstance(images, str | os.PathLike) else list(images)
@@ -638,8 +638,6 @@ def verify(path: str | os.PathLike) -> VerifyResult:
     """Re-check one published version: every manifest file exists with its size and SHA-256,
     FITS CHECKSUM/DATASUM verify, and no file is there that the manifest does not list.
     """
-    from pclean_provider.pipeline.fits_export import verify_fits_checksums
-
     folder = Path(path).resolve()
     problems: list[VerifyProblem] = []
     manifest_path = folder / MANIFEST_NAME

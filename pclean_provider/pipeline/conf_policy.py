@@ -24,13 +24,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pclean_provider.config.cluster import CONF_SETTABLE_FIELDS, memory_bytes
+from pclean_provider.config.layering import list_presets
+from pclean_provider.config.model import flatten_layer
+from pclean_provider.config.sections import FLAT_NAMES, SECTIONS
 from pclean_provider.errors import PcleanInputError
-
-if TYPE_CHECKING:
-    from pclean_provider.pipeline.pipeline_template import PipelineTemplate
+from pclean_provider.pipeline.pipeline_template import PipelineTemplate
 
 # Every key the conf may carry, each a field of the trigger form (dags/params.py).
 CONF_KEYS = ("vis", "preset", "overrides", "work_dir", "archive_dir", "cluster", "cluster_options", "redo",
@@ -118,8 +119,6 @@ def _check_name(parameter: str, key: Any) -> str:
 
 
 def _check_overrides(raw: Any, roots: list[Path], data_root: Path) -> dict[str, Any]:
-    from pclean_provider.config.model import FLAT_NAMES, SECTIONS, flatten_layer
-
     if raw in (None, ""):
         return {}
     if not isinstance(raw, dict):
@@ -201,8 +200,6 @@ def _check_preset(template: PipelineTemplate, raw: Any) -> str | None:
         return None
     if raw == template.preset:
         return raw
-    from pclean_provider.config import list_presets
-
     available = sorted(list_presets())
     if not isinstance(raw, str) or raw not in available:
         raise RunConfRefused("preset", f"{shown(raw)} is not one of the installed presets "

@@ -12,7 +12,8 @@ import warnings
 from pathlib import Path
 
 from pclean_provider import products
-from pclean_provider.atomic_files import replacing
+from pclean_provider.atomic_files import remove_path, replacing, staging_name
+from pclean_provider.casa import image_io
 
 
 def science_products(imagename: str | os.PathLike) -> list[tuple[str, str]]:
@@ -28,7 +29,7 @@ def science_products(imagename: str | os.PathLike) -> list[tuple[str, str]]:
 
 def add_checksums(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Copy a FITS file to ``dst`` with CHECKSUM and DATASUM in every HDU (temp name + rename)."""
-    from astropy.io import fits
+    from astropy.io import fits  # seconds to import; only exports and checks need it
 
     dst = Path(dst)
     with replacing(dst) as tmp, fits.open(src, memmap=False) as hdul:
@@ -38,23 +39,21 @@ def add_checksums(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 
 def export_fits(image: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """CASA image -> FITS at ``dst`` with checksums."""
-    from pclean_provider.casa import image_io
-
     dst = Path(dst).resolve()
     dst.parent.mkdir(parents=True, exist_ok=True)
-    raw = dst.with_name(f".{dst.name}.casa.tmp")
+    # CASA's FITS is an intermediate, never renamed: add_checksums writes `dst` from it.
+    raw = staging_name(dst, owner="casa")
     try:
         image_io.export_fits(image, raw)
         add_checksums(raw, dst)
     finally:
-        if raw.exists():
-            raw.unlink()
+        remove_path(raw)
     return dst
 
 
 def verify_fits_checksums(path: str | os.PathLike) -> list[str]:
     """Problems with a FITS file's CHECKSUM/DATASUM (empty list = every HDU verifies)."""
-    from astropy.io import fits
+    from astropy.io import fits  # seconds to import; only exports and checks need it
 
     problems = []
     try:

@@ -35,7 +35,6 @@ import json
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +42,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from pclean_provider.atomic_files import write_json
+from pclean_provider.atomic_files import staged, write_json
+from pclean_provider.casa.msinfo import read_ms_metadata
 from pclean_provider.errors import PcleanInputError
 
 REASON_SUFFIX = ".reason.json"
@@ -282,9 +282,6 @@ def validate_metadata(meta: dict[str, Any], spw: Any = None, field: Any = None) 
 
 
 def default_metadata_reader(path: str) -> Any:
-    # Imported here: only the `pclean ingest` process needs casatools.
-    from pclean_provider.casa.msinfo import read_ms_metadata
-
     return read_ms_metadata(path)
 
 
@@ -361,19 +358,12 @@ def _move_whole(src: Path, dst: Path) -> None:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-    partial = dst.with_name(f".{dst.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
+    # `dst` is a free name (_free_name), so putting the copy in place replaces nothing.
+    with staged(dst) as partial:
         if src.is_dir():
             shutil.copytree(src, partial, symlinks=True)
         else:
             shutil.copy2(src, partial)
-        os.rename(partial, dst)
-    except BaseException:
-        if partial.is_dir():
-            shutil.rmtree(partial, ignore_errors=True)
-        else:
-            partial.unlink(missing_ok=True)
-        raise
     if src.is_dir():
         shutil.rmtree(src)
     else:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pclean_provider.atomic_files import write_text
+from pclean_provider.pipeline.safe_names import safe_name
 
 log = logging.getLogger("pclean.notify")
 
@@ -124,8 +125,6 @@ def ms_of(context: Mapping[str, Any]) -> str | None:
     if vis:
         # Straight from the run conf, possibly refused for what it holds: logged only cut short and
         # reduced to file-name characters, so a conf value cannot forge log lines.
-        from pclean_provider.pipeline.pipeline_template import safe_name
-
         return safe_name(Path(str(vis).rstrip("/")).name[:80])
     return None
 

@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pclean_provider.config.cluster import memory_bytes
 from pclean_provider.config.plan_policy import PlanPolicy
 from pclean_provider.data import PIPELINES, packaged_dir
-from pclean_provider.pipeline.conf_policy import check_run_conf
+from pclean_provider.pipeline.archive import ArchiveError, parse_file_mode
 from pclean_provider.pipeline.notify import NotifierSpec
+from pclean_provider.pipeline.safe_names import safe_name as safe_name  # dags/tasks import it from here
 
 DATA_ROOT_ENV = "PCLEAN_DATA_ROOT"
 PIPELINES_DIR_ENV = "PCLEAN_PIPELINES_DIR"
@@ -52,8 +53,6 @@ class ArchivePolicy(BaseModel):
     @field_validator("file_mode", mode="before")
     @classmethod
     def _octal(cls, value: Any) -> str | None:
-        from pclean_provider.pipeline.archive import ArchiveError, parse_file_mode
-
         if isinstance(value, int) and not isinstance(value, bool):
             # YAML reads an unquoted 0640 as the decimal 640: ask for the quoted form.
             raise ValueError(f"archive.file_mode={value!r}: quote it ('0640'), YAML reads a bare number as decimal")
@@ -265,70 +264,3 @@ def load_templates(directory: str | os.PathLike[str] | None = None) -> list[Pipe
     if dupes:
         raise TemplateError(f"{directory}: dag_id used by more than one template: {dupes}")
     return templates
-
-
-# One run's settings: the template, overridden by the run's params (trigger form / conf) -------
-
-class RunSettings(BaseModel):
-    """Everything a run needs, resolved once from template + params; plain JSON for XCom."""
-
-    dag_id: str
-    kind: Literal["cube", "continuum"]
-    run_id: str
-    vis: str | None
-    redo: bool
-    preset: str | None
-    overrides: dict[str, Any]
-    landing_dir: str
-    quarantine_dir: str
-    work_dir: str
-    run_dir: str
-    metadata_dir: str
-    ledger_dir: str
-    archive_dir: str
-    review_dir: str
-    notifications_dir: str
-    cluster_type: str
-    cluster_connection_id: str | None
-    cluster_options: dict[str, Any]
-    qa_thresholds: dict[str, Any]
-    qa_min_score: float
-    ingest: IngestPolicy
-    plan: PlanPolicy = Field(default_factory=PlanPolicy)
-
-    def cluster_overrides(self) -> dict[str, Any]:
-        """ClusterSpec fields for the cluster-up task (type from the form, knobs from options)."""
-        return {"cluster_type": self.cluster_type, **self.cluster_options}
-
-
-def safe_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
-
-
-def settings_for_run(template: PipelineTemplate, params: dict[str, Any], run_id: str,
-                     data_root: Path | None = None) -> RunSettings:
-    """Apply the run conf keys (vis, preset, overrides, work_dir, archive_dir, cluster, ...) after
-    conf_policy has judged them; RunConfRefused (a PcleanInputError) names what it may not set."""
-    data_root = data_root or data_root_dir()
-    conf = check_run_conf(template, params, data_root)
-    paths = template.paths(data_root)
-    work = conf.work_dir or paths["work_dir"]
-    archive = conf.archive_dir or paths["archive_dir"]
-    overrides = {**template.overrides, **conf.overrides}
-    pipeline_dir = work / template.dag_id
-    return RunSettings(
-        dag_id=template.dag_id, kind=template.kind, run_id=run_id,
-        vis=str(conf.vis) if conf.vis else None,
-        redo=conf.redo, preset=conf.preset, overrides=overrides,
-        landing_dir=str(paths["landing_dir"]), quarantine_dir=str(paths["quarantine_dir"]),
-        work_dir=str(work), run_dir=str(pipeline_dir / "runs" / safe_name(run_id)),
-        metadata_dir=str(pipeline_dir / "metadata"), ledger_dir=str(pipeline_dir / "ledger"),
-        archive_dir=str(archive), review_dir=str(paths["review_dir"]),
-        notifications_dir=str(paths["notifications_dir"]),
-        cluster_type=conf.cluster_type, cluster_connection_id=conf.cluster_connection_id,
-        cluster_options={**template.cluster.options, **conf.cluster_options},
-        qa_thresholds=dict(template.qa.thresholds),
-        qa_min_score=conf.qa_min_score,
-        ingest=template.ingest,
-        plan=template.plan,
-    )

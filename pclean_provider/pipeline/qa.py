@@ -39,6 +39,7 @@ import numpy as np
 
 from pclean_provider import products
 from pclean_provider.atomic_files import write_text as atomic_write_text
+from pclean_provider.casa import image_io
 from pclean_provider.errors import PcleanInputError
 from pclean_provider.pipeline import qa_metrics as m
 from pclean_provider.pipeline.qa_models import (
@@ -203,8 +204,6 @@ def run_qa(
     A product with nothing to measure (no valid, non-zero pixel in any channel) is not an input
     error: its report scores 0 with the reason, and the gate sends it to review.
     """
-    from pclean_provider.casa import image_io
-
     if kind not in ("cube", "mfs"):
         raise QaInputError(f"kind={kind!r} is not valid; use kind='cube' or kind='mfs'")
     if thresholds is None:
@@ -240,6 +239,7 @@ def run_qa(
         peak_ra, peak_dec = image_io.pixel_to_world(paths["image"], px, py, pc)
         arrays = None
         if html:
+            # matplotlib takes seconds to import: only a run that draws qa.html loads it.
             from pclean_provider.pipeline.report_html import ReportArrays
 
             cube = img.nchan > 1
@@ -355,7 +355,7 @@ def write_reports(report: QaReport, out_dir: Path, *, arrays=None, html: bool | 
     if html is None:
         html = arrays is not None
     if html:
-        from pclean_provider.pipeline.report_html import render_html
+        from pclean_provider.pipeline.report_html import render_html  # matplotlib: see run_qa
 
         report.files["qa.html"] = str(out_dir / "qa.html")
         atomic_write_text(out_dir / "qa.html", render_html(report, arrays))
@@ -601,8 +601,6 @@ def _sensitivity(vis, img, sumwt_per_chan, channels, rms_free_all, kind) -> Sens
             ratio=None,
             method="not computed: no MeasurementSet given (pass vis=)",
         )
-    from pclean_provider.casa import image_io
-
     ws = image_io.visibility_weight_sums(vis)
     if kind == "mfs" or img.nchan == 1:
         theo_chan = np.full(img.nchan, m.theoretical_rms_total(ws.weight_sum, ws.sigma_unit_weight_jy))

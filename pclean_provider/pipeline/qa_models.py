@@ -7,6 +7,7 @@ is the lowest of its scores, because one bad metric is enough to send a product 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -245,8 +246,6 @@ class QaReport(BaseModel):
     @classmethod
     def load(cls, path) -> QaReport:
         """Read a qa.json (or the folder holding it), e.g. in the DAG's gate task."""
-        from pathlib import Path
-
         p = Path(path)
         if p.is_dir():
             p = p / "qa.json"

@@ -254,7 +254,7 @@ def test_shipped_templates_load_and_name_two_pipelines():
 
 
 def test_run_conf_keys_override_the_template(tmp_path):
-    from pclean_provider.pipeline.pipeline_template import settings_for_run
+    from pclean_provider.pipeline.run_settings import settings_for_run
 
     (t,) = [t for t in load_templates() if t.dag_id == "nightly_cube_imaging"]
     base = settings_for_run(t, {}, "scheduled__2026-01-02", data_root=tmp_path)

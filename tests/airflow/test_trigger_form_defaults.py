@@ -7,7 +7,8 @@ import pytest
 
 from pclean_provider.dags.params import trigger_form
 from pclean_provider.pipeline.conf_policy import CONF_KEYS, RunConfRefused, check_run_conf
-from pclean_provider.pipeline.pipeline_template import PipelineTemplate, load_templates, settings_for_run
+from pclean_provider.pipeline.pipeline_template import PipelineTemplate, load_templates
+from pclean_provider.pipeline.run_settings import settings_for_run
 
 
 def defaults(t: PipelineTemplate) -> dict:

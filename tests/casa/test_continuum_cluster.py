@@ -42,12 +42,16 @@ def _left_behind(tmp_path, name: str) -> list[str]:
 def test_coordinator_as_cluster_task_matches_tclean(two_spw_ms, cluster, tmp_path):
     from casatasks import tclean
 
-    from pclean_provider.engine.continuum import run_continuum_on_cluster
+    from pclean_provider.engine import worker_tasks
+    from pclean_provider.engine.continuum_models import ContinuumResult
 
     ref = str(tmp_path / "tclean")
     tclean(imagename=ref, **kwargs_for(two_spw_ms.ms, "hogbom", "briggs", 1))
     ours = str(tmp_path / "remote")
-    result = run_continuum_on_cluster(_config(two_spw_ms.ms, ours), cluster.client, nparts=2)
+    # ContinuumImagingOperator's task: the coordinator runs on the cluster, one part per worker (2).
+    future = cluster.client.submit(worker_tasks.image_continuum, _config(two_spw_ms.ms, ours).model_dump_json(),
+                                   pure=False)
+    result = ContinuumResult.model_validate(future.result())
 
     assert result.nparts == 2 and result.iterations > 0
     assert result.imagename == ours and os.path.isdir(ours + ".image")

@@ -104,13 +104,16 @@ def test_one_remote_part_other_deconvolvers_match_tclean(two_spw_ms, one_worker,
 @pytest.mark.timeout(300)
 def test_coordinator_task_on_a_one_worker_cluster(two_spw_ms, one_worker, tmp_path):
     """The Airflow path on a SLURM cluster where only one job started: coordinator task and part share a node."""
-    from pclean_provider.engine.continuum import run_continuum_on_cluster
+    from pclean_provider.engine import worker_tasks
+    from pclean_provider.engine.continuum_models import ContinuumResult
 
     ref = tmp_path / "tclean" / "ref"
     summary = _tclean(two_spw_ms.ms, ref, "hogbom", "natural")
     ours = str(tmp_path / "ours" / "task")
-    result = run_continuum_on_cluster(_config(two_spw_ms.ms, ours, "hogbom", "natural", keep_partimages=True),
-                                      one_worker.client, timeout_s=280)
+    # ContinuumImagingOperator's task: the coordinator's task and the part share the one worker.
+    cfg = _config(two_spw_ms.ms, ours, "hogbom", "natural", keep_partimages=True)
+    future = one_worker.client.submit(worker_tasks.image_continuum, cfg.model_dump_json(), pure=False)
+    result = ContinuumResult.model_validate(future.result(timeout=280))
 
     assert result.nparts == 1 and result.part_images_kept
     # keep_partimages keeps the one part's own images, as it does for several parts.

@@ -82,7 +82,7 @@ def test_site_config_is_rewritten_only_when_different(tmp_path, monkeypatch):
     runtime.write_site_config()
     assert "measures_auto_update = False" in first.read_text()
     # Nothing half-written is left beside it.
-    assert [p.name for p in first.parent.iterdir() if p.name.endswith(".tmp")] == []
+    assert [p.name for p in first.parent.iterdir() if ".tmp-" in p.name] == []
 
 
 def test_casa_env_does_not_import_casatools(tmp_path):

@@ -72,3 +72,25 @@ def test_a_failed_writer_releases_only_its_own_claim(tmp_path):
     assert newer.owns()
     newer.release()
     assert not Path(newer.path).exists()
+
+
+def test_staged_puts_a_file_or_a_folder_in_place_and_leaves_nothing_beside_it(tmp_path):
+    with atomic_files.staged(tmp_path / "cube.image") as tmp:
+        assert os.path.basename(tmp).startswith(".cube.image.tmp-")
+        staged(Path(tmp).parent, Path(tmp).name, "first")
+    with atomic_files.staged(tmp_path / "cube.image") as tmp:
+        staged(Path(tmp).parent, Path(tmp).name, "second")
+    with atomic_files.staged(tmp_path / "note.txt") as tmp:
+        Path(tmp).write_text("note")
+    assert (tmp_path / "cube.image" / "product").read_text() == "second"
+    assert sorted(os.listdir(tmp_path)) == ["cube.image", "note.txt"]
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["removed", "kept"])
+def test_staged_output_of_a_failed_block_is_removed_unless_kept(tmp_path, keep):
+    dst = staged(tmp_path, "cube.image", "old")
+    with pytest.raises(RuntimeError), atomic_files.staged(dst, keep_on_error=keep) as tmp:
+        staged(Path(tmp).parent, Path(tmp).name, "new")
+        raise RuntimeError("CASA failed")
+    assert (dst / "product").read_text() == "old"
+    assert [p.startswith(".cube.image.tmp-") for p in os.listdir(tmp_path) if p != "cube.image"] == ([True] if keep else [])

@@ -7,7 +7,8 @@ import pytest
 from pclean_provider.config.cluster import memory_bytes
 from pclean_provider.errors import PcleanInputError
 from pclean_provider.pipeline.conf_policy import RunConfRefused, allowed_roots, check_run_conf, shown
-from pclean_provider.pipeline.pipeline_template import PipelineTemplate, settings_for_run
+from pclean_provider.pipeline.pipeline_template import PipelineTemplate
+from pclean_provider.pipeline.run_settings import settings_for_run
 
 
 def template(**extra) -> PipelineTemplate:
