@@ -20,7 +20,6 @@ from pclean_provider.config.plan_policy import PlanPolicy
 from pclean_provider.data import PIPELINES, packaged_dir
 from pclean_provider.pipeline.archive import ArchiveError, parse_file_mode
 from pclean_provider.pipeline.notify import NotifierSpec
-from pclean_provider.pipeline.safe_names import safe_name as safe_name  # dags/tasks import it from here
 
 DATA_ROOT_ENV = "PCLEAN_DATA_ROOT"
 PIPELINES_DIR_ENV = "PCLEAN_PIPELINES_DIR"

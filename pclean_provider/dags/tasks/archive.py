@@ -19,7 +19,8 @@ from pclean_provider.dags.params import run_settings
 from pclean_provider.dags.pclean_subprocess import run_step, step_timeout
 from pclean_provider.exit_codes import ArchiveExit
 from pclean_provider.pipeline.ingest import write_json_atomic
-from pclean_provider.pipeline.pipeline_template import PipelineTemplate, safe_name
+from pclean_provider.pipeline.pipeline_template import PipelineTemplate
+from pclean_provider.pipeline.safe_names import safe_name
 
 # The MS, and the target when an MS has several (prepare's label); items of older runs have none.
 ITEM_LABEL = "{{ task.op_kwargs['item'].get('label') or task.op_kwargs['item']['name'] }}"

@@ -15,7 +15,8 @@ from pclean_provider.dags.notifiers import send
 from pclean_provider.dags.params import run_settings
 from pclean_provider.pipeline.ingest import write_json_atomic
 from pclean_provider.pipeline.notify import notify_not_imaged
-from pclean_provider.pipeline.pipeline_template import PipelineTemplate, safe_name
+from pclean_provider.pipeline.pipeline_template import PipelineTemplate
+from pclean_provider.pipeline.safe_names import safe_name
 
 RUN_XCOM = "run"  # prepare pushes the run's resolved settings under this key
 
