@@ -18,7 +18,7 @@ from tests.run_cache import RUN_DIR_ENV, simulated
 IN_CI = os.environ.get("CI", "").lower() == "true"
 REPO = Path(__file__).resolve().parents[1]
 
-# `make test` runs the suite on several pytest-xdist workers (--dist loadgroup). Tests that share one
+# `make test` runs the suite on several pytest-xdist workers. Tests that share one
 # real component run in one worker, one after the other: the live Airflow (one standalone for the
 # whole session), the local SLURM. A module whose fixtures make something costly per module (a
 # cluster, an MS, a serial tclean reference) is one group too, so they are made once; the modules
@@ -61,17 +61,24 @@ def pytest_unconfigure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    groups = {}
-    for item in items:
-        group = xdist_group_of(Path(str(item.fspath)).resolve().relative_to(REPO).as_posix())
-        groups[item.nodeid] = group
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
-    # Every worker sorts alike (the order is a function of the collected items), as xdist requires.
+    """The groups in FIRST start first; every process sorts alike, as pytest-xdist requires."""
     rank = {name: i for i, name in enumerate(FIRST)}
-    items.sort(key=lambda item: rank.get(groups[item.nodeid], len(FIRST)))
+    items.sort(key=lambda item: rank.get(xdist_group_of(item.nodeid.split("::", 1)[0]), len(FIRST)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Each group above is one unit of work for one process; every other test is a unit of its own.
+
+    A scheduler of our own rather than xdist's `loadgroup`: that one marks the group in the item's
+    node id, which pytest 9 no longer reads back, so its groups fall apart."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group_of(nodeid.split("::", 1)[0]) or nodeid
+
+    return GroupScheduling(config, log)
 
 
 def require(component: str, available: bool, how_to_get_it: str) -> None:
@@ -127,3 +134,4 @@ def airflow_standalone():
     yield server
     server.stop()
     assert not server.group_members(), "airflow standalone left processes behind"
+
