@@ -12,7 +12,7 @@ in the step's enum (``exit_codes``), a message saying why when the step did not 
 step's payload:
 
 - ``ingest``: the ingest report (``accepted``, ``quarantined``, ``incomplete``, ``already_imaged``,
-  ``unreadable``, ``taken_elsewhere``);
+  ``unreadable``, ``taken_elsewhere``, ``refused``);
   ``REJECTED``: ``{"vis", "rejected"}``.
 - ``plan``: ``{"plans": [...], "errors": [{"vis", "error"}]}`` (also with ``UNPLANNED``).
 - ``qa``: ``{"overall_score", "overall_band", "not_judged_reason", "gate", "files"}``, ``files``

@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unreadable   {ms.name}: {ms.why}")
     for ms in report.taken_elsewhere:
         print(f"taken        {ms.name}: {ms.why}")
+    for ms in report.refused:
+        print(f"refused      {ms.name}: {ms.why}")
     payload = json.loads(report.model_dump_json())
     if args.report:
         try:

@@ -28,8 +28,13 @@ wording) or that fails twice in different ways leaves that MS where it is, repor
 The two nightly DAGs watch one landing area, so two ingests may quarantine at once: each claims
 the MS by renaming it inside the landing area (only one rename succeeds), reserves its name in
 the quarantine by creating it (``mkdir`` succeeds for one process only), and writes the reason
-file beside it, atomically; a process never removes a file it did not create. One already imaged (a ledger entry
-written after its products were archived or sent to review) is skipped unless ``redo``.
+file beside it, atomically; a process never removes a file it did not create.
+
+One already imaged (a ledger entry written after its products were archived or sent to review) is
+skipped unless ``redo``.
+
+An entry that is a symbolic link, or whose name is too long for the files written beside it, is
+refused with the reason and left alone; it never holds back the night's other MSs.
 
 Plain Python: the Airflow task runs this through ``pclean ingest`` in a subprocess, so that
 casatools stays out of the Airflow worker.
@@ -97,6 +102,8 @@ class IngestReport(BaseModel):
     unreadable: list[SkippedMs] = Field(default_factory=list)
     # Moved away by another ingest (the other nightly DAG) while this one looked at it.
     taken_elsewhere: list[SkippedMs] = Field(default_factory=list)
+    # Left alone for what its name is (a symbolic link, a name too long): the reason says what to do.
+    refused: list[SkippedMs] = Field(default_factory=list)
 
 
 class MsRejected(PcleanInputError):
@@ -128,6 +135,28 @@ class QuarantineFailed(RuntimeError):
 
 class MsChangedError(PcleanInputError):
     """The MS is not the one ingest checked: its files changed since (a redo copied over it?)."""
+
+
+# Names ---------------------------------------------------------------------------------------
+
+# The longest landing name ingest takes: the files it writes beside and about an MS add up to 31
+# characters to its name (``.<name>.quarantining-<pid>-<token>``, ``.<name>.metadata.json.<tmp>.tmp``),
+# and no file name may exceed 255 bytes.
+MAX_MS_NAME_BYTES = 200
+
+
+def landing_name_problem(ms: Path) -> str | None:
+    """Why ingest leaves this landing entry alone whatever it holds, or None to look at it."""
+    if ms.is_symlink():
+        return (f"{ms.name} is a symbolic link (to {os.readlink(ms)}): ingest images and quarantines only "
+                "what the landing area itself holds, never what a link points to; copy the MeasurementSet "
+                "into the landing area instead of linking it")
+    size = len(os.fsencode(ms.name))
+    if size > MAX_MS_NAME_BYTES and ms.is_dir():
+        return (f"{ms.name[:40]}... has a name of {size} bytes, longer than the {MAX_MS_NAME_BYTES} ingest "
+                "takes (the files written beside it would exceed the file system's 255); rename it in the "
+                "landing area, with its completion marker")
+    return None
 
 
 # Completeness --------------------------------------------------------------------------------
@@ -466,6 +495,10 @@ def quarantine(ms: Path, quarantine_dir: Path, reason: str, marker_suffix: str |
             "what_to_do": "fix or re-transfer the MeasurementSet and move it back into the landing area "
                           "(with its completion marker)",
         })
+        if claimed.is_symlink() or not claimed.is_dir():
+            # Only a folder can be renamed onto the reserved empty folder; anything else (which the
+            # scan never hands over, but a caller may) takes the name once the folder is gone.
+            target.rmdir()
         _move_whole(claimed, target)
     except OSError as exc:
         if reason_path is not None:
@@ -532,7 +565,14 @@ def ingest_landing_area(landing_dir: Path, *, quarantine_dir: Path, metadata_dir
     if not landing_dir.is_dir():
         raise FileNotFoundError(f"landing area {landing_dir} does not exist: create it or set landing_dir "
                                 "in the pipeline template")
-    for ms in sorted(p for p in landing_dir.glob(pattern) if p.is_dir()):
+    for ms in sorted(landing_dir.glob(pattern)):
+        refusal = landing_name_problem(ms)
+        if refusal:
+            # Reported every night until someone renames or replaces it; never moved, never followed.
+            report.refused.append(SkippedMs(name=ms.name, path=str(ms), why=refusal))
+            continue
+        if not ms.is_dir():
+            continue
         complete, why = is_complete(ms, completion, marker_suffix, quiet_period_s, now=now)
         if not complete:
             report.incomplete.append(SkippedMs(name=ms.name, path=str(ms), why=why))

@@ -362,3 +362,28 @@ def test_failure_notification_finds_the_ms_of_an_operator_task(tmp_path):
     note = notify_task_failure({"ti": TI(), "task": SubcubeTask(), "exception": RuntimeError("worker lost")},
                                directory=tmp_path)
     assert (note.ms, note.task_id, note.reason) == ("night_b.ms", "image_subcube", "RuntimeError: worker lost")
+
+
+def test_a_name_too_long_is_refused_and_the_night_goes_on(tmp_path):
+    fake_ms(tmp_path / "landing", "a.ms")
+    long = fake_ms(tmp_path / "landing", "n" * 237 + ".ms")  # 240 characters, as a transfer may name it
+    report = run(tmp_path, reader_for({"a.ms": GOOD, long.name: GOOD}))
+    assert [m.name for m in report.accepted] == ["a.ms"]
+    (refused,) = report.refused
+    assert refused.name == long.name and "240 bytes" in refused.why and "rename it" in refused.why
+    assert long.is_dir() and not report.quarantined
+
+
+def test_a_symlinked_ms_is_refused_never_followed(tmp_path):
+    elsewhere = fake_ms(tmp_path / "elsewhere", "real.ms", marker=False)
+    link = tmp_path / "landing" / "linked.ms"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(elsewhere, target_is_directory=True)
+    ingest.marker_path(link, ".complete").write_text("")
+    fake_ms(tmp_path / "landing", "a.ms")
+    # Broken, were it read: a followed link would be quarantined, its target moved or copied away.
+    report = run(tmp_path, reader_for({"a.ms": GOOD, "linked.ms": {**GOOD, "nrows": 0}}))
+    assert [m.name for m in report.accepted] == ["a.ms"] and not report.quarantined
+    (refused,) = report.refused
+    assert refused.name == "linked.ms" and "symbolic link" in refused.why and "copy the MeasurementSet" in refused.why
+    assert link.is_symlink() and (elsewhere / "ANTENNA" / "table.dat").read_bytes() == b"y"

@@ -25,7 +25,7 @@ NOTHING_BRANCH = "nothing_arrived"
 
 
 def _nothing_reason(report: dict, landing_dir: str) -> str:
-    kinds = ("quarantined", "incomplete", "already_imaged", "unreadable", "taken_elsewhere")
+    kinds = ("quarantined", "incomplete", "already_imaged", "unreadable", "taken_elsewhere", "refused")
     counts = {k: len(report.get(k, [])) for k in kinds}
     if not any(counts.values()):
         return f"no MeasurementSet in the landing area {landing_dir}"
@@ -33,7 +33,8 @@ def _nothing_reason(report: dict, landing_dir: str) -> str:
             f"{counts['incomplete']} incomplete (no completion marker yet), "
             f"{counts['already_imaged']} already imaged, "
             f"{counts['unreadable']} unreadable for now (left for the next night), "
-            f"{counts['taken_elsewhere']} quarantined by the other nightly ingest")
+            f"{counts['taken_elsewhere']} quarantined by the other nightly ingest, "
+            f"{counts['refused']} refused for their names (symbolic links, too long)")
 
 
 def arrival_tasks(t: PipelineTemplate):
@@ -87,6 +88,8 @@ def ingest_task(t: PipelineTemplate):
         for q in report.get("quarantined", []):
             notify_quarantined(t.dag_id, s.run_id, q["original_path"], q["reason"], q["reason_path"],
                                directory=s.notifications_dir)
+        for r in report.get("refused", []):
+            print(f"refused, left alone: {r['why']}")
         for u in report.get("unreadable", []):
             # Left in the landing area: the next night tries again; the reason is in the task log.
             print(f"unreadable for now, left for the next night: {u['name']}: {u['why']}")
