@@ -11,7 +11,8 @@ A result names its step (``kind``), the schema version of this file, the exit co
 in the step's enum (``exit_codes``), a message saying why when the step did not succeed, and the
 step's payload:
 
-- ``ingest``: the ingest report (``accepted``, ``quarantined``, ``incomplete``, ``already_imaged``);
+- ``ingest``: the ingest report (``accepted``, ``quarantined``, ``incomplete``, ``already_imaged``,
+  ``unreadable``, ``taken_elsewhere``, ``refused``);
   ``REJECTED``: ``{"vis", "rejected"}``.
 - ``plan``: ``{"plans": [...], "errors": [{"vis", "error"}]}`` (also with ``UNPLANNED``).
 - ``qa``: ``{"overall_score", "overall_band", "not_judged_reason", "gate", "files"}``, ``files``

@@ -1,8 +1,9 @@
 """``pclean ingest``: validate MeasurementSets in a landing area (or one named MS).
 
-Exit codes: ``exit_codes.IngestExit`` (0 done, broken MSs quarantined included; 2 bad input,
-nothing moved; 3 the MS named with ``--vis`` cannot be imaged, the reason printed; 4 an MS could
-not be read reliably or moved to a full quarantine area, nothing moved, a retry may succeed).
+Exit codes: ``exit_codes.IngestExit`` (0 done, broken MSs quarantined and MSs unreadable for now
+included; 2 bad input, nothing moved; 3 the MS named with ``--vis`` cannot be imaged, the reason
+printed; 4 the MS named with ``--vis`` could not be read reliably, or an MS could not be moved to a
+full quarantine area, a retry may succeed).
 ``--report`` writes the JSON report for people and scripts; ``--result-file`` writes the step's
 result (``step_results``: the exit status and, as its payload, the same report), which is what the
 Airflow ingest task reads back.
@@ -107,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"incomplete   {ms.name}: {ms.why}")
     for ms in report.already_imaged:
         print(f"skipped      {ms.name}: {ms.why}")
+    for ms in report.unreadable:
+        print(f"unreadable   {ms.name}: {ms.why}")
+    for ms in report.taken_elsewhere:
+        print(f"taken        {ms.name}: {ms.why}")
+    for ms in report.refused:
+        print(f"refused      {ms.name}: {ms.why}")
     payload = json.loads(report.model_dump_json())
     if args.report:
         try:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pclean_provider.errors import is_input_error, lineage_of_pickled_error
+from pclean_provider.names import injective_name
 
 KEY_PREFIX = "pclean"
 STATE_DIRNAME = ".pclean-airflow"
@@ -36,8 +37,10 @@ def work_key(kind: str, dag_id: str, run_id: str, task_id: str, map_index: int, 
 
 
 def work_key_prefix(kind: str, dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
-    parts = [KEY_PREFIX, kind, dag_id, run_id, task_id, f"m{int(map_index)}"]
-    return "-".join(_safe(p) for p in parts) + "-"
+    # The run id is free text (a REST trigger chooses it): sanitised alone, two runs could share keys
+    # and one adopt the other's work, so it is made injective (names.injective_name).
+    run = injective_name(str(run_id), unsafe=_UNSAFE_KEY)
+    return "-".join([_safe(KEY_PREFIX), _safe(kind), _safe(dag_id), run, _safe(task_id), f"m{int(map_index)}"]) + "-"
 
 
 def try_of_key(key: str) -> int | None:
@@ -48,6 +51,9 @@ def try_of_key(key: str) -> int | None:
 def prefix_of_key(key: str) -> str:
     """What every try of the same task's work shares (``work_key_prefix`` of the key's task)."""
     return re.sub(r"try\d+$", "", key)
+
+
+_UNSAFE_KEY = re.compile(r"[^A-Za-z0-9_.]")
 
 
 def _safe(text: str) -> str:

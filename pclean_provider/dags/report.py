@@ -18,9 +18,9 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, AssetAlias, get_current_context, task
 
+from pclean_provider.names import run_folder_name
 from pclean_provider.pipeline.ingest import write_json_atomic
 from pclean_provider.pipeline.pipeline_template import data_root_dir, load_templates
-from pclean_provider.pipeline.safe_names import safe_name
 
 REPORT_DAG_ID = "pclean_archive_report"
 
@@ -67,7 +67,7 @@ def build_report_dag() -> DAG:
             rows.sort(key=lambda r: (str(r["product_id"]), r["version"] or 0))
             report = {"run_id": ctx["run_id"], "created_utc": datetime.now(UTC).isoformat(),
                       "products": rows}
-            path = data_root_dir() / "reports" / f"archive-report-{safe_name(ctx['run_id'])}.json"
+            path = data_root_dir() / "reports" / f"archive-report-{run_folder_name(ctx['run_id'])}.json"
             write_json_atomic(Path(path), report)
             print(f"archive report: {len(rows)} product(s) -> {path}")
             return {"report": str(path), "products": len(rows)}

@@ -18,10 +18,23 @@ every table file), which imaging and archive compare with the MS they read. A br
 never deleted, into the quarantine area with a ``<name>.ms.reason.json`` saying why.
 
 Only a defect of the MS itself moves it. A run's selection that matches nothing (a ``field`` or
-``spw`` typo in the trigger form) and a read that fails twice in a different way (a flaky mount)
-are the run's problem, not the MS's: ingest decides about every MS first and moves nothing when
-the run itself is at fault, so the landing area is left as it was. One already imaged (a ledger entry
-written after its products were archived or sent to review) is skipped unless ``redo``.
+``spw`` typo in the trigger form) is the run's problem, not the MS's: ingest decides about every MS
+first and moves nothing when the run itself is at fault, so the landing area is left as it was. A
+read that fails because of its surroundings (an I/O error, a stale NFS handle, a permission, a lock
+held by another process: casatools reports all of these as RuntimeError, so they are told by their
+wording) or that fails twice in different ways leaves that MS where it is, reported as
+``unreadable`` with the reason, for the next night; the other MSs are imaged.
+
+The two nightly DAGs watch one landing area, so two ingests may quarantine at once: each claims
+the MS by renaming it inside the landing area (only one rename succeeds), reserves its name in
+the quarantine by creating it (``mkdir`` succeeds for one process only), and writes the reason
+file beside it, atomically; a process never removes a file it did not create.
+
+One already imaged (a ledger entry written after its products were archived or sent to review) is
+skipped unless ``redo``.
+
+An entry that is a symbolic link, or whose name is too long for the files written beside it, is
+refused with the reason and left alone; it never holds back the night's other MSs.
 
 Plain Python: the Airflow task runs this through ``pclean ingest`` in a subprocess, so that
 casatools stays out of the Airflow worker.
@@ -29,12 +42,14 @@ casatools stays out of the Airflow worker.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,6 +98,12 @@ class IngestReport(BaseModel):
     quarantined: list[QuarantinedMs] = Field(default_factory=list)
     incomplete: list[SkippedMs] = Field(default_factory=list)
     already_imaged: list[SkippedMs] = Field(default_factory=list)
+    # Could not be read tonight for a reason outside the MS (left in place for the next night).
+    unreadable: list[SkippedMs] = Field(default_factory=list)
+    # Moved away by another ingest (the other nightly DAG) while this one looked at it.
+    taken_elsewhere: list[SkippedMs] = Field(default_factory=list)
+    # Left alone for what its name is (a symbolic link, a name too long): the reason says what to do.
+    refused: list[SkippedMs] = Field(default_factory=list)
 
 
 class MsRejected(PcleanInputError):
@@ -96,9 +117,14 @@ class SelectionNotInMs(PcleanInputError):
 
 
 class MsReadUnstable(RuntimeError):
-    """Reading the MS failed twice, differently (or with an I/O error): a flaky read, not a defect.
+    """Reading the MS failed because of its surroundings (I/O, NFS, permission, lock), or twice
+    differently: not a defect of the MS.
 
-    Not an input error: a retry of the task may well succeed, and nothing was moved."""
+    Not an input error: a later read may well succeed, and nothing was moved."""
+
+
+class MsTakenElsewhere(RuntimeError):
+    """The MS left the landing area while this ingest looked at it: another ingest quarantined it."""
 
 
 class QuarantineFailed(RuntimeError):
@@ -109,6 +135,28 @@ class QuarantineFailed(RuntimeError):
 
 class MsChangedError(PcleanInputError):
     """The MS is not the one ingest checked: its files changed since (a redo copied over it?)."""
+
+
+# Names ---------------------------------------------------------------------------------------
+
+# The longest landing name ingest takes: the files it writes beside and about an MS add up to 31
+# characters to its name (``.<name>.quarantining-<pid>-<token>``, ``.<name>.metadata.json.<tmp>.tmp``),
+# and no file name may exceed 255 bytes.
+MAX_MS_NAME_BYTES = 200
+
+
+def landing_name_problem(ms: Path) -> str | None:
+    """Why ingest leaves this landing entry alone whatever it holds, or None to look at it."""
+    if ms.is_symlink():
+        return (f"{ms.name} is a symbolic link (to {os.readlink(ms)}): ingest images and quarantines only "
+                "what the landing area itself holds, never what a link points to; copy the MeasurementSet "
+                "into the landing area instead of linking it")
+    size = len(os.fsencode(ms.name))
+    if size > MAX_MS_NAME_BYTES and ms.is_dir():
+        return (f"{ms.name[:40]}... has a name of {size} bytes, longer than the {MAX_MS_NAME_BYTES} ingest "
+                "takes (the files written beside it would exceed the file system's 255); rename it in the "
+                "landing area, with its completion marker")
+    return None
 
 
 # Completeness --------------------------------------------------------------------------------
@@ -296,13 +344,39 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+# How the C library (and so casacore, inside the RuntimeErrors casatools raises) words failures of
+# the file system, the network mount or locking: none says anything about the MS's content.
+_ENVIRONMENT_TEXTS = (
+    "stale file handle", "permission denied", "operation not permitted", "cannot be locked",
+    "input/output error", "no space left on device", "disk quota exceeded", "too many open files",
+    "resource temporarily unavailable", "transport endpoint is not connected", "connection timed out",
+    "read-only file system", "device or resource busy", "no locks available", "interrupted system call",
+    "cannot allocate memory",
+)
+
+
+def is_environmental(exc: BaseException) -> bool:
+    """True when `exc` (or what caused it) is a failure of the surroundings, not of the MS's content."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and not isinstance(current, FileNotFoundError | NotADirectoryError):
+            return True
+        if any(text in str(current).lower() for text in _ENVIRONMENT_TEXTS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def inspect_ms(ms: Path, reader: Callable[[str], Any], spw: Any = None, field: Any = None) -> dict:
     """Open the MS and check it; return its metadata (JSON-able) with its fingerprint.
 
     Raises MsRejected for a defect of the MS, SelectionNotInMs when the run's selection matches
-    nothing in a sound MS, MsReadUnstable when reading failed in a way that may not repeat.
-    A failed read is tried once more: a defect fails the same way twice, a flaky mount rarely does,
-    and an I/O error (OSError) is never taken for a defect.
+    nothing in a sound MS, MsReadUnstable when reading failed in a way that says nothing about the
+    MS. A failed read is tried once more: a defect fails the same way twice, a flaky mount rarely
+    does; an error of the surroundings (is_environmental) is never taken for a defect, even when it
+    repeats, as a stale NFS handle or a held lock does.
     """
     if not ms.is_dir():
         raise MsRejected(f"{ms} is not a MeasurementSet directory")
@@ -313,10 +387,12 @@ def inspect_ms(ms: Path, reader: Callable[[str], Any], spw: Any = None, field: A
     if first is not None:
         meta, second = _read_once(ms, reader)
         if second is not None:
-            if isinstance(first, OSError) or isinstance(second, OSError) or _describe(first) != _describe(second):
+            if is_environmental(first) or is_environmental(second) or _describe(first) != _describe(second):
                 raise MsReadUnstable(
-                    f"{ms.name}: reading it failed twice, differently or with an I/O error ({_describe(first)}; "
-                    f"then {_describe(second)}); not quarantined: check the filesystem and retry the task") from second
+                    f"{ms.name}: reading it failed twice, differently or because of the file system, a "
+                    f"permission or a lock ({_describe(first)}; then {_describe(second)}); not quarantined: "
+                    "left in the landing area for the next night; check the mount, permissions and "
+                    "other readers of the MS") from second
             if isinstance(second, MsRejected):
                 raise second
             raise MsRejected(f"cannot be opened: {_describe(second)}") from second
@@ -335,22 +411,13 @@ def write_json_atomic(path: Path, data: Any) -> Path:
     return write_json(path, data, indent=2, sort_keys=True, default=str)
 
 
-def _free_name(directory: Path, name: str) -> Path:
-    """A name in `directory` not used yet: an MS quarantined twice keeps both copies."""
-    candidate = directory / name
-    n = 1
-    while candidate.exists() or candidate.with_name(candidate.name + REASON_SUFFIX).exists():
-        candidate = directory / f"{name}.{n}"
-        n += 1
-    return candidate
-
-
 def _move_whole(src: Path, dst: Path) -> None:
-    """Move `src` to `dst` so that `dst` holds all of it or does not exist.
+    """Move `src` to `dst` so that `dst` holds all of it or is as it was (absent, or an empty folder).
 
     Within one filesystem a rename; across filesystems (quarantine on another disk) a copy to a
     hidden name beside `dst`, renamed once complete, and only then the source removed. A copy
-    that fails (a full disk) is removed again and the source stays where it was.
+    that fails (a full disk) is removed again and the source stays where it was. Links inside are
+    copied as links, never as what they point to.
     """
     try:
         os.rename(src, dst)
@@ -358,29 +425,68 @@ def _move_whole(src: Path, dst: Path) -> None:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-    # `dst` is a free name (_free_name), so putting the copy in place replaces nothing.
+    # `dst` is this call's own name (free, or the empty folder _reserve_name made for it), so putting
+    # the copy in place replaces nothing of anyone else's.
+    is_tree = src.is_dir() and not src.is_symlink()
     with staged(dst) as partial:
-        if src.is_dir():
+        if is_tree:
             shutil.copytree(src, partial, symlinks=True)
         else:
-            shutil.copy2(src, partial)
-    if src.is_dir():
+            shutil.copy2(src, partial, follow_symlinks=False)
+    if is_tree:
         shutil.rmtree(src)
     else:
         src.unlink()
 
 
+def _reserve_name(directory: Path, name: str) -> Path:
+    """Create and return an empty folder `directory`/`name` (or `name`.1, .2, ...) no one has yet.
+
+    mkdir succeeds for one process only, so two ingests never pick the same name; an MS quarantined
+    twice keeps both copies. A name with a reason file but no folder (left by an older version) is
+    not taken either.
+    """
+    n = 0
+    while True:
+        candidate = directory / (name if n == 0 else f"{name}.{n}")
+        n += 1
+        if candidate.with_name(candidate.name + REASON_SUFFIX).exists():
+            continue
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+
+
 def quarantine(ms: Path, quarantine_dir: Path, reason: str, marker_suffix: str | None) -> QuarantinedMs:
     """Move the MS (and its marker) aside with a reason file; nothing is deleted.
 
-    The reason file is written first, so that an interrupted move still leaves the explanation
-    beside whatever arrived. A move that fails (a full quarantine disk) takes its reason file back
-    and leaves the MS in the landing area, whole; the error says where space is missing.
+    Safe with another ingest doing the same at once: the MS is first claimed by renaming it to a
+    hidden name in the landing area (atomic; the loser gets MsTakenElsewhere and touches nothing),
+    then an empty folder is reserved in the quarantine, the reason file is written beside it, and the
+    MS is renamed onto the reserved folder. A move that fails (a full quarantine disk) removes only
+    what this call created and puts the MS back under its name, whole; the error says where space is
+    missing.
     """
     quarantine_dir.mkdir(parents=True, exist_ok=True)
-    target = _free_name(quarantine_dir, ms.name)
-    reason_path = target.with_name(target.name + REASON_SUFFIX)
+    claimed = ms.with_name(f".{ms.name}.quarantining-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
+        os.rename(ms, claimed)
+    except FileNotFoundError as exc:
+        raise MsTakenElsewhere(f"{ms.name} left the landing area before it could be quarantined "
+                               "(another ingest quarantined it)") from exc
+    except OSError as exc:
+        raise QuarantineFailed(
+            f"{ms.name} could not be claimed for quarantine ({exc.strerror or exc}); it stays in the landing "
+            "area, whole. Fix the landing area's permissions and rerun the task.") from exc
+    target: Path | None = None
+    reason_path: Path | None = None
+    try:
+        target = _reserve_name(quarantine_dir, ms.name)
+        reason_path = target.with_name(target.name + REASON_SUFFIX)
+        # Written before the move, so that an interrupted move still leaves the explanation beside
+        # whatever arrived.
         write_json_atomic(reason_path, {
             "ms": ms.name,
             "original_path": str(ms),
@@ -389,9 +495,18 @@ def quarantine(ms: Path, quarantine_dir: Path, reason: str, marker_suffix: str |
             "what_to_do": "fix or re-transfer the MeasurementSet and move it back into the landing area "
                           "(with its completion marker)",
         })
-        _move_whole(ms, target)
+        if claimed.is_symlink() or not claimed.is_dir():
+            # Only a folder can be renamed onto the reserved empty folder; anything else (which the
+            # scan never hands over, but a caller may) takes the name once the folder is gone.
+            target.rmdir()
+        _move_whole(claimed, target)
     except OSError as exc:
-        reason_path.unlink(missing_ok=True)
+        if reason_path is not None:
+            reason_path.unlink(missing_ok=True)
+        if target is not None:
+            with contextlib.suppress(OSError):
+                target.rmdir()  # only while still the empty folder this call reserved
+        _put_back(claimed, ms)
         raise QuarantineFailed(
             f"{ms.name} could not be moved to quarantine {quarantine_dir} ({exc.strerror or exc}); it stays in "
             "the landing area, whole. Free space there (or fix its permissions) and rerun the task.") from exc
@@ -406,6 +521,14 @@ def quarantine(ms: Path, quarantine_dir: Path, reason: str, marker_suffix: str |
                 pass
     return QuarantinedMs(name=ms.name, original_path=str(ms), quarantine_path=str(target),
                          reason_path=str(reason_path), reason=reason)
+
+
+def _put_back(claimed: Path, ms: Path) -> None:
+    """Give a claimed MS its landing name again; if a new copy took that name meanwhile, keep it claimed."""
+    if ms.exists():
+        return
+    with contextlib.suppress(OSError):
+        os.rename(claimed, ms)
 
 
 def ledger_entry(ledger_dir: Path, ms_name: str) -> Path:
@@ -442,7 +565,14 @@ def ingest_landing_area(landing_dir: Path, *, quarantine_dir: Path, metadata_dir
     if not landing_dir.is_dir():
         raise FileNotFoundError(f"landing area {landing_dir} does not exist: create it or set landing_dir "
                                 "in the pipeline template")
-    for ms in sorted(p for p in landing_dir.glob(pattern) if p.is_dir()):
+    for ms in sorted(landing_dir.glob(pattern)):
+        refusal = landing_name_problem(ms)
+        if refusal:
+            # Reported every night until someone renames or replaces it; never moved, never followed.
+            report.refused.append(SkippedMs(name=ms.name, path=str(ms), why=refusal))
+            continue
+        if not ms.is_dir():
+            continue
         complete, why = is_complete(ms, completion, marker_suffix, quiet_period_s, now=now)
         if not complete:
             report.incomplete.append(SkippedMs(name=ms.name, path=str(ms), why=why))
@@ -459,8 +589,16 @@ def ingest_landing_area(landing_dir: Path, *, quarantine_dir: Path, metadata_dir
             not_selected.append(f"{ms.name}: {exc}")
         except MsRejected as exc:
             decisions.append((ms, exc))
-    # Decide about every MS before acting on any: a run whose own parameters are wrong (or whose
-    # reads are flaky, MsReadUnstable propagates from above) leaves the landing area as it was.
+        except (MsReadUnstable, MsChangedError) as exc:
+            if not ms.exists():
+                report.taken_elsewhere.append(SkippedMs(
+                    name=ms.name, path=str(ms), why="left the landing area while ingest read it (the other "
+                    "nightly ingest quarantined it)"))
+            else:
+                # Not this MS's fault, and no reason to hold back the others: it waits for the next night.
+                report.unreadable.append(SkippedMs(name=ms.name, path=str(ms), why=str(exc)))
+    # Decide about every MS before acting on any: a run whose own parameters are wrong leaves the
+    # landing area as it was.
     if not_selected:
         raise SelectionNotInMs(
             "the run's selection (spw=" + repr(spw) + ", field=" + repr(field) + ") matches nothing in "
@@ -468,8 +606,11 @@ def ingest_landing_area(landing_dir: Path, *, quarantine_dir: Path, metadata_dir
             "overrides) or leave them empty; no MeasurementSet was moved.")
     for ms, outcome in decisions:
         if isinstance(outcome, MsRejected):
-            report.quarantined.append(quarantine(
-                ms, quarantine_dir, str(outcome), marker_suffix if completion == "marker" else None))
+            try:
+                report.quarantined.append(quarantine(
+                    ms, quarantine_dir, str(outcome), marker_suffix if completion == "marker" else None))
+            except MsTakenElsewhere as exc:
+                report.taken_elsewhere.append(SkippedMs(name=ms.name, path=str(ms), why=str(exc)))
         else:
             report.accepted.append(_accept(ms, outcome, metadata_dir))
     return report

@@ -12,9 +12,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from pclean_provider.config.plan_policy import PlanPolicy
+from pclean_provider.names import run_folder_name
 from pclean_provider.pipeline.conf_policy import check_run_conf
 from pclean_provider.pipeline.pipeline_template import IngestPolicy, PipelineTemplate, data_root_dir
-from pclean_provider.pipeline.safe_names import safe_name
 
 
 class RunSettings(BaseModel):
@@ -54,6 +54,7 @@ def settings_for_run(template: PipelineTemplate, params: dict[str, Any], run_id:
     """Apply the run conf keys (vis, preset, overrides, work_dir, archive_dir, cluster, ...) after
     conf_policy has judged them; RunConfRefused (a PcleanInputError) names what it may not set."""
     data_root = data_root or data_root_dir()
+    run_folder = run_folder_name(run_id)  # refuses '..', '/', ... before anything else is looked at
     conf = check_run_conf(template, params, data_root)
     paths = template.paths(data_root)
     work = conf.work_dir or paths["work_dir"]
@@ -65,7 +66,7 @@ def settings_for_run(template: PipelineTemplate, params: dict[str, Any], run_id:
         vis=str(conf.vis) if conf.vis else None,
         redo=conf.redo, preset=conf.preset, overrides=overrides,
         landing_dir=str(paths["landing_dir"]), quarantine_dir=str(paths["quarantine_dir"]),
-        work_dir=str(work), run_dir=str(pipeline_dir / "runs" / safe_name(run_id)),
+        work_dir=str(work), run_dir=str(pipeline_dir / "runs" / run_folder),
         metadata_dir=str(pipeline_dir / "metadata"), ledger_dir=str(pipeline_dir / "ledger"),
         archive_dir=str(archive), review_dir=str(paths["review_dir"]),
         notifications_dir=str(paths["notifications_dir"]),

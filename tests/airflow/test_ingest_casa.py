@@ -107,3 +107,39 @@ def test_fingerprint_survives_casa_reading_and_catches_a_redo_copy(night, tmp_pa
     half.write_bytes(half.read_bytes()[: half.stat().st_size // 2])
     with pytest.raises(ingest.MsChangedError, match="changed since ingest"):
         ingest.verify_against_metadata(ms, accepted["metadata_path"], "imaging")
+
+
+def test_landing_names_never_share_products_hold_back_the_night_or_steer_qa(night, tmp_path):
+    """Real MSs under awkward names: two that sanitise alike, one 240 characters long, a symlink."""
+    from pclean_provider.dags.tasks.prepare import _target_items
+    from pclean_provider.pipeline.pipeline_template import load_templates
+    from pclean_provider.pipeline.run_settings import settings_for_run
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    good = night / "landing" / "good.ms"
+    for name in ("a b.ms", "a_b.ms", "n" * 237 + ".ms"):
+        shutil.copytree(good, landing / name)
+        (landing / (name + ".complete")).write_text("")
+    (landing / "linked.ms").symlink_to(good, target_is_directory=True)
+    (landing / "linked.ms.complete").write_text("")
+    # A truth file arriving with the data: it must not steer QA.
+    (landing / "a_b.truth.json").write_text(json.dumps({"sources": [{"ra_deg": 0, "dec_deg": 0, "flux_jy": 99}]}))
+    report_file = tmp_path / "report.json"
+    proc = pclean("ingest", str(landing), "--report", str(report_file), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(report_file.read_text())
+    assert sorted(m["name"] for m in report["accepted"]) == ["a b.ms", "a_b.ms"]
+    refused = {r["name"]: r["why"] for r in report["refused"]}
+    assert "symbolic link" in refused["linked.ms"] and "240 bytes" in refused["n" * 237 + ".ms"]
+    assert not report["quarantined"] and good.is_dir() and (landing / "linked.ms").is_symlink()
+
+    (t,) = [t for t in load_templates() if t.dag_id == "nightly_cube_imaging"]
+    s = settings_for_run(t, {}, "manual__1", data_root=tmp_path)
+    plan = {"ms": "", "kind": "cube", "telescope": "", "skipped": [],
+            "targets": [{"slug": "target", "label": "target", "parameters": {}}]}
+    items = [item for m in report["accepted"] for item in _target_items(
+        t, s, {"name": m["name"], "vis": m["path"], "metadata_path": m["metadata_path"]}, plan)]
+    for key in ("product_id", "product_dir", "imagename", "review_folder"):
+        assert len({item[key] for item in items}) == 2, [item[key] for item in items]
+    assert not [item for item in items if item.get("truth")]

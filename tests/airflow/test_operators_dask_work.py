@@ -90,7 +90,7 @@ def test_same_try_adopts_new_try_replaces(dask_cluster, tmp_path):
 
     first = _defer(op, FakeTI(try_number=1))
     key1 = first.trigger.key
-    assert key1 == "pclean-echo-d-manual__2026_01_01T00_00_00_00_00-echo-m2-try1"
+    assert key1 == "pclean-echo-d-manual__2026_01_01T00_00_00_00_00+1e8dc70c2b69-echo-m2-try1"
     assert first.method_name == "execute_complete" and first.kwargs == {"scheduler_address": address}
     assert key1 in client.list_datasets()
 

@@ -18,6 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from pclean_provider.dags.params import run_settings
 from pclean_provider.dags.pclean_subprocess import run_step, step_timeout
 from pclean_provider.exit_codes import ArchiveExit
+from pclean_provider.names import run_folder_name
 from pclean_provider.pipeline.ingest import write_json_atomic
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
 from pclean_provider.pipeline.safe_names import safe_name
@@ -85,7 +86,7 @@ def archive_tasks(t: PipelineTemplate, pool: str, alias: AssetAlias):
         s = run_settings(t)
         folder = item.get("review_folder") or safe_name(Path(item["name"]).stem)
         ticket = Path(s.review_dir) / t.dag_id / folder / \
-            f"{safe_name(ctx['run_id'])}.json"
+            f"{run_folder_name(ctx['run_id'])}.json"
         write_json_atomic(ticket, {
             "ms": item["name"], "target": item.get("target"), "vis": item["vis"], "imagename": item["imagename"],
             "qa_json": item["qa_json"], "qa_html": item["qa_html"], "qa_score": item["qa_score"],

@@ -25,12 +25,16 @@ NOTHING_BRANCH = "nothing_arrived"
 
 
 def _nothing_reason(report: dict, landing_dir: str) -> str:
-    counts = {k: len(report.get(k, [])) for k in ("quarantined", "incomplete", "already_imaged")}
+    kinds = ("quarantined", "incomplete", "already_imaged", "unreadable", "taken_elsewhere", "refused")
+    counts = {k: len(report.get(k, [])) for k in kinds}
     if not any(counts.values()):
         return f"no MeasurementSet in the landing area {landing_dir}"
     return (f"nothing to image in {landing_dir}: {counts['quarantined']} quarantined, "
             f"{counts['incomplete']} incomplete (no completion marker yet), "
-            f"{counts['already_imaged']} already imaged")
+            f"{counts['already_imaged']} already imaged, "
+            f"{counts['unreadable']} unreadable for now (left for the next night), "
+            f"{counts['taken_elsewhere']} quarantined by the other nightly ingest, "
+            f"{counts['refused']} refused for their names (symbolic links, too long)")
 
 
 def arrival_tasks(t: PipelineTemplate):
@@ -84,6 +88,11 @@ def ingest_task(t: PipelineTemplate):
         for q in report.get("quarantined", []):
             notify_quarantined(t.dag_id, s.run_id, q["original_path"], q["reason"], q["reason_path"],
                                directory=s.notifications_dir)
+        for r in report.get("refused", []):
+            print(f"refused, left alone: {r['why']}")
+        for u in report.get("unreadable", []):
+            # Left in the landing area: the next night tries again; the reason is in the task log.
+            print(f"unreadable for now, left for the next night: {u['name']}: {u['why']}")
         accepted = report.get("accepted", [])
         if not accepted:
             get_current_context()["ti"].xcom_push(key=NOTHING_XCOM, value=_nothing_reason(report, s.landing_dir))

@@ -13,10 +13,10 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from pclean_provider.dags.notifiers import send
 from pclean_provider.dags.params import run_settings
+from pclean_provider.names import injective_name
 from pclean_provider.pipeline.ingest import write_json_atomic
 from pclean_provider.pipeline.notify import notify_not_imaged
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
-from pclean_provider.pipeline.safe_names import safe_name
 
 RUN_XCOM = "run"  # prepare pushes the run's resolved settings under this key
 
@@ -77,17 +77,20 @@ def prepare_task(t: PipelineTemplate):
 def _target_items(t: PipelineTemplate, s, ms: dict, plan: dict) -> list[dict]:
     from pclean_provider.config import ConfigError, load_config
 
-    stem = Path(ms["name"]).stem
+    # Injective, unlike sanitising alone: 'a b.ms' and 'a_b.ms' must not share a product folder,
+    # an archive id or a review folder (names.injective_name).
+    stem = injective_name(Path(ms["name"]).stem)
     suffix = "cube" if t.kind == "cube" else "cont"
     multi = len(plan["targets"]) > 1
     items = []
     for target in plan["targets"]:
         # An MS with one target keeps the names it always had; several targets each get their own folder.
-        product_dir = Path(s.run_dir) / safe_name(stem)
+        slug = injective_name(target["slug"])
+        product_dir = Path(s.run_dir) / stem
         base = stem
         if multi:
-            product_dir = product_dir / safe_name(target["slug"])
-            base = f"{stem}.{safe_name(target['slug'])}"
+            product_dir = product_dir / slug
+            base = f"{stem}.{slug}"
         imagename = product_dir / f"{base}.{suffix}"
         overrides = {**s.overrides, **target["parameters"], "vis": ms["vis"], "imagename": str(imagename)}
         label = f"{ms['name']} {target['label']}" if multi else ms["name"]
@@ -106,10 +109,12 @@ def _target_items(t: PipelineTemplate, s, ms: dict, plan: dict) -> list[dict]:
             "ms": plan["ms"], "kind": plan["kind"], "telescope": plan["telescope"], **target})
         items.append({**ms, "imagename": str(imagename), "product_dir": str(product_dir),
                       "overrides": overrides, "presets": [s.preset] if s.preset else [],
-                      "config_json": cfg.model_dump_json(), "truth": _truth_beside(ms["vis"]),
+                      # No truth file: one lying beside the MS came with the landing area, which
+                      # must not steer QA; a simulator's truth is given to `pclean qa --truth` explicitly.
+                      "config_json": cfg.model_dump_json(),
                       "label": label, "target": target["label"], "plan_path": str(plan_path),
-                      "product_id": safe_name(f"{stem}_{target['slug']}_{t.kind}" if multi else f"{stem}_{t.kind}"),
-                      "review_folder": safe_name(stem) + (f"/{safe_name(target['slug'])}" if multi else "")})
+                      "product_id": f"{stem}_{slug}_{t.kind}" if multi else f"{stem}_{t.kind}",
+                      "review_folder": stem + (f"/{slug}" if multi else "")})
     return items
 
 
@@ -121,12 +126,3 @@ def verify_ms_unchanged(ms: dict) -> None:
             verify_against_metadata(ms["vis"], ms["metadata_path"], "imaging")
         except MsChangedError as exc:
             raise AirflowFailException(str(exc)) from exc
-
-
-def _truth_beside(vis: str) -> str | None:
-    """The simulator's truth file next to a simulated MS, so QA can check recovered sources."""
-    ms = Path(vis)
-    for candidate in (ms.with_name(ms.name + ".truth.json"), ms.with_suffix(".truth.json")):
-        if candidate.exists():
-            return str(candidate)
-    return None
