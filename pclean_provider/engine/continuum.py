@@ -42,29 +42,22 @@ from typing import Any
 
 from pclean_provider.atomic_files import write_text
 from pclean_provider.config.casa_bridge import BridgeError, CasaRecords, casa_records_for
-from pclean_provider.engine.continuum_backends import ContinuumPartError, DaskParts, SerialParts
 from pclean_provider.engine.continuum_models import ContinuumResult, CycleReport
 from pclean_provider.engine.continuum_outliers import read_outlier_file, write_staged_outlier_file
 from pclean_provider.engine.continuum_stages import StageClock, stage_table
-from pclean_provider.errors import PcleanInputError
+from pclean_provider.engine.imaging_errors import ImagingInputError
+from pclean_provider.engine.part_backends import DaskParts, SerialParts
+from pclean_provider.engine.progress import progress_file_for
 from pclean_provider.products import PSF, RESIDUAL, WORKDIRECTORY, first_term, products_for
 
 log = logging.getLogger("pclean_provider.continuum")
 
-__all__ = ["ContinuumPartError", "ContinuumResult", "CycleReport", "ContinuumInputError",
-           "check_continuum_request", "output_name", "run_continuum", "progress_file_for"]
-
-# Files a run keeps next to the products that are not CASA images.
-_PROGRESS_SUFFIX = ".progress.jsonl"
+__all__ = ["ContinuumResult", "CycleReport", "ContinuumInputError",
+           "check_continuum_request", "output_name", "run_continuum"]
 
 
-class ContinuumInputError(PcleanInputError):
+class ContinuumInputError(ImagingInputError):
     """A request the continuum engine refuses before starting (names the parameter and the fix)."""
-
-
-def progress_file_for(imagename: str) -> str:
-    """Where a run appends its CycleReports (JSON lines) - next to the products."""
-    return os.path.abspath(imagename) + _PROGRESS_SUFFIX
 
 
 def _product_suffixes(rec: CasaRecords) -> list[str]:
@@ -259,7 +252,7 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
     cfg.extras.keep_partimages; `progress=True` shows a progress bar (command line). Every major
     cycle is logged, passed to `on_cycle` and appended to `<imagename>.progress.jsonl`.
     Raises ContinuumInputError for a request it cannot honour (before any work) and
-    ContinuumPartError when a part fails (no product is then left under imagename).
+    ImagingPartError when a part fails (no product is then left under imagename).
     The result keeps every stage's time (`stages`; `cluster_start_s`, when the caller started
     the cluster for this run, is kept as the first one) and the log ends with their table.
     `inputs_checked=True`: the caller has just run preflight.check_continuum_inputs on this
@@ -307,7 +300,8 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
             tracker.close()
             set_casa_log(previous_log)
 
-    backend = SerialParts(run_id, n) if client is None else DaskParts(client, run_id, n)
+    backend = (SerialParts(run_id, n, imaging="continuum") if client is None
+               else DaskParts(client, run_id, n, imaging="continuum"))
     if client is not None:
         # The workers' one-time set-up overlaps the coordinator's partitioning (see warm_up).
         backend.warm_up({k: _part_log_path(staging, k) for k in range(n)})

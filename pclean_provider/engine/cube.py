@@ -19,7 +19,7 @@ from pclean_provider.engine.memory import parse_memory
 from pclean_provider.engine.models import CubePlan, PcleanResult, SubcubeResult, tclean_summary
 from pclean_provider.engine.plan import plan_sessions, plan_subcubes
 from pclean_provider.engine.preflight import check_cube_inputs
-from pclean_provider.engine.progress import Progress
+from pclean_provider.engine.progress import Progress, progress_file_for
 from pclean_provider.engine.subcube import image_subcube
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,6 @@ def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
 
 def _run_sessions(plan: CubePlan, client: Any, progress: bool):
     """The exact loop; its progress in iterations against niter (the one total known upfront)."""
-    from pclean_provider.engine.continuum import progress_file_for
     from pclean_provider.engine.cube_loop import run_cube_loop
 
     niter = int(plan.tclean_kwargs.get("niter", 0) or 0)

@@ -36,8 +36,9 @@ from pydantic import BaseModel, Field
 
 from pclean_provider.atomic_files import write_text
 from pclean_provider.casa.deconvolver_session import STOP_REASONS
-from pclean_provider.engine.continuum_backends import ContinuumPartError, DaskParts, PartsLost, SerialParts
+from pclean_provider.engine.imaging_errors import ImagingPartError
 from pclean_provider.engine.models import CubePlan, SubcubeResult
+from pclean_provider.engine.part_backends import DaskParts, PartsLost, SerialParts
 
 log = logging.getLogger("pclean_provider.cube")
 
@@ -84,7 +85,7 @@ class _Sessions:
 
     def _rebuild(self, parts: list[int], operation: str, cause: PartsLost) -> None:
         if len(self.rebuilt) + len(parts) > MAX_REBUILDS or not hasattr(self.backend, "reassign"):
-            raise ContinuumPartError(cause.part, cause.nparts, operation, cause.reason)
+            raise ImagingPartError(cause.part, cause.nparts, operation, cause.reason, "cube")
         for part in parts:
             worker = self.backend.reassign(part)
             log.warning("cube: %s lost its worker during %s; rebuilding it on %s from its images on disk",
@@ -106,8 +107,8 @@ def _new_backend(client: Any, run_id: str, nparts: int) -> Any:
     from pclean_provider.casa.cube_session import open_cube_session
 
     if client is None:
-        return SerialParts(run_id, nparts, opener=open_cube_session)
-    return DaskParts(client, run_id, nparts, opener=open_cube_session)
+        return SerialParts(run_id, nparts, imaging="cube", opener=open_cube_session)
+    return DaskParts(client, run_id, nparts, imaging="cube", opener=open_cube_session)
 
 
 def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = None,
