@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pclean_provider.atomic_files import write_text
+from pclean_provider.compute.dask_keys import engine_key
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def submit_coordinator(client: Any, cfg: Any, *, nparts: int | None = None):
     address = client.scheduler.address
     # A fresh key every time: Dask would hand back a held result for a key it already knows.
     return client.submit(coordinator_task, cfg.model_dump_json(), address, nparts, pure=False,
-                         key=f"pclean-{_imaging_of(cfg)}-coordinator-{uuid.uuid4().hex[:12]}")
+                         key=engine_key(_imaging_of(cfg), "coordinator", uuid.uuid4().hex[:12]))
 
 
 def _imaging_of(cfg: Any) -> str:

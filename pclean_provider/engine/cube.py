@@ -14,6 +14,7 @@ import time
 import uuid
 from typing import Any
 
+from pclean_provider.compute.dask_keys import engine_key
 from pclean_provider.engine.concat import concat_products
 from pclean_provider.engine.memory import parse_memory
 from pclean_provider.engine.models import CubePlan, PcleanResult, SubcubeResult, tclean_summary
@@ -65,7 +66,7 @@ def _run_on_dask(client, plan: CubePlan, progress: Progress) -> list[SubcubeResu
     for spec in plan.specs:
         # Keys name the sub-cube in the dashboard; the token keeps two runs' keys apart.
         fut = client.submit(image_subcube, spec, pure=False, retries=SUBCUBE_RETRIES,
-                            key=f"pclean-{spec.key}-{token}")
+                            key=engine_key(spec.key, token))
         futures[fut] = spec
     results = []
     pending = set(futures)

@@ -24,6 +24,7 @@ from typing import Any
 
 from pclean_provider.casa import imager_session
 from pclean_provider.casa.imager_session import PartReply
+from pclean_provider.compute.dask_keys import engine_key
 from pclean_provider.engine.imaging_errors import ImagingPartError
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class DaskParts:
         self._seq = itertools.count()
 
     def _submit(self, part: int, fn, *args: Any, label: str, **kwargs: Any):
-        key = f"pclean-{self.imaging}-{label}-{self.run_id}-p{part + 1}-{next(self._seq)}"
+        key = engine_key(self.imaging, label, self.run_id, f"p{part + 1}", next(self._seq))
         return self.client.submit(fn, *args, key=key, workers=[self.assignment[part]],
                                   allow_other_workers=False, pure=False, **kwargs)
 

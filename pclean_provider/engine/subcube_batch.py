@@ -7,7 +7,7 @@ sets how many sub-cubes run at once.
 
 `image_subcube_batch` is the batch's work: it runs on a worker, leaves that worker's thread pool
 while it waits (so the worker images sub-cubes meanwhile), submits each sub-cube under a key made
-from its own key, and returns every sub-cube's result with the wall-clock interval in which the
+from its own key (`compute.dask_keys.child_key`), and returns every sub-cube's result with the wall-clock interval in which the
 worker ran it. Each sub-cube is written as `engine/subcube.image_subcube` writes it (private
 staging folder, renamed into place). No Airflow here, and `distributed` is imported only inside
 the functions that run on a worker.
@@ -16,26 +16,10 @@ the functions that run on a worker.
 from __future__ import annotations
 
 import json
-import re
 import time
 from typing import Any
 
-CHILD_MARK = "-sc"
-
-
-def child_key(batch_key: str, spec: dict) -> str:
-    """The Dask key of one sub-cube of a batch: the batch's key (task, map index, try) and the
-    sub-cube's first channel, so the keys of a batch's sub-cubes are unique and known in advance."""
-    return f"{batch_key}{CHILD_MARK}{int(spec['chan_start']):05d}"
-
-
-def older_child_keys(batch_key: str, specs: list[dict]) -> list[str]:
-    """The sub-cube keys the earlier tries of this batch used (a clear or retry makes a new try)."""
-    match = re.search(r"try(\d+)$", batch_key)
-    if not match:
-        return []
-    stem = batch_key[: match.start()]
-    return [child_key(f"{stem}try{n}", spec) for n in range(1, int(match.group(1))) for spec in specs]
+from pclean_provider.compute.dask_keys import child_key, older_child_keys
 
 
 def image_timed_subcube(spec: dict) -> dict:
