@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 from pclean_provider.compute.dask_keys import engine_key
+from pclean_provider.compute.futures import wait_done
 from pclean_provider.engine.concat import concat_products
 from pclean_provider.engine.memory import parse_memory
 from pclean_provider.engine.models import CubePlan, PcleanResult, SubcubeResult, tclean_summary
@@ -71,12 +72,12 @@ def _run_on_dask(client, plan: CubePlan, progress: Progress) -> list[SubcubeResu
     results = []
     pending = set(futures)
     try:
-        # Polling rather than as_completed()/wait(): those need a default client, and ours is not one
-        # (several clusters can live in one process: tests, Airflow workers).
         while pending:
+            # One short wait at a time, on the lowest pending sub-cube: the others that ended
+            # meanwhile are collected too.
+            wait_done([min(pending, key=lambda f: futures[f].index)], timeout=0.2)
             done = {f for f in pending if f.done()}
             if not done:
-                time.sleep(0.2)
                 continue
             pending -= done
             for fut in sorted(done, key=lambda f: futures[f].index):

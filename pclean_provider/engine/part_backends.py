@@ -25,6 +25,7 @@ from typing import Any
 from pclean_provider.casa import imager_session
 from pclean_provider.casa.imager_session import PartReply
 from pclean_provider.compute.dask_keys import engine_key
+from pclean_provider.compute.futures import wait_done
 from pclean_provider.engine.imaging_errors import ImagingPartError
 
 log = logging.getLogger(__name__)
@@ -122,20 +123,13 @@ class DaskParts:
         pending = dict(futures)
         results: dict[int, PartReply] = {}
         lost: dict[int, str] = {}
-        # Waiting on one pending future at a time with Future.result(timeout): it returns the moment
-        # that task ends (no polling delay: a small major cycle takes a fraction of a second and
-        # every wait is on the critical path), and the timeout bounds how long a lost worker or a
-        # failed other part goes unnoticed. distributed.wait would need a default client, which
-        # the cluster's client need not be.
+        # Waiting on the first pending part only, for at most poll_s: poll_s bounds how long a lost
+        # worker or a failed other part goes unnoticed. Unlike other waits this one also watches
+        # the workers: a task pinned to a worker that left would stay pending forever.
         next_worker_check = time.monotonic() + self.poll_s
         try:
             while pending:
-                first = pending[min(pending)]
-                if first.status == "pending":
-                    try:
-                        first.result(timeout=self.poll_s)
-                    except Exception:  # noqa: S110 - a timeout or the part's error: both handled below
-                        pass
+                wait_done([pending[min(pending)]], timeout=self.poll_s)
                 for part, fut in list(pending.items()):
                     if fut.status == "finished":
                         results[part] = PartReply.model_validate_json(fut.result())
@@ -201,6 +195,8 @@ class DaskParts:
                    for k in range(self.nparts) if self.assignment[k] in alive]
         if not futures:
             return
+        # Not wait_done: these tasks are pinned, so one whose worker died while closing is lost
+        # for good and never done; the wait ends once none is pending.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and any(f.status == "pending" for f in futures):
             time.sleep(0.01)

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from pclean_provider.compute.dask_keys import child_key, older_child_keys
+from pclean_provider.compute.futures import wait_done
 
 
 def image_timed_subcube(spec: dict) -> dict:
@@ -46,7 +47,7 @@ def image_subcube_batch(specs: list[dict]) -> dict:
     retry, which then re-images the batch's sub-cubes (only this batch's). The first failure is
     raised as it came, so an input error still reads as one.
     """
-    from distributed import get_worker, wait, worker_client
+    from distributed import get_worker, worker_client
 
     batch_key = str(get_worker().get_current_task())
     t0 = time.monotonic()
@@ -60,7 +61,7 @@ def image_subcube_batch(specs: list[dict]) -> dict:
             client.run_on_scheduler(_cancel_on_scheduler, keys=stale, requester=client.id)
         futures = [client.submit(image_timed_subcube, spec, key=child_key(batch_key, spec), pure=False)
                    for spec in specs]
-        wait(futures)
+        wait_done(futures)
         failed = [(spec, f) for spec, f in zip(specs, futures, strict=True) if f.status != "finished"]
         if failed:
             spec, future = failed[0]
