@@ -14,17 +14,28 @@ holding both the coordinator and a part.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
+from distributed import Client, secede
+
 from pclean_provider.atomic_files import write_text
+from pclean_provider.casa.runtime import casa_env, ensure_casa_runtime
 from pclean_provider.compute.dask_keys import engine_key
+from pclean_provider.config import PcleanConfig
+from pclean_provider.engine.continuum import run_continuum
+from pclean_provider.engine.cube import run_cube
+from pclean_provider.engine.imaging_errors import ImagingInputError, ImagingPartError
+from pclean_provider.errors import is_input_error
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +43,9 @@ log = logging.getLogger(__name__)
 def coordinator_task(cfg_json: str, scheduler_address: str, nparts: int | None = None) -> str:
     """Dask task: run the coordinator in a subprocess; returns its result as JSON (a continuum config:
     ContinuumResult; a cube config: the exact cube loop's PcleanResult)."""
-    from pclean_provider.casa.runtime import casa_env
-    from pclean_provider.config import PcleanConfig
-    from pclean_provider.engine.imaging_errors import ImagingInputError, ImagingPartError
-
     imaging = _imaging_of(PcleanConfig.model_validate_json(cfg_json))
 
     try:
-        from distributed import secede
-
         secede()
     except ValueError:
         pass  # not inside a worker (called directly): nothing to give back
@@ -81,8 +86,6 @@ def coordinator_task(cfg_json: str, scheduler_address: str, nparts: int | None =
 def submit_coordinator(client: Any, cfg: Any, *, nparts: int | None = None):
     """Submit the coordinator task; returns its Future (result: ContinuumResult JSON for a continuum
     config, PcleanResult JSON for a cube)."""
-    import uuid
-
     address = client.scheduler.address
     # A fresh key every time: Dask would hand back a held result for a key it already knows.
     return client.submit(coordinator_task, cfg.model_dump_json(), address, nparts, pure=False,
@@ -100,9 +103,6 @@ def die_with_parent(parent_pid: int | None) -> None:
     result, beside the retry's new coordinator (two iteration controllers writing one image set).
     Linux only (prctl PR_SET_PDEATHSIG); `parent_pid` closes the race of a parent that died before
     the request was made."""
-    import ctypes
-    import signal
-
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
@@ -123,14 +123,6 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent(args.parent_pid)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 
-    from distributed import Client
-
-    from pclean_provider.casa.runtime import ensure_casa_runtime
-    from pclean_provider.config import PcleanConfig
-    from pclean_provider.engine.continuum import run_continuum
-    from pclean_provider.engine.imaging_errors import ImagingPartError
-    from pclean_provider.errors import is_input_error
-
     out = Path(args.result)
     cfg = PcleanConfig.model_validate_json(Path(args.config).read_text(encoding="utf-8"))
     ensure_casa_runtime()
@@ -138,8 +130,6 @@ def main(argv: list[str] | None = None) -> int:
         with Client(args.scheduler, timeout=60) as client:
             if cfg.is_cube:
                 # The exact cube loop: its coordinator (one iteration controller) is this process too.
-                from pclean_provider.engine.cube import run_cube
-
                 result = run_cube(cfg.replace(parallel=True), client=client)
             else:
                 result = run_continuum(cfg, client, nparts=args.nparts)

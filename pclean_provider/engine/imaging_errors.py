@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pclean_provider.errors import PcleanInputError
 
-IMAGING_KINDS = ("cube", "continuum")
-
 
 class ImagingPartError(RuntimeError):
     """One part of a cube or continuum run failed; no product is built from the other parts."""

@@ -17,7 +17,7 @@ INPUT_ERRORS = [
     ("pclean_provider.casa.msinfo", "NotAMeasurementSetError", ("/data/night.ms", "no table.dat")),
     ("pclean_provider.casa.simulator", "SimulationError", ("antennas=2: need at least 3",)),
     ("pclean_provider.engine.imaging_errors", "ImagingInputError", ("imsize=[0, 0]: must be positive",)),
-    ("pclean_provider.engine.continuum", "ContinuumInputError", ("specmode='cube': not continuum",)),
+    ("pclean_provider.engine.continuum_preflight", "ContinuumInputError", ("specmode='cube': not continuum",)),
     ("pclean_provider.engine.preflight", "PreflightError", ("spw='7': not in the MeasurementSet",)),
     ("pclean_provider.engine.plan", "PlanError", ("cube_chunksize=0: must be -1 or >= 1",)),
     ("pclean_provider.casa.cube_grid", "CubeGridError", ("start='9GHz': outside the data",)),
