@@ -1,11 +1,11 @@
 """The one protocol for running a task's work on Dask so that a later process can find it again.
 
 Each piece of work carries a deterministic Dask key made of (kind, DAG, run, task, map index, try
-number) and is published under that key, so that a trigger started later in another process (or
-after a triggerer restart) finds the same work by name instead of starting it again. The work also
-writes its result to a small JSON file on the shared filesystem, so that a finished result survives
-even a scheduler restart. The key format and the result-file format are what restart-safety rests
-on: changing either strands work that is already running.
+number; ``compute.dask_keys.work_key``) and is published under that key, so that a trigger started
+later in another process (or after a triggerer restart) finds the same work by name instead of
+starting it again. The work also writes its result to a small JSON file on the shared filesystem,
+so that a finished result survives even a scheduler restart. The key format and the result-file
+format are what restart-safety rests on: changing either strands work that is already running.
 
 Used by the Airflow hook with a synchronous client (operators) and an asynchronous one (triggers);
 no Airflow import here, and ``distributed`` is only touched through the client handed in (and
@@ -16,48 +16,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pclean_provider.compute.dask_keys import prefix_of_key, try_of_key
 from pclean_provider.errors import is_input_error, lineage_of_pickled_error
-from pclean_provider.names import injective_name
 
-KEY_PREFIX = "pclean"
 STATE_DIRNAME = ".pclean-airflow"
-
-
-# -- naming -------------------------------------------------------------------------------------
-
-
-def work_key(kind: str, dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int) -> str:
-    """Deterministic key of one task try's Dask work; only the try number separates two tries."""
-    return f"{work_key_prefix(kind, dag_id, run_id, task_id, map_index)}try{int(try_number)}"
-
-
-def work_key_prefix(kind: str, dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
-    # The run id is free text (a REST trigger chooses it): sanitised alone, two runs could share keys
-    # and one adopt the other's work, so it is made injective (names.injective_name).
-    run = injective_name(str(run_id), unsafe=_UNSAFE_KEY)
-    return "-".join([_safe(KEY_PREFIX), _safe(kind), _safe(dag_id), run, _safe(task_id), f"m{int(map_index)}"]) + "-"
-
-
-def try_of_key(key: str) -> int | None:
-    match = re.search(r"-try(\d+)$", key)
-    return int(match.group(1)) if match else None
-
-
-def prefix_of_key(key: str) -> str:
-    """What every try of the same task's work shares (``work_key_prefix`` of the key's task)."""
-    return re.sub(r"try\d+$", "", key)
-
-
-_UNSAFE_KEY = re.compile(r"[^A-Za-z0-9_.]")
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.]+", "_", str(text))
 
 
 # -- result files ---------------------------------------------------------------------------------

@@ -11,7 +11,15 @@ import logging
 import time
 from typing import Any
 
+from pclean_provider import compute
+from pclean_provider.casa.runtime import ensure_casa_runtime
+from pclean_provider.config import PcleanConfig
+from pclean_provider.engine.continuum import run_continuum
+from pclean_provider.engine.continuum_preflight import check_continuum_inputs
+from pclean_provider.engine.cube import run_cube
+from pclean_provider.engine.kept_cluster import kept_client
 from pclean_provider.engine.models import PcleanResult, tclean_summary
+from pclean_provider.engine.preflight import check_cube_inputs
 
 log = logging.getLogger(__name__)
 
@@ -23,27 +31,17 @@ def run(cfg, progress: bool = False, client: Any = None) -> PcleanResult:
             and not _one_process_continuum(cfg)):
         # Checked first, so that bad input never starts the cluster that is then kept.
         _check_inputs(cfg)
-        from pclean_provider.engine.kept_cluster import kept_client
-
         client = kept_client(cfg.cluster)
     if cfg.is_cube:
-        from pclean_provider.engine.cube import run_cube
-
         return run_cube(cfg, client=client, progress=progress)
     return _run_continuum(cfg, progress=progress, client=client)
 
 
 def _check_inputs(cfg) -> None:
-    from pclean_provider.casa.runtime import ensure_casa_runtime
-
     ensure_casa_runtime()
     if cfg.is_cube:
-        from pclean_provider.engine.preflight import check_cube_inputs
-
         check_cube_inputs(cfg)
     else:
-        from pclean_provider.engine.preflight import check_continuum_inputs
-
         check_continuum_inputs(cfg)
 
 
@@ -53,9 +51,6 @@ def _one_process_continuum(cfg) -> bool:
 
 
 def _run_continuum(cfg, progress: bool, client: Any) -> PcleanResult:
-    from pclean_provider.engine.continuum import run_continuum
-    from pclean_provider.engine.preflight import check_continuum_inputs
-
     t0 = time.monotonic()
     # Bad input fails in seconds, before a cluster is started for nothing (as the cube does).
     check_continuum_inputs(cfg)
@@ -69,10 +64,8 @@ def _run_continuum(cfg, progress: bool, client: Any) -> PcleanResult:
                          "no Dask cluster is started")
             client = None
         elif cfg.extras.parallel and client is None:
-            from pclean_provider.compute import open_cluster
-
             t_cluster = time.monotonic()
-            client = stack.enter_context(open_cluster(cfg.cluster)).client
+            client = stack.enter_context(compute.open_cluster(cfg.cluster)).client
             started = time.monotonic() - t_cluster
         result = run_continuum(cfg, client=client if cfg.extras.parallel else None, progress=progress,
                                cluster_start_s=started, inputs_checked=True)
@@ -95,8 +88,6 @@ def pclean(**kwargs: Any) -> PcleanResult:
     Relative `vis`/`imagename` are resolved against the caller's working directory here, before
     anything runs on workers whose working directory differs.
     """
-    from pclean_provider.config import PcleanConfig
-
     show_bar = bool(kwargs.pop("progress", False))
     cfg = PcleanConfig.from_flat(kwargs)
     return run(cfg, progress=show_bar)

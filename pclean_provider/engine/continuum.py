@@ -41,137 +41,28 @@ from collections.abc import Callable
 from typing import Any
 
 from pclean_provider.atomic_files import write_text
-from pclean_provider.config.casa_bridge import BridgeError, CasaRecords, casa_records_for
-from pclean_provider.engine.continuum_backends import ContinuumPartError, DaskParts, SerialParts
+from pclean_provider.casa import continuum_parts as cp
+from pclean_provider.casa.deconvolver_session import STOP_REASONS, CoordinatorTools, image_peak
+from pclean_provider.casa.imager_session import save_model
+from pclean_provider.casa.runtime import default_log_dir, ensure_casa_runtime, set_casa_log
+from pclean_provider.config.casa_bridge import CasaRecords, casa_records_for
 from pclean_provider.engine.continuum_models import ContinuumResult, CycleReport
 from pclean_provider.engine.continuum_outliers import read_outlier_file, write_staged_outlier_file
+from pclean_provider.engine.continuum_preflight import (
+    ContinuumInputError,
+    check_continuum_inputs,
+    existing_products,
+    outlierfile_of,
+    output_name,
+)
 from pclean_provider.engine.continuum_stages import StageClock, stage_table
-from pclean_provider.errors import PcleanInputError
-from pclean_provider.products import PSF, RESIDUAL, WORKDIRECTORY, first_term, products_for
+from pclean_provider.engine.part_backends import DaskParts, SerialParts
+from pclean_provider.engine.progress import Progress, progress_file_for
+from pclean_provider.products import RESIDUAL, WORKDIRECTORY, first_term
 
 log = logging.getLogger("pclean_provider.continuum")
 
-__all__ = ["ContinuumPartError", "ContinuumResult", "CycleReport", "ContinuumInputError",
-           "check_continuum_request", "output_name", "run_continuum", "progress_file_for"]
-
-# Files a run keeps next to the products that are not CASA images.
-_PROGRESS_SUFFIX = ".progress.jsonl"
-
-
-class ContinuumInputError(PcleanInputError):
-    """A request the continuum engine refuses before starting (names the parameter and the fix)."""
-
-
-def progress_file_for(imagename: str) -> str:
-    """Where a run appends its CycleReports (JSON lines) - next to the products."""
-    return os.path.abspath(imagename) + _PROGRESS_SUFFIX
-
-
-def _product_suffixes(rec: CasaRecords) -> list[str]:
-    """Every name this run may write beside imagename (the widest set for its deconvolver/gridder)."""
-    # pbcor/niter widened: a mask or pbcor image left by an earlier run with other switches would
-    # still be overwritten by this one.
-    return sorted(set(products_for(rec.deconvolver, nterms=rec.nterms, gridder=rec.gridder, pbcor=True,
-                                   niter=1)) | {WORKDIRECTORY})
-
-
-def _is_casa_table(path: str) -> bool:
-    """A CASA image (or any casacore table) is a directory with a table.dat in it."""
-    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "table.dat"))
-
-
-def _existing_products(final: str, rec: CasaRecords) -> list[str]:
-    """Earlier images under this name; other files beside them (a log, notes) are none of our business."""
-    return [final + s for s in _product_suffixes(rec) if s != WORKDIRECTORY and _is_casa_table(final + s)]
-
-
-def _in_the_way(final: str, rec: CasaRecords) -> list[str]:
-    """Paths with a product's name that are not CASA images: the run could not publish over them."""
-    return [final + s for s in _product_suffixes(rec) if os.path.lexists(final + s)
-            and not _is_casa_table(final + s) and s != WORKDIRECTORY]
-
-
-# The gridders the parallel loop images with (the awproject ones fill their cache on the coordinator).
-_GRIDDERS = ("standard", "wproject", "widefield", "mosaic", "awproject", "awprojectft")
-
-
-def _check_request(rec: CasaRecords, final: str) -> None:
-    if rec.image.get("startmodel"):
-        raise ContinuumInputError("startmodel: not supported by the continuum engine; leave it ''.")
-    if rec.gridder not in _GRIDDERS:
-        raise ContinuumInputError(f"gridder={rec.gridder!r}: the continuum engine supports "
-                                  f"{', '.join(map(repr, _GRIDDERS))}; use one of them.")
-    if rec.deconvolver not in ("hogbom", "clark", "clarkstokes", "multiscale", "mtmfs"):
-        raise ContinuumInputError(f"deconvolver={rec.deconvolver!r}: use hogbom, clark, clarkstokes, "
-                                  "multiscale or mtmfs with the continuum engine.")
-    blocking = _in_the_way(final, rec)
-    if blocking:
-        raise ContinuumInputError(
-            f"imagename={final!r}: {blocking[0]} is in the way of a product and is not a CASA image; "
-            "move it away or choose another imagename.")
-    # tclean's restart: calcpsf/calcres=False take the PSF/residual an earlier run left.
-    for flag, on, suffix in (("calcpsf", rec.calcpsf, PSF), ("calcres", rec.calcres, RESIDUAL)):
-        needed = final + first_term(suffix, rec.deconvolver)
-        if not on and not _is_casa_table(needed):
-            raise ContinuumInputError(
-                f"{flag}=False continues from the {suffix[1:]} of an earlier run, but {needed} does not exist; "
-                f"set {flag}=True, or run once with {flag}=True under this imagename first.")
-
-
-def check_continuum_request(cfg: Any) -> CasaRecords:
-    """The parameter checks of a continuum config (no data opened); returns its records.
-
-    With an outlier file the records are the main field's, and the file's fields are checked too
-    (`continuum_outliers`): that run takes the one-process exact path.
-    """
-    outlierfile = _outlierfile(cfg)
-    try:
-        rec = casa_records_for(cfg.replace(outlierfile="") if outlierfile else cfg)
-    except BridgeError as exc:
-        raise ContinuumInputError(str(exc)) from None
-    _check_request(rec, output_name(rec))
-    if outlierfile:
-        if not rec.image.get("restart", True):
-            raise ContinuumInputError("restart=False with outlierfile: the next numbered name would be picked for "
-                                      "the main field only; use restart=True and a new imagename.")
-        for field in read_outlier_file(outlierfile, output_name(rec)):
-            _check_request(rec, field.imagename)
-    return rec
-
-
-def _outlierfile(cfg: Any) -> str:
-    return str(cfg.tclean_kwargs().get("outlierfile") or "")
-
-
-# The endings by which tclean's restart=False recognises images of an earlier run.
-_NUMBERED_NAME_ENDINGS = (".image", ".residual", ".model", ".psf", ".sumwt", ".tt0")
-
-
-def output_name(rec: CasaRecords) -> str:
-    """The absolute imagename a run writes: the one asked for, or with restart=False the next
-    numbered one (`<name>_2`, `<name>_3`, ...) when images exist under it, as tclean picks it."""
-    final = os.path.abspath(rec.imagename)
-    if rec.image.get("restart", True):
-        return final
-    folder, prefix = os.path.split(final)
-    if not os.path.isdir(folder):
-        return final
-    # tclean's rule, file names only: an image named <prefix><ending> (or <prefix>.x.tt0) means
-    # the name is taken; <prefix>_<N><ending> takes N; the next free number follows the largest.
-    taken, largest = False, 1
-    for name in os.listdir(folder):
-        stem, ending = os.path.splitext(name)
-        if not name.startswith(prefix) or ending not in _NUMBERED_NAME_ENDINGS:
-            continue
-        if name.startswith(prefix + "_"):
-            number = name[len(prefix) + 1:].split(".")[0]
-            if number.isdigit():
-                taken, largest = True, max(largest, int(number))
-        elif (prefix + "_") not in name:
-            if ending == ".tt0":
-                stem = os.path.splitext(stem)[0]
-            taken = taken or stem == prefix
-    return f"{final}_{largest + 1}" if taken else final
+__all__ = ["ContinuumResult", "CycleReport", "run_continuum"]
 
 
 class _Progress:
@@ -186,8 +77,6 @@ class _Progress:
         self.reports: list[CycleReport] = []
         self.bar = None
         if bar_total is not None:
-            from pclean_provider.engine.progress import Progress
-
             # Counted in minor-cycle iterations: the one unit whose total (niter) is known upfront.
             self.bar = Progress(total=max(1, bar_total), desc="continuum", unit="iteration", bar=True,
                                 logger=log)
@@ -259,15 +148,12 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
     cfg.extras.keep_partimages; `progress=True` shows a progress bar (command line). Every major
     cycle is logged, passed to `on_cycle` and appended to `<imagename>.progress.jsonl`.
     Raises ContinuumInputError for a request it cannot honour (before any work) and
-    ContinuumPartError when a part fails (no product is then left under imagename).
+    ImagingPartError when a part fails (no product is then left under imagename).
     The result keeps every stage's time (`stages`; `cluster_start_s`, when the caller started
     the cluster for this run, is kept as the first one) and the log ends with their table.
-    `inputs_checked=True`: the caller has just run preflight.check_continuum_inputs on this
+    `inputs_checked=True`: the caller has just run continuum_preflight.check_continuum_inputs on this
     config (pclean() does, before it starts a cluster), so the MS selections are not opened twice.
     """
-    from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
-    from pclean_provider.engine.preflight import check_continuum_inputs
-
     t0 = time.perf_counter()
     clock = StageClock()
     if cluster_start_s is not None:
@@ -275,7 +161,7 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
     if not inputs_checked:
         with clock.stage("input checks"):
             check_continuum_inputs(cfg)
-    outlierfile = _outlierfile(cfg)
+    outlierfile = outlierfile_of(cfg)
     rec = casa_records_for(cfg.replace(outlierfile="") if outlierfile else cfg)
     final = output_name(rec)
     if keep_partimages is None:
@@ -307,7 +193,8 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
             tracker.close()
             set_casa_log(previous_log)
 
-    backend = SerialParts(run_id, n) if client is None else DaskParts(client, run_id, n)
+    backend = (SerialParts(run_id, n, imaging="continuum") if client is None
+               else DaskParts(client, run_id, n, imaging="continuum"))
     if client is not None:
         # The workers' one-time set-up overlaps the coordinator's partitioning (see warm_up).
         backend.warm_up({k: _part_log_path(staging, k) for k in range(n)})
@@ -361,8 +248,6 @@ def _run_outlier_fields(cfg: Any, rec: CasaRecords, outlierfile: str, tracker: _
     folders, and a rename is atomic only within one file system); earlier images are copied in
     for a restart, and each field is published only when tclean has finished them all.
     """
-    from pclean_provider.casa.continuum_parts import run_tclean_here
-
     final = os.path.abspath(rec.imagename)
     fields = read_outlier_file(outlierfile, final)
     names = [final] + [f.imagename for f in fields]
@@ -380,7 +265,7 @@ def _run_outlier_fields(cfg: Any, rec: CasaRecords, outlierfile: str, tracker: _
         kwargs.update(imagename=staged[0], outlierfile=write_staged_outlier_file(
             fields, staged[1:], os.path.join(staging, "outliers.txt")))
         with clock.stage("tclean (one process, outlier fields)"):
-            summary = run_tclean_here(kwargs, cwd=os.path.join(staging, "tclean"))
+            summary = cp.run_tclean_here(kwargs, cwd=os.path.join(staging, "tclean"))
         products: list[str] = []
         with clock.stage("publish"):
             for d, n, prior in zip(stagings, names, earlier, strict=True):
@@ -392,8 +277,6 @@ def _run_outlier_fields(cfg: Any, rec: CasaRecords, outlierfile: str, tracker: _
         raise
     iterations = int(summary.get("iterdone", 0))
     stopcode = int(summary.get("stopcode", 0) or 0)
-    from pclean_provider.casa.deconvolver_session import STOP_REASONS, image_peak
-
     reason = STOP_REASONS.get(stopcode)
     tracker.cycle(0, iterations, image_peak(_residual_name(final, rec)), None, 0.0, 0.0, stopcode, reason)
     elapsed = time.perf_counter() - t0
@@ -439,8 +322,6 @@ def _discard(staging: str, run_id: str) -> None:
     logs = os.path.join(staging, "logs")
     if os.path.isdir(logs):
         try:
-            from pclean_provider.casa.runtime import default_log_dir
-
             kept = os.path.join(str(default_log_dir()), f"continuum-{run_id}")
             shutil.move(logs, kept)
             log.warning("continuum run %s failed; its part logs are in %s", run_id, kept)
@@ -474,9 +355,6 @@ def _without_model_writes(rec: CasaRecords) -> CasaRecords:
 
 def _save_model(rec: CasaRecords, staged_name: str, staging: str, savemodel: str, run_id: str) -> None:
     """Write the final model into the MeasurementSet(s) from this process, the only writer."""
-    from pclean_provider.casa import continuum_parts as cp
-    from pclean_provider.casa.imager_session import save_model
-
     t = time.perf_counter()
     # Without the loop's read-only flags: checkselectionparams derives them from savemodel again.
     selection = cp.check_selection({key: {k: v for k, v in sel.items() if k not in ("readonly", "usescratch")}
@@ -494,7 +372,7 @@ def _copy_earlier_products(final: str, staged_name: str, rec: CasaRecords) -> li
     making new ones, so the model (and mask, PSF, residual) on disk is where this run continues.
     """
     copied = []
-    for path in _existing_products(final, rec):
+    for path in existing_products(final, rec):
         suffix = path[len(final):]
         shutil.copytree(path, staged_name + suffix, symlinks=True)
         copied.append(suffix)
@@ -559,9 +437,6 @@ def _shares_images(serial: bool, nparts: int) -> bool:
 
 def _run(rec: CasaRecords, backend: Any, progress: _Progress, n: int, run_id: str, staging: str,
          serial: bool, clock: StageClock) -> dict[str, Any]:
-    from pclean_provider.casa import continuum_parts as cp
-    from pclean_provider.casa.deconvolver_session import CoordinatorTools, image_peak
-
     imagename = rec.imagename
 
     # 1. partition and global coordinates.

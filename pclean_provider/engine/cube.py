@@ -14,12 +14,19 @@ import time
 import uuid
 from typing import Any
 
+import psutil
+
+from pclean_provider import compute
+from pclean_provider.casa.runtime import ensure_casa_runtime
+from pclean_provider.compute.dask_keys import engine_key
+from pclean_provider.compute.futures import wait_done
 from pclean_provider.engine.concat import concat_products
+from pclean_provider.engine.cube_loop import run_cube_loop
 from pclean_provider.engine.memory import parse_memory
 from pclean_provider.engine.models import CubePlan, PcleanResult, SubcubeResult, tclean_summary
 from pclean_provider.engine.plan import plan_sessions, plan_subcubes
 from pclean_provider.engine.preflight import check_cube_inputs
-from pclean_provider.engine.progress import Progress
+from pclean_provider.engine.progress import Progress, progress_file_for
 from pclean_provider.engine.subcube import image_subcube
 
 log = logging.getLogger(__name__)
@@ -39,8 +46,6 @@ def _worker_memory(cfg, nworkers: int) -> int | None:
     if cfg.cluster.cluster_type == "slurm":
         return parse_memory(cfg.cluster.slurm_job_mem)
     if cfg.cluster.cluster_type == "local" or not cfg.extras.parallel:
-        import psutil
-
         return int(psutil.virtual_memory().total / max(nworkers, 1))
     return None
 
@@ -65,17 +70,17 @@ def _run_on_dask(client, plan: CubePlan, progress: Progress) -> list[SubcubeResu
     for spec in plan.specs:
         # Keys name the sub-cube in the dashboard; the token keeps two runs' keys apart.
         fut = client.submit(image_subcube, spec, pure=False, retries=SUBCUBE_RETRIES,
-                            key=f"pclean-{spec.key}-{token}")
+                            key=engine_key(spec.key, token))
         futures[fut] = spec
     results = []
     pending = set(futures)
     try:
-        # Polling rather than as_completed()/wait(): those need a default client, and ours is not one
-        # (several clusters can live in one process: tests, Airflow workers).
         while pending:
+            # One short wait at a time, on the lowest pending sub-cube: the others that ended
+            # meanwhile are collected too.
+            wait_done([min(pending, key=lambda f: futures[f].index)], timeout=0.2)
             done = {f for f in pending if f.done()}
             if not done:
-                time.sleep(0.2)
                 continue
             pending -= done
             for fut in sorted(done, key=lambda f: futures[f].index):
@@ -95,9 +100,7 @@ def _run_on_dask(client, plan: CubePlan, progress: Progress) -> list[SubcubeResu
 
 
 def _open(stack: contextlib.ExitStack, cfg):
-    from pclean_provider.compute import open_cluster
-
-    return stack.enter_context(open_cluster(cfg.cluster)).client
+    return stack.enter_context(compute.open_cluster(cfg.cluster)).client
 
 
 def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
@@ -108,8 +111,6 @@ def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
     (`engine.cube_loop`), equal to serial tclean. 'independent': every sub-cube a whole tclean run
     (this module's `_run_on_dask`), exact for niter=0 only.
     """
-    from pclean_provider.casa.runtime import ensure_casa_runtime
-
     t0 = time.monotonic()
     ensure_casa_runtime()
     check_cube_inputs(cfg)
@@ -158,9 +159,6 @@ def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
 
 def _run_sessions(plan: CubePlan, client: Any, progress: bool):
     """The exact loop; its progress in iterations against niter (the one total known upfront)."""
-    from pclean_provider.engine.continuum import progress_file_for
-    from pclean_provider.engine.cube_loop import run_cube_loop
-
     niter = int(plan.tclean_kwargs.get("niter", 0) or 0)
     with Progress(max(niter, 0), desc=f"pclean {os.path.basename(plan.imagename)}", unit="iteration",
                   bar=progress, logger=log) as bar:

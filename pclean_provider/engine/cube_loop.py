@@ -34,10 +34,19 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from pclean_provider import products
 from pclean_provider.atomic_files import write_text
+from pclean_provider.casa.cube_session import (
+    CubeIterationControl,
+    automask_alignment,
+    build_cube_records,
+    open_cube_session,
+)
 from pclean_provider.casa.deconvolver_session import STOP_REASONS
-from pclean_provider.engine.continuum_backends import ContinuumPartError, DaskParts, PartsLost, SerialParts
+from pclean_provider.casa.image_concat import image_frequencies
+from pclean_provider.engine.imaging_errors import ImagingPartError
 from pclean_provider.engine.models import CubePlan, SubcubeResult
+from pclean_provider.engine.part_backends import DaskParts, PartsLost, SerialParts
 
 log = logging.getLogger("pclean_provider.cube")
 
@@ -84,7 +93,7 @@ class _Sessions:
 
     def _rebuild(self, parts: list[int], operation: str, cause: PartsLost) -> None:
         if len(self.rebuilt) + len(parts) > MAX_REBUILDS or not hasattr(self.backend, "reassign"):
-            raise ContinuumPartError(cause.part, cause.nparts, operation, cause.reason)
+            raise ImagingPartError(cause.part, cause.nparts, operation, cause.reason, "cube")
         for part in parts:
             worker = self.backend.reassign(part)
             log.warning("cube: %s lost its worker during %s; rebuilding it on %s from its images on disk",
@@ -103,11 +112,9 @@ class _Sessions:
 
 
 def _new_backend(client: Any, run_id: str, nparts: int) -> Any:
-    from pclean_provider.casa.cube_session import open_cube_session
-
     if client is None:
-        return SerialParts(run_id, nparts, opener=open_cube_session)
-    return DaskParts(client, run_id, nparts, opener=open_cube_session)
+        return SerialParts(run_id, nparts, imaging="cube", opener=open_cube_session)
+    return DaskParts(client, run_id, nparts, imaging="cube", opener=open_cube_session)
 
 
 def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = None,
@@ -120,8 +127,6 @@ def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = N
     JSON line per major cycle is appended there (whoever waits from afar, e.g. an Airflow trigger,
     logs them).
     """
-    from pclean_provider.casa.cube_session import CubeIterationControl, build_cube_records
-
     t0 = time.perf_counter()
     stages: dict[str, float] = {}
     run_id = uuid.uuid4().hex[:10]
@@ -232,8 +237,6 @@ def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = N
 def _align_automask(sessions: _Sessions, init_records: list[str | None]) -> None:
     """Give every session's auto-multithresh the whole cube's PSF sidelobe level (see
     cube_session.automask_alignment); a session rebuilt later gets the aligned records too."""
-    from pclean_provider.casa.cube_session import automask_alignment
-
     parts = sorted(sessions.specs)
     changes = automask_alignment(init_records, [sessions.specs[p].deconvolution for p in parts])
     for part, record in changes.items():
@@ -249,9 +252,6 @@ def _report(on_cycle: Callable[[dict[str, Any]], Any] | None, cycle: int, iterat
 
 
 def _session_result(spec: Any, loop: CubeLoopResult, elapsed: float) -> SubcubeResult:
-    from pclean_provider import products
-    from pclean_provider.casa.image_concat import image_frequencies
-
     got = image_frequencies(spec.product_prefix + products.IMAGE if os.path.isdir(spec.product_prefix + products.IMAGE)
                             else spec.product_prefix + products.PSF)
     return SubcubeResult(

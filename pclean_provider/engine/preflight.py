@@ -1,6 +1,7 @@
-"""Refuse a cube or continuum run that cannot work, before any cluster starts or any file is written.
+"""Refuse a cube run that cannot work, before any cluster starts or any file is written.
 
-Each error names the parameter and how to fix it.
+Each error names the parameter and how to fix it. PreflightError is the continuum's too
+(`continuum_preflight`), whose checks need the continuum's CASA records.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import os
 
 from pclean_provider import products
+from pclean_provider.casa.ms_selection import SelectionError, check_selection
 from pclean_provider.engine.concat import ConcatError, resolve_mode
 from pclean_provider.errors import PcleanInputError
 
@@ -26,8 +28,6 @@ def _as_list(value) -> list:
 
 def check_cube_inputs(cfg) -> None:
     """All cheap checks of a cube config against its data; raises PreflightError."""
-    from pclean_provider.casa.ms_selection import SelectionError, check_selection
-
     kw = cfg.tclean_kwargs()
     specmode = kw.get("specmode")
     if specmode not in SUPPORTED_SPECMODES:
@@ -91,50 +91,3 @@ def _unitless(value) -> bool:
     if isinstance(value, int):
         return True
     return isinstance(value, str) and value.strip().lstrip("-").isdigit()
-
-
-def check_continuum_inputs(cfg) -> None:
-    """Every check of a continuum (mfs) config, cheap and before any cluster starts.
-
-    The parameters the continuum engine cannot honour, the products already on disk, and each
-    MeasurementSet's selection; raises a PcleanInputError subclass (ContinuumInputError or
-    SelectionError) naming the parameter and the fix. The engine runs the same checks again
-    where a run starts without this process (the coordinator task of an Airflow run).
-    """
-    from pclean_provider.casa.ms_selection import check_selection
-    from pclean_provider.casa.runtime import ensure_casa_runtime
-    from pclean_provider.engine.continuum import check_continuum_request
-
-    rec = check_continuum_request(cfg)
-    ensure_casa_runtime()
-    for sel in rec.selection.values():
-        check_selection(str(sel["msname"]), spw=str(sel.get("spw", "")), field=str(sel.get("field", "")))
-    _check_restart_shape(rec)
-
-
-def _check_restart_shape(rec) -> None:
-    """A restart continues on the earlier images, so they must have the size asked for.
-
-    CASA refuses a mismatch too, but only once the imagers exist on the cluster, and its message
-    names the staging copy instead of the parameter.
-    """
-    from pclean_provider.casa.continuum_parts import image_shape
-    from pclean_provider.engine.continuum import output_name
-
-    final = output_name(rec)
-    earlier = next((final + s for s in (products.first_term(products.PSF, rec.deconvolver),
-                                        products.first_term(products.RESIDUAL, rec.deconvolver),
-                                        products.first_term(products.MODEL, rec.deconvolver))
-                    if os.path.isdir(final + s)), None)
-    if earlier is None:
-        return
-    imsize = rec.image["imsize"]
-    imsize = [int(imsize), int(imsize)] if isinstance(imsize, (int, float)) else [int(v) for v in imsize]
-    if len(imsize) == 1:
-        imsize = imsize * 2
-    found = image_shape(earlier)[:2]
-    if found != imsize[:2]:
-        raise PreflightError(
-            f"imsize={imsize[:2]}: restart=True continues from the images of an earlier run under "
-            f"imagename={final!r}, and {os.path.basename(earlier)} is {found[0]}x{found[1]}; use "
-            f"imsize={found}, restart=False (a new numbered name) or another imagename.")

@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 
 _log = logging.getLogger("pclean_provider.progress")
+
+# Files a run keeps next to the products that are not CASA images.
+_PROGRESS_SUFFIX = ".progress.jsonl"
+
+
+def progress_file_for(imagename: str) -> str:
+    """Where a cube or continuum run appends its progress (JSON lines) - next to the products."""
+    return os.path.abspath(imagename) + _PROGRESS_SUFFIX
 
 
 class Progress:

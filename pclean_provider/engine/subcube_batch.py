@@ -7,7 +7,7 @@ sets how many sub-cubes run at once.
 
 `image_subcube_batch` is the batch's work: it runs on a worker, leaves that worker's thread pool
 while it waits (so the worker images sub-cubes meanwhile), submits each sub-cube under a key made
-from its own key, and returns every sub-cube's result with the wall-clock interval in which the
+from its own key (`compute.dask_keys.child_key`), and returns every sub-cube's result with the wall-clock interval in which the
 worker ran it. Each sub-cube is written as `engine/subcube.image_subcube` writes it (private
 staging folder, renamed into place). No Airflow here, and `distributed` is imported only inside
 the functions that run on a worker.
@@ -16,26 +16,11 @@ the functions that run on a worker.
 from __future__ import annotations
 
 import json
-import re
 import time
 from typing import Any
 
-CHILD_MARK = "-sc"
-
-
-def child_key(batch_key: str, spec: dict) -> str:
-    """The Dask key of one sub-cube of a batch: the batch's key (task, map index, try) and the
-    sub-cube's first channel, so the keys of a batch's sub-cubes are unique and known in advance."""
-    return f"{batch_key}{CHILD_MARK}{int(spec['chan_start']):05d}"
-
-
-def older_child_keys(batch_key: str, specs: list[dict]) -> list[str]:
-    """The sub-cube keys the earlier tries of this batch used (a clear or retry makes a new try)."""
-    match = re.search(r"try(\d+)$", batch_key)
-    if not match:
-        return []
-    stem = batch_key[: match.start()]
-    return [child_key(f"{stem}try{n}", spec) for n in range(1, int(match.group(1))) for spec in specs]
+from pclean_provider.compute.dask_keys import child_key, older_child_keys
+from pclean_provider.compute.futures import wait_done
 
 
 def image_timed_subcube(spec: dict) -> dict:
@@ -62,7 +47,7 @@ def image_subcube_batch(specs: list[dict]) -> dict:
     retry, which then re-images the batch's sub-cubes (only this batch's). The first failure is
     raised as it came, so an input error still reads as one.
     """
-    from distributed import get_worker, wait, worker_client
+    from distributed import get_worker, worker_client
 
     batch_key = str(get_worker().get_current_task())
     t0 = time.monotonic()
@@ -76,7 +61,7 @@ def image_subcube_batch(specs: list[dict]) -> dict:
             client.run_on_scheduler(_cancel_on_scheduler, keys=stale, requester=client.id)
         futures = [client.submit(image_timed_subcube, spec, key=child_key(batch_key, spec), pure=False)
                    for spec in specs]
-        wait(futures)
+        wait_done(futures)
         failed = [(spec, f) for spec, f in zip(specs, futures, strict=True) if f.status != "finished"]
         if failed:
             spec, future = failed[0]

@@ -62,7 +62,7 @@ def image_continuum(cfg_json: str) -> dict:
     """Run the continuum loop from a worker; its coordinator fans the major cycles out to the cluster."""
     from distributed import get_worker
 
-    from pclean_provider.engine.continuum_remote import coordinator_task
+    from pclean_provider.engine.coordinator import coordinator_task
 
     # coordinator_task secedes from this worker's thread pool while it waits, so the worker's one
     # thread stays free for the major-cycle parts the coordinator sends back to the cluster.
@@ -74,6 +74,6 @@ def image_cube(cfg_json: str) -> dict:
     subprocess of this task, the sub-cube sessions on the cluster's workers (as `image_continuum`)."""
     from distributed import get_worker
 
-    from pclean_provider.engine.continuum_remote import coordinator_task
+    from pclean_provider.engine.coordinator import coordinator_task
 
     return json.loads(coordinator_task(cfg_json, get_worker().scheduler.address))

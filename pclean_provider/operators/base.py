@@ -25,12 +25,12 @@ from urllib.parse import urlsplit
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from pclean_provider.compute.dask_keys import work_key
 from pclean_provider.compute.dask_work import (
     STATE_DIRNAME,
     ProgressTail,
     read_result,
     result_path,
-    work_key,
 )
 from pclean_provider.errors import is_input_error
 from pclean_provider.hooks.dask import PcleanDaskHook

@@ -38,7 +38,7 @@ class ContinuumImagingOperator(ConfiguredImagingOperator):
             # retry must start afresh, not continue what its failed try left half-way.
             _clear_earlier_try(cfg)
         cfg_json = cfg.model_dump_json()
-        from pclean_provider.engine.continuum import progress_file_for
+        from pclean_provider.engine.progress import progress_file_for
 
         return self.run_on_cluster(context, worker_tasks.image_continuum, lambda client: (cfg_json,),
                                    self.default_state_dir(cfg.image.imagename),

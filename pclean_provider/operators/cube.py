@@ -426,7 +426,7 @@ class CubeImagingOperator(ConfiguredImagingOperator):
         # replaced (the engine refuses existing products, so they are moved out of the way first).
         _clear_earlier_try(imagename)
         cfg_json = cfg.model_dump_json()
-        from pclean_provider.engine.continuum import progress_file_for
+        from pclean_provider.engine.progress import progress_file_for
 
         return self.run_on_cluster(context, worker_tasks.image_cube, lambda client: (cfg_json,),
                                    self.default_state_dir(imagename), progress_file=progress_file_for(imagename))

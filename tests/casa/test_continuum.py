@@ -219,7 +219,7 @@ def test_keep_partimages_keeps_one_set_per_part(two_spw_ms, cluster, tmp_path):
 def test_restart_false_picks_the_next_numbered_name_as_tclean(two_spw_ms, tmp_path):
     """tclean's rule: names only, images (.image .residual .model .psf .sumwt .tt0) count, logs do not."""
     from pclean_provider.config.casa_bridge import casa_records_for
-    from pclean_provider.engine.continuum import output_name
+    from pclean_provider.engine.continuum_preflight import output_name
 
     def name() -> str:
         return output_name(casa_records_for(_config(two_spw_ms, tmp_path / "old", "hogbom", "natural", 0,
@@ -256,7 +256,8 @@ def test_text_file_beside_the_images_does_not_block(two_spw_ms, cluster, serial_
 
 
 def test_refuses_a_file_in_the_way_of_a_product(two_spw_ms, tmp_path):
-    from pclean_provider.engine.continuum import ContinuumInputError, run_continuum
+    from pclean_provider.engine.continuum import run_continuum
+    from pclean_provider.engine.continuum_preflight import ContinuumInputError
 
     (tmp_path / "way.psf").write_text("not an image", encoding="utf-8")
     with pytest.raises(ContinuumInputError, match=r"way\.psf is in the way"):

@@ -65,7 +65,8 @@ def test_coordinator_as_cluster_task_matches_tclean(two_spw_ms, cluster, tmp_pat
 def test_part_that_lost_its_imager_stops_the_run_and_is_named(two_spw_ms, cluster, tmp_path):
     """A part whose worker no longer holds its imager (a restarted worker) ends the run."""
     from pclean_provider.casa import imager_session
-    from pclean_provider.engine.continuum import ContinuumPartError, run_continuum
+    from pclean_provider.engine.continuum import run_continuum
+    from pclean_provider.engine.imaging_errors import ImagingPartError
 
     client = cluster.client
     second = sorted(client.nthreads())[1]  # part 2 of 2 lives on the second worker
@@ -74,7 +75,7 @@ def test_part_that_lost_its_imager_stops_the_run_and_is_named(two_spw_ms, cluste
         if report.cycle == 0:
             client.run(imager_session.close_run, report.run_id, workers=[second])
 
-    with pytest.raises(ContinuumPartError, match=r"part 2/2 .*no imager") as err:
+    with pytest.raises(ImagingPartError, match=r"continuum part 2/2 .*no imager") as err:
         run_continuum(_config(two_spw_ms.ms, tmp_path / "dropped"), client, drop_part_two, nparts=2)
     assert err.value.part == 1 and err.value.operation == "major_cycle"
     assert _left_behind(tmp_path, "dropped") == []
@@ -85,7 +86,8 @@ def test_part_that_lost_its_imager_stops_the_run_and_is_named(two_spw_ms, cluste
 
 
 def test_lost_worker_stops_the_run_and_names_the_part(two_spw_ms, cluster, tmp_path):
-    from pclean_provider.engine.continuum import ContinuumPartError, run_continuum
+    from pclean_provider.engine.continuum import run_continuum
+    from pclean_provider.engine.imaging_errors import ImagingPartError
 
     client = cluster.client
     second = sorted(client.nthreads())[1]
@@ -95,7 +97,7 @@ def test_lost_worker_stops_the_run_and_names_the_part(two_spw_ms, cluster, tmp_p
         if report.cycle == 0:
             os.kill(pid, signal.SIGKILL)
 
-    with pytest.raises(ContinuumPartError, match=r"part 2/2") as err:
+    with pytest.raises(ImagingPartError, match=r"continuum part 2/2") as err:
         run_continuum(_config(two_spw_ms.ms, tmp_path / "killed"), client, kill_worker_of_part_two, nparts=2)
     assert err.value.part == 1
     assert _left_behind(tmp_path, "killed") == []

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.casa
 # then waits to be killed.
 _PARENT = r"""
 import os, subprocess, sys, time
-cmd = [sys.executable, "-m", "pclean_provider.engine.continuum_remote", "--config", sys.argv[1],
+cmd = [sys.executable, "-m", "pclean_provider.engine.coordinator", "--config", sys.argv[1],
        "--scheduler", sys.argv[2], "--result", sys.argv[3], "--parent-pid", str(os.getpid())]
 child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 print(child.pid, flush=True)

@@ -11,16 +11,8 @@ import json
 
 import pytest
 
-from pclean_provider.compute.dask_work import (
-    ProgressTail,
-    PublishedWork,
-    prefix_of_key,
-    read_result,
-    result_path,
-    try_of_key,
-    work_key,
-    work_key_prefix,
-)
+from pclean_provider.compute.dask_keys import prefix_of_key, try_of_key, work_key, work_key_prefix
+from pclean_provider.compute.dask_work import ProgressTail, PublishedWork, read_result, result_path
 
 
 @pytest.fixture(scope="module")

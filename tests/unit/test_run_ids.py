@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from pclean_provider.compute.dask_work import prefix_of_key, try_of_key, work_key
+from pclean_provider.compute.dask_keys import prefix_of_key, try_of_key, work_key
 from pclean_provider.pipeline.pipeline_template import load_templates
 from pclean_provider.pipeline.run_settings import settings_for_run
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from pclean_provider.compute.dask_keys import child_key, older_child_keys
 from pclean_provider.engine.plan import PlanError, batch_ranges
-from pclean_provider.engine.subcube_batch import child_key, older_child_keys
 
 
 def sizes(ranges):

@@ -1,10 +1,11 @@
-"""The continuum coordinator as a task on the cluster, so whoever starts a run (an Airflow task) stays light.
+"""The coordinator of a cube or continuum run as a task on the cluster, so whoever starts a run
+(an Airflow task) stays light.
 
 Why a subprocess: the coordinator holds casatools objects (normalizer, deconvolver, iterbotsink)
 and the worker that runs its task may also hold a part imager, whose steps run in that worker's
 task thread. CASA tools are not thread-safe, so the two must never share a process. The task
-therefore only starts `python -m pclean_provider.engine.continuum_remote` (its own process with its
-own CASA runtime and log), relays its progress lines, and returns its JSON result. While it
+therefore only starts `python -m pclean_provider.engine.coordinator` (its own process with its own
+CASA runtime and log), relays its progress lines, and returns its JSON result. While it
 waits the task `secede`s from the worker's thread pool, so that worker's single thread stays
 free for the part steps the coordinator sends it - otherwise a one-thread worker would deadlock
 holding both the coordinator and a part.
@@ -13,30 +14,38 @@ holding both the coordinator and a part.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
-from pclean_provider.atomic_files import write_text
+from distributed import Client, secede
 
-log = logging.getLogger("pclean_provider.continuum")
+from pclean_provider.atomic_files import write_text
+from pclean_provider.casa.runtime import casa_env, ensure_casa_runtime
+from pclean_provider.compute.dask_keys import engine_key
+from pclean_provider.config import PcleanConfig
+from pclean_provider.engine.continuum import run_continuum
+from pclean_provider.engine.cube import run_cube
+from pclean_provider.engine.imaging_errors import ImagingInputError, ImagingPartError
+from pclean_provider.errors import is_input_error
+
+log = logging.getLogger(__name__)
 
 
 def coordinator_task(cfg_json: str, scheduler_address: str, nparts: int | None = None) -> str:
     """Dask task: run the coordinator in a subprocess; returns its result as JSON (a continuum config:
     ContinuumResult; a cube config: the exact cube loop's PcleanResult)."""
-    from pclean_provider.casa.runtime import casa_env
-    from pclean_provider.engine.continuum import ContinuumInputError
-    from pclean_provider.engine.continuum_backends import ContinuumPartError
+    imaging = _imaging_of(PcleanConfig.model_validate_json(cfg_json))
 
     try:
-        from distributed import secede
-
         secede()
     except ValueError:
         pass  # not inside a worker (called directly): nothing to give back
@@ -44,7 +53,7 @@ def coordinator_task(cfg_json: str, scheduler_address: str, nparts: int | None =
         cfg_path = Path(tmp) / "config.json"
         out_path = Path(tmp) / "result.json"
         write_text(cfg_path, cfg_json)
-        cmd = [sys.executable, "-m", "pclean_provider.engine.continuum_remote", "--config", str(cfg_path),
+        cmd = [sys.executable, "-m", "pclean_provider.engine.coordinator", "--config", str(cfg_path),
                "--scheduler", scheduler_address, "--result", str(out_path), "--parent-pid", str(os.getpid())]
         if nparts is not None:
             cmd += ["--nparts", str(nparts)]
@@ -59,29 +68,32 @@ def coordinator_task(cfg_json: str, scheduler_address: str, nparts: int | None =
             tail = (tail + [line])[-20:]
         rc = proc.wait()
         if not out_path.exists():
-            raise RuntimeError(f"continuum coordinator exited with code {rc} and no result; last output:\n"
+            raise RuntimeError(f"{imaging} coordinator exited with code {rc} and no result; last output:\n"
                                + "\n".join(tail))
         payload = json.loads(out_path.read_text(encoding="utf-8"))
     if "error" in payload:
         err = payload["error"]
-        if err["type"] == "ContinuumPartError":
-            raise ContinuumPartError(err["part"], err["nparts"], err["operation"], err["reason"])
+        if err["type"] == "ImagingPartError":
+            raise ImagingPartError(err["part"], err["nparts"], err["operation"], err["reason"], err["imaging"])
         if err.get("input_error"):
             # Any input error of the run (bad selection, parameter the bridge refuses, ...) stays one
             # across the process boundary, so the caller fails without retrying.
-            raise ContinuumInputError(err["message"])
-        raise RuntimeError(f"continuum coordinator failed: {err['type']}: {err['message']}")
+            raise ImagingInputError(err["message"])
+        raise RuntimeError(f"{imaging} coordinator failed: {err['type']}: {err['message']}")
     return json.dumps(payload["result"])
 
 
 def submit_coordinator(client: Any, cfg: Any, *, nparts: int | None = None):
-    """Submit the coordinator task; returns its Future (result: ContinuumResult JSON)."""
-    import uuid
-
+    """Submit the coordinator task; returns its Future (result: ContinuumResult JSON for a continuum
+    config, PcleanResult JSON for a cube)."""
     address = client.scheduler.address
     # A fresh key every time: Dask would hand back a held result for a key it already knows.
     return client.submit(coordinator_task, cfg.model_dump_json(), address, nparts, pure=False,
-                         key=f"pclean-continuum-coordinator-{uuid.uuid4().hex[:12]}")
+                         key=engine_key(_imaging_of(cfg), "coordinator", uuid.uuid4().hex[:12]))
+
+
+def _imaging_of(cfg: Any) -> str:
+    return "cube" if cfg.is_cube else "continuum"
 
 
 def die_with_parent(parent_pid: int | None) -> None:
@@ -91,9 +103,6 @@ def die_with_parent(parent_pid: int | None) -> None:
     result, beside the retry's new coordinator (two iteration controllers writing one image set).
     Linux only (prctl PR_SET_PDEATHSIG); `parent_pid` closes the race of a parent that died before
     the request was made."""
-    import ctypes
-    import signal
-
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
@@ -104,7 +113,7 @@ def die_with_parent(parent_pid: int | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Continuum coordinator (started by coordinator_task).")
+    parser = argparse.ArgumentParser(description="Cube or continuum coordinator (started by coordinator_task).")
     parser.add_argument("--config", required=True)
     parser.add_argument("--scheduler", required=True)
     parser.add_argument("--result", required=True)
@@ -114,14 +123,6 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent(args.parent_pid)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 
-    from distributed import Client
-
-    from pclean_provider.casa.runtime import ensure_casa_runtime
-    from pclean_provider.config import PcleanConfig
-    from pclean_provider.engine.continuum import run_continuum
-    from pclean_provider.engine.continuum_backends import ContinuumPartError
-    from pclean_provider.errors import is_input_error
-
     out = Path(args.result)
     cfg = PcleanConfig.model_validate_json(Path(args.config).read_text(encoding="utf-8"))
     ensure_casa_runtime()
@@ -129,15 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         with Client(args.scheduler, timeout=60) as client:
             if cfg.is_cube:
                 # The exact cube loop: its coordinator (one iteration controller) is this process too.
-                from pclean_provider.engine.cube import run_cube
-
                 result = run_cube(cfg.replace(parallel=True), client=client)
             else:
                 result = run_continuum(cfg, client, nparts=args.nparts)
         write_text(out, json.dumps({"result": json.loads(result.model_dump_json())}))
         return 0
-    except ContinuumPartError as exc:
-        err = {"type": "ContinuumPartError", "part": exc.part, "nparts": exc.nparts,
+    except ImagingPartError as exc:
+        err = {"type": "ImagingPartError", "part": exc.part, "nparts": exc.nparts, "imaging": exc.imaging,
                "operation": exc.operation, "reason": exc.reason, "message": str(exc)}
     except Exception as exc:
         err = {"type": type(exc).__name__, "message": str(exc), "input_error": is_input_error(exc)}

@@ -2,11 +2,12 @@
 
 A continuum run's parts are row partitions (`imager_session.open_part`); a cube's parts are
 sub-cube sessions (`cube_session.open_cube_session`): the backends take the function that builds
-a part. Both backends give the coordinator the same calls (open, run, close) and the same
-failure: `ContinuumPartError`, which names the part and the step. A continuum run never
-continues with a missing part, because the gathered image would silently lack that part's rows;
-a cube rebuilds a lost sub-cube session from its images on disk (`PartsLost` says which parts were
-lost and what the others returned, so that no step runs twice on a part).
+a part and the kind of imaging it serves. Both backends give the coordinator the same calls
+(open, run, close) and the same failure: `ImagingPartError`, which names the part and the step.
+A continuum run never continues with a missing part, because the gathered image would silently
+lack that part's rows; a cube rebuilds a lost sub-cube session from its images on disk
+(`PartsLost` says which parts were lost and what the others returned, so that no step runs twice
+on a part).
 
 On Dask every task of a part is pinned to the worker that holds its imager
 (`workers=[addr], allow_other_workers=False`). If that worker disappears, a pinned task would
@@ -23,19 +24,11 @@ from typing import Any
 
 from pclean_provider.casa import imager_session
 from pclean_provider.casa.imager_session import PartReply
+from pclean_provider.compute.dask_keys import engine_key
+from pclean_provider.compute.futures import wait_done
+from pclean_provider.engine.imaging_errors import ImagingPartError
 
 log = logging.getLogger(__name__)
-
-
-class ContinuumPartError(RuntimeError):
-    """One part of a continuum run failed; no product is built from the other parts."""
-
-    def __init__(self, part: int, nparts: int, operation: str, reason: str) -> None:
-        self.part = part
-        self.nparts = nparts
-        self.operation = operation
-        self.reason = reason
-        super().__init__(f"continuum part {part + 1}/{nparts} failed during {operation}: {reason}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -43,14 +36,15 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if "\n" in text else text
 
 
-class PartsLost(ContinuumPartError):
+class PartsLost(ImagingPartError):
     """Workers holding some parts left the cluster during a step; the other parts finished it."""
 
-    def __init__(self, lost: dict[int, str], done: dict[int, PartReply], nparts: int, operation: str) -> None:
+    def __init__(self, lost: dict[int, str], done: dict[int, PartReply], nparts: int, operation: str,
+                 imaging: str) -> None:
         self.lost = lost
         self.done = done
         first = min(lost)
-        super().__init__(first, nparts, operation, lost[first])
+        super().__init__(first, nparts, operation, lost[first], imaging)
 
 
 class SerialParts:
@@ -58,8 +52,10 @@ class SerialParts:
 
     kind = "serial"
 
-    def __init__(self, run_id: str, nparts: int, opener: Callable[..., str] = imager_session.open_part) -> None:
+    def __init__(self, run_id: str, nparts: int, *, imaging: str,
+                 opener: Callable[..., str] = imager_session.open_part) -> None:
         self.run_id = run_id
+        self.imaging = imaging
         self.nparts = nparts
         self.opener = opener
         self.workers: list[str] = ["in-process"]
@@ -70,7 +66,7 @@ class SerialParts:
             try:
                 out.append(PartReply.model_validate_json(self.opener(spec.model_dump_json(), **kwargs)))
             except Exception as exc:
-                raise ContinuumPartError(spec.part, self.nparts, "open", _first_line(exc)) from exc
+                raise ImagingPartError(spec.part, self.nparts, "open", _first_line(exc), self.imaging) from exc
         return out
 
     def run(self, operation: str, parts: Sequence[int] | None = None, **kwargs: Any) -> list[PartReply]:
@@ -80,7 +76,7 @@ class SerialParts:
                 out.append(PartReply.model_validate_json(
                     imager_session.run_part(self.run_id, part, operation, **kwargs)))
             except Exception as exc:
-                raise ContinuumPartError(part, self.nparts, operation, _first_line(exc)) from exc
+                raise ImagingPartError(part, self.nparts, operation, _first_line(exc), self.imaging) from exc
         return out
 
     def close(self) -> None:
@@ -92,9 +88,10 @@ class DaskParts:
 
     kind = "dask"
 
-    def __init__(self, client: Any, run_id: str, nparts: int, poll_s: float = 1.0,
+    def __init__(self, client: Any, run_id: str, nparts: int, *, imaging: str, poll_s: float = 1.0,
                  opener: Callable[..., str] = imager_session.open_part) -> None:
         self.client = client
+        self.imaging = imaging
         self.run_id = run_id
         self.nparts = nparts
         self.poll_s = poll_s
@@ -109,7 +106,7 @@ class DaskParts:
         self._seq = itertools.count()
 
     def _submit(self, part: int, fn, *args: Any, label: str, **kwargs: Any):
-        key = f"pclean-continuum-{label}-{self.run_id}-p{part + 1}-{next(self._seq)}"
+        key = engine_key(self.imaging, label, self.run_id, f"p{part + 1}", next(self._seq))
         return self.client.submit(fn, *args, key=key, workers=[self.assignment[part]],
                                   allow_other_workers=False, pure=False, **kwargs)
 
@@ -117,7 +114,7 @@ class DaskParts:
         """Move a part whose worker is gone to the live worker holding the fewest parts."""
         alive = sorted(self.client.nthreads())
         if not alive:
-            raise ContinuumPartError(part, self.nparts, "reassign", "no worker left in the cluster")
+            raise ImagingPartError(part, self.nparts, "reassign", "no worker left in the cluster", self.imaging)
         load = {w: sum(1 for a in self.assignment.values() if a == w) for w in alive}
         self.assignment[part] = min(alive, key=lambda w: (load[w], w))
         return self.assignment[part]
@@ -126,20 +123,13 @@ class DaskParts:
         pending = dict(futures)
         results: dict[int, PartReply] = {}
         lost: dict[int, str] = {}
-        # Waiting on one pending future at a time with Future.result(timeout): it returns the moment
-        # that task ends (no polling delay: a small major cycle takes a fraction of a second and
-        # every wait is on the critical path), and the timeout bounds how long a lost worker or a
-        # failed other part goes unnoticed. distributed.wait would need a default client, which
-        # the cluster's client need not be.
+        # Waiting on the first pending part only, for at most poll_s: poll_s bounds how long a lost
+        # worker or a failed other part goes unnoticed. Unlike other waits this one also watches
+        # the workers: a task pinned to a worker that left would stay pending forever.
         next_worker_check = time.monotonic() + self.poll_s
         try:
             while pending:
-                first = pending[min(pending)]
-                if first.status == "pending":
-                    try:
-                        first.result(timeout=self.poll_s)
-                    except Exception:  # noqa: S110 - a timeout or the part's error: both handled below
-                        pass
+                wait_done([pending[min(pending)]], timeout=self.poll_s)
                 for part, fut in list(pending.items()):
                     if fut.status == "finished":
                         results[part] = PartReply.model_validate_json(fut.result())
@@ -149,8 +139,8 @@ class DaskParts:
                             exc = fut.exception()
                         except Exception as inner:  # cancelled futures raise here
                             exc = inner
-                        raise ContinuumPartError(part, self.nparts, operation,
-                                                 _first_line(exc) if exc else fut.status)
+                        raise ImagingPartError(part, self.nparts, operation,
+                                               _first_line(exc) if exc else fut.status, self.imaging)
                 if pending and time.monotonic() >= next_worker_check:
                     next_worker_check = time.monotonic() + self.poll_s
                     alive = set(self.client.nthreads())
@@ -166,7 +156,7 @@ class DaskParts:
                 fut.cancel()
             raise
         if lost:
-            raise PartsLost(lost, results, self.nparts, operation)
+            raise PartsLost(lost, results, self.nparts, operation, self.imaging)
         return [results[k] for k in sorted(results)]
 
     def warm_up(self, log_paths: dict[int, str]) -> None:
@@ -205,11 +195,13 @@ class DaskParts:
                    for k in range(self.nparts) if self.assignment[k] in alive]
         if not futures:
             return
+        # Not wait_done: these tasks are pinned, so one whose worker died while closing is lost
+        # for good and never done; the wait ends once none is pending.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and any(f.status == "pending" for f in futures):
             time.sleep(0.01)
         for fut in futures:
             if fut.status == "error":
-                log.warning("continuum run %s: closing part imagers: %s", self.run_id,
+                log.warning("%s run %s: closing part imagers: %s", self.imaging, self.run_id,
                             _first_line(fut.exception()))
             fut.release()
