@@ -23,7 +23,7 @@ __all__ = ["PcleanInputError", "error_lineage", "is_input_error", "lineage_of_pi
 class PcleanInputError(ValueError):
     """The caller's input is wrong; the message names the parameter and the fix.
 
-    A ValueError, as before the common base existed, so ``except ValueError`` still catches it.
+    A ValueError too, so that a caller's ``except ValueError`` catches it.
     """
 
 

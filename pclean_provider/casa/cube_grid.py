@@ -4,7 +4,7 @@ tclean decides the spectral axis of a cube inside `synthesisimager.defineimage`:
 `nchan=-1` to the channels the selected data cover, shifts a requested `start` to fit the data,
 converts channel, frequency or velocity `start`/`width` into the `outframe`, and applies
 `veltype`/`restfreq`. Redoing that by hand (`start + i * width`) drifts from tclean exactly where
-the published pclean drifted (sub-cube boundaries, velocity starts, nchan=-1). So the grid here is
+the published pclean drifts (sub-cube boundaries, velocity starts, nchan=-1). So the grid here is
 read back from the very tool call tclean makes, with the records tclean builds: the parameters go
 through casatasks' own `ImagerParameters` (the class `task_tclean` constructs, in the same way it
 does: its constructor's names and defaults, tclean's renames), then `selectdata` + `defineimage`,

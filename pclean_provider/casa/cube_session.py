@@ -27,9 +27,9 @@ Imager and deconvolver share those wider images (in the session's work folder), 
 imager and deconvolver share theirs: before each major cycle the margin planes of the model get
 the neighbours' own planes (`channel_planes`), after it the margin planes of the residual are set
 to zero, so the deconvolver finds nothing to clean there and its statistics (peaks, sidelobe
-levels, n-sigma rms, mask sums) are those of the session's own channels, merged by the controller
-as before. Only a few planes move per cycle (copying whole sub-cubes in and out of separate
-images took about 2 s of every 13 s major cycle on a 128-channel 512-px cube). The session's own
+levels, n-sigma rms, mask sums) are those of the session's own channels, which the controller
+merges. Only a few planes move per cycle, because copying whole sub-cubes in and out of separate
+images costs about 2 s of every 13 s major cycle (measured on a 128-channel 512-px cube). The session's own
 channels become its products once, when the loop is over (`publish`).
 
 The deconvolver of a session cleans only its channels; every session reports its

@@ -62,7 +62,7 @@ def restore_with_beam(kwargs: dict[str, Any], imagename: str, cwd: str, beam: st
     """Re-restore existing products with a given beam, the way tclean documents it.
 
     tclean with niter=0, calcres=False, calcpsf=False and restart=True reuses the model, residual
-    and PSF on disk and only restores (and pb-corrects), now with `beam` ('common' or explicit).
+    and PSF on disk and only restores (and pb-corrects), with `beam` ('common' or explicit).
     """
     tclean = import_casatasks().tclean
 

@@ -28,7 +28,7 @@ not skipped). They use no pool that counts deferred tasks,
 so the cluster, through Dask's queue, sets how many sub-cubes run at once.
 
 The group's tasks keep their plain task ids (no ``ms.`` prefix), so the grid, the REST API and
-the tests name them as before: cube, qa, qa_gate, archive, review.
+the tests name them plainly: cube, qa, qa_gate, archive, review.
 """
 
 from __future__ import annotations

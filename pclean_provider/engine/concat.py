@@ -1,7 +1,7 @@
 """Join the sub-cubes' products into the full cube, in channel order, or fail loudly.
 
-A concatenation that cannot produce the cube raises: the published pclean warned and returned
-success with no cube written.
+A concatenation that cannot produce the cube raises, rather than warn and return success with no
+cube written (as the published pclean does).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ STAGE_ORDER = (
 
 
 class StageClock:
-    """Collects StageTimes; the legacy totals of ContinuumResult are sums over it."""
+    """Collects StageTimes; the per-phase totals of ContinuumResult (setup_s, psf_s, ...) are sums over it."""
 
     def __init__(self) -> None:
         self.stages: list[StageTime] = []

@@ -19,7 +19,7 @@ densities over the same data (perchanweightdensity=False included).
 
 Iteration parameters mean what they mean for tclean's whole cube:
 - niter: tclean counts it over the whole cube, so a sub-cube must not get `niter` again (the
-  published pclean did, and cleaned up to N times more). Each sub-cube gets a share proportional
+  published pclean does, and cleans up to N times more). Each sub-cube gets a share proportional
   to its channels (largest remainder: the shares sum to exactly `niter`). When the run stops on
   threshold/nsigma/nmajor (niter does not bind, the normal production case) the share changes
   nothing. When niter binds, the total stays at tclean's scale (tclean too checks niter only
@@ -109,8 +109,8 @@ def padded_range(a: int, b: int, nchan: int) -> tuple[int, int]:
     A one-channel sub-cube is imaged together with a neighbour channel, which is dropped
     afterwards: tclean run for a single channel maps the data onto it slightly differently from
     the full cube (measured: up to 4e-5 of the peak inside the cube; at the cube's ends a partly
-    covered edge channel got 2 % more weight, or was filled where the cube leaves it empty). With
-    two or more channels every channel came out identical, so nothing else is padded.
+    covered edge channel gets 2 % more weight, or is filled where the cube leaves it empty). With
+    two or more channels every channel is identical, so nothing else is padded.
     """
     if b - a == 1 and nchan >= 2:
         return (a, a + 2) if b < nchan else (a - 1, b)

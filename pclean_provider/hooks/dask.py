@@ -224,8 +224,8 @@ def connection_to_spec_fields(host: str | None, port: int | None, extra: dict[st
                               conn_id: str = "") -> dict[str, Any]:
     """Turn a connection's host, port and extra into ClusterSpec keyword arguments.
 
-    The UI stores form fields under their plain name; older forms prefixed them with
-    ``extra__pclean_dask__``: both are read so that connections made either way keep working.
+    The UI stores form fields under their plain name, older Airflow forms under
+    ``extra__pclean_dask__`` + the name: both are read, so a connection made either way works.
     """
     fields: dict[str, Any] = {}
     prefix = f"extra__{PcleanDaskHook.conn_type}__"
