@@ -1,8 +1,11 @@
-"""The cube pipeline: preflight -> plan -> sub-cubes (Dask or in-process) -> concat (-> common beam).
+"""The cube pipeline: preflight -> plan -> sessions or sub-cubes (Dask or in-process) -> concat
+(-> common beam).
 
-Preflight and planning happen before any cluster starts, so bad input fails in seconds. Sub-cubes
-go to Dask with retries: a worker that dies takes its sub-cube with it, the scheduler reruns it
-elsewhere, and the sub-cube's idempotent writer replaces whatever half-run it left.
+Preflight and planning happen before a local or SLURM cluster starts, so bad input fails in
+seconds. The exact loop (`cube_engine='sessions'`) runs in `engine.cube_loop`, which rebuilds a
+session whose worker is lost. The independent engine's sub-cubes go to Dask with retries: a worker
+that dies takes its sub-cube with it, the scheduler reruns it elsewhere, and the sub-cube's
+idempotent writer replaces whatever half-run it left.
 """
 
 from __future__ import annotations

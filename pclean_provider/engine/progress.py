@@ -1,6 +1,7 @@
 """Progress of long work: a bar on the command line, one log line per finished unit everywhere.
 
-Shared by the cube engine (unit = sub-cube) and the continuum engine (unit = major cycle). The
+Shared by the cube engines (unit: iteration for the exact loop, sub-cube for the independent one)
+and the continuum engine (unit: iteration with a bar, else one line per major cycle). The
 log line goes through `logging`, so Airflow task logs and Dask-free library use see it; the bar
 (tqdm, done/total, elapsed and ETA) only appears when asked for, i.e. on an interactive CLI.
 """
