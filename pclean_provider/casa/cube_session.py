@@ -385,9 +385,6 @@ class CubeSession:
         self.si.executemajorcycle(controls={"lastcycle": bool(lastcycle), "usemask": self.spec.usemask})
         self._zero_margin_residual()
 
-    def _op_predict_model(self) -> None:
-        self.si.predictmodel()
-
     def _op_init_minor(self) -> str:
         return _dump(self.sd.initminorcycle())
 

@@ -29,11 +29,6 @@ from pclean_provider.casa.continuum_parts import PartSpec, decode_record
 _REGISTRY: dict[tuple[str, int], Any] = {}
 _LOCK = threading.Lock()
 
-# The operations a coordinator may ask of a part, in the order CASA uses them.
-OPERATIONS = ("weight_density", "set_weight_density", "make_psf", "make_pb", "major_cycle",
-              "predict_model")
-
-
 class PartFailure(RuntimeError):
     """A part imager could not do what it was asked; the message names the part and the step."""
 
@@ -97,9 +92,6 @@ class PartImager:
                 return None
             if operation == "major_cycle":
                 self.si.executemajorcycle(controls={"lastcycle": bool(kwargs["lastcycle"])})
-                return None
-            if operation == "predict_model":
-                self.si.predictmodel()
                 return None
         raise PartFailure(f"{self.spec.label}: unknown operation {operation!r}")
 
