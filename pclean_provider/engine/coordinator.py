@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,6 @@ from distributed import Client, secede
 
 from pclean_provider.atomic_files import write_text
 from pclean_provider.casa.runtime import casa_env, ensure_casa_runtime
-from pclean_provider.compute.dask_keys import engine_key
 from pclean_provider.config import PcleanConfig
 from pclean_provider.engine.continuum import run_continuum
 from pclean_provider.engine.cube import run_cube
@@ -81,15 +79,6 @@ def coordinator_task(cfg_json: str, scheduler_address: str, nparts: int | None =
             raise ImagingInputError(err["message"])
         raise RuntimeError(f"{imaging} coordinator failed: {err['type']}: {err['message']}")
     return json.dumps(payload["result"])
-
-
-def submit_coordinator(client: Any, cfg: Any, *, nparts: int | None = None):
-    """Submit the coordinator task; returns its Future (result: ContinuumResult JSON for a continuum
-    config, PcleanResult JSON for a cube)."""
-    address = client.scheduler.address
-    # A fresh key every time: Dask would hand back a held result for a key it already knows.
-    return client.submit(coordinator_task, cfg.model_dump_json(), address, nparts, pure=False,
-                         key=engine_key(_imaging_of(cfg), "coordinator", uuid.uuid4().hex[:12]))
 
 
 def _imaging_of(cfg: Any) -> str:
