@@ -1,7 +1,7 @@
 """The scheduler plugin's listener creates a pipeline's missing pool when a run starts.
 
 Called here as the scheduler calls it (`on_dag_run_running`), against the test metadata database;
-the live standalone test (test_standalone_e2e.py) deletes the pool and sees a run make it.
+the live night test (test_standalone_night.py) deletes the pool and sees a run make it.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import tests.airflow.provider_env as provider_env  # noqa: F401 - the trigger imports Airflow: point it at the test home first
 from pclean_provider.pipeline.ingest import record_imaged
 from pclean_provider.triggers.landing import LandingAreaTrigger, new_arrivals
 
