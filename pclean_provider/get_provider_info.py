@@ -89,7 +89,9 @@ def get_provider_info() -> dict:
         "notifications": ["pclean_provider.dags.notifiers.FileTaskFailureNotifier"],
         # The `airflow.plugins` entry point loads it too (Airflow's own providers declare both): the
         # entry point is what loads it while providers are discovered lazily, Airflow's default.
-        "plugins": [{"name": "pclean_pools", "plugin-class": "pclean_provider.plugins.pool_plugin.PcleanPoolPlugin"}],
+        "plugins": [
+            {"name": "pclean_pools", "plugin-class": "pclean_provider.plugins.pool_plugin.PcleanPoolPlugin"}
+        ],
         "config": provider_config(),
         "connection-types": [
             {
