@@ -16,9 +16,15 @@ ENV_OF = {o.name: o.env for o in OPTIONS}
 @pytest.fixture()
 def clean_env(monkeypatch):
     """No PCLEAN_* nor AIRFLOW__PCLEAN__* variable, and whatever apply_airflow_config exports is undone."""
+    import os
+
+    # Set first, so that monkeypatch records each name and undoes a variable the code under test exports
+    # (deleting an absent variable records nothing, and a leaked PCLEAN_PIPELINES_DIR would empty the
+    # later tests' pipelines).
     for option in OPTIONS:
-        monkeypatch.delenv(option.env, raising=False)
-        monkeypatch.delenv(f"AIRFLOW__{SECTION.upper()}__{option.name.upper()}", raising=False)
+        for name in (option.env, f"AIRFLOW__{SECTION.upper()}__{option.name.upper()}"):
+            monkeypatch.setenv(name, os.environ.get(name, ""))
+            monkeypatch.delenv(name)
     return monkeypatch
 
 
