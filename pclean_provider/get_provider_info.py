@@ -2,10 +2,12 @@
 
 Kept free of heavy imports: Airflow calls this in every process that lists providers. The
 connection form is declared here (``conn-fields``, ``ui-field-behaviour``) rather than in hook
-methods, so the UI can draw it without importing the hook.
+methods, so the UI can draw it without importing the hook. Only keys of Airflow's
+provider_info.schema.json: Airflow takes the version from the installed package's metadata, so
+there is no ``versions`` key.
 """
 
-from pclean_provider.version import __version__
+from pclean_provider.airflow_config import provider_config
 
 INTEGRATION = "pclean (CASA imaging on Dask)"
 CONN_TYPE = "pclean_dask"
@@ -59,7 +61,6 @@ def get_provider_info() -> dict:
         "package-name": "airflow-provider-pclean",
         "name": "pclean",
         "description": "Parallel CASA CLEAN imaging (cube and continuum) on Dask, locally or on SLURM.",
-        "versions": [__version__],
         "integrations": [
             {
                 "integration-name": INTEGRATION,
@@ -78,8 +79,20 @@ def get_provider_info() -> dict:
                 ],
             }
         ],
-        "triggers": [{"integration-name": INTEGRATION, "python-modules": ["pclean_provider.triggers.dask"]}],
+        "triggers": [
+            {
+                "integration-name": INTEGRATION,
+                "python-modules": ["pclean_provider.triggers.dask", "pclean_provider.triggers.landing"],
+            }
+        ],
         "extra-links": ["pclean_provider.links.dask.DaskDashboardLink"],
+        "notifications": ["pclean_provider.dags.notifiers.FileTaskFailureNotifier"],
+        # The `airflow.plugins` entry point loads it too (Airflow's own providers declare both): the
+        # entry point is what loads it while providers are discovered lazily, Airflow's default.
+        "plugins": [
+            {"name": "pclean_pools", "plugin-class": "pclean_provider.plugins.pool_plugin.PcleanPoolPlugin"}
+        ],
+        "config": provider_config(),
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,

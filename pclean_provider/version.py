@@ -1,4 +1,4 @@
-"""Single source of the provider's version (read by get_provider_info and the CLI)."""
+"""Single source of the provider's version (the package's `__version__`, `pclean --version`)."""
 
 from importlib.metadata import PackageNotFoundError, version
 

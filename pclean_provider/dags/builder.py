@@ -30,6 +30,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, AssetWatcher, CronTriggerTimetable
 
+from pclean_provider.airflow_config import apply_airflow_config
 from pclean_provider.dags.callbacks import deadline_alert, failure_callback
 from pclean_provider.dags.imaging import per_ms_paths
 from pclean_provider.dags.notifiers import check_notifiers
@@ -131,4 +132,6 @@ def build_dag(t: PipelineTemplate) -> DAG:
 
 def build_dags() -> dict[str, DAG]:
     """dag_id -> DAG for every pipeline template; a DAG file puts these into its globals()."""
+    # Before the templates load: [pclean] pipelines_dir and data_root decide which templates and paths.
+    apply_airflow_config()
     return {t.dag_id: build_dag(t) for t in load_templates()}

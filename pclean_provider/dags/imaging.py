@@ -77,30 +77,36 @@ def per_ms_paths(t, prepared, cluster_up, address: str, pool: str, qa_tasks, arc
         imaging: Any
         if fanout:
             fan = t.cube
+            # deferrable=True throughout, whatever [operators] default_deferrable says: a task waiting on
+            # the cluster holds no worker slot, and the nightly DAGs' pools are sized on that.
             partition = CubePartitionOperator(
-                task_id="partition", scheduler_address=address, overrides=overrides, presets=presets,
-                target_label=label, map_index_template=TARGET_LABEL, subcubes_per_task=fan.subcubes_per_task,
-                batch_tasks=fan.batch_tasks, target_task_seconds=fan.target_task_seconds,
-                subcube_seconds=fan.subcube_seconds)
+                task_id="partition", scheduler_address=address, deferrable=True, overrides=overrides,
+                presets=presets, target_label=label, map_index_template=TARGET_LABEL,
+                subcubes_per_task=fan.subcubes_per_task, batch_tasks=fan.batch_tasks,
+                target_task_seconds=fan.target_task_seconds, subcube_seconds=fan.subcube_seconds)
             cluster_up >> partition
             # No pool: a deferred batch must not hold a slot; Dask queues its sub-cubes on the cluster.
             # Each task reads only its own batch's specs (a cube of thousands of channels has MBs of them).
             batch_tasks = [SubcubeBatchOperator(task_id=batch_task_id(n), scheduler_address=address,
+                                                deferrable=True,
                                                 batch_specs=XComArg(partition, key=batch_xcom_key(n)),
                                                 map_index_template=BATCH_LABEL)
                            for n in range(1, fan.batch_tasks + 1)]
             gathered = gather_subcubes(item=item, batch_tasks=fan.batch_tasks)
             partition >> batch_tasks >> gathered
             imaging = CubeConcatOperator(
-                task_id="concat", scheduler_address=address, pool=pool, plan=gathered[PLAN_XCOM_KEY],
-                results=gathered["results"], concat_options=gathered[CONCAT_OPTIONS_XCOM_KEY],
+                task_id="concat", scheduler_address=address, deferrable=True, pool=pool,
+                plan=gathered[PLAN_XCOM_KEY], results=gathered["results"],
+                concat_options=gathered[CONCAT_OPTIONS_XCOM_KEY],
                 map_index_template="{{ task.plan['imagename'].rstrip('/').split('/')[-1] }}")
         else:
             from pclean_provider.operators.continuum import ContinuumImagingOperator
 
             operator = CubeImagingOperator if t.kind == "cube" else ContinuumImagingOperator
-            imaging = operator(task_id=t.kind, scheduler_address=address, pool=pool, overrides=overrides,
-                               presets=presets, target_label=label, map_index_template=TARGET_LABEL)
+            # Deferrable whatever [operators] default_deferrable says, as the fan-out tasks above.
+            imaging = operator(task_id=t.kind, scheduler_address=address, deferrable=True, pool=pool,
+                               overrides=overrides, presets=presets, target_label=label,
+                               map_index_template=TARGET_LABEL)
             cluster_up >> imaging
         checked = qa(item=item, imaging=imaging.output)
         routed = qa_gate(checked=checked)

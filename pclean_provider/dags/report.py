@@ -18,6 +18,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, AssetAlias, get_current_context, task
 
+from pclean_provider.airflow_config import apply_airflow_config
 from pclean_provider.names import run_folder_name
 from pclean_provider.pipeline.ingest import write_json_atomic
 from pclean_provider.pipeline.pipeline_template import data_root_dir, load_templates
@@ -38,6 +39,8 @@ def _event_row(event: Any) -> dict:
 
 
 def build_report_dag() -> DAG:
+    # Before the templates load: [pclean] pipelines_dir names them, data_root places their archives.
+    apply_airflow_config()
     aliases = [products_alias(t.dag_id) for t in load_templates()]
     with DAG(
         dag_id=REPORT_DAG_ID,

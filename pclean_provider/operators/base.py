@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from pclean_provider.compute.dask_keys import work_key
@@ -52,9 +53,10 @@ class PcleanDaskOperator(BaseOperator):
         wins over the connection.
     :param address_file: address file of a cluster host; used when ``scheduler_address`` is empty.
     :param cluster_overrides: ClusterSpec fields that win over the connection's.
-    :param deferrable: wait in the triggerer (default) instead of holding a worker slot. Needs a
-        cluster that outlives the task (an address or a cluster host); ``False`` also allows a
-        per-task local/SLURM cluster.
+    :param deferrable: wait in the triggerer instead of holding a worker slot. Needs a cluster that
+        outlives the task (an address or a cluster host); ``False`` waits in the worker and also
+        allows a per-task local/SLURM cluster. Defaults to Airflow's ``[operators] default_deferrable``
+        (False unless a site sets it), like Airflow's own operators; the shipped DAGs pass ``True``.
     :param poll_interval: seconds between the trigger's polls of the scheduler.
     :param state_dir: where result files of the Dask work are kept (shared filesystem); defaults to
         ``.pclean-airflow`` beside the products.
@@ -79,7 +81,7 @@ class PcleanDaskOperator(BaseOperator):
         scheduler_address: str | None = None,
         address_file: str | None = None,
         cluster_overrides: dict[str, Any] | None = None,
-        deferrable: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=True),
         poll_interval: float = 5.0,
         state_dir: str | None = None,
         resume_grace_seconds: float = 8.0,

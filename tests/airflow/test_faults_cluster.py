@@ -61,7 +61,7 @@ def _dag_with_cluster(address_file, state_dir, address, overrides=None, **echo_k
     with DAG("faults", schedule=None) as dag:
         up = ClusterUpOperator(task_id="cluster_up", address_file=str(address_file), cluster_overrides=overrides)
         echo = EchoOperator(task_id="echo", scheduler_address=address, poll_interval=0.3,
-                            resume_grace_seconds=0, **echo_kwargs)
+                            resume_grace_seconds=0, **{"deferrable": True, **echo_kwargs})
         up >> echo
     return dag, up, echo
 

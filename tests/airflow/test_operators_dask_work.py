@@ -53,6 +53,8 @@ def _echo_operator(address, state_dir, func, args, **kw):
         def execute(self, context):
             return self.run_on_cluster(context, func, lambda client: args, str(state_dir))
 
+    # Deferrable unless a test says otherwise: most of them show the deferred path.
+    kw.setdefault("deferrable", True)
     return EchoOperator(task_id="echo", scheduler_address=address, poll_interval=0.3, **kw)
 
 

@@ -35,6 +35,11 @@ def test_provider_info_matches_airflows_schema():
         schema = json.load(handle)
     info = get_provider_info()
     jsonschema.validate(info, schema)
+    # The schema lets unknown top-level keys through, which Airflow then ignores: only known ones here.
+    assert set(info) <= set(schema["properties"]), set(info) - set(schema["properties"])
+    for section in ("config", "notifications", "plugins"):
+        assert info[section], section
+    assert "pclean_provider.triggers.landing" in info["triggers"][0]["python-modules"]
     assert info["package-name"] == "airflow-provider-pclean"
     names = {i["integration-name"] for i in info["integrations"]}
     for section in ("hooks", "operators", "triggers"):
@@ -51,9 +56,14 @@ def test_every_declared_module_and_class_imports():
         for entry in info[section]:
             for module in entry["python-modules"]:
                 importlib.import_module(module)
-    for path in [*info["extra-links"], *(c["hook-class-name"] for c in info["connection-types"])]:
+    for path in [*info["extra-links"], *(c["hook-class-name"] for c in info["connection-types"]),
+                 *info["notifications"], *(p["plugin-class"] for p in info["plugins"])]:
         module, _, name = path.rpartition(".")
         assert hasattr(importlib.import_module(module), name), path
+    from pclean_provider.plugins.pool_plugin import PcleanPoolPlugin
+
+    # One name for both ways Airflow finds the plugin (entry point, provider metadata): registered once.
+    assert [p["name"] for p in info["plugins"]] == [PcleanPoolPlugin.name]
 
 
 def test_airflow_cli_lists_provider_hook_and_connection_type(tmp_path):

@@ -34,6 +34,7 @@ with DAG(
         scheduler_address=up.output,
         overrides="{{ dict(params.imaging, vis=params.vis, imagename=params.imagename) }}",
         poll_interval=1.0,
+        deferrable=True,  # the deferred path is what these tests show, whatever default_deferrable says
     )
     down = ClusterDownOperator(task_id="cluster_down", address_file=ADDRESS_FILE)
     continuum >> down.as_teardown(setups=up)

@@ -40,6 +40,7 @@ with DAG(
         scheduler_address=up.output,
         overrides="{{ dict(params.imaging, vis=params.vis, imagename=params.imagename) }}",
         poll_interval=1.0,
+        deferrable=True,  # the deferred path is what these tests show, whatever default_deferrable says
         # The test cleans a little to show the fan-out equals the independent engine it runs.
         allow_cleaned=True,
         # One mapped task per batch of sub-cubes; each sub-cube is still a Dask task of its own.
@@ -50,10 +51,10 @@ with DAG(
         retry_delay=dt.timedelta(seconds=1),
     )
     subcubes = SubcubeBatchOperator.partial(
-        task_id="subcube", scheduler_address=up.output, poll_interval=1.0, retries=0,
+        task_id="subcube", scheduler_address=up.output, poll_interval=1.0, retries=0, deferrable=True,
     ).expand(specs=partition.output)
     concat = CubeConcatOperator(task_id="concat", scheduler_address=up.output, plan=partition.output["plan"],
                                 concat_options=partition.output["concat_options"], results=subcubes.output,
-                                poll_interval=1.0)
+                                poll_interval=1.0, deferrable=True)
     down = ClusterDownOperator(task_id="cluster_down", address_file=ADDRESS_FILE)
     concat >> down.as_teardown(setups=up)
