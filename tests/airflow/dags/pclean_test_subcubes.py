@@ -26,4 +26,5 @@ with DAG(
 
     SubcubeImagingOperator.partial(
         task_id="subcube", scheduler_address="{{ params.scheduler_address }}", poll_interval=1.0, retries=0,
+        deferrable=True,  # the deferred path is what the kill test shows, whatever default_deferrable says
     ).expand(spec=specs_from_conf())
