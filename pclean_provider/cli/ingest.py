@@ -48,6 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def summary_lines(report) -> list[str]:
+    """One line per MS: what ingest did with it and why."""
+    lines = [f"accepted     {ms.name}: {ms.nrows} rows, {ms.nspw} spw, {ms.nfield} field(s) -> {ms.metadata_path}"
+             for ms in report.accepted]
+    lines += [f"quarantined  {ms.name}: {ms.reason} -> {ms.quarantine_path}" for ms in report.quarantined]
+    for word, entries in (("incomplete", report.incomplete), ("skipped", report.already_imaged),
+                          ("unreadable", report.unreadable), ("taken", report.taken_elsewhere),
+                          ("refused", report.refused)):
+        lines += [f"{word:<12} {ms.name}: {ms.why}" for ms in entries]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
@@ -100,20 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pclean ingest: {exc}", file=sys.stderr)
             return done(IngestExit.READ_UNSTABLE, message=str(exc))
 
-    for ms in report.accepted:
-        print(f"accepted     {ms.name}: {ms.nrows} rows, {ms.nspw} spw, {ms.nfield} field(s) -> {ms.metadata_path}")
-    for ms in report.quarantined:
-        print(f"quarantined  {ms.name}: {ms.reason} -> {ms.quarantine_path}")
-    for ms in report.incomplete:
-        print(f"incomplete   {ms.name}: {ms.why}")
-    for ms in report.already_imaged:
-        print(f"skipped      {ms.name}: {ms.why}")
-    for ms in report.unreadable:
-        print(f"unreadable   {ms.name}: {ms.why}")
-    for ms in report.taken_elsewhere:
-        print(f"taken        {ms.name}: {ms.why}")
-    for ms in report.refused:
-        print(f"refused      {ms.name}: {ms.why}")
+    for line in summary_lines(report):
+        print(line)
     payload = json.loads(report.model_dump_json())
     if args.report:
         try:

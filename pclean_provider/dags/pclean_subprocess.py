@@ -19,6 +19,9 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
+from airflow.sdk.exceptions import AirflowFailException
+
+from pclean_provider.exit_codes import BAD_INPUT, OK
 from pclean_provider.step_results import StepResult, read_step_result
 
 PCLEAN = [sys.executable, "-m", "pclean_provider.cli.main"]
@@ -85,6 +88,17 @@ def run_step(args: list[str], log_dir: Path) -> StepResult:
     result_file.unlink(missing_ok=True)
     proc = run_pclean([*args, "--result-file", str(result_file)], log_dir)
     return read_step_result(result_file, kind, proc.returncode, why=proc.why())
+
+
+def run_step_payload(args: list[str], log_dir: Path, label: str) -> dict:
+    """`run_step` for a step that must succeed: its payload, or the task fails. Bad input fails
+    without retries (a retry would be refused alike); any other failure may be retried."""
+    result = run_step(args, log_dir)
+    if result.code == BAD_INPUT:
+        raise AirflowFailException(f"pclean {args[0]} refused {label}: {result.message}")
+    if result.code != OK:
+        raise RuntimeError(f"pclean {args[0]} exited with {result.code} ({result.exit}): {result.message}")
+    return result.payload
 
 
 def stop_group(proc: subprocess.Popen) -> None:

@@ -13,11 +13,10 @@ import json
 from pathlib import Path
 
 from airflow.sdk import Asset, AssetAlias, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowSkipException
 
 from pclean_provider.dags.params import run_settings
-from pclean_provider.dags.pclean_subprocess import run_step, step_timeout
-from pclean_provider.exit_codes import ArchiveExit
+from pclean_provider.dags.pclean_subprocess import run_step_payload, step_timeout
 from pclean_provider.names import run_folder_name
 from pclean_provider.pipeline.ingest import write_json_atomic
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
@@ -50,12 +49,7 @@ def archive_tasks(t: PipelineTemplate, pool: str, alias: AssetAlias):
         started = ctx["dag_run"].start_date
         if started:
             args += ["--started-utc", started.isoformat()]
-        result = run_step(args, Path(item["product_dir"]) / "logs")
-        if result.code == ArchiveExit.BAD_INPUT:
-            raise AirflowFailException(f"archive refused {item['name']}: {result.message}")
-        if result.code != ArchiveExit.OK:
-            raise RuntimeError(f"pclean archive exited with {result.code} ({result.exit}): {result.message}")
-        published = result.payload
+        published = run_step_payload(args, Path(item["product_dir"]) / "logs", item["name"])
         extra = {"ms": item["name"], "target": item.get("target"), "vis": item["vis"], "dag_id": t.dag_id,
                  "run_id": ctx["run_id"],
                  "kind": t.kind, "qa_score": item["qa_score"], "qa_band": item["qa_band"],

@@ -8,12 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from airflow.sdk import get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
 
 from pclean_provider.dags.notifiers import send
 from pclean_provider.dags.params import run_settings
-from pclean_provider.dags.pclean_subprocess import run_step, step_timeout
-from pclean_provider.exit_codes import QaExit
+from pclean_provider.dags.pclean_subprocess import run_step_payload, step_timeout
 from pclean_provider.pipeline.ingest import write_json_atomic
 from pclean_provider.pipeline.notify import notify_qa_review
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
@@ -43,12 +41,7 @@ def qa_tasks(t: PipelineTemplate, pool: str):
             thresholds = Path(item["product_dir"]) / "qa-thresholds.json"
             write_json_atomic(thresholds, s.qa_thresholds)
             args += ["--thresholds", str(thresholds)]
-        result = run_step(args, Path(item["product_dir"]) / "logs")
-        if result.code == QaExit.BAD_INPUT:
-            raise AirflowFailException(f"QA refused {label}: {result.message}")
-        if result.code != QaExit.OK:
-            raise RuntimeError(f"pclean qa exited with {result.code} ({result.exit}): {result.message}")
-        qa_result = result.payload
+        qa_result = run_step_payload(args, Path(item["product_dir"]) / "logs", label)
         # An empty product (e.g. fully flagged data) is not a failed task: QA reports why it could
         # not judge it, and the gate sends it to review with that reason.
         reason = qa_result.get("not_judged_reason")
