@@ -273,7 +273,7 @@ class CubeSession:
                     self.si.selectdata(selection[key])
                 image = decode_record(spec.image)
                 gridding = decode_record(spec.gridding)
-                image["csys"] = self._local_csys(selection, image, gridding)
+                self._define_spectral_axis(image, self._local_csys(selection, image, gridding))
                 normalization = decode_record(spec.normalization)
                 if spec.has_margin:
                     # Imager and deconvolver share the wider images in the work folder; the
@@ -297,7 +297,7 @@ class CubeSession:
                 raise
 
     def _local_csys(self, selection: dict[str, Any], image: dict[str, Any], gridding: dict[str, Any]) -> dict:
-        """The full cube's coordinate system as CASA defines it in THIS process, shifted to the session.
+        """The full cube's coordinate system as CASA defines it in THIS process.
 
         A partly covered edge channel is knife-edge: CASA's frame conversion of one and the same cube
         differs between processes at the mHz level (it depends on what the process did with casatools
@@ -321,7 +321,25 @@ class CubeSession:
         if nchan != self.spec.cube_nchan:
             raise CubeSessionError(f"{self.spec.label}: the cube has {nchan} channels in this process, "
                                    f"{self.spec.cube_nchan} on the coordinator; the MS changed? Re-run.")
-        return shifted_csys(csys, self.spec.grid_start if self.spec.has_margin else self.spec.chan_start)
+        return csys
+
+    def _define_spectral_axis(self, image: dict[str, Any], full_csys: dict[str, Any]) -> None:
+        """Give `image` the session's part of the full cube's spectral axis, as tclean would image it.
+
+        A 'cube' session gets the full cube's coordinate system with the reference pixel moved. A
+        'cubedata' cube has no frame ('Undefined'): given as a coordinate system, CASA maps the data
+        onto it differently from the cube it defines itself (measured: the first channel left empty
+        and the others 1e-4 of the peak off), while a frequency start and width reproduce tclean's
+        cube bit for bit, split or whole.
+        """
+        first = self.spec.grid_start if self.spec.has_margin else self.spec.chan_start
+        if str(image.get("specmode", "cube")) == "cubedata":
+            wcs = full_csys["spectral2"]["wcs"]
+            image.pop("csys", None)
+            image["start"] = f"{float(wcs['crval']) + (first - float(wcs['crpix'])) * float(wcs['cdelt']):.17g}Hz"
+            image["width"] = f"{float(wcs['cdelt']):.17g}Hz"
+        else:
+            image["csys"] = shifted_csys(full_csys, first)
 
     @property
     def imagename(self) -> str:

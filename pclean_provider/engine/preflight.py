@@ -65,29 +65,13 @@ def check_cube_inputs(cfg) -> None:
         raise PreflightError("vis is empty; give the MeasurementSet to image, e.g. vis='target.ms'.")
     spws = _as_list(kw.get("spw", ""))
     fields = _as_list(kw.get("field", ""))
-    total = 0
+    # Only the selection itself is checked here. nchan/start/width are tclean's to judge: it images
+    # channels beyond (or between) the selected data and leaves them blank, so refusing them would
+    # refuse what serial tclean makes.
     for i, vis in enumerate(visses):
         spw = spws[i] if i < len(spws) else spws[-1]
         field = fields[i] if i < len(fields) else fields[-1]
         try:
-            info = check_selection(vis, spw=str(spw), field=str(field))
+            check_selection(vis, spw=str(spw), field=str(field))
         except SelectionError as err:
             raise PreflightError(str(err)) from err
-        total += info.nchan_selected
-    nchan = int(kw.get("nchan", -1))
-    width = kw.get("width", "")
-    channel_width = int(width) if isinstance(width, int) or (isinstance(width, str) and width.isdigit()) else 1
-    if nchan > 0 and isinstance(kw.get("start", ""), (str, int)) and nchan * max(channel_width, 1) > total \
-            and _unitless(kw.get("start")) and _unitless(width):
-        raise PreflightError(f"nchan={nchan}: the selected data have only {total} channels; use nchan=-1 "
-                             f"(all channels) or nchan<={total // max(channel_width, 1)}.")
-
-
-def _unitless(value) -> bool:
-    # Channel-number (or default) start/width: then nchan is counted in data channels. With a frequency
-    # or velocity grid, CASA allows channels beyond the data and leaves them empty, as tclean does.
-    if value in ("", None):
-        return True
-    if isinstance(value, int):
-        return True
-    return isinstance(value, str) and value.strip().lstrip("-").isdigit()
