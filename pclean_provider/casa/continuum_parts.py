@@ -189,6 +189,35 @@ def global_coordinates(selection: dict[str, dict[str, Any]], image: dict[str, An
         si.done()
 
 
+def mosaic_weight_density(selection: dict[str, dict[str, Any]], image: dict[str, Any], gridding: dict[str, Any],
+                          weighting: dict[str, Any], scratch_prefix: str) -> str:
+    """The Briggs/uniform weight density of a mosaic weighted per field (mosweight), from every row.
+
+    With `multifield` the density has one plane per field, and the sum of the parts' densities that
+    serves single fields does not take that shape (a part's process aborts in makepsf: casacore's
+    "reform() - total elements differ"). So one imager that selects all the data makes it, as CASA's
+    own parallel continuum imager does, and every part loads it. Returns the density image's path
+    (under `scratch_prefix`'s folder, which the caller removes once the parts have loaded it).
+    """
+    import casatools
+
+    folder = os.path.dirname(scratch_prefix)
+    os.makedirs(folder, exist_ok=True)
+    si = casatools.synthesisimager()
+    try:
+        with contextlib.chdir(folder):
+            for key in sorted(selection):
+                si.selectdata(selection[key])
+            impars = dict(image, imagename=scratch_prefix)
+            impars.pop("startmodel", None)
+            si.defineimage(impars=impars, gridpars=dict(gridding, imagename=scratch_prefix))
+            si.setweighting(**weighting)
+            name = str(si.getweightdensity())
+    finally:
+        si.done()
+    return name if os.path.isabs(name) else os.path.join(folder, name)
+
+
 def _fill_cfcache(si: Any, gridding: dict[str, Any]) -> None:
     """tclean's makeCFCache: a dry gridding pass lists the functions needed, then they are computed."""
     cache = gridding["cfcache"]

@@ -478,7 +478,14 @@ def _run(rec: CasaRecords, backend: Any, progress: _Progress, n: int, run_id: st
                                  with_deconvolver=niter > 0 or rec.restoration, with_iterbot=niter > 0)
     try:
         # 2. weight density summed over all parts (one part already holds the full density).
-        if _needs_weight_density_sum(n, rec):
+        if _needs_weight_density_sum(n, rec) and rec.weighting.get("multifield"):
+            with clock.stage("weight density"):
+                scratch = os.path.join(staging, "weightdensity", os.path.basename(imagename))
+                density = cp.mosaic_weight_density(selection, cp.decode_record(specs[0].image), gridding,
+                                                   rec.weighting, scratch)
+            clock.on_parts("weight density", lambda: backend.run("set_weight_density", path=density))
+            shutil.rmtree(os.path.dirname(scratch), ignore_errors=True)
+        elif _needs_weight_density_sum(n, rec):
             clock.on_parts("weight density", lambda: backend.run("weight_density"))
             with clock.stage("weight density"):
                 scratch = os.path.join(staging, "weightdensity", os.path.basename(imagename))
