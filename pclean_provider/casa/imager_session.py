@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -43,12 +45,90 @@ class PartReply(BaseModel):
     pid: int = 0
 
 
+def part_log_path(spec: Any) -> Path:
+    """The CASA log of a part (or cube session)."""
+    return Path(spec.log_dir or spec.workdir) / f"casa-part{spec.part + 1}.log"
+
+
+def part_output_path(spec: Any) -> Path:
+    """What the part's process wrote to its standard error during the part's steps.
+
+    When CASA's C++ code meets an error it does not catch, it writes the reason there
+    ("terminate called after throwing ... what(): ...") and the process ends; the CASA log has
+    nothing of it, and to the coordinator the worker merely vanished.
+    """
+    return part_log_path(spec).with_suffix(".stderr")
+
+
 def _part_log(spec: Any) -> None:
     from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
 
     ensure_casa_runtime()
-    log_dir = spec.log_dir or spec.workdir
-    set_casa_log(Path(log_dir) / f"casa-part{spec.part + 1}.log")
+    set_casa_log(part_log_path(spec))
+
+
+@contextlib.contextmanager
+def _stderr_kept(path: Path):
+    """The process's standard error (file descriptor 2) also goes to `path` while a step runs.
+
+    It goes there, and after the step it is written to the real standard error as well, so nothing
+    disappears from the worker's own output; if the process dies in the step, `path` holds its last
+    words. A folder that cannot be written leaves standard error alone.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        out = open(path, "ab")
+    except OSError:
+        yield
+        return
+    with out:
+        start = out.tell()
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(out.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+    with open(path, "rb") as captured:
+        captured.seek(start)
+        written = captured.read()
+    if written:
+        os.write(2, written)
+
+
+# What a process that CASA ended writes last: the C++ runtime's reason for terminating, a fatal
+# signal's name, CASA's own SEVERE lines.
+_ABORT_LINE = re.compile(r"terminate called|what\(\):|Segmentation fault|Aborted|Bus error|\tSEVERE\t")
+_IGNORED_LINE = re.compile(r"Leap second table|Until the table is updated|times and coordinates derived from UTC")
+
+
+def abort_reason(spec: Any, since: int = 0, max_lines: int = 6) -> str:
+    """CASA's own account of why the part's process ended ('' when it left none since byte `since`
+    of its output file), with where to read more."""
+    path = part_output_path(spec)
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(since)
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in text.splitlines()
+             if _ABORT_LINE.search(line) and not _IGNORED_LINE.search(line)]
+    if not lines:
+        return ""
+    return (f"CASA ended the process: {' | '.join(lines[-max_lines:])} (its output: {path}; "
+            f"CASA log: {part_log_path(spec)})")
+
+
+def output_size(spec: Any) -> int:
+    """How far the part's output file goes now (`abort_reason` reads only what comes after)."""
+    try:
+        return part_output_path(spec).stat().st_size
+    except OSError:
+        return 0
 
 
 class PartImager:
@@ -174,7 +254,8 @@ def register(spec: Any, build: Callable[[], Any]) -> str:
     if old is not None:
         old.close()
     try:
-        imager = build()
+        with _stderr_kept(part_output_path(spec)):
+            imager = build()
     except Exception as exc:
         raise PartFailure(f"{spec.label}: setting up the imager failed: {exc}") from exc
     with _LOCK:
@@ -194,7 +275,8 @@ def run_part(run_id: str, part: int, operation: str, **kwargs: Any) -> str:
     t0 = time.perf_counter()
     _part_log(imager.spec)
     try:
-        value = imager.run(operation, **kwargs)
+        with _stderr_kept(part_output_path(imager.spec)):
+            value = imager.run(operation, **kwargs)
     except PartFailure:
         raise
     except Exception as exc:

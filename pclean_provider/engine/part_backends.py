@@ -104,6 +104,10 @@ class DaskParts:
         self.assignment = {k: workers[k % len(workers)] for k in range(nparts)}
         self.workers = workers
         self._seq = itertools.count()
+        # Each part's spec and how far its process's output file went when its current step began:
+        # a part whose worker vanishes is told apart from one that CASA ended by what came after.
+        self._specs: dict[int, Any] = {}
+        self._output_at: dict[int, int] = {}
 
     def _submit(self, part: int, fn, *args: Any, label: str, **kwargs: Any):
         key = engine_key(self.imaging, label, self.run_id, f"p{part + 1}", next(self._seq))
@@ -147,6 +151,7 @@ class DaskParts:
                     for part in list(pending):
                         addr = self.assignment[part]
                         if addr not in alive:
+                            self._raise_if_casa_ended(part, operation)
                             # The other parts go on: cancelling them would leave their step half
                             # done on their workers, and the step cannot safely run twice.
                             lost[part] = f"worker {addr} holding this part left the cluster (lost or killed)"
@@ -159,6 +164,19 @@ class DaskParts:
             raise PartsLost(lost, results, self.nparts, operation, self.imaging)
         return [results[k] for k in sorted(results)]
 
+    def _raise_if_casa_ended(self, part: int, operation: str) -> None:
+        """A part whose process CASA itself ended (an uncaught C++ error) is not a lost worker: doing
+        the step again elsewhere would end the same way, so the user gets CASA's own words."""
+        spec = self._specs.get(part)
+        reason = imager_session.abort_reason(spec, self._output_at.get(part, 0)) if spec is not None else ""
+        if reason:
+            raise ImagingPartError(part, self.nparts, operation, reason, self.imaging)
+
+    def _mark_outputs(self, parts: Sequence[int]) -> None:
+        for part in parts:
+            if part in self._specs:
+                self._output_at[part] = imager_session.output_size(self._specs[part])
+
     def warm_up(self, log_paths: dict[int, str]) -> None:
         """Start each part's worker on its one-time set-up (its log switch) without waiting.
 
@@ -169,6 +187,8 @@ class DaskParts:
                          for k, path in sorted(log_paths.items())]
 
     def open(self, specs: Sequence[Any], **kwargs: Any) -> list[PartReply]:
+        self._specs.update({spec.part: spec for spec in specs})
+        self._mark_outputs([spec.part for spec in specs])
         futures = {spec.part: self._submit(spec.part, self.opener, spec.model_dump_json(),
                                            label="open", **kwargs) for spec in specs}
         try:
@@ -180,6 +200,7 @@ class DaskParts:
 
     def run(self, operation: str, parts: Sequence[int] | None = None, **kwargs: Any) -> list[PartReply]:
         todo = range(self.nparts) if parts is None else parts
+        self._mark_outputs(todo)
         futures = {k: self._submit(k, imager_session.run_part, self.run_id, k, operation,
                                    label=operation, **kwargs) for k in todo}
         return self._gather(futures, operation)
