@@ -256,6 +256,7 @@ def run_qa(
             np.array([sumwt.plane(c)[0].ravel()[0] for c in range(sumwt.nchan)]) if sumwt is not None else None
         )
         sensitivity = _sensitivity(vis, img, sumwt_per_chan, channels, scan.rms_free_all, kind)
+        pb_peaks = _pb_peaks(reader("pb"))
         recovered = _recover_sources(sources, paths, img, stack, image_io, kind) if sources else []
         grid = _grid_metrics(img, channels, scan.deviant, paths, reader, thresholds, plan_data)
 
@@ -292,6 +293,10 @@ def run_qa(
         sensitivity=sensitivity,
         sources=recovered,
         grid=grid,
+        pb_peak_max=max((p for p in pb_peaks if p is not None), default=None),
+        pb_above_one_channels=m.primary_beam_above(pb_peaks, thresholds.pb_peak_max),
+        sumwt_jump_channels=(m.weight_jumps(sumwt_per_chan, thresholds.sumwt_jump_max)
+                             if sumwt_per_chan is not None else []),
     )
     scores = score_product(metrics, thresholds, plan_data)
     if kind == "cube" and img.nchan == 1:
@@ -535,6 +540,18 @@ def _grid_metrics(img, channels, deviant, paths, reader, t: QaThresholds, plan) 
     if grid.get("pb_fwhm_arcsec"):
         grid["image_width_pb"] = width / grid["pb_fwhm_arcsec"]
     return GridMetrics(**grid)
+
+
+def _pb_peaks(pb) -> list[float | None]:
+    """The largest valid primary-beam value of every channel (one plane in memory at a time)."""
+    if pb is None:
+        return []
+    peaks: list[float | None] = []
+    for c in range(pb.nchan):
+        data, valid = pb.plane(c)
+        values = data[valid & np.isfinite(data)]
+        peaks.append(float(values.max()) if values.size else None)
+    return peaks
 
 
 def _positive(value) -> bool:

@@ -317,3 +317,33 @@ def pb_coverage(pb: np.ndarray, valid: np.ndarray, level: float = 0.5) -> PbCove
                 for n, p, c in ((nx, px, cx), (ny, py, cy))
             ]
     return PbCoverage(peak, (int(px), int(py)), edge, (ex, ey), fwhm_pix, measured, needed)
+
+
+def primary_beam_above(pb_peaks: Sequence[float | None], limit: float) -> list[int]:
+    """Channels whose primary beam peaks above `limit`.
+
+    A normalised primary beam never exceeds 1; a channel above it (seen in serial tclean's own
+    mosaic cubes, where the convolution functions depend on how CASA chunks the band) scales every
+    flux there by the wrong factor after primary-beam correction.
+    """
+    return [c for c, peak in enumerate(pb_peaks) if peak is not None and math.isfinite(peak) and peak > limit]
+
+
+def weight_jumps(sumwt: Sequence[float], max_ratio: float) -> list[int]:
+    """Channels whose sum of weights differs from BOTH its weighted neighbours by more than `max_ratio`.
+
+    The same data give neighbouring channels nearly the same sum of weights, so a channel apart
+    from both sides means its data were gridded differently (an edge channel mapped otherwise, a
+    chunk of the band weighted on its own). A step between two runs of channels (spws of
+    different widths) moves no channel away from both neighbours and is not flagged; channels
+    with no weight at all (flagged or outside the data) are left out.
+    """
+    w = [float(x) for x in sumwt]
+    out = []
+    for c, here in enumerate(w):
+        if here <= 0 or not math.isfinite(here):
+            continue
+        sides = [w[k] for k in (c - 1, c + 1) if 0 <= k < len(w) and w[k] > 0 and math.isfinite(w[k])]
+        if sides and all(max(here, s) / min(here, s) > max_ratio for s in sides):
+            out.append(c)
+    return out

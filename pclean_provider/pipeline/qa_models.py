@@ -89,6 +89,10 @@ class QaThresholds(BaseModel):
     pb_edge_level_max: float = Field(0.5, gt=0, lt=1)
     # a single-pointing image wider than this many primary-beam FWHMs images mostly noise
     image_width_pb_max: float = Field(4.0, gt=0)
+    # a channel whose primary beam peaks above this is flagged (a normalised beam peaks at 1)
+    pb_peak_max: float = Field(1.01, gt=1)
+    # a channel whose sum of weights differs from both neighbours by more than this factor is flagged
+    sumwt_jump_max: float = Field(1.5, gt=1)
     # products whose overall score is below this go to review, not to the archive
     min_score_for_archive: float = Field(0.66, ge=0, le=1)
 
@@ -220,6 +224,10 @@ class ProductMetrics(BaseModel):
     sensitivity: Sensitivity
     sources: list[SourceRecovery] = []
     grid: GridMetrics | None = None
+    # Channel-to-channel consistency of what CASA made (tclean's own products can fail it).
+    pb_peak_max: float | None = None  # the largest primary-beam value over all channels
+    pb_above_one_channels: list[int] = []
+    sumwt_jump_channels: list[int] = []
 
 
 class QaReport(BaseModel):

@@ -27,6 +27,10 @@ SCORE_PB_NOT_COVERED = 0.2
 SCORE_PB_CAPPED = 0.5
 # A single-pointing image many primary beams wide: mostly noise, at a large cost.
 SCORE_IMAGE_TOO_WIDE = 0.5
+# A primary beam above 1: primary-beam corrected fluxes there are wrong by that factor.
+SCORE_PB_ABOVE_ONE = 0.2
+# A channel weighted unlike both neighbours: worth a look, the fluxes may still be right.
+SCORE_WEIGHT_JUMP = 0.8
 
 
 def _score(metric, value, unit, limits: Limits | None, applies_to, message, fixed=None) -> Score:
@@ -123,6 +127,7 @@ def score_product(pm: ProductMetrics, t: QaThresholds, plan: Mapping[str, Any] |
 
     if pm.grid is not None:
         scores.extend(grid_scores(pm.grid, t, plan, applies_to=f"{what} {pm.image}"))
+    scores.extend(_channel_consistency_scores(pm, t))
 
     for src in pm.sources:
         scores.append(
@@ -335,6 +340,31 @@ def _convergence_score(pm: ProductMetrics, t: QaThresholds) -> Score:
             "hit the iteration limit before the threshold: " + base, fixed=SCORE_HIT_NITER,
         )
     return _score("clean_convergence", c.model_flux_jy, "Jy", None, applies, base, fixed=1.0)
+
+
+def _channel_consistency_scores(pm: ProductMetrics, t: QaThresholds) -> list[Score]:
+    """A primary beam above 1 and sums of weights that jump between neighbouring channels, by channel."""
+    out = []
+    if pm.pb_peak_max is not None:
+        chans = pm.pb_above_one_channels
+        if chans:
+            msg = (f"the primary beam peaks at {pm.pb_peak_max:.4g} (a normalised beam peaks at 1) in "
+                   f"channel(s) {_ranges(chans)}: primary-beam corrected fluxes there are off by that "
+                   "factor; image those channels again (for a mosaic cube, in one chunk of the band) and compare")
+            out.append(_score("pb_peak", pm.pb_peak_max, "", None, f"primary beam {pm.imagename}.pb", msg,
+                              fixed=SCORE_PB_ABOVE_ONE))
+        else:
+            out.append(_score("pb_peak", pm.pb_peak_max, "", None, f"primary beam {pm.imagename}.pb",
+                              f"the primary beam peaks at {pm.pb_peak_max:.4g} (<= {t.pb_peak_max:g}) in every "
+                              "channel", fixed=1.0))
+    if pm.kind == "cube" and pm.nchan > 2:
+        chans = pm.sumwt_jump_channels
+        if chans:
+            out.append(_score("sumwt_jumps", float(len(chans)), "channels", None, f"sum of weights {pm.imagename}.sumwt",
+                              f"channel(s) {_ranges(chans)} have a sum of weights more than {t.sumwt_jump_max:g} x "
+                              "apart from both neighbours: their data were weighted or gridded unlike the "
+                              "channels around them", fixed=SCORE_WEIGHT_JUMP))
+    return out
 
 
 def _ranges(chans: list[int]) -> str:

@@ -125,6 +125,32 @@ def test_deviant_channel_beam_is_flagged(products, tmp_path):
     assert score.band != "optimal" and "3" in score.message
 
 
+def test_primary_beam_above_one_and_a_weight_jump_are_named_by_channel(products, tmp_path):
+    """What serial tclean's own mosaic cubes can carry: a channel whose .pb peaks at 12.45, and a
+    channel weighted unlike both neighbours. QA names both channels; the beam sends it to review."""
+    from pclean_provider.casa.channel_planes import read_planes, write_planes
+    from pclean_provider.pipeline.qa import run_qa
+
+    copy = tmp_path / "cube_badpb"
+    for suffix in PRODUCT_SUFFIXES:
+        shutil.copytree(products["cube"] + suffix, str(copy) + suffix)
+    write_planes(str(copy) + ".pb", read_planes(str(copy) + ".pb", 5, 6, 0) * 12.45, 5, 0)
+    write_planes(str(copy) + ".sumwt", read_planes(str(copy) + ".sumwt", 2, 3, 0) * 3.0, 2, 0)
+
+    report = run_qa(copy, kind="cube", out_dir=tmp_path / "qa")
+    assert report.metrics.pb_above_one_channels == [5]
+    assert report.metrics.sumwt_jump_channels == [2]
+    pb = _score(report, "pb_peak")
+    assert pb.band == "error" and "channel(s) 5" in pb.message
+    jumps = _score(report, "sumwt_jumps")
+    assert "channel(s) 2 " in jumps.message
+    assert report.gate() == "review"
+    # The untouched cube: its beam peaks at 1 and its weights run smoothly.
+    clean = run_qa(products["cube"], kind="cube", out_dir=tmp_path / "qa-clean", html=False)
+    assert clean.metrics.pb_above_one_channels == [] and clean.metrics.sumwt_jump_channels == []
+    assert _score(clean, "pb_peak").band == "optimal"
+
+
 def test_qa_cli_writes_reports_and_gates(products, small_ms, tmp_path):
     from pclean_provider.cli.qa import main
 

@@ -171,3 +171,37 @@ def test_clean_run_scores_optimal_convergence():
 
 def test_ranges_text():
     assert _ranges([1, 2, 3, 7, 9, 10]) == "1-3, 7, 9-10"
+
+
+def test_primary_beam_above_one_names_the_channels():
+    assert m.primary_beam_above([1.0, 1.0, 12.45, None, 1.005, 1.2], limit=1.01) == [2, 5]
+    assert m.primary_beam_above([], limit=1.01) == []
+
+
+def test_weight_jumps_flag_a_channel_apart_from_both_neighbours_not_a_step():
+    # Channel 3 holds three times its neighbours' weight (a chunk weighted on its own): flagged.
+    assert m.weight_jumps([100, 101, 99, 300, 100, 98], max_ratio=1.5) == [3]
+    # A step between two spws of different widths moves no channel away from both sides.
+    assert m.weight_jumps([100, 100, 100, 200, 200, 200], max_ratio=1.5) == []
+    # Channels without weight (blank, flagged) are not jumps, and do not make their neighbours one.
+    assert m.weight_jumps([100, 0, 100, 101, 0.0, 99], max_ratio=1.5) == []
+    # An edge channel is judged on its one neighbour.
+    assert m.weight_jumps([40, 100, 101, 100], max_ratio=1.5) == [0]
+
+
+def test_channel_consistency_scores_name_channels_and_send_a_beam_above_one_to_review():
+    pm = _metrics().model_copy(update=dict(pb_peak_max=12.45, pb_above_one_channels=[7],
+                                           sumwt_jump_channels=[3, 4, 5]))
+    scores = score_product(pm, QaThresholds())
+    pb = next(s for s in scores if s.metric == "pb_peak")
+    assert pb.band == "error" and "channel(s) 7" in pb.message and "12.45" in pb.message
+    jumps = next(s for s in scores if s.metric == "sumwt_jumps")
+    assert jumps.band == "suboptimal" and "3-5" in jumps.message
+    overall = min(s.score for s in scores)
+    report = QaReport(created_utc="now", imagename="/x/p", kind="cube", thresholds=QaThresholds(), metrics=pm,
+                      scores=scores, overall_score=overall, overall_band=band_of(overall))
+    assert report.gate() == "review"
+    # A beam that peaks at 1 everywhere is said to, and consistent weights add no score.
+    fine = score_product(_metrics().model_copy(update=dict(pb_peak_max=1.0)), QaThresholds())
+    assert next(s for s in fine if s.metric == "pb_peak").band == "optimal"
+    assert not [s for s in fine if s.metric == "sumwt_jumps"]
