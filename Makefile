@@ -23,7 +23,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade "pip>=24"
 
 $(STAMP): $(PY) pyproject.toml requirements/constraints.txt
-	$(PY) -m pip install -q -c requirements/constraints.txt -e '.[test]'
+	$(PY) -m pip install -q -c requirements/constraints.txt -e '.[test,casa]'
 	$(PY) -m pclean_provider.casa.runtime --check
 	touch $(STAMP)
 

@@ -68,7 +68,8 @@ def measures_path() -> str:
     if spec is None or spec.origin is None:
         raise CasaRuntimeError(
             "the Python package 'casadata' is not installed; it carries the measures data that "
-            "casatools needs offline (install it with `make setup` or `pip install casadata`)"
+            "casatools needs offline. CASA comes with the provider's casa extra, needed on the hosts "
+            "that image: pip install 'airflow-provider-pclean[casa]' (a checkout: `make setup`)"
         )
     # casadata.datapath is '<package>/__data__'; computing it avoids importing the package.
     path = Path(spec.origin).resolve().parent / "__data__"
@@ -255,6 +256,14 @@ def ensure_casa_runtime(
         os.environ[LOGFILE_ENV] = str(log_path)
         try:
             import casatools
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("casatools", "casaconfig"):
+                raise
+            raise CasaRuntimeError(
+                "CASA is not installed in this environment (no casatools): install the provider with its "
+                "casa extra on the hosts that image, pip install 'airflow-provider-pclean[casa]'; Airflow's "
+                "scheduler, API server, triggerer and DAG processor do not need it"
+            ) from exc
         except Exception as exc:  # casatools raises several unrelated types when data are missing
             raise CasaRuntimeError(
                 f"casatools could not be imported with site config {env['CASASITECONFIG']}: {exc}"

@@ -2,10 +2,11 @@
 
 The wheel is built from an sdist (as a release is, so nothing left in a local build/ folder can
 slip in), installed with the project's constraints into a new environment under the temporary
-folder, and used from there with the working directory outside the checkout and no PYTHONPATH:
+folder (without the casa extra, as an Airflow scheduler, API server, triggerer or DAG processor
+gets it), and used from there with the working directory outside the checkout and no PYTHONPATH:
 the presets, the pipeline templates, the sbatch template and the DAG factory must all come from
 the installed package. uv does the install: with its cache it takes seconds (a cold cache
-downloads the dependencies once), where pip needs minutes for the same ~1 GB of packages.
+downloads the dependencies once), where pip needs minutes for the same packages.
 """
 
 from __future__ import annotations
@@ -137,6 +138,22 @@ def test_the_dag_folder_file_builds_both_pipelines(installed):
     assert "continuum" in answer["dags"]["nightly_continuum_imaging"]
     assert Path(answer["factory"]).is_relative_to(installed.venv), answer["factory"]
     assert not answer["casatools"], "parsing the DAGs must not load CASA into the Airflow process"
+
+
+def test_without_the_casa_extra_there_is_no_casa_and_imaging_says_what_to_install(installed):
+    """The Airflow components install the provider alone: no casatools, no casatasks, no casadata."""
+    answer = installed.python(
+        "import importlib.util, json\n"
+        "from pclean_provider.casa.runtime import CasaRuntimeError, ensure_casa_runtime\n"
+        "found = {m: importlib.util.find_spec(m) is not None for m in ('casatools', 'casatasks', 'casadata')}\n"
+        "try:\n"
+        "    ensure_casa_runtime()\n"
+        "    error = ''\n"
+        "except CasaRuntimeError as exc:\n"
+        "    error = str(exc)\n"
+        "print(json.dumps({'found': found, 'error': error}))")
+    assert not any(answer["found"].values()), answer["found"]
+    assert "airflow-provider-pclean[casa]" in answer["error"], answer["error"]
 
 
 def test_airflow_lists_the_provider(installed):
