@@ -172,7 +172,9 @@ def global_coordinates(selection: dict[str, dict[str, Any]], image: dict[str, An
     import casatools
 
     if skip_frame_pass is None:
-        skip_frame_pass = not uses_cfcache(gridding) and all(
+        # One MS only: in the data frame, the selections of several MSs recorded in different frames
+        # (one TOPO, one LSRK after cvel) cannot be combined ("incompatible frame of reference").
+        skip_frame_pass = not uses_cfcache(gridding) and len(selection) == 1 and all(
             every_selected_spw_has_rows(selection[key]) for key in selection)
     si = casatools.synthesisimager()
     try:
