@@ -51,18 +51,28 @@ def _pclean_and_tclean(ms, tmp_path, client, extras=None, **kwargs):
     return result, ref, str(tmp_path / "par"), str(tmp_path / "ref" / "ref")
 
 
+@pytest.fixture(scope="module")
+def spw_widths_ms(casa_runtime):
+    """Two spws whose channels are 1 MHz and 0.5 MHz wide."""
+    return simulated("spw-widths", nchan=8, nspw=2, spw_chan_widths_hz=[1e6, 5e5], antennas=8, hours=0.5,
+                     integration_s=60, noise_jy=0.01, seed=21, spectral_line=True).ms
+
+
 DIRTY = {
     # Channels 2-14 of the data, no frame; cube_chunksize is the fan-out's and must not change the loop.
     "cubedata-channel-start": (dict(specmode="cubedata", spw="0:2~14", start=2, nchan=13), dict(cube_chunksize=3)),
     # Data channels 2-6 and 9-11 selected, ten output channels from channel 2: 7 and 8 stay blank.
     "selection-gap-more-channels-than-selected": (dict(spw="0:2~6;9~11", start=2, nchan=10), {}),
+    # The cube's grid over two spws of different channel widths, sessions meeting inside it.
+    "spws-of-different-widths": (dict(vis="spw_widths_ms", width="1MHz"), {}),
 }
 
 
 @pytest.mark.parametrize("case", sorted(DIRTY))
-def test_dirty_cube_at_the_edges_equals_tclean(line_ms, client, tmp_path, case):
-    kwargs, extras = DIRTY[case]
-    result, ref, got, want = _pclean_and_tclean(line_ms, tmp_path, client, extras, niter=0, **kwargs)
+def test_dirty_cube_at_the_edges_equals_tclean(request, client, tmp_path, case):
+    kwargs, extras = dict(DIRTY[case][0]), DIRTY[case][1]
+    ms = request.getfixturevalue(kwargs.pop("vis", "line_ms"))
+    result, ref, got, want = _pclean_and_tclean(ms, tmp_path, client, extras, niter=0, **kwargs)
     assert result.nsubcubes == 2
     assert_cube_matches(got, want, 1e-5)
 
