@@ -29,6 +29,7 @@ from distributed import Client, secede
 
 from pclean_provider.atomic_files import write_text
 from pclean_provider.casa.runtime import casa_env, ensure_casa_runtime
+from pclean_provider.child_env import child_env
 from pclean_provider.config import PcleanConfig
 from pclean_provider.engine.continuum import run_continuum
 from pclean_provider.engine.cube import run_cube
@@ -55,7 +56,8 @@ def coordinator_task(cfg_json: str, scheduler_address: str, nparts: int | None =
                "--scheduler", scheduler_address, "--result", str(out_path), "--parent-pid", str(os.getpid())]
         if nparts is not None:
             cmd += ["--nparts", str(nparts)]
-        env = {**os.environ, **casa_env()}
+        # The coordinator reads the MS: it gets no secret of the worker that starts it.
+        env = child_env(casa_env())
         proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True)
         tail: list[str] = []
