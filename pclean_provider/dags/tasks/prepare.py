@@ -94,6 +94,9 @@ def _target_items(t: PipelineTemplate, s, ms: dict, plan: dict) -> list[dict]:
         imagename = product_dir / f"{base}.{suffix}"
         overrides = {**s.overrides, **target["parameters"], "vis": ms["vis"], "imagename": str(imagename)}
         label = f"{ms['name']} {target['label']}" if multi else ms["name"]
+        if overrides.get("outlierfile"):
+            product_dir.mkdir(parents=True, exist_ok=True)
+            overrides["outlierfile"] = _checked_outlier_copy(t, label, overrides["outlierfile"], product_dir)
         try:
             cfg = load_config(presets=[s.preset] if s.preset else [], overrides=overrides)
         except (ConfigError, ValueError) as exc:
@@ -116,6 +119,22 @@ def _target_items(t: PipelineTemplate, s, ms: dict, plan: dict) -> list[dict]:
                       "product_id": f"{stem}_{slug}_{t.kind}" if multi else f"{stem}_{t.kind}",
                       "review_folder": stem + (f"/{slug}" if multi else "")})
     return items
+
+
+def _checked_outlier_copy(t: PipelineTemplate, label: str, path: str, product_dir: Path) -> str:
+    """The outlier file the imaging reads: the named file's text, its paths judged (image names in the work
+    roots, what it reads in the data roots) and copied into the product folder, so that a change to the
+    original after this check reaches nothing."""
+    from pclean_provider.pipeline.conf_paths import RunConfRefused, outlier_snapshot
+    from pclean_provider.pipeline.conf_policy import allowed_roots, work_roots
+    from pclean_provider.pipeline.pipeline_template import data_root_dir
+
+    root = data_root_dir()
+    try:
+        return outlier_snapshot(path, allowed_roots(t, root), work_roots(t, root), root,
+                                product_dir / "outlierfile.txt")
+    except RunConfRefused as exc:
+        raise AirflowFailException(f"imaging parameters for {label}: {exc}") from exc
 
 
 def verify_ms_unchanged(ms: dict) -> None:
