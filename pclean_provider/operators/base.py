@@ -268,6 +268,9 @@ class PcleanDaskOperator(BaseOperator):
             return future
         for stale in hook.cancel_older_tries(client, key):
             self.log.info("Cancelled Dask work of an earlier try: %s", stale)
+        # Only here, never before the result file and the running work were looked for: a restarted
+        # worker that executes a try again must not clear what that try made or is making.
+        self.before_submit()
         if progress_file and os.path.exists(progress_file):
             os.unlink(progress_file)
         future = hook.submit_work(client, key, result_file, func, make_args(client))
@@ -286,6 +289,10 @@ class PcleanDaskOperator(BaseOperator):
         if scheduler_address:
             self._at_scheduler(scheduler_address, event["key"], "release")
         return self.on_result(context, event.get("result"))
+
+    def before_submit(self) -> None:
+        """Called once a new try's work is about to be submitted (none of this try is running or done,
+        the earlier tries' work withdrawn): subclasses clear what earlier tries of their outputs left."""
 
     def on_result(self, context: Any, result: Any) -> Any:
         """What the task returns (its XCom) for the work's result; subclasses log a summary."""
