@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pclean_provider.atomic_files import write_text
+from pclean_provider.compute.private_files import folder_problem
 from pclean_provider.errors import PcleanInputError
 
 # The shapes of CASA's region text format (CRTF), as casacore's RegionTextParser knows them.
@@ -83,6 +84,23 @@ def confined_path(parameter: str, value: Any, roots: list[Path], data_root: Path
                              f"({', '.join(str(r) for r in roots)}); name a path inside one of them "
                              f"({where} says which)")
     return real
+
+
+def private_folder(parameter: str, path: Path, roots: list[Path]) -> Path:
+    """``path`` (already confined to ``roots``) if no other user can put files in it or in any existing
+    folder between its root and it: the run keeps its cluster records and products there, and a record
+    planted by another user could point the run at their scheduler or at processes to kill."""
+    root = next(r for r in roots if path == r or path.is_relative_to(r))
+    folders = [root, *(root / Path(*path.relative_to(root).parts[:n])
+                       for n in range(1, len(path.relative_to(root).parts) + 1))]
+    for folder in folders:
+        if not folder.is_dir():
+            break
+        if problem := folder_problem(folder):
+            raise RunConfRefused(parameter, f"{problem}: other users could plant files in this run's folders "
+                                 "(cluster records, products); choose a folder only the pipeline's user can "
+                                 "write")
+    return path
 
 
 def is_inline_region(text: str) -> bool:

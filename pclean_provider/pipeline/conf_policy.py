@@ -39,6 +39,7 @@ from pclean_provider.pipeline.conf_paths import (
     checked_outlier_text,
     confined_mask,
     confined_path,
+    private_folder,
     real_roots,
     shown,
 )
@@ -304,7 +305,8 @@ def check_run_conf(template: PipelineTemplate, params: dict[str, Any], data_root
         value = params.get(key)
         if value not in (None, ""):
             where = f"the template's {what.replace(' ', '_')}"
-            setattr(checked, key, confined_path(key, value, key_roots, data_root, what=what, where=where))
+            path = confined_path(key, value, key_roots, data_root, what=what, where=where)
+            setattr(checked, key, path if key == "vis" else private_folder(key, path, key_roots))
     checked.preset = _check_preset(template, params.get("preset", template.preset))
     # The form shows the template's own values as its defaults; those are the administrator's, not
     # the run's, so only what the run changed is judged (settings_for_run lays it over the template).
