@@ -148,3 +148,13 @@ def test_records_name_the_machine_of_their_host():
         {"state": "starting", "host_pid": 1, "host_started": 0.0, "cluster_type": "local", "cluster_id": "x",
          "log_file": "l", "started_at": "t", "host_name": socket.gethostname()})
     assert host._on_this_machine(info)
+
+
+@needs_root
+def test_a_certificate_folder_another_user_could_fill_is_refused(cluster_dir, tmp_path, bystander):
+    theirs = tmp_path / "their-tls"
+    theirs.mkdir()
+    os.chown(theirs, NOBODY, -1)  # their certificate would let their scheduler pass for ours
+    afile = plant(cluster_dir / "scheduler.address", record_for(bystander, tls_directory=str(theirs)))
+    with pytest.raises(UntrustedRecord, match="certificate folder"):
+        host.tls_directory_for(afile)
