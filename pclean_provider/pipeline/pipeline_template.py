@@ -19,6 +19,7 @@ from pclean_provider.config.cluster import memory_bytes
 from pclean_provider.config.plan_policy import PlanPolicy
 from pclean_provider.data import PIPELINES, packaged_dir
 from pclean_provider.pipeline.archive import ArchiveError, parse_file_mode
+from pclean_provider.pipeline.imaging_timeout import ImagingTimeout
 from pclean_provider.pipeline.notify import NotifierSpec
 from pclean_provider.pipeline.qa_gate import QA_GATE_MINIMUM_ENV, qa_gate_minimum
 
@@ -225,6 +226,10 @@ class PipelineTemplate(BaseModel):
     step_timeout_minutes: float = Field(180.0, gt=0, description=(
         "Airflow's execution_timeout of the ingest, QA and archive steps (`pclean` subprocesses): a "
         "step still running then is stopped, its subprocess with it, and retried as a failure."))
+    imaging_timeout: ImagingTimeout = Field(
+        default_factory=ImagingTimeout, description="How long one target's imaging (the exact cube, the "
+        "continuum loop) may take: then its wait ends with an error that says so, the work is withdrawn "
+        "and the task is retried. Pinned, or grown with each target's cube and MS.")
     deadline_hours: float = Field(6.0, gt=0, description="Alert when a run has not finished this long "
                                   "after it was queued.")
     notifiers: list[NotifierSpec] = Field(
