@@ -71,6 +71,9 @@ SMALLEST_IMAGE = 64
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _NUMBER = re.compile(r"\d+")
+# A selection item that ends in a unit ('1420000000~1421000000Hz', '1.4GHz', '-20~20km/s') names
+# frequencies or velocities, not ids or channels.
+_WITH_UNIT = re.compile(r"[0-9.]\s*[A-Za-z/]+\s*$")
 
 
 @dataclass
@@ -175,7 +178,8 @@ def _check_selection(where: str, name: str, value: Any) -> None:
                                  f"{MAX_SELECTION_CHARS} (use ranges such as '0~3')")
         if name in NUMBERED_SELECTIONS:
             # Text length first: Python's int() refuses (slowly) numbers of thousands of digits.
-            big = [n for n in _NUMBER.findall(text) if len(n) > 7 or int(n) > MAX_SELECTION_NUMBER]
+            big = [n for part in re.split(r"[,;:]", text) if not _WITH_UNIT.search(part)
+                   for n in _NUMBER.findall(part) if len(n) > 7 or int(n) > MAX_SELECTION_NUMBER]
             if big:
                 raise RunConfRefused(where, f"{shown(text)} names {shown(big[0], 16)}, beyond any MeasurementSet "
                                      f"(at most {MAX_SELECTION_NUMBER:,} spectral windows, fields, scans or "

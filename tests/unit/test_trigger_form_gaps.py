@@ -190,6 +190,8 @@ def test_selections_have_a_length_and_a_count(root):
     assert refused(template(), {"overrides": {"spw": {"x": 1}}}, root).parameter == "overrides.spw"
     ok = check_run_conf(template(), {"overrides": {"spw": "0:5~60;100~200", "field": "0~2", "scan": 7}}, root)
     assert ok.overrides["spw"] == "0:5~60;100~200"
+    # Frequencies are no ids: a selection by frequency in Hz passes.
+    assert check_run_conf(template(), {"overrides": {"spw": "*:1420000000~1421000000Hz"}}, root).overrides
 
 
 def test_image_size_and_channels_stay_within_the_templates_budget(root):
