@@ -290,6 +290,8 @@ class Bench:
                "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"), "PCLEAN_DATA_ROOT": str(data_root),
                "PCLEAN_PIPELINES_UNSCHEDULED": "1",
+               # The measured run archives at gate 0 (qa_min_score below): the site's lowest gate allows it.
+               "PCLEAN_QA_GATE_MINIMUM": "0",
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         self.say("airflow db migrate (own AIRFLOW_HOME, SQLite)")
         mig = subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env, cwd=home,

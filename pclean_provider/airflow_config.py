@@ -68,6 +68,12 @@ OPTIONS: tuple[Option, ...] = (
            "True: the pipeline DAGs get no cron schedule, so only triggered runs and, where a template "
            "watches its landing area, runs that arriving data start (tests, demos).",
            None, "boolean"),
+    Option("qa_gate_minimum", "PCLEAN_QA_GATE_MINIMUM",
+           "The lowest QA gate of every pipeline: a template's qa.gate_min_score or gate_floor below it is "
+           "refused, and no run's conf may set its gate below it, so no product QA scores lower is ever "
+           "archived. Lowering it (tests, commissioning) lets error-band products into the archive and is "
+           "logged by every process that loads a template. Empty: 0.33, the top of QA's 'error' band.",
+           "0.33"),
 )
 
 

@@ -13,6 +13,9 @@ host still starting can be stopped), ``A.spec.json`` (the spec it runs), ``A.log
 ``A.lock`` (serialises up/down), ``A.tls/`` (the cluster's certificate, ``compute.tls``; a local
 or SLURM cluster host uses TLS unless its spec says ``tls: false``). The address file, the host file and the spec are private to the
 owner (mode 0600): the address is the key to the scheduler, and the spec may name site internals.
+They are believed only when this user wrote them (``compute.private_files``: owner, mode, no link), in
+a folder no other user can plant files in; a host is signalled only from the machine it runs on, and
+only SLURM jobs named for its own cluster are cancelled.
 
 A host holds a lease (``compute.lease``): when no task of its run has renewed it for the spec's
 ``host_idle_timeout``, the host closes its cluster and exits, keeping its spec so that a retried task
@@ -30,6 +33,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -43,14 +47,20 @@ from pydantic import BaseModel
 from pclean_provider.atomic_files import write_text
 from pclean_provider.compute.errors import ClusterError
 from pclean_provider.compute.lease import LeaseWatch
+from pclean_provider.compute.private_files import (
+    PRIVATE_MODE,
+    UntrustedRecord,
+    ensure_private_folder,
+    folder_problem,
+    open_private,
+    read_private_text,
+)
 from pclean_provider.config.cluster import ClusterSpec
 
 log = logging.getLogger(__name__)
 
 HOST_MODULE = "pclean_provider.compute.host"
 STOP_GRACE_S = 30.0
-# Owner-only: whoever reads the address (or the spec) can submit work to the cluster.
-PRIVATE_MODE = 0o600
 # Beyond worker_start_timeout: scheduler start-up, CASA import in the workers, SLURM bookkeeping.
 START_MARGIN_S = 60.0
 
@@ -69,6 +79,9 @@ class HostInfo(BaseModel):
     log_file: str
     started_at: str
     tls_directory: str | None = None  # the cluster's certificate: clients need it when set
+    # The machine the host runs on: its pid means nothing elsewhere (a teardown may run on another
+    # Airflow worker). None in records written before it was kept: taken as this machine.
+    host_name: str | None = None
 
 
 class HostStatus(BaseModel):
@@ -93,17 +106,37 @@ class HostStatus(BaseModel):
 
 
 def _paths(address_file: str | os.PathLike) -> dict[str, Path]:
-    a = Path(address_file).expanduser().resolve()
+    given = Path(address_file).expanduser()
+    # The folder resolved, never the file itself: a link planted under the address file's name must be
+    # seen as a link (and refused), not followed to whatever it points at.
+    a = given.parent.resolve() / given.name
     return {"address": a, "host": a.with_name(a.name + ".host.json"), "spec": a.with_name(a.name + ".spec.json"),
             "log": a.with_name(a.name + ".log"), "lock": a.with_name(a.name + ".lock"),
             "tls": a.with_name(a.name + ".tls")}
 
 
 def _read_info(path: Path) -> HostInfo | None:
+    """The record at ``path``; None when there is none (or it is half-written); UntrustedRecord when
+    another user could have written it."""
     try:
-        return HostInfo.model_validate_json(path.read_text())
+        text = read_private_text(path)
+        return None if text is None else HostInfo.model_validate_json(text)
+    except UntrustedRecord:
+        raise
     except (OSError, ValueError):
         return None
+
+
+def _read_spec(path: Path) -> ClusterSpec:
+    """The spec a host runs (FileNotFoundError when there is none); only one this user wrote."""
+    text = read_private_text(path)
+    if text is None:
+        raise FileNotFoundError(str(path))
+    return ClusterSpec.model_validate_json(text)
+
+
+def _on_this_machine(info: HostInfo) -> bool:
+    return info.host_name in (None, socket.gethostname())
 
 
 def read_address_file(address_file: str | os.PathLike) -> HostInfo:
@@ -118,8 +151,10 @@ def read_address_file(address_file: str | os.PathLike) -> HostInfo:
 @contextlib.contextmanager
 def _locked(address_file: str | os.PathLike) -> Iterator[None]:
     lock = _paths(address_file)["lock"]
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "w") as fh:
+    ensure_private_folder(lock.parent)
+    # Never truncated and never through a link: a link planted under this name would otherwise let
+    # this process empty whatever file it points to.
+    with open(open_private(lock, os.O_RDWR), "rb") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -145,7 +180,7 @@ def _is_our_host(info: HostInfo | None) -> bool:
     Identity is pid plus start time; the command line cannot be trusted because Dask retitles
     the process ("dask scheduler [...]").
     """
-    if info is None or not info.host_pid:
+    if info is None or not info.host_pid or not _on_this_machine(info):
         return False
     started = _process_started(info.host_pid)
     return started is not None and abs(started - info.host_started) < 1.0
@@ -180,9 +215,14 @@ def host_status(address_file: str | os.PathLike) -> HostStatus:
 
 
 def tls_directory_for(address_file: str | os.PathLike) -> str | None:
-    """Where the certificate of the cluster behind ``address_file`` is, if it uses TLS."""
+    """Where the certificate of the cluster behind ``address_file`` is, if it uses TLS: a folder another
+    user could fill would let their scheduler pass for ours."""
     info = _current_info(_paths(address_file))
-    return info.tls_directory if info is not None else None
+    if info is None or not info.tls_directory:
+        return None
+    if os.path.isdir(info.tls_directory) and (problem := folder_problem(info.tls_directory)):
+        raise UntrustedRecord(f"the certificate folder of the cluster behind {address_file} is not safe: {problem}")
+    return info.tls_directory
 
 
 def _count_workers(address: str, timeout: float = 10.0, tls_directory: str | None = None) -> int | None:
@@ -203,7 +243,7 @@ def start_host(spec: ClusterSpec, address_file: str | os.PathLike, *, python: st
     from pclean_provider.compute.spec_file import with_absolute_paths
 
     paths = _paths(address_file)
-    paths["address"].parent.mkdir(parents=True, exist_ok=True)
+    ensure_private_folder(paths["address"].parent)
     spec = with_absolute_paths(spec)
     with _locked(address_file):
         status = host_status(address_file)
@@ -235,7 +275,7 @@ def start_host(spec: ClusterSpec, address_file: str | os.PathLike, *, python: st
         write_text(paths["spec"], spec.model_dump_json(indent=2), mode=PRIVATE_MODE)
         cmd = [python or sys.executable, "-m", HOST_MODULE, "--address-file", str(paths["address"]),
                "--cluster-id", cluster_id]
-        log_fd = os.open(paths["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_MODE)
+        log_fd = open_private(paths["log"], os.O_WRONLY | os.O_APPEND)
         with open(log_fd, "ab") as logf:
             # Own session: neither the terminal's hangup nor a task runner killing its process group
             # takes the host down; `down` is the way to stop it.
@@ -244,7 +284,7 @@ def start_host(spec: ClusterSpec, address_file: str | os.PathLike, *, python: st
         info = HostInfo(state="starting", host_pid=proc.pid, host_started=_process_started(proc.pid) or 0.0,
                         cluster_type=spec.cluster_type,
                         cluster_id=cluster_id, slurm_job_name=job_name, log_file=str(paths["log"]),
-                        started_at=_now(), tls_directory=spec.tls_directory)
+                        started_at=_now(), tls_directory=spec.tls_directory, host_name=socket.gethostname())
         write_text(paths["host"], info.model_dump_json(indent=2), mode=PRIVATE_MODE)
 
         deadline = time.monotonic() + spec.worker_start_timeout + START_MARGIN_S
@@ -273,7 +313,7 @@ def recover_host(address_file: str | os.PathLike, *, python: str | None = None) 
     if status.state == "running" and status.scheduler_address:
         return status.scheduler_address
     try:
-        spec = ClusterSpec.model_validate_json(paths["spec"].read_text())
+        spec = _read_spec(paths["spec"])
     except FileNotFoundError:
         raise ClusterError(f"the cluster host behind {paths['address']} is {status.state} and left no spec to "
                            "restart it from (it was stopped on purpose, or never started)") from None
@@ -294,7 +334,13 @@ def stop_host(address_file: str | os.PathLike) -> HostStatus:
 
 def _stop_unlocked(paths: dict[str, Path]) -> None:
     info = _current_info(paths)
-    if info is not None:
+    if info is not None and not _on_this_machine(info):
+        # Its pid names some other process here. Left to its lease: nobody renews it once the run is
+        # over, and the host then stops its cluster itself (or run `pclean cluster down` there).
+        log.warning("the cluster host behind %s runs on %s, not here (%s): not signalled from here; it stops "
+                    "itself when its lease runs out (host_idle_timeout)", paths["address"], info.host_name,
+                    socket.gethostname())
+    elif info is not None:
         pid = info.host_pid
         if _is_our_host(info):
             with contextlib.suppress(ProcessLookupError):
@@ -308,15 +354,31 @@ def _stop_unlocked(paths: dict[str, Path]) -> None:
         # processes of its session live, so any left are ours).
         if _is_our_host(info) or _process_started(pid) is None:
             _kill_session(pid)
-        if info.slurm_job_name:
-            from pclean_provider.compute import slurm
+    if info is not None and info.slurm_job_name:
+        from pclean_provider.compute import slurm
 
+        if info.slurm_job_name in _job_names_of(info, paths):
             slurm.cancel_jobs_by_name(info.slurm_job_name)
+        else:
+            log.warning("not cancelling SLURM jobs named %r: not the name the cluster %s behind %s gives its "
+                        "jobs", info.slurm_job_name, info.cluster_id, paths["address"])
     for key in ("address", "host", "spec"):
         with contextlib.suppress(FileNotFoundError):
             paths[key].unlink()
     # Only the certificate the host made itself (a site-supplied folder elsewhere is the site's).
     shutil.rmtree(paths["tls"], ignore_errors=True)
+
+
+def _job_names_of(info: HostInfo, paths: dict[str, Path]) -> set[str]:
+    """The names the jobs of the record's cluster can carry: the default one made of its cluster id,
+    or the fixed one its spec configures."""
+    from pclean_provider.compute.slurm import default_job_name
+
+    names = {default_job_name(info.cluster_id)}
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        if fixed := _read_spec(paths["spec"]).slurm_job_name:
+            names.add(fixed)
+    return names
 
 
 def _kill_session(sid: int) -> None:
@@ -357,7 +419,7 @@ def serve(address_file: str, cluster_id: str) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
-    spec = ClusterSpec.model_validate_json(paths["spec"].read_text())
+    spec = _read_spec(paths["spec"])
     abandoned = False
     try:
         handle = start_cluster(spec, cluster_id=cluster_id)
@@ -370,7 +432,7 @@ def serve(address_file: str, cluster_id: str) -> int:
                         host_pid=os.getpid(), host_started=_process_started(os.getpid()) or 0.0,
                         cluster_type=spec.cluster_type, cluster_id=cluster_id,
                         slurm_job_name=handle.job_name, log_file=str(paths["log"]), started_at=_now(),
-                        tls_directory=spec.tls_directory)
+                        tls_directory=spec.tls_directory, host_name=socket.gethostname())
         write_text(paths["address"], info.model_dump_json(indent=2), mode=PRIVATE_MODE)
         log.info("cluster host %d serving %s with %d workers (lease: %s)", os.getpid(), handle.address,
                  handle.worker_count, f"{spec.host_idle_timeout:g} s" if spec.host_idle_timeout else "none")

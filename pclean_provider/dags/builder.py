@@ -124,7 +124,13 @@ def build_dag(t: PipelineTemplate) -> DAG:
         prepared >> cluster_up
         per_ms = per_ms_paths(t, prepared, cluster_up, address, pool, qa_tasks(t, pool),
                               archive_tasks(t, pool, asset))
-        cluster_down = ClusterDownOperator(task_id="cluster_down", address_file=run_setting("address_file"))
+        # Once the cluster is down no writer of the run is left: what a killed or failed writer staged is
+        # removed (a fan-out run keeps its sub-cubes, which clearing one batch task reuses).
+        fanout = t.kind == "cube" and t.cube_mode == "fanout"
+        cluster_down = ClusterDownOperator(
+            task_id="cluster_down", address_file=run_setting("address_file"),
+            run_folder=None if fanout else run_setting("run_dir"),
+            image_suffix="cube" if t.kind == "cube" else "cont", sweep_subcubes=t.kind == "cube")
         per_ms >> cluster_down
         cluster_up >> cluster_down.as_teardown(setups=cluster_up)
     return dag

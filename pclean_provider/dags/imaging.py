@@ -49,7 +49,7 @@ BATCH_LABEL = "{{ (task.vis_name ~ ' ' ~ task.batch_label) if task.vis_name else
 def ms_group_kwargs(item: dict) -> dict:
     """One map index of the per-target group: the item and, apart, what its imaging operator reads."""
     return {"item": item, "overrides": item["overrides"], "presets": item["presets"],
-            "label": item.get("label") or item["name"]}
+            "label": item.get("label") or item["name"], "timeout": item.get("imaging_timeout_s")}
 
 
 def per_ms_paths(t, prepared, cluster_up, address: str, pool: str, qa_tasks, archive_tasks):
@@ -73,7 +73,7 @@ def per_ms_paths(t, prepared, cluster_up, address: str, pool: str, qa_tasks, arc
 
     @task_group(group_id="ms", prefix_group_id=False,
                 tooltip="one MeasurementSet's imaging, QA, gate and archive or review")
-    def ms(item: Any, overrides: Any, presets: Any, label: Any) -> None:
+    def ms(item: Any, overrides: Any, presets: Any, label: Any, timeout: Any) -> None:
         imaging: Any
         if fanout:
             fan = t.cube
@@ -103,10 +103,14 @@ def per_ms_paths(t, prepared, cluster_up, address: str, pool: str, qa_tasks, arc
             from pclean_provider.operators.continuum import ContinuumImagingOperator
 
             operator = CubeImagingOperator if t.kind == "cube" else ContinuumImagingOperator
-            # Deferrable whatever [operators] default_deferrable says, as the fan-out tasks above.
+            # Deferrable whatever [operators] default_deferrable says, as the fan-out tasks above. Bounded by
+            # the target's imaging timeout (prepare's, from the template and the cube): a hung coordinator
+            # ends the wait, and the cluster's lease, instead of holding both for ever.
             imaging = operator(task_id=t.kind, scheduler_address=address, deferrable=True, pool=pool,
                                overrides=overrides, presets=presets, target_label=label,
-                               map_index_template=TARGET_LABEL)
+                               map_index_template=TARGET_LABEL, work_timeout=timeout,
+                               work_timeout_hint="the template's imaging_timeout (minutes, or base_minutes and "
+                                                 "the per-GB terms)")
             cluster_up >> imaging
         checked = qa(item=item, imaging=imaging.output)
         routed = qa_gate(checked=checked)

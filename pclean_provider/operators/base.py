@@ -43,6 +43,13 @@ from pclean_provider.triggers.dask import DaskWorkTrigger
 #: ``airflow pools set pclean_heavy <slots> "pclean imaging" --include-deferred``: without
 #: include-deferred a deferred task gives its slot back and the pool caps nothing.
 HEAVY_POOL = "pclean_heavy"
+# Airflow's deferral timeout is the work's bound plus this: the trigger, which says what happened and
+# withdraws the work, reports first; Airflow's own timeout is only the backstop.
+DEFERRAL_MARGIN_S = 300.0
+
+
+class WorkDeadlinePassed(AirflowException):
+    """The work outlived the operator's work_timeout (a retry may succeed: not bad input)."""
 
 
 class PcleanDaskOperator(BaseOperator):
@@ -66,9 +73,16 @@ class PcleanDaskOperator(BaseOperator):
     :param unreachable_timeout: seconds the deferred wait tolerates an unreachable scheduler.
     :param no_workers_timeout: seconds the deferred wait tolerates a scheduler without workers
         (0: for ever). The whole deferral is also bounded by ``execution_timeout`` when set.
+    :param work_timeout: seconds the work may take once submitted (None: no bound of its own). Then the
+        wait ends with an error naming the bound and ``work_timeout_hint`` (where the bound comes from, so
+        the message says what to raise), the Dask work is withdrawn and the task fails (and retries): a
+        coordinator hung on a lock, a dead mount or a stopped scheduler no longer holds the task, and the
+        cluster's lease, for ever. Without ``execution_timeout`` the deferral gets this bound plus a margin.
+    :param work_timeout_hint: what sets ``work_timeout``, for the message.
     """
 
-    template_fields: Sequence[str] = ("scheduler_address", "address_file", "cluster_overrides", "state_dir")
+    template_fields: Sequence[str] = ("scheduler_address", "address_file", "cluster_overrides", "state_dir",
+                                      "work_timeout")
     operator_extra_links = (DaskDashboardLink(),)
     ui_color = "#d8e8f5"
     #: Short name of the work, part of its Dask key.
@@ -87,6 +101,8 @@ class PcleanDaskOperator(BaseOperator):
         resume_grace_seconds: float = 8.0,
         unreachable_timeout: float = 120.0,
         no_workers_timeout: float = 900.0,
+        work_timeout: float | None = None,
+        work_timeout_hint: str = "",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -100,6 +116,8 @@ class PcleanDaskOperator(BaseOperator):
         self.resume_grace_seconds = resume_grace_seconds
         self.unreachable_timeout = unreachable_timeout
         self.no_workers_timeout = no_workers_timeout
+        self.work_timeout = work_timeout
+        self.work_timeout_hint = work_timeout_hint
         self._running: tuple[str, str] | None = None  # (scheduler address, key) while waiting inline
         self._tls_directory: str | None = None  # the cluster's certificate folder, when it uses TLS
 
@@ -159,10 +177,15 @@ class PcleanDaskOperator(BaseOperator):
             address = handle.address
             hook.renew_lease(client)
             future = self._find_or_submit(hook, client, key, func, make_args, result_file, progress_file)
+            bound = float(self.work_timeout) if self.work_timeout else None
+            deadline = time.time() + bound if bound else 0.0
             if not self.deferrable:
                 self._running = (address, key)
                 try:
-                    result = self._wait_inline(future, hook.progress_tail(progress_file))
+                    result = self._wait_inline(future, hook.progress_tail(progress_file), deadline)
+                except WorkDeadlinePassed:
+                    hook.cancel_work(client, key, reason="its deadline passed (work_timeout)")
+                    raise
                 finally:
                     self._running = None
                     hook.release_work(client, key)
@@ -182,11 +205,29 @@ class PcleanDaskOperator(BaseOperator):
                 label=self.label(),
                 not_before=time.time() + float(self.resume_grace_seconds),
                 tls_directory=tls_directory,
+                deadline=deadline,
+                deadline_message=self.deadline_message(),
             ),
             method_name="execute_complete",
             kwargs={"scheduler_address": address, **tls_kwargs},
-            timeout=self.execution_timeout if isinstance(self.execution_timeout, timedelta) else None,
+            timeout=self._deferral_timeout(bound),
         )
+
+    def _deferral_timeout(self, bound: float | None) -> timedelta | None:
+        """Airflow's own bound of the deferral: execution_timeout, else the work's bound plus a margin for
+        the trigger to report first (it is Airflow's backstop, for a triggerer that cannot)."""
+        if isinstance(self.execution_timeout, timedelta):
+            return self.execution_timeout
+        return timedelta(seconds=bound + DEFERRAL_MARGIN_S) if bound else None
+
+    def deadline_message(self) -> str:
+        """What the task's error says when the work outlives ``work_timeout``."""
+        bound = float(self.work_timeout or 0)
+        where = self.work_timeout_hint or "the operator's work_timeout"
+        return (f"{self.label()} did not finish within {bound / 60:.0f} min ({where}); its Dask work was "
+                "withdrawn. Its progress lines above show where it stopped: a coordinator that stopped "
+                "logging waits on a lock, a dead mount or a stopped scheduler (see `pclean cluster status`); "
+                f"one still cleaning needs a longer bound: raise {where} and clear the task.")
 
     # -- a cluster that went away ---------------------------------------------------------------------
 
@@ -241,8 +282,12 @@ class PcleanDaskOperator(BaseOperator):
                 return str(recorded), up_tasks
         return None, up_tasks
 
-    def _wait_inline(self, future: Any, progress: ProgressTail) -> Any:
+    def _wait_inline(self, future: Any, progress: ProgressTail, deadline: float = 0.0) -> Any:
         while True:
+            if deadline and time.time() > deadline:
+                for line in progress.new_lines():
+                    self.log.info("%s: %s", self.label(), line)
+                raise WorkDeadlinePassed(self.deadline_message())
             try:
                 result = future.result(timeout=self.poll_interval)
             except TimeoutError:
@@ -268,6 +313,9 @@ class PcleanDaskOperator(BaseOperator):
             return future
         for stale in hook.cancel_older_tries(client, key):
             self.log.info("Cancelled Dask work of an earlier try: %s", stale)
+        # Only here, never before the result file and the running work were looked for: a restarted
+        # worker that executes a try again must not clear what that try made or is making.
+        self.before_submit()
         if progress_file and os.path.exists(progress_file):
             os.unlink(progress_file)
         future = hook.submit_work(client, key, result_file, func, make_args(client))
@@ -286,6 +334,10 @@ class PcleanDaskOperator(BaseOperator):
         if scheduler_address:
             self._at_scheduler(scheduler_address, event["key"], "release")
         return self.on_result(context, event.get("result"))
+
+    def before_submit(self) -> None:
+        """Called once a new try's work is about to be submitted (none of this try is running or done,
+        the earlier tries' work withdrawn): subclasses clear what earlier tries of their outputs left."""
 
     def on_result(self, context: Any, result: Any) -> Any:
         """What the task returns (its XCom) for the work's result; subclasses log a summary."""

@@ -69,14 +69,23 @@ class ClusterDownOperator(BaseOperator):
     """Stop the cluster host behind ``address_file``; a host that is already gone is fine.
 
     Use it as a teardown (``down.as_teardown(setups=up)``) so it runs whatever happened upstream.
+
+    :param run_folder: a folder of image products (the nightly DAGs' run folder) whose staging leftovers
+        are removed once the cluster is down, when no writer of the run is left: those of images named
+        ``<...>.<image_suffix>`` (pipeline.staging_leftovers) and, with ``sweep_subcubes``, the exact
+        cubes' ``.subcubes`` folders. Never for a fan-out run, whose sub-cubes a cleared batch reuses.
     """
 
-    template_fields: Sequence[str] = ("address_file",)
+    template_fields: Sequence[str] = ("address_file", "run_folder")
     ui_color = "#e7c9c9"
 
-    def __init__(self, *, address_file: str, trigger_rule: str = "all_done", **kwargs: Any) -> None:
+    def __init__(self, *, address_file: str, trigger_rule: str = "all_done", run_folder: str | None = None,
+                 image_suffix: str = "cube", sweep_subcubes: bool = False, **kwargs: Any) -> None:
         super().__init__(trigger_rule=trigger_rule, **kwargs)
         self.address_file = address_file
+        self.run_folder = run_folder
+        self.image_suffix = image_suffix
+        self.sweep_subcubes = sweep_subcubes
 
     def execute(self, context: Any) -> bool:
         from pclean_provider.compute.host import stop_host
@@ -84,7 +93,12 @@ class ClusterDownOperator(BaseOperator):
         before = stop_host(self.address_file)
         if before.state == "stopped":
             self.log.info("No cluster host behind %s: nothing to stop.", self.address_file)
-            return False
-        self.log.info("Cluster host behind %s (was %s, pid %s) stopped.", self.address_file, before.state,
-                      before.host_pid)
-        return True
+        else:
+            self.log.info("Cluster host behind %s (was %s, pid %s) stopped.", self.address_file, before.state,
+                          before.host_pid)
+        if self.run_folder:
+            from pclean_provider.pipeline.staging_leftovers import sweep_run_folder
+
+            for path in sweep_run_folder(self.run_folder, self.image_suffix, subcubes=self.sweep_subcubes):
+                self.log.info("Removed %s, left by a writer that did not finish", path)
+        return before.state != "stopped"

@@ -8,6 +8,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from pclean_provider.engine import worker_tasks
 from pclean_provider.operators.config_input import ConfiguredImagingOperator
+from pclean_provider.pipeline.staging_leftovers import sweep_staging_leftovers
 
 
 class ContinuumImagingOperator(ConfiguredImagingOperator):
@@ -33,16 +34,24 @@ class ContinuumImagingOperator(ConfiguredImagingOperator):
             raise AirflowFailException(
                 f"{self.task_id}: specmode={cfg.spectral.specmode!r} is a cube; ContinuumImagingOperator needs "
                 "specmode='mfs'. Use CubeImagingOperator (or the fan-out operators) for cubes.")
-        if int(context["ti"].try_number) > 1:
-            # The engine continues a clean from images under its name (tclean's restart=True); a
-            # retry must start afresh, not continue what its failed try left half-way.
-            _clear_earlier_try(cfg)
+        self._cfg = cfg
+        self._retry = int(context["ti"].try_number) > 1
         cfg_json = cfg.model_dump_json()
         from pclean_provider.engine.progress import progress_file_for
 
         return self.run_on_cluster(context, worker_tasks.image_continuum, lambda client: (cfg_json,),
                                    self.default_state_dir(cfg.image.imagename),
                                    progress_file=progress_file_for(cfg.image.imagename))
+
+    def before_submit(self) -> None:
+        if self._retry:
+            # The engine continues a clean from images under its name (tclean's restart=True); a
+            # retry must start afresh, not continue what its failed try left half-way.
+            _clear_earlier_try(self._cfg)
+        # A killed try's staging folder (a copy of every product) is never read again; each retry would
+        # add one more.
+        for path in sweep_staging_leftovers(self._cfg.image.imagename):
+            self.log.info("Removed %s, left by an earlier writer of this image", path)
 
     def on_result(self, context: Any, result: Any) -> Any:
         self.log.info("Continuum %s: %s iterations in %s major cycles, stop: %s, %.1f s",

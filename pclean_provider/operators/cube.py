@@ -39,6 +39,7 @@ from pclean_provider.engine.plan import (
 )
 from pclean_provider.operators.base import PcleanDaskOperator
 from pclean_provider.operators.config_input import ConfiguredImagingOperator, build_config
+from pclean_provider.pipeline.staging_leftovers import sweep_staging_leftovers
 
 PLAN_XCOM_KEY = "plan"
 CONCAT_OPTIONS_XCOM_KEY = "concat_options"
@@ -422,14 +423,20 @@ class CubeImagingOperator(ConfiguredImagingOperator):
                 f"{self.task_id}: specmode={cfg.spectral.specmode!r} is not a cube; CubeImagingOperator needs "
                 "specmode='cube' or 'cubedata'. Use ContinuumImagingOperator for 'mfs'.")
         imagename = cfg.image.imagename
-        # A pipeline's output folder belongs to its run; products of an earlier try of this task are
-        # replaced (the engine refuses existing products, so they are moved out of the way first).
-        _clear_earlier_try(imagename)
+        self._imagename = imagename
         cfg_json = cfg.model_dump_json()
         from pclean_provider.engine.progress import progress_file_for
 
         return self.run_on_cluster(context, worker_tasks.image_cube, lambda client: (cfg_json,),
                                    self.default_state_dir(imagename), progress_file=progress_file_for(imagename))
+
+    def before_submit(self) -> None:
+        # A pipeline's output folder belongs to its run; products of an earlier try of this task are
+        # replaced (the engine refuses existing products, so they are moved out of the way first), and
+        # the stagings a killed or failed try left are removed, so retries do not pile them up.
+        _clear_earlier_try(self._imagename)
+        for path in sweep_staging_leftovers(self._imagename):
+            self.log.info("Removed %s, left by an earlier writer of this cube", path)
 
     def on_result(self, context: Any, result: Any) -> Any:
         loop = result.get("cube_loop") or {}

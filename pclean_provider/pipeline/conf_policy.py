@@ -9,9 +9,13 @@ sets imaging parameters:
   fields of ``config.cluster.CONF_SETTABLE_FIELDS``, within the template's ``cluster.conf_limits``,
   and pick a cluster type only among ``cluster.type`` and ``cluster.conf_types``;
 - paths are taken literally (no ``~``, no ``$VARS``: an expanded variable would put a secret of the
-  Airflow worker's environment into a folder name, a log and the metadata database) and must lie,
-  once symbolic links are followed, in the template's data roots;
-- the QA gate may be raised, never lowered below the template's ``qa.gate_floor``.
+  Airflow worker's environment into a folder name, a log and the metadata database), must lie, once
+  symbolic links are followed, in the template's data roots (work_dir and archive_dir in their own
+  roots), and go on as that real, absolute path (pipeline/conf_paths.py);
+- sizes and selections have caps (image axes, channels, spw/field numbers), so that a value such as
+  ``spw: "0~99999999999"`` is refused here instead of being expanded by ingest or imaged for days;
+- the QA gate may be raised, never lowered below the template's ``qa.gate_floor`` nor the site's
+  lowest gate (pipeline/qa_gate.py).
 
 A refusal names the parameter, the rule and the fix; it shows a conf value only cut short and
 reduced to harmless characters, since the value itself may be the attack (a newline that forges
@@ -20,7 +24,6 @@ log lines, a 1 MB string).
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,36 +33,47 @@ from pclean_provider.config.cluster import CONF_SETTABLE_FIELDS, memory_bytes
 from pclean_provider.config.layering import list_presets
 from pclean_provider.config.model import flatten_layer
 from pclean_provider.config.sections import FLAT_NAMES, SECTIONS
-from pclean_provider.errors import PcleanInputError
+from pclean_provider.pipeline.conf_paths import (
+    UNSHOWN_CHARS,
+    RunConfRefused,
+    checked_outlier_text,
+    confined_mask,
+    confined_path,
+    private_folder,
+    real_roots,
+    shown,
+)
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
+
+__all__ = ["CONF_KEYS", "CheckedConf", "RunConfRefused", "allowed_roots", "archive_roots", "check_run_conf",
+           "confined_path", "shown", "work_roots"]
 
 # Every key the conf may carry, each a field of the trigger form (dags/params.py).
 CONF_KEYS = ("vis", "preset", "overrides", "work_dir", "archive_dir", "cluster", "cluster_options", "redo",
              "qa_min_score", "cluster_connection_id", "qa_thresholds")
-CONF_PATHS = ("vis", "work_dir", "archive_dir")
 # Imaging parameters that name files or folders (mask only when it is not region text).
 OVERRIDE_PATHS = ("startmodel", "outlierfile", "vptable", "cfcache", "mask")
 # Imaging parameters the pipeline sets itself from ingest and the work directory.
 PIPELINE_SET = ("vis", "imagename")
+# Data selections: text that CASA's MS selection parses. Longer is a mistake or an attack; one entry per
+# MS at most in a list.
+SELECTIONS = ("spw", "field", "scan", "observation", "antenna", "timerange", "uvrange", "intent")
+MAX_SELECTION_CHARS = 1024
+MAX_SELECTION_ITEMS = 64
+# Selections whose numbers are ids or channels: no MeasurementSet has a million spectral windows,
+# fields, scans or channels in one window, so a larger number is a typo (or a range meant to be
+# expanded into memory), refused before ingest reads it.
+NUMBERED_SELECTIONS = ("spw", "field", "scan", "observation")
+MAX_SELECTION_NUMBER = 1_000_000
+# The smallest image a plan makes (plan_policy.max_imsize's lower bound): a cube's channels are capped by
+# the template's size budget even where the image size is left to the plan.
+SMALLEST_IMAGE = 64
 
-_SHOWN = re.compile(r"[^A-Za-z0-9._/:+=@,-]")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-
-
-class RunConfRefused(PcleanInputError):
-    """The run's conf asks for something the trigger form may not set."""
-
-    def __init__(self, parameter: str, message: str) -> None:
-        super().__init__(f"{parameter}: {message}")
-        self.parameter = parameter
-
-
-def shown(value: Any, limit: int = 32) -> str:
-    """A conf value as a refusal may show it: at most ``limit`` characters, each outside a small
-    safe set replaced by '?', quoted; longer values end in '...'."""
-    text = value if isinstance(value, str) else repr(value)
-    cut = _SHOWN.sub("?", text[:limit])
-    return f"'{cut}{'...' if len(text) > limit else ''}'"
+_NUMBER = re.compile(r"\d+")
+# A selection item that ends in a unit ('1420000000~1421000000Hz', '1.4GHz', '-20~20km/s') names
+# frequencies or velocities, not ids or channels.
+_WITH_UNIT = re.compile(r"[0-9.]\s*[A-Za-z/]+\s*$")
 
 
 @dataclass
@@ -82,34 +96,18 @@ def allowed_roots(template: PipelineTemplate, data_root: Path) -> list[Path]:
     """The template's data_roots, else the data root and any of the template's areas outside it;
     real paths, so a symbolic link cannot stand in for a root."""
     if template.data_roots:
-        roots = [template.resolve(r, data_root) for r in template.data_roots]
-    else:
-        roots = [data_root, *template.paths(data_root).values()]
-    real: list[Path] = []
-    for root in roots:
-        r = Path(os.path.realpath(root))  # type: ignore[arg-type]
-        if not any(r == k or r.is_relative_to(k) for k in real):
-            real = [k for k in real if not k.is_relative_to(r)] + [r]
-    return real
+        return real_roots(template.resolve(r, data_root) for r in template.data_roots)
+    return real_roots([data_root, *template.paths(data_root).values()])
 
 
-def confined_path(parameter: str, value: Any, roots: list[Path], data_root: Path) -> Path:
-    """A path from the conf, taken literally, relative ones under the data root; its real path
-    (links followed, '..' gone) must lie in one of ``roots``."""
-    if not isinstance(value, str):
-        raise RunConfRefused(parameter, f"a path is a string, not {type(value).__name__}")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise RunConfRefused(parameter, f"{shown(value)} holds control characters; write a plain path")
-    if "$" in value or value.startswith("~"):
-        raise RunConfRefused(parameter, f"{shown(value)}: paths from the run conf are taken literally, "
-                             "never expanded ($VARS, ~); write the path out in full")
-    path = Path(value)
-    real = Path(os.path.realpath(path if path.is_absolute() else data_root / path))
-    if not any(real == r or real.is_relative_to(r) for r in roots):
-        raise RunConfRefused(parameter, f"{shown(value)} is outside the pipeline's data roots "
-                             f"({', '.join(str(r) for r in roots)}); name a path inside one of them "
-                             "(the template's data_roots says which)")
-    return real
+def work_roots(template: PipelineTemplate, data_root: Path) -> list[Path]:
+    """Where a run's conf work_dir may point: the template's work_roots, else its work_dir."""
+    return real_roots(template.resolve(r, data_root) for r in template.work_roots or [template.work_dir])
+
+
+def archive_roots(template: PipelineTemplate, data_root: Path) -> list[Path]:
+    """Where a run's conf archive_dir may point: the template's archive_roots, else its archive_dir."""
+    return real_roots(template.resolve(r, data_root) for r in template.archive_roots or [template.archive_dir])
 
 
 def _check_name(parameter: str, key: Any) -> str:
@@ -118,7 +116,7 @@ def _check_name(parameter: str, key: Any) -> str:
     return key
 
 
-def _check_overrides(raw: Any, roots: list[Path], data_root: Path) -> dict[str, Any]:
+def _check_overrides(template: PipelineTemplate, raw: Any, roots: list[Path], data_root: Path) -> dict[str, Any]:
     if raw in (None, ""):
         return {}
     if not isinstance(raw, dict):
@@ -138,15 +136,83 @@ def _check_overrides(raw: Any, roots: list[Path], data_root: Path) -> dict[str, 
         if name in PIPELINE_SET:
             raise RunConfRefused(where, "the pipeline sets it (vis: the run's vis or the landing area; "
                                  "imagename: under work_dir); leave it out of overrides")
-        if name in OVERRIDE_PATHS:
-            for item in value if isinstance(value, list) else [value]:
-                if item in ("", None):
-                    continue
-                if name == "mask" and isinstance(item, str) and "[" in item:
-                    continue  # region text (circle[[...]]), not a file
-                confined_path(where, item, roots, data_root)
-    # The values as given: prepare validates them as imaging parameters; only paths were judged here.
-    return dict(raw)
+        if name in SELECTIONS:
+            _check_selection(where, name, value)
+    resolved = {name: _resolved_paths(template, name, value, roots, data_root)
+                for name, value in flat.items() if name in OVERRIDE_PATHS}
+    _check_sizes(template, flat)
+    # The values as given (prepare validates them as imaging parameters), except that every path is the
+    # real, absolute path judged here: a relative one would be read against a worker's cwd.
+    return {**flat, **resolved}
+
+
+def _resolved_paths(template: PipelineTemplate, name: str, value: Any, roots: list[Path], data_root: Path) -> Any:
+    where = f"overrides.{name}"
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if item in ("", None):
+            out.append(item)
+        elif name == "mask":
+            out.append(confined_mask(where, item, roots, data_root))
+        else:
+            path = confined_path(where, item, roots, data_root)
+            if name == "outlierfile":
+                # Refused now, before anything runs; prepare images from a checked copy of this file.
+                checked_outlier_text(path, roots, work_roots(template, data_root), data_root, where)
+            out.append(str(path))
+    return out if isinstance(value, list) else out[0]
+
+
+def _check_selection(where: str, name: str, value: Any) -> None:
+    items = value if isinstance(value, list) else [value]
+    if len(items) > MAX_SELECTION_ITEMS:
+        raise RunConfRefused(where, f"{len(items)} selections; give one, or one per MeasurementSet (at most "
+                             f"{MAX_SELECTION_ITEMS})")
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, str | int):
+            raise RunConfRefused(where, f"{shown(item)} is not a selection; write it as text, e.g. '0~3'")
+        text = str(item)
+        if len(text) > MAX_SELECTION_CHARS:
+            raise RunConfRefused(where, f"{shown(text)} is {len(text)} characters long; a selection is at most "
+                                 f"{MAX_SELECTION_CHARS} (use ranges such as '0~3')")
+        if name in NUMBERED_SELECTIONS:
+            # Text length first: Python's int() refuses (slowly) numbers of thousands of digits.
+            big = [n for part in re.split(r"[,;:]", text) if not _WITH_UNIT.search(part)
+                   for n in _NUMBER.findall(part) if len(n) > 7 or int(n) > MAX_SELECTION_NUMBER]
+            if big:
+                raise RunConfRefused(where, f"{shown(text)} names {shown(big[0], 16)}, beyond any MeasurementSet "
+                                     f"(at most {MAX_SELECTION_NUMBER:,} spectral windows, fields, scans or "
+                                     "channels); select what the MS holds (pclean ingest lists it)")
+
+
+def _image_axes(value: Any) -> list[int] | None:
+    sizes = value if isinstance(value, list) else [value]
+    if not sizes or not all(isinstance(v, int) and not isinstance(v, bool) for v in sizes):
+        return None  # not a size: prepare's validation says what imsize takes
+    return sizes
+
+
+def _check_sizes(template: PipelineTemplate, flat: dict[str, Any]) -> None:
+    """Image axes within the template's plan.max_imsize, and a cube within its plan.max_cube_gb: a run's
+    conf cannot make the cluster grid (or the disk hold) what the administrator's budget never allowed."""
+    budget = template.plan
+    axes = _image_axes(flat["imsize"]) if "imsize" in flat else None
+    if axes and max(axes) > budget.max_imsize:
+        raise RunConfRefused("overrides.imsize", f"{max(axes)} pixels is above this pipeline's limit of "
+                             f"{budget.max_imsize} per axis (the template's plan.max_imsize); ask for a smaller "
+                             "image or a coarser cell")
+    nchan = flat.get("nchan")
+    if isinstance(nchan, int) and not isinstance(nchan, bool) and nchan > 0:
+        if axes is None:
+            axes = _image_axes(template.overrides.get("imsize")) or [SMALLEST_IMAGE]
+        nx, ny = axes[0], axes[-1]
+        cube_gb = nchan * nx * ny * 4 / 1e9
+        if cube_gb > budget.max_cube_gb:
+            most = max(1, int(budget.max_cube_gb * 1e9 / (4 * nx * ny)))
+            raise RunConfRefused("overrides.nchan", f"{nchan} channels of {nx}x{ny} pixels make a {cube_gb:,.0f} GB "
+                                 f"cube, above this pipeline's {budget.max_cube_gb:g} GB (the template's "
+                                 f"plan.max_cube_gb); ask for at most {most:,} channels at that size")
 
 
 def _positive_int(parameter: str, value: Any, most: int) -> int:
@@ -181,7 +247,7 @@ def _check_cluster_options(template: PipelineTemplate, raw: Any) -> dict[str, An
     for key, value in raw.items():
         if key not in CONF_SETTABLE_FIELDS:
             raise RunConfRefused(
-                f"cluster_options.{_SHOWN.sub('?', str(key)[:40])}",
+                f"cluster_options.{UNSHOWN_CHARS.sub('?', str(key)[:40])}",
                 "not settable from the run conf: cluster internals (job script, Python, SLURM directives, "
                 "cluster type, scheduler address, directories) come from the Airflow connection or the "
                 f"pipeline template. The run conf may set: {', '.join(CONF_SETTABLE_FIELDS)}")
@@ -228,20 +294,28 @@ def _changed(raw: Any, template_values: dict[str, Any]) -> Any:
 
 def check_run_conf(template: PipelineTemplate, params: dict[str, Any], data_root: Path) -> CheckedConf:
     """The conf judged against the template; RunConfRefused at the first thing it may not set."""
-    unknown = sorted(_SHOWN.sub("?", str(k)[:40]) for k in params if k not in CONF_KEYS)
+    unknown = sorted(UNSHOWN_CHARS.sub("?", str(k)[:40]) for k in params if k not in CONF_KEYS)
     if unknown:
         raise RunConfRefused(unknown[0], f"not a setting of this pipeline's run conf (also unknown: "
                              f"{', '.join(unknown[1:5]) or 'none'}); the run conf takes: {', '.join(CONF_KEYS)}")
     roots = allowed_roots(template, data_root)
     checked = CheckedConf()
-    for key in CONF_PATHS:
+    # Each path where its kind belongs: reads anywhere in the data roots, writes only in their own roots
+    # (a run's products never land in the archive, the landing area or another pipeline's folders).
+    for key, key_roots, what in (
+            ("vis", roots, "data roots"),
+            ("work_dir", work_roots(template, data_root), "work roots"),
+            ("archive_dir", archive_roots(template, data_root), "archive roots")):
         value = params.get(key)
         if value not in (None, ""):
-            setattr(checked, key, confined_path(key, value, roots, data_root))
+            where = f"the template's {what.replace(' ', '_')}"
+            path = confined_path(key, value, key_roots, data_root, what=what, where=where)
+            setattr(checked, key, path if key == "vis" else private_folder(key, path, key_roots))
     checked.preset = _check_preset(template, params.get("preset", template.preset))
     # The form shows the template's own values as its defaults; those are the administrator's, not
     # the run's, so only what the run changed is judged (settings_for_run lays it over the template).
-    checked.overrides = _check_overrides(_changed(params.get("overrides"), template.overrides), roots, data_root)
+    checked.overrides = _check_overrides(template, _changed(params.get("overrides"), template.overrides),
+                                         roots, data_root)
 
     cluster = params.get("cluster") or template.cluster.type
     allowed_types = [template.cluster.type, *[c for c in template.cluster.conf_types if c != template.cluster.type]]

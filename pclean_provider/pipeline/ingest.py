@@ -288,8 +288,7 @@ def _selected_ids(selection: str | int | list | None, known_ids: list[int], know
         if not item or item == "*":
             continue
         if "~" in item and all(p.strip().isdigit() for p in item.split("~", 1)):
-            lo, hi = (int(p) for p in item.split("~", 1))
-            missing = [i for i in range(lo, hi + 1) if i not in known_ids]
+            missing = _missing_in_range(item, known_ids)
             if missing:
                 problems.append(f"{what} {item}: ids {missing} do not exist (the MS has {known_ids})")
         elif item.isdigit():
@@ -298,6 +297,21 @@ def _selected_ids(selection: str | int | list | None, known_ids: list[int], know
         elif item not in known_names and not any(ch in item for ch in "*?"):
             problems.append(f"{what} {item!r} does not exist (the MS has {known_names})")
     return problems
+
+
+def _missing_in_range(item: str, known_ids: list[int]) -> str:
+    """The ids of the range 'lo~hi' that the MS lacks, said in a few words: counted from the known ids,
+    never by walking the range, which a selection such as '0~99999999999' makes as long as it likes."""
+    lo_text, hi_text = (p.strip() for p in item.split("~", 1))
+    if len(lo_text) > 12 or len(hi_text) > 12:
+        return f"up to {hi_text[:16]}..."
+    lo, hi = int(lo_text), int(hi_text)
+    present = sorted(i for i in set(known_ids) if lo <= i <= hi)
+    count = hi - lo + 1 - len(present)
+    if count <= 0:  # every id there, or an empty range (hi < lo), which CASA's own selection judges
+        return ""
+    first = [i for i in range(lo, min(hi, lo + len(present) + 3) + 1) if i not in present][:3]
+    return f"{', '.join(map(str, first))}{', ...' if count > len(first) else ''} ({count:,} in all)"
 
 
 def validate_metadata(meta: dict[str, Any], spw: Any = None, field: Any = None) -> None:

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pclean_provider.config.cluster import memory_bytes
 from pclean_provider.config.plan_policy import PlanPolicy
 from pclean_provider.data import PIPELINES, packaged_dir
 from pclean_provider.pipeline.archive import ArchiveError, parse_file_mode
+from pclean_provider.pipeline.imaging_timeout import ImagingTimeout
 from pclean_provider.pipeline.notify import NotifierSpec
+from pclean_provider.pipeline.qa_gate import QA_GATE_MINIMUM_ENV, qa_gate_minimum
 
 DATA_ROOT_ENV = "PCLEAN_DATA_ROOT"
 PIPELINES_DIR_ENV = "PCLEAN_PIPELINES_DIR"
@@ -113,13 +115,34 @@ class QaPolicy(BaseModel):
     thresholds: dict[str, Any] = Field(default_factory=dict, description="Passed to pclean qa.")
     gate_min_score: float = Field(
         0.66, ge=0, le=1, description="A product whose overall QA score is below this goes to review "
-        "instead of the archive (0.66 is the top of the observatories' 'warning' band).")
-    gate_floor: float | None = Field(
-        None, ge=0, le=1, description="The lowest gate a run's conf (qa_min_score) may set; a run may "
-        "raise the gate, never lower it below this. Unset: gate_min_score, so a run may only raise it.")
+        "instead of the archive (0.66 is the top of the observatories' 'warning' band). Never below the "
+        "site's lowest gate ([pclean] qa_gate_minimum, 0.33 unless an administrator lowers it).")
+    gate_floor: Annotated[float, Field(ge=0, le=1)] | Literal["site_minimum"] | None = Field(
+        None, description="The lowest gate a run's conf (qa_min_score) may set; a run may raise the gate, "
+        "never lower it below this. 'site_minimum': the site's lowest gate ([pclean] qa_gate_minimum). "
+        "Unset: gate_min_score, so a run may only raise it. A number below the site's lowest gate is "
+        "refused.")
+
+    @model_validator(mode="after")
+    def _not_below_the_sites_minimum(self) -> QaPolicy:
+        minimum = qa_gate_minimum()
+        for name in ("gate_min_score", "gate_floor"):
+            value = getattr(self, name)
+            if isinstance(value, float) and value < minimum:
+                raise ValueError(
+                    f"qa.{name}={value} is below this site's lowest QA gate {minimum}: a product scoring less "
+                    f"is in QA's 'error' band and must not be archived. Set qa.{name} to at least {minimum} "
+                    "(gate_floor: site_minimum follows the site); only an administrator may lower the site's "
+                    f"gate, with [pclean] qa_gate_minimum (${QA_GATE_MINIMUM_ENV})")
+        return self
 
     def floor(self) -> float:
-        return self.gate_min_score if self.gate_floor is None else self.gate_floor
+        """The lowest gate a run may set; never below the site's lowest gate, whatever the template says
+        (the site's setting may have been raised since the template was read)."""
+        minimum = qa_gate_minimum()
+        if self.gate_floor == "site_minimum":
+            return minimum
+        return max(minimum, self.gate_min_score if self.gate_floor is None else self.gate_floor)
 
 
 class PoolSpec(BaseModel):
@@ -178,6 +201,13 @@ class PipelineTemplate(BaseModel):
         default_factory=list, description="Folders that paths in a run's conf (vis, work_dir, "
         "archive_dir, path-valued imaging parameters) must lie in, after symbolic links are followed; "
         "relative ones are under the data root. Empty: the data root and the template's own areas.")
+    work_roots: list[str] = Field(
+        default_factory=list, description="Folders a run's conf work_dir (and an outlier file's image "
+        "names) must lie in, after symbolic links are followed; relative ones are under the data root. "
+        "Empty: the template's work_dir.")
+    archive_roots: list[str] = Field(
+        default_factory=list, description="Folders a run's conf archive_dir must lie in, after symbolic "
+        "links are followed; relative ones are under the data root. Empty: the template's archive_dir.")
     ingest: IngestPolicy = Field(default_factory=IngestPolicy)
     archive: ArchivePolicy = Field(default_factory=ArchivePolicy)
     arrivals: ArrivalWatch = Field(default_factory=ArrivalWatch)
@@ -196,6 +226,10 @@ class PipelineTemplate(BaseModel):
     step_timeout_minutes: float = Field(180.0, gt=0, description=(
         "Airflow's execution_timeout of the ingest, QA and archive steps (`pclean` subprocesses): a "
         "step still running then is stopped, its subprocess with it, and retried as a failure."))
+    imaging_timeout: ImagingTimeout = Field(
+        default_factory=ImagingTimeout, description="How long one target's imaging (the exact cube, the "
+        "continuum loop) may take: then its wait ends with an error that says so, the work is withdrawn "
+        "and the task is retried. Pinned, or grown with each target's cube and MS.")
     deadline_hours: float = Field(6.0, gt=0, description="Alert when a run has not finished this long "
                                   "after it was queued.")
     notifiers: list[NotifierSpec] = Field(

@@ -11,9 +11,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from pclean_provider.config.model import flatten_layer
 from pclean_provider.config.plan_policy import PlanPolicy
 from pclean_provider.names import run_folder_name
-from pclean_provider.pipeline.conf_policy import check_run_conf
+from pclean_provider.pipeline.conf_paths import is_inline_region
+from pclean_provider.pipeline.conf_policy import OVERRIDE_PATHS, check_run_conf
 from pclean_provider.pipeline.pipeline_template import IngestPolicy, PipelineTemplate, data_root_dir
 
 
@@ -59,7 +61,7 @@ def settings_for_run(template: PipelineTemplate, params: dict[str, Any], run_id:
     paths = template.paths(data_root)
     work = conf.work_dir or paths["work_dir"]
     archive = conf.archive_dir or paths["archive_dir"]
-    overrides = {**template.overrides, **conf.overrides}
+    overrides = {**template_overrides(template, data_root), **conf.overrides}
     pipeline_dir = work / template.dag_id
     return RunSettings(
         dag_id=template.dag_id, kind=template.kind, run_id=run_id,
@@ -77,3 +79,21 @@ def settings_for_run(template: PipelineTemplate, params: dict[str, Any], run_id:
         ingest=template.ingest,
         plan=template.plan,
     )
+
+
+def template_overrides(template: PipelineTemplate, data_root: Path) -> dict[str, Any]:
+    """The template's imaging overrides, flat, each relative path made absolute under the data root, as
+    the template's other paths are: passed on as written, it would be read against a worker's cwd."""
+    flat = flatten_layer(template.overrides, f"{template.dag_id} overrides")
+    for name in OVERRIDE_PATHS:
+        if name in flat:
+            flat[name] = _absolute(template, flat[name], data_root, region_ok=name == "mask")
+    return flat
+
+
+def _absolute(template: PipelineTemplate, value: Any, data_root: Path, region_ok: bool) -> Any:
+    if isinstance(value, list):
+        return [_absolute(template, v, data_root, region_ok) for v in value]
+    if not isinstance(value, str) or value == "" or (region_ok and is_inline_region(value)):
+        return value
+    return str(template.resolve(value, data_root))

@@ -11,7 +11,9 @@ task (mark failed / success, clear), never on a triggerer shutdown, redistributi
 
 No wait is unbounded: a scheduler unreachable for ``unreachable_timeout`` or without a single worker
 for ``no_workers_timeout`` ends the wait with an error event that says what happened and how to
-recover (the task's retry then finds or restarts the cluster). Each poll renews the cluster host's
+recover (the task's retry then finds or restarts the cluster); work still unfinished at ``deadline``
+(a coordinator hung on a lock, a scheduler that accepts connections and never answers) ends it too,
+and is withdrawn from the scheduler when it can still be reached. Each poll renews the cluster host's
 lease (``compute.lease``), so a host outlives its run's waits and only its abandoned runs.
 """
 
@@ -30,6 +32,8 @@ from pclean_provider.hooks.dask import PcleanDaskHook
 
 # How often a waiting trigger looks for the work's result file between its polls of the scheduler.
 RESULT_CHECK_S = 0.5
+# How long a trigger past its deadline tries to withdraw the work before it reports anyway.
+WITHDRAW_S = 5.0
 
 
 class DaskWorkTrigger(BaseTrigger):
@@ -46,6 +50,9 @@ class DaskWorkTrigger(BaseTrigger):
         their walltime, killed, still pending) before the task fails; 0 waits for workers for ever.
     :param tls_directory: the cluster's certificate folder when its scheduler uses TLS.
     :param label: a human-readable name for the work in log lines.
+    :param deadline: wall-clock time (seconds since the epoch) after which the wait ends with an error
+        (``deadline_message``) and the work is withdrawn; 0: none. A poll never outlasts it.
+    :param deadline_message: what that error says (the bound, where it comes from, what to do).
     :param not_before: wall-clock time (seconds since the epoch) before which no event is yielded.
         Airflow 3.3 can fail a deferred task whose trigger fires before the scheduler has processed
         the executor's "success" report of the deferring attempt (apache/airflow#66374, #72716); the
@@ -64,8 +71,12 @@ class DaskWorkTrigger(BaseTrigger):
         label: str = "",
         not_before: float = 0.0,
         tls_directory: str | None = None,
+        deadline: float = 0.0,
+        deadline_message: str = "",
     ) -> None:
         super().__init__()
+        self.deadline = float(deadline or 0.0)
+        self.deadline_message = deadline_message
         self.scheduler_address = scheduler_address
         self.key = key
         self.result_file = result_file
@@ -94,6 +105,8 @@ class DaskWorkTrigger(BaseTrigger):
                 "label": self.label,
                 "not_before": self.not_before,
                 "tls_directory": self.tls_directory,
+                "deadline": self.deadline,
+                "deadline_message": self.deadline_message,
             },
         )
 
@@ -109,8 +122,18 @@ class DaskWorkTrigger(BaseTrigger):
                 await self._hold_until_safe()
                 yield self._success(result)
                 return
+            if self.deadline and time.time() >= self.deadline:
+                await self._withdraw()
+                await self._hold_until_safe()
+                yield TriggerEvent(self._event("error", self.deadline_message or (
+                    f"{self.label} did not finish by its deadline; its Dask work was withdrawn")))
+                return
             try:
-                state, payload = await _uncancellable_inside(self._poll_once())
+                # A scheduler that accepts connections but never answers (stopped, overloaded) must not
+                # carry the poll past the deadline.
+                left = self.deadline - time.time() if self.deadline else None
+                state, payload = await asyncio.wait_for(_uncancellable_inside(self._poll_once()),
+                                                        timeout=None if left is None else max(left, 0.05))
                 unreachable_since = None
             except (OSError, TimeoutError) as exc:
                 now = time.monotonic()
@@ -215,6 +238,20 @@ class DaskWorkTrigger(BaseTrigger):
                 "(a SLURM walltime or a kill) or never started (jobs pending, see `pclean cluster status`). "
                 "Retry the task once the cluster has workers again, or clear the cluster_up task (with "
                 "downstream) to start a new cluster; the wait is set by no_workers_timeout.")
+
+    async def _withdraw(self) -> None:
+        """Cancel the work past its deadline, if the scheduler answers in a few seconds (a retry's new
+        try cancels it otherwise)."""
+        async def cancel() -> None:
+            async with self._hook.async_scheduler_client(self.scheduler_address, timeout=5) as client:
+                await self._hook.async_cancel_work(client, self.key, reason="its deadline passed (work_timeout)")
+
+        try:
+            # Bounded as a whole: a stopped scheduler takes the connection and never answers it.
+            await asyncio.wait_for(_uncancellable_inside(cancel()), timeout=WITHDRAW_S)
+        except Exception as exc:  # noqa: BLE001 - a hung or gone scheduler: the error event matters more
+            self.log.warning("could not withdraw %s from %s (%s); a retry's new try cancels it", self.key,
+                             self.scheduler_address, f"{type(exc).__name__}: {exc}".rstrip(": "))
 
     async def on_kill(self) -> None:
         """A user killed or cleared the deferred task: stop its Dask work too."""

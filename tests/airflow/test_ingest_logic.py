@@ -334,19 +334,20 @@ def test_run_conf_keys_override_the_template(tmp_path):
     base = settings_for_run(t, {}, "scheduled__2026-01-02", data_root=tmp_path)
     assert base.landing_dir == str(tmp_path / "landing") and base.vis is None
     assert base.overrides["specmode"] == "cube" and base.cluster_type == "local"
-    # Conf paths lie in the data roots (tests/unit/test_conf_policy.py has the refusals); the cluster
-    # type is one the template lets a run choose.
+    # Conf paths lie in the data roots, work_dir and archive_dir in the template's work and archive areas
+    # (tests/unit/test_conf_policy.py and test_trigger_form_gaps.py have the refusals); the cluster type is
+    # one the template lets a run choose.
     t = t.model_copy(update={"cluster": t.cluster.model_copy(update={"conf_types": ["slurm"]})})
     root = tmp_path.resolve()
     s = settings_for_run(t, {"vis": f"{root}/data/x.ms", "preset": "spectral_line_cube", "overrides": {"nchan": 16},
-                             "work_dir": f"{root}/scratch/w", "archive_dir": "arch", "cluster": "slurm",
+                             "work_dir": f"{root}/work/w", "archive_dir": "archive/a", "cluster": "slurm",
                              "cluster_options": {"nworkers": 8}, "redo": True, "qa_min_score": 0.9},
                          "manual__1", data_root=root)
     assert (s.vis, s.preset, s.work_dir, s.archive_dir, s.redo, s.qa_min_score) == (
-        f"{root}/data/x.ms", "spectral_line_cube", f"{root}/scratch/w", f"{root}/arch", True, 0.9)
+        f"{root}/data/x.ms", "spectral_line_cube", f"{root}/work/w", f"{root}/archive/a", True, 0.9)
     assert s.overrides["nchan"] == 16 and s.overrides["specmode"] == "cube"  # merged, not replaced
     assert s.cluster_overrides() == {"cluster_type": "slurm", "nworkers": 8}
-    assert s.run_dir == f"{root}/scratch/w/nightly_cube_imaging/runs/manual__1"
+    assert s.run_dir == f"{root}/work/w/nightly_cube_imaging/runs/manual__1"
     assert settings_for_run(t, {"preset": "none"}, "r", data_root=tmp_path).preset is None
 
 

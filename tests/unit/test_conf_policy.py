@@ -87,11 +87,12 @@ def test_paths_must_lie_in_the_data_roots(root, tmp_path_factory):
     (root / "inside").mkdir()
     (root / "inside" / "escape").symlink_to(outside)
     t = template()
-    assert check_run_conf(t, {"work_dir": "w", "vis": str(root / "inside" / "a.ms")}, root).work_dir == root / "w"
+    assert check_run_conf(t, {"work_dir": "work/w", "vis": str(root / "inside" / "a.ms")}, root).work_dir == \
+        root / "work" / "w"
     for key, value in (("archive_dir", str(outside)), ("vis", "../x.ms"), ("work_dir", "inside/escape/w"),
                        ("archive_dir", "/")):
         err = refused(t, {key: value}, root)
-        assert err.parameter == key and str(root) in str(err) and "data roots" in str(err)
+        assert err.parameter == key and str(root) in str(err) and " roots (" in str(err)
     # A path-valued imaging parameter too; region text in mask is not a path.
     assert refused(t, {"overrides": {"startmodel": str(outside / "m.image")}}, root).parameter == \
         "overrides.startmodel"

@@ -94,6 +94,9 @@ def _target_items(t: PipelineTemplate, s, ms: dict, plan: dict) -> list[dict]:
         imagename = product_dir / f"{base}.{suffix}"
         overrides = {**s.overrides, **target["parameters"], "vis": ms["vis"], "imagename": str(imagename)}
         label = f"{ms['name']} {target['label']}" if multi else ms["name"]
+        if overrides.get("outlierfile"):
+            product_dir.mkdir(parents=True, exist_ok=True)
+            overrides["outlierfile"] = _checked_outlier_copy(t, label, overrides["outlierfile"], product_dir)
         try:
             cfg = load_config(presets=[s.preset] if s.preset else [], overrides=overrides)
         except (ConfigError, ValueError) as exc:
@@ -104,6 +107,7 @@ def _target_items(t: PipelineTemplate, s, ms: dict, plan: dict) -> list[dict]:
         if t.kind == "continuum" and cfg.is_cube:
             raise AirflowFailException(f"{t.dag_id} makes continuum images, but specmode is a cube mode; "
                                        "set overrides.specmode to 'mfs'")
+        timeout_s, timeout_how = _imaging_timeout(t, cfg, ms, target)
         product_dir.mkdir(parents=True, exist_ok=True)
         plan_path = write_json_atomic(product_dir / "plan.json", {
             "ms": plan["ms"], "kind": plan["kind"], "telescope": plan["telescope"], **target})
@@ -113,9 +117,44 @@ def _target_items(t: PipelineTemplate, s, ms: dict, plan: dict) -> list[dict]:
                       # must not steer QA; a simulator's truth is given to `pclean qa --truth` explicitly.
                       "config_json": cfg.model_dump_json(),
                       "label": label, "target": target["label"], "plan_path": str(plan_path),
+                      "imaging_timeout_s": timeout_s, "imaging_timeout": timeout_how,
                       "product_id": f"{stem}_{slug}_{t.kind}" if multi else f"{stem}_{t.kind}",
                       "review_folder": stem + (f"/{slug}" if multi else "")})
     return items
+
+
+def _imaging_timeout(t: PipelineTemplate, cfg, ms: dict, target: dict) -> tuple[float, str]:
+    """The bound of this target's imaging (pipeline.imaging_timeout), from its image, its channels (the
+    target's spws in ingest's metadata when nchan is all) and the MS's size."""
+    meta: dict = {}
+    if ms.get("metadata_path"):
+        try:
+            meta = json.loads(Path(ms["metadata_path"]).read_text())
+        except (OSError, ValueError):
+            meta = {}  # the size then counts only the image: the bound is still there, a little shorter
+    nx, ny = cfg.image.shape()
+    nchan = 1
+    if cfg.is_cube:
+        spws = set(target.get("spws") or [])
+        nchan = cfg.spectral.nchan if cfg.spectral.nchan > 0 else sum(
+            int(s.get("nchan") or 0) for s in meta.get("spws") or [] if not spws or s.get("id") in spws)
+    return t.imaging_timeout.bound(nx, ny, nchan, float(meta.get("size_bytes") or 0))
+
+
+def _checked_outlier_copy(t: PipelineTemplate, label: str, path: str, product_dir: Path) -> str:
+    """The outlier file the imaging reads: the named file's text, its paths judged (image names in the work
+    roots, what it reads in the data roots) and copied into the product folder, so that a change to the
+    original after this check reaches nothing."""
+    from pclean_provider.pipeline.conf_paths import RunConfRefused, outlier_snapshot
+    from pclean_provider.pipeline.conf_policy import allowed_roots, work_roots
+    from pclean_provider.pipeline.pipeline_template import data_root_dir
+
+    root = data_root_dir()
+    try:
+        return outlier_snapshot(path, allowed_roots(t, root), work_roots(t, root), root,
+                                product_dir / "outlierfile.txt")
+    except RunConfRefused as exc:
+        raise AirflowFailException(f"imaging parameters for {label}: {exc}") from exc
 
 
 def verify_ms_unchanged(ms: dict) -> None:
