@@ -321,8 +321,10 @@ class SlurmBackend(ClusterBackend):
             kwargs = job_kwargs(spec, cluster_id)
             cluster = SLURMCluster(
                 name=f"pclean-{cluster_id}",
-                # A random dashboard port: several clusters may share the submit host.
-                scheduler_options={"dashboard_address": ":0", **self._scheduler_bind(kwargs)},
+                # A random dashboard port (several clusters may share the submit host), on loopback
+                # only: the dashboard has no authentication, and it shows (and lets anyone who reaches
+                # it inspect) every task of the cluster. Reach it through an SSH tunnel.
+                scheduler_options={"dashboard_address": "127.0.0.1:0", **self._scheduler_bind(kwargs)},
                 **kwargs,
             )
         except BaseException:

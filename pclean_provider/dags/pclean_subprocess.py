@@ -21,6 +21,7 @@ from pathlib import Path
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from pclean_provider.child_env import child_env
 from pclean_provider.exit_codes import BAD_INPUT, OK
 from pclean_provider.step_results import StepResult, read_step_result
 
@@ -51,7 +52,10 @@ def run_pclean(args: list[str], log_dir: Path) -> PcleanRun:
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     print(f"running: pclean {' '.join(args)}", flush=True)
-    proc = subprocess.Popen([*PCLEAN, *args], cwd=log_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    # The step reads MSs and products that came from outside: it gets none of the Airflow worker's
+    # secrets (database, Fernet key, JWT secret, connections, variables).
+    proc = subprocess.Popen([*PCLEAN, *args], cwd=log_dir, env=child_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
                             text=True, bufsize=1, start_new_session=True)
     captured: dict[str, list[str]] = {"out": [], "err": []}
 

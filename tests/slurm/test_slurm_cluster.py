@@ -43,11 +43,24 @@ def test_workers_are_named_slurm_jobs_with_the_casa_runtime(tmp_path, job_name):
         assert [j["state"] for j in jobs] == ["RUNNING", "RUNNING"]
         assert sorted(f["job_id"] for f in facts) == sorted(j["id"] for j in jobs)
         assert cluster.client.submit(lambda x: x + 1, 41).result(timeout=30) == 42
+        # The unauthenticated dashboard listens on loopback only, not on the network.
+        port = cluster.client.scheduler_info()["services"]["dashboard"]
+        outward = cluster.client.scheduler.address.split("://")[1].rsplit(":", 1)[0]
+        assert _listens("127.0.0.1", port)
+        assert outward != "127.0.0.1" and not _listens(outward, port), (outward, port)
     for fact in facts:
         assert fact["job"] == job_name and fact["omp"] == "1" and fact["casatools"]
     # Each worker's CASA log lands next to the job logs, not in a working directory.
     assert len(list((tmp_path / "slurm-logs" / "casa").glob("*/casa-*.log"))) == 2
     assert live_jobs(job_name) == []
+
+
+def _listens(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex((host, int(port))) == 0
 
 
 def test_default_job_name_is_per_cluster(tmp_path):

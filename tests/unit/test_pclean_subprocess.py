@@ -63,3 +63,17 @@ def test_the_template_sets_the_steps_execution_timeout():
 
     for t in load_templates():
         assert step_timeout(t) == timedelta(minutes=t.step_timeout_minutes) > timedelta(0)
+
+
+def test_a_step_gets_none_of_the_airflow_worker_s_secrets(tmp_path, monkeypatch, capsys):
+    """The step reads MSs that came from outside; the worker's database URL and keys stay with it."""
+    from pclean_provider.dags import pclean_subprocess
+
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql://airflow:s3cret@db/airflow")
+    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "s3cret")
+    monkeypatch.setenv("PCLEAN_DATA_ROOT", str(tmp_path))
+    monkeypatch.setattr(pclean_subprocess, "PCLEAN",
+                        [sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"])
+    run = pclean_subprocess.run_pclean([], tmp_path / "logs")
+    assert run.returncode == 0
+    assert "s3cret" not in run.stdout and f'"PCLEAN_DATA_ROOT": "{tmp_path}"' in run.stdout
