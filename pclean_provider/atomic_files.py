@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import shutil
+import socket
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -53,6 +54,47 @@ def staging_prefix(path: str | os.PathLike, owner: str = "") -> str:
 def staging_name(path: str | os.PathLike, owner: str = "") -> str:
     """A fresh staging name beside `path`; nothing is created there."""
     return staging_prefix(path, owner) + uuid.uuid4().hex[:8]
+
+
+def process_owner() -> str:
+    """This process as a staging owner: ``<host>-<pid>``."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def owner_alive(name: str) -> bool:
+    """Whether a staging name carries an owner (``.tmp-<host>-<pid>-``) that is a live process on this
+    machine. A name without an owner, or with another machine's, is not known to be alive."""
+    owner = name.split(STAGING_MARK, 1)[1] if STAGING_MARK in name else ""
+    host = socket.gethostname()
+    if not owner.startswith(host + "-"):
+        return False
+    pid_text = owner[len(host) + 1:].split("-", 1)[0]
+    if not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
+
+
+def remove_dead_stagings(path: str | os.PathLike) -> list[str]:
+    """Remove the stagings of `path` whose owner was a process of this machine that is gone (a killed
+    worker or coordinator); a live writer's, and another machine's, are left alone. Returns what went."""
+    prefix = os.path.basename(staging_prefix(path, owner=socket.gethostname()))
+    parent = os.path.dirname(os.fspath(path)) or "."
+    try:
+        entries = os.listdir(parent)
+    except FileNotFoundError:
+        return []
+    gone = []
+    for entry in entries:
+        if entry.startswith(prefix) and not owner_alive(entry):
+            remove_path(os.path.join(parent, entry))
+            gone.append(entry)
+    return gone
 
 
 def put_in_place(src: str | os.PathLike, dst: str | os.PathLike) -> None:

@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 
-from pclean_provider.atomic_files import replace_dir, staged
+from pclean_provider.atomic_files import process_owner, replace_dir, staged
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def concat_images(parts: list[str], output: str, mode: str, finish=None) -> str:
     # movevirtual has moved the parts into the staging image: deleting it on a failure would delete
     # the only copy of the sub-cube images, so it is kept for a rerun or inspection.
     keep = mode == "movevirtual"
-    with staged(output, keep_on_error=keep) as tmp:
+    with staged(output, owner=process_owner(), keep_on_error=keep) as tmp:
         try:
             _join(parts, tmp, mode, output)
             got = image_nchan(tmp) if os.path.isdir(tmp) else 0

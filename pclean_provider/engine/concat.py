@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 
-from pclean_provider.atomic_files import staging_name
+from pclean_provider.atomic_files import process_owner, staging_name
 from pclean_provider.engine.models import (
     FREQUENCY_RTOL,
     ConcatResult,
@@ -77,7 +77,7 @@ def restore_common_beam(plan: CubePlan, imagename: str, products: dict[str, str]
     from pclean_provider.casa.tclean_runner import TcleanRunError, restore_with_beam
 
     # A working folder, not renamed itself: its restored images are swapped in one by one.
-    staging = staging_name(imagename, owner="restore")
+    staging = staging_name(imagename, owner=process_owner())
     os.makedirs(os.path.join(staging, "scratch"))
     base = os.path.join(staging, os.path.basename(imagename))
     try:

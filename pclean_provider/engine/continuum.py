@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from pclean_provider.atomic_files import write_text
+from pclean_provider.atomic_files import process_owner, remove_dead_stagings, staging_name, write_text
 from pclean_provider.casa import continuum_parts as cp
 from pclean_provider.casa.deconvolver_session import STOP_REASONS, CoordinatorTools, image_peak
 from pclean_provider.casa.imager_session import save_model
@@ -177,7 +177,10 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
     parent = os.path.dirname(final)
     base = os.path.basename(final)
     os.makedirs(parent, exist_ok=True)
-    staging = os.path.join(parent, f".{base}.pclean-run-{run_id}")
+    # Owned by this process: a later run removes it if this process dies (a killed coordinator), and
+    # leaves it while this one lives.
+    remove_dead_stagings(final)
+    staging = staging_name(final, owner=process_owner())
     os.makedirs(staging)
     staged_name = os.path.join(staging, base)
     # Under the name asked for, where a caller tailing it (an Airflow trigger) looks for it.
@@ -251,8 +254,7 @@ def _run_outlier_fields(cfg: Any, rec: CasaRecords, outlierfile: str, tracker: _
     final = os.path.abspath(rec.imagename)
     fields = read_outlier_file(outlierfile, final)
     names = [final] + [f.imagename for f in fields]
-    stagings = [staging] + [os.path.join(os.path.dirname(n), f".{os.path.basename(n)}.pclean-run-{run_id}")
-                            for n in names[1:]]
+    stagings = [staging] + [staging_name(n, owner=process_owner()) for n in names[1:]]
     staged = [os.path.join(d, os.path.basename(n)) for d, n in zip(stagings, names, strict=True)]
     log.info("continuum run %s: outlier fields (%d) take the one-process exact path (serial tclean)",
              run_id, len(fields))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import time
 import uuid
 from typing import Any
@@ -139,7 +140,13 @@ def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
             client = _open(stack, cfg)
         loop = None
         if sessions:
-            results, loop = _run_sessions(plan, client if parallel else None, progress)
+            try:
+                results, loop = _run_sessions(plan, client if parallel else None, progress)
+            except BaseException:
+                # Nothing reuses a failed exact loop's session images (a new run starts the loop
+                # again), so a failure leaves no folder of them behind.
+                shutil.rmtree(plan.workdir, ignore_errors=True)
+                raise
         else:
             bar = stack.enter_context(Progress(len(plan.specs), desc=f"pclean {os.path.basename(plan.imagename)}",
                                                unit="sub-cube", bar=progress))

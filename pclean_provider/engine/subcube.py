@@ -23,7 +23,13 @@ import time
 import psutil
 
 from pclean_provider import products
-from pclean_provider.atomic_files import DirClaim, SupersededWriteError, staging_name, staging_prefix
+from pclean_provider.atomic_files import (
+    DirClaim,
+    SupersededWriteError,
+    process_owner,
+    remove_dead_stagings,
+    staging_name,
+)
 from pclean_provider.engine.models import FREQUENCY_RTOL, SubcubeResult, SubcubeSpec
 
 log = logging.getLogger(__name__)
@@ -106,22 +112,6 @@ def _local_kwargs(spec: SubcubeSpec) -> dict:
     return localize_start(spec, grid)
 
 
-def _remove_dead_stagings(subcube_dir: str) -> None:
-    """Staging folders of earlier runs of this sub-cube whose process died (a killed worker) are
-    garbage; a live run's folder (same host, process still there) is left alone."""
-    parent = os.path.dirname(subcube_dir)
-    prefix = os.path.basename(staging_prefix(subcube_dir, owner=socket.gethostname()))
-    for entry in os.listdir(parent):
-        if not entry.startswith(prefix):
-            continue
-        try:
-            pid = int(entry[len(prefix):].split("-", 1)[0])
-        except ValueError:
-            continue
-        if not psutil.pid_exists(pid):
-            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-
-
 # Per product folder: casacore's table files, logs and the like, beyond the pixels.
 _PRODUCT_OVERHEAD_BYTES = 256 * 1024
 _PRODUCTS_PER_SUBCUBE = 8  # image residual model psf pb mask sumwt weight
@@ -157,13 +147,14 @@ def image_subcube(spec: SubcubeSpec | dict | str) -> SubcubeResult:
     t0 = time.monotonic()
     parent = os.path.dirname(spec.subcube_dir)
     os.makedirs(parent, exist_ok=True)
-    _remove_dead_stagings(spec.subcube_dir)
+    # Staging folders of earlier tries of this sub-cube whose process died (a killed worker) are garbage.
+    remove_dead_stagings(spec.subcube_dir)
     _check_free_space(spec, parent)
     claim = DirClaim(spec.subcube_dir)
     # Not `staged`: this writer is fenced, its staging folder goes in only through its claim (a newer
     # try may have claimed the folder meanwhile), and the owner in the name lets a later run remove
     # the folder if this process dies.
-    staging = staging_name(spec.subcube_dir, owner=f"{socket.gethostname()}-{os.getpid()}")
+    staging = staging_name(spec.subcube_dir, owner=process_owner())
     scratch = os.path.join(staging, "scratch")
     os.makedirs(scratch)
     info = ensure_casa_runtime(omp_threads=1)

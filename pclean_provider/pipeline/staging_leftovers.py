@@ -12,9 +12,9 @@ same image name, or ends the run, removes them:
   over the run folder, exact cubes and continuum only: a fan-out run keeps its sub-cubes, which a
   clear of one batch task reuses.
 
-The names are the engine's (continuum.run_continuum, atomic_files.staged and staging_name, concat's
-common-beam restore, atomic_files.replace_dir's fallback); a staging that carries its owner
-(``.tmp-<host>-<pid>-``, as the fan-out's sub-cube writer names its own) is left alone while that
+The names are the engine's (atomic_files.staged and staging_name, used by the continuum run, the
+concatenation and the common-beam restore; atomic_files.replace_dir's fallback); a staging that carries
+its owner (``.tmp-<host>-<pid>-``, as every engine writer names its own) is left alone while that
 process lives on this machine.
 """
 
@@ -24,10 +24,9 @@ import logging
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 
-from pclean_provider.atomic_files import STAGING_MARK
+from pclean_provider.atomic_files import STAGING_MARK, owner_alive
 
 log = logging.getLogger(__name__)
 
@@ -37,34 +36,15 @@ log = logging.getLogger(__name__)
 _SUFFIX = r"(?:\.(?:image|residual|model|psf|pb|sumwt|weight|mask|alpha|error|beta|pbcor|tt\d+|workdirectory))*"
 # The exact cube's session and sub-cube folder (engine.plan: ``<imagename>.subcubes``).
 SUBCUBES = ".subcubes"
-_CONTINUUM_RUN = ".pclean-run-"
 
 
 def _patterns(base: str) -> list[re.Pattern[str]]:
     b = re.escape(base)
     return [
-        re.compile(rf"^\.{b}{re.escape(_CONTINUUM_RUN)}[0-9a-f]+$"),   # continuum's staging folder
-        re.compile(rf"^\.{b}{_SUFFIX}{re.escape(STAGING_MARK)}.+$"),   # a staged product, the restore's
+        # a run's staging folder (continuum, the common-beam restore), a staged product
+        re.compile(rf"^\.{b}{_SUFFIX}{re.escape(STAGING_MARK)}.+$"),
         re.compile(rf"^{b}{_SUFFIX}\.old-[0-9a-f]{{8}}$"),              # a replaced folder not yet removed
     ]
-
-
-def _live_owner(name: str) -> bool:
-    """True when the name carries an owner (``.tmp-<host>-<pid>-``) that is a live process here."""
-    owner = name.split(STAGING_MARK, 1)[1] if STAGING_MARK in name else ""
-    host = socket.gethostname()
-    if not owner.startswith(host + "-"):
-        return False
-    pid_text = owner[len(host) + 1:].split("-", 1)[0]
-    if not pid_text.isdigit():
-        return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, someone else's
-    return True
 
 
 def staging_leftovers(imagename: str | os.PathLike[str]) -> list[Path]:
@@ -101,7 +81,7 @@ def sweep_staging_leftovers(imagename: str | os.PathLike[str], *, subcubes: bool
     if subcubes and os.path.isdir(os.fspath(imagename) + SUBCUBES):
         candidates.append(Path(os.fspath(imagename) + SUBCUBES))
     for path in candidates:
-        if _live_owner(path.name):
+        if owner_alive(path.name):
             log.info("kept %s: its writer (pid in the name) is still running", path)
             continue
         if _remove(path):
@@ -116,7 +96,7 @@ def image_names_in(run_dir: str | os.PathLike[str], suffix: str) -> list[str]:
     names: set[str] = set()
     root = Path(run_dir)
     word = re.compile(rf"^\.?(.+?\.{re.escape(suffix)})(?:{_SUFFIX}{re.escape(STAGING_MARK)}.*|"
-                      rf"{re.escape(_CONTINUUM_RUN)}[0-9a-f]+|{re.escape(SUBCUBES)}|{_SUFFIX})$")
+                      rf"{re.escape(SUBCUBES)}|{_SUFFIX})$")
     for folder in [p for pattern in ("*/*", "*/*/*") for p in root.glob(pattern) if p.is_dir()]:
         match = word.match(folder.name)
         if match:

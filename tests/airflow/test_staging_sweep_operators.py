@@ -8,6 +8,7 @@ one); the folders and the killed writer are real."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -91,7 +92,7 @@ def test_a_new_cube_try_starts_without_the_earlier_tries_leftovers(product_dir):
 
 def test_a_continuum_retry_starts_without_the_killed_tries_stagings(product_dir):
     for run_id in ("00000000a1", "00000000b2"):  # two tries, each coordinator killed mid-run
-        killed_writer_staging(product_dir / f".night.cont.pclean-run-{run_id}")
+        killed_writer_staging(product_dir / f".night.cont.tmp-{socket.gethostname()}-999999999-{run_id}")
     (product_dir / "night.cont.image").mkdir()
     hook = RecordingHook(product_dir)
     submit(continuum_operator(product_dir, retry=True), hook)

@@ -94,3 +94,25 @@ def test_staged_output_of_a_failed_block_is_removed_unless_kept(tmp_path, keep):
         raise RuntimeError("CASA failed")
     assert (dst / "product").read_text() == "old"
     assert [p.startswith(".cube.image.tmp-") for p in os.listdir(tmp_path) if p != "cube.image"] == ([True] if keep else [])
+
+
+def test_a_dead_owners_staging_goes_and_a_live_ones_stays(tmp_path):
+    """What every engine writer runs first: stagings of its image name whose owner process died (a
+    killed coordinator or worker) go; a live writer's stays, and so does another machine's."""
+    import subprocess
+    import sys
+
+    from pclean_provider.atomic_files import owner_alive, process_owner, remove_dead_stagings, staging_name
+
+    image = tmp_path / "night.cont"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone = staging_name(image, owner=f"{process_owner().rsplit('-', 1)[0]}-{dead.pid}")
+    live = staging_name(image, owner=process_owner())
+    elsewhere = staging_name(image, owner="another-machine-1")
+    other_image = staging_name(tmp_path / "night.cont2", owner=f"{process_owner().rsplit('-', 1)[0]}-{dead.pid}")
+    for path in (gone, live, elsewhere, other_image):
+        os.makedirs(path)
+    assert owner_alive(os.path.basename(live)) and not owner_alive(os.path.basename(gone))
+    assert remove_dead_stagings(image) == [os.path.basename(gone)]
+    assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in (live, elsewhere, other_image))

@@ -52,14 +52,18 @@ def product_dir(tmp_path):
     return folder
 
 
+# The staging name of a continuum run whose coordinator process (no such pid) is gone.
+DEAD = f"{socket.gethostname()}-999999999"
+
+
 def test_a_killed_continuum_writers_stagings_are_removed_and_retries_add_none(product_dir):
     image = product_dir / "night.cont"
-    writers = [start_writer(product_dir / f".night.cont.pclean-run-{run:010x}") for run in (0xA1, 0xB2)]
+    writers = [start_writer(product_dir / f".night.cont.tmp-{DEAD}-{run:08x}") for run in (0xA1, 0xB2)]
     for proc in writers:  # two tries, each killed mid-run
         kill(proc)
     assert len(staging_leftovers(image)) == 2
     removed = sweep_staging_leftovers(image)
-    assert sorted(p.name for p in removed) == [".night.cont.pclean-run-00000000a1", ".night.cont.pclean-run-00000000b2"]
+    assert sorted(p.name for p in removed) == [f".night.cont.tmp-{DEAD}-000000a1", f".night.cont.tmp-{DEAD}-000000b2"]
     assert staging_leftovers(image) == [] and sorted(p.name for p in product_dir.iterdir()) == []
 
 
@@ -67,9 +71,9 @@ def test_only_this_images_stagings_go(product_dir):
     image = product_dir / "night.cube"
     leftovers = [".night.cube.image.tmp-1a2b3c4d", ".night.cube.tmp-restore-5e6f7a8b",
                  ".night.cube.image.tt0.tmp-0badcafe", "night.cube.residual.old-deadbeef",
-                 ".night.cube.pclean-run-0123456789"]
+                 f".night.cube.tmp-{DEAD}-0123abcd"]
     kept = ["night.cube.image", "night.cube.subcubes", ".pclean-airflow", "night.cube.progress.jsonl",
-            ".night.cube.v2.image.tmp-1a2b3c4d", ".night.cube_2.pclean-run-0123456789", "night.cube.ms",
+            ".night.cube.v2.image.tmp-1a2b3c4d", f".night.cube_2.tmp-{DEAD}-0123abcd", "night.cube.ms",
             ".night.cubes.image.tmp-1a2b3c4d", "plan.json", "qa"]
     for name in leftovers + kept:
         (product_dir / name).mkdir()
