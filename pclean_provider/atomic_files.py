@@ -310,6 +310,23 @@ class DirClaim:
             f"{self.folder}: a newer try of this work claimed the folder after this one started, so this "
             "try's output was discarded and the newer one's is kept")
 
+    @contextlib.contextmanager
+    def publishing(self) -> Iterator[None]:
+        """Put output in place inside this block, only while this claim is the newest.
+
+        For a writer whose output is several renames (a set of images) rather than one folder: the
+        block runs under the claim's lock, so no newer claim can be made while it publishes, and the
+        claim file goes with a successful block. Raises SupersededWriteError, before the block, when a
+        newer writer claimed the name after this one started (the caller discards its output).
+        """
+        with self._locked(create=False) as fd:
+            if not self._mine(fd):
+                raise SupersededWriteError(
+                    f"{self.folder}: a newer try of this work claimed it after this one started, so this "
+                    "try's output was discarded and the newer one's is kept")
+            yield
+            os.unlink(self.path)
+
     def release(self) -> None:
         """Give up the claim (the writer failed); a newer claim is left alone."""
         with self._locked(create=False) as fd:

@@ -40,7 +40,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from pclean_provider.atomic_files import process_owner, remove_dead_stagings, staging_name, write_text
+from pclean_provider.atomic_files import (
+    DirClaim,
+    process_owner,
+    remove_dead_stagings,
+    staging_name,
+    write_text,
+)
 from pclean_provider.casa import continuum_parts as cp
 from pclean_provider.casa.deconvolver_session import STOP_REASONS, CoordinatorTools, image_peak
 from pclean_provider.casa.imager_session import save_model
@@ -180,6 +186,9 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
     # Owned by this process: a later run removes it if this process dies (a killed coordinator), and
     # leaves it while this one lives.
     remove_dead_stagings(final)
+    # One writer per image name: a newer run of the same name (a cleared or retried task whose older
+    # try still runs somewhere) claims it, and this run then publishes nothing.
+    claim = DirClaim(final)
     staging = staging_name(final, owner=process_owner())
     os.makedirs(staging)
     staged_name = os.path.join(staging, base)
@@ -193,6 +202,8 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
         try:
             return _run_outlier_fields(cfg, rec, outlierfile, tracker, clock, t0, run_id, staging)
         finally:
+            # The outlier fields' one tclean call publishes each field itself: no fence there.
+            claim.release()
             tracker.close()
             set_casa_log(previous_log)
 
@@ -214,12 +225,13 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
         if savemodel != "none":
             with clock.stage("savemodel"):
                 _save_model(rec, staged_name, staging, savemodel, run_id)
-        with clock.stage("publish"):
+        with clock.stage("publish"), claim.publishing():
             products = _publish(staging, base, parent, keep_partimages, replace=earlier)
     except BaseException as exc:
         tracker.failed(exc)
         _close_quietly(backend)
         _discard(staging, run_id)
+        claim.release()
         raise
     finally:
         tracker.close()

@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 
 from pclean_provider import compute
+from pclean_provider.atomic_files import DirClaim
 from pclean_provider.casa.runtime import ensure_casa_runtime
 from pclean_provider.compute.dask_keys import engine_key
 from pclean_provider.compute.futures import wait_done
@@ -138,21 +139,29 @@ def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
                  "on Dask" if parallel else "in-process")
         if parallel and client is None:
             client = _open(stack, cfg)
+        # One writer per cube name: a newer run of the same name (a cleared or retried task whose older
+        # try still runs somewhere) claims it, and this run then publishes nothing.
+        claim = DirClaim(plan.imagename)
         loop = None
-        if sessions:
-            try:
-                results, loop = _run_sessions(plan, client if parallel else None, progress)
-            except BaseException:
-                # Nothing reuses a failed exact loop's session images (a new run starts the loop
-                # again), so a failure leaves no folder of them behind.
-                shutil.rmtree(plan.workdir, ignore_errors=True)
-                raise
-        else:
-            bar = stack.enter_context(Progress(len(plan.specs), desc=f"pclean {os.path.basename(plan.imagename)}",
-                                               unit="sub-cube", bar=progress))
-            results = _run_on_dask(client, plan, bar) if parallel else _run_in_process(plan, bar)
-        concat = concat_products(plan, results, mode=cfg.extras.concat_mode,
-                                 keep_subcubes=cfg.extras.keep_subcubes, restoringbeam=plan.restoringbeam)
+        try:
+            if sessions:
+                try:
+                    results, loop = _run_sessions(plan, client if parallel else None, progress)
+                except BaseException:
+                    # Nothing reuses a failed exact loop's session images (a new run starts the loop
+                    # again), so a failure leaves no folder of them behind: this run's only.
+                    shutil.rmtree(os.path.dirname(plan.specs[0].subcube_dir), ignore_errors=True)
+                    raise
+            else:
+                bar = stack.enter_context(Progress(len(plan.specs), desc=f"pclean {os.path.basename(plan.imagename)}",
+                                                   unit="sub-cube", bar=progress))
+                results = _run_on_dask(client, plan, bar) if parallel else _run_in_process(plan, bar)
+            with claim.publishing():
+                concat = concat_products(plan, results, mode=cfg.extras.concat_mode,
+                                         keep_subcubes=cfg.extras.keep_subcubes, restoringbeam=plan.restoringbeam)
+        except BaseException:
+            claim.release()
+            raise
     if loop is not None:
         iterations, stop_reason = loop.iterations, loop.stop_reason
     else:

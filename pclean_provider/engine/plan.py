@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import os
+import uuid
 from typing import Any
 
 from pclean_provider.engine.memory import estimate_subcube_bytes, max_channels_that_fit
@@ -347,13 +348,16 @@ def plan_sessions(cfg, nworkers: int, worker_memory_bytes: int | None = None) ->
     max_chunk = max_channels_that_fit(worker_memory_bytes, imsize, stokes) if worker_memory_bytes else None
     ranges = session_ranges(grid.nchan, nworkers, max_chunk, single=single)
     plan = plan_from_grid(kwargs, grid, nworkers, cfg.extras.cube_chunksize, worker_memory_bytes)
+    # A folder of this run's own: an older try of the same cube that still runs somewhere (a cleared
+    # task) keeps writing into its folder, never into this run's.
+    run_dir = os.path.join(plan.workdir, f"run-{uuid.uuid4().hex[:8]}")
     specs = []
     for index, (a, b) in enumerate(ranges):
         specs.append(SubcubeSpec(
             index=index, nparts=len(ranges), chan_start=a, chan_stop=b, nchan=b - a,
             start_hz=grid.frequencies_hz[a], width_hz=grid.width_hz, frame=grid.frame,
             frequencies_hz=list(grid.frequencies_hz[a:b]), vis=plan.tclean_kwargs["vis"], imagename=plan.imagename,
-            subcube_dir=os.path.join(plan.workdir, f"chan{a:05d}-{b - 1:05d}"), niter=plan.niter,
+            subcube_dir=os.path.join(run_dir, f"chan{a:05d}-{b - 1:05d}"), niter=plan.niter,
             tclean_kwargs={}, estimated_memory_bytes=estimate_subcube_bytes(b - a, imsize, stokes)))
     return plan.model_copy(update={
         "specs": specs, "niter_sharing": SESSION_NITER,

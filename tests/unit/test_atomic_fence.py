@@ -116,3 +116,27 @@ def test_a_dead_owners_staging_goes_and_a_live_ones_stays(tmp_path):
     assert owner_alive(os.path.basename(live)) and not owner_alive(os.path.basename(gone))
     assert remove_dead_stagings(image) == [os.path.basename(gone)]
     assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in (live, elsewhere, other_image))
+
+
+def test_publishing_runs_only_for_the_newest_claim_and_ends_the_claim(tmp_path):
+    """A writer of several products (the exact cube's concatenation) publishes under its claim."""
+    from pclean_provider.atomic_files import DirClaim, SupersededWriteError
+
+    name = tmp_path / "night.cube"
+    older = DirClaim(name)
+    newer = DirClaim(name)
+    published = []
+    with pytest.raises(SupersededWriteError, match="newer try"):
+        with older.publishing():
+            published.append("older")
+    with newer.publishing():
+        published.append("newer")
+    assert published == ["newer"] and not os.path.exists(str(name) + ".claim")
+    # A writer that fails while publishing keeps its claim until it releases it.
+    failing = DirClaim(name)
+    with pytest.raises(OSError):
+        with failing.publishing():
+            raise OSError("disk full")
+    assert failing.owns()
+    failing.release()
+    assert not os.path.exists(str(name) + ".claim")
