@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +62,21 @@ def coordinator_task(cfg_json: str, scheduler_address: str, nparts: int | None =
         proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True)
         tail: list[str] = []
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            line = line.rstrip()
-            log.info("coordinator: %s", line)
-            tail = (tail + [line])[-20:]
-        rc = proc.wait()
+        relay = threading.Thread(target=_relay, args=(proc, tail), daemon=True)
+        relay.start()
+        still_wanted = _task_still_wanted()
+        while True:
+            try:
+                rc = proc.wait(timeout=CANCEL_CHECK_S)
+                break
+            except subprocess.TimeoutExpired:
+                if still_wanted():
+                    continue
+            # Cancelling a Dask future does not stop a task that is running: the coordinator would
+            # go on imaging (and hold its parts' workers) for nobody.
+            _stop(proc)
+            raise RuntimeError(f"{imaging} coordinator stopped: its work was cancelled")
+        relay.join(timeout=10)
         if not out_path.exists():
             raise RuntimeError(f"{imaging} coordinator exited with code {rc} and no result; last output:\n"
                                + "\n".join(tail))
@@ -81,6 +91,49 @@ def coordinator_task(cfg_json: str, scheduler_address: str, nparts: int | None =
             raise ImagingInputError(err["message"])
         raise RuntimeError(f"{imaging} coordinator failed: {err['type']}: {err['message']}")
     return json.dumps(payload["result"])
+
+
+# How often a waiting coordinator task looks whether its work is still wanted.
+CANCEL_CHECK_S = 1.0
+# After SIGTERM, how long the coordinator gets before SIGKILL.
+STOP_GRACE_S = 10.0
+
+
+def _relay(proc: subprocess.Popen, tail: list[str]) -> None:
+    """The coordinator's progress lines into this worker's log; the last 20 kept for an error."""
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        line = line.rstrip()
+        log.info("coordinator: %s", line)
+        tail.append(line)
+        del tail[:-20]
+
+
+def _task_still_wanted():
+    """A check whether the Dask task running this is still wanted (not cancelled, not forgotten);
+    outside a worker (called directly) always True."""
+    try:
+        from distributed import get_worker
+        from distributed.worker import thread_state
+
+        worker, key = get_worker(), thread_state.key
+    except (ValueError, AttributeError):
+        return lambda: True
+
+    def wanted() -> bool:
+        task = worker.state.tasks.get(key)
+        return task is not None and task.state not in ("cancelled", "released", "forgotten")
+
+    return wanted
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _imaging_of(cfg: Any) -> str:
