@@ -44,6 +44,8 @@ MS_NAME_FROM_VIS = "{{ task.overrides['vis'].rstrip('/').split('/')[-1] }}"
 TARGET_LABEL = "{{ task.target_label or task.overrides['vis'].rstrip('/').split('/')[-1] }}"
 # "night1.ms ch 0-63 (32 sub-cubes)": the MS first, then the batch's channels.
 BATCH_LABEL = "{{ (task.vis_name ~ ' ' ~ task.batch_label) if task.vis_name else task.batch_label }}"
+# Where an imaging task's bound comes from, for the error that ends a wait at it.
+TIMEOUT_HINT = "the template's imaging_timeout (minutes, or base_minutes and the per-GB terms)"
 
 
 def ms_group_kwargs(item: dict) -> dict:
@@ -87,17 +89,21 @@ def per_ms_paths(t, prepared, cluster_up, address: str, pool: str, qa_tasks, arc
             cluster_up >> partition
             # No pool: a deferred batch must not hold a slot; Dask queues its sub-cubes on the cluster.
             # Each task reads only its own batch's specs (a cube of thousands of channels has MBs of them).
+            # Each batch, and the concatenation, within the target's bound: no batch can rightly take
+            # longer than the whole cube may.
             batch_tasks = [SubcubeBatchOperator(task_id=batch_task_id(n), scheduler_address=address,
                                                 deferrable=True,
                                                 batch_specs=XComArg(partition, key=batch_xcom_key(n)),
-                                                map_index_template=BATCH_LABEL)
+                                                map_index_template=BATCH_LABEL, work_timeout=timeout,
+                                                work_timeout_hint=TIMEOUT_HINT)
                            for n in range(1, fan.batch_tasks + 1)]
             gathered = gather_subcubes(item=item, batch_tasks=fan.batch_tasks)
             partition >> batch_tasks >> gathered
             imaging = CubeConcatOperator(
                 task_id="concat", scheduler_address=address, deferrable=True, pool=pool,
                 plan=gathered[PLAN_XCOM_KEY], results=gathered["results"],
-                concat_options=gathered[CONCAT_OPTIONS_XCOM_KEY],
+                concat_options=gathered[CONCAT_OPTIONS_XCOM_KEY], work_timeout=timeout,
+                work_timeout_hint=TIMEOUT_HINT,
                 map_index_template="{{ task.plan['imagename'].rstrip('/').split('/')[-1] }}")
         else:
             from pclean_provider.operators.continuum import ContinuumImagingOperator
@@ -109,8 +115,7 @@ def per_ms_paths(t, prepared, cluster_up, address: str, pool: str, qa_tasks, arc
             imaging = operator(task_id=t.kind, scheduler_address=address, deferrable=True, pool=pool,
                                overrides=overrides, presets=presets, target_label=label,
                                map_index_template=TARGET_LABEL, work_timeout=timeout,
-                               work_timeout_hint="the template's imaging_timeout (minutes, or base_minutes and "
-                                                 "the per-GB terms)")
+                               work_timeout_hint=TIMEOUT_HINT)
             cluster_up >> imaging
         checked = qa(item=item, imaging=imaging.output)
         routed = qa_gate(checked=checked)

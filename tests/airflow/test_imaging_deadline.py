@@ -97,3 +97,16 @@ def test_prepare_scales_the_bound_with_the_cube(tmp_path):
     pinned = t.model_copy(update={"imaging_timeout": t.imaging_timeout.model_copy(update={"minutes": 90})})
     cfg = load_config(overrides={"vis": ms["vis"], "imagename": str(tmp_path / "n.cube"), "specmode": "cube"})
     assert _imaging_timeout(pinned, cfg, ms, {"spws": [0]})[0] == 90 * 60
+
+
+def test_a_fanout_cubes_batches_and_concatenation_are_bounded_too():
+    from pclean_provider.dags.builder import build_dag
+    from pclean_provider.dags.imaging import TIMEOUT_HINT
+    from pclean_provider.pipeline.pipeline_template import load_templates
+
+    (t,) = [t for t in load_templates() if t.kind == "cube"]
+    dag = build_dag(t.model_copy(update={"cube_mode": "fanout"}))
+    bounded = [task for task_id, task in dag.task_dict.items() if task_id.startswith("subcubes_") or task_id == "concat"]
+    assert len(bounded) >= 2
+    for task in bounded:
+        assert task.work_timeout_hint == TIMEOUT_HINT and task.work_timeout is not None, task.task_id
