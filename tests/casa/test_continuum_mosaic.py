@@ -18,7 +18,7 @@ from tests.run_cache import simulated
 
 pytestmark = pytest.mark.casa
 
-MOSAIC = dict(specmode="mfs", gridder="mosaic", mosweight=True, imsize=[96, 96], cell="20arcsec",
+MOSAIC = dict(specmode="mfs", gridder="mosaic", mosweight=True, imsize=[32, 32], cell="45arcsec",
               weighting="briggs", robust=0.5, deconvolver="hogbom", niter=100)
 TOL = 1e-4
 

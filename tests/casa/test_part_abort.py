@@ -36,8 +36,8 @@ def test_casa_ending_a_part_reaches_the_user_as_casa_s_message(mosaic_ms, casa_r
 
     imagename = str(tmp_path / "mos")
     rec = casa_records_for(PcleanConfig.from_flat(
-        vis=mosaic_ms, imagename=imagename, specmode="mfs", gridder="mosaic", mosweight=True, imsize=[96, 96],
-        cell="20arcsec", weighting="briggs", robust=0.5, niter=0))
+        vis=mosaic_ms, imagename=imagename, specmode="mfs", gridder="mosaic", mosweight=True, imsize=[32, 32],
+        cell="45arcsec", weighting="briggs", robust=0.5, niter=0))
     selection = cp.check_selection(rec.selection)
     csys = cp.global_coordinates(selection, rec.image, rec.gridding)
     names = [cp.part_image_name(imagename, k) for k in range(2)]
