@@ -1,26 +1,60 @@
-"""The plugin that gives the scheduler the pool listener (registered as the `airflow.plugins` entry point `pclean`).
+"""The provider's Airflow plugin (registered as the `airflow.plugins` entry point `pclean`).
+
+It gives
+* the scheduler the pool listener (pool_listener.py);
+* the API server the links it works out each time the UI shows a task (links/): "Dask dashboard"
+  only while the task's cluster lives.
 
 Airflow loads entry-point plugins in every component, so this module imports nothing heavy: the
-listener imports Airflow's models only when a run starts, and that happens in the scheduler. For
-the same reason it is where the ``[pclean]`` options become ``PCLEAN_*`` variables in components that
-build no DAG (scheduler, triggerer, API server): see pclean_provider/airflow_config.py.
+listener imports Airflow's models only when a run starts, and the operator classes the links
+belong to are imported when the API server first asks. For the same reason it is where the
+``[pclean]`` options become ``PCLEAN_*`` variables in components that build no DAG (scheduler,
+triggerer, API server): see pclean_provider/airflow_config.py.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from airflow.plugins_manager import AirflowPlugin
 
 from pclean_provider.airflow_config import apply_airflow_config
+from pclean_provider.links.dask import DaskDashboardLink
 from pclean_provider.plugins import pool_listener
 
 log = logging.getLogger(__name__)
 
 
+@functools.cache
+def _dask_operators() -> tuple[type, ...]:
+    """Every provider operator that links to its Dask dashboard."""
+    from pclean_provider.operators import continuum, cube  # noqa: F401  (their classes must exist)
+    from pclean_provider.operators.base import PcleanDaskOperator
+    from pclean_provider.operators.cluster import ClusterUpOperator
+
+    found: list[type] = [ClusterUpOperator]
+    pending = [PcleanDaskOperator]
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return tuple(c for c in found if c.__module__.startswith("pclean_provider."))
+
+
+class LiveDaskDashboardLink(DaskDashboardLink):
+    """The dashboard link, worked out by the API server for the provider's operators (it replaces
+    the URL each task stored when it ended, which would outlive the cluster)."""
+
+    @property
+    def operators(self):  # type: ignore[override]
+        return list(_dask_operators())
+
+
 class PcleanPoolPlugin(AirflowPlugin):
     name = "pclean_pools"
     listeners = [pool_listener]
+    operator_extra_links = [LiveDaskDashboardLink()]
 
     @classmethod
     def on_load(cls, *args, **kwargs):
@@ -31,3 +65,4 @@ class PcleanPoolPlugin(AirflowPlugin):
             apply_airflow_config()
         except Exception:
             log.exception("The [pclean] section of Airflow's configuration cannot be read")
+
