@@ -2,14 +2,16 @@
 
 It gives
 * the scheduler the pool listener (pool_listener.py);
+* the API server the QA pages at ``/pclean`` (qa_app.py: each night's QA reports and an index per
+  night) with an entry in the UI's Browse menu;
 * the API server the links it works out each time the UI shows a task (links/): "Dask dashboard"
-  only while the task's cluster lives.
+  only while the task's cluster lives, and "QA report" on the imaging tasks once QA has written it.
 
 Airflow loads entry-point plugins in every component, so this module imports nothing heavy: the
-listener imports Airflow's models only when a run starts, and the operator classes the links
-belong to are imported when the API server first asks. For the same reason it is where the
-``[pclean]`` options become ``PCLEAN_*`` variables in components that build no DAG (scheduler,
-triggerer, API server): see pclean_provider/airflow_config.py.
+listener imports Airflow's models only when a run starts, the web app is built at its first request,
+and the operator classes the links belong to are imported when the API server first asks. For the
+same reason it is where the ``[pclean]`` options become ``PCLEAN_*`` variables in components that
+build no DAG (scheduler, triggerer, API server): see pclean_provider/airflow_config.py.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from airflow.plugins_manager import AirflowPlugin
 
 from pclean_provider.airflow_config import apply_airflow_config
 from pclean_provider.links.dask import DaskDashboardLink
+from pclean_provider.links.qa_report import QaReportLink
+from pclean_provider.links.qa_urls import PLUGIN_PREFIX, overview_url
 from pclean_provider.plugins import pool_listener
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,15 @@ def _dask_operators() -> tuple[type, ...]:
     return tuple(c for c in found if c.__module__.startswith("pclean_provider."))
 
 
+@functools.cache
+def _imaging_operators() -> tuple[type, ...]:
+    """The provider operators whose result is a whole product (its ``imagename``) that QA judges."""
+    from pclean_provider.operators.continuum import ContinuumImagingOperator
+    from pclean_provider.operators.cube import CubeConcatOperator, CubeImagingOperator
+
+    return (CubeImagingOperator, ContinuumImagingOperator, CubeConcatOperator)
+
+
 class LiveDaskDashboardLink(DaskDashboardLink):
     """The dashboard link, worked out by the API server for the provider's operators (it replaces
     the URL each task stored when it ended, which would outlive the cluster)."""
@@ -51,10 +64,35 @@ class LiveDaskDashboardLink(DaskDashboardLink):
         return list(_dask_operators())
 
 
+class ImagingQaReportLink(QaReportLink):
+    """The QA report link on the imaging tasks, worked out by the API server: QA runs after them."""
+
+    @property
+    def operators(self):  # type: ignore[override]
+        return list(_imaging_operators())
+
+
+class _QaReportsApp:
+    """The ASGI app mounted at ``/pclean``, built at its first request (only the API server serves it)."""
+
+    def __init__(self) -> None:
+        self._app = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self._app is None:
+            from pclean_provider.plugins.qa_app import create_app
+
+            self._app = create_app()
+        await self._app(scope, receive, send)
+
+
 class PcleanPoolPlugin(AirflowPlugin):
     name = "pclean_pools"
     listeners = [pool_listener]
-    operator_extra_links = [LiveDaskDashboardLink()]
+    fastapi_apps = [{"app": _QaReportsApp(), "url_prefix": PLUGIN_PREFIX, "name": "pclean QA reports"}]
+    operator_extra_links = [LiveDaskDashboardLink(), ImagingQaReportLink()]
+    external_views = [{"name": "pclean QA", "href": overview_url(), "destination": "nav",
+                       "category": "browse", "url_route": "pclean-qa"}]
 
     @classmethod
     def on_load(cls, *args, **kwargs):
