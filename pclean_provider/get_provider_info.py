@@ -85,7 +85,9 @@ def get_provider_info() -> dict:
                 "python-modules": ["pclean_provider.triggers.dask", "pclean_provider.triggers.landing"],
             }
         ],
-        "extra-links": ["pclean_provider.links.dask.DaskDashboardLink"],
+        "extra-links": ["pclean_provider.links.dask.DaskDashboardLink",
+                        "pclean_provider.links.qa_report.QaReportLink",
+                        "pclean_provider.links.qa_report.QaNightLink"],
         "notifications": ["pclean_provider.dags.notifiers.FileTaskFailureNotifier"],
         # The `airflow.plugins` entry point loads it too (Airflow's own providers declare both): the
         # entry point is what loads it while providers are discovered lazily, Airflow's default.

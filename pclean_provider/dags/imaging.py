@@ -38,6 +38,7 @@ from typing import Any
 from airflow.sdk import task_group
 
 from pclean_provider.dags.tasks.subcubes import batch_task_id, gather_subcubes
+from pclean_provider.links.qa_report import show_qa_links
 
 MS_NAME_FROM_VIS = "{{ task.overrides['vis'].rstrip('/').split('/')[-1] }}"
 # The MS, and its target when it has several (prepare's label).
@@ -119,6 +120,7 @@ def per_ms_paths(t, prepared, cluster_up, address: str, pool: str, qa_tasks, arc
             cluster_up >> imaging
         checked = qa(item=item, imaging=imaging.output)
         routed = qa_gate(checked=checked)
+        show_qa_links(checked, routed)  # "QA report" and "QA night" on the tasks that judge the product
         archive(item=routed)
         review(item=routed)
 

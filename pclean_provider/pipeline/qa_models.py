@@ -14,6 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Band = Literal["error", "warning", "suboptimal", "optimal"]
 BAND_EDGES = {"error": 0.33, "warning": 0.66, "suboptimal": 0.9}
+# (text, background) of each band wherever a score is shown: qa.html and the plugin's QA pages.
+BAND_COLOURS = {
+    "optimal": ("#1b7f3b", "#e3f4e8"),
+    "suboptimal": ("#2c5aa0", "#e4ecf8"),
+    "warning": ("#b36b00", "#fdf0dc"),
+    "error": ("#b3261e", "#fbe3e1"),
+}
 
 
 def band_of(score: float) -> Band:

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import AsinhNorm  # noqa: E402
 from matplotlib.patches import Ellipse  # noqa: E402
 
-from pclean_provider.pipeline.qa_models import QaReport  # noqa: E402
+from pclean_provider.pipeline.qa_models import BAND_COLOURS, QaReport  # noqa: E402
 
 
 @dataclass
@@ -32,13 +32,6 @@ class ReportArrays:
     residual_valid: np.ndarray | None
     residual_title: str
     residual_sample: np.ndarray  # residual pixel values for the histogram
-
-BAND_COLOURS = {
-    "optimal": ("#1b7f3b", "#e3f4e8"),
-    "suboptimal": ("#2c5aa0", "#e4ecf8"),
-    "warning": ("#b36b00", "#fdf0dc"),
-    "error": ("#b3261e", "#fbe3e1"),
-}
 
 
 def _png(fig) -> str:

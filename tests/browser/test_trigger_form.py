@@ -1,4 +1,5 @@
-"""The real Airflow UI in headless Chromium: sign in, fill the cube pipeline's trigger form, see it succeed.
+"""The real Airflow UI in headless Chromium: sign in, fill the cube pipeline's trigger form, see it succeed,
+then open the product's QA report from its task's "QA report" button (served by the provider's plugin).
 
 Shares the session's `airflow standalone` with the end-to-end test. The screenshot of the finished
 run is kept under test-artifacts/ for people to look at.
@@ -10,8 +11,10 @@ import importlib.util
 import re
 import time
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import pytest
+import requests
 
 from tests.airflow import standalone
 from tests.conftest import require
@@ -105,3 +108,52 @@ def test_trigger_form_run_succeeds(airflow_standalone, casa_runtime, page):
     assert conf["vis"] == ms and conf["preset"] == "none"  # the form sent the field we set plus defaults
     # The untouched template values went through the conf policy (they are the template's own).
     assert conf["overrides"]["imsize"] == 64 and conf["overrides"]["specmode"] == "cube", conf
+    check_the_qa_report_opens_from_its_task(page, server, run_id)
+
+
+def check_the_qa_report_opens_from_its_task(page, server, run_id: str) -> None:
+    """After the run: the QA task's "QA report" button opens the product's report, served by the
+    provider's plugin to the signed-in user only; its "QA night" button lists the night's products;
+    the imaging task links to the same report, and to no Dask dashboard now that its cluster is down."""
+    from playwright.sync_api import expect
+
+    def links(task_id: str, map_index: int = 0) -> dict:
+        path = f"/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/links"
+        return server.api("GET", path, params={"map_index": map_index})["extra_links"]
+
+    qa, cube, up = links("qa"), links("cube"), links("cluster_up", map_index=-1)
+    report = qa["QA report"]
+    assert report and report.startswith("/pclean/qa/") and report.endswith("/qa/qa.html"), qa
+    assert cube["QA report"] == report, cube
+    assert cube["Dask dashboard"] is None and up["Dask dashboard"] is None, (cube, up)
+
+    # The button in the task instance's details, as an operator clicks it.
+    page.goto(f"{server.base_url}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/tasks/qa/mapped/0/details")
+    button = page.get_by_role("link", name="QA report")
+    expect(button).to_have_attribute("href", report)
+    button.click()
+    page.wait_for_url(f"{server.base_url}{report}")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("QA report: browser")
+    page.screenshot(path=str(ARTIFACTS / "browser-qa-report.png"), full_page=True)
+
+    page.goto(f"{server.base_url}{qa['QA night']}")
+    row = page.get_by_role("row").filter(has_text="browser.ms")
+    expect(row).to_contain_text(re.compile(r"(archive|review) \(gate 0\.\d\d\)"))
+    page.screenshot(path=str(ARTIFACTS / "browser-qa-night.png"), full_page=True)
+
+    # Browse > pclean QA: the pipelines and their nights, inside the Airflow UI.
+    page.goto(server.base_url)
+    page.get_by_role("button", name="Browse").click()
+    page.get_by_role("menuitem", name="pclean QA").click()
+    frame = page.frame_locator("iframe[title='pclean QA']")
+    night_folder = unquote(qa["QA night"].split("/")[-2])
+    expect(frame.get_by_role("row").filter(has_text=DAG_ID)).to_contain_text(night_folder)
+
+    # The plugin asks for Airflow's sign-in and serves nothing outside the data roots' QA folders.
+    bearer = {"Authorization": f"Bearer {server.token()}"}
+    assert requests.get(server.base_url + report, timeout=30).status_code == 401
+    assert requests.get(server.base_url + report, headers=bearer, timeout=30).status_code == 200
+    files = f"{server.base_url}/pclean/qa/{DAG_ID}/files"
+    # '..' (sent encoded, so that no client tidies it away) is refused even where it lands on a report.
+    for path in ("/etc/passwd", report.split("/files", 1)[1].replace("/qa/qa.html", "/qa/%2e%2e/qa/qa.json")):
+        assert requests.get(files + path, headers=bearer, timeout=30).status_code == 404, path

@@ -17,6 +17,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from pclean_provider.dags.params import run_settings
 from pclean_provider.dags.pclean_subprocess import run_step_payload, step_timeout
+from pclean_provider.links.qa_report import served_report_url
 from pclean_provider.names import run_folder_name
 from pclean_provider.pipeline.ingest import write_json_atomic
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
@@ -55,6 +56,9 @@ def archive_tasks(t: PipelineTemplate, pool: str, alias: AssetAlias):
                  "kind": t.kind, "qa_score": item["qa_score"], "qa_band": item["qa_band"],
                  **{k: published.get(k) for k in ("product_id", "version", "path", "manifest", "nfiles",
                                                   "already_published")}}
+        if published.get("path"):
+            # The archived copy of the QA report, as the plugin serves it: the event's way to the report.
+            extra["qa_report"] = served_report_url(t.dag_id, Path(published["path"]) / "qa" / "qa.html")
         if not published.get("already_published") or published.get("dag_run_id") == ctx["run_id"]:
             # One asset event per archived product, on the asset of its version folder.
             version_asset = Asset(uri=Path(published["path"]).as_uri(), group="pclean-archive")

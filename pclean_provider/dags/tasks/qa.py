@@ -13,6 +13,7 @@ from pclean_provider.dags.notifiers import send
 from pclean_provider.dags.params import run_settings
 from pclean_provider.dags.pclean_subprocess import run_step_payload, step_timeout
 from pclean_provider.pipeline.ingest import write_json_atomic
+from pclean_provider.pipeline.night_index import record_gate_decision
 from pclean_provider.pipeline.notify import notify_qa_review
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
 
@@ -69,6 +70,9 @@ def qa_tasks(t: PipelineTemplate, pool: str):
         route = ARCHIVE if checked["qa_score"] >= s.qa_min_score and not not_judged else REVIEW
         print(f"{label}: QA score {checked['qa_score']:.2f} -> {route} (gate {s.qa_min_score})"
               + (f"; not judged: {not_judged}" if not_judged else ""))
+        # Beside the report, for the night's index in the UI: where the product went, and by which gate.
+        record_gate_decision(Path(checked["qa_json"]).parent, route=route, gate=s.qa_min_score,
+                             score=checked["qa_score"], run_id=s.run_id, reason=not_judged)
         if route == REVIEW:
             ctx = get_current_context()
             if not_judged:
