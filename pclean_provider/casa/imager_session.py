@@ -99,10 +99,10 @@ def _stderr_kept(path: Path):
         os.write(2, written)
 
 
-# What a process that CASA ended writes last: the C++ runtime's reason for terminating, a fatal
-# signal's name, CASA's own SEVERE lines.
-_ABORT_LINE = re.compile(r"terminate called|what\(\):|Segmentation fault|Aborted|Bus error|\tSEVERE\t")
-_IGNORED_LINE = re.compile(r"Leap second table|Until the table is updated|times and coordinates derived from UTC")
+# What a process that CASA ended writes last: the C++ runtime's reason for terminating an uncaught
+# exception, or Python's own fatal error. Nothing that a process killed from outside (a lost node)
+# could have written in passing, such as CASA's non-fatal SEVERE log lines, counts.
+_ABORT_LINE = re.compile(r"terminate called|what\(\):|Fatal Python error")
 
 
 def abort_reason(spec: Any, since: int = 0, max_lines: int = 6) -> str:
@@ -115,8 +115,7 @@ def abort_reason(spec: Any, since: int = 0, max_lines: int = 6) -> str:
             text = fh.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    lines = [line.strip() for line in text.splitlines()
-             if _ABORT_LINE.search(line) and not _IGNORED_LINE.search(line)]
+    lines = [line.strip() for line in text.splitlines() if _ABORT_LINE.search(line)]
     if not lines:
         return ""
     return (f"CASA ended the process: {' | '.join(lines[-max_lines:])} (its output: {path}; "
