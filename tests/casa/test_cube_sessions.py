@@ -141,7 +141,10 @@ DIRTY = {
     "radio-velocity-bary": ("line_ms", dict(start="-500km/s", width="250km/s", nchan=8, restfreq="1.4GHz",
                                             outframe="BARY")),
     "channel-start-width": ("line_ms", dict(start=3, width=2, nchan=6, interpolation="nearest")),
-    "mosaic": ("mosaic_ms", dict(gridder="mosaic", imsize=[96, 96], cell="20arcsec")),
+    # 24' across: both pointings (11' apart) inside. CASA computes the mosaic gridder's convolution
+    # function on a grid of about 10,000 pixels for any image of 50 padded pixels or more (12 s, four
+    # times per run: a 96-pixel image made this case take 100 s) and of 200 x the padded size below.
+    "mosaic": ("mosaic_ms", dict(gridder="mosaic", imsize=[32, 32], cell="45arcsec")),
 }
 
 
