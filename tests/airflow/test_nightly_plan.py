@@ -35,6 +35,12 @@ TARGETS = [
 ]
 
 
+# The ACA (7 m dishes, baselines under 50 m) at 100 GHz: its primary beam is a few synthesized beams
+# across, so the plan derives 90-pixel images (on the built-in 1.5 km Y array at 1.4 GHz: 720).
+SURVEY = dict(array="aca.cycle10", antennas=8, ref_freq_hz=100e9, chan_width_hz=15.6e6, nchan=4, hours=0.5,
+              integration_s=120.0, seed=9)
+
+
 @pytest.fixture(scope="module")
 def dags(casa_runtime):
     return project_dags()
@@ -47,8 +53,7 @@ def test_a_night_planned_from_the_data_images_every_science_target(dags, tmp_pat
     landing = DATA_ROOT / "landing-plan"
     landing.mkdir(parents=True, exist_ok=True)
     for name, extra in (("survey.ms", {"targets": TARGETS}), ("dead.ms", {"flagged": "all"})):
-        simulate_ms(landing / name, antennas=8, nchan=4, hours=0.5, integration_s=120.0, seed=9,
-                         overwrite=True, **extra)
+        simulate_ms(landing / name, **SURVEY, overwrite=True, **extra)
         (landing / f"{name}.complete").write_text("")
     sent = tmp_path / "sent.jsonl"
     notifier = {"notifier": "tests.airflow.recording_notifier.RecordingNotifier", "on": ["not_imaged"],
