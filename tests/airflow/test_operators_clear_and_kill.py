@@ -51,7 +51,9 @@ def test_clearing_one_subcube_reruns_only_it_and_downstream(airflow, small_ms, t
     assert "ch 3-5 " in labels[1] and "(1 sub-cube)" in labels[1], labels
     links = airflow.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/subcube/links",
                         params={"map_index": 1})["extra_links"]
-    assert (links.get("Dask dashboard") or "").startswith("http"), links
+    # The task kept its dashboard's address, but the run's cluster is down: the link is not offered
+    # (tests/unit/test_dask_dashboard_link.py shows it while a cluster lives).
+    assert "Dask dashboard" in links and links["Dask dashboard"] is None, links
     before = pixels(imagename + ".image")
     subcube_dirs = sorted((work / "products" / "cube.subcubes").iterdir())
     assert len(subcube_dirs) == 3, "the sub-cubes are kept for a later clear"
