@@ -61,9 +61,15 @@ def test_field_selection_matching_nothing(ms, tmp_path):
     assert "field" in msg
 
 
-def test_nchan_beyond_the_data(ms, tmp_path):
-    msg = _error(tmp_path, vis=ms, nchan=50)
-    assert "nchan=50" in msg and "nchan=-1" in msg
+def test_nchan_beyond_the_data_is_not_refused(ms, tmp_path):
+    """tclean images channels beyond (or between) the selected data and leaves them blank, so
+    preflight passes them (tests/casa/test_cube_edges.py compares such a cube with tclean's)."""
+    from pclean_provider.config import PcleanConfig
+    from pclean_provider.engine.preflight import check_cube_inputs
+
+    for extra in (dict(nchan=50), dict(nchan=4, start=30), dict(spw="0:1~2;5~6", start=1, nchan=7)):
+        check_cube_inputs(PcleanConfig.from_flat(dict(vis=ms, imagename=str(tmp_path / "out"), specmode="cube",
+                                                      imsize=[32, 32], cell="20arcsec", **extra)))
 
 
 def test_cube_with_mfs_only_deconvolver(ms, tmp_path):
