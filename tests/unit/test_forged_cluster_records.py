@@ -21,9 +21,15 @@ from pclean_provider.compute.private_files import UntrustedRecord
 from pclean_provider.config.cluster import ClusterSpec
 from pclean_provider.pipeline.conf_policy import RunConfRefused, check_run_conf
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
+from tests.conftest import require
 
 NOBODY = 65534
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="handing a file to another user needs root")
+
+
+@pytest.fixture
+def as_root():
+    """Handing a file to another user needs root: skipped on a developer's machine, a failure in CI."""
+    require("root", os.geteuid() == 0, "run the suite as root, as CI does")
 
 
 @pytest.fixture
@@ -60,8 +66,7 @@ def cluster_dir(tmp_path):
     return folder
 
 
-@needs_root
-def test_a_record_another_user_planted_kills_nothing(cluster_dir, bystander):
+def test_a_record_another_user_planted_kills_nothing(as_root, cluster_dir, bystander):
     afile = plant(cluster_dir / "scheduler.address", record_for(bystander), owner=NOBODY)
     with pytest.raises(UntrustedRecord, match="is not this user's.*uid 65534"):
         host.stop_host(afile)
@@ -128,8 +133,7 @@ def test_a_record_folder_others_can_write_is_refused_before_any_host_starts(tmp_
     assert host.host_status(sticky / "scheduler.address").state == "stopped"
 
 
-@needs_root
-def test_a_run_conf_cannot_put_the_run_where_others_can_write(tmp_path):
+def test_a_run_conf_cannot_put_the_run_where_others_can_write(as_root, tmp_path):
     root = tmp_path.resolve()
     t = PipelineTemplate.model_validate({"dag_id": "p", "kind": "cube", "title": "P"})
     (root / "work" / "open").mkdir(parents=True)
@@ -150,8 +154,7 @@ def test_records_name_the_machine_of_their_host():
     assert host._on_this_machine(info)
 
 
-@needs_root
-def test_a_certificate_folder_another_user_could_fill_is_refused(cluster_dir, tmp_path, bystander):
+def test_a_certificate_folder_another_user_could_fill_is_refused(as_root, cluster_dir, tmp_path, bystander):
     theirs = tmp_path / "their-tls"
     theirs.mkdir()
     os.chown(theirs, NOBODY, -1)  # their certificate would let their scheduler pass for ours
