@@ -75,15 +75,6 @@ def serial_clean(cube_ms, tmp_path_factory):
     return name
 
 
-@pytest.fixture(scope="module")
-def client(casa_runtime):
-    from pclean_provider.compute import open_cluster
-    from pclean_provider.config.cluster import ClusterSpec
-
-    with open_cluster(ClusterSpec(nworkers=2)) as handle:
-        yield handle.client
-
-
 def _cfg(ms, imagename, **kw):
     from pclean_provider.config import PcleanConfig
 

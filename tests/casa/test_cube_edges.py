@@ -23,22 +23,6 @@ IMAGING = dict(imsize=[64, 64], cell="12arcsec", weighting="briggs", robust=0.5,
                gridder="standard")
 
 
-@pytest.fixture(scope="module")
-def client(casa_runtime):
-    from pclean_provider.compute import open_cluster
-    from pclean_provider.config.cluster import ClusterSpec
-
-    with open_cluster(ClusterSpec(nworkers=2)) as handle:
-        yield handle.client
-
-
-@pytest.fixture(scope="module")
-def line_ms(casa_runtime):
-    """16 x 1 MHz channels with a spectral line (the MS test_cube_sessions.py uses too)."""
-    return simulated("line", nchan=16, antennas=8, hours=0.5, integration_s=60, noise_jy=0.01, seed=5,
-                     spectral_line=True).ms
-
-
 def _pclean_and_tclean(ms, tmp_path, client, extras=None, **kwargs):
     from pclean_provider.config import PcleanConfig
     from pclean_provider.engine.api import run

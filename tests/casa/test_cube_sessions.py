@@ -30,22 +30,6 @@ DIRTY_TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def client(casa_runtime):
-    from pclean_provider.compute import open_cluster
-    from pclean_provider.config.cluster import ClusterSpec
-
-    with open_cluster(ClusterSpec(nworkers=2)) as handle:
-        yield handle.client
-
-
-@pytest.fixture(scope="module")
-def line_ms(casa_runtime):
-    """16 x 1 MHz channels, a continuum sky plus a spectral line: cleaning differs per channel."""
-    return simulated("line", nchan=16, antennas=8, hours=0.5, integration_s=60, noise_jy=0.01, seed=5,
-                     spectral_line=True).ms
-
-
-@pytest.fixture(scope="module")
 def wide_chan_ms(casa_runtime):
     """2 MHz channels: an output width of 4 MHz averages two data channels per cube channel."""
     return simulated("wide", nchan=12, chan_width_hz=2e6, antennas=8, hours=0.5, integration_s=60,

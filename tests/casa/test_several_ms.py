@@ -23,21 +23,11 @@ COMMON = dict(imsize=[64, 64], cell="12arcsec", weighting="briggs", robust=0.5, 
 
 
 @pytest.fixture(scope="module")
-def two_frames(casa_runtime):
-    topo = simulated("line", nchan=16, antennas=8, hours=0.5, integration_s=60, noise_jy=0.01, seed=5,
-                     spectral_line=True).ms
+def two_frames(line_ms):
+    topo = line_ms
     lsrk = simulated("line-lsrk", nchan=16, antennas=8, hours=0.5, integration_s=60, noise_jy=0.01, seed=22,
                      spectral_line=True, freq_frame="LSRK").ms
     return [lsrk, topo]
-
-
-@pytest.fixture(scope="module")
-def client(casa_runtime):
-    from pclean_provider.compute import open_cluster
-    from pclean_provider.config.cluster import ClusterSpec
-
-    with open_cluster(ClusterSpec(nworkers=2)) as handle:
-        yield handle.client
 
 
 def _both(vis, tmp_path, client, **kwargs):
