@@ -54,14 +54,19 @@ def shown(value: Any, limit: int = 32) -> str:
     return f"'{cut}{'...' if len(text) > limit else ''}'"
 
 
-def real_roots(roots: Iterable[Path | None]) -> list[Path]:
+def within(path: Path, roots: Iterable[Path]) -> bool:
+    """Whether ``path`` is one of ``roots`` or lies under one (plain path logic: pass real paths)."""
+    return any(path == r or path.is_relative_to(r) for r in roots)
+
+
+def real_roots(roots: Iterable[str | os.PathLike[str] | None]) -> list[Path]:
     """Real paths of ``roots`` (a symbolic link cannot stand in for a root), nested ones merged."""
     real: list[Path] = []
     for root in roots:
         if root is None:
             continue
         r = Path(os.path.realpath(root))
-        if not any(r == k or r.is_relative_to(k) for k in real):
+        if not within(r, real):
             real = [k for k in real if not k.is_relative_to(r)] + [r]
     return real
 
@@ -79,7 +84,7 @@ def confined_path(parameter: str, value: Any, roots: list[Path], data_root: Path
                              "never expanded ($VARS, ~); write the path out in full")
     path = Path(value)
     real = Path(os.path.realpath(path if path.is_absolute() else data_root / path))
-    if not any(real == r or real.is_relative_to(r) for r in roots):
+    if not within(real, roots):
         raise RunConfRefused(parameter, f"{shown(value)} is outside the pipeline's {what} "
                              f"({', '.join(str(r) for r in roots)}); name a path inside one of them "
                              f"({where} says which)")

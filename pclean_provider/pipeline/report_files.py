@@ -23,6 +23,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
+from pclean_provider.pipeline.conf_paths import real_roots, within
 from pclean_provider.pipeline.conf_policy import allowed_roots
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate, data_root_dir, load_templates
 
@@ -43,11 +44,6 @@ class NotServed(LookupError):
     """The path is not a QA report file under the data roots (or does not exist: the same answer)."""
 
 
-def real_roots(roots: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """The roots as real paths: a root reached through a symbolic link is the folder it points to."""
-    return [Path(os.path.realpath(r)) for r in roots]
-
-
 def pipeline_roots(template: PipelineTemplate | None, data_root: Path | None = None) -> list[Path]:
     """Where a pipeline's reports may be read from: its template's allowed roots (real paths);
     for a DAG that is no pipeline, the data root alone."""
@@ -64,10 +60,6 @@ def template_for(dag_id: str) -> PipelineTemplate | None:
 
 def roots_for_dag(dag_id: str) -> list[Path]:
     return pipeline_roots(template_for(dag_id))
-
-
-def within(path: Path, roots: Iterable[Path]) -> bool:
-    return any(path == r or path.is_relative_to(r) for r in roots)
 
 
 def confined_real_path(requested: str | os.PathLike[str], roots: Iterable[Path]) -> Path:
