@@ -58,8 +58,10 @@ BEAM_PRODUCTS = (IMAGE, PSF, RESIDUAL, IMAGE_PBCOR, MODEL)
 RESTORED_PRODUCTS = (IMAGE, IMAGE_PBCOR)
 #: Products whose presence means a run already wrote under that imagename.
 EXISTING_RUN_MARKERS = (IMAGE, RESIDUAL, PSF)
-#: The science images an archive keeps, for a one-term and for an mtmfs run.
-SCIENCE_PRODUCTS = (IMAGE, IMAGE_PBCOR, RESIDUAL)
+#: The science images an archive keeps, for a one-term and for an mtmfs run: the restored and
+#: primary-beam-corrected images, the residual, the primary beam (to correct or weight the image
+#: again) and the clean mask (what was cleaned), as a science archive takes them.
+SCIENCE_PRODUCTS = (IMAGE, IMAGE_PBCOR, RESIDUAL, PB, MASK)
 MTMFS_SCIENCE_PRODUCTS = (
     taylor_term(IMAGE, 0),
     taylor_term(IMAGE, 0) + PBCOR,
@@ -67,6 +69,8 @@ MTMFS_SCIENCE_PRODUCTS = (
     taylor_term(IMAGE, 1),
     ALPHA,
     ALPHA_ERROR,
+    taylor_term(PB, 0),
+    MASK,
 )
 #: Suffixes with which a path names a product's main image instead of its imagename prefix.
 MAIN_IMAGE_SUFFIXES = (taylor_term(IMAGE, 0), IMAGE)

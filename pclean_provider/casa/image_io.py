@@ -172,6 +172,7 @@ class ImageReader:
                     pixel[self._spec_axis] = float(chan)
                     self.freqs_hz[chan] = cs.toworld(pixel, "n")["numeric"][world_spec]
                 self.chan_width_hz = abs(float(incr[world_spec]))
+            self.stokes = [str(s) for s in cs.stokes()] if self._stokes_axis is not None else ["I"]
         finally:
             cs.done()
         self.unit = ia.brightnessunit()

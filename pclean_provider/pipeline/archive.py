@@ -78,6 +78,7 @@ from pclean_provider.pipeline.archive_manifest import (
     wavelength_range_m,
 )
 from pclean_provider.pipeline.fits_export import export_fits, science_products, verify_fits_checksums
+from pclean_provider.pipeline.fits_provenance import build_provenance
 from pclean_provider.pipeline.ingest import MsChangedError, verify_fingerprint
 
 log = logging.getLogger(__name__)
@@ -521,6 +522,11 @@ def publish(
         log.info("archive %s: version %d already holds these inputs (published by run %s); nothing new to publish",
                  product_id, found[0], found[2].provenance.dag_run_id)
         return _existing_result(product_id, found, removed)
+    versions = package_versions()
+    qa_summary = _qa_summary(qa_path / "qa.json")
+    provenance = build_provenance(
+        product_id=product_id, versions=versions.model_dump(), dag_run_id=dag_run_id, inputs_key=inputs.key,
+        ms_fingerprints=inputs.ms, qa=qa_summary.model_dump() if qa_summary else None, config=config_dict)
     with staging_area(root, product_id) as folder:
         _pause("staging-created")
         files: list[ManifestFile] = []
@@ -533,10 +539,9 @@ def publish(
                     raise ArchiveError(f"two images would both be archived as {fits_name}; give them distinct names")
                 used_names.add(fits_name)
                 log.info("archive %s: exporting %s", product_id, fits_name)
-                out = export_fits(image, folder / fits_name)
+                out = export_fits(image, folder / fits_name, provenance)
                 files.append(describe_file(folder, out, f"fits:{suffix.lstrip('.')}", image, fits_checksum=True))
         _pause("fits-written")
-        qa_json = None
         if (qa_path / "qa.json").is_file():
             (folder / "qa").mkdir()
             for name in QA_FILES:
@@ -545,7 +550,6 @@ def publish(
                     dst = folder / "qa" / name
                     shutil.copyfile(src, dst)
                     files.append(describe_file(folder, dst, f"qa:{name}", str(src)))
-            qa_json = folder / "qa" / "qa.json"
 
         first_image = products[0][1][0][1]
         with image_io.ImageReader(first_image) as reader:
@@ -553,6 +557,9 @@ def publish(
             fmin = float(reader.freqs_hz.min() - reader.chan_width_hz / 2)
             fmax = float(reader.freqs_hz.max() + reader.chan_width_hz / 2)
             fov_deg = max(reader.nx * reader.cell_arcsec[0], reader.ny * reader.cell_arcsec[1]) / 3600.0
+            nx, ny, stokes = reader.nx, reader.ny, reader.stokes
+            centre_hz = float(reader.freqs_hz.mean())
+            res_power = centre_hz / reader.chan_width_hz if reader.chan_width_hz > 0 else None
         nchans = []
         for _base, found in products:
             with image_io.ImageReader(found[0][1], with_beams=False) as reader:
@@ -585,6 +592,12 @@ def publish(
             t_max=t_max,
             t_exptime=(t_max - t_min) * 86400.0 if t_min is not None and t_max is not None else None,
             facility_name=first_meta.get("telescope"),
+            pol_states="/" + "/".join(stokes) + "/",
+            pol_xel=len(stokes),
+            s_xel1=nx,
+            s_xel2=ny,
+            em_xel=max(nchans),
+            em_res_power=res_power,
         )
         manifest = Manifest(
             product_id=product_id,
@@ -595,11 +608,11 @@ def publish(
                 ms_metadata=metadata,
                 imaging_config=config_dict,
                 images=[p[0] for p in products],
-                versions=package_versions(),
+                versions=versions,
                 dag_run_id=dag_run_id,
                 started_utc=started_utc,
                 finished_utc=_now(),
-                qa=_qa_summary(qa_json),
+                qa=qa_summary,
                 inputs=inputs,
             ),
             obscore=obscore,

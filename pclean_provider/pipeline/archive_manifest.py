@@ -48,7 +48,14 @@ class ObsCore(BaseModel):
     t_max: float | None = None  # MJD
     t_exptime: float | None = None  # s
     pol_states: str | None = "/I/"
+    pol_xel: int | None = None  # number of polarization planes
     facility_name: str | None = None
+    s_xel1: int | None = None  # pixels along the first spatial axis
+    s_xel2: int | None = None
+    em_xel: int | None = None  # channels
+    em_res_power: float | None = None  # centre frequency / channel width
+    o_ucd: str = "phot.flux.density;em.radio"
+    access_format: str = "application/fits"
 
 
 class Versions(BaseModel):

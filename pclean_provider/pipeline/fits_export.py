@@ -14,6 +14,7 @@ from pathlib import Path
 from pclean_provider import products
 from pclean_provider.atomic_files import remove_path, replacing, staging_name
 from pclean_provider.casa import image_io
+from pclean_provider.pipeline.fits_provenance import FitsProvenance, apply_provenance
 
 
 def science_products(imagename: str | os.PathLike) -> list[tuple[str, str]]:
@@ -27,25 +28,30 @@ def science_products(imagename: str | os.PathLike) -> list[tuple[str, str]]:
     return [(s, base + s) for s in products.existing(base, suffixes)]
 
 
-def add_checksums(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """Copy a FITS file to ``dst`` with CHECKSUM and DATASUM in every HDU (temp name + rename)."""
+def add_checksums(src: str | os.PathLike, dst: str | os.PathLike,
+                  provenance: FitsProvenance | None = None) -> Path:
+    """Copy a FITS file to ``dst`` with CHECKSUM and DATASUM in every HDU (temp name + rename),
+    and the product's provenance keywords in the primary header."""
     from astropy.io import fits  # seconds to import; only exports and checks need it
 
     dst = Path(dst)
     with replacing(dst) as tmp, fits.open(src, memmap=False) as hdul:
+        apply_provenance(hdul[0].header, provenance)
+        # What CASA wrote is fixed where the standard allows; what cannot be fixed stops the export.
         hdul.writeto(tmp, overwrite=True, checksum=True, output_verify="silentfix")
     return dst
 
 
-def export_fits(image: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """CASA image -> FITS at ``dst`` with checksums."""
+def export_fits(image: str | os.PathLike, dst: str | os.PathLike,
+                provenance: FitsProvenance | None = None) -> Path:
+    """CASA image -> FITS at ``dst`` with checksums (and the provenance keywords, when given)."""
     dst = Path(dst).resolve()
     dst.parent.mkdir(parents=True, exist_ok=True)
     # CASA's FITS is an intermediate, never renamed: add_checksums writes `dst` from it.
     raw = staging_name(dst, owner="casa")
     try:
         image_io.export_fits(image, raw)
-        add_checksums(raw, dst)
+        add_checksums(raw, dst, provenance)
     finally:
         remove_path(raw)
     return dst

@@ -596,8 +596,13 @@ def _convergence(channels, scan: _Scan, summary, thresholds: QaThresholds, has_m
         except (TypeError, ValueError):
             return None
 
+    # A cube's model flux is per channel (Jy in each plane): the channel that holds the most says
+    # how much was cleaned, where a sum over channels would be in no unit at all.
+    per_channel = [(ch.model_flux, ch.channel) for ch in channels if ch.model_flux is not None]
+    model_flux, model_channel = max(per_channel, key=lambda fc: abs(fc[0])) if per_channel else (scan.model_flux, None)
     return Convergence(
-        model_flux_jy=scan.model_flux,
+        model_flux_jy=model_flux,
+        model_flux_channel=model_channel if len(channels) > 1 else None,
         model_nonzero_pixels=scan.model_nonzero,
         mask_pixels=scan.mask_pixels,
         mask_fraction=scan.mask_pixels / scan.mask_total if scan.mask_total else None,

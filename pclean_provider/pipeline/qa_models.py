@@ -159,7 +159,8 @@ class SourceRecovery(BaseModel):
 
 
 class Convergence(BaseModel):
-    model_flux_jy: float | None
+    model_flux_jy: float | None  # of the image; of its channel with the most, for a cube
+    model_flux_channel: int | None = None  # that channel (cubes)
     model_nonzero_pixels: int | None
     mask_pixels: int | None
     mask_fraction: float | None

@@ -316,7 +316,8 @@ def _convergence_score(pm: ProductMetrics, t: QaThresholds) -> Score:
             "threshold and the mask",
             fixed=SCORE_NOTHING_CLEANED,
         )
-    base = f"model flux {c.model_flux_jy:.4g} Jy in {c.model_nonzero_pixels} pixels, {iters}{stop}"
+    where = f" in channel {c.model_flux_channel} (the most of any)" if c.model_flux_channel is not None else ""
+    base = f"model flux {c.model_flux_jy:.4g} Jy{where}, {c.model_nonzero_pixels} pixels in all, {iters}{stop}"
     if c.stop_code in (5, 6):
         return _score("clean_convergence", c.model_flux_jy, "Jy", None, applies, "diverged: " + base, fixed=SCORE_DIVERGED)
     if c.stop_code == 7:

@@ -336,7 +336,9 @@ def render_html(report: QaReport, arrays: ReportArrays | None = None) -> str:
         ("restoring beam (median)", f"{beam.major_arcsec:.2f}&Prime; &times; {beam.minor_arcsec:.2f}&Prime;, "
          f"PA {beam.pa_deg:.1f}&deg;" if beam else "none"),
         ("deviant beam channels", _fmt(pm.deviant_beam_channels) if pm.deviant_beam_channels else "none"),
-        ("clean model", f"{_fmt(conv.model_flux_jy)} Jy in {_fmt(conv.model_nonzero_pixels)} pixels; "
+        ("clean model", f"{_fmt(conv.model_flux_jy)} Jy"
+         + (f" in channel {conv.model_flux_channel} (the most of any)" if conv.model_flux_channel is not None else "")
+         + f", {_fmt(conv.model_nonzero_pixels)} pixels in all; "
          f"mask {_fmt(conv.mask_pixels)} pixels ({_fmt(conv.mask_fraction)})"),
         ("iterations / stop", f"{_fmt(conv.iterations)} of {_fmt(conv.niter)}; {_fmt(conv.stop_reason)}"),
         ("shape / cell", f"{pm.shape} / {pm.cell_arcsec[0]:.3g}&Prime;"),

@@ -75,6 +75,7 @@ def test_publish_writes_checksummed_fits_and_manifest(product, small_ms, tmp_pat
     from astropy.io import fits
 
     from pclean_provider.pipeline.archive import publish, verify
+    from pclean_provider.pipeline.fits_provenance import read_provenance
 
     config = {"vis": small_ms.ms, "imagename": product, "specmode": "cube", "nchan": 4, "niter": 200}
     result = publish(product, tmp_path / "archive", "cube_test", vis=small_ms.ms, config=config,
@@ -82,12 +83,22 @@ def test_publish_writes_checksummed_fits_and_manifest(product, small_ms, tmp_pat
     folder = Path(result.path)
     assert result.version == 1 and folder == tmp_path / "archive" / "cube_test" / "v0001"
     names = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-    assert {"cube.image.fits", "cube.image.pbcor.fits", "cube.residual.fits", "manifest.json",
-            "qa/qa.json", "qa/qa.schema.json"} <= names
+    assert {"cube.image.fits", "cube.image.pbcor.fits", "cube.residual.fits", "cube.pb.fits", "cube.mask.fits",
+            "manifest.json", "qa/qa.json", "qa/qa.schema.json"} <= names
     with fits.open(folder / "cube.image.fits", checksum=True) as hdul:
         assert "CHECKSUM" in hdul[0].header and "DATASUM" in hdul[0].header
         assert hdul[0].header["NAXIS3"] == 4
         assert hdul[0].verify_checksum() == 1
+    # Every archived file carries its provenance and passes the standard's checks.
+    for name in ("cube.image.fits", "cube.pb.fits", "cube.mask.fits"):
+        with fits.open(folder / name, checksum=True) as hdul:
+            hdul.verify("exception")
+            found = read_provenance(hdul[0].header)
+        assert found["ORIGIN"] == "pclean_provider" and found["PRODID"] == "cube_test"
+        assert found["RUNID"] == "manual__2026-01-01" and found["CASATOOL"] and found["PCLVER"]
+        assert found["ms"] == [(Path(small_ms.ms).name, result_inputs_ms(folder)[Path(small_ms.ms).name])]
+        assert 0.0 <= found["QASCORE"] <= 1.0 and found["QABAND"]
+        assert found["params"] == {k: v for k, v in config.items()}
 
     manifest = json.loads((folder / "manifest.json").read_text())
     listed = {f["path"] for f in manifest["files"]}
@@ -104,8 +115,14 @@ def test_publish_writes_checksummed_fits_and_manifest(product, small_ms, tmp_pat
     assert 0.20 < obs["em_min"] < obs["em_max"] < 0.22  # 1.384-1.416 GHz in metres
     assert obs["t_min"] < obs["t_max"] and 50000 < obs["t_min"] < 70000
     assert 10 < obs["s_resolution"] < 60
+    assert obs["em_xel"] == 4 and obs["s_xel1"] == obs["s_xel2"] == small_ms.suggested_imsize
+    assert obs["pol_states"] == "/I/" and obs["pol_xel"] == 1 and obs["em_res_power"] > 1
     assert verify(folder).ok
     assert "sys.modules" not in json.dumps(prov)  # provenance is plain data
+
+
+def result_inputs_ms(folder: Path) -> dict:
+    return json.loads((folder / "manifest.json").read_text())["provenance"]["inputs"]["ms"]
 
 
 def test_verify_cli_names_flipped_byte_and_missing_file(product, tmp_path):

@@ -205,3 +205,18 @@ def test_channel_consistency_scores_name_channels_and_send_a_beam_above_one_to_r
     fine = score_product(_metrics().model_copy(update=dict(pb_peak_max=1.0)), QaThresholds())
     assert next(s for s in fine if s.metric == "pb_peak").band == "optimal"
     assert not [s for s in fine if s.metric == "sumwt_jumps"]
+
+
+def test_cube_model_flux_is_the_channel_with_the_most_not_a_sum():
+    from pclean_provider.pipeline.qa import _convergence, _Scan
+    from pclean_provider.pipeline.qa_models import ChannelMetrics
+
+    channels = [ChannelMetrics(channel=i, freq_hz=1e9 + i, rms_residual=0.01, rms_emission_free=0.01, peak=1.0,
+                               residual_peak=0.02, model_flux=flux) for i, flux in enumerate((0.5, 2.0, 0.7))]
+    scan = _Scan(channels=channels, deviant=[], peak=1.0, peak_pixel=(0, 0, 0), peak_map=None, residual_sample=None,
+                 rms_free_all=0.01, model_flux=3.2, model_nonzero=30, mask_pixels=None, mask_total=None)
+    conv = _convergence(channels, scan, {"iterdone": 40, "stopcode": 2}, QaThresholds(), has_model=True)
+    assert conv.model_flux_jy == 2.0 and conv.model_flux_channel == 1 and conv.iterations == 40
+    message = next(s for s in score_product(_metrics(**conv.model_dump()), QaThresholds())
+                   if s.metric == "clean_convergence").message
+    assert "2 Jy in channel 1 (the most of any)" in message and "40 iterations" in message
