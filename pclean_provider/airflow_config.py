@@ -61,6 +61,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("casa_log_dir", "PCLEAN_CASA_LOG_DIR",
            "Folder for the per-process CASA logs. Empty: the logs folder in casa_home.",
            "/var/log/pclean/casa"),
+    Option("measures_path", "PCLEAN_MEASURES_PATH",
+           "A site copy of CASA's measures data (a folder holding geodetic/ and ephemerides/), kept "
+           "current with `pclean measures update` where the network allows or copied from a site "
+           "that does. It wins over the site's CASA configuration. Empty: the site's CASA configuration "
+           "decides, else the measures of the installed casadata package (offline, as old as that package).",
+           "/shared/casa/measures"),
+    Option("site_casa_config", "PCLEAN_SITE_CASA_CONFIG",
+           "The site's own CASA configuration file (casasiteconfig.py) that pclean's generated CASA "
+           "configuration runs first, so the site's settings stay. Empty: $CASASITECONFIG, else "
+           "/opt/casa/casasiteconfig.py or /home/casa/casasiteconfig.py where one exists.",
+           "/opt/casa/casasiteconfig.py"),
     Option("sbatch_template", "PCLEAN_SBATCH_TEMPLATE",
            "A site's coordinator job template for `pclean submit` (a copy of the packaged "
            "coordinator.sbatch). Empty: the packaged template.", "/etc/pclean/coordinator.sbatch"),

@@ -119,6 +119,15 @@ class ClusterExit(IntEnum):
     NO_WORKERS = 4
 
 
+class MeasuresExit(IntEnum):
+    """``pclean measures``."""
+
+    OK = OK  # status shown (no MS observed after the measures end), or the update done
+    FAILED = FAILED  # the update could not fetch or install the measures (no network, a full disk)
+    BAD_INPUT = BAD_INPUT  # bad arguments, no such MS or folder, CASA not usable
+    STALE = 3  # status --vis: an MS was observed after what the measures cover (the warning says what)
+
+
 # The subcommands whose codes a caller (an Airflow task, a script) reads by name.
 BY_COMMAND: dict[str, type[IntEnum]] = {
     "imaging": ImagingExit,
@@ -130,6 +139,7 @@ BY_COMMAND: dict[str, type[IntEnum]] = {
     "qa": QaExit,
     "archive": ArchiveExit,
     "cluster": ClusterExit,
+    "measures": MeasuresExit,
 }
 
 

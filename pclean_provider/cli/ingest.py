@@ -50,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def summary_lines(report) -> list[str]:
     """One line per MS: what ingest did with it and why."""
-    lines = [f"accepted     {ms.name}: {ms.nrows} rows, {ms.nspw} spw, {ms.nfield} field(s) -> {ms.metadata_path}"
-             for ms in report.accepted]
+    lines = []
+    for ms in report.accepted:
+        lines.append(f"accepted     {ms.name}: {ms.nrows} rows, {ms.nspw} spw, {ms.nfield} field(s) -> {ms.metadata_path}")
+        lines += [f"warning      {ms.name}: {warning}" for warning in ms.warnings]
     lines += [f"quarantined  {ms.name}: {ms.reason} -> {ms.quarantine_path}" for ms in report.quarantined]
     for word, entries in (("incomplete", report.incomplete), ("skipped", report.already_imaged),
                           ("unreadable", report.unreadable), ("taken", report.taken_elsewhere),

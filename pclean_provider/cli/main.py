@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("pclean_provider.cli.plan", "derive each target's imaging parameters from a MeasurementSet"),
     "qa": ("pclean_provider.cli.qa", "compute QA metrics, scores and reports for imaging products"),
     "archive": ("pclean_provider.cli.archive", "export, checksum and publish products; verify an archive"),
+    "measures": ("pclean_provider.cli.measures", "show how current CASA's measures data are; refresh a site copy"),
 }
 
 

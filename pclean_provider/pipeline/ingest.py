@@ -76,6 +76,8 @@ class IngestedMs(BaseModel):
     nspw: int | None = None
     nfield: int | None = None
     fingerprint: str | None = None
+    # Imaged all the same, but said: e.g. observed after the CASA measures data end.
+    warnings: list[str] = []
 
 
 class QuarantinedMs(BaseModel):
@@ -555,12 +557,22 @@ def record_imaged(ledger_dir: Path, ms_name: str, info: dict[str, Any]) -> Path:
                              {"ms": ms_name, "recorded_at": datetime.now(UTC).isoformat(), **info})
 
 
+def _measures_warnings(meta: dict) -> list[str]:
+    end_s = meta.get("time_end_mjd_s")
+    if end_s is None:
+        return []
+    from pclean_provider.casa.measures_info import current_status, measures_warnings
+
+    return measures_warnings(current_status(), float(end_s) / 86400.0)
+
+
 def _accept(ms: Path, meta: dict, metadata_dir: Path) -> IngestedMs:
     meta_path = write_json_atomic(metadata_dir / f"{ms.name}.metadata.json", meta)
+    warnings = _measures_warnings(meta)
     return IngestedMs(name=ms.name, path=str(ms.resolve()), metadata_path=str(meta_path),
                       size_bytes=meta.get("size_bytes"), nrows=meta.get("nrows"),
                       nspw=len(meta.get("spws") or []), nfield=len(meta.get("fields") or []),
-                      fingerprint=meta.get("fingerprint"))
+                      fingerprint=meta.get("fingerprint"), warnings=warnings)
 
 
 # Entry points --------------------------------------------------------------------------------

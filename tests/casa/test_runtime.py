@@ -24,7 +24,7 @@ def _child_env(home: Path, **extra: str) -> dict[str, str]:
     """A clean environment: nothing CASA-related inherited from the test session."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("CASASITECONFIG", "OMP_NUM_THREADS", "PCLEAN_CASA_HOME", "PCLEAN_CASA_LOGFILE",
-                        "PCLEAN_CASA_LOG_DIR")}
+                        "PCLEAN_CASA_LOG_DIR", "PCLEAN_SITE_CASA_CONFIG", "PCLEAN_MEASURES_PATH")}
     env.update(_OFFLINE)
     env["PCLEAN_CASA_HOME"] = str(home)
     env["PYTHONPATH"] = str(REPO)
