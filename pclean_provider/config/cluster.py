@@ -22,6 +22,10 @@ ClusterType = Literal["local", "slurm", "address"]
 # compute nodes. A field added to ClusterSpec stays administrator-only until it is listed here.
 CONF_SETTABLE_FIELDS: tuple[str, ...] = ("nworkers", "threads_per_worker", "memory_limit", "slurm_job_mem")
 
+#: The Airflow connection (type pclean_dask) the hook, the operators and the pipeline templates use
+#: unless told otherwise; when it does not exist, a local cluster with defaults.
+DEFAULT_CONNECTION_ID = "pclean_dask_default"
+
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|[KMGT]|B)?\s*$", re.IGNORECASE)
 _MEMORY_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4,
                  "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,

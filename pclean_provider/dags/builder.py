@@ -119,7 +119,7 @@ def build_dag(t: PipelineTemplate) -> DAG:
             task_id="cluster_up",
             address_file=run_setting("address_file"),
             cluster_overrides=run_setting("cluster_overrides"),
-            pclean_conn_id=t.cluster.connection_id or "pclean_dask_default",
+            pclean_conn_id=t.cluster.connection_id,
         )
         prepared >> cluster_up
         per_ms = per_ms_paths(t, prepared, cluster_up, address, pool, qa_tasks(t, pool),

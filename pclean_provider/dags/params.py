@@ -13,6 +13,7 @@ from airflow.sdk import Param, get_current_context
 from airflow.sdk.exceptions import AirflowFailException
 
 from pclean_provider.config.cluster import CONF_SETTABLE_FIELDS
+from pclean_provider.pipeline.conf_policy import CONNECTION_CHOICE
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate, TemplateError
 from pclean_provider.pipeline.run_settings import RunSettings, settings_for_run
 
@@ -26,6 +27,11 @@ def _preset_names() -> list[str]:
         return sorted(list_presets())
     except Exception:  # noqa: BLE001 - a broken preset directory must not hide the DAGs
         return []
+
+
+def _cluster_choices(t: PipelineTemplate) -> str:
+    choices = [t.cluster.type or CONNECTION_CHOICE, *t.cluster.conf_types]
+    return " or ".join(dict.fromkeys(choices))
 
 
 def trigger_form(t: PipelineTemplate) -> dict[str, Param]:
@@ -50,11 +56,13 @@ def trigger_form(t: PipelineTemplate) -> dict[str, Param]:
         "archive_dir": Param(None, type=["null", "string"], title="Archive directory",
                              description="Where accepted products are published (default from the template); "
                                          "inside the pipeline's data roots."),
-        "cluster": Param(t.cluster.type, type="string", enum=CLUSTER_TYPES, title="Dask cluster type",
-                         description="local: workers on the Airflow machine; slurm: workers as SLURM jobs; "
-                                     "address: an existing scheduler. A run may choose only "
-                                     f"{' or '.join(dict.fromkeys([t.cluster.type, *t.cluster.conf_types]))}; "
-                                     "the rest of the cluster comes from the connection and the template."),
+        "cluster": Param(t.cluster.type or CONNECTION_CHOICE, type="string",
+                         enum=[CONNECTION_CHOICE, *CLUSTER_TYPES], title="Dask cluster type",
+                         description=f"connection: the type of connection {t.cluster.connection_id} (local "
+                                     "when it does not exist); local: workers on the Airflow machine; slurm: "
+                                     "workers as SLURM jobs; address: an existing scheduler. A run may choose "
+                                     f"only {_cluster_choices(t)}; the rest of the cluster comes from the "
+                                     "connection and the template."),
         "cluster_options": Param(dict(t.cluster.options), type="object", title="Cluster options",
                                  description="Shown: the template's cluster options. A run may change the "
                                              "cluster's size, within the template's limits: "

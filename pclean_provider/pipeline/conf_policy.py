@@ -85,11 +85,15 @@ class CheckedConf:
     archive_dir: Path | None = None
     preset: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
-    cluster_type: str = "local"
+    cluster_type: str | None = None  # None: the connection's type
     cluster_options: dict[str, Any] = field(default_factory=dict)
     cluster_connection_id: str | None = None
     redo: bool = False
     qa_min_score: float = 0.66
+
+
+#: The trigger form's cluster choice that means "the connection's type".
+CONNECTION_CHOICE = "connection"
 
 
 def allowed_roots(template: PipelineTemplate, data_root: Path) -> list[Path]:
@@ -317,12 +321,17 @@ def check_run_conf(template: PipelineTemplate, params: dict[str, Any], data_root
     checked.overrides = _check_overrides(template, _changed(params.get("overrides"), template.overrides),
                                          roots, data_root)
 
-    cluster = params.get("cluster") or template.cluster.type
-    allowed_types = [template.cluster.type, *[c for c in template.cluster.conf_types if c != template.cluster.type]]
-    if cluster not in allowed_types:
+    # Empty (or the form's "connection") keeps the template's choice; a template that pins no type
+    # leaves it to its connection.
+    cluster = params.get("cluster") or None
+    if cluster == CONNECTION_CHOICE:
+        cluster = None
+    cluster = cluster or template.cluster.type
+    allowed_types = [t for t in dict.fromkeys([template.cluster.type, *template.cluster.conf_types]) if t]
+    if cluster is not None and cluster not in allowed_types:
+        allowed = ", ".join(allowed_types) or f"none (the connection {template.cluster.connection_id} decides)"
         raise RunConfRefused("cluster", f"{shown(cluster)} is not a cluster type this pipeline lets a run "
-                             f"choose; allowed: {', '.join(allowed_types)} (the template's cluster.type and "
-                             "cluster.conf_types)")
+                             f"choose; allowed: {allowed} (the template's cluster.type and cluster.conf_types)")
     checked.cluster_type = cluster
     checked.cluster_options = _check_cluster_options(
         template, _changed(params.get("cluster_options"), template.cluster.options))

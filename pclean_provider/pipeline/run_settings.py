@@ -38,7 +38,7 @@ class RunSettings(BaseModel):
     archive_dir: str
     review_dir: str
     notifications_dir: str
-    cluster_type: str
+    cluster_type: str | None  # None: the connection's type
     cluster_connection_id: str | None
     cluster_options: dict[str, Any]
     qa_thresholds: dict[str, Any]
@@ -48,7 +48,8 @@ class RunSettings(BaseModel):
 
     def cluster_overrides(self) -> dict[str, Any]:
         """ClusterSpec fields for the cluster-up task (type from the form, knobs from options)."""
-        return {"cluster_type": self.cluster_type, **self.cluster_options}
+        pinned = {"cluster_type": self.cluster_type} if self.cluster_type else {}
+        return {**pinned, **self.cluster_options}
 
 
 def settings_for_run(template: PipelineTemplate, params: dict[str, Any], run_id: str,

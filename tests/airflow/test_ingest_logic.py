@@ -333,7 +333,9 @@ def test_run_conf_keys_override_the_template(tmp_path):
     (t,) = [t for t in load_templates() if t.dag_id == "nightly_cube_imaging"]
     base = settings_for_run(t, {}, "scheduled__2026-01-02", data_root=tmp_path)
     assert base.landing_dir == str(tmp_path / "landing") and base.vis is None
-    assert base.overrides["specmode"] == "cube" and base.cluster_type == "local"
+    # The shipped templates pin no cluster type: the connection (pclean_dask_default) decides.
+    assert base.overrides["specmode"] == "cube" and base.cluster_type is None
+    assert "cluster_type" not in base.cluster_overrides()
     # Conf paths lie in the data roots, work_dir and archive_dir in the template's work and archive areas
     # (tests/unit/test_conf_policy.py and test_trigger_form_gaps.py have the refusals); the cluster type is
     # one the template lets a run choose.

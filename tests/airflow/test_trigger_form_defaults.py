@@ -59,3 +59,25 @@ def test_template_values_a_run_may_not_set_pass_as_defaults_but_not_as_changes(r
         with pytest.raises(RunConfRefused) as info:
             check_run_conf(t, {**form, key: value}, root)
         assert info.value.parameter == parameter
+
+
+def test_the_connection_decides_the_cluster_unless_the_template_pins_it(root, monkeypatch):
+    import json
+
+    from pclean_provider.hooks.dask import PcleanDaskHook
+
+    # A site whose default connection is a SLURM cluster: the shipped templates follow it ...
+    monkeypatch.setenv("AIRFLOW_CONN_PCLEAN_DASK_DEFAULT", json.dumps(
+        {"conn_type": "pclean_dask", "extra": {"cluster_type": "slurm", "slurm_queue": "night"}}))
+    (t,) = [t for t in load_templates() if t.dag_id == "nightly_cube_imaging"]
+    assert t.cluster.type is None and t.cluster.connection_id == "pclean_dask_default"
+    form = defaults(t)
+    assert form["cluster"] == "connection" and form["cluster_connection_id"] == "pclean_dask_default"
+    s = settings_for_run(t, form, "manual__1", data_root=root)
+    spec = PcleanDaskHook(t.cluster.connection_id, cluster_overrides=s.cluster_overrides()).get_cluster_spec()
+    assert (spec.cluster_type, spec.slurm_queue) == ("slurm", "night")
+    # ... and a template that pins local says so, and wins.
+    pinned = t.model_copy(update={"cluster": t.cluster.model_copy(update={"type": "local"})})
+    s = settings_for_run(pinned, defaults(pinned), "manual__2", data_root=root)
+    spec = PcleanDaskHook(t.cluster.connection_id, cluster_overrides=s.cluster_overrides()).get_cluster_spec()
+    assert spec.cluster_type == "local"

@@ -30,10 +30,10 @@ def root(tmp_path):
 def test_the_forms_defaults_pass(root):
     t = template()
     conf = {"vis": None, "preset": "none", "overrides": {}, "work_dir": None, "archive_dir": None,
-            "cluster": "local", "cluster_options": {}, "redo": False, "qa_min_score": 0.66}
+            "cluster": "connection", "cluster_options": {}, "redo": False, "qa_min_score": 0.66}
     checked = check_run_conf(t, conf, root)
     assert (checked.vis, checked.work_dir, checked.preset, checked.cluster_type, checked.qa_min_score) == (
-        None, None, None, "local", 0.66)
+        None, None, None, None, 0.66)
 
 
 @pytest.mark.parametrize("field", ["slurm_job_script_prologue", "slurm_python", "slurm_job_extra_directives",
@@ -60,7 +60,9 @@ def test_cluster_size_within_the_templates_limits(root):
 
 
 def test_cluster_type_only_among_the_templates_choices(root):
-    assert "allowed: local" in str(refused(template(), {"cluster": "slurm"}, root))
+    assert "allowed: none (the connection pclean_dask_default decides)" in str(
+        refused(template(), {"cluster": "slurm"}, root))
+    assert "allowed: local" in str(refused(template(cluster={"type": "local"}), {"cluster": "slurm"}, root))
     t = template(cluster={"type": "local", "conf_types": ["slurm"]})
     assert check_run_conf(t, {"cluster": "slurm"}, root).cluster_type == "slurm"
     assert refused(t, {"cluster": "address"}, root).parameter == "cluster"
@@ -138,7 +140,7 @@ def test_settings_for_run_uses_the_checked_values(root):
     t = template(cluster={"options": {"slurm_queue": "night"}})
     s = settings_for_run(t, {"vis": "landing/../landing/a.ms", "cluster_options": {"nworkers": 2}}, "r1", data_root=root)
     assert s.vis == str(root / "landing" / "a.ms")
-    assert s.cluster_overrides() == {"cluster_type": "local", "slurm_queue": "night", "nworkers": 2}
+    assert s.cluster_overrides() == {"slurm_queue": "night", "nworkers": 2}  # the connection's type
     with pytest.raises(RunConfRefused):
         settings_for_run(t, {"qa_thresholds": {"rms": 1e9}}, "r1", data_root=root)
 
