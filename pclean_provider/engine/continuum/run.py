@@ -52,16 +52,16 @@ from pclean_provider.casa.deconvolver_session import STOP_REASONS, CoordinatorTo
 from pclean_provider.casa.imager_session import save_model
 from pclean_provider.casa.runtime import default_log_dir, ensure_casa_runtime, set_casa_log
 from pclean_provider.config.casa_bridge import CasaRecords, casa_records_for
-from pclean_provider.engine.continuum_models import ContinuumResult, CycleReport
-from pclean_provider.engine.continuum_outliers import read_outlier_file, write_staged_outlier_file
-from pclean_provider.engine.continuum_preflight import (
+from pclean_provider.engine.continuum.models import ContinuumResult, CycleReport
+from pclean_provider.engine.continuum.outliers import read_outlier_file, write_staged_outlier_file
+from pclean_provider.engine.continuum.preflight import (
     ContinuumInputError,
     check_continuum_inputs,
     existing_products,
     outlierfile_of,
     output_name,
 )
-from pclean_provider.engine.continuum_stages import StageClock, stage_table
+from pclean_provider.engine.continuum.stages import StageClock, stage_table
 from pclean_provider.engine.part_backends import DaskParts, SerialParts
 from pclean_provider.engine.progress import Progress, progress_file_for
 from pclean_provider.products import RESIDUAL, WORKDIRECTORY, first_term
@@ -157,7 +157,7 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
     ImagingPartError when a part fails (no product is then left under imagename).
     The result keeps every stage's time (`stages`; `cluster_start_s`, when the caller started
     the cluster for this run, is kept as the first one) and the log ends with their table.
-    `inputs_checked=True`: the caller has just run continuum_preflight.check_continuum_inputs on this
+    `inputs_checked=True`: the caller has just run preflight.check_continuum_inputs on this
     config (pclean() does, before it starts a cluster), so the MS selections are not opened twice.
     """
     t0 = time.perf_counter()
