@@ -45,8 +45,8 @@ def plan_cube(cfg_json: str, nworkers: int, worker_memory_bytes: int | None, ove
 
 
 def image_one_subcube(spec: dict) -> dict:
-    from pclean_provider.engine.models import SubcubeSpec
     from pclean_provider.engine.cube.subcube import image_subcube
+    from pclean_provider.engine.models import SubcubeSpec
 
     return _dump(image_subcube(SubcubeSpec.model_validate(spec)))
 

@@ -256,8 +256,8 @@ def test_text_file_beside_the_images_does_not_block(two_spw_ms, cluster, serial_
 
 
 def test_refuses_a_file_in_the_way_of_a_product(two_spw_ms, tmp_path):
-    from pclean_provider.engine.continuum.run import run_continuum
     from pclean_provider.engine.continuum.preflight import ContinuumInputError
+    from pclean_provider.engine.continuum.run import run_continuum
 
     (tmp_path / "way.psf").write_text("not an image", encoding="utf-8")
     with pytest.raises(ContinuumInputError, match=r"way\.psf is in the way"):

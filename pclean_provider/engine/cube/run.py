@@ -28,11 +28,11 @@ from pclean_provider.compute.futures import wait_done
 from pclean_provider.engine.cube.concat import concat_products
 from pclean_provider.engine.cube.loop import run_cube_loop
 from pclean_provider.engine.cube.memory import parse_memory
-from pclean_provider.engine.models import CubePlan, PcleanResult, SubcubeResult, tclean_summary
 from pclean_provider.engine.cube.plan import plan_sessions, plan_subcubes
 from pclean_provider.engine.cube.preflight import check_cube_inputs
-from pclean_provider.engine.progress import Progress, progress_file_for
 from pclean_provider.engine.cube.subcube import image_subcube
+from pclean_provider.engine.models import CubePlan, PcleanResult, SubcubeResult, tclean_summary
+from pclean_provider.engine.progress import Progress, progress_file_for
 
 log = logging.getLogger(__name__)
 
