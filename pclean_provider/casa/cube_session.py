@@ -562,7 +562,7 @@ class CubeIterationControl:
         return int(self.iteration.get("nmajor", -1))
 
     def summary(self) -> dict[str, Any]:
-        from pclean_provider.casa.deconvolver_session import iteration_summary
+        from pclean_provider.casa.iteration import iteration_summary
 
         return iteration_summary(self.ib)
 

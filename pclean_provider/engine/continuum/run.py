@@ -48,8 +48,9 @@ from pclean_provider.atomic_files import (
     write_text,
 )
 from pclean_provider.casa import continuum_parts as cp
-from pclean_provider.casa.deconvolver_session import STOP_REASONS, CoordinatorTools, image_peak
+from pclean_provider.casa.deconvolver_session import CoordinatorTools, image_peak
 from pclean_provider.casa.imager_session import open_part, save_model
+from pclean_provider.casa.iteration import STOP_REASONS
 from pclean_provider.casa.records import decode_record, encode_record
 from pclean_provider.casa.runtime import default_log_dir, ensure_casa_runtime, set_casa_log
 from pclean_provider.casa.session_protocol import Operation

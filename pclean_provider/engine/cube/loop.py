@@ -42,8 +42,8 @@ from pclean_provider.casa.cube_session import (
     build_cube_records,
     open_cube_session,
 )
-from pclean_provider.casa.deconvolver_session import STOP_REASONS
 from pclean_provider.casa.image_concat import image_frequencies
+from pclean_provider.casa.iteration import STOP_REASONS
 from pclean_provider.casa.session_protocol import Operation
 from pclean_provider.engine.imaging_errors import ImagingPartError
 from pclean_provider.engine.models import CubePlan, SubcubeResult
