@@ -73,7 +73,7 @@ class CubeSessionSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     run_id: str
-    part: int  # the session's index in the cube (0-based); named `part` like the continuum's parts
+    part: int  # the session's index in the cube (0-based), as the session protocol names it
     nparts: int
     chan_start: int
     chan_stop: int

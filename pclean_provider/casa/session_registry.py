@@ -31,12 +31,12 @@ _REGISTRY: dict[tuple[str, int], Session] = {}
 _LOCK = threading.Lock()
 
 
-def part_log_path(spec: Any) -> Path:
+def part_log_path(spec: SessionSpec) -> Path:
     """The CASA log of a part (or cube session)."""
     return Path(spec.log_dir or spec.workdir) / f"casa-part{spec.part + 1}.log"
 
 
-def part_output_path(spec: Any) -> Path:
+def part_output_path(spec: SessionSpec) -> Path:
     """What the part's process wrote to its standard error during the part's steps.
 
     When CASA's C++ code meets an error it does not catch, it writes the reason there
@@ -46,7 +46,7 @@ def part_output_path(spec: Any) -> Path:
     return part_log_path(spec).with_suffix(".stderr")
 
 
-def _part_log(spec: Any) -> None:
+def _part_log(spec: SessionSpec) -> None:
     from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
 
     ensure_casa_runtime()
@@ -91,7 +91,7 @@ def _stderr_kept(path: Path):
 _ABORT_LINE = re.compile(r"terminate called|what\(\):|Fatal Python error")
 
 
-def abort_reason(spec: Any, since: int = 0, max_lines: int = 6) -> str:
+def abort_reason(spec: SessionSpec, since: int = 0, max_lines: int = 6) -> str:
     """CASA's own account of why the part's process ended ('' when it left none since byte `since`
     of its output file), with where to read more."""
     path = part_output_path(spec)
@@ -108,7 +108,7 @@ def abort_reason(spec: Any, since: int = 0, max_lines: int = 6) -> str:
             f"CASA log: {part_log_path(spec)})")
 
 
-def output_size(spec: Any) -> int:
+def output_size(spec: SessionSpec) -> int:
     """How far the part's output file goes now (`abort_reason` reads only what comes after)."""
     try:
         return part_output_path(spec).stat().st_size
