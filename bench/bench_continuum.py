@@ -11,7 +11,7 @@ gridding-dominated - the case row parallelism is for. Each measurement runs in a
 process tree is sampled for peak RSS (bench/treemem.py): the serial process, and each Dask
 worker of the engine. The engine's cluster is started before its clock starts (a nightly
 pipeline keeps its cluster); its start-up time is recorded separately. Recorded per case: wall
-time, speedup, the engine's stage table (engine/continuum_stages.py; `stages` summed by kind
+time, speedup, the engine's stage table (engine/continuum/stages.py; `stages` summed by kind
 and `stage_list` as they happened), and the fidelity figures (max |diff| / peak of the images,
 restoring beams), so a fast wrong answer cannot pass as a win.
 Only numbers and paths are written, to a temporary name then renamed.
@@ -101,8 +101,8 @@ def _case(args: argparse.Namespace) -> dict:
 
     from pclean_provider.compute import open_cluster
     from pclean_provider.config import ClusterSpec, PcleanConfig
-    from pclean_provider.engine.continuum import run_continuum
-    from pclean_provider.engine.continuum_stages import summed
+    from pclean_provider.engine.continuum.run import run_continuum
+    from pclean_provider.engine.continuum.stages import summed
 
     cfg = PcleanConfig.from_flat(imagename=imagename, **kwargs)
     t0 = time.perf_counter()

@@ -102,7 +102,7 @@ def _case(args: argparse.Namespace) -> dict:
     from pclean_provider.compute import open_cluster
     from pclean_provider.config import PcleanConfig
     from pclean_provider.config.cluster import ClusterSpec
-    from pclean_provider.engine.cube import run_cube
+    from pclean_provider.engine.cube.run import run_cube
 
     cfg = PcleanConfig.from_flat(imagename=imagename, parallel=True, nworkers=args.workers, **kwargs)
     # As for serial tclean (imported before its clock starts), casatasks is loaded before the clock,
@@ -134,7 +134,7 @@ def _case(args: argparse.Namespace) -> dict:
 
 
 def _estimate(args: argparse.Namespace, result) -> int:
-    from pclean_provider.engine.memory import estimate_subcube_bytes
+    from pclean_provider.engine.cube.memory import estimate_subcube_bytes
 
     return max(estimate_subcube_bytes(s.nchan, [args.imsize, args.imsize]) for s in result.subcubes)
 

@@ -6,9 +6,8 @@ defines ONE coordinate system from the full selection which every part then imag
 are done here, on the coordinator, so that every part grids onto the same pixels and frequency
 reference whatever rows it holds.
 
-The coordinate system is a casatools record with numpy arrays in it; to cross a process
-boundary as JSON it is written with its array types tagged (`encode_record`/`decode_record`),
-so that the worker gets back exactly the record types the tool produced.
+The coordinate system is a casatools record with numpy arrays in it; it crosses the process
+boundary as JSON with its array types tagged (`records.encode_record`).
 """
 
 from __future__ import annotations
@@ -18,35 +17,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from pclean_provider.products import WORKDIRECTORY
-
-_NDARRAY = "__ndarray__"
-
-
-def encode_record(value: Any) -> Any:
-    """A casatools record as JSON-able data; arrays keep their dtype and shape."""
-    if isinstance(value, dict):
-        return {str(k): encode_record(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        return {_NDARRAY: value.tolist(), "dtype": value.dtype.str, "shape": list(value.shape)}
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        return [encode_record(v) for v in value]
-    return value
-
-
-def decode_record(value: Any) -> Any:
-    if isinstance(value, dict):
-        if _NDARRAY in value:
-            return np.asarray(value[_NDARRAY], dtype=np.dtype(value["dtype"])).reshape(value["shape"])
-        return {k: decode_record(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [decode_record(v) for v in value]
-    return value
 
 
 class PartSpec(BaseModel):

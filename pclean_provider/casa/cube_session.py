@@ -50,7 +50,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from pclean_provider.casa.continuum_parts import decode_record, encode_record
+from pclean_provider.casa import session_registry
+from pclean_provider.casa.records import decode_record, encode_record
+from pclean_provider.casa.session_protocol import CUBE_SESSION_OPERATIONS, SessionOperations
 
 # Weightings whose density depends on the data of other channels when perchanweightdensity=False.
 _DENSITY_WEIGHTINGS = ("briggs", "uniform", "briggsabs")
@@ -71,7 +73,7 @@ class CubeSessionSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     run_id: str
-    part: int  # the session's index in the cube (0-based); named `part` like the continuum's parts
+    part: int  # the session's index in the cube (0-based), as the session protocol names it
     nparts: int
     chan_start: int
     chan_stop: int
@@ -256,8 +258,10 @@ def build_cube_records(tclean_kwargs: dict[str, Any], ranges: list[tuple[int, in
                        single_session_reason=needs_single_session(tclean_kwargs, csys))
 
 
-class CubeSession:
+class CubeSession(SessionOperations):
     """The imager (+ normalizer, + deconvolver) of one sub-cube."""
+
+    operations = CUBE_SESSION_OPERATIONS
 
     def __init__(self, spec: CubeSessionSpec) -> None:
         import casatools
@@ -350,13 +354,6 @@ class CubeSession:
         """The images this session's imager and deconvolver work on (wider than the products with a margin)."""
         return self.spec.grid_imagename
 
-    def run(self, operation: str, **kwargs: Any) -> str | None:
-        handler = getattr(self, f"_op_{operation}", None)
-        if handler is None:
-            raise CubeSessionError(f"{self.spec.label}: unknown operation {operation!r}")
-        with contextlib.chdir(self.spec.workdir):
-            return handler(**kwargs)
-
     # -- the margin: a few planes per cycle -----------------------------------------------------
     def _neighbour_models_in(self) -> None:
         """The margin planes of the model: the neighbouring sessions' own planes, as they cleaned them."""
@@ -385,31 +382,31 @@ class CubeSession:
         for lo, hi in self.spec.margins:
             planes.zero_planes(self.shared_name + ".residual", lo, hi, self.spec.grid_start)
 
-    # -- the steps, in tclean's order -------------------------------------------------------------
-    def _op_make_psf(self) -> None:
+    # -- the operations (session_protocol.CUBE_SESSION_OPERATIONS), in tclean's order --------------
+    def make_psf(self) -> None:
         self.si.makepsf()
         if self.sd is not None:
             # Fits the beam per plane and applies restoringbeam/psfcutoff, as tclean's check_psf does.
             self.sd.checkrestoringbeam()
 
-    def _op_make_pb(self, gridder: str) -> None:
+    def make_pb(self, gridder: str) -> None:
         # tclean: the standard gridder makes a cube's PB together with the PSF.
         if "stand" not in gridder:
             self.si.makepb()
         self.ps.normalizeprimarybeam()
 
-    def _op_major_cycle(self, lastcycle: bool) -> None:
+    def major_cycle(self, lastcycle: bool) -> None:
         self._neighbour_models_in()
         self.si.executemajorcycle(controls={"lastcycle": bool(lastcycle), "usemask": self.spec.usemask})
         self._zero_margin_residual()
 
-    def _op_init_minor(self) -> str:
+    def init_minor(self) -> str:
         return _dump(self.sd.initminorcycle())
 
-    def _op_setup_mask(self) -> str:
+    def setup_mask(self) -> str:
         return "1" if self.sd.setupmask() else "0"
 
-    def _op_minor_cycle(self, controls: str, keep_backup: bool = True) -> str:
+    def minor_cycle(self, controls: str, keep_backup: bool = True) -> str:
         model = self.shared_name + ".model"
         if keep_backup and os.path.isdir(model):
             backup = self.shared_name + MODEL_BACKUP
@@ -423,13 +420,13 @@ class CubeSession:
             shutil.copytree(self.shared_name + ".mask", prev)
         return _dump(record)
 
-    def _op_revert_automask(self) -> None:
+    def revert_automask(self) -> None:
         prev = self.shared_name + ".prev.mask"
         if os.path.isdir(prev):
             _scrub(self.shared_name + ".mask")
             shutil.move(prev, self.shared_name + ".mask")
 
-    def _op_replace_deconvolver(self, deconvolution: str) -> None:
+    def replace_deconvolver(self, deconvolution: str) -> None:
         """A new deconvolver from these records (automask thresholds aligned to the whole cube)."""
         import casatools
 
@@ -439,20 +436,20 @@ class CubeSession:
         # The replaced one had computed its first statistics (initminorcycle) before masks are set up.
         self.sd.initminorcycle()
 
-    def _op_restore_model_backup(self) -> None:
+    def restore_model_backup(self) -> None:
         """After a lost worker: the model as it was before the interrupted minor cycle."""
         backup = self.shared_name + MODEL_BACKUP
         if os.path.isdir(backup):
             _scrub(self.shared_name + ".model")
             shutil.copytree(backup, self.shared_name + ".model")
 
-    def _op_restore(self) -> None:
+    def restore(self) -> None:
         self.sd.restore()
 
-    def _op_pbcor(self) -> None:
+    def pbcor(self) -> None:
         self.sd.pbcor()
 
-    def _op_publish(self) -> None:
+    def publish(self) -> None:
         """The session's own channels of every image as its products (a no-op without a margin).
 
         Each product is written under a temporary name and renamed (`extract_planes`), with the
@@ -565,7 +562,7 @@ class CubeIterationControl:
         return int(self.iteration.get("nmajor", -1))
 
     def summary(self) -> dict[str, Any]:
-        from pclean_provider.casa.deconvolver_session import iteration_summary
+        from pclean_provider.casa.iteration import iteration_summary
 
         return iteration_summary(self.ib)
 
@@ -578,7 +575,5 @@ class CubeIterationControl:
 
 def open_cube_session(spec_json: str) -> str:
     """Build and register a session (Dask task or in-process); returns a PartReply as JSON."""
-    from pclean_provider.casa import imager_session
-
     spec = CubeSessionSpec.model_validate_json(spec_json)
-    return imager_session.register(spec, lambda: CubeSession(spec))
+    return session_registry.register(spec, lambda: CubeSession(spec))

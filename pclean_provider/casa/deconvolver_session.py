@@ -17,22 +17,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from pclean_provider.casa.iteration import STOP_REASONS, iteration_summary
 from pclean_provider.products import MASK
 
 #: Where the mask that the last minor cycle used is kept while automasking grows the next one.
 _PREV_MASK = ".prev" + MASK
 
-STOP_REASONS = {
-    1: "iteration limit",
-    2: "threshold",
-    3: "force stop",
-    4: "no change in peak residual across two major cycles",
-    5: "peak residual increased by more than 3 times from the previous major cycle",
-    6: "peak residual increased by more than 3 times from the minimum reached",
-    7: "zero mask",
-    8: "any combination of n-sigma and other valid exit criterion",
-    9: "reached nmajor",
-}
 
 
 class MinorCycleResult(BaseModel):
@@ -229,15 +219,3 @@ def image_peak(path: str) -> float | None:
         return float(max(abs(stats["max"][0]), abs(stats["min"][0]))) if len(stats.get("max", [])) else None
     finally:
         ia.close()
-
-
-def iteration_summary(ib: Any) -> dict[str, Any]:
-    """The scalars of an iterbotsink's summary that a run reports (JSON-able)."""
-    summ = ib.getiterationsummary()
-    out: dict[str, Any] = {}
-    for key in ("iterdone", "nmajordone", "stopcode", "maxpsfsidelobe", "threshold", "nsigma",
-                "cyclethreshold", "niter", "cycleniter"):
-        if key in summ:
-            value = summ[key]
-            out[key] = value.item() if hasattr(value, "item") else value
-    return out

@@ -1,137 +1,28 @@
-"""One row partition's `synthesisimager`, kept alive across major cycles in the process that holds it.
+"""One row partition's `synthesisimager`: a continuum part, kept alive across major cycles.
 
-Setting an imager up (data selection, image definition, weighting) costs as much as a major
-cycle on small data, and the weight density it was given must survive until the last cycle,
-so each part's imager is built once and kept in a registry of the process (a Dask worker, or
-the caller when running serially), keyed by run id and part number. Every later step is a small
-call that names the run and the part; a call that finds no imager (the worker was restarted, or
-the task landed on another worker) fails with an error naming the part instead of silently
-imaging nothing.
-
-Each call runs in the part's own working directory: CASA writes fixed-name temporary tables
-(IMAGING_WEIGHT_*) into the cwd, and two imagers in one folder would overwrite each other's.
+The part is a session (`session_protocol`): built once by `open_part` in the process that holds
+it and kept in that process's registry (`session_registry`) for the whole run. Each call runs in
+the part's own working directory: CASA writes fixed-name temporary tables (IMAGING_WEIGHT_*) into
+the cwd, and two imagers in one folder would overwrite each other's. `save_model` predicts the
+final model into the MeasurementSet(s) after the loop.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import re
-import sys
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
-from pclean_provider.casa.continuum_parts import PartSpec, decode_record
-
-_REGISTRY: dict[tuple[str, int], Any] = {}
-_LOCK = threading.Lock()
-
-class PartFailure(RuntimeError):
-    """A part imager could not do what it was asked; the message names the part and the step."""
+from pclean_provider.casa import session_registry
+from pclean_provider.casa.continuum_parts import PartSpec
+from pclean_provider.casa.records import decode_record
+from pclean_provider.casa.session_protocol import CONTINUUM_PART_OPERATIONS, SessionOperations
 
 
-class PartReply(BaseModel):
-    run_id: str
-    part: int
-    operation: str
-    seconds: float
-    value: str | None = None
-    host: str = ""
-    pid: int = 0
-
-
-def part_log_path(spec: Any) -> Path:
-    """The CASA log of a part (or cube session)."""
-    return Path(spec.log_dir or spec.workdir) / f"casa-part{spec.part + 1}.log"
-
-
-def part_output_path(spec: Any) -> Path:
-    """What the part's process wrote to its standard error during the part's steps.
-
-    When CASA's C++ code meets an error it does not catch, it writes the reason there
-    ("terminate called after throwing ... what(): ...") and the process ends; the CASA log has
-    nothing of it, and to the coordinator the worker merely vanished.
-    """
-    return part_log_path(spec).with_suffix(".stderr")
-
-
-def _part_log(spec: Any) -> None:
-    from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
-
-    ensure_casa_runtime()
-    set_casa_log(part_log_path(spec))
-
-
-@contextlib.contextmanager
-def _stderr_kept(path: Path):
-    """The process's standard error (file descriptor 2) also goes to `path` while a step runs.
-
-    It goes there, and after the step it is written to the real standard error as well, so nothing
-    disappears from the worker's own output; if the process dies in the step, `path` holds its last
-    words. A folder that cannot be written leaves standard error alone.
-    """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        out = open(path, "ab")
-    except OSError:
-        yield
-        return
-    with out:
-        start = out.tell()
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(out.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-    with open(path, "rb") as captured:
-        captured.seek(start)
-        written = captured.read()
-    if written:
-        os.write(2, written)
-
-
-# What a process that CASA ended writes last: the C++ runtime's reason for terminating an uncaught
-# exception, or Python's own fatal error. Nothing that a process killed from outside (a lost node)
-# could have written in passing, such as CASA's non-fatal SEVERE log lines, counts.
-_ABORT_LINE = re.compile(r"terminate called|what\(\):|Fatal Python error")
-
-
-def abort_reason(spec: Any, since: int = 0, max_lines: int = 6) -> str:
-    """CASA's own account of why the part's process ended ('' when it left none since byte `since`
-    of its output file), with where to read more."""
-    path = part_output_path(spec)
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(since)
-            text = fh.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    lines = [line.strip() for line in text.splitlines() if _ABORT_LINE.search(line)]
-    if not lines:
-        return ""
-    return (f"CASA ended the process: {' | '.join(lines[-max_lines:])} (its output: {path}; "
-            f"CASA log: {part_log_path(spec)})")
-
-
-def output_size(spec: Any) -> int:
-    """How far the part's output file goes now (`abort_reason` reads only what comes after)."""
-    try:
-        return part_output_path(spec).stat().st_size
-    except OSError:
-        return 0
-
-
-class PartImager:
+class PartImager(SessionOperations):
     """The synthesisimager of one part: selection, image definition and weighting, set up once."""
+
+    operations = CONTINUUM_PART_OPERATIONS
 
     def __init__(self, spec: PartSpec, *, serial_layout: bool = False,
                  normalization: dict[str, Any] | None = None) -> None:
@@ -156,23 +47,21 @@ class PartImager:
                 self.si.done()
                 raise
 
-    def run(self, operation: str, **kwargs: Any) -> str | None:
-        with contextlib.chdir(self.spec.workdir):
-            if operation == "weight_density":
-                return str(self.si.getweightdensity())
-            if operation == "set_weight_density":
-                self.si.setweightdensity(kwargs["path"])
-                return None
-            if operation == "make_psf":
-                self.si.makepsf()
-                return None
-            if operation == "make_pb":
-                self.si.makepb()
-                return None
-            if operation == "major_cycle":
-                self.si.executemajorcycle(controls={"lastcycle": bool(kwargs["lastcycle"])})
-                return None
-        raise PartFailure(f"{self.spec.label}: unknown operation {operation!r}")
+    # -- the operations (session_protocol.CONTINUUM_PART_OPERATIONS) -----------------------------
+    def weight_density(self) -> str:
+        return str(self.si.getweightdensity())
+
+    def set_weight_density(self, path: str) -> None:
+        self.si.setweightdensity(path)
+
+    def make_psf(self) -> None:
+        self.si.makepsf()
+
+    def make_pb(self) -> None:
+        self.si.makepb()
+
+    def major_cycle(self, lastcycle: bool) -> None:
+        self.si.executemajorcycle(controls={"lastcycle": bool(lastcycle)})
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -211,94 +100,9 @@ def save_model(selection: dict[str, dict[str, Any]], image: dict[str, Any], grid
             ps.done()
 
 
-def _reply(spec_or_key: tuple[str, int], operation: str, t0: float, value: str | None) -> PartReply:
-    import socket
-
-    return PartReply(run_id=spec_or_key[0], part=spec_or_key[1], operation=operation,
-                     seconds=time.perf_counter() - t0, value=value, host=socket.gethostname(),
-                     pid=os.getpid())
-
-
-def warm_up(log_path: str) -> float:
-    """Point this process's CASA log at a part's log file ahead of its first step; returns seconds.
-
-    On a worker that did not load CASA at start-up (one this project did not start), the first
-    call imports casatools, a second or more; a coordinator sends this before it partitions the
-    rows and defines the image, so that any such import runs meanwhile, not inside the first
-    part step.
-    """
-    from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
-
-    t0 = time.perf_counter()
-    ensure_casa_runtime()
-    set_casa_log(log_path)
-    return time.perf_counter() - t0
-
-
 def open_part(spec_json: str, serial_layout: bool = False,
               normalization: dict[str, Any] | None = None) -> str:
-    """Build and register the part's imager; returns a PartReply as JSON."""
+    """Build and register the part's imager (Dask task or in-process); returns a PartReply as JSON."""
     spec = PartSpec.model_validate_json(spec_json)
-    return register(spec, lambda: PartImager(spec, serial_layout=serial_layout, normalization=normalization))
-
-
-def register(spec: Any, build: Callable[[], Any]) -> str:
-    """Build a session object (anything with `spec`, `run(operation, **kw)` and `close()`) and keep it
-    under (spec.run_id, spec.part), replacing an older one of that key; returns a PartReply as JSON."""
-    key = (spec.run_id, spec.part)
-    t0 = time.perf_counter()
-    _part_log(spec)
-    with _LOCK:
-        old = _REGISTRY.pop(key, None)
-    if old is not None:
-        old.close()
-    try:
-        with _stderr_kept(part_output_path(spec)):
-            imager = build()
-    except Exception as exc:
-        raise PartFailure(f"{spec.label}: setting up the imager failed: {exc}") from exc
-    with _LOCK:
-        _REGISTRY[key] = imager
-    return _reply(key, "open", t0, None).model_dump_json()
-
-
-def run_part(run_id: str, part: int, operation: str, **kwargs: Any) -> str:
-    """Run one step on a registered part imager; returns a PartReply as JSON."""
-    key = (run_id, part)
-    with _LOCK:
-        imager = _REGISTRY.get(key)
-    if imager is None:
-        raise PartFailure(
-            f"part {part + 1}: no imager for run {run_id} in process {os.getpid()} (the worker holding "
-            f"it was restarted or lost); the run cannot continue without that part's rows")
-    t0 = time.perf_counter()
-    _part_log(imager.spec)
-    try:
-        with _stderr_kept(part_output_path(imager.spec)):
-            value = imager.run(operation, **kwargs)
-    except PartFailure:
-        raise
-    except Exception as exc:
-        raise PartFailure(f"{imager.spec.label}: {operation} failed: {exc}") from exc
-    return _reply(key, operation, t0, value).model_dump_json()
-
-
-def close_part(run_id: str, part: int) -> bool:
-    """Release the part's imager (and its locks on the part images). True if there was one."""
-    with _LOCK:
-        imager = _REGISTRY.pop((run_id, part), None)
-    if imager is None:
-        return False
-    imager.close()
-    return True
-
-
-def close_run(run_id: str) -> int:
-    """Release every imager of a run held by this process (clean-up after a failure)."""
-    with _LOCK:
-        keys = [k for k in _REGISTRY if k[0] == run_id]
-        imagers = [_REGISTRY.pop(k) for k in keys]
-    for imager in imagers:
-        imager.close()
-    return len(imagers)
-
+    return session_registry.register(
+        spec, lambda: PartImager(spec, serial_layout=serial_layout, normalization=normalization))

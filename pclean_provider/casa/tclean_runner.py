@@ -1,7 +1,7 @@
 """Run casatasks.tclean for one sub-cube and read back what it did.
 
 A sub-cube is a plain serial tclean over a channel range of the full cube's CASA-defined grid
-(see engine/plan.py for why that reproduces the serial cube). Running tclean itself, rather than
+(see engine/cube/plan.py for why that reproduces the serial cube). Running tclean itself, rather than
 re-driving synthesisimager, keeps every tclean behaviour (weighting adjustments, restoration,
 pbcor, masks, stopping rules) exactly tclean's.
 """

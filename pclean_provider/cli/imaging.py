@@ -216,7 +216,7 @@ def _report(result: Any) -> None:
     continuum = getattr(result, "continuum", None) or {}
     if continuum.get("stages"):
         # Where the time went (cluster start, set-up, gathers, cycles...): the engine's stage table.
-        from pclean_provider.engine.continuum_stages import StageTime, stage_table
+        from pclean_provider.engine.continuum.stages import StageTime, stage_table
 
         print("pclean: continuum stages")
         print(stage_table([StageTime.model_validate(s) for s in continuum["stages"]],

@@ -22,7 +22,7 @@ mapped group ("operator expansion in an expanded task group is not yet supported
 map outside the group would make every MS's tail downstream of every batch: clearing one batch
 would re-run all MSs' concatenation, QA and archive. Inside the group a cleared batch re-runs its
 own sub-cubes and its own MS's gather, concat, QA, gate and archive only. The partition sizes the
-batches (``engine.plan.batch_ranges``: the cluster's workers and a target task time, at most K);
+batches (``engine.cube.plan.batch_ranges``: the cluster's workers and a target task time, at most K);
 the batch tasks the cube does not need have nothing to image (see tasks/subcubes.py for why they are
 not skipped). They use no pool that counts deferred tasks,
 so the cluster, through Dask's queue, sets how many sub-cubes run at once.

@@ -14,12 +14,12 @@ from typing import Any
 from pclean_provider import compute
 from pclean_provider.casa.runtime import ensure_casa_runtime
 from pclean_provider.config import PcleanConfig
-from pclean_provider.engine.continuum import run_continuum
-from pclean_provider.engine.continuum_preflight import check_continuum_inputs
-from pclean_provider.engine.cube import run_cube
+from pclean_provider.engine.continuum.preflight import check_continuum_inputs
+from pclean_provider.engine.continuum.run import run_continuum
+from pclean_provider.engine.cube.preflight import check_cube_inputs
+from pclean_provider.engine.cube.run import run_cube
 from pclean_provider.engine.kept_cluster import kept_client
 from pclean_provider.engine.models import PcleanResult, tclean_summary
-from pclean_provider.engine.preflight import check_cube_inputs
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from pclean_provider.atomic_files import write_text
 from pclean_provider.casa.runtime import casa_env, ensure_casa_runtime
 from pclean_provider.child_env import child_env
 from pclean_provider.config import PcleanConfig
-from pclean_provider.engine.continuum import run_continuum
-from pclean_provider.engine.cube import run_cube
+from pclean_provider.engine.continuum.run import run_continuum
+from pclean_provider.engine.cube.run import run_cube
 from pclean_provider.engine.imaging_errors import ImagingInputError, ImagingPartError
 from pclean_provider.errors import is_input_error
 

@@ -24,3 +24,7 @@ class ImagingPartError(RuntimeError):
 
 class ImagingInputError(PcleanInputError):
     """A cube or continuum request the engine refuses (names the parameter and the fix)."""
+
+
+class PreflightError(PcleanInputError):
+    """Bad input found by a cube or continuum preflight (the message names the parameter and the fix)."""

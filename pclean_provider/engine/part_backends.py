@@ -1,15 +1,17 @@
-"""Where the part imagers of a run live: in this process, or resident on Dask workers.
+"""Where the part sessions of a run live: in this process, or resident on Dask workers.
 
 A continuum run's parts are row partitions (`imager_session.open_part`); a cube's parts are
-sub-cube sessions (`cube_session.open_cube_session`): the backends take the function that builds
-a part and the kind of imaging it serves. Both backends give the coordinator the same calls
-(open, run, close) and the same failure: `ImagingPartError`, which names the part and the step.
+sub-cube sessions (`cube_session.open_cube_session`). The backends take the function that builds
+a part and the kind of imaging it serves, and send every later step through the session registry
+of the process holding the part (`casa/session_registry.py`), by operation name
+(`casa/session_protocol.py`). Both backends give the coordinator the same calls (open, run,
+close) and the same failure: `ImagingPartError`, which names the part and the step.
 A continuum run never continues with a missing part, because the gathered image would silently
 lack that part's rows; a cube rebuilds a lost sub-cube session from its images on disk
 (`PartsLost` says which parts were lost and what the others returned, so that no step runs twice
 on a part).
 
-On Dask every task of a part is pinned to the worker that holds its imager
+On Dask every task of a part is pinned to the worker that holds its session
 (`workers=[addr], allow_other_workers=False`). If that worker disappears, a pinned task would
 wait forever for a worker that will not come back, so waiting also watches the workers.
 """
@@ -22,8 +24,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pclean_provider.casa import imager_session
-from pclean_provider.casa.imager_session import PartReply
+from pclean_provider.casa import session_registry
+from pclean_provider.casa.session_protocol import PartReply
 from pclean_provider.compute.dask_keys import engine_key
 from pclean_provider.compute.futures import wait_done
 from pclean_provider.engine.imaging_errors import ImagingPartError
@@ -52,8 +54,7 @@ class SerialParts:
 
     kind = "serial"
 
-    def __init__(self, run_id: str, nparts: int, *, imaging: str,
-                 opener: Callable[..., str] = imager_session.open_part) -> None:
+    def __init__(self, run_id: str, nparts: int, *, imaging: str, opener: Callable[..., str]) -> None:
         self.run_id = run_id
         self.imaging = imaging
         self.nparts = nparts
@@ -74,13 +75,13 @@ class SerialParts:
         for part in (range(self.nparts) if parts is None else parts):
             try:
                 out.append(PartReply.model_validate_json(
-                    imager_session.run_part(self.run_id, part, operation, **kwargs)))
+                    session_registry.run_part(self.run_id, part, operation, **kwargs)))
             except Exception as exc:
                 raise ImagingPartError(part, self.nparts, operation, _first_line(exc), self.imaging) from exc
         return out
 
     def close(self) -> None:
-        imager_session.close_run(self.run_id)
+        session_registry.close_run(self.run_id)
 
 
 class DaskParts:
@@ -88,8 +89,8 @@ class DaskParts:
 
     kind = "dask"
 
-    def __init__(self, client: Any, run_id: str, nparts: int, *, imaging: str, poll_s: float = 1.0,
-                 opener: Callable[..., str] = imager_session.open_part) -> None:
+    def __init__(self, client: Any, run_id: str, nparts: int, *, imaging: str, opener: Callable[..., str],
+                 poll_s: float = 1.0) -> None:
         self.client = client
         self.imaging = imaging
         self.run_id = run_id
@@ -168,14 +169,14 @@ class DaskParts:
         """A part whose process CASA itself ended (an uncaught C++ error) is not a lost worker: doing
         the step again elsewhere would end the same way, so the user gets CASA's own words."""
         spec = self._specs.get(part)
-        reason = imager_session.abort_reason(spec, self._output_at.get(part, 0)) if spec is not None else ""
+        reason = session_registry.abort_reason(spec, self._output_at.get(part, 0)) if spec is not None else ""
         if reason:
             raise ImagingPartError(part, self.nparts, operation, reason, self.imaging)
 
     def _mark_outputs(self, parts: Sequence[int]) -> None:
         for part in parts:
             if part in self._specs:
-                self._output_at[part] = imager_session.output_size(self._specs[part])
+                self._output_at[part] = session_registry.output_size(self._specs[part])
 
     def warm_up(self, log_paths: dict[int, str]) -> None:
         """Start each part's worker on its one-time set-up (its log switch) without waiting.
@@ -183,7 +184,7 @@ class DaskParts:
         Its tasks run ahead of the part's open on the same one-thread worker; a failure here is
         left to show itself in the open, which names the part.
         """
-        self._warming = [self._submit(k, imager_session.warm_up, path, label="warm")
+        self._warming = [self._submit(k, session_registry.warm_up, path, label="warm")
                          for k, path in sorted(log_paths.items())]
 
     def open(self, specs: Sequence[Any], **kwargs: Any) -> list[PartReply]:
@@ -201,7 +202,7 @@ class DaskParts:
     def run(self, operation: str, parts: Sequence[int] | None = None, **kwargs: Any) -> list[PartReply]:
         todo = range(self.nparts) if parts is None else parts
         self._mark_outputs(todo)
-        futures = {k: self._submit(k, imager_session.run_part, self.run_id, k, operation,
+        futures = {k: self._submit(k, session_registry.run_part, self.run_id, k, operation,
                                    label=operation, **kwargs) for k in todo}
         return self._gather(futures, operation)
 
@@ -212,7 +213,7 @@ class DaskParts:
             alive = set(self.client.nthreads())
         except Exception:
             pass
-        futures = [self._submit(k, imager_session.close_part, self.run_id, k, label="close")
+        futures = [self._submit(k, session_registry.close_part, self.run_id, k, label="close")
                    for k in range(self.nparts) if self.assignment[k] in alive]
         if not futures:
             return

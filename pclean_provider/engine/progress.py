@@ -91,7 +91,7 @@ def format_progress_line(line: str) -> str:
         return str(message)
     if "cycle" in record and "run_id" in record:
         try:
-            from pclean_provider.engine.continuum_models import CycleReport
+            from pclean_provider.engine.continuum.models import CycleReport
 
             return CycleReport.model_validate(record).line()
         except Exception:  # a record of another shape: show its fields

@@ -25,8 +25,9 @@ def _config(cfg_json: str):
 
 def plan_cube(cfg_json: str, nworkers: int, worker_memory_bytes: int | None, overwrite: bool = False) -> dict:
     """Partition on a worker: reading the MS's frequency grid needs casatools, which Airflow must not load."""
-    from pclean_provider.engine.plan import plan_subcubes
-    from pclean_provider.engine.preflight import PreflightError, check_cube_inputs
+    from pclean_provider.engine.cube.plan import plan_subcubes
+    from pclean_provider.engine.cube.preflight import check_cube_inputs
+    from pclean_provider.engine.imaging_errors import PreflightError
 
     cfg = _config(cfg_json)
     # A pipeline's output folder belongs to its run: create it rather than refuse it.
@@ -44,14 +45,14 @@ def plan_cube(cfg_json: str, nworkers: int, worker_memory_bytes: int | None, ove
 
 
 def image_one_subcube(spec: dict) -> dict:
+    from pclean_provider.engine.cube.subcube import image_subcube
     from pclean_provider.engine.models import SubcubeSpec
-    from pclean_provider.engine.subcube import image_subcube
 
     return _dump(image_subcube(SubcubeSpec.model_validate(spec)))
 
 
 def concat_cube(plan: dict, results: list[dict], mode: str = "auto", keep_subcubes: bool = False) -> dict:
-    from pclean_provider.engine.concat import concat_products
+    from pclean_provider.engine.cube.concat import concat_products
     from pclean_provider.engine.models import CubePlan, SubcubeResult
 
     return _dump(concat_products(CubePlan.model_validate(plan), [SubcubeResult.model_validate(r) for r in results],

@@ -30,8 +30,9 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from pclean_provider.engine import subcube_batch, worker_tasks
-from pclean_provider.engine.plan import (
+from pclean_provider.engine import worker_tasks
+from pclean_provider.engine.cube import subcube_batch
+from pclean_provider.engine.cube.plan import (
     DEFAULT_SUBCUBE_SECONDS,
     DEFAULT_TARGET_TASK_SECONDS,
     PlanError,

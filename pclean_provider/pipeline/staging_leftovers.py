@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 # .alpha.error, .image.pbcor, .workdirectory, ...): tight enough that another image name sharing the
 # prefix (night.cube.v2 beside night.cube) is never taken for a product of this one.
 _SUFFIX = r"(?:\.(?:image|residual|model|psf|pb|sumwt|weight|mask|alpha|error|beta|pbcor|tt\d+|workdirectory))*"
-# The exact cube's session and sub-cube folder (engine.plan: ``<imagename>.subcubes``).
+# The exact cube's session and sub-cube folder (engine.cube.plan: ``<imagename>.subcubes``).
 SUBCUBES = ".subcubes"
 
 

@@ -107,7 +107,7 @@ def busy_cluster(tmp_path):
 def test_killing_a_deferred_subcube_cancels_its_dask_work(airflow, small_ms, tmp_path, busy_cluster):
     from pclean_provider.compute.dask_work import scheduler_task_state
     from pclean_provider.config import load_config
-    from pclean_provider.engine.plan import plan_subcubes
+    from pclean_provider.engine.cube.plan import plan_subcubes
 
     address, client, release = busy_cluster
     imagename = str(tmp_path / "products" / "cube")

@@ -62,7 +62,7 @@ def _config(two_spw_ms, imagename, deconvolver, weighting, niter, **extra):
 
 
 def _run(cfg, cluster, nparts, **kwargs):
-    from pclean_provider.engine.continuum import run_continuum
+    from pclean_provider.engine.continuum.run import run_continuum
 
     client = None if nparts == 1 else cluster.client
     return run_continuum(cfg, client, nparts=nparts, **kwargs)
@@ -191,14 +191,14 @@ def test_published_pclean_beam_error_is_fixed(two_spw_ms, cluster, serial_tclean
     sum (switched off here) the minor axis is ~1 % and the position angle ~6 degrees off, several
     times the tolerance. With the sum the beam matches tclean's to 0.2 %.
     """
-    from pclean_provider.engine import continuum
+    from pclean_provider.engine.continuum import run as continuum_run
 
     ref, _ = serial_tclean("mtmfs", "briggs", 0)
     good = str(tmp_path / "summed")
     _run(_config(two_spw_ms, good, "mtmfs", "briggs", 0), cluster, 2)
     assert_beams_match(good + ".image.tt0", ref + ".image.tt0")
 
-    monkeypatch.setattr(continuum, "_needs_weight_density_sum", lambda nparts, rec: False)
+    monkeypatch.setattr(continuum_run, "_needs_weight_density_sum", lambda nparts, rec: False)
     bad = str(tmp_path / "not-summed")
     _run(_config(two_spw_ms, bad, "mtmfs", "briggs", 0), cluster, 2)
     axes, pa = beam_error(bad + ".image.tt0", ref + ".image.tt0")
@@ -219,7 +219,7 @@ def test_keep_partimages_keeps_one_set_per_part(two_spw_ms, cluster, tmp_path):
 def test_restart_false_picks_the_next_numbered_name_as_tclean(two_spw_ms, tmp_path):
     """tclean's rule: names only, images (.image .residual .model .psf .sumwt .tt0) count, logs do not."""
     from pclean_provider.config.casa_bridge import casa_records_for
-    from pclean_provider.engine.continuum_preflight import output_name
+    from pclean_provider.engine.continuum.preflight import output_name
 
     def name() -> str:
         return output_name(casa_records_for(_config(two_spw_ms, tmp_path / "old", "hogbom", "natural", 0,
@@ -256,8 +256,8 @@ def test_text_file_beside_the_images_does_not_block(two_spw_ms, cluster, serial_
 
 
 def test_refuses_a_file_in_the_way_of_a_product(two_spw_ms, tmp_path):
-    from pclean_provider.engine.continuum import run_continuum
-    from pclean_provider.engine.continuum_preflight import ContinuumInputError
+    from pclean_provider.engine.continuum.preflight import ContinuumInputError
+    from pclean_provider.engine.continuum.run import run_continuum
 
     (tmp_path / "way.psf").write_text("not an image", encoding="utf-8")
     with pytest.raises(ContinuumInputError, match=r"way\.psf is in the way"):

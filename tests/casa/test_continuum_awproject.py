@@ -36,7 +36,7 @@ def test_awproject_two_parts_equals_serial_tclean(two_spw_ms, cluster, tmp_path)
     from casatasks import tclean
 
     from pclean_provider.config import PcleanConfig
-    from pclean_provider.engine.continuum import run_continuum
+    from pclean_provider.engine.continuum.run import run_continuum
 
     kw = {**kwargs_for(two_spw_ms.ms, "hogbom", "briggs", 1), **AWPROJECT}
     ref, ours = str(tmp_path / "tclean"), str(tmp_path / "ours")

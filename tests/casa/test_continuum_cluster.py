@@ -43,7 +43,7 @@ def test_coordinator_as_cluster_task_matches_tclean(two_spw_ms, cluster, tmp_pat
     from casatasks import tclean
 
     from pclean_provider.engine import worker_tasks
-    from pclean_provider.engine.continuum_models import ContinuumResult
+    from pclean_provider.engine.continuum.models import ContinuumResult
 
     ref = str(tmp_path / "tclean")
     tclean(imagename=ref, **kwargs_for(two_spw_ms.ms, "hogbom", "briggs", 1))
@@ -64,8 +64,8 @@ def test_coordinator_as_cluster_task_matches_tclean(two_spw_ms, cluster, tmp_pat
 
 def test_part_that_lost_its_imager_stops_the_run_and_is_named(two_spw_ms, cluster, tmp_path):
     """A part whose worker no longer holds its imager (a restarted worker) ends the run."""
-    from pclean_provider.casa import imager_session
-    from pclean_provider.engine.continuum import run_continuum
+    from pclean_provider.casa import session_registry
+    from pclean_provider.engine.continuum.run import run_continuum
     from pclean_provider.engine.imaging_errors import ImagingPartError
 
     client = cluster.client
@@ -73,7 +73,7 @@ def test_part_that_lost_its_imager_stops_the_run_and_is_named(two_spw_ms, cluste
 
     def drop_part_two(report):
         if report.cycle == 0:
-            client.run(imager_session.close_run, report.run_id, workers=[second])
+            client.run(session_registry.close_run, report.run_id, workers=[second])
 
     with pytest.raises(ImagingPartError, match=r"continuum part 2/2 .*no imager") as err:
         run_continuum(_config(two_spw_ms.ms, tmp_path / "dropped"), client, drop_part_two, nparts=2)
@@ -86,7 +86,7 @@ def test_part_that_lost_its_imager_stops_the_run_and_is_named(two_spw_ms, cluste
 
 
 def test_lost_worker_stops_the_run_and_names_the_part(two_spw_ms, cluster, tmp_path):
-    from pclean_provider.engine.continuum import run_continuum
+    from pclean_provider.engine.continuum.run import run_continuum
     from pclean_provider.engine.imaging_errors import ImagingPartError
 
     client = cluster.client

@@ -34,7 +34,7 @@ def test_mosaic_weighted_per_field_equals_tclean_on_two_parts(mosaic_ms, casa_ru
     from pclean_provider.compute import open_cluster
     from pclean_provider.config import PcleanConfig
     from pclean_provider.config.cluster import ClusterSpec
-    from pclean_provider.engine.continuum import run_continuum
+    from pclean_provider.engine.continuum.run import run_continuum
 
     want = str(tmp_path / "ref" / "ref")
     ref = tclean_fresh(mosaic_ms, want, **MOSAIC)

@@ -89,7 +89,7 @@ def test_pclean_parallel_with_one_worker_finishes_and_matches_tclean(two_spw_ms,
 @pytest.mark.parametrize(("deconvolver", "weighting"), [("mtmfs", "briggs"), ("multiscale", "natural")])
 def test_one_remote_part_other_deconvolvers_match_tclean(two_spw_ms, one_worker, tmp_path, deconvolver,
                                                          weighting):
-    from pclean_provider.engine.continuum import run_continuum
+    from pclean_provider.engine.continuum.run import run_continuum
 
     ref = tmp_path / "tclean" / "ref"
     summary = _tclean(two_spw_ms.ms, ref, deconvolver, weighting)
@@ -105,7 +105,7 @@ def test_one_remote_part_other_deconvolvers_match_tclean(two_spw_ms, one_worker,
 def test_coordinator_task_on_a_one_worker_cluster(two_spw_ms, one_worker, tmp_path):
     """The Airflow path on a SLURM cluster where only one job started: coordinator task and part share a node."""
     from pclean_provider.engine import worker_tasks
-    from pclean_provider.engine.continuum_models import ContinuumResult
+    from pclean_provider.engine.continuum.models import ContinuumResult
 
     ref = tmp_path / "tclean" / "ref"
     summary = _tclean(two_spw_ms.ms, ref, "hogbom", "natural")

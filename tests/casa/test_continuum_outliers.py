@@ -86,7 +86,7 @@ def test_outlier_field_equals_serial_tclean(two_spw_ms, tmp_path, monkeypatch):
 ])
 def test_bad_outlier_file_is_refused_before_any_work(two_spw_ms, tmp_path, content, match):
     from pclean_provider.config import PcleanConfig
-    from pclean_provider.engine.continuum_preflight import check_continuum_request
+    from pclean_provider.engine.continuum.preflight import check_continuum_request
     from pclean_provider.errors import PcleanInputError
 
     path = tmp_path / "outliers.txt"

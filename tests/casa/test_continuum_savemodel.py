@@ -4,7 +4,7 @@
 
 Each side images its own copy of the two-spw MS (both write their model into it). The parts never write
 the MS; the coordinator predicts the final model once after the loop (see
-pclean_provider.engine.continuum._without_model_writes). Tolerance: the model images agree to the
+pclean_provider.engine.continuum.run._without_model_writes). Tolerance: the model images agree to the
 clean tolerance of tests/casa/continuum_helpers.py (measured ~1e-6), and the visibilities are a
 linear function of them, so MODEL_DATA is held to the same fraction of its largest amplitude
 (measured: 2.0e-7 hogbom, 2.6e-7 mtmfs; a part's rows left without a model would be 1.0).

@@ -111,9 +111,9 @@ def test_dirty_cube_matches_tclean_on_dask(cube_ms, serial_dirty, client, tmp_pa
 
 def test_one_channel_per_subcube_more_workers_than_channels(cube_ms, serial_dirty, client, tmp_path):
     """A plan for 64 workers on 16 channels gives 16 one-channel sub-cubes; paged concat, kept parts."""
-    from pclean_provider.engine.concat import concat_products
-    from pclean_provider.engine.plan import plan_subcubes
-    from pclean_provider.engine.subcube import image_subcube
+    from pclean_provider.engine.cube.concat import concat_products
+    from pclean_provider.engine.cube.plan import plan_subcubes
+    from pclean_provider.engine.cube.subcube import image_subcube
 
     cfg = _cfg(cube_ms, str(tmp_path / "one"), niter=0, parallel=True, keep_subcubes=True)
     plan = plan_subcubes(cfg, nworkers=64)
@@ -159,7 +159,7 @@ def test_relative_vis_and_imagename(cube_ms, serial_dirty, client, tmp_path, mon
 
 def test_default_nchan_is_the_real_channel_count(cube_ms, serial_dirty, tmp_path):
     """nchan=-1 (the default) is resolved by CASA before splitting, not treated as one channel."""
-    from pclean_provider.engine.plan import plan_subcubes
+    from pclean_provider.engine.cube.plan import plan_subcubes
 
     cfg = _cfg(cube_ms, str(tmp_path / "n"), niter=0)
     assert cfg.tclean_kwargs()["nchan"] == -1
@@ -207,8 +207,8 @@ def test_niter_is_shared_not_given_to_every_subcube(cube_ms, client, tmp_path):
 
 
 def test_subcube_rerun_replaces_its_products(cube_ms, tmp_path):
-    from pclean_provider.engine.plan import plan_subcubes
-    from pclean_provider.engine.subcube import image_subcube
+    from pclean_provider.engine.cube.plan import plan_subcubes
+    from pclean_provider.engine.cube.subcube import image_subcube
 
     cfg = _cfg(cube_ms, str(tmp_path / "idem"), niter=0, cube_chunksize=8)
     spec = plan_subcubes(cfg, nworkers=1).specs[1]
@@ -225,9 +225,9 @@ def test_subcube_rerun_replaces_its_products(cube_ms, tmp_path):
 
 
 def test_concat_without_every_subcube_raises(cube_ms, tmp_path):
-    from pclean_provider.engine.concat import ConcatError, concat_products
-    from pclean_provider.engine.plan import plan_subcubes
-    from pclean_provider.engine.subcube import image_subcube
+    from pclean_provider.engine.cube.concat import ConcatError, concat_products
+    from pclean_provider.engine.cube.plan import plan_subcubes
+    from pclean_provider.engine.cube.subcube import image_subcube
 
     cfg = _cfg(cube_ms, str(tmp_path / "broken"), niter=0, cube_chunksize=8)
     plan = plan_subcubes(cfg, nworkers=1)

@@ -32,7 +32,7 @@ def _run(tmp_path, **kw):
 
 def _error(tmp_path, **kw) -> str:
     from pclean_provider.config import ConfigError
-    from pclean_provider.engine.preflight import PreflightError
+    from pclean_provider.engine.imaging_errors import PreflightError
 
     with pytest.raises((PreflightError, ConfigError)) as info:
         _run(tmp_path, **kw)
@@ -65,7 +65,7 @@ def test_nchan_beyond_the_data_is_not_refused(ms, tmp_path):
     """tclean images channels beyond (or between) the selected data and leaves them blank, so
     preflight passes them (tests/casa/test_cube_edges.py compares such a cube with tclean's)."""
     from pclean_provider.config import PcleanConfig
-    from pclean_provider.engine.preflight import check_cube_inputs
+    from pclean_provider.engine.cube.preflight import check_cube_inputs
 
     for extra in (dict(nchan=50), dict(nchan=4, start=30), dict(spw="0:1~2;5~6", start=1, nchan=7)):
         check_cube_inputs(PcleanConfig.from_flat(dict(vis=ms, imagename=str(tmp_path / "out"), specmode="cube",

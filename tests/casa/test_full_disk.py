@@ -85,7 +85,7 @@ def test_atomic_write_keeps_the_old_file(tmp_path):
 
 def test_subcube_publish_keeps_the_earlier_subcube(small_ms, tmp_path):
     from pclean_provider.config import PcleanConfig
-    from pclean_provider.engine.plan import plan_subcubes
+    from pclean_provider.engine.cube.plan import plan_subcubes
 
     with small_fs(tmp_path / "fs", "8m") as fs:
         cfg = PcleanConfig.from_flat(vis=small_ms.ms, imagename=str(fs / "cube"), specmode="cube", nchan=2, width=8,
@@ -94,7 +94,7 @@ def test_subcube_publish_keeps_the_earlier_subcube(small_ms, tmp_path):
         spec = plan_subcubes(cfg, nworkers=1).specs[0]
         spec_file = tmp_path / "spec.json"
         spec_file.write_text(spec.model_dump_json())
-        code = "import sys; from pclean_provider.engine.subcube import image_subcube; image_subcube(open(sys.argv[1]).read())"
+        code = "import sys; from pclean_provider.engine.cube.subcube import image_subcube; image_subcube(open(sys.argv[1]).read())"
         first = run_child(code, str(spec_file), cwd=tmp_path)
         assert first.returncode == 0, first.stderr[-2000:]
         before = tree(Path(spec.subcube_dir))

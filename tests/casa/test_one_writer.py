@@ -21,7 +21,7 @@ pytestmark = pytest.mark.casa
 def test_a_superseded_continuum_run_publishes_nothing(two_spw_ms, casa_runtime, tmp_path):
     from pclean_provider.atomic_files import DirClaim, SupersededWriteError
     from pclean_provider.config import PcleanConfig
-    from pclean_provider.engine.continuum import run_continuum
+    from pclean_provider.engine.continuum.run import run_continuum
 
     imagename = str(tmp_path / "cont")
     cfg = PcleanConfig.from_flat(imagename=imagename, **kwargs_for(two_spw_ms.ms, "hogbom", "briggs", 1))

@@ -27,6 +27,8 @@ def mosaic_ms(casa_runtime):
 def test_casa_ending_a_part_reaches_the_user_as_casa_s_message(mosaic_ms, casa_runtime, tmp_path):
     from pclean_provider.casa import continuum_parts as cp
     from pclean_provider.casa.deconvolver_session import CoordinatorTools
+    from pclean_provider.casa.imager_session import open_part
+    from pclean_provider.casa.records import encode_record
     from pclean_provider.compute import open_cluster
     from pclean_provider.config import PcleanConfig
     from pclean_provider.config.casa_bridge import casa_records_for
@@ -43,7 +45,7 @@ def test_casa_ending_a_part_reaches_the_user_as_casa_s_message(mosaic_ms, casa_r
     names = [cp.part_image_name(imagename, k) for k in range(2)]
     cp.part_workdir(imagename).mkdir(parents=True)
     specs = [cp.PartSpec(run_id="abort", part=k, nparts=2, selection=rows,
-                         image=dict(rec.image, imagename=names[k], csys=cp.encode_record(csys)),
+                         image=dict(rec.image, imagename=names[k], csys=encode_record(csys)),
                          gridding=dict(rec.gridding, imagename=names[k]), weighting=rec.weighting,
                          workdir=str(tmp_path / f"part{k + 1}"), log_dir=str(tmp_path / "logs"))
              for k, rows in enumerate(cp.partition_rows(selection, 2))]
@@ -51,7 +53,7 @@ def test_casa_ending_a_part_reaches_the_user_as_casa_s_message(mosaic_ms, casa_r
                              iteration=rec.iteration, part_images=names, with_deconvolver=False,
                              with_iterbot=False)
     with open_cluster(ClusterSpec(nworkers=2)) as handle:
-        backend = DaskParts(handle.client, "abort", 2, imaging="continuum", poll_s=0.2)
+        backend = DaskParts(handle.client, "abort", 2, imaging="continuum", opener=open_part, poll_s=0.2)
         backend.open(specs)
         backend.run("weight_density")
         summed = coord.gather_weight_density(str(tmp_path / "wd" / "mos"))

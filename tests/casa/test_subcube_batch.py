@@ -27,8 +27,8 @@ def four_workers(casa_runtime):
 
 def test_a_batch_runs_one_subcube_per_worker_at_once(small_ms, four_workers, tmp_path):
     from pclean_provider.config import PcleanConfig
-    from pclean_provider.engine.plan import plan_subcubes
-    from pclean_provider.engine.subcube_batch import image_subcube_batch
+    from pclean_provider.engine.cube.plan import plan_subcubes
+    from pclean_provider.engine.cube.subcube_batch import image_subcube_batch
 
     cfg = PcleanConfig.from_flat(vis=str(small_ms.ms), imagename=str(tmp_path / "cube"), specmode="cube",
                                  nchan=8, imsize=[64, 64], cell="12arcsec", niter=0, cube_chunksize=2,

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.casa
 def spec(casa_runtime, tmp_path_factory):
     from pclean_provider.casa.simulator import simulate_ms
     from pclean_provider.config import PcleanConfig
-    from pclean_provider.engine.plan import plan_subcubes
+    from pclean_provider.engine.cube.plan import plan_subcubes
 
     root = tmp_path_factory.mktemp("fence")
     ms = simulate_ms(root / "fence.ms", nchan=4, antennas=6, hours=0.25, seed=5).ms
@@ -33,7 +33,7 @@ def spec(casa_runtime, tmp_path_factory):
 
 def test_older_try_finishing_last_keeps_the_newer_products(spec, tmp_path):
     from pclean_provider.casa.runtime import casa_env
-    from pclean_provider.engine.subcube import PAUSE_BEFORE_SWAP_ENV, image_subcube
+    from pclean_provider.engine.cube.subcube import PAUSE_BEFORE_SWAP_ENV, image_subcube
 
     fifo = tmp_path / "release"
     os.mkfifo(fifo)
@@ -41,7 +41,7 @@ def test_older_try_finishing_last_keeps_the_newer_products(spec, tmp_path):
     spec_file.write_text(spec.model_dump_json())
     env = {**os.environ, **casa_env(), "PYTHONPATH": str(REPO), PAUSE_BEFORE_SWAP_ENV: str(fifo)}
     older = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from pclean_provider.engine.subcube import image_subcube; "
+        [sys.executable, "-c", "import sys; from pclean_provider.engine.cube.subcube import image_subcube; "
          "image_subcube(open(sys.argv[1]).read())", str(spec_file)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:

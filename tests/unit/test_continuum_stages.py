@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pclean_provider.engine.continuum_stages import StageClock, stage_table, summed
+from pclean_provider.engine.continuum.stages import StageClock, stage_table, summed
 
 
 class _Reply:

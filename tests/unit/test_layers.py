@@ -68,7 +68,7 @@ def test_the_contracts_catch_a_casa_or_airflow_import_in_the_engine(tmp_path):
     copy = tmp_path / "tree"
     shutil.copytree(ROOT / "pclean_provider", copy / "pclean_provider", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
-    bad = copy / "pclean_provider" / "engine" / "memory.py"
+    bad = copy / "pclean_provider" / "engine" / "cube" / "memory.py"
     bad.write_text(bad.read_text() + "\nimport airflow\nimport casatools\n")
     proc = subprocess.run([lint_imports, "--no-cache"], cwd=copy, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(copy)})

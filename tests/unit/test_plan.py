@@ -7,10 +7,10 @@ import json
 import pytest
 
 from pclean_provider.casa.cube_grid import CubeGrid
-from pclean_provider.engine.concat import ConcatError, resolve_mode
-from pclean_provider.engine.memory import estimate_subcube_bytes, max_channels_that_fit, parse_memory
+from pclean_provider.engine.cube.concat import ConcatError, resolve_mode
+from pclean_provider.engine.cube.memory import estimate_subcube_bytes, max_channels_that_fit, parse_memory
+from pclean_provider.engine.cube.plan import PlanError, plan_from_grid, share_niter, split_channels
 from pclean_provider.engine.models import CubePlan, SubcubeSpec
-from pclean_provider.engine.plan import PlanError, plan_from_grid, share_niter, split_channels
 
 
 def sizes(ranges):

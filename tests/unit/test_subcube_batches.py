@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pclean_provider.compute.dask_keys import child_key, older_child_keys
-from pclean_provider.engine.plan import PlanError, batch_ranges
+from pclean_provider.engine.cube.plan import PlanError, batch_ranges
 
 
 def sizes(ranges):
@@ -73,7 +73,7 @@ def test_a_newer_try_cancels_an_older_try_s_queued_sub_cube():
     still queued behind a busy worker is cancelled; keys the scheduler never saw are passed over."""
     from distributed import Client, Event, LocalCluster
 
-    from pclean_provider.engine.subcube_batch import _cancel_on_scheduler
+    from pclean_provider.engine.cube.subcube_batch import _cancel_on_scheduler
 
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as local, \
             Client(local) as client:

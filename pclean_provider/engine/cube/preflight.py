@@ -1,7 +1,6 @@
 """Refuse a cube run that cannot work, before any cluster starts or any file is written.
 
-Each error names the parameter and how to fix it. PreflightError is the continuum's too
-(`continuum_preflight`), whose checks need the continuum's CASA records.
+Each error names the parameter and how to fix it (a `PreflightError`).
 """
 
 from __future__ import annotations
@@ -10,16 +9,12 @@ import os
 
 from pclean_provider import products
 from pclean_provider.casa.ms_selection import SelectionError, check_selection
-from pclean_provider.engine.concat import ConcatError, resolve_mode
-from pclean_provider.errors import PcleanInputError
+from pclean_provider.engine.cube.concat import ConcatError, resolve_mode
+from pclean_provider.engine.imaging_errors import PreflightError
 
 # Deconvolvers that only make sense for one continuum plane.
 MFS_ONLY_DECONVOLVERS = ("mtmfs",)
 SUPPORTED_SPECMODES = ("cube", "cubedata")
-
-
-class PreflightError(PcleanInputError):
-    """Bad input for a cube or continuum run (the message names the parameter and the fix)."""
 
 
 def _as_list(value) -> list:

@@ -2,7 +2,7 @@
 (-> common beam).
 
 Preflight and planning happen before a local or SLURM cluster starts, so bad input fails in
-seconds. The exact loop (`cube_engine='sessions'`) runs in `engine.cube_loop`, which rebuilds a
+seconds. The exact loop (`cube_engine='sessions'`) runs in `engine.cube.loop`, which rebuilds a
 session whose worker is lost. The independent engine's sub-cubes go to Dask with retries: a worker
 that dies takes its sub-cube with it, the scheduler reruns it elsewhere, and the sub-cube's
 idempotent writer replaces whatever half-run it left.
@@ -25,14 +25,14 @@ from pclean_provider.atomic_files import DirClaim
 from pclean_provider.casa.runtime import ensure_casa_runtime
 from pclean_provider.compute.dask_keys import engine_key
 from pclean_provider.compute.futures import wait_done
-from pclean_provider.engine.concat import concat_products
-from pclean_provider.engine.cube_loop import run_cube_loop
-from pclean_provider.engine.memory import parse_memory
+from pclean_provider.engine.cube.concat import concat_products
+from pclean_provider.engine.cube.loop import run_cube_loop
+from pclean_provider.engine.cube.memory import parse_memory
+from pclean_provider.engine.cube.plan import plan_sessions, plan_subcubes
+from pclean_provider.engine.cube.preflight import check_cube_inputs
+from pclean_provider.engine.cube.subcube import image_subcube
 from pclean_provider.engine.models import CubePlan, PcleanResult, SubcubeResult, tclean_summary
-from pclean_provider.engine.plan import plan_sessions, plan_subcubes
-from pclean_provider.engine.preflight import check_cube_inputs
 from pclean_provider.engine.progress import Progress, progress_file_for
-from pclean_provider.engine.subcube import image_subcube
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
     opened from `cfg.cluster`); otherwise in this process.
 
     `cfg.extras.cube_engine` 'sessions' (default): sub-cube sessions and one iteration controller
-    (`engine.cube_loop`), equal to serial tclean. 'independent': every sub-cube a whole tclean run
+    (`engine.cube.loop`), equal to serial tclean. 'independent': every sub-cube a whole tclean run
     (this module's `_run_on_dask`), exact for niter=0 only.
     """
     t0 = time.monotonic()

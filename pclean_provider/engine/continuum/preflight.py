@@ -15,9 +15,8 @@ from pclean_provider.casa.continuum_parts import image_shape
 from pclean_provider.casa.ms_selection import check_selection
 from pclean_provider.casa.runtime import ensure_casa_runtime
 from pclean_provider.config.casa_bridge import BridgeError, CasaRecords, casa_records_for
-from pclean_provider.engine.continuum_outliers import read_outlier_file
-from pclean_provider.engine.imaging_errors import ImagingInputError
-from pclean_provider.engine.preflight import PreflightError
+from pclean_provider.engine.continuum.outliers import read_outlier_file
+from pclean_provider.engine.imaging_errors import ImagingInputError, PreflightError
 from pclean_provider.products import MODEL, PSF, RESIDUAL, WORKDIRECTORY, first_term, products_for
 
 
@@ -80,7 +79,7 @@ def check_continuum_request(cfg: Any) -> CasaRecords:
     """The parameter checks of a continuum config (no data opened); returns its records.
 
     With an outlier file the records are the main field's, and the file's fields are checked too
-    (`continuum_outliers`): that run takes the one-process exact path.
+    (`outliers`): that run takes the one-process exact path.
     """
     outlierfile = outlierfile_of(cfg)
     try:

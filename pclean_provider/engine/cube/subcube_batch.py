@@ -8,7 +8,7 @@ sets how many sub-cubes run at once.
 `image_subcube_batch` is the batch's work: it runs on a worker, leaves that worker's thread pool
 while it waits (so the worker images sub-cubes meanwhile), submits each sub-cube under a key made
 from its own key (`compute.dask_keys.child_key`), and returns every sub-cube's result with the wall-clock interval in which the
-worker ran it. Each sub-cube is written as `engine/subcube.image_subcube` writes it (private
+worker ran it. Each sub-cube is written as `engine/cube/subcube.image_subcube` writes it (private
 staging folder, renamed into place). No Airflow here, and `distributed` is imported only inside
 the functions that run on a worker.
 """
@@ -27,7 +27,7 @@ def image_timed_subcube(spec: dict) -> dict:
     """Image one sub-cube; its result and when (wall clock) and where it ran."""
     from distributed import get_worker
 
-    from pclean_provider.engine.subcube import image_subcube
+    from pclean_provider.engine.cube.subcube import image_subcube
 
     started = time.time()
     result = json.loads(image_subcube(spec).model_dump_json())

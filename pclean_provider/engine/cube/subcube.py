@@ -96,7 +96,7 @@ def _local_kwargs(spec: SubcubeSpec) -> dict:
     """The sub-cube's tclean keywords, its start re-read from the cube's grid as CASA defines it in
     this process (plan.localize_start says why)."""
     from pclean_provider.casa.cube_grid import CubeGridError, define_cube_grid
-    from pclean_provider.engine.plan import localize_start
+    from pclean_provider.engine.cube.plan import localize_start
 
     if not spec.cube_tclean_kwargs or spec.tclean_kwargs.get("start", "") in ("", None):
         return spec.tclean_kwargs

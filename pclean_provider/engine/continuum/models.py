@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from pclean_provider.engine.continuum_stages import StageTime
+from pclean_provider.engine.continuum.stages import StageTime
 
 
 class CycleReport(BaseModel):
@@ -54,7 +54,7 @@ class ContinuumResult(BaseModel):
     restore_s: float = 0.0
     cluster_start_s: float | None = Field(None, description="Starting the cluster for this run (not in elapsed_s).")
     stages: list[StageTime] = Field(default_factory=list,
-                                    description="Every stage in order (engine/continuum_stages.py); sums above.")
+                                    description="Every stage in order (engine/continuum/stages.py); sums above.")
     progress_file: str | None = None
     part_images_kept: bool = False
     summary: dict = Field(default_factory=dict, description="Small figures from CASA's iteration summary.")

@@ -40,7 +40,7 @@ import os
 import uuid
 from typing import Any
 
-from pclean_provider.engine.memory import estimate_subcube_bytes, max_channels_that_fit
+from pclean_provider.engine.cube.memory import estimate_subcube_bytes, max_channels_that_fit
 from pclean_provider.engine.models import FREQUENCY_RTOL, CubePlan, SubcubeSpec
 from pclean_provider.errors import PcleanInputError
 

@@ -48,20 +48,23 @@ from pclean_provider.atomic_files import (
     write_text,
 )
 from pclean_provider.casa import continuum_parts as cp
-from pclean_provider.casa.deconvolver_session import STOP_REASONS, CoordinatorTools, image_peak
-from pclean_provider.casa.imager_session import save_model
+from pclean_provider.casa.deconvolver_session import CoordinatorTools, image_peak
+from pclean_provider.casa.imager_session import open_part, save_model
+from pclean_provider.casa.iteration import STOP_REASONS
+from pclean_provider.casa.records import decode_record, encode_record
 from pclean_provider.casa.runtime import default_log_dir, ensure_casa_runtime, set_casa_log
+from pclean_provider.casa.session_protocol import Operation
 from pclean_provider.config.casa_bridge import CasaRecords, casa_records_for
-from pclean_provider.engine.continuum_models import ContinuumResult, CycleReport
-from pclean_provider.engine.continuum_outliers import read_outlier_file, write_staged_outlier_file
-from pclean_provider.engine.continuum_preflight import (
+from pclean_provider.engine.continuum.models import ContinuumResult, CycleReport
+from pclean_provider.engine.continuum.outliers import read_outlier_file, write_staged_outlier_file
+from pclean_provider.engine.continuum.preflight import (
     ContinuumInputError,
     check_continuum_inputs,
     existing_products,
     outlierfile_of,
     output_name,
 )
-from pclean_provider.engine.continuum_stages import StageClock, stage_table
+from pclean_provider.engine.continuum.stages import StageClock, stage_table
 from pclean_provider.engine.part_backends import DaskParts, SerialParts
 from pclean_provider.engine.progress import Progress, progress_file_for
 from pclean_provider.products import RESIDUAL, WORKDIRECTORY, first_term
@@ -157,7 +160,7 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
     ImagingPartError when a part fails (no product is then left under imagename).
     The result keeps every stage's time (`stages`; `cluster_start_s`, when the caller started
     the cluster for this run, is kept as the first one) and the log ends with their table.
-    `inputs_checked=True`: the caller has just run continuum_preflight.check_continuum_inputs on this
+    `inputs_checked=True`: the caller has just run preflight.check_continuum_inputs on this
     config (pclean() does, before it starts a cluster), so the MS selections are not opened twice.
     """
     t0 = time.perf_counter()
@@ -207,8 +210,8 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
             tracker.close()
             set_casa_log(previous_log)
 
-    backend = (SerialParts(run_id, n, imaging="continuum") if client is None
-               else DaskParts(client, run_id, n, imaging="continuum"))
+    backend = (SerialParts(run_id, n, imaging="continuum", opener=open_part) if client is None
+               else DaskParts(client, run_id, n, imaging="continuum", opener=open_part))
     if client is not None:
         # The workers' one-time set-up overlaps the coordinator's partitioning (see warm_up).
         backend.warm_up({k: _part_log_path(staging, k) for k in range(n)})
@@ -475,7 +478,7 @@ def _run(rec: CasaRecords, backend: Any, progress: _Progress, n: int, run_id: st
     for k in range(n):
         image = dict(rec.image, imagename=part_names[k])
         if csys is not None:
-            image["csys"] = cp.encode_record(csys)
+            image["csys"] = encode_record(csys)
         part_gridding = dict(gridding, imagename=part_names[k])
         workdir = os.path.join(staging, f"part{k + 1}")
         specs.append(cp.PartSpec(run_id=run_id, part=k, nparts=n, selection=row_parts[k], image=image,
@@ -495,26 +498,26 @@ def _run(rec: CasaRecords, backend: Any, progress: _Progress, n: int, run_id: st
         if _needs_weight_density_sum(n, rec) and rec.weighting.get("multifield"):
             with clock.stage("weight density"):
                 scratch = os.path.join(staging, "weightdensity", os.path.basename(imagename))
-                density = cp.mosaic_weight_density(selection, cp.decode_record(specs[0].image), gridding,
+                density = cp.mosaic_weight_density(selection, decode_record(specs[0].image), gridding,
                                                    rec.weighting, scratch)
-            clock.on_parts("weight density", lambda: backend.run("set_weight_density", path=density))
+            clock.on_parts("weight density", lambda: backend.run(Operation.SET_WEIGHT_DENSITY, path=density))
             shutil.rmtree(os.path.dirname(scratch), ignore_errors=True)
         elif _needs_weight_density_sum(n, rec):
-            clock.on_parts("weight density", lambda: backend.run("weight_density"))
+            clock.on_parts("weight density", lambda: backend.run(Operation.WEIGHT_DENSITY))
             with clock.stage("weight density"):
                 scratch = os.path.join(staging, "weightdensity", os.path.basename(imagename))
                 sumgrid = coord.gather_weight_density(scratch)
-            clock.on_parts("weight density", lambda: backend.run("set_weight_density", path=sumgrid))
+            clock.on_parts("weight density", lambda: backend.run(Operation.SET_WEIGHT_DENSITY, path=sumgrid))
             with clock.stage("weight density"):
                 coord.weight_density_loaded(scratch)
 
         # 3. PSF everywhere, then gathered; PB once. calcpsf=False keeps both from the earlier run
         # (tclean makes neither then).
         if rec.calcpsf:
-            clock.on_parts("psf", lambda: backend.run("make_psf"))
+            clock.on_parts("psf", lambda: backend.run(Operation.MAKE_PSF))
             with clock.stage("psf gather"):
                 coord.normalize_psf()
-            clock.on_parts("pb", lambda: backend.run("make_pb", parts=[0]))
+            clock.on_parts("pb", lambda: backend.run(Operation.MAKE_PB, parts=[0]))
             with clock.stage("pb"):
                 coord.normalize_pb()
 
@@ -525,7 +528,7 @@ def _run(rec: CasaRecords, backend: Any, progress: _Progress, n: int, run_id: st
             last = coord.is_last_cycle()
             with clock.stage("scatter model", cycle=major_count):
                 coord.before_major_cycle()
-            clock.on_parts("major cycle on parts", lambda: backend.run("major_cycle", lastcycle=last),
+            clock.on_parts("major cycle on parts", lambda: backend.run(Operation.MAJOR_CYCLE, lastcycle=last),
                            cycle=major_count)
             with clock.stage("gather residual", cycle=major_count):
                 coord.after_major_cycle()

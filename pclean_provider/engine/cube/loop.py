@@ -42,8 +42,9 @@ from pclean_provider.casa.cube_session import (
     build_cube_records,
     open_cube_session,
 )
-from pclean_provider.casa.deconvolver_session import STOP_REASONS
 from pclean_provider.casa.image_concat import image_frequencies
+from pclean_provider.casa.iteration import STOP_REASONS
+from pclean_provider.casa.session_protocol import Operation
 from pclean_provider.engine.imaging_errors import ImagingPartError
 from pclean_provider.engine.models import CubePlan, SubcubeResult
 from pclean_provider.engine.part_backends import DaskParts, PartsLost, SerialParts
@@ -99,15 +100,15 @@ class _Sessions:
             log.warning("cube: %s lost its worker during %s; rebuilding it on %s from its images on disk",
                         self.specs[part].label, operation, worker)
         self.backend.open([self.specs[p] for p in parts])
-        if operation == "minor_cycle":
-            self.backend.run("restore_model_backup", parts=parts)
-        if self.deconvolving and operation != "init_minor":
-            self.backend.run("init_minor", parts=parts)
-            if operation == "minor_cycle" and not self.automask:
+        if operation == Operation.MINOR_CYCLE:
+            self.backend.run(Operation.RESTORE_MODEL_BACKUP, parts=parts)
+        if self.deconvolving and operation != Operation.INIT_MINOR:
+            self.backend.run(Operation.INIT_MINOR, parts=parts)
+            if operation == Operation.MINOR_CYCLE and not self.automask:
                 # The mask on disk is the one the interrupted minor cycle used; a user or PB mask is
                 # loaded again as is (auto-multithresh would grow a new one: its mask on disk is kept).
-                self.backend.run("setup_mask", parts=parts)
-                self.backend.run("init_minor", parts=parts)
+                self.backend.run(Operation.SETUP_MASK, parts=parts)
+                self.backend.run(Operation.INIT_MINOR, parts=parts)
         self.rebuilt.extend(parts)
 
 
@@ -167,12 +168,12 @@ def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = N
         t = time.perf_counter()
         backend.open(records.sessions)
         stages["open_s"] = time.perf_counter() - t
-        timed("psf_s", "make_psf")
-        timed("pb_s", "make_pb", gridder=gridder)
+        timed("psf_s", Operation.MAKE_PSF)
+        timed("pb_s", Operation.MAKE_PB, gridder=gridder)
 
         def major_cycle(count: bool) -> None:
             last = control.is_last_cycle() if control is not None else True
-            timed("major_s", "major_cycle", lastcycle=last)
+            timed("major_s", Operation.MAJOR_CYCLE, lastcycle=last)
             if control is not None:
                 control.end_major_cycle()
             if count:
@@ -181,7 +182,7 @@ def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = N
         init_records: list[str | None] = []
 
         def converged() -> int:
-            init_records[:] = timed("minor_s", "init_minor")
+            init_records[:] = timed("minor_s", Operation.INIT_MINOR)
             sessions.deconvolving = True
             control.merge_init(init_records)
             reached = control.nmajor >= 0 and result.major_cycles >= control.nmajor
@@ -193,30 +194,30 @@ def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = N
             converged()
             if "auto" in str(kwargs.get("usemask", "")):
                 _align_automask(sessions, init_records)
-            timed("mask_s", "setup_mask")
+            timed("mask_s", Operation.SETUP_MASK)
             stop = converged()
             while not stop:
-                done = control.merge_exec(timed("minor_s", "minor_cycle", controls=control.controls(),
+                done = control.merge_exec(timed("minor_s", Operation.MINOR_CYCLE, controls=control.controls(),
                                             keep_backup=client is not None))
                 if done:
                     major_cycle(count=True)
-                timed("mask_s", "setup_mask")
+                timed("mask_s", Operation.SETUP_MASK)
                 stop = converged()
                 result.iterations = int(control.summary().get("iterdone", 0))
                 _report(on_cycle, result.major_cycles, result.iterations, t0)
                 if not done:
                     break
             if stop and "auto" in str(kwargs.get("usemask", "")):
-                sessions.run("revert_automask")
+                sessions.run(Operation.REVERT_AUTOMASK)
             result.summary = control.summary()
             result.iterations = int(result.summary.get("iterdone", 0))
             result.stopcode = int(stop)
             result.stop_reason = STOP_REASONS.get(int(stop), "")
         if kwargs.get("restoration", True):
-            timed("restore_s", "restore")
+            timed("restore_s", Operation.RESTORE)
             if kwargs.get("pbcor"):
-                timed("restore_s", "pbcor")
-        timed("publish_s", "publish")
+                timed("restore_s", Operation.PBCOR)
+        timed("publish_s", Operation.PUBLISH)
     finally:
         if control is not None:
             control.close()
@@ -241,7 +242,7 @@ def _align_automask(sessions: _Sessions, init_records: list[str | None]) -> None
     changes = automask_alignment(init_records, [sessions.specs[p].deconvolution for p in parts])
     for part, record in changes.items():
         sessions.specs[part] = sessions.specs[part].model_copy(update={"deconvolution": json.loads(record)})
-        sessions.backend.run("replace_deconvolver", parts=[part], deconvolution=record)
+        sessions.backend.run(Operation.REPLACE_DECONVOLVER, parts=[part], deconvolution=record)
 
 
 def _report(on_cycle: Callable[[dict[str, Any]], Any] | None, cycle: int, iterations: int, t0: float) -> None:
