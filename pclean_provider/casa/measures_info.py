@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import functools
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import BaseModel
 
-_MJD_EPOCH = datetime(1858, 11, 17, tzinfo=timezone.utc)
+_MJD_EPOCH = datetime(1858, 11, 17, tzinfo=UTC)
 # Leap seconds are announced about six months ahead: a table older than that by the observation's
 # date may be missing one.
 LEAP_SECOND_NOTICE_DAYS = 180
@@ -50,7 +50,7 @@ def mjd_to_date(mjd: float) -> str:
 def _date_to_mjd(text: str) -> float | None:
     # casacore writes VS_DATE as 'YYYY/MM/DD/hh:mm'.
     try:
-        when = datetime.strptime(text.strip()[:10], "%Y/%m/%d").replace(tzinfo=timezone.utc)
+        when = datetime.strptime(text.strip()[:10], "%Y/%m/%d").replace(tzinfo=UTC)
     except ValueError:
         return None
     return (when - _MJD_EPOCH).total_seconds() / 86400.0

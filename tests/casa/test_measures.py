@@ -7,7 +7,6 @@ the simulated MS's date (2024-03-20), the way a site's copy looks when nobody re
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
