@@ -108,5 +108,5 @@ class SessionOperations:
 
     def handler(self, operation: str) -> Callable[..., str | None]:
         if operation not in self.operations:
-            raise PartFailure(f"{self.spec.label}: unknown operation {operation!r}")
+            raise PartFailure(f"{self.spec.label}: unknown operation {str(operation)!r}")
         return getattr(self, Operation(operation).value)
