@@ -32,6 +32,8 @@ class TemplateError(ValueError):
 
 
 class IngestPolicy(BaseModel):
+    """When an MS in the landing area counts as complete, and which folders are MSs."""
+
     model_config = ConfigDict(extra="forbid")
 
     completion: Literal["marker", "quiet_period"] = Field(
@@ -44,6 +46,8 @@ class IngestPolicy(BaseModel):
 
 
 class ArchivePolicy(BaseModel):
+    """How published archive versions are written."""
+
     model_config = ConfigDict(extra="forbid")
 
     file_mode: str | None = Field(
@@ -95,6 +99,8 @@ class ConfClusterLimits(BaseModel):
 
 
 class ClusterChoice(BaseModel):
+    """Which Dask cluster images, and how far a run's conf may change it."""
+
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["local", "slurm", "address"] | None = Field(
@@ -108,10 +114,13 @@ class ClusterChoice(BaseModel):
         default_factory=list, description="Cluster types a run's conf may choose besides `type` (e.g. "
         "[slurm] on a local pipeline); the cluster's internals still come from the connection and "
         "`options`.")
-    conf_limits: ConfClusterLimits = Field(default_factory=ConfClusterLimits)
+    conf_limits: ConfClusterLimits = Field(default_factory=ConfClusterLimits,
+                                           description="Bounds of what a run's conf may ask for.")
 
 
 class QaPolicy(BaseModel):
+    """QA thresholds and the gate between the archive and the review folder."""
+
     model_config = ConfigDict(extra="forbid")
 
     thresholds: dict[str, Any] = Field(default_factory=dict, description="Passed to pclean qa.")
@@ -148,9 +157,11 @@ class QaPolicy(BaseModel):
 
 
 class PoolSpec(BaseModel):
+    """The Airflow pool that the heavy tasks (partition, concat, the exact cube, QA, archive) share."""
+
     model_config = ConfigDict(extra="forbid")
 
-    name: str = "pclean_heavy"
+    name: str = Field("pclean_heavy", description="Pool name; made by the DAG's first task if missing.")
     slots: int = Field(2, ge=1, description="How many heavy tasks may run at once across all DAGs.")
 
 
@@ -180,25 +191,27 @@ class CubeFanout(BaseModel):
 class PipelineTemplate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dag_id: str
-    kind: Literal["cube", "continuum"]
+    dag_id: str = Field(description="The DAG's id; unique among the site's templates.")
+    kind: Literal["cube", "continuum"] = Field(description="What each MS becomes: a spectral cube or a "
+                                                "continuum (mfs) image.")
     cube_mode: Literal["exact", "fanout"] = Field(
         "exact", description="Cubes: 'exact' images each MS's cube with the exact loop (one task per "
         "cube, sub-cube sessions on the workers, one iteration controller; equal to serial tclean for "
         "every stopping rule); 'fanout' images every sub-cube as a whole tclean run (a Dask task each), "
         "grouped into a few batch tasks per MS (see `cube`); exact for niter=0 cubes only, and a clear "
         "re-images just that batch and its MS's tail.")
-    title: str
-    description: str = ""
-    schedule: str | None = "0 2 * * *"
-    start_date: str = "2026-01-01"
-    tags: list[str] = Field(default_factory=list)
-    landing_dir: str = "landing"
-    quarantine_dir: str = "quarantine"
-    work_dir: str = "work"
-    archive_dir: str = "archive"
-    review_dir: str = "review"
-    notifications_dir: str = "notifications"
+    title: str = Field(description="The DAG's display name in the UI.")
+    description: str = Field("", description="The DAG's description in the UI.")
+    schedule: str | None = Field("0 2 * * *", description="Cron schedule of the nightly run; empty: only "
+                                 "triggered runs and arrivals.")
+    start_date: str = Field("2026-01-01", description="The DAG's start date (no catch-up of earlier nights).")
+    tags: list[str] = Field(default_factory=list, description="Tags shown in the UI.")
+    landing_dir: str = Field("landing", description="Where new MSs arrive; relative: under the data root.")
+    quarantine_dir: str = Field("quarantine", description="Where a broken MS is moved, with its reason.")
+    work_dir: str = Field("work", description="Where runs make their products (a folder per run).")
+    archive_dir: str = Field("archive", description="Where products that pass the QA gate are published.")
+    review_dir: str = Field("review", description="Where products below the QA gate wait for a person.")
+    notifications_dir: str = Field("notifications", description="Where notification files (JSON) go.")
     data_roots: list[str] = Field(
         default_factory=list, description="Folders that paths in a run's conf (vis, work_dir, "
         "archive_dir, path-valued imaging parameters) must lie in, after symbolic links are followed; "
@@ -210,21 +223,25 @@ class PipelineTemplate(BaseModel):
     archive_roots: list[str] = Field(
         default_factory=list, description="Folders a run's conf archive_dir must lie in, after symbolic "
         "links are followed; relative ones are under the data root. Empty: the template's archive_dir.")
-    ingest: IngestPolicy = Field(default_factory=IngestPolicy)
-    archive: ArchivePolicy = Field(default_factory=ArchivePolicy)
-    arrivals: ArrivalWatch = Field(default_factory=ArrivalWatch)
-    preset: str | None = None
-    overrides: dict[str, Any] = Field(default_factory=dict)
+    ingest: IngestPolicy = Field(default_factory=IngestPolicy, description=IngestPolicy.__doc__)
+    archive: ArchivePolicy = Field(default_factory=ArchivePolicy, description=ArchivePolicy.__doc__)
+    arrivals: ArrivalWatch = Field(default_factory=ArrivalWatch, description="Runs started by arriving "
+                                   "data, beside the schedule.")
+    preset: str | None = Field(None, description="An imaging preset (`pclean presets` lists them); the "
+                               "overrides are laid over it.")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="tclean parameters pinned for "
+                                      "every MS; they win over the preset and the plan.")
     plan: PlanPolicy = Field(default_factory=PlanPolicy, description=(
         "How each MS's imaging targets, cell, image size, gridder and stopping are derived from its data "
         "(`pclean plan`); a parameter pinned in `overrides` (or the run's) wins over the policy."))
-    cluster: ClusterChoice = Field(default_factory=ClusterChoice)
-    qa: QaPolicy = Field(default_factory=QaPolicy)
-    pool: PoolSpec = Field(default_factory=PoolSpec)
-    cube: CubeFanout = Field(default_factory=CubeFanout)
+    cluster: ClusterChoice = Field(default_factory=ClusterChoice, description=ClusterChoice.__doc__)
+    qa: QaPolicy = Field(default_factory=QaPolicy, description=QaPolicy.__doc__)
+    pool: PoolSpec = Field(default_factory=PoolSpec, description=PoolSpec.__doc__)
+    cube: CubeFanout = Field(default_factory=CubeFanout, description="How the fan-out groups sub-cubes "
+                             "into Airflow tasks (cube_mode: fanout).")
     retries: int = Field(2, ge=0, description="Retries of tasks that can fail transiently.")
-    retry_delay_s: float = Field(60.0, gt=0)
-    max_retry_delay_s: float = Field(900.0, gt=0)
+    retry_delay_s: float = Field(60.0, gt=0, description="Wait before the first retry (doubling after).")
+    max_retry_delay_s: float = Field(900.0, gt=0, description="The longest wait between two retries.")
     step_timeout_minutes: float = Field(180.0, gt=0, description=(
         "Airflow's execution_timeout of the ingest, QA and archive steps (`pclean` subprocesses): a "
         "step still running then is stopped, its subprocess with it, and retried as a failure."))
