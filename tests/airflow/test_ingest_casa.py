@@ -142,4 +142,12 @@ def test_landing_names_never_share_products_hold_back_the_night_or_steer_qa(nigh
         t, s, {"name": m["name"], "vis": m["path"], "metadata_path": m["metadata_path"]}, plan)]
     for key in ("product_id", "product_dir", "imagename", "review_folder"):
         assert len({item[key] for item in items}) == 2, [item[key] for item in items]
+    # An MS 'a' with targets 'b' and 'c' beside the MS 'a_b': four products, four archive ids.
+    two_targets = {**plan, "targets": [{"slug": slug, "label": slug, "parameters": {}} for slug in ("b", "c")]}
+    accepted_a_b = next(m for m in report["accepted"] if m["name"] == "a_b.ms")
+    items += _target_items(t, s, {"name": "a.ms", "vis": accepted_a_b["path"],
+                                  "metadata_path": accepted_a_b["metadata_path"]}, two_targets)
+    for key in ("product_id", "product_dir", "imagename", "review_folder"):
+        assert len({item[key] for item in items}) == 4, [item[key] for item in items]
+    assert "a_b_cube" in {item["product_id"] for item in items}
     assert not [item for item in items if item.get("truth")]

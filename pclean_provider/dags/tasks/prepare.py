@@ -13,7 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from pclean_provider.dags.notifiers import send
 from pclean_provider.dags.params import run_settings
-from pclean_provider.names import injective_name
+from pclean_provider.names import HASH_SEPARATOR, injective_name, short_hash
 from pclean_provider.pipeline.ingest import write_json_atomic
 from pclean_provider.pipeline.notify import notify_not_imaged
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
@@ -118,9 +118,19 @@ def _target_items(t: PipelineTemplate, s, ms: dict, plan: dict) -> list[dict]:
                       "config_json": cfg.model_dump_json(),
                       "label": label, "target": target["label"], "plan_path": str(plan_path),
                       "imaging_timeout_s": timeout_s, "imaging_timeout": timeout_how,
-                      "product_id": f"{stem}_{slug}_{t.kind}" if multi else f"{stem}_{t.kind}",
+                      "product_id": _product_id(stem, slug, t.kind, ms["name"], target["slug"], multi),
                       "review_folder": stem + (f"/{slug}" if multi else "")})
     return items
+
+
+def _product_id(stem: str, slug: str, kind: str, ms_name: str, target_slug: str, multi: bool) -> str:
+    """The archive id of one (MS, target). An MS with one target keeps ``<stem>_<kind>``. With several,
+    the readable ``<stem>_<slug>_<kind>`` alone could equal another MS's id (MS 'a' with target 'b'
+    and MS 'a_b'), so it ends in ``+`` and a hash of the exact MS name and target: a single-target
+    id ends in the kind, never in a hash."""
+    if not multi:
+        return f"{stem}_{kind}"
+    return f"{stem}_{slug}_{kind}{HASH_SEPARATOR}{short_hash(json.dumps([ms_name, target_slug]))}"
 
 
 def _imaging_timeout(t: PipelineTemplate, cfg, ms: dict, target: dict) -> tuple[float, str]:
