@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pclean_provider.casa.msinfo import NotAMeasurementSetError
+from pclean_provider.casa.msinfo import NO_READ_LOCK, NotAMeasurementSetError
 from pclean_provider.casa.runtime import ensure_casa_runtime
 
 # Enough rows to pin down a beam to about a per cent; more only costs time.
@@ -100,7 +100,7 @@ def survey_ms(path: str | os.PathLike, max_uv_rows: int = DEFAULT_MAX_UV_ROWS) -
         telescope = ", ".join(sorted({str(t) for t in _column(tb, ms / "OBSERVATION", "TELESCOPE_NAME") if str(t)}))
         obs_modes = _state_modes(tb, ms)
         try:
-            tb.open(str(ms), nomodify=True)
+            tb.open(str(ms), nomodify=True, lockoptions=NO_READ_LOCK)
         except Exception as exc:
             raise NotAMeasurementSetError(ms, f"cannot open the main table: {exc}") from exc
         try:
@@ -202,7 +202,7 @@ def _parallel_hand_weight(tb_weight: np.ndarray) -> np.ndarray:
 
 def _column(tb, table: Path, name: str) -> np.ndarray:
     try:
-        tb.open(str(table), nomodify=True)
+        tb.open(str(table), nomodify=True, lockoptions=NO_READ_LOCK)
     except Exception as exc:
         raise NotAMeasurementSetError(table.parent, f"cannot open {table.name}: {exc}") from exc
     try:
@@ -214,7 +214,7 @@ def _column(tb, table: Path, name: str) -> np.ndarray:
 
 
 def _fields(tb, ms: Path) -> list[FieldFacts]:
-    tb.open(str(ms / "FIELD"), nomodify=True)
+    tb.open(str(ms / "FIELD"), nomodify=True, lockoptions=NO_READ_LOCK)
     try:
         n = int(tb.nrows())
         if n == 0:
@@ -236,7 +236,7 @@ def _fields(tb, ms: Path) -> list[FieldFacts]:
 
 
 def _spws(tb, ms: Path) -> list[SpwFacts]:
-    tb.open(str(ms / "SPECTRAL_WINDOW"), nomodify=True)
+    tb.open(str(ms / "SPECTRAL_WINDOW"), nomodify=True, lockoptions=NO_READ_LOCK)
     try:
         out = []
         names = tb.getcol("NAME") if "NAME" in tb.colnames() else None

@@ -93,6 +93,13 @@ def _folder_size(path: Path) -> int:
 _STOKES = {1: "I", 2: "Q", 3: "U", 4: "V", 5: "RR", 6: "RL", 7: "LR", 8: "LL", 9: "XX", 10: "XY", 11: "YX", 12: "YY"}
 
 
+# Metadata reads take no table lock: a process holding the MS's write lock (a transfer still
+# writing, a hung CASA session, a lock left on NFS) would otherwise make the read wait for ever and
+# hold back the whole night. What is read without a lock may be mid-write; ingest reads every MS
+# twice and refuses one whose two reads differ.
+NO_READ_LOCK = {"option": "usernoread"}
+
+
 def read_ms_metadata(path: str | os.PathLike) -> MsMetadata:
     """Summarise a MeasurementSet; :class:`NotAMeasurementSetError` (a ValueError) if it is not one."""
     ms_path = Path(path).expanduser().resolve()
@@ -112,7 +119,7 @@ def read_ms_metadata(path: str | os.PathLike) -> MsMetadata:
     def read(sub: str, columns: list[str]) -> tuple[int, dict]:
         name = str(ms_path / sub) if sub else str(ms_path)
         try:
-            tb.open(name, nomodify=True)
+            tb.open(name, nomodify=True, lockoptions=NO_READ_LOCK)
         except Exception as exc:
             raise NotAMeasurementSetError(ms_path, f"cannot open {sub or 'main table'}: {exc}") from exc
         try:

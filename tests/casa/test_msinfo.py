@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -86,3 +87,32 @@ def test_damaged_ms_is_reported(tmp_path, small_ms):
     (broken / "table.dat").write_bytes(b"garbage")
     with pytest.raises(NotAMeasurementSetError, match="broken.ms"):
         read_ms_metadata(broken)
+
+
+def test_an_ms_another_process_holds_write_locked_is_read_without_waiting(small_ms, tmp_path):
+    """A real second process holds the MS's write lock for good (a transfer still writing, a hung CASA
+    session): the metadata read (ingest's, plan's) must not wait for it."""
+    import shutil
+    import subprocess
+    import sys
+
+    from pclean_provider.casa.ms_survey import survey_ms
+    from pclean_provider.casa.msinfo import read_ms_metadata
+    from pclean_provider.casa.runtime import casa_env
+
+    ms = tmp_path / "locked.ms"
+    shutil.copytree(small_ms.ms, ms)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, casatools; tb = casatools.table(); "
+         "tb.open(sys.argv[1], nomodify=False, lockoptions={'option': 'permanentwait'}); tb.lock(write=True); "
+         "print('locked', flush=True); sys.stdin.read()", str(ms)],
+        env={**os.environ, **casa_env()}, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        # Before the fix this waited for the lock for ever (the test's timeout ended it).
+        meta = read_ms_metadata(ms)
+        assert meta.nrows == small_ms.nrows
+        assert survey_ms(ms).fields
+    finally:
+        holder.kill()
+        holder.wait()
