@@ -18,6 +18,7 @@ import pytest
 
 from pclean_provider.compute import tls
 from pclean_provider.compute.address import AddressBackend
+from pclean_provider.compute.dask_work import PublishedWork
 from pclean_provider.config.cluster import ClusterSpec
 
 
@@ -147,3 +148,81 @@ def test_an_address_cluster_uses_the_given_certificate_folder(tls_cluster):
         assert len(handle.client.nthreads()) == 1
     finally:
         handle.close()
+
+
+# -- forged publications ----------------------------------------------------------------------------
+
+
+MARKS = "PCLEAN_TEST_UNPICKLED_MARKS"
+
+
+class Payload:
+    """Unpickling it leaves a file named after the process that did it."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def __reduce__(self):
+        code = (f"import os; open(os.path.join({self.folder!r}, 'unpickled-%d' % os.getpid()), 'w').close()")
+        return (exec, (code,))
+
+
+def _forged_result(folder):
+    """A task someone else runs under a task's key: its result is the payload."""
+    return Payload(folder)
+
+
+@pytest.fixture
+def plain_scheduler(monkeypatch):
+    # The forger is a client like any other: plaintext here so that it needs nothing (the worst case).
+    monkeypatch.setenv(tls.ALLOW_PLAINTEXT_ENV, "1")
+    with _plain_cluster() as cluster:
+        yield cluster.scheduler_address
+
+
+def test_a_forged_publication_under_a_tasks_key_is_never_unpickled(plain_scheduler, tmp_path):
+    from distributed import Client
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    key = "pclean-echo-d-r-t-m0-try1"
+    with Client(plain_scheduler, set_as_default=False) as forger, \
+            Client(plain_scheduler, set_as_default=False) as ours:
+        forger.publish_dataset(Payload(str(marks)), name=key)
+        work = PublishedWork(ours)
+        assert work.status(key).state == "foreign"
+        assert work.find(key) is None, "not adopted"
+        assert key not in ours.list_datasets(), "withdrawn unread"
+        # Our work then goes under its own key as usual.
+        result_file = tmp_path / "r.json"
+        work.submit(key, str(result_file), dict, {"ok": 1})
+        # A second forged publication of the same name is refused by the scheduler (the name is ours).
+        with pytest.raises(KeyError):
+            forger.publish_dataset(Payload(str(marks)), name=key)
+        assert work.cancel(key, reason="test over") is True
+    assert list(marks.iterdir()) == [], "the payload was unpickled"
+
+
+def test_a_task_someone_else_ran_under_the_key_finishes_without_a_result(plain_scheduler, tmp_path):
+    from distributed import Client
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    key = "pclean-echo-d-r-t-m0-try1"
+    with Client(plain_scheduler, set_as_default=False) as forger, \
+            Client(plain_scheduler, set_as_default=False) as ours:
+        future = forger.submit(_forged_result, str(marks), key=key, pure=False)
+        forger.publish_dataset(future, name=key)
+        work = PublishedWork(ours)
+        adopted = work.find(key)
+        assert adopted is not None and adopted.key == key
+        import time
+
+        deadline = time.monotonic() + 20
+        while (status := work.status(key)).state != "finished" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # Finished, but what it returned is not read: the result is only ever the result file.
+        assert status.state == "finished" and status.result is None
+        assert work.cancel(key, reason="not ours") is True
+        del adopted
+    assert list(marks.iterdir()) == [], "the payload was unpickled"
