@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -226,3 +227,41 @@ def test_a_task_someone_else_ran_under_the_key_finishes_without_a_result(plain_s
         assert work.cancel(key, reason="not ours") is True
         del adopted
     assert list(marks.iterdir()) == [], "the payload was unpickled"
+
+
+# -- the workers' environment -------------------------------------------------------------------------
+
+
+def _environment_of_this_process():
+    with open(f"/proc/{os.getpid()}/environ", "rb") as handle:
+        spawned = dict(item.split(b"=", 1) for item in handle.read().split(b"\0") if b"=" in item)
+    return {"pid": os.getpid(), "now": dict(os.environ),
+            "spawned": {k.decode(): v.decode(errors="replace") for k, v in spawned.items()}}
+
+
+def test_local_cluster_workers_do_not_inherit_the_starters_secrets(monkeypatch, tmp_path):
+    from pclean_provider.compute.local import LocalBackend
+
+    planted = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://airflow:planted-db@db/airflow",
+               "AIRFLOW__API_AUTH__JWT_SECRET": "planted-jwt",
+               "SITE_DB_PASSWORD": "planted-password"}
+    for name, value in planted.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PCLEAN_TEST_KEPT", "kept")  # an ordinary variable passes
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    handle = LocalBackend(ClusterSpec(nworkers=1, worker_start_timeout=60, local_directory=str(tmp_path))).start("e")
+    try:
+        handle.backend.wait_for_workers(handle)
+        (seen,) = handle.client.run(_environment_of_this_process).values()
+    finally:
+        handle.close()
+    assert seen["pid"] != os.getpid(), "a worker process of its own"
+    for where in ("now", "spawned"):  # os.environ, and what the process was started with (/proc)
+        env = seen[where]
+        assert not set(planted) & set(env), (where, set(planted) & set(env))
+        assert not [v for v in env.values() if "planted" in v], where
+    # What CASA and Dask need is still there.
+    for needed in ("PATH", "HOME", "PCLEAN_TEST_KEPT", "OMP_NUM_THREADS"):
+        assert seen["now"].get(needed) == os.environ[needed], needed
+    # The starting process gets its environment back.
+    assert all(os.environ[name] == value for name, value in planted.items())
