@@ -109,7 +109,7 @@ def get_provider_info() -> dict:
                     "hidden-fields": ["schema", "login", "password"],
                     "relabeling": {"host": "Scheduler host (cluster type 'address')",
                                    "port": "Scheduler port"},
-                    "placeholders": {"host": "tcp://dask-scheduler.example.org", "port": "8786",
+                    "placeholders": {"host": "tls://dask-scheduler.example.org", "port": "8786",
                                      "extra": '{"cluster_type": "slurm", "slurm_queue": "batch"}'},
                 },
             }

@@ -35,11 +35,13 @@ class PcleanDaskHook(BaseHook):
 
     :param pclean_conn_id: Airflow connection of type ``pclean_dask``. A missing
         ``pclean_dask_default`` means "a local cluster with defaults"; any other missing id is an error.
-    :param scheduler_address: a running scheduler (``tcp://host:port``); wins over everything else.
+    :param scheduler_address: a running scheduler (``tls://host:port``); wins over everything else. A
+        ``tcp://`` one is refused unless the administrator allows plaintext Dask
+        (``[pclean] allow_plaintext_dask``).
     :param address_file: the file a cluster host (``ClusterUpOperator``, ``pclean cluster up``) wrote.
     :param cluster_overrides: ClusterSpec fields that win over the connection's (e.g. ``nworkers``).
     :param tls_directory: the cluster's certificate folder (a TLS cluster host's); default: the one
-        the address file names.
+        the address file names, else the connection's ``tls_directory``.
     """
 
     conn_name_attr = "pclean_conn_id"
