@@ -110,6 +110,7 @@ class PcleanDaskHook(BaseHook):
         return self.tls_directory or self._connection_tls_directory
 
     def get_cluster_spec(self) -> ClusterSpec:
+        _apply_site_config()  # the caller may judge the spec's address against allow_plaintext_dask
         fields = self.connection_fields()
         fields.update(self.cluster_overrides)
         address = self.resolve_address()
@@ -175,10 +176,14 @@ class PcleanDaskHook(BaseHook):
         spec = self.get_cluster_spec()
         if spec.cluster_type != "address":
             return True, f"cluster_type={spec.cluster_type!r}: a cluster is started per task; nothing to reach."
+        from pclean_provider.compute.tls import MissingClusterCertificate, PlaintextDaskRefused
+
         try:
             with self.scheduler_client(spec.scheduler_address, timeout=10) as client:
                 nworkers = len(client.scheduler_info().get("workers", {}))
             return True, f"Dask scheduler {spec.scheduler_address} answers with {nworkers} workers."
+        except (PlaintextDaskRefused, MissingClusterCertificate) as exc:
+            return False, str(exc)
         except Exception as exc:
             return False, f"Dask scheduler {spec.scheduler_address} did not answer: {exc}"
 

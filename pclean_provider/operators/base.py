@@ -169,6 +169,8 @@ class PcleanDaskOperator(BaseOperator):
                 "of a ClusterUpOperator) or address_file=, give the connection a scheduler host, or set "
                 "deferrable=False to start a cluster for this task alone.")
 
+        if spec.cluster_type == "address":
+            _require_secure_transport(self.task_id, spec.scheduler_address, spec.tls_directory)
         with hook.open_cluster(spec) as handle:
             client = handle.client
             if handle.dashboard_link:
@@ -392,6 +394,17 @@ def _answers(address: str, timeout: float = 5.0) -> bool:
         return False
 
 
+def _require_secure_transport(task_id: str, address: str | None, tls_directory: str | None) -> None:
+    """Fail the task for good (no retries: a retry meets the same setting) when the scheduler may not
+    be talked to: plaintext without the administrator's leave, or TLS without the certificate."""
+    from pclean_provider.compute.tls import MissingClusterCertificate, PlaintextDaskRefused, client_security
+
+    try:
+        client_security(address or "", tls_directory)
+    except (PlaintextDaskRefused, MissingClusterCertificate) as exc:
+        raise AirflowFailException(f"{task_id}: {exc}") from exc
+
+
 def _sleep_until(result_file: str, seconds: float) -> None:
     """Sleep up to ``seconds``, waking early once the work's result file appears."""
     deadline = time.monotonic() + seconds
@@ -399,9 +412,12 @@ def _sleep_until(result_file: str, seconds: float) -> None:
         time.sleep(min(0.2, left))
 
 
-def _result_after_finish(result_file: str, grace: float = 10.0) -> Any:
-    """The result file of finished work, allowing a shared filesystem a moment to show it."""
-    deadline = time.monotonic() + grace
+def _result_after_finish(result_file: str) -> Any:
+    """The result file of finished work, allowing a shared filesystem a moment to show it (as the
+    trigger does)."""
+    from pclean_provider.triggers import dask as dask_triggers
+
+    deadline = time.monotonic() + dask_triggers.RESULT_FILE_GRACE_S
     while (result := read_result(result_file)) is None and time.monotonic() < deadline:
         time.sleep(0.2)
     return result

@@ -28,6 +28,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from pclean_provider.compute.dask_work import read_result
+from pclean_provider.compute.tls import MissingClusterCertificate, PlaintextDaskRefused
 from pclean_provider.hooks.dask import PcleanDaskHook
 
 # How often a waiting trigger looks for the work's result file between its polls of the scheduler.
@@ -138,6 +139,11 @@ class DaskWorkTrigger(BaseTrigger):
                 state, payload = await asyncio.wait_for(_uncancellable_inside(self._poll_once()),
                                                         timeout=None if left is None else max(left, 0.05))
                 unreachable_since = None
+            except (PlaintextDaskRefused, MissingClusterCertificate) as exc:
+                # Not a passing fault: the address needs TLS (or the administrator's leave for plaintext).
+                await self._hold_until_safe()
+                yield TriggerEvent({**self._event("error", f"{self.label}: {exc}"), "input_error": True})
+                return
             except (OSError, TimeoutError) as exc:
                 now = time.monotonic()
                 unreachable_since = unreachable_since or now
