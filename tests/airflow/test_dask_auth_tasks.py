@@ -38,12 +38,11 @@ class FakeTI:
         return None
 
 
-def _double(x):
-    return {"value": 2 * x}
-
-
 def _operator(state_dir, **kw):
     from pclean_provider.operators.base import PcleanDaskOperator
+
+    def _double(x):  # pickled by value: a cluster host's scheduler cannot import this test module
+        return {"value": 2 * x}
 
     class EchoOperator(PcleanDaskOperator):
         work_kind = "echo"
@@ -215,3 +214,41 @@ def test_a_task_someone_else_ran_under_the_key_fails_the_wait(shared_tls_cluster
         inline.execute({"ti": ti})
     del forged
     assert list(marks.iterdir()) == [], "the forged result was unpickled"
+
+
+def test_the_compose_connection_reaches_its_dask_host_over_tls(monkeypatch, tmp_path):
+    """docker/compose.yaml's wiring, natively: a cluster host started as the dask-host service starts
+    it (TLS by default) writes its address file; Airflow's preset connection names only that file.
+    The nightly DAG's cluster-up task and an imaging task on its address both get there over TLS."""
+    import yaml
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from pclean_provider.compute.host import start_host, stop_host
+    from pclean_provider.config.cluster import ClusterSpec
+    from pclean_provider.operators.cluster import ClusterUpOperator
+    from pclean_provider.triggers.dask import DaskWorkTrigger
+    from tests.conftest import REPO
+
+    compose = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
+    preset = json.loads(compose["x-airflow-common"]["environment"]["AIRFLOW_CONN_PCLEAN_DASK_DEFAULT"])
+    command = compose["services"]["dask-host"]["command"]
+    assert preset["extra"]["address_file"] == command[command.index("--address-file") + 1]
+
+    afile = tmp_path / "cluster" / "address.json"  # the dask-cluster volume, here
+    preset["extra"]["address_file"] = str(afile)
+    monkeypatch.setenv("AIRFLOW_CONN_PCLEAN_DASK_DEFAULT", json.dumps(preset))
+    address = start_host(ClusterSpec(nworkers=1, host_idle_timeout=0, local_directory=str(tmp_path / "dask")),
+                         afile)
+    try:
+        assert address.startswith("tls://")
+        up = ClusterUpOperator(task_id="cluster_up", address_file=str(tmp_path / "run" / "cluster.json"))
+        assert up.execute({"ti": FakeTI(task_id="cluster_up")}) == address  # the connection's cluster
+        op = _operator(tmp_path / "state", scheduler_address=address)
+        with pytest.raises(TaskDeferred) as deferred:
+            op.execute({"ti": FakeTI()})
+        trigger = deferred.value.trigger
+        assert isinstance(trigger, DaskWorkTrigger) and trigger.tls_directory == str(afile) + ".tls"
+        event = _first_event(trigger)
+        assert event["status"] == "success" and event["result"] == {"value": 42}, event["message"]
+    finally:
+        stop_host(afile)
