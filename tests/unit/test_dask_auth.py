@@ -265,3 +265,33 @@ def test_local_cluster_workers_do_not_inherit_the_starters_secrets(monkeypatch, 
         assert seen["now"].get(needed) == os.environ[needed], needed
     # The starting process gets its environment back.
     assert all(os.environ[name] == value for name, value in planted.items())
+
+
+def test_a_cluster_hosts_workers_do_not_inherit_the_starters_secrets(monkeypatch, tmp_path):
+    """The path the DAGs take: cluster_up starts a host process (which holds the scheduler), whose
+    workers run the imaging."""
+    from distributed import Client
+
+    from pclean_provider.compute.host import start_host, stop_host
+
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", "planted-fernet")
+    monkeypatch.setenv("AIRFLOW_CONN_ARCHIVE_DB", "postgresql://u:planted@db/x")
+    afile = tmp_path / "cluster" / "address.json"
+    address = start_host(ClusterSpec(nworkers=1, host_idle_timeout=0, local_directory=str(tmp_path / "dask")),
+                         afile)
+    try:
+        folder = afile.with_name(afile.name + ".tls")
+
+        def environment(dask_scheduler=None):  # by value: the host cannot import this test module
+            import os as _os
+
+            return dict(_os.environ)
+
+        with Client(address, timeout=20, set_as_default=False, **tls.client_security(address, folder)) as client:
+            (worker,) = client.run(environment).values()
+            host = client.run_on_scheduler(environment)
+    finally:
+        stop_host(afile)
+    for where, env in (("host", host), ("worker", worker)):
+        assert not [name for name, value in env.items() if "planted" in value], where
+        assert env.get("PATH") == os.environ["PATH"], where
