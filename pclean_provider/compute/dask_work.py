@@ -201,8 +201,9 @@ def _accepts_n_workers(client: Any) -> bool:
 class WorkStatus:
     """One look at published work.
 
-    ``state`` is ``finished`` (the work's result is in its result file, read by the caller), ``error`` (``error`` and ``traceback`` from the
-    worker; ``input_error`` when the error means the input is wrong, so retrying cannot help),
+    ``state`` is ``finished`` (the work's result is in its result file, read by the caller),
+    ``error`` (``error`` and ``traceback`` from the worker; ``input_error`` when the error means the
+    input is wrong, so retrying cannot help),
     ``cancelled`` (published but released: only a forced cancel does that),
     ``lost`` (not published: the scheduler restarted or the work was withdrawn), ``foreign`` (the
     name is published but holds no Dask task of that key: someone else's publication, never read),
@@ -299,8 +300,11 @@ class PublishedWork:
         if keys is None:
             return False
         # On the scheduler, by key (nothing published is fetched), forced: the publication itself
-        # holds the key; the reason is kept for whoever asks for the key's state.
-        await self.client.run_on_scheduler(cancel_with_reason, keys=keys, client=self.client.id, message=reason)
+        # holds the key; the reason is kept for whoever asks for the key's state. Only this key: a
+        # publication someone else put under the name may hold other people's tasks.
+        if key in keys:
+            await self.client.run_on_scheduler(cancel_with_reason, keys=[key], client=self.client.id,
+                                               message=reason)
         await self.client.unpublish_dataset(key)
         return True
 
