@@ -85,6 +85,13 @@ OPTIONS: tuple[Option, ...] = (
            "archived. Lowering it (tests, commissioning) lets error-band products into the archive and is "
            "logged by every process that loads a template. Empty: 0.33, the top of QA's 'error' band.",
            "0.33"),
+    Option("allow_plaintext_dask", "PCLEAN_ALLOW_PLAINTEXT_DASK",
+           "True: Airflow's tasks and triggers, and the pclean commands, may talk to a Dask scheduler without "
+           "TLS (a tcp:// address). Off, such an address is refused, naming this setting: without TLS anyone "
+           "who reaches the scheduler's port can run code on the cluster and in the processes that talk to it. "
+           "Only for a network that only trusted machines reach; every connection made under it is logged as "
+           "a warning. A connection, a pipeline template or a run's conf cannot set it. Empty: False.",
+           None, "boolean"),
 )
 
 

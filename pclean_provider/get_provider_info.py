@@ -34,6 +34,10 @@ CONN_FIELDS = {
     },
     "address_file": _text("Cluster host address file",
                           "File written by `pclean cluster up` / ClusterUpOperator; used when Host is empty."),
+    "tls_directory": _text("Cluster certificate folder",
+                           "Folder with the cluster's cluster.pem and cluster.key (mutual TLS) for a scheduler "
+                           "given by Host and Port; a cluster host's address file names its own. A tcp:// "
+                           "scheduler is refused unless [pclean] allow_plaintext_dask is set."),
     "nworkers": _integer("Workers", "Number of Dask workers (SLURM jobs); empty means the number of CPUs."),
     "threads_per_worker": _integer("Threads per worker", "Keep 1: CASA tools are not thread-safe.", 1),
     "memory_limit": _text("Worker memory limit", "Dask memory limit per worker; '0' switches Dask's memory "
@@ -105,7 +109,7 @@ def get_provider_info() -> dict:
                     "hidden-fields": ["schema", "login", "password"],
                     "relabeling": {"host": "Scheduler host (cluster type 'address')",
                                    "port": "Scheduler port"},
-                    "placeholders": {"host": "tcp://dask-scheduler.example.org", "port": "8786",
+                    "placeholders": {"host": "tls://dask-scheduler.example.org", "port": "8786",
                                      "extra": '{"cluster_type": "slurm", "slurm_queue": "batch"}'},
                 },
             }

@@ -91,6 +91,16 @@ def require(component: str, available: bool, how_to_get_it: str) -> None:
     pytest.skip(message)
 
 
+@pytest.fixture
+def plaintext_dask_allowed(monkeypatch):
+    """For a test about something other than Dask's transport, on a plaintext cluster: the site
+    allows plaintext Dask, as an administrator may ([pclean] allow_plaintext_dask). Never autouse:
+    without it a tcp:// scheduler is refused, as on a site that has not chosen otherwise."""
+    from pclean_provider.compute.tls import ALLOW_PLAINTEXT_ENV
+
+    monkeypatch.setenv(ALLOW_PLAINTEXT_ENV, "1")
+
+
 def casa_available() -> bool:
     import importlib.util
 

@@ -1,4 +1,9 @@
-"""An existing Dask scheduler, reached by its address: nothing to start, nothing to stop."""
+"""An existing Dask scheduler, reached by its address: nothing to start, nothing to stop.
+
+Only over mutual TLS with the cluster's certificate, unless the administrator allows plaintext
+(``compute.tls.client_security``): the address is someone's setting, and whoever answers there is
+trusted with this process's work.
+"""
 
 from __future__ import annotations
 
@@ -21,11 +26,11 @@ class AddressBackend(ClusterBackend):
         address = self.spec.scheduler_address
         assert address  # ClusterSpec refuses cluster_type='address' without one
         timeout = min(CONNECT_TIMEOUT_S, self.spec.worker_start_timeout)
-        try:
-            from pclean_provider.compute.tls import client_kwargs
+        from pclean_provider.compute.tls import client_security
 
-            client = Client(address, timeout=timeout, set_as_default=False,
-                            **client_kwargs(self.spec.tls_directory))
+        security = client_security(address, self.spec.tls_directory)  # refuses before connecting
+        try:
+            client = Client(address, timeout=timeout, set_as_default=False, **security)
         except (OSError, TimeoutError) as exc:
             raise SchedulerUnreachable(address, timeout, _first_line(exc)) from None
         return ClusterHandle(spec=self.spec, client=client, backend=self)

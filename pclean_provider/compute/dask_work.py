@@ -7,14 +7,25 @@ starting it again. The work also writes its result to a small JSON file on the s
 so that a finished result survives even a scheduler restart. The key format and the result-file
 format are what restart-safety rests on: changing either strands work that is already running.
 
+Nothing the cluster holds is unpickled on the Airflow side: a name published on a shared
+scheduler may be anyone's, and unpickling a forged payload (or the result of a task someone else
+submitted under a predictable key) would run their code in the Airflow worker or the triggerer.
+So a publication is judged on the scheduler, by the keys it holds, never fetched (``get_dataset``);
+adopted work is followed through a Future made here from its key; the result is read from the JSON
+result file the work writes, never from the Dask result; and an error comes back as the
+scheduler's text and the class lineage the scheduler works out. Work finished without its result
+file is an error ("not this task's work"), and a publication under a task's key that is not a Dask
+key of that name (a plain object someone published) is withdrawn and the work submitted anew.
+
 Used by the Airflow hook with a synchronous client (operators) and an asynchronous one (triggers);
 no Airflow import here, and ``distributed`` is only touched through the client handed in (and
-imported by the one function that runs on the scheduler).
+imported where a Future is made from a key).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +35,8 @@ from pclean_provider.compute.dask_keys import prefix_of_key, try_of_key
 from pclean_provider.errors import is_input_error, lineage_of_pickled_error
 
 STATE_DIRNAME = ".pclean-airflow"
+
+log = logging.getLogger(__name__)
 
 
 # -- result files ---------------------------------------------------------------------------------
@@ -56,12 +69,6 @@ def run_recorded(result_file: str, func: Callable[..., dict], *args: Any) -> dic
     result = func(*args)
     write_json_atomic(result_file, result)
     return result
-
-
-def jsonable(value: Any) -> Any:
-    if hasattr(value, "model_dump_json"):
-        return json.loads(value.model_dump_json())
-    return value
 
 
 # -- progress files -------------------------------------------------------------------------------
@@ -130,6 +137,16 @@ def scheduler_task_state(key: str, dask_scheduler: Any = None) -> dict[str, Any]
     return out
 
 
+def published_keys(name: str, dask_scheduler: Any = None) -> list[str] | None:
+    """Run on the scheduler: the Dask keys a published name holds (None: nothing published), read
+    without unpickling what was published."""
+    extension = dask_scheduler.extensions.get("publish")
+    dataset = extension.datasets.get(name) if extension is not None else None
+    if dataset is None:
+        return None
+    return [str(key) for key in dataset.get("keys") or []]
+
+
 def _cancel_reasons(dask_scheduler: Any) -> dict[str, str]:
     # Kept in the scheduler's own metadata store, so that it outlives the cancelled keys.
     return dask_scheduler.get_metadata(keys=list(CANCEL_REASONS), default=None) or {}
@@ -184,11 +201,13 @@ def _accepts_n_workers(client: Any) -> bool:
 class WorkStatus:
     """One look at published work.
 
-    ``state`` is ``finished`` (``result`` set), ``error`` (``error`` and ``traceback`` from the
-    worker; ``input_error`` when the error means the input is wrong, so retrying cannot help),
+    ``state`` is ``finished`` (the work's result is in its result file, read by the caller),
+    ``error`` (``error`` and ``traceback`` from the worker; ``input_error`` when the error means the
+    input is wrong, so retrying cannot help),
     ``cancelled`` (published but released: only a forced cancel does that),
-    ``lost`` (not published: the scheduler restarted or the work was withdrawn), or the scheduler's
-    own state of work still under way (``waiting``, ``processing``, ...).
+    ``lost`` (not published: the scheduler restarted or the work was withdrawn), ``foreign`` (the
+    name is published but holds no Dask task of that key: someone else's publication, never read),
+    or the scheduler's own state of work still under way (``waiting``, ``processing``, ...).
     """
 
     state: str
@@ -214,7 +233,8 @@ class PublishedWork:
         self.client = client
 
     def find(self, key: str) -> Any:
-        """The Future of the work published under ``key`` (adopt it), or None."""
+        """The Future of the work published under ``key`` (adopt it), or None. A publication under
+        that name that holds no Dask task of that key is someone else's: withdrawn, never read."""
         return self.client.sync(self._find, key)
 
     def cancel_older_tries(self, key: str) -> Any:
@@ -242,10 +262,24 @@ class PublishedWork:
     async def _names(self) -> set[str]:
         return set(await self.client.list_datasets())
 
-    async def _find(self, key: str) -> Any:
+    async def _published_keys(self, key: str) -> list[str] | None:
         if key not in await self._names():
             return None
-        return await self.client.get_dataset(key)
+        return await self.client.run_on_scheduler(published_keys, name=key)
+
+    async def _find(self, key: str) -> Any:
+        keys = await self._published_keys(key)
+        if keys is None:
+            return None
+        if keys != [key]:
+            log.warning("the Dask name %s is published by someone else (it holds %s, not the task %s): "
+                        "withdrawn unread, the work is submitted anew", key, keys or "no task", key)
+            await self.client.unpublish_dataset(key)
+            return None
+        from distributed import Future
+
+        # Made here from the key: the Future a get_dataset would unpickle is whatever was published.
+        return Future(key, self.client)
 
     async def _cancel_older_tries(self, key: str) -> list[str]:
         prefix, this_try = prefix_of_key(key), try_of_key(key) or 0
@@ -262,11 +296,15 @@ class PublishedWork:
         return future
 
     async def _cancel(self, key: str, reason: str) -> bool:
-        if key not in await self._names():
+        keys = await self._published_keys(key)
+        if keys is None:
             return False
-        future = await self.client.get_dataset(key)
-        # force: the publication itself holds the key; without force the scheduler keeps it.
-        await self.client.cancel([future], force=True, reason=reason)
+        # On the scheduler, by key (nothing published is fetched), forced: the publication itself
+        # holds the key; the reason is kept for whoever asks for the key's state. Only this key: a
+        # publication someone else put under the name may hold other people's tasks.
+        if key in keys:
+            await self.client.run_on_scheduler(cancel_with_reason, keys=[key], client=self.client.id,
+                                               message=reason)
         await self.client.unpublish_dataset(key)
         return True
 
@@ -277,13 +315,17 @@ class PublishedWork:
         return True
 
     async def _status(self, key: str) -> WorkStatus:
-        if key not in await self._names():
+        keys = await self._published_keys(key)
+        if keys is None:
             return WorkStatus("lost")
+        if keys != [key]:
+            return WorkStatus("foreign", error=f"the Dask name {key} is published by someone else (it holds "
+                              f"{keys or 'no task'}); it was not read")
         info = await self.client.run_on_scheduler(scheduler_task_state, key=key)
         state = info["state"]
         if state == "memory":
-            future = await self.client.get_dataset(key)
-            return WorkStatus("finished", result=jsonable(await future.result()))
+            # The result is the work's result file, which the caller reads: never the Dask result.
+            return WorkStatus("finished")
         if state == "erred":
             return WorkStatus("error", error=info.get("error"), input_error=is_input_error(info.get("error_lineage")),
                               traceback=info.get("traceback") or "")

@@ -45,6 +45,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from pclean_provider.atomic_files import write_text
+from pclean_provider.child_env import child_env
 from pclean_provider.compute.errors import ClusterError
 from pclean_provider.compute.lease import LeaseWatch
 from pclean_provider.compute.private_files import (
@@ -279,8 +280,10 @@ def start_host(spec: ClusterSpec, address_file: str | os.PathLike, *, python: st
         with open(log_fd, "ab") as logf:
             # Own session: neither the terminal's hangup nor a task runner killing its process group
             # takes the host down; `down` is the way to stop it.
+            # Without this process's secrets: the host's workers (local processes, or SLURM jobs, which
+            # sbatch gives the submitting environment) run code on data from outside.
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                                    start_new_session=True, close_fds=True)
+                                    start_new_session=True, close_fds=True, env=child_env())
         info = HostInfo(state="starting", host_pid=proc.pid, host_started=_process_started(proc.pid) or 0.0,
                         cluster_type=spec.cluster_type,
                         cluster_id=cluster_id, slurm_job_name=job_name, log_file=str(paths["log"]),

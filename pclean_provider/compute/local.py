@@ -1,10 +1,16 @@
-"""Dask workers as processes on this machine (a LocalCluster), with the CASA runtime set up."""
+"""Dask workers as processes on this machine (a LocalCluster), with the CASA runtime set up.
+
+The workers run code on MeasurementSets that arrive from outside, so they start with the stripped
+environment of ``child_env`` (no Airflow database URL, Fernet key, JWT secret, connections,
+credential-named variables), not the whole environment of the process that starts them.
+"""
 
 from __future__ import annotations
 
 import os
 from typing import ClassVar
 
+from pclean_provider.child_env import child_env
 from pclean_provider.compute.backend import ClusterBackend, ClusterHandle
 from pclean_provider.compute.worker_setup import NANNY_ENV_DROPPED, nanny_config, worker_environment
 
@@ -15,9 +21,12 @@ class LocalBackend(ClusterBackend):
     def start(self, cluster_id: str) -> ClusterHandle:
         import dask
 
-        # A plain Dask nanny started earlier in this process (another library, a test) leaves the
-        # variables in os.environ, which the new workers would inherit: hide them while they spawn.
-        leaked = {name: os.environ.pop(name) for name in NANNY_ENV_DROPPED if name in os.environ}
+        # A worker process inherits os.environ as it is when its nanny spawns it (Nanny(env=...) only
+        # adds): hide, while the workers spawn, this process's secrets and the variables a plain Dask
+        # nanny started earlier in this process (another library, a test) leaves behind.
+        kept = child_env()
+        leaked = {name: os.environ.pop(name) for name in list(os.environ)
+                  if name in NANNY_ENV_DROPPED or name not in kept}
         try:
             with dask.config.set(nanny_config()):
                 cluster = self._local_cluster(cluster_id)

@@ -13,6 +13,8 @@ import shlex
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from pclean_provider.child_env import is_secret
+
 PLUGIN_NAME = "pclean-casa-runtime"
 
 
@@ -64,6 +66,11 @@ class CasaRuntimePlugin(WorkerPlugin):
 
     def setup(self, worker) -> None:
         from pclean_provider.casa.runtime import ensure_casa_runtime
+
+        # A worker a nanny respawned later, or one of a cluster this project did not start, may still
+        # hold secrets of the process that started it: none of them is for code reading untrusted data.
+        for name in [name for name in os.environ if is_secret(name)]:
+            os.environ.pop(name, None)
 
         log_dir = self.log_dir or worker.local_directory
         if self.log_dir:

@@ -60,8 +60,9 @@ class ClusterSpec(BaseModel):
     nworkers: int | None = Field(
         None, ge=1, description="Number of Dask workers; None means the number of CPUs of this machine.")
     scheduler_address: str | None = Field(
-        None, description="Address of a running Dask scheduler (tcp://host:port). Setting it while "
-        "cluster_type is 'local' switches to 'address'.")
+        None, description="Address of a running Dask scheduler (tls://host:port, with its certificate in "
+        "tls_directory; a tcp:// one is refused unless the administrator sets [pclean] allow_plaintext_dask). "
+        "Setting it while cluster_type is 'local' switches to 'address'.")
     threads_per_worker: int = Field(
         1, ge=1, description="Threads per worker. Keep 1: CASA tools are not thread-safe.")
     memory_limit: str = Field(
@@ -122,7 +123,7 @@ class ClusterSpec(BaseModel):
         if self.scheduler_address and self.cluster_type == "local":
             object.__setattr__(self, "cluster_type", "address")
         if self.cluster_type == "address" and not self.scheduler_address:
-            raise ValueError("cluster_type='address' needs scheduler_address (e.g. 'tcp://host:8786'); "
+            raise ValueError("cluster_type='address' needs scheduler_address (e.g. 'tls://host:8786'); "
                              "set it, or use cluster_type='local'.")
         return self
 

@@ -13,6 +13,7 @@ to the operators and, as ``async_*`` methods, with an asynchronous client to the
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -34,11 +35,13 @@ class PcleanDaskHook(BaseHook):
 
     :param pclean_conn_id: Airflow connection of type ``pclean_dask``. A missing
         ``pclean_dask_default`` means "a local cluster with defaults"; any other missing id is an error.
-    :param scheduler_address: a running scheduler (``tcp://host:port``); wins over everything else.
+    :param scheduler_address: a running scheduler (``tls://host:port``); wins over everything else. A
+        ``tcp://`` one is refused unless the administrator allows plaintext Dask
+        (``[pclean] allow_plaintext_dask``).
     :param address_file: the file a cluster host (``ClusterUpOperator``, ``pclean cluster up``) wrote.
     :param cluster_overrides: ClusterSpec fields that win over the connection's (e.g. ``nworkers``).
     :param tls_directory: the cluster's certificate folder (a TLS cluster host's); default: the one
-        the address file names.
+        the address file names, else the connection's ``tls_directory``.
     """
 
     conn_name_attr = "pclean_conn_id"
@@ -57,6 +60,7 @@ class PcleanDaskHook(BaseHook):
     ) -> None:
         super().__init__()
         self.tls_directory = tls_directory or None
+        self._connection_tls_directory: str | None = None  # the connection's tls_directory field
         self.pclean_conn_id = pclean_conn_id
         self.scheduler_address = scheduler_address or None
         self.address_file = address_file or None
@@ -80,6 +84,7 @@ class PcleanDaskHook(BaseHook):
         extra = dict(conn.extra_dejson or {})
         address_file = extra.pop("address_file", None) or extra.pop(f"extra__{self.conn_type}__address_file", None)
         fields = connection_to_spec_fields(conn.host, conn.port, extra, conn_id=self.pclean_conn_id)
+        self._connection_tls_directory = fields.get("tls_directory") or None
         if address_file and not conn.host and not self.address_file:
             # A connection may point at a long-lived cluster host instead of a fixed address.
             self.address_file = address_file
@@ -94,16 +99,18 @@ class PcleanDaskHook(BaseHook):
         return None
 
     def resolve_tls_directory(self) -> str | None:
-        """The certificate folder of the cluster this hook talks to, if it uses TLS."""
+        """The certificate folder of the cluster this hook talks to, if it uses TLS: the one given, the
+        one the cluster host's address file names, else the connection's ``tls_directory``."""
         if self.tls_directory:
             return self.tls_directory
         if self.address_file and os.path.exists(self.address_file):
             from pclean_provider.compute.host import tls_directory_for
 
             self.tls_directory = tls_directory_for(self.address_file)
-        return self.tls_directory
+        return self.tls_directory or self._connection_tls_directory
 
     def get_cluster_spec(self) -> ClusterSpec:
+        _apply_site_config()  # the caller may judge the spec's address against allow_plaintext_dask
         fields = self.connection_fields()
         fields.update(self.cluster_overrides)
         address = self.resolve_address()
@@ -134,18 +141,23 @@ class PcleanDaskHook(BaseHook):
         from pclean_provider.compute import open_cluster
 
         spec = spec or self.get_cluster_spec()
+        _apply_site_config()
         with open_cluster(spec) as handle:
             yield handle
 
     @contextmanager
     def scheduler_client(self, address: str, timeout: float = 20.0) -> Iterator[Any]:
-        """A synchronous ``distributed.Client`` of a running scheduler, closed on exit."""
+        """A synchronous ``distributed.Client`` of a running scheduler, closed on exit.
+
+        Mutual TLS with the cluster's certificate; a plaintext address only where the administrator
+        allows it (``compute.tls.client_security``)."""
         from distributed import Client
 
-        from pclean_provider.compute.tls import client_kwargs
+        from pclean_provider.compute.tls import client_security
 
+        _apply_site_config()
         with Client(address, timeout=timeout, set_as_default=False,
-                    **client_kwargs(self.resolve_tls_directory())) as client:
+                    **client_security(address, self.resolve_tls_directory())) as client:
             yield client
 
     @asynccontextmanager
@@ -153,20 +165,25 @@ class PcleanDaskHook(BaseHook):
         """An asynchronous ``distributed.Client`` for a trigger's event loop, closed on exit."""
         from distributed import Client
 
-        from pclean_provider.compute.tls import client_kwargs
+        from pclean_provider.compute.tls import client_security
 
+        _apply_site_config()
         async with Client(address, asynchronous=True, timeout=timeout, set_as_default=False,
-                          **client_kwargs(self.resolve_tls_directory())) as client:
+                          **client_security(address, self.resolve_tls_directory())) as client:
             yield client
 
     def test_connection(self) -> tuple[bool, str]:
         spec = self.get_cluster_spec()
         if spec.cluster_type != "address":
             return True, f"cluster_type={spec.cluster_type!r}: a cluster is started per task; nothing to reach."
+        from pclean_provider.compute.tls import MissingClusterCertificate, PlaintextDaskRefused
+
         try:
             with self.scheduler_client(spec.scheduler_address, timeout=10) as client:
                 nworkers = len(client.scheduler_info().get("workers", {}))
             return True, f"Dask scheduler {spec.scheduler_address} answers with {nworkers} workers."
+        except (PlaintextDaskRefused, MissingClusterCertificate) as exc:
+            return False, str(exc)
         except Exception as exc:
             return False, f"Dask scheduler {spec.scheduler_address} did not answer: {exc}"
 
@@ -192,6 +209,9 @@ class PcleanDaskHook(BaseHook):
 
     def release_work(self, client: Any, key: str) -> bool:
         return PublishedWork(client).release(key)
+
+    def work_status(self, client: Any, key: str) -> WorkStatus:
+        return PublishedWork(client).status(key)
 
     async def async_work_status(self, client: Any, key: str) -> WorkStatus:
         return await PublishedWork(client).status(key)
@@ -220,6 +240,15 @@ class PcleanDaskHook(BaseHook):
         return ProgressTail(path, format_progress_line)
 
 
+@functools.cache
+def _apply_site_config() -> None:
+    """The ``[pclean]`` options as their variables (``allow_plaintext_dask`` among them), once per
+    process: the plugin does it in every Airflow component, this in any process that makes a client."""
+    from pclean_provider.airflow_config import apply_airflow_config
+
+    apply_airflow_config()
+
+
 def connection_to_spec_fields(host: str | None, port: int | None, extra: dict[str, Any],
                               conn_id: str = "") -> dict[str, Any]:
     """Turn a connection's host, port and extra into ClusterSpec keyword arguments.
@@ -237,6 +266,9 @@ def connection_to_spec_fields(host: str | None, port: int | None, extra: dict[st
             raise ValueError(
                 f"connection {conn_id!r}: unknown field {name!r} in extra; allowed: {', '.join(SPEC_FIELDS)}")
         fields[name] = value
+    if host and "://" not in host and fields.get("tls_directory"):
+        # A connection with the cluster's certificate folder speaks TLS to its host.
+        host = f"tls://{host}"
     for list_field in ("slurm_job_extra_directives", "slurm_job_script_prologue"):
         # The form has one text box: one directive or shell line per line.
         if isinstance(fields.get(list_field), str):

@@ -33,7 +33,6 @@ from pclean_provider.compute.dask_work import (
     read_result,
     result_path,
 )
-from pclean_provider.errors import is_input_error
 from pclean_provider.hooks.dask import PcleanDaskHook
 from pclean_provider.links.dask import DASHBOARD_XCOM_KEY, DaskDashboardLink
 from pclean_provider.operators.cluster import ADDRESS_FILE_XCOM_KEY, ClusterUpOperator
@@ -170,19 +169,23 @@ class PcleanDaskOperator(BaseOperator):
                 "of a ClusterUpOperator) or address_file=, give the connection a scheduler host, or set "
                 "deferrable=False to start a cluster for this task alone.")
 
+        if spec.cluster_type == "address":
+            _require_secure_transport(self.task_id, spec.scheduler_address, spec.tls_directory)
         with hook.open_cluster(spec) as handle:
             client = handle.client
             if handle.dashboard_link:
                 context["ti"].xcom_push(key=DASHBOARD_XCOM_KEY, value=handle.dashboard_link)
             address = handle.address
             hook.renew_lease(client)
-            future = self._find_or_submit(hook, client, key, func, make_args, result_file, progress_file)
+            # The publication keeps the work wanted; its result is only ever read from the result file.
+            self._find_or_submit(hook, client, key, func, make_args, result_file, progress_file)
             bound = float(self.work_timeout) if self.work_timeout else None
             deadline = time.time() + bound if bound else 0.0
             if not self.deferrable:
                 self._running = (address, key)
                 try:
-                    result = self._wait_inline(future, hook.progress_tail(progress_file), deadline)
+                    result = self._wait_inline(hook, client, key, result_file, hook.progress_tail(progress_file),
+                                               deadline)
                 except WorkDeadlinePassed:
                     hook.cancel_work(client, key, reason="its deadline passed (work_timeout)")
                     raise
@@ -282,29 +285,38 @@ class PcleanDaskOperator(BaseOperator):
                 return str(recorded), up_tasks
         return None, up_tasks
 
-    def _wait_inline(self, future: Any, progress: ProgressTail, deadline: float = 0.0) -> Any:
+    def _wait_inline(self, hook: PcleanDaskHook, client: Any, key: str, result_file: str, progress: ProgressTail,
+                     deadline: float = 0.0) -> Any:
+        """Wait in this worker for the work under ``key``, as the trigger does: its state from the
+        scheduler, its result from its result file; nothing the cluster sends is unpickled here."""
         while True:
             if deadline and time.time() > deadline:
-                for line in progress.new_lines():
-                    self.log.info("%s: %s", self.label(), line)
+                self._log_progress(progress)
                 raise WorkDeadlinePassed(self.deadline_message())
-            try:
-                result = future.result(timeout=self.poll_interval)
-            except TimeoutError:
-                result = None
-                done = False
-            except Exception as exc:
-                for line in progress.new_lines():
-                    self.log.info("%s: %s", self.label(), line)
-                if is_input_error(exc):
-                    raise AirflowFailException(f"{self.label()}: {exc}") from exc
-                raise
-            else:
-                done = True
-            for line in progress.new_lines():
-                self.log.info("%s: %s", self.label(), line)
-            if done:
+            status = hook.work_status(client, key)
+            self._log_progress(progress)
+            if status.state == "finished":
+                result = _result_after_finish(result_file)
+                if result is None:
+                    raise AirflowException(
+                        f"the Dask task {key} finished without writing {self.label()}'s result file {result_file}: "
+                        "it was not this task's work (something else ran under its key on a shared scheduler) "
+                        "or the file was removed; its result was not read. Retry the task to submit it anew.")
                 return result
+            if status.state == "error":
+                message = f"{self.label()} failed on the Dask worker: {status.error}"
+                if tb := status.traceback.strip():
+                    message += "\nWorker traceback (last lines):\n" + "\n".join(tb.splitlines()[-6:])
+                raise (AirflowFailException if status.input_error else AirflowException)(message)
+            if status.state in ("cancelled", "lost", "foreign"):
+                why = f": {status.error}" if status.error else ""
+                raise AirflowException(f"{self.label()}'s Dask work {key} is {status.state}{why}; retry the task "
+                                       "to submit it anew")
+            _sleep_until(result_file, self.poll_interval)
+
+    def _log_progress(self, progress: ProgressTail) -> None:
+        for line in progress.new_lines():
+            self.log.info("%s: %s", self.label(), line)
 
     def _find_or_submit(self, hook, client, key, func, make_args, result_file, progress_file):
         if (future := hook.find_work(client, key)) is not None:
@@ -380,6 +392,35 @@ def _answers(address: str, timeout: float = 5.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def _require_secure_transport(task_id: str, address: str | None, tls_directory: str | None) -> None:
+    """Fail the task for good (no retries: a retry meets the same setting) when the scheduler may not
+    be talked to: plaintext without the administrator's leave, or TLS without the certificate."""
+    from pclean_provider.compute.tls import MissingClusterCertificate, PlaintextDaskRefused, client_security
+
+    try:
+        client_security(address or "", tls_directory)
+    except (PlaintextDaskRefused, MissingClusterCertificate) as exc:
+        raise AirflowFailException(f"{task_id}: {exc}") from exc
+
+
+def _sleep_until(result_file: str, seconds: float) -> None:
+    """Sleep up to ``seconds``, waking early once the work's result file appears."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0 and not os.path.exists(result_file):
+        time.sleep(min(0.2, left))
+
+
+def _result_after_finish(result_file: str) -> Any:
+    """The result file of finished work, allowing a shared filesystem a moment to show it (as the
+    trigger does)."""
+    from pclean_provider.triggers import dask as dask_triggers
+
+    deadline = time.monotonic() + dask_triggers.RESULT_FILE_GRACE_S
+    while (result := read_result(result_file)) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return result
 
 
 def _map_index(ti: Any) -> int:

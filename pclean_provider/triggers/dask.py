@@ -28,12 +28,16 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from pclean_provider.compute.dask_work import read_result
+from pclean_provider.compute.tls import MissingClusterCertificate, PlaintextDaskRefused
 from pclean_provider.hooks.dask import PcleanDaskHook
 
 # How often a waiting trigger looks for the work's result file between its polls of the scheduler.
 RESULT_CHECK_S = 0.5
 # How long a trigger past its deadline tries to withdraw the work before it reports anyway.
 WITHDRAW_S = 5.0
+# How long finished work may take to show its result file (a shared filesystem's attribute cache)
+# before the trigger concludes it was not this task's work.
+RESULT_FILE_GRACE_S = 10.0
 
 
 class DaskWorkTrigger(BaseTrigger):
@@ -135,6 +139,11 @@ class DaskWorkTrigger(BaseTrigger):
                 state, payload = await asyncio.wait_for(_uncancellable_inside(self._poll_once()),
                                                         timeout=None if left is None else max(left, 0.05))
                 unreachable_since = None
+            except (PlaintextDaskRefused, MissingClusterCertificate) as exc:
+                # Not a passing fault: the address needs TLS (or the administrator's leave for plaintext).
+                await self._hold_until_safe()
+                yield TriggerEvent({**self._event("error", f"{self.label}: {exc}"), "input_error": True})
+                return
             except (OSError, TimeoutError) as exc:
                 now = time.monotonic()
                 unreachable_since = unreachable_since or now
@@ -153,17 +162,25 @@ class DaskWorkTrigger(BaseTrigger):
                 continue
 
             if state == "finished":
-                # The result file is authoritative (the work writes it before returning).
-                result = read_result(self.result_file) or payload
+                # The result file is the result (the work writes it before returning); what the Dask
+                # task returned is never unpickled here. Finished without one: not this task's work.
+                result = await self._result_after_finish()
                 self._log_new_progress()
                 await self._hold_until_safe()
-                yield self._success(result)
+                if result is None:
+                    yield TriggerEvent(self._event("error", (
+                        f"the Dask task {self.key} finished without writing {self.label}'s result file "
+                        f"{self.result_file}: it was not this task's work (something else ran under its key "
+                        "on a shared scheduler) or the file was removed; its result was not read. Retry the "
+                        "task to submit the work anew, and check who else uses the cluster.")))
+                else:
+                    yield self._success(result)
                 return
             if state == "no_workers":
                 await self._hold_until_safe()
                 yield TriggerEvent(self._event("error", payload))
                 return
-            if state in ("error", "cancelled", "lost"):
+            if state in ("error", "cancelled", "lost", "foreign"):
                 # A finished result may have landed between the two reads; prefer it.
                 if (result := read_result(self.result_file)) is not None:
                     await self._hold_until_safe()
@@ -189,7 +206,11 @@ class DaskWorkTrigger(BaseTrigger):
             await self._hook.async_renew_lease(client)
             workers = await self._hook.async_worker_count(client) if status.state != "finished" else 1
         if status.state == "finished":
-            return "finished", status.result
+            return "finished", None
+        if status.state == "foreign":
+            return "foreign", (
+                f"{status.error}: {self.label}'s work is not what is published under its key, so it was not "
+                "adopted. Retry the task to submit the work anew, and check who else uses the cluster.")
         if status.state == "lost":
             return "lost", (
                 f"the Dask scheduler at {self.scheduler_address} does not know {self.label} (key "
@@ -207,6 +228,12 @@ class DaskWorkTrigger(BaseTrigger):
             return "no_workers", message
         await self._sleep_until_result(self.poll_interval)
         return status.state, None
+
+    async def _result_after_finish(self) -> Any:
+        deadline = time.monotonic() + RESULT_FILE_GRACE_S
+        while (result := read_result(self.result_file)) is None and time.monotonic() < deadline:
+            await asyncio.sleep(RESULT_CHECK_S)
+        return result
 
     async def _sleep_until_result(self, seconds: float) -> None:
         """Wait up to ``seconds``, waking as soon as the work's result file appears.

@@ -16,7 +16,8 @@ import pytest
 
 import tests.airflow.provider_env as provider_env  # noqa: F401 - must come before any Airflow import
 
-pytestmark = [pytest.mark.airflow]
+# The Dask clusters here are plaintext on loopback; what is tested is not the transport.
+pytestmark = [pytest.mark.airflow, pytest.mark.usefixtures("plaintext_dask_allowed")]
 
 # A "scheduler" that listens, then is stopped: the kernel still completes every TCP handshake, and
 # nothing ever answers, as with a Dask scheduler under SIGSTOP.

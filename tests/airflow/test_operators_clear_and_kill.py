@@ -80,12 +80,18 @@ def test_clearing_one_subcube_reruns_only_it_and_downstream(airflow, small_ms, t
 
 @pytest.fixture
 def busy_cluster(tmp_path):
-    """A one-worker Dask cluster whose worker is kept busy until the test releases it."""
-    from distributed import Client, LocalCluster
+    """A one-worker cluster host (TLS, as every local host) whose worker is kept busy until the test
+    releases it; the DAG reaches it through its address file, the test with its certificate."""
+    from distributed import Client
 
-    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
-                           local_directory=str(tmp_path / "dask"))
-    client = Client(cluster, set_as_default=False)
+    from pclean_provider.compute.host import start_host, stop_host
+    from pclean_provider.compute.tls import security
+    from pclean_provider.config.cluster import ClusterSpec
+
+    afile = tmp_path / "cluster" / "cluster.json"
+    address = start_host(ClusterSpec(nworkers=1, host_idle_timeout=0, local_directory=str(tmp_path / "dask")),
+                         afile)
+    client = Client(address, set_as_default=False, security=security(afile.with_name(afile.name + ".tls")))
     release = tmp_path / "release"
 
     def blocker(flag):
@@ -97,11 +103,13 @@ def busy_cluster(tmp_path):
         return {}
 
     busy = client.submit(blocker, str(release), key="pclean-test-blocker", pure=False)
-    yield cluster.scheduler_address, client, release
-    release.touch()
-    busy.release()
-    client.close()
-    cluster.close()
+    try:
+        yield str(afile), client, release
+    finally:
+        release.touch()
+        busy.release()
+        client.close()
+        stop_host(afile)
 
 
 def test_killing_a_deferred_subcube_cancels_its_dask_work(airflow, small_ms, tmp_path, busy_cluster):
@@ -109,7 +117,7 @@ def test_killing_a_deferred_subcube_cancels_its_dask_work(airflow, small_ms, tmp
     from pclean_provider.config import load_config
     from pclean_provider.engine.cube.plan import plan_subcubes
 
-    address, client, release = busy_cluster
+    address_file, client, release = busy_cluster
     imagename = str(tmp_path / "products" / "cube")
     os.makedirs(os.path.dirname(imagename))
     cfg = load_config(overrides={**IMAGING, "cube_chunksize": 4, "vis": str(small_ms.ms), "imagename": imagename})
@@ -119,7 +127,7 @@ def test_killing_a_deferred_subcube_cancels_its_dask_work(airflow, small_ms, tmp
     dag_id = "pclean_test_subcubes"
     airflow.wait_for_dag(dag_id)
     airflow.unpause(dag_id)
-    run_id = airflow.trigger(dag_id, {"scheduler_address": address, "specs": specs})
+    run_id = airflow.trigger(dag_id, {"address_file": address_file, "specs": specs})
 
     prefix = f"pclean-subcube-{dag_id}-"
     deadline = time.monotonic() + 240

@@ -17,7 +17,8 @@ import pytest
 
 import tests.airflow.provider_env as provider_env  # noqa: F401 - must come before any Airflow import
 
-pytestmark = [pytest.mark.airflow]
+# The Dask clusters here are plaintext on loopback; what is tested is not the transport.
+pytestmark = [pytest.mark.airflow, pytest.mark.usefixtures("plaintext_dask_allowed")]
 
 KILLED_WRITER = ("import os, sys; os.makedirs(sys.argv[1] + '/part1'); "
                  "open(sys.argv[1] + '/part1/table.f0', 'wb').write(b'x' * 4096); print('ready', flush=True); "

@@ -9,7 +9,8 @@ import pytest
 
 from tests.airflow import provider_env  # noqa: F401  (sets AIRFLOW_HOME before Airflow is imported)
 
-pytestmark = pytest.mark.airflow
+# The Dask clusters here are plaintext on loopback; what is tested is not the transport.
+pytestmark = [pytest.mark.airflow, pytest.mark.usefixtures("plaintext_dask_allowed")]
 
 NOWHERE = "tcp://127.0.0.1:1"
 

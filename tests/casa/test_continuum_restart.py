@@ -13,7 +13,8 @@ import pytest
 
 from tests.casa.continuum_helpers import CLEAN_TOL, assert_images_match, kwargs_for, product_suffixes
 
-pytestmark = pytest.mark.casa
+# The Dask clusters here are plaintext on loopback; what is tested is not the transport.
+pytestmark = [pytest.mark.casa, pytest.mark.usefixtures("plaintext_dask_allowed")]
 
 # The first call stops on its iteration limit well above the threshold, so the second has work left.
 FIRST = dict(niter=15)

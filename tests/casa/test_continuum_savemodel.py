@@ -19,7 +19,8 @@ import pytest
 
 from tests.casa.continuum_helpers import CLEAN_TOL, assert_images_match, kwargs_for
 
-pytestmark = pytest.mark.casa
+# The Dask clusters here are plaintext on loopback; what is tested is not the transport.
+pytestmark = [pytest.mark.casa, pytest.mark.usefixtures("plaintext_dask_allowed")]
 
 
 def _model_data(ms: str) -> np.ndarray:

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-pytestmark = pytest.mark.casa
+# The Dask clusters here are plaintext on loopback; what is tested is not the transport.
+pytestmark = [pytest.mark.casa, pytest.mark.usefixtures("plaintext_dask_allowed")]
 
 # Nothing listens here: reaching the cluster step would raise SchedulerUnreachable instead of our error.
 DEAD_SCHEDULER = "tcp://127.0.0.1:9"

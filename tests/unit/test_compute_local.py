@@ -52,7 +52,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_unanswering_scheduler_address_is_named_in_the_error():
+def test_unanswering_scheduler_address_is_named_in_the_error(plaintext_dask_allowed):
     address = f"tcp://127.0.0.1:{_free_port()}"
     with pytest.raises(SchedulerUnreachable) as err:
         with open_cluster(ClusterSpec(scheduler_address=address, worker_start_timeout=3)):
@@ -60,7 +60,7 @@ def test_unanswering_scheduler_address_is_named_in_the_error():
     assert address in str(err.value) and "scheduler_address" in str(err.value)
 
 
-def test_address_mode_uses_existing_workers_and_leaves_them_running():
+def test_address_mode_uses_existing_workers_and_leaves_them_running(plaintext_dask_allowed):
     from distributed import Client, LocalCluster
 
     # Workers started without our environment: the plugin alone must set CASA up.
@@ -73,7 +73,7 @@ def test_address_mode_uses_existing_workers_and_leaves_them_running():
             assert len(other.nthreads()) == 1  # closing our handle did not stop their cluster
 
 
-def test_scheduler_without_workers_gives_a_clear_timeout():
+def test_scheduler_without_workers_gives_a_clear_timeout(plaintext_dask_allowed):
     from distributed import LocalCluster
 
     with LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as empty:

@@ -108,8 +108,44 @@ def test_airflow_services_have_their_environment(compose):
         # The templates use pclean_dask_default when they name no connection.
         conn = json.loads(env["AIRFLOW_CONN_PCLEAN_DASK_DEFAULT"])
         assert conn["conn_type"] == "pclean_dask"
-        spec = ClusterSpec(**conn["extra"])
-        assert spec.scheduler_address == "tcp://dask-host:8786"
+        extra = dict(conn["extra"])
+        assert extra.pop("address_file") == _dask_host_address_file(compose)
+        ClusterSpec(**extra)
+        assert "host" not in conn, "a fixed (plaintext) scheduler address would be refused"
+
+
+def _dask_host_address_file(compose) -> str:
+    command = compose["services"]["dask-host"]["command"]
+    return command[command.index("--address-file") + 1]
+
+
+def test_airflow_and_the_dask_host_agree_on_tls(compose):
+    """Airflow reaches the compose scheduler the only way it may: over mutual TLS with the certificate
+    the host makes beside its address file, on a volume both mount, written by the user Airflow runs
+    as (a cluster record of another user is never believed)."""
+    from pclean_provider.config.cluster import ClusterSpec
+
+    address_file = _dask_host_address_file(compose)
+    folder = str(Path(address_file).parent)
+    mounted = {name: {m.split(":")[1]: m.split(":")[0] for m in compose["services"][name].get("volumes", [])}
+               for name in AIRFLOW_SERVICES | SLURM_SERVICES}
+    volume = mounted["dask-host"][folder]
+    assert not folder.startswith(SHARED_DATA), "the certificate stays off the data area runs may write into"
+    for name in AIRFLOW_SERVICES | {"c1", "c2"}:  # Airflow reads it; the workers present the certificate
+        assert mounted[name].get(folder) == volume, f"{name} does not mount {volume} at {folder}"
+    # The host speaks TLS: a SLURM spec does unless it says tls: false.
+    command = compose["services"]["dask-host"]["command"]
+    spec_path = command[command.index("--spec") + 1]
+    spec = ClusterSpec(**yaml.safe_load((REPO / spec_path.replace("/opt/pclean/", "")).read_text()))
+    assert spec.cluster_type == "slurm" and spec.tls is not False and not spec.tls_directory
+    # As the Airflow image's user, and so is its health check; both images make the folder theirs, 0700.
+    health = compose["services"]["dask-host"]["healthcheck"]["test"]
+    for argv in (command, health):
+        assert "--reuid=airflow" in argv and argv.index("--reuid=airflow") < argv.index("pclean")
+    for dockerfile in DOCKERFILES:
+        text = dockerfile.read_text()
+        assert folder in text and "chmod 0700 " + folder in text, dockerfile.name
+    assert "useradd --uid 50000 --gid 0" in (DOCKER / "Dockerfile.slurm").read_text()
 
 
 def test_slurm_services_know_their_role(compose):

@@ -1,4 +1,5 @@
-"""Test DAG: sub-cube tasks mapped over specs given in the run conf, on a scheduler named in the conf.
+"""Test DAG: sub-cube tasks mapped over specs given in the run conf, on the cluster host whose
+address file the conf names (its tls:// scheduler and certificate).
 
 Lets a test own the Dask cluster (and keep its worker busy) while Airflow defers the sub-cubes.
 """
@@ -16,7 +17,7 @@ with DAG(
     schedule=None,
     start_date=dt.datetime(2026, 1, 1),
     catchup=False,
-    params={"scheduler_address": Param("", type="string"), "specs": Param([], type="array")},
+    params={"address_file": Param("", type="string"), "specs": Param([], type="array")},
     tags=["pclean-test"],
 ) as dag:
 
@@ -25,6 +26,6 @@ with DAG(
         return list(params["specs"])
 
     SubcubeImagingOperator.partial(
-        task_id="subcube", scheduler_address="{{ params.scheduler_address }}", poll_interval=1.0, retries=0,
+        task_id="subcube", address_file="{{ params.address_file }}", poll_interval=1.0, retries=0,
         deferrable=True,  # the deferred path is what the kill test shows, whatever default_deferrable says
     ).expand(spec=specs_from_conf())
