@@ -23,7 +23,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from pclean_provider.compute.dask_work import ProgressTail, PublishedWork, WorkStatus, cluster_resources
-from pclean_provider.config.cluster import ClusterSpec
+from pclean_provider.config.cluster import DEFAULT_CONNECTION_ID, ClusterSpec
 from pclean_provider.engine.progress import format_progress_line
 
 # Extra fields of the connection form that map one-to-one onto ClusterSpec (see get_provider_info).
@@ -45,7 +45,7 @@ class PcleanDaskHook(BaseHook):
     """
 
     conn_name_attr = "pclean_conn_id"
-    default_conn_name = "pclean_dask_default"
+    default_conn_name = DEFAULT_CONNECTION_ID
     conn_type = "pclean_dask"
     hook_name = "pclean Dask cluster"
 
