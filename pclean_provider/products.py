@@ -111,3 +111,22 @@ def is_taylor_product(imagename: str) -> bool:
 def existing(imagename: str, suffixes: tuple[str, ...] = SINGLE_TERM_PRODUCTS) -> list[str]:
     """Those of ``suffixes`` that exist under ``imagename``, in the order given."""
     return [s for s in suffixes if os.path.isdir(imagename + s)]
+
+
+def remove_products(imagename: str, suffixes: tuple[str, ...] | list[str]) -> list[str]:
+    """Remove the product folders ``<imagename><suffix>`` that exist; return the paths removed.
+
+    Only CASA images and folders of ours, each named exactly: never a file, nor a folder that merely
+    shares the name's prefix (the MeasurementSet ``<imagename>.ms``). An earlier try of a task that
+    writes ``imagename`` left them; the retry starts from none, as tclean would refuse to continue
+    a half-written product.
+    """
+    import shutil
+
+    removed = []
+    for suffix in suffixes:
+        path = imagename + suffix
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed

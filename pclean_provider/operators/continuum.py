@@ -62,16 +62,9 @@ class ContinuumImagingOperator(ConfiguredImagingOperator):
 
 def _clear_earlier_try(cfg: Any) -> None:
     """Remove the continuum images (and part images) an earlier try of this task left at its imagename."""
-    import os
-    import shutil
-
     from pclean_provider import products
 
     kw = cfg.tclean_kwargs()
-    imagename = cfg.image.imagename
     suffixes = products.products_for(kw.get("deconvolver", "hogbom"), kw.get("nterms", 2),
                                       kw.get("gridder", "standard"), pbcor=True, niter=1)
-    for suffix in (*suffixes, products.WORKDIRECTORY):
-        # Only CASA images / folders of ours: never a file or folder merely sharing the name's prefix.
-        if os.path.isdir(imagename + suffix):
-            shutil.rmtree(imagename + suffix, ignore_errors=True)
+    products.remove_products(cfg.image.imagename, (*suffixes, products.WORKDIRECTORY))

@@ -448,14 +448,10 @@ class CubeImagingOperator(ConfiguredImagingOperator):
 
 
 def _clear_earlier_try(imagename: str) -> None:
-    """Remove the cube products an earlier try left at `imagename` (only those: never a folder that
-    merely shares the name's prefix, such as the MeasurementSet `<imagename>.ms`)."""
+    """Remove the cube products (and sub-cube sessions) an earlier try left at `imagename`."""
     import os
-    import shutil
 
     from pclean_provider import products
 
     os.makedirs(os.path.dirname(os.path.abspath(imagename)), exist_ok=True)
-    for suffix in (*products.SINGLE_TERM_PRODUCTS, ".subcubes"):
-        if os.path.isdir(imagename + suffix):
-            shutil.rmtree(imagename + suffix, ignore_errors=True)
+    products.remove_products(imagename, (*products.SINGLE_TERM_PRODUCTS, ".subcubes"))

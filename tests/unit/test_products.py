@@ -62,3 +62,16 @@ def test_names(tmp_path):
     (tmp_path / "night.image").mkdir()
     assert not products.is_taylor_product(base)
     assert products.existing(base) == [".image"]
+
+
+def test_remove_products_removes_only_named_product_folders(tmp_path):
+    base = str(tmp_path / "night")
+    for name in ("night.image", "night.residual", "night.ms", "night.imagery"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "night.psf").write_text("a file, not an image")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "night.model").symlink_to(tmp_path / "elsewhere")
+    removed = products.remove_products(base, (products.IMAGE, products.RESIDUAL, products.PSF, products.MODEL))
+    assert sorted(removed) == [base + ".image", base + ".residual"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "night.imagery", "night.model", "night.ms",
+                                                          "night.psf"]
