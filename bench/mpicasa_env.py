@@ -44,6 +44,36 @@ def mpirun_path(venv: Path = VENV) -> Path:
     return venv / "bin" / "mpirun"
 
 
+def mpirun_command(mpirun: str | Path, python: str | Path, script: str | Path, servers: int,
+                   env_names: list[str] | tuple[str, ...]) -> list[str]:
+    """The launch of one case with `servers` tclean servers (N) beside the client rank: -n N+1.
+
+    Root in a container, two cores for N+1 ranks, no pinning (a server left idle by casampi must not
+    hold a core), and every CASA environment variable passed on to every rank.
+    """
+    if servers < 1:
+        raise ValueError(f"mpicasa needs at least one server, got {servers}")
+    cmd = [str(mpirun), "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-n", str(servers + 1)]
+    for name in sorted(set(env_names)):
+        cmd += ["-x", name]
+    return [*cmd, str(python), str(script)]
+
+
+def parse_result_line(text: str) -> dict | None:
+    """The figures rank 0 printed (the last line starting with RESULT_MARK), or None."""
+    from bench.mpicasa_case import RESULT_MARK
+
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith(RESULT_MARK):
+            try:
+                data = json.loads(line[len(RESULT_MARK):])
+            except json.JSONDecodeError:
+                return None
+            return data if isinstance(data, dict) else None
+    return None
+
+
 def project_site_packages() -> str:
     return sysconfig.get_paths()["purelib"]
 
