@@ -141,6 +141,7 @@ def mpicasa_rows(section: dict) -> list[dict]:
             "peak_tree_rss_bytes": c.get("peak_tree_rss_bytes"),
             "image_diff": None if is_ref else product_diff(c, "image"),
             "residual_diff": None if is_ref else product_diff(c, "residual"),
+            "beam_diff": None if is_ref else (c.get("fidelity") or {}).get("beam_major_rel_max"),
             "iterations": c.get("iterations"), "error": "" if ok else (c.get("error") or "").splitlines()[0][:160] if c.get("error") else "failed",
         })
     return rows
@@ -149,8 +150,8 @@ def mpicasa_rows(section: dict) -> list[dict]:
 def _mpicasa_table(section: dict) -> list[str]:
     """Serial tclean, this engine and CASA's MPI tclean side by side: call and whole process."""
     lines = ["| run | compute processes | call s | whole process s | speedup (call) | speedup (whole) | "
-             "peak RSS tree MiB | image vs serial | residual vs serial | iterations | note |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "peak RSS tree MiB | image vs serial | residual vs serial | beam major vs serial | iterations | note |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in mpicasa_rows(section):
         ref = r["impl"] == "tclean"
         lines.append(
@@ -158,6 +159,7 @@ def _mpicasa_table(section: dict) -> list[str]:
             f"{sec(r['whole_s'])} | {'1.00x (reference)' if ref else ratio(r['call_ratio'])} | "
             f"{'' if ref else ratio(r['whole_ratio'])} | {mib(r['peak_tree_rss_bytes'])} | "
             f"{'' if ref else exactness(r['image_diff'])} | {'' if ref else exactness(r['residual_diff'])} | "
+            f"{'' if ref else exactness(r['beam_diff'])} | "
             f"{r['iterations'] if r['iterations'] is not None else '-'} | {r['error']} |")
     return lines
 

@@ -258,7 +258,7 @@ def test_mpicasa_table_and_target_in_results_markdown():
                           "versions": {"casampi": "0.6.0"}, "pip_check": "No broken requirements found."}
     md = report.render_markdown(res)
     assert "### Cube: serial tclean, this engine and CASA's MPI tclean (mpicasa)" in md
-    assert "| mpicasa w2 | 2 | 20.0 | 50.0 | 1.90x | 0.84x | 200 | exact | exact | - |  |" in md
+    assert "| mpicasa w2 | 2 | 20.0 | 50.0 | 1.90x | 0.84x | 200 | exact | exact | - | - |  |" in md
     assert "casampi 0.6.0" in md and "mpirun (Open MPI) 5.0.11" in md
     t = report.evaluate_targets(res)
     # pclean's whole process 50/26 = 1.92x of mpicasa's, but its call 20/21 = 0.95x: missed.
