@@ -1,7 +1,7 @@
 """`make bench`: side-by-side speed, memory and fidelity of serial tclean, this engine, the published pclean and CASA's MPI tclean.
 
     .venv/bin/python bench/run.py [--size tiny|small|medium] [--only cube,continuum,published,mpicasa,airflow,concat]
-                                  [--mpicasa-servers 2] [--out bench/results] [--work DIR] [--keep-work] [--render-only]
+                                  [--mpicasa-servers 2] [--budget SECONDS] [--out bench/results] [--work DIR] [--keep-work] [--render-only]
 
 Every measured case runs in a fresh process (bench/cases.py, bench/published_case.py,
 bench/mpicasa_case.py under mpirun, bench/airflow_case.py) whose whole process tree is sampled for
@@ -514,6 +514,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mpicasa-servers", default="",
                    help="comma-separated server counts for the mpicasa rows (default: this engine's parallel "
                         "worker counts, 2 and up to the cores)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds for the whole run instead of the size's own budget (e.g. a trial on a busy machine)")
     p.add_argument("--out", default=str(BENCH / "results"), help="folder for results.json and the plots")
     p.add_argument("--work", default=None, help="scratch folder for MSs and images (default work/bench/<size>)")
     p.add_argument("--keep-work", action="store_true", help="keep the images (the MSs are always kept for reruns)")
@@ -540,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
         write_outputs(json.loads((out / "results.json").read_text()), out)
         return 0
     size = SIZES[args.size]
+    if args.budget:
+        size = size.model_copy(update={"budget_s": args.budget})
     # Under the repository's work/ folder, which git ignores: MSs and images are never committed.
     work = Path(args.work or REPO / "work" / "bench" / size.name).resolve()
     (work / "logs").mkdir(parents=True, exist_ok=True)
