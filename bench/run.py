@@ -5,9 +5,9 @@
 
 Every measured case runs in a fresh process (bench/cases.py, bench/published_case.py,
 bench/mpicasa_case.py under mpirun, bench/airflow_case.py) whose whole process tree is sampled for
-memory; this process only
-orchestrates, compares images and writes bench/RESULTS.md and <out>/results.json (with an --out
-other than bench/results, RESULTS.md goes into <out> too: a trial run never overwrites the record).
+memory; this process only orchestrates, compares images and writes bench/RESULTS.md and
+<out>/results.json (with an --out other than bench/results, RESULTS.md goes into <out> too: a trial
+run never overwrites the record).
 """
 
 from __future__ import annotations
@@ -467,9 +467,9 @@ class Bench:
 
 
 def mpicasa_figures(data: dict, servers: int, command: list[str]) -> dict:
-    """An mpicasa case's figures: rank 0's own (result file, or its printed JSON line when mpirun
-    was stopped before the file was read) and the whole process's time as the parent saw it
-    (mpirun's start to its exit, its linger after the script included)."""
+    """An mpicasa case's figures: rank 0's own (its result file, or the JSON line it printed when no
+    file was read) and the whole process's time as the parent saw it (parent_wall_s: mpirun's start
+    to its exit, its linger after the script included)."""
     from bench.mpicasa_env import parse_result_line
 
     if "engine_s" not in data and data.get("log") and Path(data["log"]).exists():
@@ -478,6 +478,8 @@ def mpicasa_figures(data: dict, servers: int, command: list[str]) -> dict:
             keep = {k: data[k] for k in data if k in ("memory", "peak_tree_rss_bytes", "peak_process_rss_bytes",
                                                         "peak_worker_rss_bytes", "parent_wall_s", "log", "error")}
             data = {**printed, **keep, "ok": bool(printed.get("ok")) and "timed out" not in (data.get("error") or "")}
+            if data["ok"]:
+                data.pop("error", None)
     data["command"] = " ".join(shlex.quote(a) for a in command)
     if data.get("ok") and data.get("mpi_servers") != servers:
         data["ok"] = False
