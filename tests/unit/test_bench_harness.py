@@ -215,7 +215,7 @@ def test_mpicasa_figures_take_the_printed_line_when_no_result_file_was_read(tmp_
     got = mpicasa_figures({"ok": False, "error": "exit code 1, no result written", "log": str(log),
                            "parent_wall_s": 30.0, "peak_tree_rss_bytes": 5}, 2, ["mpirun", "-n", "3", "py"])
     assert got["ok"] and got["engine_s"] == 7.0 and got["parent_wall_s"] == 30.0 and got["peak_tree_rss_bytes"] == 5
-    assert got["command"] == "mpirun -n 3 py"
+    assert got["command"] == "mpirun -n 3 py" and "error" not in got
     # Fewer servers than asked for (e.g. MPI not enabled on rank 0) is a failed row, not a figure.
     bad = mpicasa_figures({"ok": True, "engine_s": 7.0, "mpi_servers": 0, "mpi_enabled": False}, 2, ["mpirun"])
     assert not bad["ok"] and "asked for 2 mpicasa servers, rank 0 saw 0" in bad["error"]
