@@ -379,11 +379,14 @@ def plot_speedup(results: dict, path: Path) -> str | None:
         pub = [c for c in section.get("cases", []) if c.get("impl") == "published" and speedup(ref, c)]
         for c in pub:
             ax.scatter([c["workers"]], [speedup(ref, c)], marker="x", color="grey")
+        for c in [c for c in section.get("cases", []) if c.get("impl") == "mpicasa" and speedup(ref, c)]:
+            ax.scatter([c["workers"]], [speedup(ref, c)], marker="s", facecolors="none", edgecolors="black")
     ax.plot([1, top], [1, top], ls=":", color="black", label="ideal")
     ax.axhline(1.0, color="grey", lw=0.5)
     ax.set_xlabel("Dask workers")
     ax.set_ylabel("speedup over serial tclean (wall)")
-    ax.set_title(f"Speedup against workers (size {results.get('size')}; x = published pclean)")
+    ax.set_title(f"Speedup against workers (size {results.get('size')}; x = published pclean, "
+                 "square = mpicasa)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
