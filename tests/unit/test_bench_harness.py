@@ -266,3 +266,33 @@ def test_mpicasa_table_and_target_in_results_markdown():
     # Without mpicasa rows, no such target and no such table (older results render as before).
     plain = report.render_markdown(_results())
     assert "mpicasa" not in plain
+
+
+def test_run_case_stops_a_child_that_left_the_case_s_process_group(tmp_path):
+    """mpirun's launcher starts each rank in a session of its own: killing the case's group alone would
+    leave them running. The harness stops every process its memory sampler saw in the case's tree."""
+    import sys
+    import time
+
+    import psutil
+
+    from bench.measure import run_case
+
+    pid_file = tmp_path / "child.pid"
+    script = ("import subprocess, sys, time, pathlib; "
+              "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True); "
+              f"pathlib.Path({str(pid_file)!r}).write_text(str(c.pid)); time.sleep(120)")
+    data = run_case(tmp_path / "case", {"kind": "test"}, [sys.executable, "-c", script], env={}, timeout_s=2.0)
+    assert not data["ok"] and "timed out" in data["error"]
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(child).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.1)
+    else:
+        psutil.Process(child).kill()
+        raise AssertionError(f"the child {child} outside the case's group outlived the case")
