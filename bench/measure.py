@@ -27,6 +27,30 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
+def _kill_leftovers(procs: list) -> None:
+    """Stop what the case started outside its process group: mpirun's launcher puts every rank in a
+    session of its own, so killing the case's group leaves ranks behind when mpirun dies first. The
+    list is every process the memory sampler saw in the case's own tree, and psutil checks each process is still that one (same
+    pid and start time) before signalling it."""
+    import psutil
+
+    alive = []
+    for p in procs:
+        try:
+            if p.is_running():
+                p.terminate()
+                alive.append(p)
+        except psutil.Error:
+            pass
+    _gone, alive = psutil.wait_procs(alive, timeout=3.0)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=3.0)
+
+
 def run_case(case_dir: Path, case: dict, command: list[str], env: dict[str, str], timeout_s: float) -> dict:
     """`command + [case.json, result.json]` in `case_dir`; returns the case's figures plus memory."""
     case_dir.mkdir(parents=True, exist_ok=True)
@@ -49,6 +73,7 @@ def run_case(case_dir: Path, case: dict, command: list[str], env: dict[str, str]
         # Leftovers (a worker that outlived its client) must not run into the next case.
         _kill_group(proc.pid)
         proc.wait()
+        _kill_leftovers([p for pid, p in sampler.seen.items() if pid != proc.pid])
     if result_file.exists():
         data = json.loads(result_file.read_text())
     else:

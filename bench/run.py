@@ -1,11 +1,13 @@
-"""`make bench`: side-by-side speed, memory and fidelity of serial tclean, this engine and the published pclean.
+"""`make bench`: side-by-side speed, memory and fidelity of serial tclean, this engine, the published pclean and CASA's MPI tclean.
 
-    .venv/bin/python bench/run.py [--size tiny|small|medium] [--only cube,continuum,published,airflow,concat]
-                                  [--out bench/results] [--work DIR] [--keep-work] [--render-only]
+    .venv/bin/python bench/run.py [--size tiny|small|medium] [--only cube,continuum,published,mpicasa,airflow,concat]
+                                  [--mpicasa-servers 2] [--budget SECONDS] [--out bench/results] [--work DIR] [--keep-work] [--render-only]
 
 Every measured case runs in a fresh process (bench/cases.py, bench/published_case.py,
-bench/airflow_case.py) whose whole process tree is sampled for memory; this process only
-orchestrates, compares images and writes bench/RESULTS.md and <out>/results.json.
+bench/mpicasa_case.py under mpirun, bench/airflow_case.py) whose whole process tree is sampled for
+memory; this process only orchestrates, compares images and writes bench/RESULTS.md and
+<out>/results.json (with an --out other than bench/results, RESULTS.md goes into <out> too: a trial
+run never overwrites the record).
 """
 
 from __future__ import annotations
@@ -30,12 +32,15 @@ from bench import report, scaling  # noqa: E402
 from bench.measure import compare_images, run_case  # noqa: E402
 from bench.sizes import SIZES, BenchSize, continuum_params, cube_params, worker_counts  # noqa: E402
 
-STAGES = ("cube", "continuum", "published", "airflow", "concat")
+STAGES = ("cube", "continuum", "published", "mpicasa", "airflow", "concat")
 BENCH = REPO / "bench"
 PUBLISHED_WORKERS = 2
 DAG_ID = "nightly_cube_imaging"
 # A parallel run taking this many times serial tclean's wall time is treated as hung.
 HANG_FACTOR = 5.0
+# mpirun starts every rank (each imports CASA) and lingers 15-20 s after the script: an mpicasa
+# case gets this much more than the size's case timeout.
+MPIRUN_ALLOWANCE_S = 60.0
 # Keep this much of the budget for the report once the measurements are done.
 REPORT_RESERVE_S = 20.0
 
@@ -73,13 +78,14 @@ class Bench:
         return dict(self._env)
 
     def measure(self, name: str, case: dict, command: list[str], env: dict | None = None,
-                timeout: float | None = None) -> dict | None:
+                timeout: float | None = None, extra_s: float = 0.0) -> dict | None:
         left = self.remaining()
         if left < 15:
             self.results["skipped"].append(f"{name}: the time budget ({self.size.budget_s:.0f} s) ran out")
             self.say(f"skip {name}: out of budget")
             return None
-        timeout = min(timeout or self.size.case_timeout_s, self.size.case_timeout_s, left)
+        # extra_s: a launcher's fixed cost on top of the case's own (mpirun's start and linger).
+        timeout = min(min(timeout or self.size.case_timeout_s, self.size.case_timeout_s) + extra_s, left)
         self.say(f"run  {name} (timeout {timeout:.0f} s)")
         data = run_case(self.work / "cases" / name, case, command, env or self.env(), timeout)
         state = "ok" if data.get("ok") else f"FAILED: {data.get('error', '').splitlines()[0][:200]}"
@@ -139,7 +145,8 @@ class Bench:
         rec = {"label": label, "impl": impl, "workers": workers, "image": image,
                **{k: data.get(k) for k in ("ok", "wall_s", "engine_s", "stages", "peak_tree_rss_bytes",
                                            "peak_process_rss_bytes", "peak_worker_rss_bytes", "parent_wall_s",
-                                           "iterations", "error", "log", "memory", "returned")}}
+                                           "iterations", "error", "log", "memory", "returned", "major_cycles",
+                                           "mpi_servers", "mpi_enabled", "command")}}
         pr = data.get("pclean_result") or {}
         if pr.get("minor_cycle_share") is not None:
             rec["minor_cycle_share"] = pr["minor_cycle_share"]
@@ -270,6 +277,47 @@ class Bench:
                 rec["ok"] = False
                 rec["error"] = f"returned without error but wrote no {Path(rec['image']).name}"
                 self.results["errors"].append(f"{key}-published: {rec['error']}")
+
+    # -- CASA's own MPI parallel tclean (mpicasa) ---------------------------------------------
+    def mpicasa_jobs(self) -> list[tuple[str, str, dict]]:
+        """Every imaging section of this run (the bench's shapes), with the parameters its serial
+        tclean and pclean rows use."""
+        jobs = [("cube", "cube", cube_params(self.size))]
+        return jobs + [(f"continuum_{d}", "continuum", continuum_params(self.size, d)) for d in ("hogbom", "mtmfs")]
+
+    def run_mpicasa(self, servers: list[int]) -> None:
+        """tclean under mpirun with N servers (N = a pclean row's worker count) beside each section's
+        serial tclean and pclean rows: the call's time, the whole process's, peak memory of the
+        whole tree (mpirun, its daemon and every rank) and exactness against serial tclean."""
+        from bench.mpicasa_env import ensure_mpicasa_venv, mpirun_command
+
+        try:
+            venv = ensure_mpicasa_venv(log=self.say)
+        except Exception as err:  # no peer: say so in the report, keep measuring the rest
+            self.results["errors"].append(f"mpicasa venv: {err}")
+            return
+        self.results["mpicasa_env"] = {k: venv.get(k) for k in ("venv", "python", "mpirun", "launcher", "versions",
+                                                                "pth_file", "shared_site_packages", "pip_check")}
+        base = {k: v for k, v in self.env().items() if k != "PYTHONPATH"}
+        from pclean_provider.casa.runtime import casa_env
+
+        casa_names = sorted(casa_env())
+        base["PATH"] = f"{Path(venv['mpirun']).parent}{os.pathsep}{base.get('PATH', '')}"
+        for key, ms_key, params in self.mpicasa_jobs():
+            ref = self.reference(key, ms_key, params)
+            if ref is None:
+                continue
+            sec = self.section(key, ms_key, params)
+            ms = self.make_ms(ms_key)
+            for n in servers:
+                image = str(self.work / "images" / key / f"mpicasa-n{n}")
+                command = mpirun_command(venv["mpirun"], venv["python"], BENCH / "mpicasa_case.py", n, casa_names)
+                data = self.measure(f"{key}-mpicasa-n{n}", {"vis": ms["ms"], "imagename": image, "params": params},
+                                    command, env=base, timeout=self.hang_timeout(ref), extra_s=MPIRUN_ALLOWANCE_S)
+                if data is not None:
+                    data = mpicasa_figures(data, n, command)
+                self._record(sec, f"mpicasa (CASA MPI tclean), {n} server{'s' if n > 1 else ''}", "mpicasa", n,
+                             data, image + self._suffix(params))
 
     # -- Airflow ----------------------------------------------------------------------------
     def run_airflow(self) -> None:
@@ -415,18 +463,46 @@ class Bench:
         self.results["duration_s"] = time.monotonic() - self.t0
         self.results["machine"]["load_at_end"] = round(os.getloadavg()[0], 2)
         write_outputs(self.results, self.out, plots=plots)
-        self.say(f"wrote {BENCH / 'RESULTS.md'} and {self.out / 'results.json'}")
+        self.say(f"wrote {results_md_path(self.out)} and {self.out / 'results.json'}")
+
+
+def mpicasa_figures(data: dict, servers: int, command: list[str]) -> dict:
+    """An mpicasa case's figures: rank 0's own (its result file, or the JSON line it printed when no
+    file was read) and the whole process's time as the parent saw it (parent_wall_s: mpirun's start
+    to its exit, its linger after the script included)."""
+    from bench.mpicasa_env import parse_result_line
+
+    if "engine_s" not in data and data.get("log") and Path(data["log"]).exists():
+        printed = parse_result_line(Path(data["log"]).read_text(errors="replace"))
+        if printed:
+            keep = {k: data[k] for k in data if k in ("memory", "peak_tree_rss_bytes", "peak_process_rss_bytes",
+                                                        "peak_worker_rss_bytes", "parent_wall_s", "log", "error")}
+            data = {**printed, **keep, "ok": bool(printed.get("ok")) and "timed out" not in (data.get("error") or "")}
+            if data["ok"]:
+                data.pop("error", None)
+    data["command"] = " ".join(shlex.quote(a) for a in command)
+    if data.get("ok") and data.get("mpi_servers") != servers:
+        data["ok"] = False
+        data["error"] = (f"asked for {servers} mpicasa servers, rank 0 saw {data.get('mpi_servers')} "
+                         f"(MPI enabled: {data.get('mpi_enabled')})")
+    return data
+
+
+def results_md_path(out: Path) -> Path:
+    """bench/RESULTS.md for the recorded run (out = bench/results); <out>/RESULTS.md for any other."""
+    return BENCH / "RESULTS.md" if Path(out).resolve() == (BENCH / "results").resolve() else Path(out) / "RESULTS.md"
 
 
 def write_outputs(results: dict, out: Path, plots: bool = True) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    md = results_md_path(out)
     results["targets"] = report.evaluate_targets(results)
     if plots:
         made = [report.plot_speedup(results, out / "speedup.png"), report.plot_stages(results, out / "stages.png")]
         # Paths relative to RESULTS.md so the images show where it is read.
-        results["plots"] = [os.path.relpath(p, BENCH) for p in made if p]
+        results["plots"] = [os.path.relpath(p, md.parent) for p in made if p]
     _atomic_write(out / "results.json", json.dumps(results, indent=1, default=str))
-    _atomic_write(BENCH / "RESULTS.md", report.render_markdown(results))
+    _atomic_write(md, report.render_markdown(results))
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -441,6 +517,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="tiny: seconds-scale smoke run; small: under 5 min; medium: the measurement (~35 min, 2 cores)")
     p.add_argument("--only", default=",".join(STAGES),
                    help=f"comma-separated stages among {','.join(STAGES)} (default: all)")
+    p.add_argument("--mpicasa-servers", default="",
+                   help="comma-separated server counts for the mpicasa rows (default: this engine's parallel "
+                        "worker counts, 2 and up to the cores)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds for the whole run instead of the size's own budget (e.g. a trial on a busy machine)")
     p.add_argument("--out", default=str(BENCH / "results"), help="folder for results.json and the plots")
     p.add_argument("--work", default=None, help="scratch folder for MSs and images (default work/bench/<size>)")
     p.add_argument("--keep-work", action="store_true", help="keep the images (the MSs are always kept for reruns)")
@@ -450,6 +531,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bad = [s for s in args.only if s not in STAGES]
     if bad:
         p.error(f"--only: unknown stage(s) {bad}; choose from {', '.join(STAGES)}")
+    try:
+        args.mpicasa_servers = ([int(s) for s in args.mpicasa_servers.split(",") if s.strip()]
+                                or [w for w in worker_counts() if w > 1])
+    except ValueError:
+        p.error(f"--mpicasa-servers: integers, got {args.mpicasa_servers!r}")
+    if min(args.mpicasa_servers) < 1:
+        p.error("--mpicasa-servers: at least one server")
     return args
 
 
@@ -460,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
         write_outputs(json.loads((out / "results.json").read_text()), out)
         return 0
     size = SIZES[args.size]
+    if args.budget:
+        size = size.model_copy(update={"budget_s": args.budget})
     # Under the repository's work/ folder, which git ignores: MSs and images are never committed.
     work = Path(args.work or REPO / "work" / "bench" / size.name).resolve()
     (work / "logs").mkdir(parents=True, exist_ok=True)
@@ -482,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
             b.run_concat()
         if "published" in args.only:
             b.run_published()
+        if "mpicasa" in args.only:
+            b.run_mpicasa(args.mpicasa_servers)
         if "airflow" in args.only:
             b.run_airflow()
         b.scaling()

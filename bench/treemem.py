@@ -22,6 +22,9 @@ class TreeMemorySampler:
         self.peak_by_pid: dict[int, int] = {}
         self.names: dict[int, str] = {}
         self.samples = 0
+        # Every process seen in the tree (psutil keeps each one's start time, so a later signal can
+        # tell it from an unrelated process that reused the pid).
+        self.seen: dict[int, psutil.Process] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"rss-sampler-{pid}", daemon=True)
 
@@ -51,6 +54,7 @@ class TreeMemorySampler:
             except psutil.Error:
                 continue
             total += rss
+            self.seen.setdefault(p.pid, p)
             if rss > self.peak_by_pid.get(p.pid, 0):
                 self.peak_by_pid[p.pid] = rss
         self.samples += 1

@@ -175,3 +175,124 @@ def test_continuum_markdown_states_the_machine_s_two_process_ceiling():
                                        "parallel_ceiling_before": probe, "parallel_ceiling_after": probe},
                            "imaging": {}, "shapes": {}})
     assert "1.45x one alone before the cases" in text and "after the cases" in text
+
+
+# -- CASA's MPI peer (mpicasa): the launch, rank 0's printed figures and the side-by-side rows --------
+
+
+def test_mpicasa_command_has_n_plus_one_ranks_and_passes_the_casa_environment():
+    from bench.mpicasa_env import mpirun_command
+
+    cmd = mpirun_command("/v/bin/mpirun", "/v/bin/python", "bench/mpicasa_case.py", 2,
+                         ["OMP_NUM_THREADS", "CASASITECONFIG", "OMP_NUM_THREADS"])
+    assert cmd[:7] == ["/v/bin/mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-n", "3"]
+    # Each variable once, in a stable order; then the interpreter and the script (the case files follow).
+    assert cmd[7:] == ["-x", "CASASITECONFIG", "-x", "OMP_NUM_THREADS", "/v/bin/python", "bench/mpicasa_case.py"]
+    with pytest.raises(ValueError):
+        mpirun_command("mpirun", "python", "s.py", 0, [])
+
+
+def test_mpicasa_result_line_is_found_among_casa_and_mpi_output():
+    from bench.mpicasa_case import RESULT_MARK
+    from bench.mpicasa_env import parse_result_line
+
+    text = "\n".join(["2026-12-06 INFO tclean::::casa  ##### Begin Task: tclean",
+                      RESULT_MARK + '{"ok": false, "error": "first"}',
+                      "  " + RESULT_MARK + '{"ok": true, "engine_s": 12.5, "mpi_servers": 2, "iterations": 40}',
+                      "prterun: lingering daemon output"])
+    assert parse_result_line(text) == {"ok": True, "engine_s": 12.5, "mpi_servers": 2, "iterations": 40}
+    assert parse_result_line("no figures here") is None
+    assert parse_result_line(RESULT_MARK + "{not json") is None
+    assert parse_result_line(RESULT_MARK + "[1, 2]") is None
+
+
+def test_mpicasa_figures_take_the_printed_line_when_no_result_file_was_read(tmp_path):
+    from bench.mpicasa_case import RESULT_MARK
+    from bench.run import mpicasa_figures
+
+    log = tmp_path / "output.log"
+    log.write_text(RESULT_MARK + '{"ok": true, "engine_s": 7.0, "wall_s": 11.0, "mpi_servers": 2}\n')
+    got = mpicasa_figures({"ok": False, "error": "exit code 1, no result written", "log": str(log),
+                           "parent_wall_s": 30.0, "peak_tree_rss_bytes": 5}, 2, ["mpirun", "-n", "3", "py"])
+    assert got["ok"] and got["engine_s"] == 7.0 and got["parent_wall_s"] == 30.0 and got["peak_tree_rss_bytes"] == 5
+    assert got["command"] == "mpirun -n 3 py" and "error" not in got
+    # Fewer servers than asked for (e.g. MPI not enabled on rank 0) is a failed row, not a figure.
+    bad = mpicasa_figures({"ok": True, "engine_s": 7.0, "mpi_servers": 0, "mpi_enabled": False}, 2, ["mpirun"])
+    assert not bad["ok"] and "asked for 2 mpicasa servers, rank 0 saw 0" in bad["error"]
+
+
+def test_mpicasa_pins_come_from_the_project_constraints(tmp_path):
+    from bench.mpicasa_env import pinned_versions
+
+    c = tmp_path / "constraints.txt"
+    c.write_text("casatools==6.7.0.31\nCasatasks == 6.7.0.31  # comment\nsix==1.17.0\ndask==1\n")
+    assert pinned_versions(c) == {"casatools": "6.7.0.31", "casatasks": "6.7.0.31", "six": "1.17.0"}
+
+
+def _mpicasa_section():
+    return {"params": {"specmode": "cube"}, "cases": [
+        _case("mpicasa", 2, 30.0, engine=20.0, parent_wall_s=50.0,
+              fidelity_products={".image_max_diff_over_peak": 0.0, ".residual_max_diff_over_peak": 0.0}),
+        _case("tclean", 1, 40.0, engine=38.0, parent_wall_s=42.0),
+        _case("pclean", 2, 25.0, engine=21.0, parent_wall_s=26.0,
+              fidelity_products={".image_max_diff_over_peak": 2e-4, ".residual_max_diff_over_peak": 0.09}),
+    ]}
+
+
+def test_mpicasa_rows_give_call_and_whole_process_ratios_and_exactness():
+    rows = report.mpicasa_rows(_mpicasa_section())
+    assert [r["impl"] for r in rows] == ["tclean", "pclean", "mpicasa"]
+    mpi = rows[2]
+    assert mpi["call_s"] == 20.0 and mpi["whole_s"] == 50.0
+    assert mpi["call_ratio"] == pytest.approx(38.0 / 20.0) and mpi["whole_ratio"] == pytest.approx(42.0 / 50.0)
+    assert report.exactness(mpi["image_diff"]) == "exact" and report.exactness(rows[1]["residual_diff"]) == "9.0e-02"
+    # Continuum's comparison names its products without the dot; tt0 is already in the figure.
+    assert report.product_diff({"fidelity_products": {"residual_max_diff_over_peak": 1e-3}}, "residual") == 1e-3
+    assert report.product_diff({"fidelity": {"max_abs_diff_over_peak": 0.0}}, "image") == 0.0
+
+
+def test_mpicasa_table_and_target_in_results_markdown():
+    res = _results()
+    res["sections"]["cube"] = _mpicasa_section()
+    res["mpicasa_env"] = {"venv": "bench/.venv-mpicasa", "launcher": "mpirun (Open MPI) 5.0.11",
+                          "versions": {"casampi": "0.6.0"}, "pip_check": "No broken requirements found."}
+    md = report.render_markdown(res)
+    assert "### Cube: serial tclean, this engine and CASA's MPI tclean (mpicasa)" in md
+    assert "| mpicasa w2 | 2 | 20.0 | 50.0 | 1.90x | 0.84x | 200 | exact | exact | - | - |  |" in md
+    assert "casampi 0.6.0" in md and "mpirun (Open MPI) 5.0.11" in md
+    t = report.evaluate_targets(res)
+    # pclean's whole process 50/26 = 1.92x of mpicasa's, but its call 20/21 = 0.95x: missed.
+    assert _status(t, "this engine >= 1.2x faster than mpicasa, same compute processes (cube, 2)") == "MISSED"
+    # Without mpicasa rows, no such target and no such table (older results render as before).
+    plain = report.render_markdown(_results())
+    assert "mpicasa" not in plain
+
+
+def test_run_case_stops_a_child_that_left_the_case_s_process_group(tmp_path):
+    """mpirun's launcher starts each rank in a session of its own: killing the case's group alone would
+    leave them running. The harness stops every process its memory sampler saw in the case's tree."""
+    import sys
+    import time
+
+    import psutil
+
+    from bench.measure import run_case
+
+    pid_file = tmp_path / "child.pid"
+    script = ("import subprocess, sys, time, pathlib; "
+              "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True); "
+              f"pathlib.Path({str(pid_file)!r}).write_text(str(c.pid)); time.sleep(120)")
+    data = run_case(tmp_path / "case", {"kind": "test"}, [sys.executable, "-c", script], env={}, timeout_s=2.0)
+    assert not data["ok"] and "timed out" in data["error"]
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(child).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.1)
+    else:
+        psutil.Process(child).kill()
+        raise AssertionError(f"the child {child} outside the case's group outlived the case")
