@@ -176,6 +176,11 @@ class Standalone:
 
     def unpause(self, dag_id: str) -> None:
         self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        # The DAG processor registers an unpaused DAG's asset watchers (the landing-area trigger) when
+        # it parses the DAG's file; the files are parsed once here (MIN_FILE_PROCESS_INTERVAL), so ask
+        # for that parse now, as an operator would with the UI's "reparse" button.
+        token = self.api("GET", f"/dags/{dag_id}/details")["file_token"]
+        self.api("PUT", f"/parseDagFile/{token}")
 
     def trigger(self, dag_id: str, conf: dict) -> str:
         run = self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})

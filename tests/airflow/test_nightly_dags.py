@@ -340,7 +340,7 @@ def test_deadline_alert_and_operations_settings(dags):
         params = dag.params.dump()
         assert {"vis", "preset", "overrides", "work_dir", "archive_dir", "cluster"} <= set(params)
         schema = dag.params.get_param("cluster").schema
-        assert schema["enum"] == ["local", "slurm", "address"] and schema["title"]
+        assert schema["enum"] == ["connection", "local", "slurm", "address"] and schema["title"]
     asyncio.run(notify_deadline_missed({"dag_run": {"run_id": "r9", "conf": {"vis": "/x/late.ms"}}},
                                        notifications_dir=str(DATA_ROOT / "deadline-notes"),
                                        dag_id="nightly_cube_imaging", deadline_hours=6.0))
