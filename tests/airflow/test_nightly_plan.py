@@ -84,7 +84,9 @@ def test_a_night_planned_from_the_data_images_every_science_target(dags, tmp_pat
             (ticket,) = (DATA_ROOT / "review" / "nightly_cube_plan" / "survey" / target).glob("*.json")
             assert json.loads(ticket.read_text())["target"] == target
         else:
-            assert (DATA_ROOT / "archive" / f"survey_{target}_cube" / "v0001" / "manifest.json").exists()
+            # Several targets in one MS: each archive id ends in a hash of the MS and target.
+            (product,) = (DATA_ROOT / "archive").glob(f"survey_{target}_cube+*")
+            assert (product / "v0001" / "manifest.json").exists()
 
     # Said before any cluster time: the flagged MS and the calibrators, with their reasons.
     notes = [n for n in read_notifications(DATA_ROOT / "notifications") if n.run_id == run.run_id]
