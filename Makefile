@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # Test processes side by side (pytest-xdist); tests/conftest.py keeps what shares a component together.
 # TEST_WORKERS=0 runs the suite in one process.
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 3
 BENCH_ARGS ?=
 
 .PHONY: setup system-packages venv demo test bench lint clean
