@@ -15,6 +15,8 @@ import time
 import traceback
 from pathlib import Path
 
+from bench.json_files import write_json
+
 REPO = Path(__file__).resolve().parents[1]
 # The DAG's tasks that make up the imaging, from cluster start to the finished cube: the exact
 # loop's one `cube` task per MS (cube_mode exact, the default), or the fan-out's tasks ending in
@@ -108,10 +110,7 @@ def main(argv: list[str]) -> int:
     except BaseException as err:
         data.update(ok=False, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc()[-4000:])
     data["wall_s"] = time.perf_counter() - t0
-    tmp = f"{result_file}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, default=str)
-    os.replace(tmp, result_file)
+    write_json(result_file, data)
     return 0 if data.get("ok") else 1
 
 

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.json_files import write_json
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Two row-heavy layouts that differ in antennas, spws and integration (rows ~ baselines x dumps).
@@ -60,15 +62,8 @@ def _simulated(cache: Path, shape: str, simulate_ms) -> tuple[Any, bool]:
             return SimpleNamespace(ms=ms, nrows=done["nrows"]), True
     marker.unlink(missing_ok=True)
     sim = simulate_ms(ms, **SHAPES[shape], seed=SEED, overwrite=True)
-    _write_json(marker, {"params": wanted, "nrows": sim.nrows})
+    write_json(marker, {"params": wanted, "nrows": sim.nrows})
     return sim, False
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _imaging_kwargs(args: argparse.Namespace, vis: str, deconvolver: str) -> dict:
@@ -231,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.case:
         args.workers = int(args.workers)
-        _write_json(Path(args.result), _case(args))
+        write_json(Path(args.result), _case(args))
         return 0
     if args.quick:
         args.shapes, args.imsize = "quick", 64
@@ -288,10 +283,10 @@ def main(argv: list[str] | None = None) -> int:
                                 "image_diff": eng["fidelity"]["image_max_diff_over_peak"],
                                 "stages": _stage_line(eng)})
             entry["runs"][deconvolver] = runs
-            _write_json(Path(args.output), report)  # partial results survive a later failure
+            write_json(Path(args.output), report)  # partial results survive a later failure
     report["summary"] = summary
     report["machine"]["parallel_ceiling_after"] = parallel_ceiling.measure()
-    _write_json(Path(args.output), report)
+    write_json(Path(args.output), report)
     markdown = Path(args.output).with_suffix(".md")
     tmp = markdown.with_name(f"{markdown.name}.tmp-{os.getpid()}")
     tmp.write_text(stage_markdown(report), encoding="utf-8")

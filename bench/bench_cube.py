@@ -24,14 +24,9 @@ import threading
 import time
 from pathlib import Path
 
+from bench.json_files import write_json
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _imaging_kwargs(args: argparse.Namespace, vis: str) -> dict:
@@ -186,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     if args.case:
-        _write_json(Path(args.result), _case(args))
+        write_json(Path(args.result), _case(args))
         return 0
 
     import shutil
@@ -218,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         "speedup": speedup,
         "fidelity": _fidelity(serial["imagename"], engine["imagename"]),
     }
-    _write_json(Path(args.output), report)
+    write_json(Path(args.output), report)
     print(json.dumps({"speedup": speedup, "serial_s": serial["wall_s"], "engine_s": engine["wall_s"],
                       "serial_peak_rss_mib": serial["peak_rss_bytes"] / 2**20,
                       "engine_peak_rss_per_worker_mib": {k: v / 2**20 for k, v in

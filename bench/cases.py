@@ -15,14 +15,9 @@ import time
 import traceback
 from pathlib import Path
 
+from bench.json_files import write_json
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _write_json(path: str, data: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, default=str)
-    os.replace(tmp, path)
 
 
 def case_tclean(case: dict) -> dict:
@@ -175,7 +170,7 @@ def main(argv: list[str]) -> int:
     except BaseException as err:  # the parent reports the failure; it must not lose the figures
         data = {"ok": False, "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-4000:]}
     data["wall_s"] = time.perf_counter() - t0
-    _write_json(result_file, data)
+    write_json(result_file, data)
     return 0 if data["ok"] else 1
 
 

@@ -19,6 +19,11 @@ import sys
 import time
 import traceback
 
+try:
+    from bench.json_files import write_json
+except ImportError:  # run as a file in the peer's venv, which has no project: the sibling file
+    from json_files import write_json
+
 RESULT_MARK = "MPICASA-RESULT "
 
 
@@ -48,10 +53,7 @@ def main(argv: list[str]) -> int:
         data.update(ok=False, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc()[-4000:])
     data["wall_s"] = time.perf_counter() - t0
     print(RESULT_MARK + json.dumps(data, default=str), flush=True)
-    tmp = f"{result_file}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, default=str)
-    os.replace(tmp, result_file)
+    write_json(result_file, data)
     return 0 if data.get("ok") else 1
 
 

@@ -12,6 +12,11 @@ import sys
 import time
 import traceback
 
+try:
+    from bench.json_files import write_json
+except ImportError:  # run as a file in the peer's venv, which has no project: the sibling file
+    from json_files import write_json
+
 
 def main(argv: list[str]) -> int:
     case = json.load(open(argv[1], encoding="utf-8"))
@@ -31,10 +36,7 @@ def main(argv: list[str]) -> int:
     except BaseException as err:
         data.update(ok=False, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc()[-4000:])
     data["wall_s"] = time.perf_counter() - t0
-    tmp = f"{result_file}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, default=str)
-    os.replace(tmp, result_file)
+    write_json(result_file, data)
     return 0 if data.get("ok") else 1
 
 
