@@ -13,29 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
 
 import pytest
 
 from tests.airflow import provider_env  # noqa: F401  (sets AIRFLOW_HOME before Airflow is imported)
+from tests.airflow.fake_ti import FakeTI
 
 pytestmark = pytest.mark.airflow
-
-
-@dataclass
-class FakeTI:
-    try_number: int = 1
-    dag_id: str = "auth"
-    run_id: str = "manual__2026-01-01T00:00:00+00:00"
-    task_id: str = "echo"
-    map_index: int = -1
-    xcoms: dict = field(default_factory=dict)
-
-    def xcom_push(self, key, value):
-        self.xcoms[key] = value
-
-    def xcom_pull(self, task_ids=None, key="return_value"):
-        return None
 
 
 def _operator(state_dir, **kw):
@@ -84,7 +68,7 @@ def test_a_plaintext_scheduler_fails_the_task_for_good_before_connecting(plain_c
     for deferrable in (True, False):
         op = _operator(tmp_path / "state", scheduler_address=address, deferrable=deferrable)
         with pytest.raises(AirflowFailException, match="allow_plaintext_dask") as refused:
-            op.execute({"ti": FakeTI()})
+            op.execute({"ti": FakeTI(dag_id="auth")})
         assert "tls://" in str(refused.value)
     # A trigger given the address (an old deferral, a hand-made one) refuses too, as bad input.
     event = _first_event(DaskWorkTrigger(address, "pclean-echo-x-try1", str(tmp_path / "r.json"),
@@ -164,7 +148,7 @@ def test_a_payload_published_under_the_tasks_key_is_not_unpickled(shared_tls_clu
     marks = tmp_path / "marks"
     marks.mkdir()
     op = _operator(tmp_path / "state", scheduler_address=address)
-    ti = FakeTI()
+    ti = FakeTI(dag_id="auth")
     key = _key_of(op, ti)
     other.publish_dataset(Payload(str(marks)), name=key)  # waiting for the task under its predictable name
 
@@ -190,7 +174,7 @@ def test_a_task_someone_else_ran_under_the_key_fails_the_wait(shared_tls_cluster
     marks = tmp_path / "marks"
     marks.mkdir()
     op = _operator(tmp_path / "state", scheduler_address=address)
-    ti = FakeTI(task_id="forged")
+    ti = FakeTI(dag_id="auth", task_id="forged")
     key = _key_of(op, ti)
     forged = other.submit(_forged_result, str(marks), key=key, pure=False)
     other.publish_dataset(forged, name=key)
@@ -242,10 +226,10 @@ def test_the_compose_connection_reaches_its_dask_host_over_tls(monkeypatch, tmp_
     try:
         assert address.startswith("tls://")
         up = ClusterUpOperator(task_id="cluster_up", address_file=str(tmp_path / "run" / "cluster.json"))
-        assert up.execute({"ti": FakeTI(task_id="cluster_up")}) == address  # the connection's cluster
+        assert up.execute({"ti": FakeTI(dag_id="auth", task_id="cluster_up")}) == address  # the connection's cluster
         op = _operator(tmp_path / "state", scheduler_address=address)
         with pytest.raises(TaskDeferred) as deferred:
-            op.execute({"ti": FakeTI()})
+            op.execute({"ti": FakeTI(dag_id="auth")})
         trigger = deferred.value.trigger
         assert isinstance(trigger, DaskWorkTrigger) and trigger.tls_directory == str(afile) + ".tls"
         event = _first_event(trigger)

@@ -8,11 +8,12 @@ fails the task for good (no retries), and finished work is released from the sch
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from functools import partial
 
 import pytest
 
 from tests.airflow import provider_env  # noqa: F401  (sets AIRFLOW_HOME before Airflow is imported)
+from tests.airflow.fake_ti import FakeTI
 
 # The Dask clusters here are plaintext on loopback; what is tested is not the transport.
 pytestmark = [pytest.mark.airflow, pytest.mark.usefixtures("plaintext_dask_allowed")]
@@ -30,19 +31,8 @@ def dask_cluster(tmp_path_factory):
     cluster.close()
 
 
-@dataclass
-class FakeTI:
-    """What the operators use of a task instance."""
-
-    try_number: int = 1
-    dag_id: str = "d"
-    run_id: str = "manual__2026-01-01T00:00:00+00:00"
-    task_id: str = "echo"
-    map_index: int = 2
-    xcoms: dict = field(default_factory=dict)
-
-    def xcom_push(self, key, value):
-        self.xcoms[key] = value
+# The echo task is a mapped one (map index 2), as sub-cube batches are.
+MappedTI = partial(FakeTI, map_index=2)
 
 
 def _echo_operator(address, state_dir, func, args, **kw):
@@ -91,16 +81,16 @@ def test_same_try_adopts_new_try_replaces(dask_cluster, tmp_path):
     counter = tmp_path / "runs.txt"
     op = _echo_operator(address, tmp_path / "state", slow_count, (str(counter), 4.0))
 
-    first = _defer(op, FakeTI(try_number=1))
+    first = _defer(op, MappedTI(try_number=1))
     key1 = first.trigger.key
     assert key1 == "pclean-echo-d-manual__2026_01_01T00_00_00_00_00+1e8dc70c2b69-echo-m2-try1"
     assert first.method_name == "execute_complete" and first.kwargs == {"scheduler_address": address}
     assert key1 in client.list_datasets()
 
-    again = _defer(op, FakeTI(try_number=1))  # an Airflow worker restarted within the same try
+    again = _defer(op, MappedTI(try_number=1))  # an Airflow worker restarted within the same try
     assert again.trigger.key == key1
 
-    second = _defer(op, FakeTI(try_number=2))  # a retry or a clear
+    second = _defer(op, MappedTI(try_number=2))  # a retry or a clear
     key2 = second.trigger.key
     assert key2.endswith("-try2")
     assert key1 not in client.list_datasets(), "the older try's work is cancelled"
@@ -110,13 +100,13 @@ def test_same_try_adopts_new_try_replaces(dask_cluster, tmp_path):
     # before it was cancelled, so at most two runs, never three.
     assert counter.read_text().count("run") <= 2
 
-    result = op.execute_complete({"ti": FakeTI(try_number=2)}, payload, scheduler_address=address)
+    result = op.execute_complete({"ti": MappedTI(try_number=2)}, payload, scheduler_address=address)
     assert result == {"runs_file": str(counter)}
     assert key2 not in client.list_datasets(), "finished work is released"
 
     # Asking again for a finished try costs nothing: the result file answers without a cluster.
     offline = _echo_operator("tcp://127.0.0.1:1", tmp_path / "state", slow_count, (str(counter), 4.0))
-    assert offline.execute({"ti": FakeTI(try_number=2)}) == {"runs_file": str(counter)}
+    assert offline.execute({"ti": MappedTI(try_number=2)}) == {"runs_file": str(counter)}
 
 
 def test_failures_name_the_reason_and_bad_input_is_not_retried(dask_cluster, tmp_path):
@@ -125,10 +115,10 @@ def test_failures_name_the_reason_and_bad_input_is_not_retried(dask_cluster, tmp
     address, _ = dask_cluster
     op = _echo_operator(address, tmp_path, slow_count, ())
     with pytest.raises(AirflowFailException, match="spw 9"):
-        op.execute_complete({"ti": FakeTI()}, {"status": "error", "key": "k", "input_error": True,
+        op.execute_complete({"ti": MappedTI()}, {"status": "error", "key": "k", "input_error": True,
                                                "message": "PreflightError('spw 9 does not exist')"})
     with pytest.raises(AirflowException, match="worker lost") as transient:
-        op.execute_complete({"ti": FakeTI()}, {"status": "error", "key": "k", "input_error": False,
+        op.execute_complete({"ti": MappedTI()}, {"status": "error", "key": "k", "input_error": False,
                                                "message": "worker lost"})
     assert not isinstance(transient.value, AirflowFailException), "a lost worker may be retried"
 
@@ -138,13 +128,13 @@ def test_deferrable_needs_a_cluster_that_outlives_the_task(tmp_path):
 
     op = _echo_operator(None, tmp_path, slow_count, (), pclean_conn_id="pclean_dask_default")
     with pytest.raises(AirflowException, match="deferrable=True needs a Dask cluster that outlives"):
-        op.execute({"ti": FakeTI()})
+        op.execute({"ti": MappedTI()})
 
 
 def test_inline_wait_when_not_deferrable(dask_cluster, tmp_path):
     address, client = dask_cluster
     op = _echo_operator(address, tmp_path / "s", slow_count, (str(tmp_path / "n.txt"), 0.1), deferrable=False)
-    assert op.execute({"ti": FakeTI(task_id="inline")}) == {"runs_file": str(tmp_path / "n.txt")}
+    assert op.execute({"ti": MappedTI(task_id="inline")}) == {"runs_file": str(tmp_path / "n.txt")}
     assert not [k for k in client.list_datasets() if "inline" in str(k)], "released after the inline wait"
 
 
@@ -161,19 +151,19 @@ def test_partition_validates_before_submitting(tmp_path, monkeypatch):
     nowhere = "tcp://127.0.0.1:1"
     with pytest.raises(AirflowFailException, match="vis: MeasurementSet 'missing.ms' does not exist"):
         CubePartitionOperator(task_id="p", scheduler_address=nowhere, overrides={
-            "vis": "missing.ms", "imagename": str(tmp_path / "c"), "specmode": "cube"}).execute({"ti": FakeTI()})
+            "vis": "missing.ms", "imagename": str(tmp_path / "c"), "specmode": "cube"}).execute({"ti": MappedTI()})
     with pytest.raises(AirflowFailException, match="specmode='mfs' is not a cube"):
         CubePartitionOperator(task_id="p", scheduler_address=nowhere, overrides={
-            "vis": str(ms), "imagename": str(tmp_path / "c"), "specmode": "mfs"}).execute({"ti": FakeTI()})
+            "vis": str(ms), "imagename": str(tmp_path / "c"), "specmode": "mfs"}).execute({"ti": MappedTI()})
     with pytest.raises(AirflowFailException, match="niterr"):
         CubePartitionOperator(task_id="p", scheduler_address=nowhere, overrides={
-            "vis": str(ms), "imagename": str(tmp_path / "c"), "niterr": 5}).execute({"ti": FakeTI()})
+            "vis": str(ms), "imagename": str(tmp_path / "c"), "niterr": 5}).execute({"ti": MappedTI()})
     with pytest.raises(AirflowFailException, match="niter=50: the fan-out .* CubeImagingOperator"):
         CubePartitionOperator(task_id="p", scheduler_address=nowhere, overrides={
-            "vis": str(ms), "imagename": str(tmp_path / "c"), "specmode": "cube", "niter": 50}).execute({"ti": FakeTI()})
+            "vis": str(ms), "imagename": str(tmp_path / "c"), "specmode": "cube", "niter": 50}).execute({"ti": MappedTI()})
     with pytest.raises(AirflowFailException, match="is a cube"):
         ContinuumImagingOperator(task_id="c", scheduler_address=nowhere, overrides={
-            "vis": str(ms), "imagename": str(tmp_path / "c"), "specmode": "cube"}).execute({"ti": FakeTI()})
+            "vis": str(ms), "imagename": str(tmp_path / "c"), "specmode": "cube"}).execute({"ti": MappedTI()})
 
 
 def test_subcube_label_and_concat_checks(tmp_path):
@@ -193,7 +183,7 @@ def test_subcube_label_and_concat_checks(tmp_path):
     concat = CubeConcatOperator(task_id="c", scheduler_address="tcp://127.0.0.1:1", plan=plan,
                                 results=[{"index": 0, "chan_start": 0}])
     with pytest.raises(AirflowFailException, match=r"sub-cubes \[1\] are missing"):
-        concat.execute({"ti": FakeTI()})
+        concat.execute({"ti": MappedTI()})
 
 
 def test_heavy_tasks_take_a_pool_and_priority_like_any_operator():
@@ -216,5 +206,5 @@ def test_cluster_down_is_idempotent(tmp_path):
 
     down = ClusterDownOperator(task_id="down", address_file=str(tmp_path / "never-started.address"))
     assert down.trigger_rule == "all_done"
-    assert down.execute({"ti": FakeTI()}) is False
-    assert down.execute({"ti": FakeTI()}) is False
+    assert down.execute({"ti": MappedTI()}) is False
+    assert down.execute({"ti": MappedTI()}) is False

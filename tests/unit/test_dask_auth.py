@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -181,51 +182,50 @@ def plain_scheduler(monkeypatch):
         yield cluster.scheduler_address
 
 
-def test_a_forged_publication_under_a_tasks_key_is_never_unpickled(plain_scheduler, tmp_path):
+@pytest.fixture
+def forger_and_ours(plain_scheduler, tmp_path):
+    """Two real clients of one scheduler, a folder the forged payload marks when it is unpickled, and
+    the predictable key of a task's work."""
     from distributed import Client
 
     marks = tmp_path / "marks"
     marks.mkdir()
-    key = "pclean-echo-d-r-t-m0-try1"
     with Client(plain_scheduler, set_as_default=False) as forger, \
             Client(plain_scheduler, set_as_default=False) as ours:
+        yield forger, ours, marks, "pclean-echo-d-r-t-m0-try1"
+
+
+def test_a_forged_publication_under_a_tasks_key_is_never_unpickled(forger_and_ours, tmp_path):
+    forger, ours, marks, key = forger_and_ours
+    forger.publish_dataset(Payload(str(marks)), name=key)
+    work = PublishedWork(ours)
+    assert work.status(key).state == "foreign"
+    assert work.find(key) is None, "not adopted"
+    assert key not in ours.list_datasets(), "withdrawn unread"
+    # Our work then goes under its own key as usual.
+    result_file = tmp_path / "r.json"
+    work.submit(key, str(result_file), dict, {"ok": 1})
+    # A second forged publication of the same name is refused by the scheduler (the name is ours).
+    with pytest.raises(KeyError):
         forger.publish_dataset(Payload(str(marks)), name=key)
-        work = PublishedWork(ours)
-        assert work.status(key).state == "foreign"
-        assert work.find(key) is None, "not adopted"
-        assert key not in ours.list_datasets(), "withdrawn unread"
-        # Our work then goes under its own key as usual.
-        result_file = tmp_path / "r.json"
-        work.submit(key, str(result_file), dict, {"ok": 1})
-        # A second forged publication of the same name is refused by the scheduler (the name is ours).
-        with pytest.raises(KeyError):
-            forger.publish_dataset(Payload(str(marks)), name=key)
-        assert work.cancel(key, reason="test over") is True
+    assert work.cancel(key, reason="test over") is True
     assert list(marks.iterdir()) == [], "the payload was unpickled"
 
 
-def test_a_task_someone_else_ran_under_the_key_finishes_without_a_result(plain_scheduler, tmp_path):
-    from distributed import Client
-
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    key = "pclean-echo-d-r-t-m0-try1"
-    with Client(plain_scheduler, set_as_default=False) as forger, \
-            Client(plain_scheduler, set_as_default=False) as ours:
-        future = forger.submit(_forged_result, str(marks), key=key, pure=False)
-        forger.publish_dataset(future, name=key)
-        work = PublishedWork(ours)
-        adopted = work.find(key)
-        assert adopted is not None and adopted.key == key
-        import time
-
-        deadline = time.monotonic() + 20
-        while (status := work.status(key)).state != "finished" and time.monotonic() < deadline:
-            time.sleep(0.1)
-        # Finished, but what it returned is not read: the result is only ever the result file.
-        assert status.state == "finished" and status.result is None
-        assert work.cancel(key, reason="not ours") is True
-        del adopted
+def test_a_task_someone_else_ran_under_the_key_finishes_without_a_result(forger_and_ours):
+    forger, ours, marks, key = forger_and_ours
+    future = forger.submit(_forged_result, str(marks), key=key, pure=False)
+    forger.publish_dataset(future, name=key)
+    work = PublishedWork(ours)
+    adopted = work.find(key)
+    assert adopted is not None and adopted.key == key
+    deadline = time.monotonic() + 20
+    while (status := work.status(key)).state != "finished" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # Finished, but what it returned is not read: the result is only ever the result file.
+    assert status.state == "finished" and status.result is None
+    assert work.cancel(key, reason="not ours") is True
+    del adopted
     assert list(marks.iterdir()) == [], "the payload was unpickled"
 
 
