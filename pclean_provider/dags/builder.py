@@ -4,6 +4,7 @@ Shape of a cube night (continuum has a `continuum` task where the cube has `cube
 
     ensure_pool -> ingest -> arrivals -> plan -> prepare -> cluster_up -> [ms: cube -> qa -> qa_gate
                                                                      -> archive | review] -> cluster_down
+                                                                        [ms: review -> review_decision]
                           -> arrivals -> nothing_arrived   (no MS to image: reason + notification)
 
 `plan` derives each MS's imaging targets and their parameters from the data (`pclean plan`);
@@ -13,6 +14,11 @@ back another, and clearing one target's cube re-runs only its tail. With `cube_m
 is partition -> subcubes_1 .. subcubes_K (sub-cube batches) -> gather_subcubes -> concat, all
 inside the group. The cluster comes back for a cleared task because it is the
 setup of everything between cluster_up and cluster_down.
+
+A product below the gate then waits in its ``review_decision`` task (tasks/review.py) for a person
+to approve, reject or re-image it, within the template's ``qa.review_timeout_minutes``. That task
+is downstream of the cluster's setup but not upstream of its teardown, so the cluster goes down
+while it waits, and clearing it does not bring the cluster back.
 
 Runs start on the template's cron schedule OR when a complete MS lands (``arrivals.watch``): the
 landing area is an asset whose watcher (triggers/landing.py, in the triggerer) fires once per new
@@ -42,6 +48,7 @@ from pclean_provider.dags.tasks.plan import plan_task
 from pclean_provider.dags.tasks.pool import ensure_pool_task
 from pclean_provider.dags.tasks.prepare import prepare_task, run_setting
 from pclean_provider.dags.tasks.qa import qa_tasks
+from pclean_provider.dags.tasks.review import review_decision_task
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate, load_templates
 from pclean_provider.triggers.landing import LandingAreaTrigger, state_dir_for
 
@@ -122,8 +129,8 @@ def build_dag(t: PipelineTemplate) -> DAG:
             pclean_conn_id=t.cluster.connection_id,
         )
         prepared >> cluster_up
-        per_ms = per_ms_paths(t, prepared, cluster_up, address, pool, qa_tasks(t, pool),
-                              archive_tasks(t, pool, asset))
+        _, before_teardown = per_ms_paths(t, prepared, cluster_up, address, pool, qa_tasks(t, pool),
+                                          archive_tasks(t, pool, asset), review_decision_task(t, asset, pool))
         # Once the cluster is down no writer of the run is left: what a killed or failed writer staged is
         # removed (a fan-out run keeps its sub-cubes, which clearing one batch task reuses).
         fanout = t.kind == "cube" and t.cube_mode == "fanout"
@@ -131,7 +138,8 @@ def build_dag(t: PipelineTemplate) -> DAG:
             task_id="cluster_down", address_file=run_setting("address_file"),
             run_folder=None if fanout else run_setting("run_dir"),
             image_suffix="cube" if t.kind == "cube" else "cont", sweep_subcubes=t.kind == "cube")
-        per_ms >> cluster_down
+        # Not the whole group: its review_decision (a person's answer, for hours) must not hold the cluster.
+        before_teardown >> cluster_down
         cluster_up >> cluster_down.as_teardown(setups=cluster_up)
     return dag
 

@@ -4,10 +4,13 @@ Each imaging target of each MS (prepare's items, from the plan) is one map index
 ``ms``, which holds its whole path; the map index is named after the MS, and the target when
 the MS has several:
 
-cube, exact:  cube -> qa -> qa_gate -> archive | review
-continuum:    continuum -> qa -> qa_gate -> archive | review
+cube, exact:  cube -> qa -> qa_gate -> archive | review -> review_decision
+continuum:    continuum -> qa -> qa_gate -> archive | review -> review_decision
 cube, fanout: partition -> subcubes_1 .. subcubes_K -> gather_subcubes -> concat -> qa -> qa_gate
-              -> archive | review
+              -> archive | review -> review_decision
+
+review_decision waits for a person's answer on a product below the gate (tasks/review.py); the
+cluster's teardown does not wait for it.
 
 Inside a mapped group Airflow ties each task to the same map index of the task before it, so an
 MS that fails imaging or QA fails only its own path (and its failure notification names it); the
@@ -28,7 +31,7 @@ not skipped). They use no pool that counts deferred tasks,
 so the cluster, through Dask's queue, sets how many sub-cubes run at once.
 
 The group's tasks keep their plain task ids (no ``ms.`` prefix), so the grid, the REST API and
-the tests name them plainly: cube, qa, qa_gate, archive, review.
+the tests name them plainly: cube, qa, qa_gate, archive, review, review_decision.
 """
 
 from __future__ import annotations
@@ -55,9 +58,13 @@ def ms_group_kwargs(item: dict) -> dict:
             "label": item.get("label") or item["name"], "timeout": item.get("imaging_timeout_s")}
 
 
-def per_ms_paths(t, prepared, cluster_up, address: str, pool: str, qa_tasks, archive_tasks):
-    """Build the per-MS task group and return it, so that the caller can put the cluster's
-    teardown after it."""
+def per_ms_paths(t, prepared, cluster_up, address: str, pool: str, qa_tasks, archive_tasks, review_decision):
+    """Build the per-MS task group; return it and the tasks the cluster's teardown must wait for.
+
+    Those are the group's tasks up to archive and review, never ``review_decision``: a product
+    waiting for a person must not keep the Dask cluster (nor its lease on the machines) alive, and
+    nothing a reviewer asks for needs it (publishing copies files; a re-image is a new run with a
+    cluster of its own)."""
     from airflow.sdk import XComArg
 
     from pclean_provider.operators.cube import (
@@ -121,7 +128,10 @@ def per_ms_paths(t, prepared, cluster_up, address: str, pool: str, qa_tasks, arc
         checked = qa(item=item, imaging=imaging.output)
         routed = qa_gate(checked=checked)
         show_qa_links(checked, routed)  # "QA report" and "QA night" on the tasks that judge the product
-        archive(item=routed)
-        review(item=routed)
+        ends.extend([archive(item=routed), review(item=routed)])
+        # After the ticket, and outside the cluster's setup/teardown scope (see the docstring).
+        review_decision(item=ends[-1])
 
-    return ms.expand_kwargs(prepared.map(ms_group_kwargs))
+    ends: list[Any] = []
+    group = ms.expand_kwargs(prepared.map(ms_group_kwargs))
+    return group, [end.operator for end in ends]

@@ -4,8 +4,9 @@ The file notifier (one JSON file per event under the template's notifications fo
 pipeline/notify.py) is always there: a relay can watch the folder and tests can read it. A
 pipeline template adds any Airflow ``BaseNotifier`` (SMTP, Slack, ...) under ``notifiers``, each
 for the events it names: ``task_failed`` (every task's failure callback), ``qa_review`` (the QA
-gate sends a product to review), ``nothing_arrived`` (a night with nothing to image) and
-``deadline_missed`` (its own deadline alert, run by the triggerer, so that notifier needs
+gate sends a product to review), ``review_waiting`` (that product's review task starts waiting for an
+answer in the UI; the file notification carries the Required Actions and QA report links),
+``nothing_arrived`` (a night with nothing to image) and ``deadline_missed`` (its own deadline alert, run by the triggerer, so that notifier needs
 ``async_notify``).
 
 A template names a notifier it cannot build: the DAG does not load, and the import error names the
@@ -53,7 +54,7 @@ def notifier_class(t: PipelineTemplate, index: int) -> type[BaseNotifier]:
 
 def check_notifiers(t: PipelineTemplate) -> None:
     """Build every configured notifier once, so a wrong entry fails the DAG's import, not a night."""
-    for event in ("task_failed", "qa_review", "nothing_arrived", "not_imaged", "deadline_missed"):
+    for event in ("task_failed", "qa_review", "review_waiting", "nothing_arrived", "not_imaged", "deadline_missed"):
         configured(t, event)
 
 

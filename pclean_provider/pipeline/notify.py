@@ -27,7 +27,8 @@ log = logging.getLogger("pclean.notify")
 NOTIFICATIONS_DIR_ENV = "PCLEAN_NOTIFICATIONS_DIR"
 
 
-NotifierEvent = Literal["task_failed", "qa_review", "nothing_arrived", "not_imaged", "deadline_missed"]
+NotifierEvent = Literal["task_failed", "qa_review", "review_waiting", "nothing_arrived", "not_imaged",
+                        "deadline_missed"]
 
 
 class NotifierSpec(BaseModel):
@@ -44,7 +45,9 @@ class NotifierSpec(BaseModel):
 
 
 class Notification(BaseModel):
-    kind: str  # "task_failed" | "ms_quarantined" | "qa_review" | "nothing_arrived" | "not_imaged" | "deadline_missed"
+    # "task_failed" | "ms_quarantined" | "qa_review" | "review_waiting" | "nothing_arrived" | "not_imaged"
+    # | "deadline_missed"
+    kind: str
     dag_id: str | None = None
     run_id: str | None = None
     task_id: str | None = None
@@ -53,6 +56,9 @@ class Notification(BaseModel):
     reason: str
     try_number: int | None = None
     log_url: str | None = None
+    # review_waiting: where the reviewer answers, and the product's QA report (both URLs of the Airflow UI).
+    review_url: str | None = None
+    qa_report: str | None = None
     created_at: str
 
 
@@ -200,6 +206,19 @@ def notify_qa_review(dag_id: str | None, run_id: str | None, ms: str, reason: st
                         created_at=datetime.now(UTC).isoformat())
     path = write_notification(note, directory or os.environ.get(NOTIFICATIONS_DIR_ENV))
     log.warning("pclean: %s of %s run %s goes to review: %s [notification %s]", ms, dag_id, run_id, reason, path)
+    return note
+
+
+def notify_review_waiting(dag_id: str | None, run_id: str | None, ms: str, reason: str, *, map_index: int | None,
+                          review_url: str | None, qa_report: str | None,
+                          directory: str | os.PathLike[str] | None = None) -> Notification:
+    """A product below the QA gate waits for a person's answer (approve, reject, re-image) in the UI."""
+    note = Notification(kind="review_waiting", dag_id=dag_id, run_id=run_id, task_id="review_decision",
+                        map_index=map_index, ms=ms, reason=reason, review_url=review_url, qa_report=qa_report,
+                        created_at=datetime.now(UTC).isoformat())
+    path = write_notification(note, directory or os.environ.get(NOTIFICATIONS_DIR_ENV))
+    log.warning("pclean: %s of %s run %s waits for review at %s [notification %s]", ms, dag_id, run_id,
+                review_url, path)
     return note
 
 

@@ -133,6 +133,13 @@ class QaPolicy(BaseModel):
         "never lower it below this. 'site_minimum': the site's lowest gate ([pclean] qa_gate_minimum). "
         "Unset: gate_min_score, so a run may only raise it. A number below the site's lowest gate is "
         "refused.")
+    review_timeout_minutes: float = Field(
+        240.0, gt=0, description="How long a product below the gate waits in its `review_decision` task "
+        "for a person to approve, reject or re-image it (Required Actions in the Airflow UI, or the REST "
+        "API). Then the wait ends by itself and the product stays in review, with nothing published; the "
+        "ticket and `pclean archive publish` remain. The Dask cluster is not held meanwhile, but the run "
+        "stays open, so the pipeline's next run waits for it (one active run per pipeline): shorter than "
+        "deadline_hours, which counts the wait.")
 
     @model_validator(mode="after")
     def _not_below_the_sites_minimum(self) -> QaPolicy:
@@ -253,7 +260,18 @@ class PipelineTemplate(BaseModel):
                                   "after it was queued.")
     notifiers: list[NotifierSpec] = Field(
         default_factory=list, description="Airflow notifiers called besides the file notifications "
-        "(task_failed, qa_review, nothing_arrived, not_imaged, deadline_missed); see pipeline/notify.py.")
+        "(task_failed, qa_review, review_waiting, nothing_arrived, not_imaged, deadline_missed); see "
+        "pipeline/notify.py.")
+
+    @model_validator(mode="after")
+    def _review_ends_before_the_deadline(self) -> PipelineTemplate:
+        if self.qa.review_timeout_minutes >= self.deadline_hours * 60:
+            raise ValueError(
+                f"qa.review_timeout_minutes={self.qa.review_timeout_minutes:g} is not shorter than deadline_hours="
+                f"{self.deadline_hours:g} ({self.deadline_hours * 60:g} minutes): a review still waiting keeps the "
+                "run open, so every such night would miss its deadline. Shorten the review's wait or raise "
+                "deadline_hours")
+        return self
 
     @field_validator("dag_id")
     @classmethod
