@@ -40,6 +40,8 @@ MAX_NSIGMA = 1000.0
 MAX_QUANTITY_CHARS = 32
 WEIGHTINGS = ("natural", "uniform", "briggs", "briggsbwtaper", "briggsabs", "superuniform", "radial")
 _FLUX = re.compile(r"^\s*(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*(nJy|uJy|mJy|Jy|kJy)?\s*$")
+_WHOLE = re.compile(r"^\s*\d{1,12}\s*$")
+_DECIMAL = re.compile(r"^\s*-?(\d{1,12}(\.\d{0,12})?|\.\d{1,12})([eE][+-]?\d{1,3})?\s*$")
 _ANGLE = re.compile(r"^\s*(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*(mas|arcsec|arcmin|deg|rad)\s*$")
 
 Action = Literal["approve", "reject", "reimage", "timeout"]
@@ -79,6 +81,13 @@ class ReviewOutcome:
 
 def _empty(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _numeric_text(value: Any, whole: bool) -> Any:
+    """A number a form sent as text ('500', '-0.5') as that number; anything else unchanged."""
+    if isinstance(value, str) and (_WHOLE if whole else _DECIMAL).match(value):
+        return int(value) if whole else float(value)
+    return value
 
 
 def _number(name: str, value: Any, low: float, high: float) -> float | int:
@@ -131,6 +140,10 @@ def check_reimage_overrides(raw: Any) -> dict[str, Any]:
                                  "with the pipeline's form)")
         if _empty(value):
             continue
+        if name in ("niter", "imsize"):
+            value = _numeric_text(value, whole=True)
+        elif name in ("nsigma", "robust"):
+            value = _numeric_text(value, whole=False)
         if name == "niter":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise RunConfRefused("overrides.niter", f"{shown(value)} is not a whole number")

@@ -207,6 +207,27 @@ class Standalone:
         return {(t["task_id"], t["map_index"]): (t["state"], t["try_number"])
                 for t in self.task_instances(dag_id, run_id)}
 
+    def wait_for_task(self, dag_id: str, run_id: str, key: tuple[str, int], states: set[str],
+                      timeout: float = 480) -> str:
+        """Until the task instance ``key`` (task id, map index) is in one of ``states``."""
+        deadline = time.monotonic() + timeout
+        state = "?"
+        while time.monotonic() < deadline:
+            state = self.task_summary(dag_id, run_id).get(key, ("not yet",))[0]
+            if state in states:
+                return state
+            if self.run_state(dag_id, run_id) in TERMINAL:
+                break
+            time.sleep(3)
+        raise TimeoutError(f"{key} of run {run_id} is {state}, not {sorted(states)}: "
+                           f"{self.task_summary(dag_id, run_id)}")
+
+    def answer(self, dag_id: str, run_id: str, task_id: str, map_index: int, chosen: list[str],
+               params: dict | None = None) -> dict:
+        """Answer a waiting Human-in-the-loop task as a script would, through the REST API."""
+        return self.api("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
+                        json={"chosen_options": chosen, "params_input": params or {}})
+
     def clear(self, dag_id: str, run_id: str, task_ids: list, include_downstream: bool = True) -> Any:
         return self.api("POST", f"/dags/{dag_id}/clearTaskInstances", json={
             "dry_run": False, "dag_run_id": run_id, "task_ids": task_ids,

@@ -13,6 +13,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -189,7 +191,8 @@ def test_cube_night_with_two_good_ms_and_a_broken_one(dags, tmp_path):
     for name in ("night_a", "night_b"):
         index = cubes[f"{name}.ms"]
         assert all(states[(k, index)][0] == "success" for k in ("cube", "qa", "qa_gate", "archive")), states
-        assert states[("review", index)][0] == "skipped"
+        # Passed the gate: no review, and nobody is asked (Airflow skips the decision without running it).
+        assert states[("review", index)][0] == "skipped" and states[("review_decision", index)][0] == "skipped"
         (version,) = archived_versions(DATA_ROOT / "archive", f"{name}_cube")
         manifest = (version / "manifest.json").read_text()
         assert f"{name}.ms" in manifest and ".fits" in manifest
@@ -204,7 +207,7 @@ def test_cube_night_with_two_good_ms_and_a_broken_one(dags, tmp_path):
         selected = find_relevant_relatives([], [("cube", a_index)], direction="downstream",
                                            dag=dag_for_run(run, session), run_id=run.run_id, session=session)
     assert set(selected) == {("qa", a_index), ("qa_gate", a_index), ("archive", a_index),
-                             ("review", a_index), "cluster_down"}, selected
+                             ("review", a_index), ("review_decision", a_index), "cluster_down"}, selected
 
     # One asset event per archived product, carrying which MS and which archive version.
     with create_session() as session:
@@ -287,9 +290,51 @@ def test_a_night_with_nothing_to_image_says_so(dags, tmp_path):
     assert message == {"subject": "pclean nightly_cube_quiet", "task_id": "nothing_arrived", "run_id": run.run_id}
 
 
+def answer_when_asked(dag_id: str, chosen: list[str], params: dict, timeout: float = 900) -> threading.Thread:
+    """Answer the first review_decision of `dag_id` that waits, as the REST API's PATCH .../hitlDetails
+    does (the response on the HITL detail, then the parked task resumed), from a thread: dag.test()
+    keeps a run with a waiting task alive until someone outside answers."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.trigger import handle_event_submit
+    from airflow.triggers.base import TriggerEvent
+    from airflow.utils import timezone
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
+
+    def answer() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with create_session() as session:
+                ti = session.scalars(select(TaskInstance).where(
+                    TaskInstance.dag_id == dag_id, TaskInstance.task_id == "review_decision",
+                    TaskInstance.state == TaskInstanceState.AWAITING_INPUT)).first()
+                detail = ti and session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti.id))
+                if detail is not None:
+                    detail.responded_by = {"id": "tester", "name": "tester"}
+                    detail.responded_at = timezone.utcnow()
+                    detail.chosen_options = chosen
+                    detail.params_input = params
+                    session.add(detail)
+                    handle_event_submit(TriggerEvent(detail.as_resume_event_payload()), task_instance=ti,
+                                        session=session)
+                    return
+            time.sleep(1)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    return thread
+
+
 def test_continuum_night_below_the_qa_gate_goes_to_review(dags):
+    from pclean_provider.pipeline.notify import read_notifications
+
     ms = simulate_into(DATA_ROOT / "elsewhere", "cont.ms", seed=31, nchan=4, marker=False)
+    # The product waits in review_decision; a reviewer rejects it with a note.
+    answering = answer_when_asked("nightly_continuum_imaging", ["Reject"], {"note": "too few iterations"})
     run = run_dag(dags["nightly_continuum_imaging"], {"vis": str(ms), "overrides": SMALL_CONTINUUM, "qa_min_score": 1.0})
+    answering.join(timeout=5)
     states = task_states(run)
     assert str(run.state) == "success", states
     assert states[("continuum", 0)][0] == "success"
@@ -300,7 +345,15 @@ def test_continuum_night_below_the_qa_gate_goes_to_review(dags):
     # Below the gate: review ticket, nothing published, the archive branch skipped for this MS.
     assert states[("archive", 0)][0] == "skipped" and states[("review", 0)][0] == "success"
     (ticket,) = (DATA_ROOT / "review" / "nightly_continuum_imaging" / "cont").glob("*.json")
-    assert json.loads(ticket.read_text())["qa_json"] == str(qa_json)
+    kept = json.loads(ticket.read_text())
+    assert kept["qa_json"] == str(qa_json)
+    # Rejected: still in review, the reviewer's note in the ticket, the CLI way to publish still there.
+    assert states[("review_decision", 0)][0] == "success", states
+    assert kept["status"] == "rejected" and kept["decisions"][-1]["note"] == "too few iterations"
+    assert kept["decisions"][-1]["by"] == "tester" and "pclean archive publish" in kept["how_to_publish"]
+    waiting = [n for n in read_notifications(DATA_ROOT / "notifications")
+               if n.run_id == run.run_id and n.kind == "review_waiting"]
+    assert len(waiting) == 1 and waiting[0].ms == "cont.ms" and waiting[0].qa_report, waiting
     assert not (DATA_ROOT / "archive" / "cont_continuum").exists()
     assert ms.exists(), "an MS named with vis is never moved"
 

@@ -1,5 +1,7 @@
-"""The real Airflow UI in headless Chromium: sign in, fill the cube pipeline's trigger form, see it succeed,
-then open the product's QA report from its task's "QA report" button (served by the provider's plugin).
+"""The real Airflow UI in headless Chromium: sign in, fill the cube pipeline's trigger form, open the
+product's QA report from its task's "QA report" button (served by the provider's plugin); the product is
+below the QA gate and waits in review_decision: re-image it from the Required Actions page with an
+override, and approve the new run's product through the REST API, which archives it.
 
 Shares the session's `airflow standalone` with the end-to-end test. The screenshot of the finished
 run is kept under test-artifacts/ for people to look at.
@@ -8,6 +10,7 @@ run is kept under test-artifacts/ for people to look at.
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import time
 from pathlib import Path
@@ -16,6 +19,7 @@ from urllib.parse import quote, unquote
 import pytest
 import requests
 
+from pclean_provider.names import run_folder_name
 from tests.airflow import standalone
 from tests.conftest import require
 
@@ -92,11 +96,20 @@ def test_trigger_form_run_succeeds(airflow_standalone, casa_runtime, page):
     dialog.get_by_role("button", name="Trigger").last.click()
 
     run_id = newest_run_with_vis(server, ms, started)
-    state = server.wait_for_run(DAG_ID, run_id, timeout=480)
+    # A test-sized cube scores below the template's gate (0.66): the product waits for a reviewer.
+    server.wait_for_task(DAG_ID, run_id, ("review_decision", 0), {"awaiting_input"}, timeout=480)
     summary = server.task_summary(DAG_ID, run_id)
-    assert state == "success", summary
     # The template's default cube_mode (exact): one cube task for the MS, no mapped sub-cubes.
     assert summary[("cube", 0)][0] == "success" and ("image_subcube", 0) not in summary, summary
+    assert summary[("archive", 0)][0] == "skipped" and summary[("review", 0)][0] == "success", summary
+    # The wait holds no cluster: the teardown runs while the product waits, and the run stays open.
+    server.wait_for_task(DAG_ID, run_id, ("cluster_down", -1), {"success"}, timeout=180)
+    assert server.task_summary(DAG_ID, run_id)[("review_decision", 0)][0] == "awaiting_input"
+    assert server.run_state(DAG_ID, run_id) == "running"
+    check_the_qa_report_opens_from_its_task(page, server, run_id)
+    new_run = reimage_from_the_required_actions_page(page, server, run_id)
+    state = server.wait_for_run(DAG_ID, run_id, timeout=120)
+    assert state == "success", server.task_summary(DAG_ID, run_id)
 
     # What an operator sees: the run's page says it succeeded.
     page.goto(f"{server.base_url}/dags/{DAG_ID}/runs/{run_id}")
@@ -108,7 +121,89 @@ def test_trigger_form_run_succeeds(airflow_standalone, casa_runtime, page):
     assert conf["vis"] == ms and conf["preset"] == "none"  # the form sent the field we set plus defaults
     # The untouched template values went through the conf policy (they are the template's own).
     assert conf["overrides"]["imsize"] == 64 and conf["overrides"]["specmode"] == "cube", conf
-    check_the_qa_report_opens_from_its_task(page, server, run_id)
+    approve_the_reimaged_product_through_the_rest_api(server, run_id, new_run, ms)
+
+
+def reimage_from_the_required_actions_page(page, server, run_id: str) -> str:
+    """The waiting task's Required Actions page: the question links the QA report; a reviewer asks for a
+    dirty re-image (niter 0) and the answer starts a run of this MS alone with that override."""
+    from playwright.sync_api import expect
+
+    from pclean_provider.pipeline.notify import read_notifications
+
+    run = quote(run_id, safe="")
+    detail = server.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/review_decision/0/hitlDetails")
+    assert detail["subject"] == f"QA review: browser.ms ({DAG_ID})" and detail["options"] == [
+        "Approve", "Reject", "Re-image"], detail
+    report = server.api("GET", f"/dags/{DAG_ID}/dagRuns/{run}/taskInstances/qa/links",
+                        params={"map_index": 0})["extra_links"]["QA report"]
+    assert f"[QA report]({report})" in detail["body"], detail["body"]
+
+    # The notification that the review waits names the page to answer on and the report.
+    (waiting,) = [n for n in read_notifications(server.data_root / "notifications")
+                  if n.run_id == run_id and n.kind == "review_waiting"]
+    assert waiting.ms == "browser.ms" and waiting.qa_report == f"{server.base_url}{report}", waiting
+    assert waiting.review_url.startswith(f"{server.base_url}/dags/{DAG_ID}/runs/"), waiting
+    page.goto(waiting.review_url)
+    expect(page.locator(f'a[href="{report}"]').first).to_be_visible()
+    niter = page.locator("#element_niter")
+    niter.scroll_into_view_if_needed()
+    niter.fill("0")
+    page.locator("#element_note").fill("dirty image, to compare")
+    page.screenshot(path=str(ARTIFACTS / "browser-review-waiting.png"), full_page=True)
+    page.get_by_test_id("hitl-option-Re-image").click()
+
+    server.wait_for_task(DAG_ID, run_id, ("review_decision", 0), {"success"}, timeout=120)
+    answered = server.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/review_decision/0/hitlDetails")
+    assert answered["chosen_options"] == ["Re-image"] and answered["responded_by_user"]["name"] == "admin"
+    result = server.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/review_decision/xcomEntries/"
+                               "return_value", params={"map_index": 0})["value"]
+    result = json.loads(result) if isinstance(result, str) else result
+    new_run = result["reimage_run_id"]
+    ticket = json.loads(Path(result["review_ticket"]).read_text())
+    assert ticket["status"] == "re-imaging" and ticket["decisions"][-1]["overrides"] == {"niter": 0}, ticket
+    assert ticket["decisions"][-1]["note"] == "dirty image, to compare" and "pclean archive publish" in ticket[
+        "how_to_publish"]
+    return new_run
+
+
+def approve_the_reimaged_product_through_the_rest_api(server, first_run: str, new_run: str, vis: str) -> None:
+    """The re-image run images that MS alone with the reviewer's override; its product (below the gate
+    again) waits in turn, and an approval through the REST API archives it, with the asset event."""
+    conf = server.api("GET", f"/dags/{DAG_ID}/dagRuns/{new_run}")["conf"]
+    assert conf["vis"] == vis and conf["overrides"]["niter"] == 0 and conf["overrides"]["imsize"] == 64, conf
+    server.wait_for_task(DAG_ID, new_run, ("review_decision", 0), {"awaiting_input"}, timeout=480)
+    archive = server.data_root / "archive" / "browser_cube"
+    assert not archive.exists()  # neither night published anything yet
+    server.answer(DAG_ID, new_run, "review_decision", 0, ["Approve"], {"note": "good enough"})
+    state = server.wait_for_run(DAG_ID, new_run, timeout=300)
+    summary = server.task_summary(DAG_ID, new_run)
+    assert state == "success" and summary[("review_decision", 0)][0] == "success", summary
+    # A new product: the re-image run's own cube, made with niter 0, archived.
+    config = json.loads(next((server.data_root / "work" / DAG_ID / "runs").glob(
+        f"{run_folder_name(new_run)}/**/imaging-config.json")).read_text())
+    assert _find(config, "niter") == 0, config
+    assert [p.name for p in sorted(archive.glob("v*"))] == ["v0001"]
+    (event,) = [e for e in server.api("GET", "/assets/events", params={"limit": 100})["asset_events"]
+                if e.get("source_run_id") == new_run]
+    assert event["source_task_id"] == "review_decision" and event["extra"]["version"] == 1, event
+    assert event["extra"]["reviewed"]["by"] == "admin" and event["extra"]["reviewed"]["note"] == "good enough"
+    assert not [e for e in server.api("GET", "/assets/events", params={"limit": 100})["asset_events"]
+                if e.get("source_run_id") == first_run]
+
+
+def _find(data, key: str):
+    """The first value of ``key`` anywhere in nested JSON."""
+    if isinstance(data, dict):
+        if key in data:
+            return data[key]
+        data = list(data.values())
+    if isinstance(data, list):
+        for value in data:
+            found = _find(value, key)
+            if found is not None:
+                return found
+    return None
 
 
 def check_the_qa_report_opens_from_its_task(page, server, run_id: str) -> None:

@@ -41,6 +41,9 @@ def test_the_forms_parameters_pass_as_data_and_empty_ones_keep_the_products_valu
     # Two axes, a threshold in Jy as a number, a cell per axis.
     assert check_reimage_overrides({"imsize": [128, 96], "threshold": 0.001, "cell": ["4arcsec", "5arcsec"]}) == {
         "imsize": [128, 96], "threshold": 0.001, "cell": ["4arcsec", "5arcsec"]}
+    # A form may send its numbers as text.
+    assert check_reimage_overrides({"niter": "500", "imsize": "128", "robust": "-0.5", "nsigma": "3"}) == {
+        "niter": 500, "imsize": 128, "robust": -0.5, "nsigma": 3.0}
     assert set(REIMAGE_FIELDS) == {"niter", "threshold", "nsigma", "cell", "imsize", "weighting", "robust"}
 
 
@@ -52,7 +55,9 @@ def test_the_forms_parameters_pass_as_data_and_empty_ones_keep_the_products_valu
     ({"niter": -1}, "overrides.niter", "outside"),
     ({"niter": 10**12}, "overrides.niter", "outside"),
     ({"robust": 3}, "overrides.robust", "outside"),
-    ({"robust": "0.5"}, "overrides.robust", "not a number"),
+    ({"robust": "0.5; drop"}, "overrides.robust", "not a number"),
+    ({"niter": "1e3"}, "overrides.niter", "not a whole number"),
+    ({"niter": "9" * 40}, "overrides.niter", "not a whole number"),
     ({"nsigma": float("nan")}, "overrides.nsigma", "not a number"),
     ({"weighting": "__import__('os')"}, "overrides.weighting", "not one of"),
     ({"threshold": "1mJy; rm -rf /"}, "overrides.threshold", "not a quantity"),
@@ -61,7 +66,7 @@ def test_the_forms_parameters_pass_as_data_and_empty_ones_keep_the_products_valu
     ({"cell": "4Jy"}, "overrides.cell", "not a quantity"),
     ({"cell": ["1arcsec", "2arcsec", "3arcsec"]}, "overrides.cell", "one per axis"),
     ({"imsize": 4}, "overrides.imsize", "too small"),
-    ({"imsize": "128"}, "overrides.imsize", "not a number of pixels"),
+    ({"imsize": "128px"}, "overrides.imsize", "not a number of pixels"),
     ({"imsize": [64, 64, 64]}, "overrides.imsize", "not a number of pixels"),
     ("niter=5", "overrides", "a mapping"),
 ])
