@@ -7,6 +7,7 @@ heavy-task pool, the DAGs written to the metadata database, a data root for thei
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -290,10 +290,11 @@ def test_a_night_with_nothing_to_image_says_so(dags, tmp_path):
     assert message == {"subject": "pclean nightly_cube_quiet", "task_id": "nothing_arrived", "run_id": run.run_id}
 
 
-def answer_when_asked(dag_id: str, chosen: list[str], params: dict, timeout: float = 900) -> threading.Thread:
-    """Answer the first review_decision of `dag_id` that waits, as the REST API's PATCH .../hitlDetails
-    does (the response on the HITL detail, then the parked task resumed), from a thread: dag.test()
-    keeps a run with a waiting task alive until someone outside answers."""
+@contextlib.contextmanager
+def answering_reviews(dag_id: str, chosen: list[str], params: dict):
+    """Answer every review_decision of `dag_id` that waits, as the REST API's PATCH .../hitlDetails does
+    (the response on the HITL detail, then the parked task resumed), from a thread: dag.test() keeps a
+    run with a waiting task alive until someone outside answers. Yields the answered map indexes."""
     from airflow.models.hitl import HITLDetail
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.trigger import handle_event_submit
@@ -303,15 +304,18 @@ def answer_when_asked(dag_id: str, chosen: list[str], params: dict, timeout: flo
     from airflow.utils.state import TaskInstanceState
     from sqlalchemy import select
 
+    answered: list[int] = []
+    stop = threading.Event()
+
     def answer() -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while not stop.wait(1):
             with create_session() as session:
-                ti = session.scalars(select(TaskInstance).where(
-                    TaskInstance.dag_id == dag_id, TaskInstance.task_id == "review_decision",
-                    TaskInstance.state == TaskInstanceState.AWAITING_INPUT)).first()
-                detail = ti and session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti.id))
-                if detail is not None:
+                for ti in session.scalars(select(TaskInstance).where(
+                        TaskInstance.dag_id == dag_id, TaskInstance.task_id == "review_decision",
+                        TaskInstance.state == TaskInstanceState.AWAITING_INPUT)):
+                    detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti.id))
+                    if detail is None or detail.responded_at is not None:
+                        continue
                     detail.responded_by = {"id": "tester", "name": "tester"}
                     detail.responded_at = timezone.utcnow()
                     detail.chosen_options = chosen
@@ -319,12 +323,15 @@ def answer_when_asked(dag_id: str, chosen: list[str], params: dict, timeout: flo
                     session.add(detail)
                     handle_event_submit(TriggerEvent(detail.as_resume_event_payload()), task_instance=ti,
                                         session=session)
-                    return
-            time.sleep(1)
+                    answered.append(ti.map_index)
 
     thread = threading.Thread(target=answer, daemon=True)
     thread.start()
-    return thread
+    try:
+        yield answered
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
 def test_continuum_night_below_the_qa_gate_goes_to_review(dags):
@@ -332,9 +339,10 @@ def test_continuum_night_below_the_qa_gate_goes_to_review(dags):
 
     ms = simulate_into(DATA_ROOT / "elsewhere", "cont.ms", seed=31, nchan=4, marker=False)
     # The product waits in review_decision; a reviewer rejects it with a note.
-    answering = answer_when_asked("nightly_continuum_imaging", ["Reject"], {"note": "too few iterations"})
-    run = run_dag(dags["nightly_continuum_imaging"], {"vis": str(ms), "overrides": SMALL_CONTINUUM, "qa_min_score": 1.0})
-    answering.join(timeout=5)
+    with answering_reviews("nightly_continuum_imaging", ["Reject"], {"note": "too few iterations"}) as answered:
+        run = run_dag(dags["nightly_continuum_imaging"],
+                      {"vis": str(ms), "overrides": SMALL_CONTINUUM, "qa_min_score": 1.0})
+    assert answered == [0]
     states = task_states(run)
     assert str(run.state) == "success", states
     assert states[("continuum", 0)][0] == "success"

@@ -16,6 +16,7 @@ import pytest
 import tests.airflow.provider_env as provider_env  # noqa: F401 - must come before any Airflow import
 from tests.airflow.test_nightly_dags import (
     DATA_ROOT,
+    answering_reviews,
     map_names,
     project_dags,
     run_dag,
@@ -60,7 +61,10 @@ def test_a_night_planned_from_the_data_images_every_science_target(dags, tmp_pat
                 "kwargs": {"path": str(sent)}}
     dag = template_dag(tmp_path / "plan-dags", "nightly_cube_plan", landing_dir="landing-plan",
                        notifiers=[notifier])
-    run = run_dag(dag, {})  # no overrides: the template's policies decide everything
+    # No overrides: the template's policies decide everything. A target below the gate waits for a
+    # reviewer, who keeps it in review.
+    with answering_reviews("nightly_cube_plan", ["Reject"], {"note": "kept for a look"}):
+        run = run_dag(dag, {})
     states = task_states(run)
     assert str(run.state) == "success", states
 
@@ -82,7 +86,9 @@ def test_a_night_planned_from_the_data_images_every_science_target(dags, tmp_pat
         assert grid["pb_edge"] <= 0.5, grid  # the image reaches the primary beam's half power
         if states[("review", index)][0] == "success":
             (ticket,) = (DATA_ROOT / "review" / "nightly_cube_plan" / "survey" / target).glob("*.json")
-            assert json.loads(ticket.read_text())["target"] == target
+            kept = json.loads(ticket.read_text())
+            assert kept["target"] == target and kept["status"] == "rejected", kept
+            assert states[("review_decision", index)][0] == "success", states
         else:
             # Several targets in one MS: each archive id ends in a hash of the MS and target.
             (product,) = (DATA_ROOT / "archive").glob(f"survey_{target}_cube+*")
