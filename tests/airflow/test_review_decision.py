@@ -183,3 +183,11 @@ def test_the_question_names_the_report_the_timeout_and_the_cli_path(site):
     assert "[QA report](/pclean/qa/p/files/x/qa.html)" in body and "240 minutes" in body
     assert f"pclean archive publish --image {site.item['imagename']}" in body
     assert Path(s.archive_dir).name == "archive"
+
+
+def test_the_answer_page_is_the_mapped_task_instances_own():
+    from pclean_provider.dags.tasks.review import required_actions_path
+
+    assert required_actions_path("p", "manual__2026-01-01T02:00:00+00:00", 3) == (
+        "/dags/p/runs/manual__2026-01-01T02%3A00%3A00%2B00%3A00/tasks/review_decision/mapped/3/required_actions")
+    assert required_actions_path("p", "r1", -1) == "/dags/p/runs/r1/tasks/review_decision/required_actions"

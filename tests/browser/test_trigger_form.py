@@ -143,10 +143,17 @@ def reimage_from_the_required_actions_page(page, server, run_id: str) -> str:
     (waiting,) = [n for n in read_notifications(server.data_root / "notifications")
                   if n.run_id == run_id and n.kind == "review_waiting"]
     assert waiting.ms == "browser.ms" and waiting.qa_report == f"{server.base_url}{report}", waiting
-    assert waiting.review_url.startswith(f"{server.base_url}/dags/{DAG_ID}/runs/"), waiting
+    assert waiting.review_url == f"{server.base_url}/dags/{DAG_ID}/runs/{run}/tasks/review_decision/mapped/0/" \
+                                 "required_actions", waiting
     page.goto(waiting.review_url)
-    expect(page.locator(f'a[href="{report}"]').first).to_be_visible()
+    expect(page.locator(f'a[href="{report}"]').first).to_be_visible(timeout=60_000)
+    reimage = page.get_by_test_id("hitl-option-Re-image")
+    reimage.wait_for()
     niter = page.locator("#element_niter")
+    if not niter.count():
+        (ARTIFACTS / "browser-review-page.html").write_text(page.content())
+        page.screenshot(path=str(ARTIFACTS / "browser-review-page.png"), full_page=True)
+        raise AssertionError("no niter field on the review page:\n" + page.locator("body").aria_snapshot())
     niter.scroll_into_view_if_needed()
     niter.fill("0")
     page.locator("#element_note").fill("dirty image, to compare")

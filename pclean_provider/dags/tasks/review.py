@@ -32,9 +32,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from airflow.providers.standard.operators.hitl import HITLOperator
-from airflow.sdk import AssetAlias, Param
+from airflow.sdk import AssetAlias, Param, conf
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, DagRunTriggerException
 
 from pclean_provider.dags.notifiers import send
@@ -104,12 +105,8 @@ class ReviewDecisionOperator(HITLOperator):
         report_link = report_url(t.dag_id, report) if report else None
         self.subject = f"QA review: {label} ({t.dag_id})"
         self.body = review_body(item, s, t, report_link)
-        review_url = None
-        try:
-            review_url = self.generate_link_to_ui_from_context(context=context)
-        except ValueError:
-            pass  # no [api] base_url: the notification names the task instead
-        base = review_url.split("/dags/", 1)[0] if review_url else ""
+        base = (conf.get("api", "base_url", fallback=None) or "").rstrip("/")
+        review_url = base + required_actions_path(t.dag_id, context["run_id"], context["ti"].map_index)
         reason = (f"{label}: QA score {item['qa_score']:.2f} ({item['qa_band']}) below the gate {s.qa_min_score}; "
                   f"answer in Required Actions within {t.qa.review_timeout_minutes:g} minutes "
                   f"(task {TASK_ID}, run {context['run_id']})")
@@ -159,10 +156,10 @@ class ReviewDecisionOperator(HITLOperator):
     def _reimage(self, context: Any, item: dict, ticket: Path, outcome: ReviewOutcome, result: dict) -> None:
         t = self.pipeline
         dag_run = context["dag_run"]
-        conf = reimage_conf(dict(dag_run.conf or {}), item["vis"], outcome.overrides)
+        new_conf = reimage_conf(dict(dag_run.conf or {}), item["vis"], outcome.overrides)
         try:
             # Judged now as the new run will judge it, so that a refusal names the parameter here.
-            settings_for_run(t, conf, context["run_id"])
+            settings_for_run(t, new_conf, context["run_id"])
         except (RunConfRefused, TemplateError, ValueError) as exc:
             raise AirflowFailException(f"re-imaging {item['name']} with {outcome.overrides} is refused: {exc}. "
                                        "It stays in review; clear this task to answer again.") from exc
@@ -176,7 +173,7 @@ class ReviewDecisionOperator(HITLOperator):
         context["ti"].xcom_push(key="return_value", value=result)
         print(f"{item['name']}: re-imaging in run {run_id} ({changes}); it starts when this run ends")
         raise DagRunTriggerException(
-            trigger_dag_id=t.dag_id, dag_run_id=run_id, conf=conf, logical_date=None, reset_dag_run=False,
+            trigger_dag_id=t.dag_id, dag_run_id=run_id, conf=new_conf, logical_date=None, reset_dag_run=False,
             skip_when_already_exists=False, wait_for_completion=False, allowed_states=[], failed_states=[],
             poke_interval=60, deferrable=False, note=note[:1000])
 
@@ -187,6 +184,13 @@ class ReviewDecisionOperator(HITLOperator):
             return settings_for_run(self.pipeline, params, context["run_id"])
         except (TemplateError, ValueError) as exc:
             raise AirflowFailException(f"run conf: {exc}") from exc
+
+
+def required_actions_path(dag_id: str, run_id: str, map_index: int) -> str:
+    """The UI's page where this task's question is answered. Not HITLOperator.generate_link_to_ui, whose
+    ``?map_index=`` form the Airflow 3.3 UI does not resolve for a task in a mapped group."""
+    mapped = f"/mapped/{map_index}" if map_index is not None and map_index >= 0 else ""
+    return f"/dags/{dag_id}/runs/{quote(run_id, safe='')}/tasks/{TASK_ID}{mapped}/required_actions"
 
 
 def review_body(item: dict, s: RunSettings, t: PipelineTemplate, report_link: str | None) -> str:
