@@ -147,13 +147,9 @@ def reimage_from_the_required_actions_page(page, server, run_id: str) -> str:
                                  "required_actions", waiting
     page.goto(waiting.review_url)
     expect(page.locator(f'a[href="{report}"]').first).to_be_visible(timeout=60_000)
-    reimage = page.get_by_test_id("hitl-option-Re-image")
-    reimage.wait_for()
-    niter = page.locator("#element_niter")
-    if not niter.count():
-        (ARTIFACTS / "browser-review-page.html").write_text(page.content())
-        page.screenshot(path=str(ARTIFACTS / "browser-review-page.png"), full_page=True)
-        raise AssertionError("no niter field on the review page:\n" + page.locator("body").aria_snapshot())
+    # The question's text (the ticket, the CLI way) and the form: a note, then the tclean parameters.
+    expect(page.get_by_text("it stays in review, unpublished", exact=False)).to_be_visible()
+    niter = page.get_by_role("spinbutton", name="niter")
     niter.scroll_into_view_if_needed()
     niter.fill("0")
     page.locator("#element_note").fill("dirty image, to compare")
