@@ -133,7 +133,7 @@ def test_the_dag_folder_file_builds_both_pipelines(installed):
     assert not answer["errors"], answer["errors"]
     assert set(answer["dags"]) == {"nightly_cube_imaging", "nightly_continuum_imaging"}
     # The shipped cube template images with the exact loop (cube_mode exact): one cube task per MS.
-    assert {"ingest", "prepare", "cluster_up", "cube", "qa", "qa_gate", "archive", "review",
+    assert {"ingest", "prepare", "cluster_up", "cube", "qa", "qa_gate", "archive", "review", "review_decision",
             "cluster_down"} <= set(answer["dags"]["nightly_cube_imaging"])
     assert "continuum" in answer["dags"]["nightly_continuum_imaging"]
     assert Path(answer["factory"]).is_relative_to(installed.venv), answer["factory"]
