@@ -7,14 +7,30 @@ import pytest
 from tests.run_cache import simulated
 
 
-@pytest.fixture(scope="module")
-def client(casa_runtime):
-    """A local Dask cluster of two workers: two sessions or parts, as the parity tests run them."""
+@pytest.fixture(scope="session")
+def _two_worker_cluster(casa_runtime, tmp_path_factory):
+    """A local Dask cluster of two workers for the whole test process: two sessions or parts, as the
+    parity tests run them. Shared by the modules rather than made per module: each start costs the
+    cluster and both workers' CASA import, and the tests keep nothing on it between runs (each run
+    closes its own sessions; a worker a test loses is restarted by its nanny)."""
     from pclean_provider.compute import open_cluster
     from pclean_provider.config.cluster import ClusterSpec
 
-    with open_cluster(ClusterSpec(nworkers=2)) as handle:
-        yield handle.client
+    scratch = tmp_path_factory.mktemp("dask")
+    with open_cluster(ClusterSpec(nworkers=2, local_directory=str(scratch))) as handle:
+        yield handle
+
+
+@pytest.fixture
+def cluster(_two_worker_cluster):
+    """The process's two-worker cluster, with both workers up (a test before may have lost one)."""
+    _two_worker_cluster.client.wait_for_workers(2, timeout=120)
+    return _two_worker_cluster
+
+
+@pytest.fixture
+def client(cluster):
+    return cluster.client
 
 
 @pytest.fixture(scope="module")
