@@ -1,10 +1,10 @@
-"""Clear and kill against the session's live ``airflow standalone`` (tests/airflow/standalone.py), real CASA, real Dask.
+"""Kill against the session's live ``airflow standalone`` (tests/airflow/standalone.py), real CASA, real Dask.
 
-* Clear one mapped sub-cube of a finished run through the REST API: only it and what follows it
-  (concat, and the cluster set-up/teardown pair that the cleared task needs) run again; the other
-  sub-cubes and the partition keep their first try; the cube comes out the same as before.
-* Kill (mark failed) one deferred sub-cube: the triggerer calls the trigger's on_kill, and that
-  sub-cube's Dask work is cancelled while its sibling's keeps waiting and later succeeds.
+Kill (mark failed) one deferred sub-cube: the triggerer calls the trigger's on_kill, and that
+sub-cube's Dask work is cancelled while its sibling's keeps waiting and later succeeds. Clearing one
+sub-cube batch of a finished run (only it, its MS's tail and the cluster set-up/teardown pair run
+again; the sibling's products are untouched; the cube is the same) is part of the live night,
+tests/airflow/test_standalone_night.py.
 """
 
 from __future__ import annotations
@@ -12,10 +12,7 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
 import pytest
-
-from tests.image_compare import pixels
 
 pytestmark = [pytest.mark.airflow, pytest.mark.casa]
 
@@ -26,56 +23,6 @@ IMAGING = {"specmode": "cube", "nchan": 8, "imsize": [64, 64], "cell": "12arcsec
 @pytest.fixture
 def airflow(airflow_standalone):
     return airflow_standalone
-
-
-def _try_numbers(server, dag_id, run_id):
-    return {key: try_ for key, (state, try_) in server.task_summary(dag_id, run_id).items()}
-
-
-def test_clearing_one_subcube_reruns_only_it_and_downstream(airflow, small_ms, tmp_path):
-    dag_id = "pclean_test_cube"
-    airflow.wait_for_dag(dag_id)
-    airflow.unpause(dag_id)
-    work = tmp_path / "work"
-    imagename = str(work / "products" / "cube")
-    # One sub-cube per batch task, so that clearing one mapped task re-runs exactly one sub-cube.
-    run_id = airflow.trigger(dag_id, {"vis": str(small_ms.ms), "imagename": imagename, "work_dir": str(work),
-                                      "nworkers": 2, "subcubes_per_task": 1, "imaging": IMAGING})
-    assert airflow.wait_for_run(dag_id, run_id) == "success", airflow.task_summary(dag_id, run_id)
-    first = airflow.task_summary(dag_id, run_id)
-    subcubes = sorted(i for (task, i) in first if task == "subcube")
-    assert subcubes == [0, 1, 2]
-    assert all(try_ == 1 for _, try_ in first.values()), first
-    labels = {t["map_index"]: t["rendered_map_index"] for t in airflow.task_instances(dag_id, run_id)
-              if t["task_id"] == "subcube"}
-    assert "ch 3-5 " in labels[1] and "(1 sub-cube)" in labels[1], labels
-    links = airflow.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/subcube/links",
-                        params={"map_index": 1})["extra_links"]
-    # The task kept its dashboard's address, but the run's cluster is down: the link is not offered
-    # (tests/unit/test_dask_dashboard_link.py shows it while a cluster lives).
-    assert "Dask dashboard" in links and links["Dask dashboard"] is None, links
-    before = pixels(imagename + ".image")
-    subcube_dirs = sorted((work / "products" / "cube.subcubes").iterdir())
-    assert len(subcube_dirs) == 3, "the sub-cubes are kept for a later clear"
-    kept = {i: subcube_dirs[i].stat().st_ino for i in (0, 2)}
-
-    airflow.clear(dag_id, run_id, [["subcube", 1]], include_downstream=True)
-    time.sleep(2)
-    assert airflow.wait_for_run(dag_id, run_id) == "success", airflow.task_summary(dag_id, run_id)
-    tries = _try_numbers(airflow, dag_id, run_id)
-    assert tries[("subcube", 1)] == 2
-    assert tries[("concat", -1)] == 2
-    assert tries[("subcube", 0)] == 1 and tries[("subcube", 2)] == 1, tries
-    assert tries[("partition", -1)] == 1, tries
-    # The sub-cube needs a cluster: Airflow clears the setup/teardown pair around a cleared task.
-    assert tries[("cluster_up", -1)] == 2 and tries[("cluster_down", -1)] == 2, tries
-    for i, inode in kept.items():
-        assert subcube_dirs[i].stat().st_ino == inode, "the other sub-cubes' products are untouched"
-    assert subcube_dirs[1].exists()
-
-    after = pixels(imagename + ".image")
-    peak = np.nanmax(np.abs(before))
-    assert np.nanmax(np.abs(after - before)) <= 1e-6 * peak, "the cube is the same after the rerun"
 
 
 @pytest.fixture

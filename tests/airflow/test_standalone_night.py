@@ -114,6 +114,16 @@ def test_a_night_with_a_broken_ms_then_surgical_clears(airflow_standalone, casa_
     reported = wait_for_reports(server, data / "reports", {"live_a_cube", "live_b_cube"})
     assert {"live_a_cube", "live_b_cube"} <= reported and "live_cut_cube" not in reported, reported
 
+    # The batch tasks kept their Dask dashboard's address, but the run's cluster is down: the link
+    # is not offered (tests/unit/test_dask_dashboard_link.py shows it while a cluster lives).
+    links = server.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/subcubes_2/links",
+                       params={"map_index": a})["extra_links"]
+    assert "Dask dashboard" in links and links["Dask dashboard"] is None, links
+    # The sub-cubes stay for a later clear; the sibling batch's must come through it untouched.
+    (kept,) = [d for s in (data / "work").rglob("*.subcubes") if "live_a" in str(s) for d in s.iterdir()
+               if d.name.startswith("chan00000")]
+    kept_inode = kept.stat().st_ino
+
     # Clear one batch of live_a.ms with its downstream, as from the grid.
     server.clear(DAG_ID, run_id, [["subcubes_2", a]], include_downstream=True)
     wait_until_rerun_done(server, run_id, ("subcubes_2", a), first[("subcubes_2", a)][1], timeout=600)
@@ -128,6 +138,7 @@ def test_a_night_with_a_broken_ms_then_surgical_clears(airflow_standalone, casa_
     others = {key for key in rerun if key[1] in (b, cut) or key == ("subcubes_1", a)
               or key[0] in ("ingest", "prepare", "partition")}
     assert not others, sorted(others)
+    assert kept.stat().st_ino == kept_inode, "the sibling batch's sub-cube was written again"
     # The re-imaged dirty cube is the same cube: no new version for it, none for the other MS.
     assert versions(archive, "live_a") == ["v0001"] and versions(archive, "live_b") == ["v0001"]
     assert (archive / "live_a_cube" / "v0001" / "manifest.json").read_bytes() == manifest_a

@@ -2,37 +2,94 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import select
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from tests.image_compare import beams, frequencies, pixels
 
-_FRESH_TCLEAN = """
-import json, os, sys
+# A process that has imported CASA and done nothing with it; each reference is a child forked from
+# it. The child starts where a fresh interpreter would be after `import casatasks`, without paying
+# for that import (about 2.5 CPU-seconds) once per reference.
+_ZYGOTE = """
+import json, os, sys, traceback
 from pclean_provider.casa.runtime import ensure_casa_runtime
-ensure_casa_runtime(log_dir=os.path.dirname(sys.argv[2]))
-from casatasks import tclean
-os.chdir(os.path.dirname(sys.argv[2]))
-ret = tclean(imagename=sys.argv[2], **json.loads(sys.argv[1])) or {}
-print(json.dumps({k: (ret.get(k).item() if hasattr(ret.get(k), "item") else ret.get(k))
-                  for k in ("iterdone", "stopcode", "nmajordone")}))
+ensure_casa_runtime(log_dir=sys.argv[1])
+import casatasks
+print(json.dumps({"ready": os.getpid()}), flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.dup2(2, 1)  # the parent's stdout is the protocol: CASA's prints go to stderr
+            folder = os.path.dirname(req["imagename"])
+            ensure_casa_runtime(log_dir=folder)
+            os.chdir(folder)  # tclean's scratch files go to the cwd
+            ret = casatasks.tclean(imagename=req["imagename"], **req["kwargs"]) or {}
+            out = {k: (ret.get(k).item() if hasattr(ret.get(k), "item") else ret.get(k))
+                   for k in ("iterdone", "stopcode", "nmajordone")}
+            with open(req["result"] + ".partial", "w") as fh:
+                json.dump(out, fh)
+            os.replace(req["result"] + ".partial", req["result"])
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({"exit": os.waitstatus_to_exitcode(status)}), flush=True)
 """
+
+REFERENCE_TIMEOUT_S = 600
+_zygote: subprocess.Popen | None = None
+_zygote_log: Path | None = None
+
+
+def _reference_process() -> subprocess.Popen:
+    """This test process's zygote, started on first use and ended with the process."""
+    global _zygote, _zygote_log
+    if _zygote is None or _zygote.poll() is not None:
+        _zygote_log = Path(tempfile.mkdtemp(prefix="pclean-tclean-refs-"))
+        _zygote = subprocess.Popen([sys.executable, "-c", _ZYGOTE, str(_zygote_log)], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=open(_zygote_log / "stderr.txt", "w"),
+                                   text=True, cwd=Path(__file__).resolve().parents[2])
+        ready = _zygote.stdout.readline()
+        assert ready.startswith('{"ready"'), f"the tclean reference process did not start: see {_zygote_log}"
+        atexit.register(_zygote.kill)
+    return _zygote
 
 
 def tclean_fresh(ms: str, imagename: str, **kwargs) -> dict:
-    """Serial tclean in a process of its own, as the Dask workers are. CASA's frame conversion of
-    a partly covered edge channel depends on what the process did with casatools before (this
-    one simulated MeasurementSets), so references for worker results come from a fresh process.
+    """Serial tclean as a process of its own runs it, as the Dask workers do. CASA's frame
+    conversion of a partly covered edge channel depends on what the process did with casatools
+    before (this one simulated MeasurementSets), so references for worker results come from a
+    process that did nothing but import CASA: a child forked from this test process's zygote.
     Returns tclean's iterdone, stopcode and nmajordone."""
     os.makedirs(os.path.dirname(imagename), exist_ok=True)
-    out = subprocess.run([sys.executable, "-c", _FRESH_TCLEAN, json.dumps(dict(vis=ms, **kwargs)), imagename],
-                         check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = imagename + ".tclean.json"
+    zygote = _reference_process()
+    zygote.stdin.write(json.dumps({"imagename": imagename, "kwargs": dict(vis=ms, **kwargs), "result": result})
+                       + "\n")
+    zygote.stdin.flush()
+    # A child that never ends (it should take seconds) fails its test instead of holding the run.
+    ready, _, _ = select.select([zygote.stdout], [], [], REFERENCE_TIMEOUT_S)
+    if not ready:
+        zygote.kill()
+        raise AssertionError(f"serial tclean took over {REFERENCE_TIMEOUT_S} s; see {_zygote_log}/stderr.txt")
+    reply = json.loads(zygote.stdout.readline() or '{"exit": "no reply"}')
+    assert reply.get("exit") == 0, f"serial tclean failed ({reply}); its traceback is in {_zygote_log}/stderr.txt"
+    with open(result, encoding="utf-8") as fh:
+        return json.load(fh)
 
 
 def channel_errors(got: str, ref: str, suffix: str, scale_suffix: str | None = None) -> np.ndarray:

@@ -26,16 +26,6 @@ pytestmark = pytest.mark.casa
 
 
 @pytest.fixture(scope="module")
-def cluster(casa_runtime, tmp_path_factory):
-    from pclean_provider.compute import open_cluster
-    from pclean_provider.config import ClusterSpec
-
-    scratch = tmp_path_factory.mktemp("continuum-dask")
-    with open_cluster(ClusterSpec(nworkers=2, local_directory=str(scratch))) as handle:
-        yield handle
-
-
-@pytest.fixture(scope="module")
 def serial_tclean(two_spw_ms, tmp_path_factory):
     """tclean's products for (deconvolver, weighting, niter), each made once per module."""
     from casatasks import tclean

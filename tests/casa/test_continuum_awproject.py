@@ -22,16 +22,6 @@ pytestmark = pytest.mark.casa
 AWPROJECT = dict(gridder="awproject", aterm=False, psterm=True)
 
 
-@pytest.fixture(scope="module")
-def cluster(casa_runtime, tmp_path_factory):
-    from pclean_provider.compute import open_cluster
-    from pclean_provider.config import ClusterSpec
-
-    scratch = tmp_path_factory.mktemp("awproject-dask")
-    with open_cluster(ClusterSpec(nworkers=2, local_directory=str(scratch))) as handle:
-        yield handle
-
-
 def test_awproject_two_parts_equals_serial_tclean(two_spw_ms, cluster, tmp_path):
     from casatasks import tclean
 

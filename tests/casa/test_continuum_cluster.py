@@ -17,16 +17,6 @@ from tests.casa.continuum_helpers import CLEAN_TOL, assert_beams_match, assert_i
 pytestmark = pytest.mark.casa
 
 
-@pytest.fixture(scope="module")
-def cluster(casa_runtime, tmp_path_factory):
-    from pclean_provider.compute import open_cluster
-    from pclean_provider.config import ClusterSpec
-
-    scratch = tmp_path_factory.mktemp("continuum-cluster-dask")
-    with open_cluster(ClusterSpec(nworkers=2, local_directory=str(scratch))) as handle:
-        yield handle
-
-
 def _config(ms, imagename, deconvolver="hogbom", weighting="briggs", niter=1):
     from pclean_provider.config import PcleanConfig
 

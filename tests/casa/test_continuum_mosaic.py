@@ -30,18 +30,15 @@ def mosaic_ms(casa_runtime):
                      noise_jy=0.01, seed=9).ms
 
 
-def test_mosaic_weighted_per_field_equals_tclean_on_two_parts(mosaic_ms, casa_runtime, tmp_path):
-    from pclean_provider.compute import open_cluster
+def test_mosaic_weighted_per_field_equals_tclean_on_two_parts(mosaic_ms, cluster, tmp_path):
     from pclean_provider.config import PcleanConfig
-    from pclean_provider.config.cluster import ClusterSpec
     from pclean_provider.engine.continuum.run import run_continuum
 
     want = str(tmp_path / "ref" / "ref")
     ref = tclean_fresh(mosaic_ms, want, **MOSAIC)
     got = str(tmp_path / "par")
     cfg = PcleanConfig.from_flat(vis=mosaic_ms, imagename=got, parallel=True, **MOSAIC)
-    with open_cluster(ClusterSpec(nworkers=2)) as handle:
-        result = run_continuum(cfg, handle.client, nparts=2)
+    result = run_continuum(cfg, cluster.client, nparts=2)
 
     assert (result.iterations, result.stopcode) == (ref["iterdone"], ref["stopcode"]), (result, ref)
     assert "weight density" in [s.stage for s in result.stages]

@@ -21,16 +21,6 @@ FIRST = dict(niter=15)
 SECOND = dict(niter=300)
 
 
-@pytest.fixture(scope="module")
-def cluster(casa_runtime, tmp_path_factory):
-    from pclean_provider.compute import open_cluster
-    from pclean_provider.config import ClusterSpec
-
-    scratch = tmp_path_factory.mktemp("restart-dask")
-    with open_cluster(ClusterSpec(nworkers=2, local_directory=str(scratch))) as handle:
-        yield handle
-
-
 def _kwargs(ms: str, deconvolver: str, call: dict, second: dict) -> dict:
     return {**kwargs_for(ms, deconvolver, "briggs", 1), **call, **second}
 

@@ -35,16 +35,6 @@ def _model_data(ms: str) -> np.ndarray:
         tb.close()
 
 
-@pytest.fixture(scope="module")
-def cluster(casa_runtime, tmp_path_factory):
-    from pclean_provider.compute import open_cluster
-    from pclean_provider.config import ClusterSpec
-
-    scratch = tmp_path_factory.mktemp("savemodel-dask")
-    with open_cluster(ClusterSpec(nworkers=2, local_directory=str(scratch))) as handle:
-        yield handle
-
-
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize(("deconvolver", "extra", "parallel"), [
     ("hogbom", {}, True),
