@@ -31,7 +31,6 @@ requested name, never one built from the surviving parts.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -45,7 +44,6 @@ from pclean_provider.atomic_files import (
     process_owner,
     remove_dead_stagings,
     staging_name,
-    write_text,
 )
 from pclean_provider.casa import continuum_parts as cp
 from pclean_provider.casa.deconvolver_session import CoordinatorTools, image_peak
@@ -66,7 +64,7 @@ from pclean_provider.engine.continuum.preflight import (
 )
 from pclean_provider.engine.continuum.stages import StageClock, stage_table
 from pclean_provider.engine.part_backends import DaskParts, SerialParts
-from pclean_provider.engine.progress import Progress, progress_file_for
+from pclean_provider.engine.progress import Progress, ProgressFile, progress_file_for
 from pclean_provider.products import RESIDUAL, WORKDIRECTORY, first_term
 
 log = logging.getLogger("pclean_provider.continuum")
@@ -75,12 +73,11 @@ __all__ = ["ContinuumResult", "CycleReport", "run_continuum"]
 
 
 class _Progress:
-    """One log line, one on_cycle call and one JSON line per major cycle."""
+    """One log line, one on_cycle call and one progress record per major cycle."""
 
     def __init__(self, run_id: str, path: str, on_cycle: Callable[[CycleReport], Any] | None,
                  t0: float, bar_total: int | None = None) -> None:
         self.run_id = run_id
-        self.path = path
         self.on_cycle = on_cycle
         self.t0 = t0
         self.reports: list[CycleReport] = []
@@ -89,8 +86,11 @@ class _Progress:
             # Counted in minor-cycle iterations: the one unit whose total (niter) is known upfront.
             self.bar = Progress(total=max(1, bar_total), desc="continuum", unit="iteration", bar=True,
                                 logger=log)
-        # A new run starts a new file; writers append whole lines that readers tail.
-        write_text(path, "")
+        self.file = ProgressFile(path, run_id, "continuum")
+
+    @property
+    def path(self) -> str:
+        return self.file.path
 
     def cycle(self, cycle: int, iterations: int, peak: float | None, flux: float | None,
               major_s: float, minor_s: float, stopcode: int = 0, reason: str | None = None) -> CycleReport:
@@ -103,9 +103,7 @@ class _Progress:
             self.bar.advance(report.line(), n=max(0, iterations - previous))
         else:
             log.info(report.line())
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(report.model_dump_json() + "\n")
-            fh.flush()
+        self.file.cycle(report.line(), **report.model_dump(mode="json", exclude={"run_id"}))
         if self.on_cycle is not None:
             self.on_cycle(report)
         return report
@@ -115,26 +113,20 @@ class _Progress:
             self.bar.close()
 
     def finished(self, result: ContinuumResult) -> None:
-        """The last line of a successful run: a tailing reader (an Airflow trigger) can stop there."""
         # The stages stay in the result object; one line per major cycle is what a tail reads.
         summary = result.model_dump(mode="json", exclude={"cycles", "summary", "stages"})
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"run_id": self.run_id, "event": "finished", "result": summary}) + "\n")
+        self.file.finished(f"continuum run {self.run_id} finished: {result.iterations} iterations, "
+                           f"{result.major_cycles} major cycles, {result.stop_reason or 'no cleaning'}", summary)
 
     def failed(self, exc: BaseException) -> None:
-        """Tell whoever tails the file that this run ended without products."""
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"run_id": self.run_id, "event": "failed",
-                                 "error": f"{type(exc).__name__}: {exc}"}) + "\n")
+        self.file.failed(exc)
 
     def stop(self, stopcode: int, reason: str | None) -> None:
         if self.reports:
             last = self.reports[-1]
             if last.stopcode != stopcode:
                 self.reports[-1] = last.model_copy(update={"stopcode": stopcode, "stop_reason": reason})
-                with open(self.path, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps({"run_id": self.run_id, "event": "stopped", "stopcode": stopcode,
-                                         "stop_reason": reason}) + "\n")
+                self.file.stopped(stopcode, reason)
 
 
 def _nparts_for(client: Any, nparts: int | None) -> int:
