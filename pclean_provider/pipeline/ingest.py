@@ -142,7 +142,7 @@ class MsChangedError(PcleanInputError):
 # Names ---------------------------------------------------------------------------------------
 
 # The longest landing name ingest takes: the files it writes beside and about an MS add up to 31
-# characters to its name (``.<name>.quarantining-<pid>-<token>``, ``.<name>.metadata.json.<tmp>.tmp``),
+# characters to its name (``.<name>.quarantining-<pid>-<token>``, ``.<name>.metadata.json.tmp-<token>``),
 # and no file name may exceed 255 bytes.
 MAX_MS_NAME_BYTES = 200
 

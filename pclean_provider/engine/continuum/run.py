@@ -42,6 +42,7 @@ from typing import Any
 from pclean_provider.atomic_files import (
     DirClaim,
     process_owner,
+    put_set_in_place,
     remove_dead_stagings,
     staging_name,
 )
@@ -396,8 +397,8 @@ def _publish(staging: str, base: str, parent: str, keep_partimages: bool,
 
     Every destination is checked before the first rename, so a clash leaves no half-published set.
     The earlier run's products this run continued from (`replace`, suffixes) and an earlier
-    folder of part images are replaced: first moved aside into the staging folder, then the
-    new ones renamed in, then the old ones deleted with the staging folder.
+    folder of part images are replaced (atomic_files.put_set_in_place: the old ones go into the
+    staging folder and are deleted with it).
     """
     names = [n for n in sorted(os.listdir(staging))
              if n.startswith(base + ".") and (keep_partimages or not n.endswith(WORKDIRECTORY))]
@@ -407,26 +408,9 @@ def _publish(staging: str, base: str, parent: str, keep_partimages: bool,
     if clashes:
         raise FileExistsError(f"{', '.join(clashes)} appeared while the run was going; nothing was "
                               "published - remove them and run again")
-    aside = os.path.join(staging, ".replaced")
-    os.makedirs(aside)
-    moved = []
-    for name in names:
-        if os.path.lexists(os.path.join(parent, name)):
-            os.replace(os.path.join(parent, name), os.path.join(aside, name))
-            moved.append(name)
-    products = []
-    try:
-        for name in names:
-            dst = os.path.join(parent, name)
-            os.replace(os.path.join(staging, name), dst)
-            if not name.endswith(WORKDIRECTORY):
-                products.append(dst)
-    except BaseException:
-        # Put back the earlier images not replaced yet: a failed publish loses none of them.
-        for name in moved:
-            if not os.path.lexists(os.path.join(parent, name)):
-                os.replace(os.path.join(aside, name), os.path.join(parent, name))
-        raise
+    moves = [(os.path.join(staging, name), os.path.join(parent, name)) for name in names]
+    put_set_in_place(moves, aside=os.path.join(staging, ".replaced"))
+    products = [dst for _, dst in moves if not dst.endswith(WORKDIRECTORY)]
     shutil.rmtree(staging, ignore_errors=True)
     return products
 

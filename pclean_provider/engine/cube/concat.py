@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 
-from pclean_provider.atomic_files import process_owner, staging_name
+from pclean_provider.atomic_files import process_owner, replace_dir, staging_name
 from pclean_provider.engine.models import (
     FREQUENCY_RTOL,
     ConcatResult,
@@ -73,7 +73,6 @@ def restore_common_beam(plan: CubePlan, imagename: str, products: dict[str, str]
     residual with it. It runs in a staging folder that links the joined products, and its new
     .image (and .image.pbcor) replace the final names only when it succeeded.
     """
-    from pclean_provider.casa.image_concat import replace_image
     from pclean_provider.casa.tclean_runner import TcleanRunError, restore_with_beam
 
     # A working folder, not renamed itself: its restored images are swapped in one by one.
@@ -91,7 +90,7 @@ def restore_common_beam(plan: CubePlan, imagename: str, products: dict[str, str]
         out = dict(products)
         for suffix in RESTORED_PRODUCTS:
             if os.path.isdir(base + suffix):
-                replace_image(base + suffix, imagename + suffix)
+                replace_dir(base + suffix, imagename + suffix)
                 out[suffix] = imagename + suffix
         return out
     finally:
