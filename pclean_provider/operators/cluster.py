@@ -16,8 +16,10 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from pclean_provider.compute.host import host_status, start_host, stop_host
 from pclean_provider.hooks.dask import PcleanDaskHook
 from pclean_provider.links.dask import DASHBOARD_XCOM_KEY, DaskDashboardLink
+from pclean_provider.pipeline.staging_leftovers import sweep_run_folder
 
 #: XCom key under which the cluster-up task records its address file: a later task whose scheduler
 #: died finds (or restarts) the cluster host through it (``PcleanDaskOperator``).
@@ -45,8 +47,6 @@ class ClusterUpOperator(BaseOperator):
         self.cluster_overrides = cluster_overrides
 
     def execute(self, context: Any) -> str:
-        from pclean_provider.compute.host import host_status, start_host
-
         spec = PcleanDaskHook(self.pclean_conn_id, cluster_overrides=self.cluster_overrides).get_cluster_spec()
         if spec.cluster_type == "address":
             # Nothing to host: the connection already names a running scheduler.
@@ -88,8 +88,6 @@ class ClusterDownOperator(BaseOperator):
         self.sweep_subcubes = sweep_subcubes
 
     def execute(self, context: Any) -> bool:
-        from pclean_provider.compute.host import stop_host
-
         before = stop_host(self.address_file)
         if before.state == "stopped":
             self.log.info("No cluster host behind %s: nothing to stop.", self.address_file)
@@ -97,8 +95,6 @@ class ClusterDownOperator(BaseOperator):
             self.log.info("Cluster host behind %s (was %s, pid %s) stopped.", self.address_file, before.state,
                           before.host_pid)
         if self.run_folder:
-            from pclean_provider.pipeline.staging_leftovers import sweep_run_folder
-
             for path in sweep_run_folder(self.run_folder, self.image_suffix, subcubes=self.sweep_subcubes):
                 self.log.info("Removed %s, left by a writer that did not finish", path)
         return before.state != "stopped"

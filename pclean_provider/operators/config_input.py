@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from pclean_provider.config import ConfigError, PcleanConfig, load_config
 from pclean_provider.operators.base import PcleanDaskOperator
+from pclean_provider.operators.lineage import imaging_lineage
 
 
 def build_config(task_id: str, overrides: dict[str, Any] | None, presets: Sequence[str] | str | None,
@@ -72,6 +73,4 @@ class ConfiguredImagingOperator(PcleanDaskOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """Called by Airflow's OpenLineage provider when it is on: the MS in, the image products out."""
-        from pclean_provider.operators.lineage import imaging_lineage
-
         return imaging_lineage(self.overrides if isinstance(self.overrides, dict) else None)

@@ -6,7 +6,9 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from pclean_provider import products
 from pclean_provider.engine import worker_tasks
+from pclean_provider.engine.progress import progress_file_for
 from pclean_provider.operators.config_input import ConfiguredImagingOperator
 from pclean_provider.pipeline.staging_leftovers import sweep_staging_leftovers
 
@@ -37,7 +39,6 @@ class ContinuumImagingOperator(ConfiguredImagingOperator):
         self._cfg = cfg
         self._retry = int(context["ti"].try_number) > 1
         cfg_json = cfg.model_dump_json()
-        from pclean_provider.engine.progress import progress_file_for
 
         return self.run_on_cluster(context, worker_tasks.image_continuum, lambda client: (cfg_json,),
                                    self.default_state_dir(cfg.image.imagename),
@@ -62,8 +63,6 @@ class ContinuumImagingOperator(ConfiguredImagingOperator):
 
 def _clear_earlier_try(cfg: Any) -> None:
     """Remove the continuum images (and part images) an earlier try of this task left at its imagename."""
-    from pclean_provider import products
-
     kw = cfg.tclean_kwargs()
     suffixes = products.products_for(kw.get("deconvolver", "hogbom"), kw.get("nterms", 2),
                                       kw.get("gridder", "standard"), pbcor=True, niter=1)

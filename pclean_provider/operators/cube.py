@@ -30,6 +30,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from pclean_provider import products
 from pclean_provider.engine import worker_tasks
 from pclean_provider.engine.cube import subcube_batch
 from pclean_provider.engine.cube.plan import (
@@ -38,8 +39,10 @@ from pclean_provider.engine.cube.plan import (
     PlanError,
     batch_ranges,
 )
+from pclean_provider.engine.progress import progress_file_for
 from pclean_provider.operators.base import PcleanDaskOperator
 from pclean_provider.operators.config_input import ConfiguredImagingOperator, build_config
+from pclean_provider.operators.lineage import imaging_lineage
 from pclean_provider.pipeline.staging_leftovers import sweep_staging_leftovers
 
 PLAN_XCOM_KEY = "plan"
@@ -381,8 +384,6 @@ class CubeConcatOperator(PcleanDaskOperator):
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """Called by Airflow's OpenLineage provider when it is on: the fan-out's cube is whole here,
         so this task reports the MS in and the cube's products out, as the exact mode's cube task does."""
-        from pclean_provider.operators.lineage import imaging_lineage
-
         plan = self.plan if isinstance(self.plan, dict) else {}
         kwargs = plan.get("tclean_kwargs") or {}
         return imaging_lineage({"vis": kwargs.get("vis"), "imagename": plan.get("imagename")})
@@ -426,7 +427,6 @@ class CubeImagingOperator(ConfiguredImagingOperator):
         imagename = cfg.image.imagename
         self._imagename = imagename
         cfg_json = cfg.model_dump_json()
-        from pclean_provider.engine.progress import progress_file_for
 
         return self.run_on_cluster(context, worker_tasks.image_cube, lambda client: (cfg_json,),
                                    self.default_state_dir(imagename), progress_file=progress_file_for(imagename))
@@ -450,8 +450,6 @@ class CubeImagingOperator(ConfiguredImagingOperator):
 def _clear_earlier_try(imagename: str) -> None:
     """Remove the cube products (and sub-cube sessions) an earlier try left at `imagename`."""
     import os
-
-    from pclean_provider import products
 
     os.makedirs(os.path.dirname(os.path.abspath(imagename)), exist_ok=True)
     products.remove_products(imagename, (*products.SINGLE_TERM_PRODUCTS, ".subcubes"))

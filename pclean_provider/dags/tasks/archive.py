@@ -19,7 +19,8 @@ from pclean_provider.dags.params import run_settings
 from pclean_provider.dags.pclean_subprocess import run_step_payload, step_timeout
 from pclean_provider.links.qa_report import served_report_url
 from pclean_provider.names import run_folder_name
-from pclean_provider.pipeline.ingest import write_json_atomic
+from pclean_provider.operators.lineage import report_archive_lineage
+from pclean_provider.pipeline.ingest import record_imaged, write_json_atomic
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
 from pclean_provider.pipeline.safe_names import safe_name
 
@@ -31,9 +32,6 @@ def archive_tasks(t: PipelineTemplate, pool: str, alias: AssetAlias):
     @task(task_id="archive", pool=pool, outlets=[alias], execution_timeout=step_timeout(t),
           map_index_template=ITEM_LABEL)
     def archive(item: dict) -> dict:
-        from pclean_provider.operators.lineage import report_archive_lineage
-        from pclean_provider.pipeline.ingest import record_imaged
-
         if item.get("route", "archive") != "archive":
             # The QA gate's other way, skipped per MS (a branch does not skip inside a mapped group).
             raise AirflowSkipException(f"{item['name']} goes to review (QA score {item['qa_score']:.2f})")
@@ -75,8 +73,6 @@ def archive_tasks(t: PipelineTemplate, pool: str, alias: AssetAlias):
     @task(task_id="review", map_index_template=ITEM_LABEL)
     def review(item: dict) -> dict:
         """Below the QA gate: nothing is published; a review ticket points at the products and report."""
-        from pclean_provider.pipeline.ingest import record_imaged
-
         if item.get("route", "review") != "review":
             raise AirflowSkipException(f"{item['name']} passed the QA gate (score {item['qa_score']:.2f})")
 
