@@ -452,4 +452,4 @@ def _clear_earlier_try(imagename: str) -> None:
     import os
 
     os.makedirs(os.path.dirname(os.path.abspath(imagename)), exist_ok=True)
-    products.remove_products(imagename, (*products.SINGLE_TERM_PRODUCTS, ".subcubes"))
+    products.remove_products(imagename, (*products.SINGLE_TERM_PRODUCTS, products.SUBCUBES))

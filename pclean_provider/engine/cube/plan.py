@@ -44,6 +44,7 @@ from pclean_provider.casa.cube_grid import CubeGridError, define_cube_grid
 from pclean_provider.engine.cube.memory import estimate_subcube_bytes, max_channels_that_fit
 from pclean_provider.engine.models import FREQUENCY_RTOL, CubePlan, SubcubeSpec
 from pclean_provider.errors import PcleanInputError
+from pclean_provider.products import SUBCUBES
 
 
 class PlanError(PcleanInputError):
@@ -233,7 +234,7 @@ def plan_from_grid(tclean_kwargs: dict[str, Any], grid, nworkers: int, cube_chun
     ranges = split_channels(grid.nchan, nworkers, cube_chunksize, max_chunk)
     niter = int(kw.get("niter", 0))
     shares = share_niter(niter, [b - a for a, b in ranges])
-    workdir = f"{imagename}.subcubes"
+    workdir = imagename + SUBCUBES
     specs = []
     for index, ((a, b), share) in enumerate(zip(ranges, shares, strict=True)):
         freqs = grid.frequencies_hz[a:b]
