@@ -13,12 +13,10 @@ from airflow.sdk import Param, get_current_context
 from airflow.sdk.exceptions import AirflowFailException
 
 from pclean_provider.config import list_presets
-from pclean_provider.config.cluster import CONF_SETTABLE_FIELDS
+from pclean_provider.config.cluster import CLUSTER_TYPES, CONF_SETTABLE_FIELDS
 from pclean_provider.pipeline.conf_policy import CONNECTION_CHOICE
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate, TemplateError
 from pclean_provider.pipeline.run_settings import RunSettings, settings_for_run
-
-CLUSTER_TYPES = ["local", "slurm", "address"]
 
 
 def _preset_names() -> list[str]:
