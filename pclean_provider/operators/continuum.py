@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
 from pclean_provider import products
 from pclean_provider.engine import worker_tasks
+from pclean_provider.engine.continuum.models import ContinuumResult
 from pclean_provider.engine.progress import progress_file_for
 from pclean_provider.operators.config_input import ConfiguredImagingOperator
 from pclean_provider.pipeline.staging_leftovers import sweep_staging_leftovers
@@ -18,7 +20,9 @@ class ContinuumImagingOperator(ConfiguredImagingOperator):
 
     The major cycles (gridding) fan out from the driver to the other workers; the driver appends
     one JSON line per major cycle to a progress file, which the trigger turns into task log lines
-    while the task is deferred.
+    while the task is deferred. The task returns (as its XCom) what pclean() returns for the same
+    run, a PcleanResult, as CubeImagingOperator does for a cube; the run's own record
+    (ContinuumResult: cycles, stages, parts) is its ``continuum``.
 
     :param overrides: imaging parameters (tclean names, flat); specmode must be 'mfs'.
     :param presets: preset names applied first.
@@ -55,10 +59,15 @@ class ContinuumImagingOperator(ConfiguredImagingOperator):
             self.log.info("Removed %s, left by an earlier writer of this image", path)
 
     def on_result(self, context: Any, result: Any) -> Any:
+        run = ContinuumResult.model_validate(result)
         self.log.info("Continuum %s: %s iterations in %s major cycles, stop: %s, %.1f s",
-                      result.get("imagename"), result.get("iterations"), result.get("major_cycles"),
-                      result.get("stop_reason") or "-", result.get("elapsed_s") or 0.0)
-        return result
+                      run.imagename, run.iterations, run.major_cycles, run.stop_reason or "-", run.elapsed_s)
+        # A task resumed after deferring is a new instance: its config is built again.
+        cfg = getattr(self, "_cfg", None) or self.config()
+        kwargs = cfg.tclean_kwargs()
+        out = run.pclean_result(specmode=kwargs["specmode"], niter=int(kwargs.get("niter", 0) or 0), parallel=True,
+                                seconds=run.elapsed_s)
+        return json.loads(out.model_dump_json())
 
 
 def _clear_earlier_try(cfg: Any) -> None:
