@@ -23,10 +23,11 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from pclean_provider.airflow_config import apply_airflow_config
+from pclean_provider.compute import host as cluster_host
 from pclean_provider.compute.dask_work import ProgressTail, PublishedWork, WorkStatus, cluster_resources
 from pclean_provider.compute.errors import ClusterError
+from pclean_provider.compute.host import HostStatus, tls_directory_for
 from pclean_provider.compute.host import read_address_file as read_host_info
-from pclean_provider.compute.host import tls_directory_for
 from pclean_provider.compute.lease import async_renew_lease, renew_lease
 from pclean_provider.compute.tls import MissingClusterCertificate, PlaintextDaskRefused, client_security
 from pclean_provider.config.cluster import DEFAULT_CONNECTION_ID, ClusterSpec
@@ -187,6 +188,32 @@ class PcleanDaskHook(BaseHook):
             return False, str(exc)
         except Exception as exc:
             return False, f"Dask scheduler {spec.scheduler_address} did not answer: {exc}"
+
+    # -- cluster hosts (compute.host): the operators' only way to one ------------------------------
+
+    @staticmethod
+    def start_host(spec: ClusterSpec, address_file: str) -> str:
+        """Start a cluster host for ``spec`` (or find the one running for ``address_file``); its address."""
+        return cluster_host.start_host(spec, address_file)
+
+    @staticmethod
+    def host_status(address_file: str) -> HostStatus:
+        return cluster_host.host_status(address_file)
+
+    @staticmethod
+    def stop_host(address_file: str) -> HostStatus:
+        """Stop the host behind ``address_file``; its status before (``stopped``: there was none)."""
+        return cluster_host.stop_host(address_file)
+
+    @staticmethod
+    def recover_host(address_file: str) -> str:
+        """The address of the host behind ``address_file``, started again if it is gone."""
+        return cluster_host.recover_host(address_file)
+
+    @staticmethod
+    def host_tls_directory(address_file: str) -> str | None:
+        """The certificate folder the host behind ``address_file`` names, if it uses TLS."""
+        return tls_directory_for(address_file)
 
     # -- the work of a task on the cluster (compute.dask_work) ---------------------------------------
 

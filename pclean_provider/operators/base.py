@@ -34,7 +34,6 @@ from pclean_provider.compute.dask_work import (
     result_path,
 )
 from pclean_provider.compute.errors import ClusterError
-from pclean_provider.compute.host import recover_host, tls_directory_for
 from pclean_provider.compute.tls import MissingClusterCertificate, PlaintextDaskRefused, client_security
 from pclean_provider.hooks.dask import PcleanDaskHook
 from pclean_provider.links.dask import DASHBOARD_XCOM_KEY, DaskDashboardLink
@@ -255,7 +254,7 @@ class PcleanDaskOperator(BaseOperator):
                 f"address file is known to restart it from; {clear_hint}.")
 
         try:
-            found = recover_host(address_file)
+            found = PcleanDaskHook.recover_host(address_file)
         except ClusterError as exc:
             raise AirflowFailException(f"{self.task_id}: {exc}; {clear_hint}.") from exc
         if address:
@@ -268,8 +267,7 @@ class PcleanDaskOperator(BaseOperator):
         address_file, _ = self._cluster_address_file(context)
         if not address_file or not os.path.exists(address_file):
             return None
-
-        return tls_directory_for(address_file)
+        return PcleanDaskHook.host_tls_directory(address_file)
 
     def _cluster_address_file(self, context: Any) -> tuple[str | None, list[str]]:
         """This operator's address file, or the one an upstream cluster-up task recorded (XCom)."""

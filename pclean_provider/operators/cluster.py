@@ -16,7 +16,6 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from pclean_provider.compute.host import host_status, start_host, stop_host
 from pclean_provider.hooks.dask import PcleanDaskHook
 from pclean_provider.links.dask import DASHBOARD_XCOM_KEY, DaskDashboardLink
 from pclean_provider.pipeline.staging_leftovers import sweep_run_folder
@@ -47,7 +46,8 @@ class ClusterUpOperator(BaseOperator):
         self.cluster_overrides = cluster_overrides
 
     def execute(self, context: Any) -> str:
-        spec = PcleanDaskHook(self.pclean_conn_id, cluster_overrides=self.cluster_overrides).get_cluster_spec()
+        hook = PcleanDaskHook(self.pclean_conn_id, cluster_overrides=self.cluster_overrides)
+        spec = hook.get_cluster_spec()
         if spec.cluster_type == "address":
             # Nothing to host: the connection already names a running scheduler.
             self.log.info("Connection names a running scheduler %s; no cluster host started.",
@@ -55,9 +55,9 @@ class ClusterUpOperator(BaseOperator):
             return str(spec.scheduler_address)
         self.log.info("Starting a %s Dask cluster host (address file %s)", spec.cluster_type, self.address_file)
         # start_host reuses a host already running for this file (a retry of this task).
-        address = start_host(spec, self.address_file)
+        address = hook.start_host(spec, self.address_file)
         context["ti"].xcom_push(key=ADDRESS_FILE_XCOM_KEY, value=str(self.address_file))
-        status = host_status(self.address_file)
+        status = hook.host_status(self.address_file)
         if status.dashboard_link:
             context["ti"].xcom_push(key=DASHBOARD_XCOM_KEY, value=status.dashboard_link)
         self.log.info("Dask scheduler at %s with %s workers (dashboard %s)", address, status.workers,
@@ -88,7 +88,7 @@ class ClusterDownOperator(BaseOperator):
         self.sweep_subcubes = sweep_subcubes
 
     def execute(self, context: Any) -> bool:
-        before = stop_host(self.address_file)
+        before = PcleanDaskHook.stop_host(self.address_file)
         if before.state == "stopped":
             self.log.info("No cluster host behind %s: nothing to stop.", self.address_file)
         else:
