@@ -12,7 +12,6 @@ from pclean_provider.engine import worker_tasks
 from pclean_provider.engine.continuum.models import ContinuumResult
 from pclean_provider.engine.progress import progress_file_for
 from pclean_provider.operators.config_input import ConfiguredImagingOperator
-from pclean_provider.pipeline.staging_leftovers import sweep_staging_leftovers
 
 
 class ContinuumImagingOperator(ConfiguredImagingOperator):
@@ -49,14 +48,10 @@ class ContinuumImagingOperator(ConfiguredImagingOperator):
                                    progress_file=progress_file_for(cfg.image.imagename))
 
     def before_submit(self) -> None:
-        if self._retry:
-            # The engine continues a clean from images under its name (tclean's restart=True); a
-            # retry must start afresh, not continue what its failed try left half-way.
-            _clear_earlier_try(self._cfg)
-        # A killed try's staging folder (a copy of every product) is never read again; each retry would
-        # add one more.
-        for path in sweep_staging_leftovers(self._cfg.image.imagename):
-            self.log.info("Removed %s, left by an earlier writer of this image", path)
+        # The engine continues a clean from images under its name (tclean's restart=True): a first
+        # try keeps them; a retry starts afresh, not from what its failed try left half-way. A killed
+        # try's staging folder (a copy of every product) goes either way.
+        self.clear_earlier_try(self._cfg.image.imagename, continuum_products(self._cfg) if self._retry else ())
 
     def on_result(self, context: Any, result: Any) -> Any:
         run = ContinuumResult.model_validate(result)
@@ -70,9 +65,9 @@ class ContinuumImagingOperator(ConfiguredImagingOperator):
         return json.loads(out.model_dump_json())
 
 
-def _clear_earlier_try(cfg: Any) -> None:
-    """Remove the continuum images (and part images) an earlier try of this task left at its imagename."""
+def continuum_products(cfg: Any) -> tuple[str, ...]:
+    """The suffixes of every image (and the part images' folder) a continuum run of `cfg` can leave."""
     kw = cfg.tclean_kwargs()
     suffixes = products.products_for(kw.get("deconvolver", "hogbom"), kw.get("nterms", 2),
                                       kw.get("gridder", "standard"), pbcor=True, niter=1)
-    products.remove_products(cfg.image.imagename, (*suffixes, products.WORKDIRECTORY))
+    return (*suffixes, products.WORKDIRECTORY)

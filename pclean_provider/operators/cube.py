@@ -25,6 +25,7 @@ passes small JSON (specs, result summaries) through XCom.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,7 +44,6 @@ from pclean_provider.engine.progress import progress_file_for
 from pclean_provider.operators.base import PcleanDaskOperator
 from pclean_provider.operators.config_input import ConfiguredImagingOperator, build_config
 from pclean_provider.operators.lineage import imaging_lineage
-from pclean_provider.pipeline.staging_leftovers import sweep_staging_leftovers
 
 PLAN_XCOM_KEY = "plan"
 CONCAT_OPTIONS_XCOM_KEY = "concat_options"
@@ -433,11 +433,10 @@ class CubeImagingOperator(ConfiguredImagingOperator):
 
     def before_submit(self) -> None:
         # A pipeline's output folder belongs to its run; products of an earlier try of this task are
-        # replaced (the engine refuses existing products, so they are moved out of the way first), and
-        # the stagings a killed or failed try left are removed, so retries do not pile them up.
-        _clear_earlier_try(self._imagename)
-        for path in sweep_staging_leftovers(self._imagename):
-            self.log.info("Removed %s, left by an earlier writer of this cube", path)
+        # replaced (the engine refuses existing products, so they are removed first, with the
+        # sub-cube sessions).
+        os.makedirs(os.path.dirname(os.path.abspath(self._imagename)), exist_ok=True)
+        self.clear_earlier_try(self._imagename, (*products.SINGLE_TERM_PRODUCTS, products.SUBCUBES))
 
     def on_result(self, context: Any, result: Any) -> Any:
         loop = result.get("cube_loop") or {}
@@ -446,10 +445,3 @@ class CubeImagingOperator(ConfiguredImagingOperator):
                       result.get("stop_reason") or "-", result.get("seconds") or 0.0, loop.get("stage_seconds"))
         return result
 
-
-def _clear_earlier_try(imagename: str) -> None:
-    """Remove the cube products (and sub-cube sessions) an earlier try left at `imagename`."""
-    import os
-
-    os.makedirs(os.path.dirname(os.path.abspath(imagename)), exist_ok=True)
-    products.remove_products(imagename, (*products.SINGLE_TERM_PRODUCTS, products.SUBCUBES))
