@@ -3,7 +3,8 @@
 Everything goes to a temporary name in the destination's own folder (the same filesystem, so the
 rename is atomic), is flushed to disk, and is renamed over the final name. Folders (CASA images,
 MeasurementSets) are swapped in by rename too, the old one removed only after the new one is in
-place. Standard library only, so every layer (CASA runtime, engine, pipeline, Airflow hooks) can use it.
+place; a set of them made in one staging folder goes in as one set (`put_set_in_place`).
+Standard library only, so every layer (CASA runtime, engine, pipeline, Airflow hooks) can use it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import shutil
 import socket
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,32 @@ def put_in_place(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         replace_dir(src, dst)
     else:
         os.replace(src, dst)
+
+
+def put_set_in_place(moves: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
+                     aside: str | os.PathLike) -> None:
+    """Rename every staged ``(src, dst)`` into place as one set (a run's CASA images, an MS with its
+    component list and truth), each `src` on its `dst`'s filesystem.
+
+    What stands at a destination is first moved into `aside` (a new folder inside the staging
+    folder, removed with it), then the new ones are renamed in; if a rename fails, the earlier
+    entries not replaced yet go back, so a failed set loses none of them.
+    """
+    os.makedirs(aside)
+    moved: list[tuple[str, str]] = []
+    for i, (_, dst) in enumerate(moves):
+        if os.path.lexists(dst):
+            kept = os.path.join(aside, f"{i}-{os.path.basename(dst)}")
+            os.replace(dst, kept)
+            moved.append((kept, os.fspath(dst)))
+    try:
+        for src, dst in moves:
+            os.replace(src, dst)
+    except BaseException:
+        for kept, dst in moved:
+            if not os.path.lexists(dst):
+                os.replace(kept, dst)
+        raise
 
 
 def remove_path(path: str | os.PathLike) -> None:

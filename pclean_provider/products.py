@@ -33,6 +33,8 @@ PBCOR = ".pbcor"
 IMAGE_PBCOR = IMAGE + PBCOR
 #: The folder of a parallel continuum run's part images (as CASA's parallel imager names it).
 WORKDIRECTORY = ".workdirectory"
+#: The folder of a cube run's sub-cubes and sub-cube sessions (``<imagename>.subcubes``).
+SUBCUBES = ".subcubes"
 
 #: Gridders whose runs also write the mosaic weight image.
 WEIGHT_GRIDDERS = frozenset({"mosaic", "awproject", "awp2", "awphpg"})

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from pclean_provider.casa.runtime import import_casatasks
 from pclean_provider.products import WORKDIRECTORY
 
 
@@ -238,8 +239,6 @@ def run_tclean_here(kwargs: dict[str, Any], cwd: str) -> dict[str, Any]:
     """casatasks.tclean in this process (the continuum engine's one-process exact path, e.g. for
     outlier fields); returns the scalars of its summary. Scratch tables go to `cwd`."""
     import contextlib
-
-    from pclean_provider.casa.runtime import import_casatasks
 
     tclean = import_casatasks().tclean
     Path(cwd).mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from pclean_provider.casa.runtime import import_casatasks
 from pclean_provider.config.casa_bridge import TCLEAN_TO_RECORD_NAMES
 from pclean_provider.errors import PcleanInputError
 
@@ -46,8 +47,6 @@ class CubeGrid(BaseModel):
 
 def imager_parameters(tclean_kwargs: dict[str, Any]):
     """casatasks' ImagerParameters built from tclean keywords the way task_tclean builds it."""
-    from pclean_provider.casa.runtime import import_casatasks
-
     import_casatasks()
     from casatasks.private.imagerhelpers.input_parameters import ImagerParameters
 

@@ -50,7 +50,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from pclean_provider.casa import channel_planes as planes
 from pclean_provider.casa import session_registry
+from pclean_provider.casa.channel_planes import extract_planes
+from pclean_provider.casa.cube_grid import CubeGridError, imager_parameters, select_and_define
+from pclean_provider.casa.iteration import iteration_summary
 from pclean_provider.casa.records import decode_record, encode_record
 from pclean_provider.casa.session_protocol import CUBE_SESSION_OPERATIONS, SessionOperations
 
@@ -163,8 +167,6 @@ def _define_full_cube(si: Any, selpars: dict, impars: dict, gridpars: dict, weig
                       split: bool) -> tuple[dict[str, Any], int, str | None]:
     """The full cube's coordinate system and channel count; and, when split sessions need it, the
     weight density of all the data (perchanweightdensity=False sums every channel's)."""
-    from pclean_provider.casa.cube_grid import select_and_define
-
     full = copy.deepcopy(impars)
     full["imagename"] = os.path.join(workdir, "full-cube")
     csys, nchan = select_and_define(si, selpars, full, gridpars)
@@ -200,8 +202,6 @@ def build_cube_records(tclean_kwargs: dict[str, Any], ranges: list[tuple[int, in
     that density under `workdir`.
     """
     import casatools
-
-    from pclean_provider.casa.cube_grid import CubeGridError, imager_parameters
 
     params = imager_parameters(tclean_kwargs)
     if not params.checkParameters():
@@ -311,8 +311,6 @@ class CubeSession(SessionOperations):
         """
         import casatools
 
-        from pclean_provider.casa.cube_grid import select_and_define
-
         full = copy.deepcopy(image)
         full.pop("csys", None)
         full["nchan"] = self.spec.full_nchan
@@ -357,8 +355,6 @@ class CubeSession(SessionOperations):
     # -- the margin: a few planes per cycle -----------------------------------------------------
     def _neighbour_models_in(self) -> None:
         """The margin planes of the model: the neighbouring sessions' own planes, as they cleaned them."""
-        from pclean_provider.casa import channel_planes as planes
-
         spec = self.spec
         sources = [src for src in spec.model_sources if os.path.isdir(src[0] + ".model")]
         if not spec.has_margin or not sources:
@@ -377,8 +373,6 @@ class CubeSession(SessionOperations):
 
     def _zero_margin_residual(self) -> None:
         """Nothing to clean in the margin: those channels are the neighbours' to clean."""
-        from pclean_provider.casa import channel_planes as planes
-
         for lo, hi in self.spec.margins:
             planes.zero_planes(self.shared_name + ".residual", lo, hi, self.spec.grid_start)
 
@@ -455,8 +449,6 @@ class CubeSession(SessionOperations):
         Each product is written under a temporary name and renamed (`extract_planes`), with the
         image's mask and per-plane beams; run again after a lost worker, it writes the same.
         """
-        from pclean_provider.casa.channel_planes import extract_planes
-
         if not self.spec.has_margin:
             return
         for suffix in PUBLISHED:
@@ -562,8 +554,6 @@ class CubeIterationControl:
         return int(self.iteration.get("nmajor", -1))
 
     def summary(self) -> dict[str, Any]:
-        from pclean_provider.casa.iteration import iteration_summary
-
         return iteration_summary(self.ib)
 
     def close(self) -> None:

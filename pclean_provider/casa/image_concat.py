@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 
-from pclean_provider.atomic_files import process_owner, replace_dir, staged
+from pclean_provider.atomic_files import process_owner, staged
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,6 @@ def image_nchan(path: str) -> int:
     finally:
         ia.close()
         ia.done()
-
-
-def replace_image(src: str, dst: str) -> None:
-    """Move a finished image to its final name, replacing an older one only after the move."""
-    replace_dir(src, dst)
 
 
 def _join(parts: list[str], tmp: str, mode: str, output: str) -> None:

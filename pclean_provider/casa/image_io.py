@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pclean_provider.casa.runtime import ensure_casa_runtime
+
 RAD_TO_ARCSEC = 180.0 / np.pi * 3600.0
 RAD_TO_DEG = 180.0 / np.pi
 C_M_PER_S = 299_792_458.0
@@ -36,8 +38,6 @@ class Beam:
 
 
 def _runtime():
-    from pclean_provider.casa.runtime import ensure_casa_runtime
-
     # No log arguments: the first caller in this process (CLI, worker set-up) chose the log.
     ensure_casa_runtime()
     import casatools

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from pclean_provider.casa.runtime import ensure_casa_runtime
+
 _MJD_EPOCH = datetime(1858, 11, 17, tzinfo=UTC)
 # Leap seconds are announced about six months ahead: a table older than that by the observation's
 # date may be missing one.
@@ -58,8 +60,6 @@ def _date_to_mjd(text: str) -> float | None:
 
 def read_status(path: str | os.PathLike) -> MeasuresStatus:
     """Read the dates from the measures tables under ``path`` (a folder holding ``geodetic/``)."""
-    from pclean_provider.casa.runtime import ensure_casa_runtime
-
     ensure_casa_runtime()
     import casatools
 
@@ -107,8 +107,6 @@ def update_site_copy(path: str | os.PathLike, force: bool = False) -> None:
 
 def current_status() -> MeasuresStatus:
     """The status of the measures this process's CASA uses."""
-    from pclean_provider.casa.runtime import ensure_casa_runtime
-
     return status_of(ensure_casa_runtime().measures_path)
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from pclean_provider.atomic_files import write_text
+
 # Where the generated site config and the default log folder live.
 HOME_ENV = "PCLEAN_CASA_HOME"
 # Read by the generated site config at casatools import time: the startup log file for this process.
@@ -159,8 +161,6 @@ logfile = _pclean_logfile()
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    from pclean_provider.atomic_files import write_text
-
     write_text(path, text)
 
 

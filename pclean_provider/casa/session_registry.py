@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
 from pclean_provider.casa.session_protocol import PartFailure, PartReply, Session, SessionSpec
 
 _REGISTRY: dict[tuple[str, int], Session] = {}
@@ -47,8 +48,6 @@ def part_output_path(spec: SessionSpec) -> Path:
 
 
 def _part_log(spec: SessionSpec) -> None:
-    from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
-
     ensure_casa_runtime()
     set_casa_log(part_log_path(spec))
 
@@ -130,8 +129,6 @@ def warm_up(log_path: str) -> float:
     rows and defines the image, so that any such import runs meanwhile, not inside the first
     part step.
     """
-    from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
-
     t0 = time.perf_counter()
     ensure_casa_runtime()
     set_casa_log(log_path)

@@ -31,7 +31,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pclean_provider.atomic_files import process_owner, put_set_in_place, staging_name
 from pclean_provider.casa.runtime import ensure_casa_runtime
 from pclean_provider.config.quantities import fast_fft_size
 from pclean_provider.errors import PcleanInputError
@@ -780,9 +780,10 @@ def simulate_ms(
     obs = _plan_observation(nspw, nchan, chan_width_hz, ref_freq_hz, spw_gap_hz, fields, arr.dish_diameter_m,
                             dec_deg, spw_chan_widths_hz, target_specs, src)
     flag_fields = _flagged_fields(flagged, obs)
-    # Everything is built in a private folder next to the output and renamed into place at the
-    # end, so an interrupted run never leaves a half-written MeasurementSet under the real name.
-    work = Path(tempfile.mkdtemp(prefix=f".{outputs.stem}.sim-", dir=outputs.ms.parent))
+    # Everything is built in a private staging folder next to the output and renamed into place at
+    # the end, so an interrupted run never leaves a half-written MeasurementSet under the real name.
+    work = Path(staging_name(outputs.ms, owner=process_owner()))
+    work.mkdir(mode=0o700)
     try:
         tmp = _Outputs(ms=work / outputs.ms.name, componentlist=work / outputs.componentlist.name,
                        truth=work / outputs.truth.name, stem=outputs.stem)
@@ -835,7 +836,9 @@ def simulate_ms(
         truth = _truth_record(obs, ref_freq_hz, freq_frame, source_records, noise_jy, cell, imsize, beam_arcsec,
                               simulation, _array_record(arr, primary_beam), rows_per_field, flag_fields)
         tmp.truth.write_text(json.dumps(truth, indent=2) + "\n")
-        _move_into_place(work, tmp, outputs)
+        # The old outputs are replaced only now that the new ones are complete.
+        put_set_in_place([(tmp.ms, outputs.ms), (tmp.componentlist, outputs.componentlist),
+                          (tmp.truth, outputs.truth)], aside=work / ".replaced")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -1408,19 +1411,6 @@ def _truth_record(obs: _Observation, ref_freq_hz: float, freq_frame: str, source
             for gi, g in enumerate(obs.groups)
         ]
     return out
-
-
-def _move_into_place(work: Path, tmp: _Outputs, outputs: _Outputs) -> None:
-    """Replace old outputs only now that the new ones are complete.
-
-    Not atomic_files.staged: three outputs (MS, component list, truth) come out of one work folder
-    that also holds the simulator's scratch, and the old ones go into it to be removed with it.
-    """
-    for new, final in ((tmp.ms, outputs.ms), (tmp.componentlist, outputs.componentlist), (tmp.truth, outputs.truth)):
-        if final.exists() or final.is_symlink():
-            trash = work / (".old-" + final.name)
-            os.replace(final, trash)
-        os.replace(new, final)
 
 
 def _line_model_image(

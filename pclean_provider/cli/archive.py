@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Progress lines go to stderr, where a terminal or an Airflow task log shows them.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    # After the arguments are read: the archive loads numpy (`pclean archive --help` stays quick).
     from pclean_provider.pipeline.archive import ArchiveError, publish, verify_tree
 
     if args.command == "verify":

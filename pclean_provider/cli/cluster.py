@@ -11,6 +11,9 @@ import argparse
 import json
 import sys
 
+from pclean_provider.compute.errors import ClusterError
+from pclean_provider.compute.host import host_status, start_host, stop_host
+from pclean_provider.compute.spec_file import load_spec_file
 from pclean_provider.exit_codes import ClusterExit
 
 DEFAULT_ADDRESS_FILE = "pclean-cluster.json"
@@ -41,13 +44,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from pclean_provider.compute.errors import ClusterError
-    from pclean_provider.compute.host import host_status, start_host, stop_host
 
     try:
         if args.action == "up":
-            from pclean_provider.compute.spec_file import load_spec_file
-
             spec = load_spec_file(args.spec)
             address = start_host(spec, args.address_file)
             status = host_status(args.address_file)
@@ -84,8 +83,6 @@ def _wait_in_foreground(address_file: str) -> int:
     """Block while the host runs; a stop signal takes the host (and its SLURM jobs) down with us."""
     import signal
     import threading
-
-    from pclean_provider.compute.host import host_status, stop_host
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pclean_provider.config import SECTIONS, ConfigError, list_presets, load_config
 from pclean_provider.config.model import unknown_parameter_error
+from pclean_provider.engine.continuum.stages import StageTime, stage_table
 from pclean_provider.exit_codes import ImagingExit
 
 _SECTION_TITLES = {
@@ -168,6 +169,8 @@ def main(argv: list[str] | None = None, subcommands: dict[str, tuple[str, str]] 
 
     import logging
 
+    # After the arguments are read: the engine loads numpy, psutil and CASA's modules, which
+    # `pclean --help` and a usage error never need.
     from pclean_provider.engine.api import run
 
     # With the bar on, the bar is the progress display; without it (logs, batch jobs) one line per
@@ -216,8 +219,6 @@ def _report(result: Any) -> None:
     continuum = getattr(result, "continuum", None) or {}
     if continuum.get("stages"):
         # Where the time went (cluster start, set-up, gathers, cycles...): the engine's stage table.
-        from pclean_provider.engine.continuum.stages import StageTime, stage_table
-
         print("pclean: continuum stages")
         print(stage_table([StageTime.model_validate(s) for s in continuum["stages"]],
                           float(continuum.get("elapsed_s") or 0.0)))

@@ -16,7 +16,9 @@ import json
 import sys
 from pathlib import Path
 
+from pclean_provider.casa.runtime import ensure_casa_runtime
 from pclean_provider.exit_codes import IngestExit
+from pclean_provider.pipeline import ingest
 from pclean_provider.step_results import finish
 
 
@@ -73,15 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         message = "give a landing area, or --vis PATH for one MS"
         print(f"pclean ingest: {message}", file=sys.stderr)
         return done(IngestExit.BAD_INPUT, message=message)
-    from pclean_provider.pipeline import ingest
 
     base = Path(args.landing).resolve().parent if args.landing else Path(args.vis).resolve().parent
     metadata_dir = Path(args.metadata_dir or base / "metadata")
     log_dir = Path(args.log_dir) if args.log_dir else metadata_dir
     log_dir.mkdir(parents=True, exist_ok=True)
     # CASA writes its log into the cwd unless told otherwise; point it at our log directory.
-    from pclean_provider.casa.runtime import ensure_casa_runtime
-
     ensure_casa_runtime(log_dir=log_dir)
 
     if args.vis:

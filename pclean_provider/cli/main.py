@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from pclean_provider.version import __version__
+
 # name -> (module, one-line help). A module that is not present yet is simply not offered.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("pclean_provider.cli.simulate", "write a simulated MeasurementSet and its truth file"),
@@ -34,8 +36,6 @@ def available_subcommands() -> dict[str, tuple[str, str]]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] in (["--version"], ["-V"]):
-        from pclean_provider.version import __version__
-
         print(f"pclean {__version__}")
         return 0
     subs = available_subcommands()

@@ -12,14 +12,13 @@ import argparse
 import os
 import sys
 
+from pclean_provider.casa.measures_info import measures_warnings, read_status, update_site_copy
+from pclean_provider.casa.msinfo import read_ms_metadata
+from pclean_provider.casa.runtime import MEASURES_ENV, CasaRuntimeError, ensure_casa_runtime
 from pclean_provider.exit_codes import MeasuresExit
 
 
 def _status(args) -> int:
-    from pclean_provider.casa.measures_info import measures_warnings, read_status
-    from pclean_provider.casa.msinfo import read_ms_metadata
-    from pclean_provider.casa.runtime import CasaRuntimeError, ensure_casa_runtime
-
     try:
         info = ensure_casa_runtime()
     except CasaRuntimeError as exc:
@@ -44,8 +43,6 @@ def _status(args) -> int:
 
 
 def _update(args) -> int:
-    from pclean_provider.casa.runtime import MEASURES_ENV
-
     path = args.path or os.environ.get(MEASURES_ENV)
     if not path:
         print(f"pclean measures update: give --path DIR or set [pclean] measures_path (${MEASURES_ENV}): "
@@ -53,7 +50,6 @@ def _update(args) -> int:
         return MeasuresExit.BAD_INPUT
     path = os.path.abspath(os.path.expanduser(path))
     os.makedirs(path, exist_ok=True)
-    from pclean_provider.casa.measures_info import update_site_copy
 
     try:
         update_site_copy(path, force=args.force)

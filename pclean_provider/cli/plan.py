@@ -25,6 +25,10 @@ from typing import Any
 
 import yaml
 
+from pclean_provider.atomic_files import write_json
+from pclean_provider.config import ConfigError
+from pclean_provider.config.plan_policy import PlanPolicy
+from pclean_provider.errors import PcleanInputError
 from pclean_provider.exit_codes import PlanExit
 from pclean_provider.step_results import finish
 
@@ -69,6 +73,7 @@ def _request(args) -> dict[str, Any]:
         data = json.loads(Path(args.request).read_text())
         return {"presets": list(data.get("presets") or []), "overrides": dict(data.get("overrides") or {}),
                 "policy": dict(data.get("policy") or {})}
+    # Not at the top: the templates load numpy (see main).
     from pclean_provider.pipeline.pipeline_template import load_template, load_templates
 
     name = args.template or DEFAULT_TEMPLATE
@@ -115,11 +120,8 @@ def format_plan(plan) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pclean_provider.atomic_files import write_json
-    from pclean_provider.config import ConfigError
-    from pclean_provider.config.plan_policy import PlanPolicy
+    # After the arguments are read: the planner loads numpy (`pclean plan --help` stays quick).
     from pclean_provider.engine.imaging_plan import PlanError, plan_imaging
-    from pclean_provider.errors import PcleanInputError
 
     try:
         request = _request(args)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from pclean_provider.config import list_presets, presets_search_path
 from pclean_provider.exit_codes import PresetsExit
 
 
@@ -17,7 +18,6 @@ def main(argv: list[str] | None = None) -> int:
         description="List the presets --preset NAME can apply and the file each comes from "
                     "($PCLEAN_PRESETS_DIR first, then the packaged ones).")
     parser.parse_args(argv)
-    from pclean_provider.config import list_presets, presets_search_path
 
     found = list_presets()
     if not found:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from pclean_provider.exit_codes import QaExit
+from pclean_provider.pipeline.qa_models import QaThresholds
 from pclean_provider.step_results import finish
 
 
@@ -66,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Progress lines go to stderr, where a terminal or an Airflow task log shows them.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    # After the arguments are read: QA loads numpy (`pclean qa --help` stays quick).
     from pclean_provider.pipeline.qa import QaInputError, run_qa
-    from pclean_provider.pipeline.qa_models import QaThresholds
 
     thresholds = QaThresholds.model_validate(_load_mapping(args.thresholds, "--thresholds")) if args.thresholds else None
     summary = _load_mapping(args.summary, "--summary") if args.summary else None

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from pclean_provider.casa.runtime import CasaRuntimeError, ensure_casa_runtime
+from pclean_provider.casa.simulator import SimulationError, simulate_ms
 from pclean_provider.exit_codes import SimulateExit
 
 _FREQ_UNITS = {"hz": 1.0, "khz": 1e3, "mhz": 1e6, "ghz": 1e9}
@@ -132,8 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     nspw = args.nspw
     if nspw is None:
         nspw = len(args.spw_chan_widths) if args.spw_chan_widths is not None else 1
-    from pclean_provider.casa.runtime import CasaRuntimeError, ensure_casa_runtime
-    from pclean_provider.casa.simulator import SimulationError, simulate_ms
 
     kwargs = {
         "antennas": args.antennas,

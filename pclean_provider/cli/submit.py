@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pclean_provider.compute.errors import ClusterError
+from pclean_provider.config import ConfigError, load_config
 from pclean_provider.exit_codes import SubmitExit
 
 
@@ -23,9 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", action="append", default=[], metavar="NAME", help="preset applied under CONFIG")
     args, sbatch_args = parser.parse_known_args(argv)
 
-    from pclean_provider.compute.errors import ClusterError
+    # After the arguments are read: compute.submit loads `distributed` (`--help` stays quick).
     from pclean_provider.compute.submit import plan_submission, submit
-    from pclean_provider.config import ConfigError, load_config
 
     try:
         cfg = load_config(presets=args.preset, files=[args.config])

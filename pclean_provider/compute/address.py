@@ -13,6 +13,7 @@ from distributed import Client
 
 from pclean_provider.compute.backend import ClusterBackend, ClusterHandle
 from pclean_provider.compute.errors import SchedulerUnreachable
+from pclean_provider.compute.tls import client_security
 
 # Seconds to wait for a scheduler to answer a connection. A scheduler that is up answers in
 # milliseconds; waiting the whole worker_start_timeout for a wrong address only delays the error.
@@ -26,7 +27,6 @@ class AddressBackend(ClusterBackend):
         address = self.spec.scheduler_address
         assert address  # ClusterSpec refuses cluster_type='address' without one
         timeout = min(CONNECT_TIMEOUT_S, self.spec.worker_start_timeout)
-        from pclean_provider.compute.tls import client_security
 
         security = client_security(address, self.spec.tls_directory)  # refuses before connecting
         try:

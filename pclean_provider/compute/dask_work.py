@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pclean_provider.atomic_files import write_json
 from pclean_provider.compute.dask_keys import prefix_of_key, try_of_key
 from pclean_provider.errors import is_input_error, lineage_of_pickled_error
 
@@ -56,8 +57,6 @@ def read_result(path: str) -> dict | None:
 
 def write_json_atomic(path: str, data: Any) -> None:
     """Readers (the trigger, a retried task) never see half a result file."""
-    from pclean_provider.atomic_files import write_json
-
     write_json(path, data)
 
 

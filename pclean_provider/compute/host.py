@@ -56,6 +56,8 @@ from pclean_provider.compute.private_files import (
     open_private,
     read_private_text,
 )
+from pclean_provider.compute.spec_file import with_absolute_paths
+from pclean_provider.compute.tls import client_kwargs, create_certificates
 from pclean_provider.config.cluster import ClusterSpec
 
 log = logging.getLogger(__name__)
@@ -201,6 +203,7 @@ def host_status(address_file: str | os.PathLike) -> HostStatus:
                         host_pid=info.host_pid, cluster_type=info.cluster_type,
                         slurm_job_name=info.slurm_job_name, log_file=info.log_file)
     if info.slurm_job_name:
+        # Not at the top: compute.slurm loads `distributed` and dask-jobqueue (see start_host).
         from pclean_provider.compute import slurm
 
         status.slurm_jobs = slurm.list_jobs(info.slurm_job_name)
@@ -229,8 +232,6 @@ def tls_directory_for(address_file: str | os.PathLike) -> str | None:
 def _count_workers(address: str, timeout: float = 10.0, tls_directory: str | None = None) -> int | None:
     from distributed import Client
 
-    from pclean_provider.compute.tls import client_kwargs
-
     try:
         with Client(address, timeout=timeout, set_as_default=False, **client_kwargs(tls_directory)) as client:
             return len(client.nthreads())
@@ -240,8 +241,9 @@ def _count_workers(address: str, timeout: float = 10.0, tls_directory: str | Non
 
 def start_host(spec: ClusterSpec, address_file: str | os.PathLike, *, python: str | None = None) -> str:
     """Start a cluster host (or find the one already running) and return its scheduler address."""
+    # compute.cluster loads `distributed` and dask-jobqueue; the Airflow tasks that only read and
+    # stop a host's records (operators, the hook) import this module and never need them.
     from pclean_provider.compute.cluster import backend_for, new_cluster_id
-    from pclean_provider.compute.spec_file import with_absolute_paths
 
     paths = _paths(address_file)
     ensure_private_folder(paths["address"].parent)
@@ -268,8 +270,6 @@ def start_host(spec: ClusterSpec, address_file: str | os.PathLike, *, python: st
         use_tls = spec.tls if spec.tls is not None else spec.cluster_type in ("local", "slurm")
         if use_tls and (not spec.tls_directory or Path(spec.tls_directory) == paths["tls"]):
             # A new certificate per cluster: a client of an earlier cluster on this file is refused.
-            from pclean_provider.compute.tls import create_certificates
-
             spec = spec.model_copy(update={"tls_directory": str(create_certificates(paths["tls"]))})
         # Known before the host runs, so that `down` finds the jobs of a host that died starting.
         job_name = backend_for(spec).job_name(cluster_id)
@@ -358,6 +358,7 @@ def _stop_unlocked(paths: dict[str, Path]) -> None:
         if _is_our_host(info) or _process_started(pid) is None:
             _kill_session(pid)
     if info is not None and info.slurm_job_name:
+        # Not at the top: compute.slurm loads `distributed` and dask-jobqueue (see start_host).
         from pclean_provider.compute import slurm
 
         if info.slurm_job_name in _job_names_of(info, paths):
@@ -375,6 +376,7 @@ def _stop_unlocked(paths: dict[str, Path]) -> None:
 def _job_names_of(info: HostInfo, paths: dict[str, Path]) -> set[str]:
     """The names the jobs of the record's cluster can carry: the default one made of its cluster id,
     or the fixed one its spec configures."""
+    # Not at the top: compute.slurm loads `distributed` and dask-jobqueue (see start_host).
     from pclean_provider.compute.slurm import default_job_name
 
     names = {default_job_name(info.cluster_id)}
@@ -415,6 +417,7 @@ def _now() -> str:
 
 def serve(address_file: str, cluster_id: str) -> int:
     """The host process itself: start the cluster, publish its address, wait for SIGTERM."""
+    # Not at the top: compute.cluster loads `distributed` and dask-jobqueue (see start_host).
     from pclean_provider.compute.cluster import start_cluster
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -11,6 +11,7 @@ import os
 from typing import ClassVar
 
 from pclean_provider.child_env import child_env
+from pclean_provider.compute import tls as cluster_tls
 from pclean_provider.compute.backend import ClusterBackend, ClusterHandle
 from pclean_provider.compute.worker_setup import NANNY_ENV_DROPPED, nanny_config, worker_environment
 
@@ -45,8 +46,6 @@ class LocalBackend(ClusterBackend):
         env = worker_environment()
         tls: dict = {}
         if spec.tls_directory:
-            from pclean_provider.compute import tls as cluster_tls
-
             tls = {"security": cluster_tls.security(spec.tls_directory), "protocol": "tls://"}
             # A worker's own subprocesses (the cube coordinator) connect with the same certificate.
             env.update(cluster_tls.environment(spec.tls_directory))

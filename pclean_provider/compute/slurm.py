@@ -23,6 +23,7 @@ from distributed import Client
 
 from pclean_provider.compute import tls as cluster_tls
 from pclean_provider.compute.backend import ClusterBackend, ClusterHandle
+from pclean_provider.compute.dask_work import cancel_with_reason
 from pclean_provider.compute.errors import ClusterError, SlurmError
 from pclean_provider.compute.worker_setup import export_lines, worker_environment
 from pclean_provider.config.cluster import ClusterSpec
@@ -419,8 +420,6 @@ def _waiting_work(dask_scheduler: Any) -> tuple[int, int]:
 
 def _fail_work(dask_scheduler: Any, client: str, message: str) -> int:
     # The keys are collected here, not sent over: a tuple key would come back as a list.
-    from pclean_provider.compute.dask_work import cancel_with_reason
-
     keys = [key for key, ts in dask_scheduler.tasks.items() if ts.state in _WAITING_STATES]
     cancel_with_reason(dask_scheduler, keys, client, message)
     return len(keys)

@@ -13,6 +13,7 @@ import shlex
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from pclean_provider.casa.runtime import casa_env, ensure_casa_runtime
 from pclean_provider.child_env import is_secret
 
 PLUGIN_NAME = "pclean-casa-runtime"
@@ -20,8 +21,6 @@ PLUGIN_NAME = "pclean-casa-runtime"
 
 def worker_environment() -> dict[str, str]:
     """Environment variables a worker process needs, without importing casatools here."""
-    from pclean_provider.casa.runtime import casa_env
-
     env = dict(casa_env())
     # CASA tools are not thread-safe and Dask runs one task per thread: keep native code serial.
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -65,8 +64,6 @@ class CasaRuntimePlugin(WorkerPlugin):
         self.log_dir = log_dir
 
     def setup(self, worker) -> None:
-        from pclean_provider.casa.runtime import ensure_casa_runtime
-
         # A worker a nanny respawned later, or one of a cluster this project did not start, may still
         # hold secrets of the process that started it: none of them is for code reading untrusted data.
         for name in [name for name in os.environ if is_secret(name)]:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ClusterType = Literal["local", "slurm", "address"]
+CLUSTER_TYPES: tuple[str, ...] = get_args(ClusterType)
 
 # The ClusterSpec fields a DAG run's conf (the trigger form) may set, each within the pipeline
 # template's limits. Everything else (job script prologue, Python on the nodes, extra #SBATCH

@@ -49,6 +49,7 @@ from pclean_provider.dags.tasks.pool import ensure_pool_task
 from pclean_provider.dags.tasks.prepare import prepare_task, run_setting
 from pclean_provider.dags.tasks.qa import qa_tasks
 from pclean_provider.dags.tasks.review import review_decision_task
+from pclean_provider.operators.cluster import ClusterDownOperator, ClusterUpOperator
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate, load_templates
 from pclean_provider.triggers.landing import LandingAreaTrigger, state_dir_for
 
@@ -84,8 +85,6 @@ def schedule_for(t: PipelineTemplate):
 
 
 def build_dag(t: PipelineTemplate) -> DAG:
-    from pclean_provider.operators.cluster import ClusterDownOperator, ClusterUpOperator
-
     check_notifiers(t)
     pool = t.pool.name
     # An alias: each archived product becomes an asset of its own, the version folder it was published to.

@@ -42,6 +42,16 @@ from airflow.sdk import task_group
 
 from pclean_provider.dags.tasks.subcubes import batch_task_id, gather_subcubes
 from pclean_provider.links.qa_report import show_qa_links
+from pclean_provider.operators.continuum import ContinuumImagingOperator
+from pclean_provider.operators.cube import (
+    CONCAT_OPTIONS_XCOM_KEY,
+    PLAN_XCOM_KEY,
+    CubeConcatOperator,
+    CubeImagingOperator,
+    CubePartitionOperator,
+    SubcubeBatchOperator,
+    batch_xcom_key,
+)
 
 MS_NAME_FROM_VIS = "{{ task.overrides['vis'].rstrip('/').split('/')[-1] }}"
 # The MS, and its target when it has several (prepare's label).
@@ -66,16 +76,6 @@ def per_ms_paths(t, prepared, cluster_up, address: str, pool: str, qa_tasks, arc
     nothing a reviewer asks for needs it (publishing copies files; a re-image is a new run with a
     cluster of its own)."""
     from airflow.sdk import XComArg
-
-    from pclean_provider.operators.cube import (
-        CONCAT_OPTIONS_XCOM_KEY,
-        PLAN_XCOM_KEY,
-        CubeConcatOperator,
-        CubeImagingOperator,
-        CubePartitionOperator,
-        SubcubeBatchOperator,
-        batch_xcom_key,
-    )
 
     qa, qa_gate = qa_tasks
     archive, review = archive_tasks
@@ -114,8 +114,6 @@ def per_ms_paths(t, prepared, cluster_up, address: str, pool: str, qa_tasks, arc
                 work_timeout_hint=TIMEOUT_HINT,
                 map_index_template="{{ task.plan['imagename'].rstrip('/').split('/')[-1] }}")
         else:
-            from pclean_provider.operators.continuum import ContinuumImagingOperator
-
             operator = CubeImagingOperator if t.kind == "cube" else ContinuumImagingOperator
             # Deferrable whatever [operators] default_deferrable says, as the fan-out tasks above. Bounded by
             # the target's imaging timeout (prepare's, from the template and the cube): a hung coordinator

@@ -12,18 +12,15 @@ from __future__ import annotations
 from airflow.sdk import Param, get_current_context
 from airflow.sdk.exceptions import AirflowFailException
 
-from pclean_provider.config.cluster import CONF_SETTABLE_FIELDS
+from pclean_provider.config import list_presets
+from pclean_provider.config.cluster import CLUSTER_TYPES, CONF_SETTABLE_FIELDS
 from pclean_provider.pipeline.conf_policy import CONNECTION_CHOICE
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate, TemplateError
 from pclean_provider.pipeline.run_settings import RunSettings, settings_for_run
 
-CLUSTER_TYPES = ["local", "slurm", "address"]
-
 
 def _preset_names() -> list[str]:
     try:
-        from pclean_provider.config import list_presets
-
         return sorted(list_presets())
     except Exception:  # noqa: BLE001 - a broken preset directory must not hide the DAGs
         return []

@@ -19,7 +19,7 @@ from pclean_provider.engine.continuum.run import run_continuum
 from pclean_provider.engine.cube.preflight import check_cube_inputs
 from pclean_provider.engine.cube.run import run_cube
 from pclean_provider.engine.kept_cluster import kept_client
-from pclean_provider.engine.models import PcleanResult, tclean_summary
+from pclean_provider.engine.models import PcleanResult
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +69,9 @@ def _run_continuum(cfg, progress: bool, client: Any) -> PcleanResult:
             started = time.monotonic() - t_cluster
         result = run_continuum(cfg, client=client if cfg.extras.parallel else None, progress=progress,
                                cluster_start_s=started, inputs_checked=True)
-    products = {}
-    for path in result.products:
-        suffix = path[len(result.imagename):] if path.startswith(result.imagename) else path
-        products[suffix] = path
     log.debug("continuum niter=%d done in %.1f s", niter, time.monotonic() - t0)
-    return PcleanResult(
-        imagename=result.imagename, specmode=cfg.tclean_kwargs()["specmode"], parallel=bool(cfg.extras.parallel),
-        products=products, iterations=result.iterations, stop_reason=result.stop_reason or "",
-        seconds=time.monotonic() - t0, nworkers=result.nparts, continuum=result.model_dump(mode="json"),
-        summary=tclean_summary(niter, result.summary))
+    return result.pclean_result(specmode=cfg.tclean_kwargs()["specmode"], niter=niter,
+                                parallel=bool(cfg.extras.parallel), seconds=time.monotonic() - t0)
 
 
 def pclean(**kwargs: Any) -> PcleanResult:

@@ -39,6 +39,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from pclean_provider.casa.ms_survey import survey_ms
+from pclean_provider.config import load_config
 from pclean_provider.config.plan_policy import PlanPolicy
 from pclean_provider.config.quantities import fast_fft_size, parse_angle_arcsec
 from pclean_provider.engine.beam_estimate import ARCSEC_PER_RAD, estimate_beam, imaging_weights
@@ -127,9 +129,6 @@ class ImagingPlan(BaseModel):
 def plan_imaging(vis: str, *, overrides: Mapping[str, Any] | None = None, presets: Iterable[str] = (),
                  policy: PlanPolicy | Mapping[str, Any] | None = None) -> ImagingPlan:
     """The plan of one MS under a preset, pinned overrides and a policy (reads the MS; seconds)."""
-    from pclean_provider.casa.ms_survey import survey_ms
-    from pclean_provider.config import load_config
-
     policy = policy if isinstance(policy, PlanPolicy) else PlanPolicy.model_validate(dict(policy or {}))
     overrides = {k: v for k, v in dict(overrides or {}).items() if k not in ("vis", "imagename")}
     cfg = load_config(presets=list(presets), overrides={**overrides, "vis": vis}, check_paths=False)

@@ -30,6 +30,8 @@ def _usable(handle: Any) -> bool:
 
 def kept_client(spec: Any) -> Any:
     """The client of the kept cluster for `spec` (a ClusterSpec), started on first use."""
+    # Here, not at the top: it loads `distributed` (compute/__init__ loads the cluster functions on
+    # first use), which a run that keeps no cluster never needs.
     from pclean_provider.compute import start_cluster
 
     key = spec.model_dump_json()

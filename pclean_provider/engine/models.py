@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pclean_provider.casa.iteration import STOP_REASONS
+
 ConcatMode = Literal["auto", "paged", "virtual", "movevirtual"]
 
 # Two channel grids are "the same" to this relative precision. CASA's frame conversion (e.g. TOPO ->
@@ -168,7 +170,6 @@ def tclean_summary(niter: int, iteration_summary: dict[str, Any] | None) -> dict
     if niter <= 0:
         return {"iterdone": 0, "niter": 0, "nmajordone": 1, "stopcode": 3, "cycleniter": 0,
                 "cyclethreshold": 0, "nsigma": 0.0, "maxpsfsidelobe": 0}
-    from pclean_provider.casa.iteration import STOP_REASONS
 
     out = dict(iteration_summary or {})
     if int(out.get("stopcode", 0) or 0) > 0:

@@ -1,9 +1,16 @@
-"""Progress of long work: a bar on the command line, one log line per finished unit everywhere.
+"""Progress of long work: a bar on the command line, one log line per finished unit everywhere,
+and the run's progress file for whoever waits from afar.
 
-Shared by the cube engines (unit: iteration for the exact loop, sub-cube for the independent one)
-and the continuum engine (unit: iteration with a bar, else one line per major cycle). The
-log line goes through `logging`, so Airflow task logs and Dask-free library use see it; the bar
-(tqdm, done/total, elapsed and ETA) only appears when asked for, i.e. on an interactive CLI.
+`Progress` is shared by the cube engines (unit: iteration for the exact loop, sub-cube for the
+independent one) and the continuum engine (unit: iteration with a bar, else one line per major
+cycle). The log line goes through `logging`, so Airflow task logs and Dask-free library use see
+it; the bar (tqdm, done/total, elapsed and ETA) only appears when asked for, i.e. on an
+interactive CLI.
+
+`ProgressFile` is the one writer of ``<imagename>.progress.jsonl`` and `format_progress_line` its
+one reader: one JSON object per line, each with the run's ``run_id``, an ``event`` (``cycle``,
+``stopped``, ``finished``, ``failed``) and a readable ``message``; a record may carry more fields
+(a cycle's figures, a finished run's result, a failure's error) for programs that read the file.
 """
 
 from __future__ import annotations
@@ -13,6 +20,9 @@ import logging
 import os
 import sys
 import time
+from typing import Any
+
+from pclean_provider.atomic_files import write_text
 
 _log = logging.getLogger("pclean_provider.progress")
 
@@ -75,25 +85,55 @@ class Progress:
         self.close()
 
 
-def format_progress_line(line: str) -> str:
-    """One readable log line from a JSON progress record (falls back to the raw text).
+# What a progress record says happened (its `event`).
+CYCLE = "cycle"
+STOPPED = "stopped"
+FINISHED = "finished"
+FAILED = "failed"
 
-    The records are the engine's own (a ``message``, or a continuum ``CycleReport``); whoever tails
-    a progress file from afar (the Airflow trigger, a waiting operator) logs them through this.
-    """
+
+class ProgressFile:
+    """The one writer of a run's progress file: whole JSON lines appended, one per record."""
+
+    def __init__(self, path: str, run_id: str, imaging: str) -> None:
+        self.path = path
+        self.run_id = run_id
+        self.imaging = imaging
+        # A new run starts a new file (a rename: a reader that sees the new file reads it from the top).
+        write_text(path, "")
+
+    def _append(self, event: str, message: str, fields: dict[str, Any]) -> None:
+        record = {**fields, "run_id": self.run_id, "event": event, "message": message}
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def cycle(self, message: str, **figures: Any) -> None:
+        """One major cycle done; `figures` (cycle, iterations, ...) are kept beside the message."""
+        self._append(CYCLE, message, figures)
+
+    def stopped(self, stopcode: int, reason: str | None) -> None:
+        """The iteration control stopped for another reason than the last cycle's record said."""
+        self._append(STOPPED, f"{self.imaging} run {self.run_id} stopped: {reason} (stop code {stopcode})",
+                     {"stopcode": stopcode, "stop_reason": reason})
+
+    def finished(self, message: str, result: dict[str, Any]) -> None:
+        """The last record of a successful run: a tailing reader (an Airflow trigger) can stop there."""
+        self._append(FINISHED, message, {"result": result})
+
+    def failed(self, exc: BaseException) -> None:
+        """The last record of a run that ended without products, and why."""
+        error = f"{type(exc).__name__}: {exc}"
+        self._append(FAILED, f"{self.imaging} run {self.run_id} failed: {error}", {"error": error})
+
+
+def format_progress_line(line: str) -> str:
+    """The readable text of one line of a progress file: its record's ``message`` (else the raw
+    text). Whoever tails a progress file from afar (the Airflow trigger, a waiting operator) logs
+    them through this."""
     try:
         record = json.loads(line)
     except ValueError:
         return line.strip()
-    if not isinstance(record, dict):
-        return line.strip()
-    if message := record.get("message"):
-        return str(message)
-    if "cycle" in record and "run_id" in record:
-        try:
-            from pclean_provider.engine.continuum.models import CycleReport
-
-            return CycleReport.model_validate(record).line()
-        except Exception:  # a record of another shape: show its fields
-            pass
-    return ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+    if isinstance(record, dict) and record.get("message"):
+        return str(record["message"])
+    return line.strip()

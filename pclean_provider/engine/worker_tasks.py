@@ -3,7 +3,8 @@
 No Airflow import here: these functions execute on Dask workers, which need only ``casa/``,
 ``config/`` and ``engine/``. Arguments and results are JSON text or plain dicts (pydantic models
 dumped), never image data. Every import of the engine is inside the function so that the Airflow
-process, which only names these functions when it submits them, never loads casatools.
+process, which only names these functions when it submits them, never loads the engine and what
+it needs (distributed, numpy, psutil, CASA's modules).
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import json
 import os
 from typing import Any
 
+from pclean_provider.config import PcleanConfig
+
 
 def _dump(model: Any) -> Any:
     return json.loads(model.model_dump_json()) if hasattr(model, "model_dump_json") else model
 
 
 def _config(cfg_json: str):
-    from pclean_provider.config import PcleanConfig
-
     return PcleanConfig.model_validate_json(cfg_json)
 
 

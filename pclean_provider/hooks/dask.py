@@ -22,7 +22,14 @@ from typing import Any
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
+from pclean_provider.airflow_config import apply_airflow_config
+from pclean_provider.compute import host as cluster_host
 from pclean_provider.compute.dask_work import ProgressTail, PublishedWork, WorkStatus, cluster_resources
+from pclean_provider.compute.errors import ClusterError
+from pclean_provider.compute.host import HostStatus, tls_directory_for
+from pclean_provider.compute.host import read_address_file as read_host_info
+from pclean_provider.compute.lease import async_renew_lease, renew_lease
+from pclean_provider.compute.tls import MissingClusterCertificate, PlaintextDaskRefused, client_security
 from pclean_provider.config.cluster import DEFAULT_CONNECTION_ID, ClusterSpec
 from pclean_provider.engine.progress import format_progress_line
 
@@ -104,8 +111,6 @@ class PcleanDaskHook(BaseHook):
         if self.tls_directory:
             return self.tls_directory
         if self.address_file and os.path.exists(self.address_file):
-            from pclean_provider.compute.host import tls_directory_for
-
             self.tls_directory = tls_directory_for(self.address_file)
         return self.tls_directory or self._connection_tls_directory
 
@@ -138,6 +143,8 @@ class PcleanDaskHook(BaseHook):
         For a 'local' or 'slurm' spec this starts a cluster that lives only as long as the block:
         fine for synchronous work, wrong for work that must outlive the task (use a cluster host).
         """
+        # Here, not at the top: it loads `distributed`, which a task that only reads work results
+        # never needs (compute/__init__ loads the cluster functions on first use for the same reason).
         from pclean_provider.compute import open_cluster
 
         spec = spec or self.get_cluster_spec()
@@ -153,8 +160,6 @@ class PcleanDaskHook(BaseHook):
         allows it (``compute.tls.client_security``)."""
         from distributed import Client
 
-        from pclean_provider.compute.tls import client_security
-
         _apply_site_config()
         with Client(address, timeout=timeout, set_as_default=False,
                     **client_security(address, self.resolve_tls_directory())) as client:
@@ -165,8 +170,6 @@ class PcleanDaskHook(BaseHook):
         """An asynchronous ``distributed.Client`` for a trigger's event loop, closed on exit."""
         from distributed import Client
 
-        from pclean_provider.compute.tls import client_security
-
         _apply_site_config()
         async with Client(address, asynchronous=True, timeout=timeout, set_as_default=False,
                           **client_security(address, self.resolve_tls_directory())) as client:
@@ -176,7 +179,6 @@ class PcleanDaskHook(BaseHook):
         spec = self.get_cluster_spec()
         if spec.cluster_type != "address":
             return True, f"cluster_type={spec.cluster_type!r}: a cluster is started per task; nothing to reach."
-        from pclean_provider.compute.tls import MissingClusterCertificate, PlaintextDaskRefused
 
         try:
             with self.scheduler_client(spec.scheduler_address, timeout=10) as client:
@@ -186,6 +188,32 @@ class PcleanDaskHook(BaseHook):
             return False, str(exc)
         except Exception as exc:
             return False, f"Dask scheduler {spec.scheduler_address} did not answer: {exc}"
+
+    # -- cluster hosts (compute.host): the operators' only way to one ------------------------------
+
+    @staticmethod
+    def start_host(spec: ClusterSpec, address_file: str) -> str:
+        """Start a cluster host for ``spec`` (or find the one running for ``address_file``); its address."""
+        return cluster_host.start_host(spec, address_file)
+
+    @staticmethod
+    def host_status(address_file: str) -> HostStatus:
+        return cluster_host.host_status(address_file)
+
+    @staticmethod
+    def stop_host(address_file: str) -> HostStatus:
+        """Stop the host behind ``address_file``; its status before (``stopped``: there was none)."""
+        return cluster_host.stop_host(address_file)
+
+    @staticmethod
+    def recover_host(address_file: str) -> str:
+        """The address of the host behind ``address_file``, started again if it is gone."""
+        return cluster_host.recover_host(address_file)
+
+    @staticmethod
+    def host_tls_directory(address_file: str) -> str | None:
+        """The certificate folder the host behind ``address_file`` names, if it uses TLS."""
+        return tls_directory_for(address_file)
 
     # -- the work of a task on the cluster (compute.dask_work) ---------------------------------------
 
@@ -218,13 +246,9 @@ class PcleanDaskHook(BaseHook):
 
     def renew_lease(self, client: Any) -> None:
         """Tell a cluster host that its run still needs it (see ``compute.lease``)."""
-        from pclean_provider.compute.lease import renew_lease
-
         renew_lease(client)
 
     async def async_renew_lease(self, client: Any) -> None:
-        from pclean_provider.compute.lease import async_renew_lease
-
         await async_renew_lease(client)
 
     async def async_worker_count(self, client: Any) -> int:
@@ -244,8 +268,6 @@ class PcleanDaskHook(BaseHook):
 def _apply_site_config() -> None:
     """The ``[pclean]`` options as their variables (``allow_plaintext_dask`` among them), once per
     process: the plugin does it in every Airflow component, this in any process that makes a client."""
-    from pclean_provider.airflow_config import apply_airflow_config
-
     apply_airflow_config()
 
 
@@ -284,9 +306,6 @@ def connection_to_spec_fields(host: str | None, port: int | None, extra: dict[st
 
 def read_address_file(path: str) -> str:
     """The scheduler address of the cluster host that writes ``path`` (a clear error if none runs)."""
-    from pclean_provider.compute.errors import ClusterError
-    from pclean_provider.compute.host import read_address_file as read_host_info
-
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"address_file={path!r} does not exist: the cluster host is not running; run the cluster-up "

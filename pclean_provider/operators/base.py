@@ -33,9 +33,12 @@ from pclean_provider.compute.dask_work import (
     read_result,
     result_path,
 )
+from pclean_provider.compute.errors import ClusterError
+from pclean_provider.compute.tls import MissingClusterCertificate, PlaintextDaskRefused, client_security
 from pclean_provider.hooks.dask import PcleanDaskHook
 from pclean_provider.links.dask import DASHBOARD_XCOM_KEY, DaskDashboardLink
 from pclean_provider.operators.cluster import ADDRESS_FILE_XCOM_KEY, ClusterUpOperator
+from pclean_provider.triggers import dask as dask_triggers
 from pclean_provider.triggers.dask import DaskWorkTrigger
 
 #: Pool name the shipped DAGs and docs use to cap concurrent heavy tasks. Create it with
@@ -249,11 +252,9 @@ class PcleanDaskOperator(BaseOperator):
             raise AirflowFailException(
                 f"{self.task_id}: the Dask scheduler at {address} does not answer and no cluster host "
                 f"address file is known to restart it from; {clear_hint}.")
-        from pclean_provider.compute.errors import ClusterError
-        from pclean_provider.compute.host import recover_host
 
         try:
-            found = recover_host(address_file)
+            found = PcleanDaskHook.recover_host(address_file)
         except ClusterError as exc:
             raise AirflowFailException(f"{self.task_id}: {exc}; {clear_hint}.") from exc
         if address:
@@ -266,9 +267,7 @@ class PcleanDaskOperator(BaseOperator):
         address_file, _ = self._cluster_address_file(context)
         if not address_file or not os.path.exists(address_file):
             return None
-        from pclean_provider.compute.host import tls_directory_for
-
-        return tls_directory_for(address_file)
+        return PcleanDaskHook.host_tls_directory(address_file)
 
     def _cluster_address_file(self, context: Any) -> tuple[str | None, list[str]]:
         """This operator's address file, or the one an upstream cluster-up task recorded (XCom)."""
@@ -397,8 +396,6 @@ def _answers(address: str, timeout: float = 5.0) -> bool:
 def _require_secure_transport(task_id: str, address: str | None, tls_directory: str | None) -> None:
     """Fail the task for good (no retries: a retry meets the same setting) when the scheduler may not
     be talked to: plaintext without the administrator's leave, or TLS without the certificate."""
-    from pclean_provider.compute.tls import MissingClusterCertificate, PlaintextDaskRefused, client_security
-
     try:
         client_security(address or "", tls_directory)
     except (PlaintextDaskRefused, MissingClusterCertificate) as exc:
@@ -415,8 +412,6 @@ def _sleep_until(result_file: str, seconds: float) -> None:
 def _result_after_finish(result_file: str) -> Any:
     """The result file of finished work, allowing a shared filesystem a moment to show it (as the
     trigger does)."""
-    from pclean_provider.triggers import dask as dask_triggers
-
     deadline = time.monotonic() + dask_triggers.RESULT_FILE_GRACE_S
     while (result := read_result(result_file)) is None and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -18,6 +18,7 @@ from airflow.sdk import BaseOperator
 
 from pclean_provider.hooks.dask import PcleanDaskHook
 from pclean_provider.links.dask import DASHBOARD_XCOM_KEY, DaskDashboardLink
+from pclean_provider.pipeline.staging_leftovers import sweep_run_folder
 
 #: XCom key under which the cluster-up task records its address file: a later task whose scheduler
 #: died finds (or restarts) the cluster host through it (``PcleanDaskOperator``).
@@ -45,9 +46,8 @@ class ClusterUpOperator(BaseOperator):
         self.cluster_overrides = cluster_overrides
 
     def execute(self, context: Any) -> str:
-        from pclean_provider.compute.host import host_status, start_host
-
-        spec = PcleanDaskHook(self.pclean_conn_id, cluster_overrides=self.cluster_overrides).get_cluster_spec()
+        hook = PcleanDaskHook(self.pclean_conn_id, cluster_overrides=self.cluster_overrides)
+        spec = hook.get_cluster_spec()
         if spec.cluster_type == "address":
             # Nothing to host: the connection already names a running scheduler.
             self.log.info("Connection names a running scheduler %s; no cluster host started.",
@@ -55,9 +55,9 @@ class ClusterUpOperator(BaseOperator):
             return str(spec.scheduler_address)
         self.log.info("Starting a %s Dask cluster host (address file %s)", spec.cluster_type, self.address_file)
         # start_host reuses a host already running for this file (a retry of this task).
-        address = start_host(spec, self.address_file)
+        address = hook.start_host(spec, self.address_file)
         context["ti"].xcom_push(key=ADDRESS_FILE_XCOM_KEY, value=str(self.address_file))
-        status = host_status(self.address_file)
+        status = hook.host_status(self.address_file)
         if status.dashboard_link:
             context["ti"].xcom_push(key=DASHBOARD_XCOM_KEY, value=status.dashboard_link)
         self.log.info("Dask scheduler at %s with %s workers (dashboard %s)", address, status.workers,
@@ -88,17 +88,13 @@ class ClusterDownOperator(BaseOperator):
         self.sweep_subcubes = sweep_subcubes
 
     def execute(self, context: Any) -> bool:
-        from pclean_provider.compute.host import stop_host
-
-        before = stop_host(self.address_file)
+        before = PcleanDaskHook.stop_host(self.address_file)
         if before.state == "stopped":
             self.log.info("No cluster host behind %s: nothing to stop.", self.address_file)
         else:
             self.log.info("Cluster host behind %s (was %s, pid %s) stopped.", self.address_file, before.state,
                           before.host_pid)
         if self.run_folder:
-            from pclean_provider.pipeline.staging_leftovers import sweep_run_folder
-
             for path in sweep_run_folder(self.run_folder, self.image_suffix, subcubes=self.sweep_subcubes):
                 self.log.info("Removed %s, left by a writer that did not finish", path)
         return before.state != "stopped"

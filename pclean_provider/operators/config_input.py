@@ -12,8 +12,11 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from pclean_provider import products
 from pclean_provider.config import ConfigError, PcleanConfig, load_config
 from pclean_provider.operators.base import PcleanDaskOperator
+from pclean_provider.operators.lineage import imaging_lineage
+from pclean_provider.pipeline.staging_leftovers import sweep_staging_leftovers
 
 
 def build_config(task_id: str, overrides: dict[str, Any] | None, presets: Sequence[str] | str | None,
@@ -70,8 +73,15 @@ class ConfiguredImagingOperator(PcleanDaskOperator):
     def config(self):
         return build_config(self.task_id, self.overrides, self.presets, self.config_files)
 
+    def clear_earlier_try(self, imagename: str, suffixes: Sequence[str]) -> None:
+        """Before a new try's work is submitted: remove the products of `suffixes` an earlier try of
+        this task left at `imagename` (products.remove_products: folders named exactly so) and the
+        stagings a killed or failed writer left beside them, which nothing reads again and which
+        every retry would otherwise add to."""
+        products.remove_products(imagename, tuple(suffixes))
+        for path in sweep_staging_leftovers(imagename):
+            self.log.info("Removed %s, left by an earlier writer of this image", path)
+
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """Called by Airflow's OpenLineage provider when it is on: the MS in, the image products out."""
-        from pclean_provider.operators.lineage import imaging_lineage
-
         return imaging_lineage(self.overrides if isinstance(self.overrides, dict) else None)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from pclean_provider import products
 from pclean_provider.engine import worker_tasks
+from pclean_provider.engine.continuum.models import ContinuumResult
+from pclean_provider.engine.progress import progress_file_for
 from pclean_provider.operators.config_input import ConfiguredImagingOperator
-from pclean_provider.pipeline.staging_leftovers import sweep_staging_leftovers
 
 
 class ContinuumImagingOperator(ConfiguredImagingOperator):
@@ -16,7 +19,9 @@ class ContinuumImagingOperator(ConfiguredImagingOperator):
 
     The major cycles (gridding) fan out from the driver to the other workers; the driver appends
     one JSON line per major cycle to a progress file, which the trigger turns into task log lines
-    while the task is deferred.
+    while the task is deferred. The task returns (as its XCom) what pclean() returns for the same
+    run, a PcleanResult, as CubeImagingOperator does for a cube; the run's own record
+    (ContinuumResult: cycles, stages, parts) is its ``continuum``.
 
     :param overrides: imaging parameters (tclean names, flat); specmode must be 'mfs'.
     :param presets: preset names applied first.
@@ -37,34 +42,32 @@ class ContinuumImagingOperator(ConfiguredImagingOperator):
         self._cfg = cfg
         self._retry = int(context["ti"].try_number) > 1
         cfg_json = cfg.model_dump_json()
-        from pclean_provider.engine.progress import progress_file_for
 
         return self.run_on_cluster(context, worker_tasks.image_continuum, lambda client: (cfg_json,),
                                    self.default_state_dir(cfg.image.imagename),
                                    progress_file=progress_file_for(cfg.image.imagename))
 
     def before_submit(self) -> None:
-        if self._retry:
-            # The engine continues a clean from images under its name (tclean's restart=True); a
-            # retry must start afresh, not continue what its failed try left half-way.
-            _clear_earlier_try(self._cfg)
-        # A killed try's staging folder (a copy of every product) is never read again; each retry would
-        # add one more.
-        for path in sweep_staging_leftovers(self._cfg.image.imagename):
-            self.log.info("Removed %s, left by an earlier writer of this image", path)
+        # The engine continues a clean from images under its name (tclean's restart=True): a first
+        # try keeps them; a retry starts afresh, not from what its failed try left half-way. A killed
+        # try's staging folder (a copy of every product) goes either way.
+        self.clear_earlier_try(self._cfg.image.imagename, continuum_products(self._cfg) if self._retry else ())
 
     def on_result(self, context: Any, result: Any) -> Any:
+        run = ContinuumResult.model_validate(result)
         self.log.info("Continuum %s: %s iterations in %s major cycles, stop: %s, %.1f s",
-                      result.get("imagename"), result.get("iterations"), result.get("major_cycles"),
-                      result.get("stop_reason") or "-", result.get("elapsed_s") or 0.0)
-        return result
+                      run.imagename, run.iterations, run.major_cycles, run.stop_reason or "-", run.elapsed_s)
+        # A task resumed after deferring is a new instance: its config is built again.
+        cfg = getattr(self, "_cfg", None) or self.config()
+        kwargs = cfg.tclean_kwargs()
+        out = run.pclean_result(specmode=kwargs["specmode"], niter=int(kwargs.get("niter", 0) or 0), parallel=True,
+                                seconds=run.elapsed_s)
+        return json.loads(out.model_dump_json())
 
 
-def _clear_earlier_try(cfg: Any) -> None:
-    """Remove the continuum images (and part images) an earlier try of this task left at its imagename."""
-    from pclean_provider import products
-
+def continuum_products(cfg: Any) -> tuple[str, ...]:
+    """The suffixes of every image (and the part images' folder) a continuum run of `cfg` can leave."""
     kw = cfg.tclean_kwargs()
     suffixes = products.products_for(kw.get("deconvolver", "hogbom"), kw.get("nterms", 2),
                                       kw.get("gridder", "standard"), pbcor=True, niter=1)
-    products.remove_products(cfg.image.imagename, (*suffixes, products.WORKDIRECTORY))
+    return (*suffixes, products.WORKDIRECTORY)

@@ -25,11 +25,13 @@ passes small JSON (specs, result summaries) through XCom.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from pclean_provider import products
 from pclean_provider.engine import worker_tasks
 from pclean_provider.engine.cube import subcube_batch
 from pclean_provider.engine.cube.plan import (
@@ -38,9 +40,10 @@ from pclean_provider.engine.cube.plan import (
     PlanError,
     batch_ranges,
 )
+from pclean_provider.engine.progress import progress_file_for
 from pclean_provider.operators.base import PcleanDaskOperator
 from pclean_provider.operators.config_input import ConfiguredImagingOperator, build_config
-from pclean_provider.pipeline.staging_leftovers import sweep_staging_leftovers
+from pclean_provider.operators.lineage import imaging_lineage
 
 PLAN_XCOM_KEY = "plan"
 CONCAT_OPTIONS_XCOM_KEY = "concat_options"
@@ -381,8 +384,6 @@ class CubeConcatOperator(PcleanDaskOperator):
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """Called by Airflow's OpenLineage provider when it is on: the fan-out's cube is whole here,
         so this task reports the MS in and the cube's products out, as the exact mode's cube task does."""
-        from pclean_provider.operators.lineage import imaging_lineage
-
         plan = self.plan if isinstance(self.plan, dict) else {}
         kwargs = plan.get("tclean_kwargs") or {}
         return imaging_lineage({"vis": kwargs.get("vis"), "imagename": plan.get("imagename")})
@@ -426,18 +427,16 @@ class CubeImagingOperator(ConfiguredImagingOperator):
         imagename = cfg.image.imagename
         self._imagename = imagename
         cfg_json = cfg.model_dump_json()
-        from pclean_provider.engine.progress import progress_file_for
 
         return self.run_on_cluster(context, worker_tasks.image_cube, lambda client: (cfg_json,),
                                    self.default_state_dir(imagename), progress_file=progress_file_for(imagename))
 
     def before_submit(self) -> None:
         # A pipeline's output folder belongs to its run; products of an earlier try of this task are
-        # replaced (the engine refuses existing products, so they are moved out of the way first), and
-        # the stagings a killed or failed try left are removed, so retries do not pile them up.
-        _clear_earlier_try(self._imagename)
-        for path in sweep_staging_leftovers(self._imagename):
-            self.log.info("Removed %s, left by an earlier writer of this cube", path)
+        # replaced (the engine refuses existing products, so they are removed first, with the
+        # sub-cube sessions).
+        os.makedirs(os.path.dirname(os.path.abspath(self._imagename)), exist_ok=True)
+        self.clear_earlier_try(self._imagename, (*products.SINGLE_TERM_PRODUCTS, products.SUBCUBES))
 
     def on_result(self, context: Any, result: Any) -> Any:
         loop = result.get("cube_loop") or {}
@@ -446,12 +445,3 @@ class CubeImagingOperator(ConfiguredImagingOperator):
                       result.get("stop_reason") or "-", result.get("seconds") or 0.0, loop.get("stage_seconds"))
         return result
 
-
-def _clear_earlier_try(imagename: str) -> None:
-    """Remove the cube products (and sub-cube sessions) an earlier try left at `imagename`."""
-    import os
-
-    from pclean_provider import products
-
-    os.makedirs(os.path.dirname(os.path.abspath(imagename)), exist_ok=True)
-    products.remove_products(imagename, (*products.SINGLE_TERM_PRODUCTS, ".subcubes"))

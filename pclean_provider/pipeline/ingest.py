@@ -58,6 +58,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from pclean_provider.atomic_files import staged, write_json
+from pclean_provider.casa.measures_info import current_status, measures_warnings
 from pclean_provider.casa.msinfo import read_ms_metadata
 from pclean_provider.errors import PcleanInputError
 
@@ -142,7 +143,7 @@ class MsChangedError(PcleanInputError):
 # Names ---------------------------------------------------------------------------------------
 
 # The longest landing name ingest takes: the files it writes beside and about an MS add up to 31
-# characters to its name (``.<name>.quarantining-<pid>-<token>``, ``.<name>.metadata.json.<tmp>.tmp``),
+# characters to its name (``.<name>.quarantining-<pid>-<token>``, ``.<name>.metadata.json.tmp-<token>``),
 # and no file name may exceed 255 bytes.
 MAX_MS_NAME_BYTES = 200
 
@@ -561,7 +562,6 @@ def _measures_warnings(meta: dict) -> list[str]:
     end_s = meta.get("time_end_mjd_s")
     if end_s is None:
         return []
-    from pclean_provider.casa.measures_info import current_status, measures_warnings
 
     return measures_warnings(current_status(), float(end_s) / 86400.0)
 

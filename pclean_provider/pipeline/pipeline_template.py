@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pclean_provider.config.cluster import DEFAULT_CONNECTION_ID, memory_bytes
+from pclean_provider.config.cluster import DEFAULT_CONNECTION_ID, ClusterType, memory_bytes
 from pclean_provider.config.plan_policy import PlanPolicy
 from pclean_provider.data import PIPELINES, packaged_dir
 from pclean_provider.pipeline.archive import ArchiveError, parse_file_mode
@@ -103,14 +103,14 @@ class ClusterChoice(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["local", "slurm", "address"] | None = Field(
+    type: ClusterType | None = Field(
         None, description="Pins the cluster type. Empty: the connection's type decides (local when the "
         "connection does not exist), so a site's slurm connection is not overridden by a template.")
     connection_id: str = Field(
         DEFAULT_CONNECTION_ID, description="Airflow connection (type pclean_dask) to take the cluster "
         "from; its values are overridden by `options` and by the run conf's few settable fields.")
     options: dict[str, Any] = Field(default_factory=dict, description="ClusterSpec fields (flat).")
-    conf_types: list[Literal["local", "slurm", "address"]] = Field(
+    conf_types: list[ClusterType] = Field(
         default_factory=list, description="Cluster types a run's conf may choose besides `type` (e.g. "
         "[slurm] on a local pipeline); the cluster's internals still come from the connection and "
         "`options`.")

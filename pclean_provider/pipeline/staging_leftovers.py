@@ -27,6 +27,7 @@ import shutil
 from pathlib import Path
 
 from pclean_provider.atomic_files import STAGING_MARK, owner_alive
+from pclean_provider.products import SUBCUBES
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,6 @@ log = logging.getLogger(__name__)
 # .alpha.error, .image.pbcor, .workdirectory, ...): tight enough that another image name sharing the
 # prefix (night.cube.v2 beside night.cube) is never taken for a product of this one.
 _SUFFIX = r"(?:\.(?:image|residual|model|psf|pb|sumwt|weight|mask|alpha|error|beta|pbcor|tt\d+|workdirectory))*"
-# The exact cube's session and sub-cube folder (engine.cube.plan: ``<imagename>.subcubes``).
-SUBCUBES = ".subcubes"
 
 
 def _patterns(base: str) -> list[re.Pattern[str]]:

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 def pools_for(dag_id: str) -> dict[str, int]:
     """The pool(s) and slots the pipeline template of ``dag_id`` names ({} if it is no pipeline)."""
+    # Imported on a pipeline run's start, not when every Airflow component loads its plugins: the
+    # templates bring pydantic models, numpy and the packaged YAML.
     from pclean_provider.pipeline.pipeline_template import load_templates
 
     return {t.pool.name: t.pool.slots for t in load_templates() if t.dag_id == dag_id}
@@ -30,6 +32,7 @@ def create_missing_pools(dag_id: str, session) -> list[str]:
     """Add the pipeline's pools that do not exist to ``session``; return their names."""
     from airflow.models.pool import Pool
 
+    # Imported here for the reason pools_for gives (the DAG tasks also bring the Airflow task SDK).
     from pclean_provider.dags.tasks.pool import DESCRIPTION
 
     created = []

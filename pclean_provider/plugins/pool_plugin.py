@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 @functools.cache
 def _dask_operators() -> tuple[type, ...]:
     """Every provider operator that links to its Dask dashboard."""
+    # Imported on the first link worked out, not when every Airflow component loads its plugins:
+    # the operators bring the hook, the engine's models and the Airflow task SDK.
     from pclean_provider.operators import continuum, cube  # noqa: F401  (their classes must exist)
     from pclean_provider.operators.base import PcleanDaskOperator
     from pclean_provider.operators.cluster import ClusterUpOperator
@@ -49,6 +51,7 @@ def _dask_operators() -> tuple[type, ...]:
 @functools.cache
 def _imaging_operators() -> tuple[type, ...]:
     """The provider operators whose result is a whole product (its ``imagename``) that QA judges."""
+    # Imported on first use, as in _dask_operators.
     from pclean_provider.operators.continuum import ContinuumImagingOperator
     from pclean_provider.operators.cube import CubeConcatOperator, CubeImagingOperator
 
@@ -80,6 +83,7 @@ class _QaReportsApp:
 
     async def __call__(self, scope, receive, send) -> None:
         if self._app is None:
+            # FastAPI and the API server's auth manager: only the API server, at its first request.
             from pclean_provider.plugins.qa_app import create_app
 
             self._app = create_app()

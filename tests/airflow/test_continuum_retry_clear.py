@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def test_earlier_try_products_are_removed_and_nothing_else(tmp_path):
     from pclean_provider.config import PcleanConfig
-    from pclean_provider.operators.continuum import _clear_earlier_try
+    from pclean_provider.operators.continuum import ContinuumImagingOperator, continuum_products
 
     base = tmp_path / "night.cont"
     (tmp_path / "night.ms").mkdir()
@@ -17,6 +17,8 @@ def test_earlier_try_products_are_removed_and_nothing_else(tmp_path):
         (tmp_path / f"night.cont{suffix}").mkdir()
     (tmp_path / "night.cont.ms").mkdir()          # shares the prefix: not a product
     (tmp_path / "night.cont.log").write_text("x")  # a file beside the images
-    _clear_earlier_try(cfg)
+    op = ContinuumImagingOperator(task_id="continuum", scheduler_address="tcp://127.0.0.1:1",
+                                  overrides={"vis": str(tmp_path / "night.ms"), "imagename": str(base)})
+    op.clear_earlier_try(str(base), continuum_products(cfg))
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == ["night.cont.log", "night.cont.ms", "night.ms"], left

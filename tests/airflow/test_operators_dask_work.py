@@ -166,6 +166,26 @@ def test_partition_validates_before_submitting(tmp_path, monkeypatch):
             "vis": str(ms), "imagename": str(tmp_path / "c"), "specmode": "cube"}).execute({"ti": MappedTI()})
 
 
+def test_continuum_task_returns_what_pclean_returns(tmp_path):
+    """The continuum task's XCom is a PcleanResult, as the cube task's and pclean()'s are; an instance
+    resumed after deferring (no config kept from execute) builds its config again."""
+    from pclean_provider.engine.continuum.models import ContinuumResult
+    from pclean_provider.engine.models import PcleanResult
+    from pclean_provider.operators.continuum import ContinuumImagingOperator
+
+    ms = tmp_path / "x.ms"
+    ms.mkdir()
+    imagename = str(tmp_path / "c")
+    run = ContinuumResult(run_id="r1", imagename=imagename, nparts=2, iterations=7, major_cycles=2,
+                          stop_reason="niter", products=[imagename + ".image"], summary={"iterdone": 7})
+    op = ContinuumImagingOperator(task_id="c", scheduler_address="tcp://127.0.0.1:1", overrides={
+        "vis": str(ms), "imagename": imagename, "specmode": "mfs", "niter": 7})
+    out = PcleanResult.model_validate(op.on_result({}, run.model_dump(mode="json")))
+    assert out.products == {".image": imagename + ".image"} and out.iterations == 7 and out.nworkers == 2
+    assert out.specmode == "mfs" and out["iterdone"] == 7
+    assert ContinuumResult.model_validate(out.continuum) == run
+
+
 def test_subcube_label_and_concat_checks(tmp_path):
     from airflow.sdk.exceptions import AirflowFailException
 

@@ -189,17 +189,22 @@ def test_on_kill_cancels_the_dask_work(dask_cluster, tmp_path):
 
 
 def test_progress_lines_are_logged(dask_cluster, tmp_path):
-    import json
     import logging
 
     from pclean_provider.compute.dask_work import write_json_atomic
+    from pclean_provider.engine.continuum.models import CycleReport
+    from pclean_provider.engine.progress import ProgressFile
 
     address, _ = dask_cluster
     progress = tmp_path / "p.jsonl"
-    records = [{"run_id": "r", "cycle": c, "iterations": 10 * c, "peak_residual": 0.5 / (c + 1),
-                "model_flux": 0.1 * c, "elapsed_s": float(c)} for c in range(3)]
+    writer = ProgressFile(str(progress), "r", "continuum")
+    for c in range(3):
+        report = CycleReport(run_id="r", cycle=c, iterations=10 * c, peak_residual=0.5 / (c + 1),
+                             model_flux=0.1 * c, elapsed_s=float(c))
+        writer.cycle(report.line(), **report.model_dump(mode="json", exclude={"run_id"}))
     # The last record is still being written (no newline): it must not be logged half.
-    progress.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"run_id": "r", "cyc')
+    with open(progress, "a", encoding="utf-8") as fh:
+        fh.write('{"run_id": "r", "cyc')
     result_file = tmp_path / "c.json"
     write_json_atomic(str(result_file), {"ok": True})
     trigger = _trigger(address, "pclean-progress-try1", result_file, progress_file=str(progress),

@@ -140,3 +140,33 @@ def test_publishing_runs_only_for_the_newest_claim_and_ends_the_claim(tmp_path):
     assert failing.owns()
     failing.release()
     assert not os.path.exists(str(name) + ".claim")
+
+
+def test_a_set_goes_in_whole_and_the_old_entries_go_with_the_staging(tmp_path):
+    from pclean_provider.atomic_files import put_set_in_place
+
+    staging = staged(tmp_path, ".night.tmp-1", "unused")
+    staged(staging, "night.image", "new image")
+    (staging / "night.truth.json").write_text("new truth")
+    staged(tmp_path, "night.image", "old image")
+    moves = [(staging / "night.image", tmp_path / "night.image"),
+             (staging / "night.truth.json", tmp_path / "night.truth.json")]
+    put_set_in_place(moves, aside=staging / ".replaced")
+    assert (tmp_path / "night.image" / "product").read_text() == "new image"
+    assert (tmp_path / "night.truth.json").read_text() == "new truth"
+    assert os.listdir(staging / ".replaced") == ["0-night.image"]
+
+
+def test_a_set_that_fails_midway_puts_back_what_it_had_not_replaced(tmp_path):
+    from pclean_provider.atomic_files import put_set_in_place
+
+    staging = staged(tmp_path, ".night.tmp-1", "unused")
+    staged(staging, "night.image", "new image")
+    staged(tmp_path, "night.image", "old image")
+    staged(tmp_path, "night.psf", "old psf")
+    moves = [(staging / "night.image", tmp_path / "night.image"),
+             (staging / "night.psf", tmp_path / "night.psf")]  # not staged: its rename fails
+    with pytest.raises(FileNotFoundError):
+        put_set_in_place(moves, aside=staging / ".replaced")
+    assert (tmp_path / "night.image" / "product").read_text() == "new image"
+    assert (tmp_path / "night.psf" / "product").read_text() == "old psf"

@@ -1,8 +1,9 @@
-"""The progress reporter shared by the cube and continuum engines."""
+"""The progress reporter and the progress file shared by the cube and continuum engines."""
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 
 from pclean_provider.engine.progress import Progress
@@ -36,3 +37,29 @@ def test_unknown_total_counts_without_denominator(caplog):
     with caplog.at_level(logging.INFO, logger="pclean_provider.progress"):
         Progress(0, desc="pclean continuum", unit="major cycle").advance("peak 0.1 Jy/beam")
     assert caplog.records[0].getMessage() == "pclean continuum: major cycle 1 done - peak 0.1 Jy/beam"
+
+
+def test_progress_file_records_read_back_as_their_messages(tmp_path):
+    """What the one writer appends, the one reader (the trigger's and a waiting operator's tail) logs."""
+    from pclean_provider.compute.dask_work import ProgressTail
+    from pclean_provider.engine.progress import ProgressFile, format_progress_line
+
+    path = tmp_path / "night.cube.progress.jsonl"
+    path.write_text("left by an earlier run\n")
+    writer = ProgressFile(str(path), "r1", "cube")
+    writer.cycle("cube night: major cycle 0, 0 iterations, 1.0 s", cycle=0, iterations=0, elapsed_s=1.0)
+    writer.stopped(2, "threshold")
+    writer.finished("cube run r1 finished", {"iterations": 10})
+    writer.failed(RuntimeError("part 2/2 lost"))
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write('{"run_id": "r1", "ev')  # still being written: not read yet
+
+    records = [json.loads(line) for line in path.read_text().splitlines()[:-1]]
+    assert [r["event"] for r in records] == ["cycle", "stopped", "finished", "failed"]
+    assert all(r["run_id"] == "r1" and r["message"] for r in records)
+    assert records[0]["cycle"] == 0 and records[2]["result"] == {"iterations": 10}
+    assert records[3]["error"] == "RuntimeError: part 2/2 lost"
+    lines = ProgressTail(str(path), format_progress_line).new_lines()
+    assert lines == [r["message"] for r in records]
+    assert lines[1] == "cube run r1 stopped: threshold (stop code 2)"
+    assert format_progress_line("not json\n") == "not json"

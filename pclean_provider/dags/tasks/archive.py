@@ -22,7 +22,8 @@ from pclean_provider.dags.params import run_settings
 from pclean_provider.dags.pclean_subprocess import run_step_payload, step_timeout
 from pclean_provider.links.qa_report import served_report_url
 from pclean_provider.names import run_folder_name
-from pclean_provider.pipeline.ingest import write_json_atomic
+from pclean_provider.operators.lineage import report_archive_lineage
+from pclean_provider.pipeline.ingest import record_imaged, write_json_atomic
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
 from pclean_provider.pipeline.run_settings import RunSettings
 from pclean_provider.pipeline.safe_names import safe_name
@@ -45,8 +46,6 @@ def archive_tasks(t: PipelineTemplate, pool: str, alias: AssetAlias):
     @task(task_id="review", map_index_template=ITEM_LABEL)
     def review(item: dict) -> dict:
         """Below the QA gate: nothing is published; a review ticket points at the products and report."""
-        from pclean_provider.pipeline.ingest import record_imaged
-
         if item.get("route", "review") != "review":
             raise AirflowSkipException(f"{item['name']} passed the QA gate (score {item['qa_score']:.2f})")
 
@@ -84,9 +83,6 @@ def publish_product(t: PipelineTemplate, alias: AssetAlias, item: dict, ctx: Any
     calling task declares the alias among its outlets. ``settings``: the run's, when the calling task's
     params are not the run conf's alone.
     """
-    from pclean_provider.operators.lineage import report_archive_lineage
-    from pclean_provider.pipeline.ingest import record_imaged
-
     s = settings or run_settings(t)
     stem = Path(item["name"]).stem
     # One product per (MS, target): prepare names it (items of older runs do not: <ms>_<kind>).

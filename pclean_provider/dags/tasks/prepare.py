@@ -11,12 +11,20 @@ from pathlib import Path
 from airflow.sdk import get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from pclean_provider.config import ConfigError, load_config
 from pclean_provider.dags.notifiers import send
 from pclean_provider.dags.params import run_settings
 from pclean_provider.names import HASH_SEPARATOR, injective_name, short_hash
-from pclean_provider.pipeline.ingest import write_json_atomic
+from pclean_provider.pipeline.conf_paths import RunConfRefused, outlier_snapshot
+from pclean_provider.pipeline.conf_policy import allowed_roots, work_roots
+from pclean_provider.pipeline.ingest import (
+    MsChangedError,
+    record_imaged,
+    verify_against_metadata,
+    write_json_atomic,
+)
 from pclean_provider.pipeline.notify import notify_not_imaged
-from pclean_provider.pipeline.pipeline_template import PipelineTemplate
+from pclean_provider.pipeline.pipeline_template import PipelineTemplate, data_root_dir
 
 RUN_XCOM = "run"  # prepare pushes the run's resolved settings under this key
 
@@ -30,8 +38,6 @@ def prepare_task(t: PipelineTemplate):
     @task(task_id="prepare", retries=0)
     def prepare(accepted: list[dict], planned: dict) -> list[dict]:
         """One validated imaging config per (MS, target) of the plan, before any cluster starts."""
-        from pclean_provider.pipeline.ingest import record_imaged
-
         ctx = get_current_context()
         s = run_settings(t)
         items = []
@@ -75,8 +81,6 @@ def prepare_task(t: PipelineTemplate):
 
 
 def _target_items(t: PipelineTemplate, s, ms: dict, plan: dict) -> list[dict]:
-    from pclean_provider.config import ConfigError, load_config
-
     # Injective, unlike sanitising alone: 'a b.ms' and 'a_b.ms' must not share a product folder,
     # an archive id or a review folder (names.injective_name).
     stem = injective_name(Path(ms["name"]).stem)
@@ -155,10 +159,6 @@ def _checked_outlier_copy(t: PipelineTemplate, label: str, path: str, product_di
     """The outlier file the imaging reads: the named file's text, its paths judged (image names in the work
     roots, what it reads in the data roots) and copied into the product folder, so that a change to the
     original after this check reaches nothing."""
-    from pclean_provider.pipeline.conf_paths import RunConfRefused, outlier_snapshot
-    from pclean_provider.pipeline.conf_policy import allowed_roots, work_roots
-    from pclean_provider.pipeline.pipeline_template import data_root_dir
-
     root = data_root_dir()
     try:
         return outlier_snapshot(path, allowed_roots(t, root), work_roots(t, root), root,
@@ -168,8 +168,6 @@ def _checked_outlier_copy(t: PipelineTemplate, label: str, path: str, product_di
 
 
 def verify_ms_unchanged(ms: dict) -> None:
-    from pclean_provider.pipeline.ingest import MsChangedError, verify_against_metadata
-
     if ms.get("metadata_path"):
         try:
             verify_against_metadata(ms["vis"], ms["metadata_path"], "imaging")

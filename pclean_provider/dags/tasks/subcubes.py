@@ -17,6 +17,8 @@ from __future__ import annotations
 from airflow.sdk import get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from pclean_provider.operators.cube import BATCH_RANGES_XCOM_KEY, CONCAT_OPTIONS_XCOM_KEY, PLAN_XCOM_KEY
+
 
 def batch_task_id(number: int) -> str:
     """The task id of an MS's batch task `number` (1-based, as shown in the grid)."""
@@ -29,8 +31,8 @@ def gather_subcubes(item: dict, batch_tasks: int) -> dict:
     """This MS's plan, concat options and sub-cube results (in cube order) for its concat."""
     ti = get_current_context()["ti"]
     ms_index = ti.map_index
-    plan = ti.xcom_pull(task_ids="partition", key="plan", map_indexes=ms_index)
-    batches = ti.xcom_pull(task_ids="partition", key="batch_ranges", map_indexes=ms_index)
+    plan = ti.xcom_pull(task_ids="partition", key=PLAN_XCOM_KEY, map_indexes=ms_index)
+    batches = ti.xcom_pull(task_ids="partition", key=BATCH_RANGES_XCOM_KEY, map_indexes=ms_index)
     if plan is None or batches is None:
         raise AirflowFailException(f"{item['name']}: its partition did not succeed; see the partition task "
                                    f"of this MS (map index {ms_index}) for why")
@@ -50,5 +52,5 @@ def gather_subcubes(item: dict, batch_tasks: int) -> dict:
                                    "succeed; clear the failed one to redo its sub-cubes and this MS's concatenation")
     results.sort(key=lambda r: r["chan_start"])
     # The config's concat mode and restoring beam travel with the plan to this MS's concat.
-    options = ti.xcom_pull(task_ids="partition", key="concat_options", map_indexes=ms_index)
-    return {"plan": plan, "results": results, "concat_options": options}
+    options = ti.xcom_pull(task_ids="partition", key=CONCAT_OPTIONS_XCOM_KEY, map_indexes=ms_index)
+    return {PLAN_XCOM_KEY: plan, "results": results, CONCAT_OPTIONS_XCOM_KEY: options}

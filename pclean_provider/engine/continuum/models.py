@@ -1,7 +1,9 @@
 """What a continuum run reports: one CycleReport per major cycle, one ContinuumResult at the end.
 
 Both are small pydantic models (paths and numbers, never pixels), so they cross process
-boundaries (a Dask task, the coordinator subprocess, an Airflow XCom) as JSON.
+boundaries (a Dask task, the coordinator subprocess) as JSON. pclean() and the continuum operator
+hand the run on as the one result type of every imaging entry point, `engine.models.PcleanResult`,
+with the ContinuumResult as its `continuum` (`ContinuumResult.pclean_result`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from pclean_provider.engine.continuum.stages import StageTime
+from pclean_provider.engine.models import PcleanResult, tclean_summary
 
 
 class CycleReport(BaseModel):
@@ -62,3 +65,12 @@ class ContinuumResult(BaseModel):
     @property
     def minor_cycle_share(self) -> float:
         return self.minor_cycle_s / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def pclean_result(self, *, specmode: str, niter: int, parallel: bool, seconds: float) -> PcleanResult:
+        """This run as pclean() and the imaging operators report it: products by suffix, tclean's
+        return record as `summary`, and this record as `continuum`."""
+        products = {(p[len(self.imagename):] if p.startswith(self.imagename) else p): p for p in self.products}
+        return PcleanResult(imagename=self.imagename, specmode=specmode, parallel=parallel, products=products,
+                            iterations=self.iterations, stop_reason=self.stop_reason or "", seconds=seconds,
+                            nworkers=self.nparts, continuum=self.model_dump(mode="json"),
+                            summary=tclean_summary(niter, self.summary))

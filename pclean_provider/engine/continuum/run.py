@@ -31,7 +31,6 @@ requested name, never one built from the surviving parts.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -43,9 +42,9 @@ from typing import Any
 from pclean_provider.atomic_files import (
     DirClaim,
     process_owner,
+    put_set_in_place,
     remove_dead_stagings,
     staging_name,
-    write_text,
 )
 from pclean_provider.casa import continuum_parts as cp
 from pclean_provider.casa.deconvolver_session import CoordinatorTools, image_peak
@@ -66,7 +65,7 @@ from pclean_provider.engine.continuum.preflight import (
 )
 from pclean_provider.engine.continuum.stages import StageClock, stage_table
 from pclean_provider.engine.part_backends import DaskParts, SerialParts
-from pclean_provider.engine.progress import Progress, progress_file_for
+from pclean_provider.engine.progress import Progress, ProgressFile, progress_file_for
 from pclean_provider.products import RESIDUAL, WORKDIRECTORY, first_term
 
 log = logging.getLogger("pclean_provider.continuum")
@@ -75,12 +74,11 @@ __all__ = ["ContinuumResult", "CycleReport", "run_continuum"]
 
 
 class _Progress:
-    """One log line, one on_cycle call and one JSON line per major cycle."""
+    """One log line, one on_cycle call and one progress record per major cycle."""
 
     def __init__(self, run_id: str, path: str, on_cycle: Callable[[CycleReport], Any] | None,
                  t0: float, bar_total: int | None = None) -> None:
         self.run_id = run_id
-        self.path = path
         self.on_cycle = on_cycle
         self.t0 = t0
         self.reports: list[CycleReport] = []
@@ -89,8 +87,11 @@ class _Progress:
             # Counted in minor-cycle iterations: the one unit whose total (niter) is known upfront.
             self.bar = Progress(total=max(1, bar_total), desc="continuum", unit="iteration", bar=True,
                                 logger=log)
-        # A new run starts a new file; writers append whole lines that readers tail.
-        write_text(path, "")
+        self.file = ProgressFile(path, run_id, "continuum")
+
+    @property
+    def path(self) -> str:
+        return self.file.path
 
     def cycle(self, cycle: int, iterations: int, peak: float | None, flux: float | None,
               major_s: float, minor_s: float, stopcode: int = 0, reason: str | None = None) -> CycleReport:
@@ -103,9 +104,7 @@ class _Progress:
             self.bar.advance(report.line(), n=max(0, iterations - previous))
         else:
             log.info(report.line())
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(report.model_dump_json() + "\n")
-            fh.flush()
+        self.file.cycle(report.line(), **report.model_dump(mode="json", exclude={"run_id"}))
         if self.on_cycle is not None:
             self.on_cycle(report)
         return report
@@ -115,26 +114,20 @@ class _Progress:
             self.bar.close()
 
     def finished(self, result: ContinuumResult) -> None:
-        """The last line of a successful run: a tailing reader (an Airflow trigger) can stop there."""
         # The stages stay in the result object; one line per major cycle is what a tail reads.
         summary = result.model_dump(mode="json", exclude={"cycles", "summary", "stages"})
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"run_id": self.run_id, "event": "finished", "result": summary}) + "\n")
+        self.file.finished(f"continuum run {self.run_id} finished: {result.iterations} iterations, "
+                           f"{result.major_cycles} major cycles, {result.stop_reason or 'no cleaning'}", summary)
 
     def failed(self, exc: BaseException) -> None:
-        """Tell whoever tails the file that this run ended without products."""
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"run_id": self.run_id, "event": "failed",
-                                 "error": f"{type(exc).__name__}: {exc}"}) + "\n")
+        self.file.failed(exc)
 
     def stop(self, stopcode: int, reason: str | None) -> None:
         if self.reports:
             last = self.reports[-1]
             if last.stopcode != stopcode:
                 self.reports[-1] = last.model_copy(update={"stopcode": stopcode, "stop_reason": reason})
-                with open(self.path, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps({"run_id": self.run_id, "event": "stopped", "stopcode": stopcode,
-                                         "stop_reason": reason}) + "\n")
+                self.file.stopped(stopcode, reason)
 
 
 def _nparts_for(client: Any, nparts: int | None) -> int:
@@ -404,8 +397,8 @@ def _publish(staging: str, base: str, parent: str, keep_partimages: bool,
 
     Every destination is checked before the first rename, so a clash leaves no half-published set.
     The earlier run's products this run continued from (`replace`, suffixes) and an earlier
-    folder of part images are replaced: first moved aside into the staging folder, then the
-    new ones renamed in, then the old ones deleted with the staging folder.
+    folder of part images are replaced (atomic_files.put_set_in_place: the old ones go into the
+    staging folder and are deleted with it).
     """
     names = [n for n in sorted(os.listdir(staging))
              if n.startswith(base + ".") and (keep_partimages or not n.endswith(WORKDIRECTORY))]
@@ -415,26 +408,9 @@ def _publish(staging: str, base: str, parent: str, keep_partimages: bool,
     if clashes:
         raise FileExistsError(f"{', '.join(clashes)} appeared while the run was going; nothing was "
                               "published - remove them and run again")
-    aside = os.path.join(staging, ".replaced")
-    os.makedirs(aside)
-    moved = []
-    for name in names:
-        if os.path.lexists(os.path.join(parent, name)):
-            os.replace(os.path.join(parent, name), os.path.join(aside, name))
-            moved.append(name)
-    products = []
-    try:
-        for name in names:
-            dst = os.path.join(parent, name)
-            os.replace(os.path.join(staging, name), dst)
-            if not name.endswith(WORKDIRECTORY):
-                products.append(dst)
-    except BaseException:
-        # Put back the earlier images not replaced yet: a failed publish loses none of them.
-        for name in moved:
-            if not os.path.lexists(os.path.join(parent, name)):
-                os.replace(os.path.join(aside, name), os.path.join(parent, name))
-        raise
+    moves = [(os.path.join(staging, name), os.path.join(parent, name)) for name in names]
+    put_set_in_place(moves, aside=os.path.join(staging, ".replaced"))
+    products = [dst for _, dst in moves if not dst.endswith(WORKDIRECTORY)]
     shutil.rmtree(staging, ignore_errors=True)
     return products
 

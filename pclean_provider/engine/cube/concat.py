@@ -11,7 +11,16 @@ import os
 import shutil
 import time
 
-from pclean_provider.atomic_files import process_owner, staging_name
+from pclean_provider.atomic_files import process_owner, replace_dir, staging_name
+from pclean_provider.casa.image_concat import (
+    ImageConcatError,
+    channel_weights,
+    common_beam,
+    concat_images,
+    fill_blank_channel_beams,
+    image_frequencies,
+)
+from pclean_provider.casa.tclean_runner import TcleanRunError, restore_with_beam
 from pclean_provider.engine.models import (
     FREQUENCY_RTOL,
     ConcatResult,
@@ -73,9 +82,6 @@ def restore_common_beam(plan: CubePlan, imagename: str, products: dict[str, str]
     residual with it. It runs in a staging folder that links the joined products, and its new
     .image (and .image.pbcor) replace the final names only when it succeeded.
     """
-    from pclean_provider.casa.image_concat import replace_image
-    from pclean_provider.casa.tclean_runner import TcleanRunError, restore_with_beam
-
     # A working folder, not renamed itself: its restored images are swapped in one by one.
     staging = staging_name(imagename, owner=process_owner())
     os.makedirs(os.path.join(staging, "scratch"))
@@ -91,7 +97,7 @@ def restore_common_beam(plan: CubePlan, imagename: str, products: dict[str, str]
         out = dict(products)
         for suffix in RESTORED_PRODUCTS:
             if os.path.isdir(base + suffix):
-                replace_image(base + suffix, imagename + suffix)
+                replace_dir(base + suffix, imagename + suffix)
                 out[suffix] = imagename + suffix
         return out
     finally:
@@ -101,14 +107,6 @@ def restore_common_beam(plan: CubePlan, imagename: str, products: dict[str, str]
 def concat_products(plan: CubePlan, results: list[SubcubeResult], imagename: str | None = None,
                     mode: str = "auto", keep_subcubes: bool = False, restoringbeam=None) -> ConcatResult:
     """Every product the sub-cubes have, joined along frequency into `imagename`.<product>."""
-    from pclean_provider.casa.image_concat import (
-        ImageConcatError,
-        channel_weights,
-        concat_images,
-        fill_blank_channel_beams,
-        image_frequencies,
-    )
-
     t0 = time.monotonic()
     plan = plan if isinstance(plan, CubePlan) else CubePlan.model_validate(plan)
     ordered = _ordered(plan, results)
@@ -146,8 +144,6 @@ def concat_products(plan: CubePlan, results: list[SubcubeResult], imagename: str
             raise ConcatError(str(err)) from err
     beam = None
     if common:
-        from pclean_provider.casa.image_concat import common_beam
-
         products = restore_common_beam(plan, imagename, products)
         beam = common_beam(products[IMAGE])
     if IMAGE not in products:

@@ -35,7 +35,6 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from pclean_provider import products
-from pclean_provider.atomic_files import write_text
 from pclean_provider.casa.cube_session import (
     CubeIterationControl,
     automask_alignment,
@@ -48,6 +47,7 @@ from pclean_provider.casa.session_protocol import Operation
 from pclean_provider.engine.imaging_errors import ImagingPartError
 from pclean_provider.engine.models import CubePlan, SubcubeResult
 from pclean_provider.engine.part_backends import DaskParts, PartsLost, SerialParts
+from pclean_provider.engine.progress import ProgressFile
 
 log = logging.getLogger("pclean_provider.cube")
 
@@ -125,8 +125,8 @@ def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = N
 
     Writes each session's products at its spec's `product_prefix`; returns one SubcubeResult per
     spec (for the concatenation) and what the iteration controller did. With `progress_file`, one
-    JSON line per major cycle is appended there (whoever waits from afar, e.g. an Airflow trigger,
-    logs them).
+    progress record per major cycle is appended there (engine.progress.ProgressFile); whoever waits
+    from afar, e.g. an Airflow trigger, logs them.
     """
     t0 = time.perf_counter()
     stages: dict[str, float] = {}
@@ -147,14 +147,12 @@ def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = N
     control = CubeIterationControl(records.iteration) if niter > 0 else None
     result = CubeLoopResult(workers=list(getattr(backend, "workers", [])))
     if progress_file:
-        write_text(progress_file, "")
+        records_file = ProgressFile(progress_file, run_id, "cube")
         user_on_cycle = on_cycle
 
         def on_cycle(info: dict[str, Any]) -> None:
-            line = (f"cube {os.path.basename(plan.imagename)}: major cycle {info['cycle']}, "
-                    f"{info['iterations']} iterations, {info['elapsed_s']:.1f} s")
-            with open(progress_file, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"message": line}) + "\n")
+            records_file.cycle(f"cube {os.path.basename(plan.imagename)}: major cycle {info['cycle']}, "
+                               f"{info['iterations']} iterations, {info['elapsed_s']:.1f} s", **info)
             if user_on_cycle is not None:
                 user_on_cycle(info)
 

@@ -40,9 +40,11 @@ import os
 import uuid
 from typing import Any
 
+from pclean_provider.casa.cube_grid import CubeGridError, define_cube_grid
 from pclean_provider.engine.cube.memory import estimate_subcube_bytes, max_channels_that_fit
 from pclean_provider.engine.models import FREQUENCY_RTOL, CubePlan, SubcubeSpec
 from pclean_provider.errors import PcleanInputError
+from pclean_provider.products import SUBCUBES
 
 
 class PlanError(PcleanInputError):
@@ -232,7 +234,7 @@ def plan_from_grid(tclean_kwargs: dict[str, Any], grid, nworkers: int, cube_chun
     ranges = split_channels(grid.nchan, nworkers, cube_chunksize, max_chunk)
     niter = int(kw.get("niter", 0))
     shares = share_niter(niter, [b - a for a, b in ranges])
-    workdir = f"{imagename}.subcubes"
+    workdir = imagename + SUBCUBES
     specs = []
     for index, ((a, b), share) in enumerate(zip(ranges, shares, strict=True)):
         freqs = grid.frequencies_hz[a:b]
@@ -279,8 +281,6 @@ def plan_from_grid(tclean_kwargs: dict[str, Any], grid, nworkers: int, cube_chun
 
 def _cube_grid(cfg):
     """The config's tclean keywords and the cube's grid as CASA defines it (reads the MS once)."""
-    from pclean_provider.casa.cube_grid import CubeGridError, define_cube_grid
-
     kwargs = cfg.tclean_kwargs()
     if not cfg.is_cube:
         raise PlanError(f"specmode={kwargs.get('specmode')!r} is not a cube; the cube planner needs "
@@ -293,8 +293,6 @@ def _cube_grid(cfg):
 
 def plan_subcubes(cfg, nworkers: int, worker_memory_bytes: int | None = None) -> CubePlan:
     """Plan a cube config: CASA defines the grid (reads the MS once), then the split is pure logic."""
-    from pclean_provider.casa.cube_grid import CubeGridError, define_cube_grid
-
     kwargs, grid = _cube_grid(cfg)
     if not grid.linear:
         raise PlanError("the cube's spectral axis is tabular (non-linear in frequency, e.g. veltype='optical' "
@@ -339,6 +337,8 @@ SESSION_NITER = ("niter counts over the whole cube in one iteration controller, 
 
 def plan_sessions(cfg, nworkers: int, worker_memory_bytes: int | None = None) -> CubePlan:
     """The plan of the exact loop: the cube's CASA-defined grid split into session ranges."""
+    # Not at the top: casa.cube_session loads numpy, and the cube operators import this module in
+    # the Airflow process only for the fan-out's batch arithmetic.
     from pclean_provider.casa.cube_session import needs_single_session
 
     kwargs, grid = _cube_grid(cfg)

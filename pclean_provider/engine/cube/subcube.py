@@ -30,6 +30,11 @@ from pclean_provider.atomic_files import (
     remove_dead_stagings,
     staging_name,
 )
+from pclean_provider.casa.cube_grid import CubeGridError, define_cube_grid
+from pclean_provider.casa.image_concat import extract_channels, image_frequencies
+from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
+from pclean_provider.casa.tclean_runner import run_tclean
+from pclean_provider.engine.cube.plan import localize_start
 from pclean_provider.engine.models import FREQUENCY_RTOL, SubcubeResult, SubcubeSpec
 
 log = logging.getLogger(__name__)
@@ -95,9 +100,6 @@ class _PeakRss:
 def _local_kwargs(spec: SubcubeSpec) -> dict:
     """The sub-cube's tclean keywords, its start re-read from the cube's grid as CASA defines it in
     this process (plan.localize_start says why)."""
-    from pclean_provider.casa.cube_grid import CubeGridError, define_cube_grid
-    from pclean_provider.engine.cube.plan import localize_start
-
     if not spec.cube_tclean_kwargs or spec.tclean_kwargs.get("start", "") in ("", None):
         return spec.tclean_kwargs
     try:
@@ -140,9 +142,6 @@ def image_subcube(spec: SubcubeSpec | dict | str) -> SubcubeResult:
         spec = SubcubeSpec.model_validate_json(spec)
     elif isinstance(spec, dict):
         spec = SubcubeSpec.model_validate(spec)
-    from pclean_provider.casa.image_concat import extract_channels, image_frequencies
-    from pclean_provider.casa.runtime import ensure_casa_runtime, set_casa_log
-    from pclean_provider.casa.tclean_runner import run_tclean
 
     t0 = time.monotonic()
     parent = os.path.dirname(spec.subcube_dir)

@@ -9,8 +9,9 @@ sets how many sub-cubes run at once.
 while it waits (so the worker images sub-cubes meanwhile), submits each sub-cube under a key made
 from its own key (`compute.dask_keys.child_key`), and returns every sub-cube's result with the wall-clock interval in which the
 worker ran it. Each sub-cube is written as `engine/cube/subcube.image_subcube` writes it (private
-staging folder, renamed into place). No Airflow here, and `distributed` is imported only inside
-the functions that run on a worker.
+staging folder, renamed into place). No Airflow here, and `distributed` and the sub-cube's
+imaging (engine.cube.subcube: psutil, CASA) are imported only inside the functions that run on a
+worker: the batch operator imports this module in the Airflow process.
 """
 
 from __future__ import annotations
