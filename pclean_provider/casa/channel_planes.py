@@ -141,6 +141,18 @@ def new_image_like(template: str, path: str, unit: str) -> None:
         ia.close()
 
 
+def channel_axis(path: str) -> int:
+    """The pixel axis of the image's channels (3 in CASA's usual x, y, stokes, frequency order)."""
+    import casatools
+
+    ia = casatools.image()
+    try:
+        ia.open(path)
+        return _chan_axis(ia)
+    finally:
+        ia.close()
+
+
 def brightness_unit(path: str) -> str:
     import casatools
 
