@@ -224,7 +224,20 @@ class Standalone:
 
     def answer(self, dag_id: str, run_id: str, task_id: str, map_index: int, chosen: list[str],
                params: dict | None = None) -> dict:
-        """Answer a waiting Human-in-the-loop task as a script would, through the REST API."""
+        """Answer a waiting Human-in-the-loop task as a script would, through the REST API.
+
+        First waits until the scheduler has taken in the end of the paused try's process. An answer
+        that comes before that starts the resumed try while the paused one's end is still to be
+        processed, and Airflow 3.3 then marks the resumed try failed although it succeeds (seen: an
+        answer 2.6 s after the pause, the product published, the task failed). A person answers
+        minutes later; a script has to wait for this."""
+        taken_in = f"TaskInstance Finished: dag_id={dag_id}, task_id={task_id}, run_id={run_id}, map_index={map_index},"
+        deadline = time.monotonic() + 120
+        while taken_in not in self.log_path.read_text(errors="replace"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the scheduler never took in the end of {task_id}[{map_index}]'s paused try "
+                                   f"in run {run_id}")
+            time.sleep(0.5)
         return self.api("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
                         json={"chosen_options": chosen, "params_input": params or {}})
 

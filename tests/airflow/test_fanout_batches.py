@@ -96,10 +96,10 @@ def test_a_cube_past_the_map_limit_runs_in_batches_and_equals_tclean(dags, tmp_p
     np.testing.assert_allclose(np.array(beams(cube + ".image")), np.array(beams(reference + ".image")), rtol=1e-6)
 
     # Surgical rerun: clearing one batch of the wide MS with downstream (as the UI does) selects its
-    # MS's gather, concat, QA, gate, archive and review, and the cluster's teardown; nothing of the
+    # MS's gather, concat, QA, gate, archive, review and review decision, and the cluster's teardown; nothing of the
     # narrow MS, and no other batch.
     with create_session() as session:
         selected = find_relevant_relatives([], [("subcubes_2", w)], direction="downstream",
                                            dag=dag_for_run(run, session), run_id=run.run_id, session=session)
     assert set(selected) == {("gather_subcubes", w), ("concat", w), ("qa", w), ("qa_gate", w), ("archive", w),
-                             ("review", w), "cluster_down"}, selected
+                             ("review", w), ("review_decision", w), "cluster_down"}, selected
