@@ -70,10 +70,10 @@ def _reference_process() -> subprocess.Popen:
 
 
 def tclean_fresh(ms: str, imagename: str, **kwargs) -> dict:
-    """Serial tclean as a process of its own runs it, as the Dask workers do. CASA's frame
-    conversion of a partly covered edge channel depends on what the process did with casatools
-    before (this one simulated MeasurementSets), so references for worker results come from a
-    process that did nothing but import CASA: a child forked from this test process's zygote.
+    """Serial tclean in a process that has done nothing with casatools but import it, as a Dask
+    worker starts. CASA's frame conversion of a partly covered edge channel depends on what the
+    process did with casatools before (this one simulated MeasurementSets), so references for
+    worker results come from such a process: a child forked from this test process's zygote.
     Returns tclean's iterdone, stopcode and nmajordone."""
     os.makedirs(os.path.dirname(imagename), exist_ok=True)
     result = imagename + ".tclean.json"
