@@ -1,4 +1,5 @@
-"""Fixtures several CASA test modules share (each module still gets its own, module-scoped)."""
+"""Fixtures several CASA test modules share: a two-worker cluster per test process (continuum) or per
+module (cube parity), and the line MS."""
 
 from __future__ import annotations
 
