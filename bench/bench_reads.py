@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_cube_engines import _DIFF, SHAPES, WORK, _ms_for, _run  # noqa: E402
+from json_files import write_json  # noqa: E402
 
 _CASE = r"""
 import json, os, sys
@@ -105,9 +106,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{res['total']['read_bytes'] / 1e9:.3f} GB from disk, {res['iterations']} iterations, "
               f"{res.get('major_cycles')} major cycles, image diff {res.get('max_diff_over_peak', 0):.1e}", flush=True)
     report["load_at_end"] = os.getloadavg()[0]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"written {args.out}")
+    print(f"written {write_json(args.out, report)}")
     return 0
 
 
