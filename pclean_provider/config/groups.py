@@ -340,6 +340,11 @@ class Extras(_Group):
         "sessions", description="Cube engine: 'sessions' (sub-cube imagers kept on the workers, one "
         "iteration controller for the whole cube: equal to serial tclean) or 'independent' (every "
         "sub-cube a whole tclean run: exact only for niter=0).")
+    relayout_ms: bool = Field(
+        False, description="Parallel cube (exact loop): before the sessions start, copy each MS into the cube's "
+        "work folder with tiles of a few channels and image the copy (same values, same images); each worker then "
+        "reads only its channels, so the bytes read stay near serial tclean's as workers grow. Costs one pass "
+        "over the data and the MS's size on disk until the run ends; skipped (with a warning) when it would not fit.")
     keep_subcubes: bool = Field(False, description="Keep the sub-cube images after concatenation.")
     keep_cluster: bool = Field(
         False, description="With parallel=True: keep the local or SLURM cluster this call starts and reuse "

@@ -182,3 +182,25 @@ def test_worker_killed_mid_loop_gives_the_same_cube(line_ms, casa_runtime, tmp_p
     assert result.iterations == ref["iterdone"] and result.cube_loop["stopcode"] == ref["stopcode"]
     assert_cube_matches(str(tmp_path / "par"), str(tmp_path / "ref" / "ref"), CLEAN_TOL,
                         products=(".image", ".residual", ".model", ".psf", ".pb"))
+
+
+def test_sessions_reading_relayout_copies_equal_tclean(gap_ms, client, tmp_path, caplog):
+    """relayout_ms=True: the sessions read a copy of the MS with tiles of one channel (two spws, so two
+    hypercubes), and the cube is still tclean's; the copies are gone when the run ends."""
+    import logging
+
+    from pclean_provider.config import PcleanConfig
+    from pclean_provider.engine.api import run
+
+    kwargs = dict(IMAGING, niter=5000, nsigma=3.0, spw="0,1", weighting="natural")
+    ref = tclean_fresh(gap_ms, str(tmp_path / "ref" / "ref"), **kwargs)
+    cfg = PcleanConfig.from_flat(vis=gap_ms, imagename=str(tmp_path / "par"), parallel=True, relayout_ms=True,
+                                 **kwargs)
+    with caplog.at_level(logging.INFO, logger="pclean_provider.engine.cube.ms_copies"):
+        result = run(cfg, client=client)
+    assert any("copied with tiles of 1 channel" in r.getMessage() for r in caplog.records), caplog.text
+    assert (result.iterations, result.cube_loop["stopcode"]) == (ref["iterdone"], ref["stopcode"]), ref
+    assert_cube_matches(str(tmp_path / "par"), str(tmp_path / "ref" / "ref"), CLEAN_TOL,
+                        products=(".image", ".residual", ".model", ".psf", ".pb"))
+    leftovers = [p for p in tmp_path.rglob("*") if "ms-copies-" in p.name]
+    assert leftovers == [], leftovers

@@ -28,6 +28,7 @@ from pclean_provider.compute.futures import wait_done
 from pclean_provider.engine.cube.concat import concat_products
 from pclean_provider.engine.cube.loop import run_cube_loop
 from pclean_provider.engine.cube.memory import parse_memory
+from pclean_provider.engine.cube.ms_copies import sessions_read_copies
 from pclean_provider.engine.cube.plan import plan_sessions, plan_subcubes
 from pclean_provider.engine.cube.preflight import check_cube_inputs
 from pclean_provider.engine.cube.subcube import image_subcube
@@ -146,7 +147,10 @@ def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
         try:
             if sessions:
                 try:
-                    results, loop = _run_sessions(plan, client if parallel else None, progress)
+                    imaged = plan
+                    if parallel and cfg.extras.relayout_ms and len(plan.specs) > 1:
+                        imaged = stack.enter_context(sessions_read_copies(plan))
+                    results, loop = _run_sessions(imaged, client if parallel else None, progress)
                 except BaseException:
                     # Nothing reuses a failed exact loop's session images (a new run starts the loop
                     # again), so a failure leaves no folder of them behind: this run's only.
