@@ -59,7 +59,8 @@ else:
         client = handle.client
         client.run(ensure_casa_runtime)  # the workers' CASA import is not the run's reading
         workers_before = client.run(io); before = io()
-        r = run(PcleanConfig.from_flat(imagename=out, parallel=True, **kw), client=client)
+        r = run(PcleanConfig.from_flat(imagename=out, parallel=True, relayout_ms=spec["relayout"], **kw),
+                client=client)
         coordinator = delta(io(), before); workers_after = client.run(io)
     loop = r.cube_loop or {}
     by_process = {w: delta(workers_after[w], workers_before[w]) for w in workers_after}
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="2,4,8")
     parser.add_argument("--vis", default="", help="this MS instead of the shape's own (e.g. a copy with other tiles)")
     parser.add_argument("--tag", default="", help="a name for this MS in the work folders")
+    parser.add_argument("--relayout", action="store_true",
+                        help="the exact loop with relayout_ms=True (its copy's reads are the coordinator's)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "reads.json"))
     args = parser.parse_args(argv)
     shape = SHAPES[args.shape]
@@ -86,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
           "weighting": "briggs", "robust": 0.5, "deconvolver": "hogbom", "niter": 100000,
           "threshold": shape["threshold"]}
     report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "load_at_start": os.getloadavg()[0],
+              "relayout_ms": args.relayout,
               "shape": {"name": args.shape, **shape}, "tclean": kw, "cases": {}}
     stem = f"reads-{args.shape}{'-' + args.tag if args.tag else ''}"
     ref = WORK / f"{stem}-tclean" / "img"
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         name = "tclean" if workers == 0 else f"workers{workers}"
         out = WORK / f"{stem}-{name}" / "img"
         subprocess.run(["rm", "-rf", str(out.parent)], check=True)
-        res = _run(_CASE, json.dumps({"workers": workers, "tclean": kw}), str(out), str(WORK / "logs"))
+        res = _run(_CASE, json.dumps({"workers": workers, "tclean": kw, "relayout": args.relayout}), str(out), str(WORK / "logs"))
         if workers:
             res.update(_run(_DIFF, str(out), str(ref), str(WORK / "logs")))
         serial = report["cases"].get("tclean", res)["total"]["rchar"]
