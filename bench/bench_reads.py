@@ -30,7 +30,7 @@ from bench_cube_engines import _DIFF, SHAPES, WORK, _ms_for, _run  # noqa: E402
 from json_files import write_json  # noqa: E402
 
 _CASE = r"""
-import json, os, sys
+import json, os, sys, time
 from pclean_provider.casa.runtime import ensure_casa_runtime
 ensure_casa_runtime(log_dir=sys.argv[3])
 spec = json.loads(sys.argv[1]); kw = spec["tclean"]; out = sys.argv[2]
@@ -47,7 +47,8 @@ def delta(after, before):
 
 if spec["workers"] == 0:
     from casatasks import tclean
-    before = io(); ret = tclean(imagename=out, **kw) or {}; total = delta(io(), before)
+    t0 = time.perf_counter(); before = io(); ret = tclean(imagename=out, **kw) or {}; total = delta(io(), before)
+    seconds = time.perf_counter() - t0
     res = {"iterations": int(ret.get("iterdone", 0)), "stopcode": int(ret.get("stopcode", 0)),
            "major_cycles": int(ret.get("nmajordone", 0)), "by_process": {"tclean": total}}
 else:
@@ -58,15 +59,16 @@ else:
     with open_cluster(ClusterSpec(nworkers=spec["workers"])) as handle:
         client = handle.client
         client.run(ensure_casa_runtime)  # the workers' CASA import is not the run's reading
-        workers_before = client.run(io); before = io()
+        workers_before = client.run(io); before = io(); t0 = time.perf_counter()
         r = run(PcleanConfig.from_flat(imagename=out, parallel=True, relayout_ms=spec["relayout"], **kw),
                 client=client)
-        coordinator = delta(io(), before); workers_after = client.run(io)
+        seconds = time.perf_counter() - t0; coordinator = delta(io(), before); workers_after = client.run(io)
     loop = r.cube_loop or {}
     by_process = {w: delta(workers_after[w], workers_before[w]) for w in workers_after}
     by_process["coordinator"] = coordinator
     res = {"iterations": r.iterations, "stopcode": loop.get("stopcode"), "major_cycles": loop.get("major_cycles"),
            "sessions": r.nsubcubes, "by_process": by_process}
+res["seconds"] = seconds
 res["total"] = {k: sum(p[k] for p in res["by_process"].values()) for k in ("rchar", "read_bytes")}
 print("RESULT " + json.dumps(res))
 """
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         report["cases"][name] = res
         print(f"{name}: {res['total']['rchar'] / 1e9:.2f} GB read ({res['rchar_over_serial']:.2f}x serial), "
               f"{res['total']['read_bytes'] / 1e9:.3f} GB from disk, {res['iterations']} iterations, "
-              f"{res.get('major_cycles')} major cycles, image diff {res.get('max_diff_over_peak', 0):.1e}", flush=True)
+              f"{res.get('major_cycles')} major cycles, {res['seconds']:.1f} s, image diff {res.get('max_diff_over_peak', 0):.1e}", flush=True)
     report["load_at_end"] = os.getloadavg()[0]
     print(f"written {write_json(args.out, report)}")
     return 0
