@@ -21,6 +21,11 @@ Same rows in every case (the shape a MS's row count; the per-pass fixed part gro
 file-system contention, no queue wait: upper bounds on speedup, stated as such. CASA Memo 13's
 published figures (209 GB, 7,680 channels, job array of per-channel tclean runs) are printed beside
 them for scale; their reference is 8-way MPI tclean, not serial.
+
+Reads against CPUs (bench/scaling_reads.py): bytes per pass fitted from the measured reads benches
+(shape a, 2/4/8 workers, with and without `relayout_ms`), over a stated aggregate file-system
+bandwidth (--bandwidth, GB/s), against the CPU time per pass above; which of the two sets the pace at
+each worker count, and the worker count where reads overtake. Same rows and image size as shape a.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_cube_engines import SHAPES, WORK, _ms_for, _run, refuse_if_busy  # noqa: E402
 from scaling import MEMO13_ARRAY, MEMO13_BASELINE  # noqa: E402
+from scaling_reads import fit_reads, pace_rows, timed_check  # noqa: E402
+from scaling_reads import markdown as reads_markdown  # noqa: E402
 
 from pclean_provider.atomic_files import write_text  # noqa: E402
 
@@ -123,6 +130,14 @@ def fanout(nchan: int, workers: int, t0: float, c_run: float, task_s: float, sta
     return start + math.ceil(nsub / workers) * per_sub + batches * task_s / TASK_SLOTS, batches
 
 
+def cpu_pass(nchan: int, workers: int, fixed: float, per_chan: float) -> float:
+    """CPU seconds of one pass over the data, sessions in parallel (workers=1: serial tclean's pass)."""
+    if workers <= 1:
+        return fixed + nchan * per_chan
+    sessions = max(1, min(workers, nchan // 2))
+    return fixed + math.ceil(nchan / sessions) * per_chan
+
+
 def table(pass_fit: dict, runs: dict, air: dict) -> list[dict]:
     fixed, per_chan, opened = pass_fit["fixed_s_per_pass"], pass_fit["s_per_channel"], pass_fit["open_s"]
     rows = []
@@ -158,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--measure", action="store_true", help="measure the whole-tclean-run cost (else reuse --out's)")
     parser.add_argument("--force", action="store_true", help="measure even when the machine is busy")
     parser.add_argument("--out", default=str(RESULTS / "scaling_survey.json"))
+    parser.add_argument("--bandwidth", default="1,10",
+                        help="aggregate file-system bandwidth(s) in GB/s, comma-separated (a shared NFS/Lustre server)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.exists() else {}
@@ -174,10 +191,21 @@ def main(argv: list[str] | None = None) -> int:
     pass_fit = {**passes["fit"], "open_s": opened}
     air = airflow_costs(RESULTS / "airflow_live.json")
     rows = table(pass_fit, runs, air)
-    report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "runs": runs, "session_pass": pass_fit,
-              "airflow": air, "rows": rows}
+    reads = fit_reads(RESULTS)
+    bandwidths = tuple(float(b) for b in args.bandwidth.split(","))
+    def cpu(nchan: int, workers: int) -> float:
+        return cpu_pass(nchan, workers, pass_fit["fixed_s_per_pass"], pass_fit["s_per_channel"])
+
+    pace, crossings = pace_rows(reads, cpu, CHANNELS, WORKERS, bandwidths)
+    timed = timed_check(RESULTS, cpu)
+    report = {**previous, "command": " ".join([Path(sys.executable).name, *sys.argv]), "runs": runs,
+              "session_pass": pass_fit, "airflow": air, "rows": rows,
+              "reads": {**reads, "bandwidths_gbs": list(bandwidths), "pace": pace, "crossover": crossings,
+                        "cpu_check": timed}}
     write_text(out, json.dumps(report, indent=2))  # temporary name, then rename
     print(markdown(rows, pass_fit, runs, air))
+    print()
+    print(reads_markdown(reads, pace, crossings, timed))
     return 0
 
 

@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from bench import report, scaling
+from bench import report, scaling, scaling_reads
 from bench.sizes import SIZES, continuum_params, cube_params, worker_counts
 from bench.treemem import TreeMemorySampler, worker_peak_bytes
 
@@ -296,3 +296,35 @@ def test_run_case_stops_a_child_that_left_the_case_s_process_group(tmp_path):
     else:
         psutil.Process(child).kill()
         raise AssertionError(f"the child {child} outside the case's group outlived the case")
+
+
+def test_session_channels_add_a_margin_per_side_with_a_neighbour():
+    # 48 channels in 4 sessions, linear interpolation: edges 12 + 1, inner 12 + 2.
+    assert scaling_reads.session_channels(48, 4, 1) == [13, 14, 14, 13]
+    assert scaling_reads.session_channels(10, 3, 0) == [4, 3, 3]
+    assert scaling_reads.session_channels(48, 1, 1) == [48]
+
+
+def test_fit_line_recovers_fixed_and_per_channel_bytes():
+    points = [(n, 10e6 + 7e6 * n) for n in (7, 8, 13, 14, 25)]
+    line = scaling_reads.fit_line(points)
+    assert line["a"] == pytest.approx(10e6)
+    assert line["b"] == pytest.approx(7e6)
+    assert max(map(abs, line["residuals"])) < 1e-9
+    with pytest.raises(ValueError):
+        scaling_reads.fit_line([(5, 1.0), (5, 2.0)])
+
+
+def test_loop_bytes_sums_the_sessions():
+    fit = {"a": 10.0, "b": 2.0, "coordinator": 1.0}
+    # The closed form equals the sum over the sessions' channels.
+    expected = 1.0 + sum(10.0 + 2.0 * n for n in scaling_reads.session_channels(48, 4, 1))
+    assert scaling_reads.loop_bytes(fit, 48, 4, 1) == pytest.approx(expected)
+    # Never more sessions than half the channels.
+    assert scaling_reads.loop_bytes(fit, 8, 100, 0) == pytest.approx(1.0 + 4 * 10.0 + 2.0 * 8)
+
+
+def test_crossover_is_the_first_worker_count_where_reads_take_longer():
+    # Reads 10 + 5 W seconds, CPU 1000 / W: 10 + 5*13 = 75 < 76.9, 10 + 5*14 = 80 >= 71.4.
+    assert scaling_reads.crossover(lambda w: 10 + 5 * w, lambda w: 1000 / w, 100) == 14
+    assert scaling_reads.crossover(lambda w: 0.0 * w, lambda w: 1.0, 100) is None
