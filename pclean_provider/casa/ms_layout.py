@@ -8,7 +8,7 @@ for bit). Two layouts make the exact loop's reads grow with the workers:
   row block, as simulators and most writers do: a session that images 6 of 48 channels reads the
   tiles of all 48, every major cycle. Here the tiles hold a few channels (`channels_per_tile`).
 - Several per-row columns (UVW, TIME, ...) sharing one IncrementalStMan, as CASA's simulator writes
-  them: CASA's visibility iterator reads them column by column, and the manager's one-bucket cache
+  them: CASA's visibility iterator reads them column by column, and the manager's small bucket cache
   then reads each bucket again for every column: measured 1.2 GB read from a 0.95 MB file in one
   pass of a 24,300-row MS. Here values that change from row to row go to a StandardStMan and every
   other such column to an IncrementalStMan of its own.
@@ -72,7 +72,9 @@ def _new_managers(tb, desc: dict, channels_per_tile: int) -> tuple[dict, list[st
                 else:
                     add("IncrementalStMan", f"ISM_{column}", [column], {"BUCKETSIZE": 32768})
             continue
-        rebind = [c for c in columns if int(desc[c].get("ndim", 0)) == 2 and nrows]
+        # Only [correlation, channel] cells with a value in the first row (the tile is sized from it);
+        # a column left empty (e.g. an unfilled CORRECTED_DATA) keeps its manager.
+        rebind = [c for c in columns if int(desc[c].get("ndim", 0)) == 2 and nrows and tb.iscelldefined(c, 0)]
         if rebind and len(rebind) == len(columns):
             for column in columns:
                 npol, nchan = (int(n) for n in tb.getcell(column, 0).shape)

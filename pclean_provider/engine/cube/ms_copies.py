@@ -27,8 +27,6 @@ log = logging.getLogger(__name__)
 # most an eighth of the smallest session keep that extra small, and tiles of many channels keep a
 # wide session's tile count (and its cache) bounded.
 TILES_PER_SESSION = 8
-
-
 # The copy needs the MS's size and room to spare (the sessions' images share the folder).
 SPACE_FACTOR = 1.5
 
