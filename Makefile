@@ -24,7 +24,7 @@ $(PY):
 
 # uv installs the ~180 packages in about 20 s where pip takes about 65 s (parallel downloads, a
 # linked cache); pip itself installs only uv, at the constraints' version. --compile-bytecode as pip
-# does: where PYTHONDONTWRITEBYTECODE is set (as in this project's CI environment), nothing writes .pyc files later, and every
+# does: where PYTHONDONTWRITEBYTECODE is set (the machines this suite runs on set it), no .pyc is written later, and every
 # Airflow, Dask and CASA process would compile its imports from source again (the suite took 35 %
 # longer so).
 $(STAMP): $(PY) pyproject.toml requirements/constraints.txt
