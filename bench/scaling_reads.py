@@ -26,6 +26,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 LOOP_PASSES = 22  # the loop's passes in these runs (PSF + major cycles), as its JSONs record
 # Totals in reads.json's note (the run before the margin-planes fix; per-process figures not kept).
 PLAIN_BEFORE_FIX_TOTAL_GB = {2: 27.20, 4: 48.74}
@@ -48,17 +50,12 @@ def session_channels(nchan: int, sessions: int, margin: int = 1) -> list[int]:
 
 
 def fit_line(points: list[tuple[float, float]]) -> dict:
-    """Least-squares y = a + b x; with each point's residual relative to its measured y."""
-    n = len(points)
-    sx = sum(x for x, _ in points)
-    sy = sum(y for _, y in points)
-    sxx = sum(x * x for x, _ in points)
-    sxy = sum(x * y for x, y in points)
-    den = n * sxx - sx * sx
-    if n < 2 or den == 0:
+    """Least-squares y = a + b x (numpy's, as bench_session_pass fits); each point's residual relative to its y."""
+    xs = np.array([x for x, _ in points], dtype=float)
+    ys = np.array([y for _, y in points], dtype=float)
+    if len(set(xs.tolist())) < 2:
         raise ValueError("need points at two or more distinct x")
-    b = (n * sxy - sx * sy) / den
-    a = (sy - b * sx) / n
+    b, a = (float(v) for v in np.polyfit(xs, ys, 1))
     return {"a": a, "b": b, "residuals": [(a + b * x - y) / y for x, y in points]}
 
 

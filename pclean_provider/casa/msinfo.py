@@ -78,7 +78,8 @@ def mjd_seconds_to_iso(seconds: float) -> str:
     return (_MJD_EPOCH + timedelta(seconds=float(seconds))).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _folder_size(path: Path) -> int:
+def folder_size(path: str | os.PathLike) -> int:
+    """Bytes of every file under `path` (an MS); files that vanish meanwhile count 0."""
     total = 0
     for root, _dirs, files in os.walk(path):
         for name in files:
@@ -187,7 +188,7 @@ def read_ms_metadata(path: str | os.PathLike) -> MsMetadata:
     telescopes = sorted({str(t) for t in obs.get("TELESCOPE_NAME", []) if str(t)})
     return MsMetadata(
         path=str(ms_path),
-        size_bytes=_folder_size(ms_path),
+        size_bytes=folder_size(ms_path),
         nrows=nrows,
         spws=spws,
         fields=fields,

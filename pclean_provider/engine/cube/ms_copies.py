@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 
 from pclean_provider.casa.ms_layout import MsLayoutError, write_layout_copy
+from pclean_provider.casa.msinfo import folder_size
 from pclean_provider.engine.models import CubePlan
 
 log = logging.getLogger(__name__)
@@ -29,10 +30,6 @@ log = logging.getLogger(__name__)
 TILES_PER_SESSION = 8
 # The copy needs the MS's size and room to spare (the sessions' images share the folder).
 SPACE_FACTOR = 1.5
-
-
-def _bytes_of(path: str) -> int:
-    return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
 
 
 def _free_bytes(folder: str) -> int:
@@ -59,7 +56,7 @@ def sessions_read_copies(plan: CubePlan) -> Iterator[CubePlan]:
     try:
         for index, vis in enumerate(visses if as_list else [visses]):
             dest = os.path.join(folder, f"{index:02d}-{os.path.basename(vis.rstrip('/'))}")
-            need, free = _bytes_of(vis), _free_bytes(folder)
+            need, free = folder_size(vis), _free_bytes(folder)
             if need * SPACE_FACTOR > free:
                 # casacore aborts the process when a write meets a full disk: never start one that cannot fit.
                 log.warning("relayout_ms: %s (%.1f GB) would not fit in %s (%.1f GB free); imaged as it is",
