@@ -233,7 +233,7 @@ async def notify_deadline_missed(context: Mapping[str, Any] | None = None, *, no
         dag_id=dag_id or _get(dag_run, "dag_id"),
         run_id=_get(dag_run, "run_id"),
         ms=Path(str(conf["vis"])).name if isinstance(conf, Mapping) and conf.get("vis") else None,
-        reason=f"the run has not finished {deadline_hours} h after it was queued",
+        reason=f"the run has not finished {deadline_hours} h after its logical date",
         created_at=datetime.now(UTC).isoformat(),
     )
     path = write_notification(note, notifications_dir or os.environ.get(NOTIFICATIONS_DIR_ENV))

@@ -257,7 +257,9 @@ class PipelineTemplate(BaseModel):
         "continuum loop) may take: then its wait ends with an error that says so, the work is withdrawn "
         "and the task is retried. Pinned, or grown with each target's cube and MS.")
     deadline_hours: float = Field(6.0, gt=0, description="Alert when a run has not finished this long "
-                                  "after it was queued.")
+                                  "after its logical date (the night it images); a run without a logical "
+                                  "date (started by arriving data, or triggered through the REST API with logical_date "
+                                  "null) has no deadline.")
     notifiers: list[NotifierSpec] = Field(
         default_factory=list, description="Airflow notifiers called besides the file notifications "
         "(task_failed, qa_review, review_waiting, nothing_arrived, not_imaged, deadline_missed); see "

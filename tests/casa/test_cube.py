@@ -2,7 +2,7 @@
 serial casatasks.tclean on the same simulated MeasurementSet. The exact loop (the default) is
 tested in test_cube_sessions.py.
 
-Tolerances (stated in the README):
+Tolerances (stated in docs/astronomer-guide.md):
 - niter=0: every product within 1e-5 of its peak, channel by channel; frequency axis equal to
   1e-9 relative; beams and sum of weights equal to 1e-6 relative. Measured: bit-identical or
   ~1e-10 (a sub-cube is the same tclean over the same data and grid).

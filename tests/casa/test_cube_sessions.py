@@ -1,7 +1,8 @@
 """The exact cube loop (sub-cube sessions, one iteration controller) vs serial casatasks.tclean.
 
 Every case runs on two Dask workers (two sessions) against tclean in a fresh process, with the
-same parameters, on small simulated MSs of different shapes. Tolerances (stated in the README):
+same parameters, on small simulated MSs of different shapes. Tolerances (stated in
+docs/astronomer-guide.md):
 - cleaned cubes: every channel of image, residual and model within 1e-4 of the image's peak, PSF
   and PB within 1e-4 of theirs, the same iterdone and stop code as tclean. Measured: bit-identical
   (since sessions grid a margin of neighbouring channels for the model prediction) in every case but
