@@ -17,7 +17,14 @@ from pclean_provider.config.quantities import parse_angle_arcsec, parse_flux_jy
 
 StrOrList = str | list[str]
 
-CUBE_SPECMODES = ("cube", "cubedata", "cubesource")
+# tclean's spectral modes, each fact written once so that the config's checks and the cube engine's
+# preflight cannot drift apart: which modes exist, which make one continuum plane, which make a cube,
+# and which of those cubes the cube engine makes.
+Specmode = Literal["mfs", "cont", "cube", "cubedata", "cubesource", "mvc"]
+MFS_SPECMODES: tuple[Specmode, ...] = ("mfs", "cont")  # 'cont' is tclean's other name for 'mfs'
+CUBE_SPECMODES: tuple[Specmode, ...] = ("cube", "cubedata", "cubesource")
+# A 'cubesource' cube is tclean's alone: the cube engine's preflight sends it to casatasks.tclean.
+CUBE_ENGINE_SPECMODES: tuple[Specmode, ...] = ("cube", "cubedata")
 # Deconvolvers that only make sense on a single multi-frequency plane (tclean refuses mtmfs with a cube).
 MFS_ONLY_DECONVOLVERS = ("mtmfs",)
 
@@ -154,7 +161,7 @@ class Image(_Group):
 
 
 class Spectral(_Group):
-    specmode: Literal["mfs", "cont", "cube", "cubedata", "cubesource", "mvc"] = Field(
+    specmode: Specmode = Field(
         "mfs", description="'mfs'/'cont' (one continuum plane), 'cube' (channels in outframe), 'cubedata' "
         "(data frame), 'cubesource' (source frame) or 'mvc' (multi-term via cube).")
     reffreq: str = Field("", description="Reference frequency of mfs/mtmfs images ('' = middle of the "

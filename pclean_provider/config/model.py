@@ -20,6 +20,7 @@ from pclean_provider.config.errors import ConfigError
 from pclean_provider.config.groups import (
     CUBE_SPECMODES,
     MFS_ONLY_DECONVOLVERS,
+    MFS_SPECMODES,
     Deconvolution,
     Extras,
     Gridding,
@@ -202,7 +203,7 @@ class PcleanConfig(BaseModel):
             raise ConfigError("specmode='mvc' needs deconvolver='mtmfs' and nterms >= 2; set them, or use "
                               "specmode='mfs'", parameters=["specmode", "deconvolver", "nterms"])
         weighting = self.weighting.weighting
-        if weighting == "briggsbwtaper" and specmode in ("mfs", "cont"):
+        if weighting == "briggsbwtaper" and specmode in MFS_SPECMODES:
             raise ConfigError("weighting='briggsbwtaper' works only for cubes; use weighting='briggs' with "
                               f"specmode={specmode!r}", parameters=["weighting", "specmode"])
         if weighting == "briggsbwtaper" and self.weighting.npixels != 0:

@@ -11,12 +11,14 @@ from typing import Any
 from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
 
 from pclean_provider.dags.notifiers import FileTaskFailureNotifier, configured, notifier_class
+from pclean_provider.pipeline.notify import NotifierEvent
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
 
 
 def failure_callback(t: PipelineTemplate) -> list[Any]:
     """Every task's on_failure_callback: the file notification, then the template's notifiers."""
-    return [FileTaskFailureNotifier(str(t.paths()["notifications_dir"])), *configured(t, "task_failed")]
+    return [FileTaskFailureNotifier(str(t.paths()["notifications_dir"])),
+            *configured(t, NotifierEvent.TASK_FAILED)]
 
 
 # The deadline counts from the run's logical date (the night it images), not from when it was
@@ -40,5 +42,5 @@ def deadline_alert(t: PipelineTemplate) -> DeadlineAlert | list[DeadlineAlert]:
     )
     extra = [DeadlineAlert(reference=DEADLINE_REFERENCE, interval=timedelta(hours=t.deadline_hours),
                            callback=AsyncCallback(notifier_class(t, i), kwargs=spec.kwargs))
-             for i, spec in enumerate(t.notifiers) if "deadline_missed" in spec.on]
+             for i, spec in enumerate(t.notifiers) if NotifierEvent.DEADLINE_MISSED in spec.on]
     return [file_alert, *extra] if extra else file_alert

@@ -54,7 +54,7 @@ def notifier_class(t: PipelineTemplate, index: int) -> type[BaseNotifier]:
 
 def check_notifiers(t: PipelineTemplate) -> None:
     """Build every configured notifier once, so a wrong entry fails the DAG's import, not a night."""
-    for event in ("task_failed", "qa_review", "review_waiting", "nothing_arrived", "not_imaged", "deadline_missed"):
+    for event in NotifierEvent:
         configured(t, event)
 
 

@@ -6,9 +6,12 @@ Where the scheduler address comes from, first match wins: an explicit ``schedule
 example the XCom of a cluster-up task), a cluster host's ``address_file``, the connection's host and
 port, then the connection's cluster type (a short-lived local or SLURM cluster).
 
-The operations on a task's work (find, submit, cancel, release, ask its state) follow the one
-protocol in ``pclean_provider.compute.dask_work``; the hook offers them with a synchronous client
-to the operators and, as ``async_*`` methods, with an asynchronous client to the triggers.
+The hook owns every Dask client an operator or a trigger uses: ``open_cluster`` and ``connect``
+give a ``DaskConnection`` (a synchronous client, for the operators) and ``async_connect`` an
+``AsyncDaskConnection`` (an asynchronous one, for the triggers' event loop), each closed when its
+block ends. Through them go the operations on a task's work (find, submit, cancel, release, ask its
+state), which follow the one protocol in ``pclean_provider.compute.dask_work``, and the cluster
+host's lease; no operator or trigger makes or holds a client of its own.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ SPEC_FIELDS = tuple(name for name in ClusterSpec.model_fields if name != "schedu
 
 
 class PcleanDaskHook(BaseHook):
-    """Gives a Dask client for a ``pclean_dask`` connection (or a cluster host's address).
+    """Connects to the Dask cluster of a ``pclean_dask`` connection (or a cluster host's address).
 
     :param pclean_conn_id: Airflow connection of type ``pclean_dask``. A missing
         ``pclean_dask_default`` means "a local cluster with defaults"; any other missing id is an error.
@@ -137,8 +140,9 @@ class PcleanDaskHook(BaseHook):
     # -- clients ----------------------------------------------------------------------------------
 
     @contextmanager
-    def open_cluster(self, spec: ClusterSpec | None = None) -> Iterator[Any]:
-        """A ``ClusterHandle`` (``.client``, ``.dashboard_link``, ``.address``), closed on exit.
+    def open_cluster(self, spec: ClusterSpec | None = None) -> Iterator[DaskConnection]:
+        """A connection to the cluster of ``spec`` (default: this hook's) once its workers are up, with
+        its ``address`` and ``dashboard_link``; its client closed, and what was started stopped, on exit.
 
         For a 'local' or 'slurm' spec this starts a cluster that lives only as long as the block:
         fine for synchronous work, wrong for work that must outlive the task (use a cluster host).
@@ -150,30 +154,40 @@ class PcleanDaskHook(BaseHook):
         spec = spec or self.get_cluster_spec()
         _apply_site_config()
         with open_cluster(spec) as handle:
-            yield handle
+            yield DaskConnection(handle.client, handle.address, handle.dashboard_link)
+
+    @staticmethod
+    def check_transport(spec: ClusterSpec) -> None:
+        """Raise ``PlaintextDaskRefused`` or ``MissingClusterCertificate`` when ``spec`` names a running
+        scheduler that may not be talked to: plaintext without the administrator's leave, or TLS without
+        the certificate (``compute.tls.client_security``). Nothing connects."""
+        if spec.cluster_type == "address":
+            client_security(spec.scheduler_address or "", spec.tls_directory)
 
     @contextmanager
-    def scheduler_client(self, address: str, timeout: float = 20.0) -> Iterator[Any]:
-        """A synchronous ``distributed.Client`` of a running scheduler, closed on exit.
+    def connect(self, address: str, timeout: float = 20.0) -> Iterator[DaskConnection]:
+        """A connection to a running scheduler, closed on exit; no waiting for its workers.
 
         Mutual TLS with the cluster's certificate; a plaintext address only where the administrator
         allows it (``compute.tls.client_security``)."""
+        # Here, not at the top: `distributed` stays out of the Airflow processes that never connect.
         from distributed import Client
 
         _apply_site_config()
         with Client(address, timeout=timeout, set_as_default=False,
                     **client_security(address, self.resolve_tls_directory())) as client:
-            yield client
+            yield DaskConnection(client, address)
 
     @asynccontextmanager
-    async def async_scheduler_client(self, address: str, timeout: float = 30.0) -> AsyncIterator[Any]:
-        """An asynchronous ``distributed.Client`` for a trigger's event loop, closed on exit."""
+    async def async_connect(self, address: str, timeout: float = 30.0) -> AsyncIterator[AsyncDaskConnection]:
+        """``connect`` for a trigger's event loop: an asynchronous client, closed on exit."""
+        # Here, not at the top: `distributed` stays out of the Airflow processes that never connect.
         from distributed import Client
 
         _apply_site_config()
         async with Client(address, asynchronous=True, timeout=timeout, set_as_default=False,
                           **client_security(address, self.resolve_tls_directory())) as client:
-            yield client
+            yield AsyncDaskConnection(client)
 
     def test_connection(self) -> tuple[bool, str]:
         spec = self.get_cluster_spec()
@@ -181,8 +195,8 @@ class PcleanDaskHook(BaseHook):
             return True, f"cluster_type={spec.cluster_type!r}: a cluster is started per task; nothing to reach."
 
         try:
-            with self.scheduler_client(spec.scheduler_address, timeout=10) as client:
-                nworkers = len(client.scheduler_info().get("workers", {}))
+            with self.connect(spec.scheduler_address, timeout=10) as dask:
+                nworkers = dask.worker_count()
             return True, f"Dask scheduler {spec.scheduler_address} answers with {nworkers} workers."
         except (PlaintextDaskRefused, MissingClusterCertificate) as exc:
             return False, str(exc)
@@ -215,53 +229,80 @@ class PcleanDaskHook(BaseHook):
         """The certificate folder the host behind ``address_file`` names, if it uses TLS."""
         return tls_directory_for(address_file)
 
-    # -- the work of a task on the cluster (compute.dask_work) ---------------------------------------
-
-    def find_work(self, client: Any, key: str) -> Any:
-        """The Future of the work already published under ``key`` (to adopt), or None."""
-        return PublishedWork(client).find(key)
-
-    def cancel_older_tries(self, client: Any, key: str) -> list[str]:
-        """Cancel what earlier tries of the same task left running; the keys cancelled."""
-        return PublishedWork(client).cancel_older_tries(key)
-
-    def submit_work(self, client: Any, key: str, result_file: str, func: Callable[..., dict], args: tuple) -> Any:
-        """Submit ``func(*args)`` under ``key``, published, writing its result to ``result_file``."""
-        return PublishedWork(client).submit(key, result_file, func, *args)
-
-    def cancel_work(self, client: Any, key: str, reason: str) -> bool:
-        return PublishedWork(client).cancel(key, reason)
-
-    async def async_cancel_work(self, client: Any, key: str, reason: str) -> bool:
-        return await PublishedWork(client).cancel(key, reason)
-
-    def release_work(self, client: Any, key: str) -> bool:
-        return PublishedWork(client).release(key)
-
-    def work_status(self, client: Any, key: str) -> WorkStatus:
-        return PublishedWork(client).status(key)
-
-    async def async_work_status(self, client: Any, key: str) -> WorkStatus:
-        return await PublishedWork(client).status(key)
-
-    def renew_lease(self, client: Any) -> None:
-        """Tell a cluster host that its run still needs it (see ``compute.lease``)."""
-        renew_lease(client)
-
-    async def async_renew_lease(self, client: Any) -> None:
-        await async_renew_lease(client)
-
-    async def async_worker_count(self, client: Any) -> int:
-        return len(await client.nthreads())
-
-    def cluster_resources(self, client: Any) -> tuple[int, int | None]:
-        """Worker count and smallest per-worker memory limit, for work sized to the cluster."""
-        return cluster_resources(client)
+    # -- what a task's work writes on the shared filesystem ---------------------------------------
 
     @staticmethod
     def progress_tail(path: str | None) -> ProgressTail:
         """Reads the new lines of a work's progress file, formatted for a task log."""
         return ProgressTail(path, format_progress_line)
+
+
+class DaskConnection:
+    """A synchronous client of one Dask scheduler, opened and closed by ``PcleanDaskHook``, and the
+    calls an operator makes through it.
+
+    :param address: the scheduler's address (what a deferred trigger reaches again).
+    :param dashboard_link: its dashboard, when the cluster was opened with one.
+    """
+
+    def __init__(self, client: Any, address: str, dashboard_link: str | None = None) -> None:
+        self._client = client
+        self._work = PublishedWork(client)
+        self.address = address
+        self.dashboard_link = dashboard_link
+
+    def find_work(self, key: str) -> Any:
+        """The Future of the work already published under ``key`` (to adopt), or None."""
+        return self._work.find(key)
+
+    def cancel_older_tries(self, key: str) -> list[str]:
+        """Cancel what earlier tries of the same task left running; the keys cancelled."""
+        return self._work.cancel_older_tries(key)
+
+    def submit_work(self, key: str, result_file: str, func: Callable[..., dict], args: tuple) -> Any:
+        """Submit ``func(*args)`` under ``key``, published, writing its result to ``result_file``."""
+        return self._work.submit(key, result_file, func, *args)
+
+    def cancel_work(self, key: str, reason: str) -> bool:
+        return self._work.cancel(key, reason)
+
+    def release_work(self, key: str) -> bool:
+        return self._work.release(key)
+
+    def work_status(self, key: str) -> WorkStatus:
+        return self._work.status(key)
+
+    def renew_lease(self) -> None:
+        """Tell a cluster host that its run still needs it (see ``compute.lease``)."""
+        renew_lease(self._client)
+
+    def worker_count(self) -> int:
+        return len(self._client.scheduler_info().get("workers", {}))
+
+    def cluster_resources(self) -> tuple[int, int | None]:
+        """Worker count and smallest per-worker memory limit, for work sized to the cluster."""
+        return cluster_resources(self._client)
+
+
+class AsyncDaskConnection:
+    """An asynchronous client of one Dask scheduler, opened and closed by ``PcleanDaskHook``, and the
+    calls a trigger makes through it: the ``DaskConnection`` calls of the same names, awaited."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._work = PublishedWork(client)
+
+    async def cancel_work(self, key: str, reason: str) -> bool:
+        return await self._work.cancel(key, reason)
+
+    async def work_status(self, key: str) -> WorkStatus:
+        return await self._work.status(key)
+
+    async def renew_lease(self) -> None:
+        await async_renew_lease(self._client)
+
+    async def worker_count(self) -> int:
+        return len(await self._client.nthreads())
 
 
 @functools.cache

@@ -34,8 +34,8 @@ from pclean_provider.compute.dask_work import (
     result_path,
 )
 from pclean_provider.compute.errors import ClusterError
-from pclean_provider.compute.tls import MissingClusterCertificate, PlaintextDaskRefused, client_security
-from pclean_provider.hooks.dask import PcleanDaskHook
+from pclean_provider.compute.tls import MissingClusterCertificate, PlaintextDaskRefused
+from pclean_provider.hooks.dask import DaskConnection, PcleanDaskHook
 from pclean_provider.links.dask import DASHBOARD_XCOM_KEY, DaskDashboardLink
 from pclean_provider.operators.cluster import ADDRESS_FILE_XCOM_KEY, ClusterUpOperator
 from pclean_provider.triggers import dask as dask_triggers
@@ -146,10 +146,10 @@ class PcleanDaskOperator(BaseOperator):
         state_dir: str,
         progress_file: str | None = None,
     ) -> Any:
-        """Run ``func(*make_args(client))`` on the cluster under this try's key; defer or wait for it.
+        """Run ``func(*make_args(dask))`` on the cluster under this try's key; defer or wait for it.
 
-        ``make_args`` receives the client so that arguments depending on the cluster (its worker
-        count, for a plan) are taken from the cluster the work will really run on.
+        ``make_args`` receives the hook's connection to the cluster so that arguments depending on the
+        cluster (its worker count, for a plan) are taken from the cluster the work will really run on.
         """
         ti = context["ti"]
         key = work_key(self.work_kind, ti.dag_id, ti.run_id, ti.task_id, _map_index(ti), ti.try_number)
@@ -172,29 +172,30 @@ class PcleanDaskOperator(BaseOperator):
                 "of a ClusterUpOperator) or address_file=, give the connection a scheduler host, or set "
                 "deferrable=False to start a cluster for this task alone.")
 
-        if spec.cluster_type == "address":
-            _require_secure_transport(self.task_id, spec.scheduler_address, spec.tls_directory)
-        with hook.open_cluster(spec) as handle:
-            client = handle.client
-            if handle.dashboard_link:
-                context["ti"].xcom_push(key=DASHBOARD_XCOM_KEY, value=handle.dashboard_link)
-            address = handle.address
-            hook.renew_lease(client)
+        try:
+            hook.check_transport(spec)
+        except (PlaintextDaskRefused, MissingClusterCertificate) as exc:
+            # For good, no retries: a retry meets the same setting.
+            raise AirflowFailException(f"{self.task_id}: {exc}") from exc
+        with hook.open_cluster(spec) as dask:
+            if dask.dashboard_link:
+                context["ti"].xcom_push(key=DASHBOARD_XCOM_KEY, value=dask.dashboard_link)
+            address = dask.address
+            dask.renew_lease()
             # The publication keeps the work wanted; its result is only ever read from the result file.
-            self._find_or_submit(hook, client, key, func, make_args, result_file, progress_file)
+            self._find_or_submit(dask, key, func, make_args, result_file, progress_file)
             bound = float(self.work_timeout) if self.work_timeout else None
             deadline = time.time() + bound if bound else 0.0
             if not self.deferrable:
                 self._running = (address, key)
                 try:
-                    result = self._wait_inline(hook, client, key, result_file, hook.progress_tail(progress_file),
-                                               deadline)
+                    result = self._wait_inline(dask, key, result_file, hook.progress_tail(progress_file), deadline)
                 except WorkDeadlinePassed:
-                    hook.cancel_work(client, key, reason="its deadline passed (work_timeout)")
+                    dask.cancel_work(key, reason="its deadline passed (work_timeout)")
                     raise
                 finally:
                     self._running = None
-                    hook.release_work(client, key)
+                    dask.release_work(key)
                 return self.on_result(context, result)
 
         tls_directory = hook.resolve_tls_directory()
@@ -284,7 +285,7 @@ class PcleanDaskOperator(BaseOperator):
                 return str(recorded), up_tasks
         return None, up_tasks
 
-    def _wait_inline(self, hook: PcleanDaskHook, client: Any, key: str, result_file: str, progress: ProgressTail,
+    def _wait_inline(self, dask: DaskConnection, key: str, result_file: str, progress: ProgressTail,
                      deadline: float = 0.0) -> Any:
         """Wait in this worker for the work under ``key``, as the trigger does: its state from the
         scheduler, its result from its result file; nothing the cluster sends is unpickled here."""
@@ -292,7 +293,7 @@ class PcleanDaskOperator(BaseOperator):
             if deadline and time.time() > deadline:
                 self._log_progress(progress)
                 raise WorkDeadlinePassed(self.deadline_message())
-            status = hook.work_status(client, key)
+            status = dask.work_status(key)
             self._log_progress(progress)
             if status.state == "finished":
                 result = _result_after_finish(result_file)
@@ -317,19 +318,21 @@ class PcleanDaskOperator(BaseOperator):
         for line in progress.new_lines():
             self.log.info("%s: %s", self.label(), line)
 
-    def _find_or_submit(self, hook, client, key, func, make_args, result_file, progress_file):
-        if (future := hook.find_work(client, key)) is not None:
+    def _find_or_submit(self, dask: DaskConnection, key: str, func: Callable[..., dict],
+                        make_args: Callable[[DaskConnection], tuple], result_file: str,
+                        progress_file: str | None) -> Any:
+        if (future := dask.find_work(key)) is not None:
             # Same try seen again (an Airflow worker restarted after submitting): adopt, do not resubmit.
             self.log.info("Dask work %s is already on the cluster; waiting for it instead of resubmitting.", key)
             return future
-        for stale in hook.cancel_older_tries(client, key):
+        for stale in dask.cancel_older_tries(key):
             self.log.info("Cancelled Dask work of an earlier try: %s", stale)
         # Only here, never before the result file and the running work were looked for: a restarted
         # worker that executes a try again must not clear what that try made or is making.
         self.before_submit()
         if progress_file and os.path.exists(progress_file):
             os.unlink(progress_file)
-        future = hook.submit_work(client, key, result_file, func, make_args(client))
+        future = dask.submit_work(key, result_file, func, make_args(dask))
         self.log.info("Submitted %s to the Dask cluster as %s", self.label(), key)
         return future
 
@@ -362,17 +365,16 @@ class PcleanDaskOperator(BaseOperator):
             self._at_scheduler(address, key, "cancel")
 
     def _at_scheduler(self, address: str, key: str, action: str) -> None:
-        """Release or cancel the work by address, with a client of its own; a failure only warns.
+        """Release or cancel the work by address, over a connection of its own; a failure only warns.
 
         The result is safe either way, and a scheduler that went away has forgotten the work anyway.
         """
-        hook = self.hook()
         try:
-            with hook.scheduler_client(address) as client:
+            with self.hook().connect(address) as dask:
                 if action == "cancel":
-                    hook.cancel_work(client, key, reason="Airflow task killed")
+                    dask.cancel_work(key, reason="Airflow task killed")
                 else:
-                    hook.release_work(client, key)
+                    dask.release_work(key)
         except Exception as exc:
             self.log.warning("Could not %s Dask work %s on %s: %s", action, key, address, exc)
 
@@ -391,15 +393,6 @@ def _answers(address: str, timeout: float = 5.0) -> bool:
             return True
     except OSError:
         return False
-
-
-def _require_secure_transport(task_id: str, address: str | None, tls_directory: str | None) -> None:
-    """Fail the task for good (no retries: a retry meets the same setting) when the scheduler may not
-    be talked to: plaintext without the administrator's leave, or TLS without the certificate."""
-    try:
-        client_security(address or "", tls_directory)
-    except (PlaintextDaskRefused, MissingClusterCertificate) as exc:
-        raise AirflowFailException(f"{task_id}: {exc}") from exc
 
 
 def _sleep_until(result_file: str, seconds: float) -> None:

@@ -43,7 +43,7 @@ class ContinuumImagingOperator(ConfiguredImagingOperator):
         self._retry = int(context["ti"].try_number) > 1
         cfg_json = cfg.model_dump_json()
 
-        return self.run_on_cluster(context, worker_tasks.image_continuum, lambda client: (cfg_json,),
+        return self.run_on_cluster(context, worker_tasks.image_continuum, lambda dask: (cfg_json,),
                                    self.default_state_dir(cfg.image.imagename),
                                    progress_file=progress_file_for(cfg.image.imagename))
 

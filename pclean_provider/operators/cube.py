@@ -41,6 +41,7 @@ from pclean_provider.engine.cube.plan import (
     batch_ranges,
 )
 from pclean_provider.engine.progress import progress_file_for
+from pclean_provider.hooks.dask import DaskConnection
 from pclean_provider.operators.base import PcleanDaskOperator
 from pclean_provider.operators.config_input import ConfiguredImagingOperator, build_config
 from pclean_provider.operators.lineage import imaging_lineage
@@ -129,8 +130,8 @@ class CubePartitionOperator(PcleanDaskOperator):
         cfg_json = cfg.model_dump_json()
         overwrite = bool(self.overwrite) or int(context["ti"].try_number) > 1
 
-        def make_args(client: Any) -> tuple:
-            workers, memory = self.hook().cluster_resources(client)
+        def make_args(dask: DaskConnection) -> tuple:
+            workers, memory = dask.cluster_resources()
             nworkers = int(self.nworkers) if self.nworkers else workers
             self.log.info("Planning for %d sub-cube workers (cluster has %d)", nworkers, workers)
             return (cfg_json, nworkers, memory, overwrite)
@@ -217,7 +218,7 @@ class SubcubeImagingOperator(PcleanDaskOperator):
             raise AirflowFailException(
                 f"{self.task_id}: spec must be one sub-cube spec from CubePartitionOperator (a dict with "
                 f"imagename, chan_start, ...), got {type(spec).__name__}; map with .expand(spec=partition.output)")
-        return self.run_on_cluster(context, worker_tasks.image_one_subcube, lambda client: (spec,),
+        return self.run_on_cluster(context, worker_tasks.image_one_subcube, lambda dask: (spec,),
                                    self.default_state_dir(spec["imagename"]))
 
     def on_result(self, context: Any, result: Any) -> Any:
@@ -306,7 +307,7 @@ class SubcubeBatchOperator(PcleanDaskOperator):
                 f"{self.task_id}: specs (or batch_specs) must be one batch of sub-cube specs from "
                 "CubePartitionOperator (an element of its output with batched=True, or its XCom batch_<n> with "
                 f"batch_tasks=K); got {type(specs).__name__}")
-        return self.run_on_cluster(context, subcube_batch.image_subcube_batch, lambda client: (specs,),
+        return self.run_on_cluster(context, subcube_batch.image_subcube_batch, lambda dask: (specs,),
                                    self.default_state_dir(specs[0]["imagename"]))
 
     def on_result(self, context: Any, result: Any) -> Any:
@@ -373,7 +374,7 @@ class CubeConcatOperator(PcleanDaskOperator):
             # movevirtual consumes the sub-cubes; kept sub-cubes need a copying concatenation.
             self.log.info("concat_mode='movevirtual' would consume the sub-cubes this task keeps; using 'paged'.")
             mode = "paged"
-        return self.run_on_cluster(context, worker_tasks.concat_cube, lambda client: (plan, results, mode, keep),
+        return self.run_on_cluster(context, worker_tasks.concat_cube, lambda dask: (plan, results, mode, keep),
                                    self.default_state_dir(plan["imagename"]))
 
     def on_result(self, context: Any, result: Any) -> Any:
@@ -428,7 +429,7 @@ class CubeImagingOperator(ConfiguredImagingOperator):
         self._imagename = imagename
         cfg_json = cfg.model_dump_json()
 
-        return self.run_on_cluster(context, worker_tasks.image_cube, lambda client: (cfg_json,),
+        return self.run_on_cluster(context, worker_tasks.image_cube, lambda dask: (cfg_json,),
                                    self.default_state_dir(imagename), progress_file=progress_file_for(imagename))
 
     def before_submit(self) -> None:

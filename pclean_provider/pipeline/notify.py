@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,8 +28,16 @@ log = logging.getLogger("pclean.notify")
 NOTIFICATIONS_DIR_ENV = "PCLEAN_NOTIFICATIONS_DIR"
 
 
-NotifierEvent = Literal["task_failed", "qa_review", "review_waiting", "nothing_arrived", "not_imaged",
-                        "deadline_missed"]
+class NotifierEvent(StrEnum):
+    """What a pipeline template's Airflow notifiers can be called for (``NotifierSpec.on``); each is
+    also the ``kind`` of the file notification written for it."""
+
+    TASK_FAILED = "task_failed"
+    QA_REVIEW = "qa_review"
+    REVIEW_WAITING = "review_waiting"
+    NOTHING_ARRIVED = "nothing_arrived"
+    NOT_IMAGED = "not_imaged"
+    DEADLINE_MISSED = "deadline_missed"
 
 
 class NotifierSpec(BaseModel):
@@ -45,9 +54,8 @@ class NotifierSpec(BaseModel):
 
 
 class Notification(BaseModel):
-    # "task_failed" | "ms_quarantined" | "qa_review" | "review_waiting" | "nothing_arrived" | "not_imaged"
-    # | "deadline_missed"
-    kind: str
+    # A quarantined MS is reported in a file notification only: no template notifier is called for it.
+    kind: NotifierEvent | Literal["ms_quarantined"]
     dag_id: str | None = None
     run_id: str | None = None
     task_id: str | None = None
@@ -149,7 +157,7 @@ def notify_task_failure(context: Mapping[str, Any], directory: str | os.PathLike
     ti = context.get("ti") or context.get("task_instance")
     dag_run = context.get("dag_run")
     note = Notification(
-        kind="task_failed",
+        kind=NotifierEvent.TASK_FAILED,
         dag_id=_get(ti, "dag_id") or _get(context.get("dag"), "dag_id"),
         run_id=_get(ti, "run_id") or _get(dag_run, "run_id"),
         task_id=_get(ti, "task_id"),
@@ -182,8 +190,8 @@ def notify_quarantined(dag_id: str | None, run_id: str | None, ms_path: str, rea
 def notify_nothing_arrived(dag_id: str | None, run_id: str | None, reason: str,
                            directory: str | os.PathLike[str] | None = None) -> Notification:
     """A scheduled night found nothing to image: a silent green run would hide a stopped transfer."""
-    note = Notification(kind="nothing_arrived", dag_id=dag_id, run_id=run_id, task_id="nothing_arrived",
-                        reason=reason, created_at=datetime.now(UTC).isoformat())
+    note = Notification(kind=NotifierEvent.NOTHING_ARRIVED, dag_id=dag_id, run_id=run_id,
+                        task_id="nothing_arrived", reason=reason, created_at=datetime.now(UTC).isoformat())
     path = write_notification(note, directory or os.environ.get(NOTIFICATIONS_DIR_ENV))
     log.warning("pclean: %s run %s imaged nothing: %s [notification %s]", dag_id, run_id, reason, path)
     return note
@@ -192,8 +200,8 @@ def notify_nothing_arrived(dag_id: str | None, run_id: str | None, reason: str,
 def notify_not_imaged(dag_id: str | None, run_id: str | None, ms: str, reason: str,
                       directory: str | os.PathLike[str] | None = None) -> Notification:
     """An MS (or one of its targets) the plan found nothing to image in: said before any cluster time."""
-    note = Notification(kind="not_imaged", dag_id=dag_id, run_id=run_id, task_id="prepare", ms=ms, reason=reason,
-                        created_at=datetime.now(UTC).isoformat())
+    note = Notification(kind=NotifierEvent.NOT_IMAGED, dag_id=dag_id, run_id=run_id, task_id="prepare", ms=ms,
+                        reason=reason, created_at=datetime.now(UTC).isoformat())
     path = write_notification(note, directory or os.environ.get(NOTIFICATIONS_DIR_ENV))
     log.warning("pclean: %s of %s run %s is not imaged: %s [notification %s]", ms, dag_id, run_id, reason, path)
     return note
@@ -202,8 +210,8 @@ def notify_not_imaged(dag_id: str | None, run_id: str | None, ms: str, reason: s
 def notify_qa_review(dag_id: str | None, run_id: str | None, ms: str, reason: str,
                      directory: str | os.PathLike[str] | None = None) -> Notification:
     """A product stayed below the QA gate: someone has to look at it before it is published."""
-    note = Notification(kind="qa_review", dag_id=dag_id, run_id=run_id, task_id="qa_gate", ms=ms, reason=reason,
-                        created_at=datetime.now(UTC).isoformat())
+    note = Notification(kind=NotifierEvent.QA_REVIEW, dag_id=dag_id, run_id=run_id, task_id="qa_gate", ms=ms,
+                        reason=reason, created_at=datetime.now(UTC).isoformat())
     path = write_notification(note, directory or os.environ.get(NOTIFICATIONS_DIR_ENV))
     log.warning("pclean: %s of %s run %s goes to review: %s [notification %s]", ms, dag_id, run_id, reason, path)
     return note
@@ -213,9 +221,9 @@ def notify_review_waiting(dag_id: str | None, run_id: str | None, ms: str, reaso
                           review_url: str | None, qa_report: str | None,
                           directory: str | os.PathLike[str] | None = None) -> Notification:
     """A product below the QA gate waits for a person's answer (approve, reject, re-image) in the UI."""
-    note = Notification(kind="review_waiting", dag_id=dag_id, run_id=run_id, task_id="review_decision",
-                        map_index=map_index, ms=ms, reason=reason, review_url=review_url, qa_report=qa_report,
-                        created_at=datetime.now(UTC).isoformat())
+    note = Notification(kind=NotifierEvent.REVIEW_WAITING, dag_id=dag_id, run_id=run_id,
+                        task_id="review_decision", map_index=map_index, ms=ms, reason=reason,
+                        review_url=review_url, qa_report=qa_report, created_at=datetime.now(UTC).isoformat())
     path = write_notification(note, directory or os.environ.get(NOTIFICATIONS_DIR_ENV))
     log.warning("pclean: %s of %s run %s waits for review at %s [notification %s]", ms, dag_id, run_id,
                 review_url, path)
@@ -229,7 +237,7 @@ async def notify_deadline_missed(context: Mapping[str, Any] | None = None, *, no
     dag_run = context.get("dag_run") or {}
     conf = _get(dag_run, "conf") or {}
     note = Notification(
-        kind="deadline_missed",
+        kind=NotifierEvent.DEADLINE_MISSED,
         dag_id=dag_id or _get(dag_run, "dag_id"),
         run_id=_get(dag_run, "run_id"),
         ms=Path(str(conf["vis"])).name if isinstance(conf, Mapping) and conf.get("vis") else None,

@@ -20,7 +20,7 @@ from pclean_provider.config.plan_policy import PlanPolicy
 from pclean_provider.data import PIPELINES, packaged_dir
 from pclean_provider.pipeline.archive import ArchiveError, parse_file_mode
 from pclean_provider.pipeline.imaging_timeout import ImagingTimeout
-from pclean_provider.pipeline.notify import NotifierSpec
+from pclean_provider.pipeline.notify import NotifierEvent, NotifierSpec
 from pclean_provider.pipeline.qa_gate import QA_GATE_MINIMUM_ENV, qa_gate_minimum
 
 DATA_ROOT_ENV = "PCLEAN_DATA_ROOT"
@@ -262,8 +262,7 @@ class PipelineTemplate(BaseModel):
                                   "null) has no deadline.")
     notifiers: list[NotifierSpec] = Field(
         default_factory=list, description="Airflow notifiers called besides the file notifications "
-        "(task_failed, qa_review, review_waiting, nothing_arrived, not_imaged, deadline_missed); see "
-        "pipeline/notify.py.")
+        f"({', '.join(NotifierEvent)}); see pipeline/notify.py.")
 
     @model_validator(mode="after")
     def _review_ends_before_the_deadline(self) -> PipelineTemplate:

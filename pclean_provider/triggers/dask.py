@@ -1,9 +1,9 @@
 """Wait, without holding an Airflow worker slot, for one task's work on a Dask cluster.
 
 The trigger finds the work by name (the deterministic key the operator published it under), so a
-trigger rebuilt after a triggerer restart watches the same work instead of starting it again. It
-polls with a fresh asynchronous client per poll: nothing long-lived to go stale when the scheduler
-or the triggerer restarts, and nothing that blocks the triggerer's event loop.
+trigger rebuilt after a triggerer restart watches the same work instead of starting it again. Each
+poll goes over a fresh asynchronous connection from the hook: nothing long-lived to go stale when the
+scheduler or the triggerer restarts, and nothing that blocks the triggerer's event loop.
 
 Cancellation: Airflow 3.3 calls ``BaseTrigger.on_kill()`` only when a user acted on the deferred
 task (mark failed / success, clear), never on a triggerer shutdown, redistribution or timeout;
@@ -201,10 +201,10 @@ class DaskWorkTrigger(BaseTrigger):
         # A dead scheduler refuses at once but a client retries until its timeout: keep that within
         # the unreachable budget so the give-up comes when promised.
         connect_timeout = max(3.0, min(30.0, self.unreachable_timeout / 2))
-        async with self._hook.async_scheduler_client(self.scheduler_address, timeout=connect_timeout) as client:
-            status = await self._hook.async_work_status(client, self.key)
-            await self._hook.async_renew_lease(client)
-            workers = await self._hook.async_worker_count(client) if status.state != "finished" else 1
+        async with self._hook.async_connect(self.scheduler_address, timeout=connect_timeout) as dask:
+            status = await dask.work_status(self.key)
+            await dask.renew_lease()
+            workers = await dask.worker_count() if status.state != "finished" else 1
         if status.state == "finished":
             return "finished", None
         if status.state == "foreign":
@@ -270,8 +270,8 @@ class DaskWorkTrigger(BaseTrigger):
         """Cancel the work past its deadline, if the scheduler answers in a few seconds (a retry's new
         try cancels it otherwise)."""
         async def cancel() -> None:
-            async with self._hook.async_scheduler_client(self.scheduler_address, timeout=5) as client:
-                await self._hook.async_cancel_work(client, self.key, reason="its deadline passed (work_timeout)")
+            async with self._hook.async_connect(self.scheduler_address, timeout=5) as dask:
+                await dask.cancel_work(self.key, reason="its deadline passed (work_timeout)")
 
         try:
             # Bounded as a whole: a stopped scheduler takes the connection and never answers it.
@@ -283,8 +283,8 @@ class DaskWorkTrigger(BaseTrigger):
     async def on_kill(self) -> None:
         """A user killed or cleared the deferred task: stop its Dask work too."""
         self.log.info("Task killed by a user: cancelling Dask work %s", self.key)
-        async with self._hook.async_scheduler_client(self.scheduler_address, timeout=20) as client:
-            await self._hook.async_cancel_work(client, self.key, reason="Airflow task killed or cleared by a user")
+        async with self._hook.async_connect(self.scheduler_address, timeout=20) as dask:
+            await dask.cancel_work(self.key, reason="Airflow task killed or cleared by a user")
 
     def _success(self, result: Any) -> TriggerEvent:
         return TriggerEvent({**self._event("success", None), "result": result})

@@ -32,7 +32,7 @@ def _operator(state_dir, **kw):
         work_kind = "echo"
 
         def execute(self, context):
-            return self.run_on_cluster(context, _double, lambda client: (21,), str(state_dir))
+            return self.run_on_cluster(context, _double, lambda dask: (21,), str(state_dir))
 
     kw.setdefault("deferrable", True)
     return EchoOperator(task_id="echo", poll_interval=0.3, resume_grace_seconds=0, **kw)

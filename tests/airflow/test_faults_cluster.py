@@ -56,7 +56,7 @@ def _dag_with_cluster(address_file, state_dir, address, overrides=None, **echo_k
         work_kind = "echo"
 
         def execute(self, context):
-            return self.run_on_cluster(context, triple, lambda client: (7,), str(state_dir))
+            return self.run_on_cluster(context, triple, lambda dask: (7,), str(state_dir))
 
     with DAG("faults", schedule=None) as dag:
         up = ClusterUpOperator(task_id="cluster_up", address_file=str(address_file), cluster_overrides=overrides)

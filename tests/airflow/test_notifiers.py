@@ -42,6 +42,27 @@ def test_an_unknown_event_is_refused_by_the_template():
         template(notifiers=[{"notifier": RECORDING, "on": ["sometimes"]}])
 
 
+def test_the_file_notifications_kinds_are_the_events_and_a_quarantine(tmp_path):
+    """One type names the events: a template's notifiers take them, and each file notification's kind
+    is one of them, or a quarantine, which has no notifier of its own."""
+    from pydantic import ValidationError
+
+    from pclean_provider.pipeline.notify import (
+        NotifierEvent,
+        notify_nothing_arrived,
+        notify_quarantined,
+        read_notifications,
+    )
+
+    with pytest.raises(ValidationError, match="on"):
+        template(notifiers=[{"notifier": RECORDING, "on": ["ms_quarantined"]}])
+    every = template(notifiers=[{"notifier": RECORDING, "on": [str(event) for event in NotifierEvent]}])
+    assert every.notifiers[0].on == list(NotifierEvent)
+    notify_quarantined("d", "r", "/landing/a.ms", "no SPECTRAL_WINDOW", "/q/a.ms.reason", directory=tmp_path)
+    notify_nothing_arrived("d", "r", "no MeasurementSet", directory=tmp_path)
+    assert sorted(note.kind for note in read_notifications(tmp_path)) == ["ms_quarantined", "nothing_arrived"]
+
+
 def test_send_calls_the_events_notifiers_and_survives_a_failing_one(tmp_path, caplog):
     from pclean_provider.dags.notifiers import send
 

@@ -42,7 +42,7 @@ def _echo_operator(address, state_dir, func, args, **kw):
         work_kind = "echo"
 
         def execute(self, context):
-            return self.run_on_cluster(context, func, lambda client: args, str(state_dir))
+            return self.run_on_cluster(context, func, lambda dask: args, str(state_dir))
 
     # Deferrable unless a test says otherwise: most of them show the deferred path.
     kw.setdefault("deferrable", True)

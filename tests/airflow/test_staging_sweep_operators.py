@@ -25,19 +25,19 @@ KILLED_WRITER = ("import os, sys; os.makedirs(sys.argv[1] + '/part1'); "
                  "sys.stdin.read()")
 
 
-class RecordingHook:
-    """Stands in for PcleanDaskHook: records what was on disk when the work was submitted."""
+class RecordingConnection:
+    """Stands in for the hook's DaskConnection: records what was on disk when the work was submitted."""
 
     def __init__(self, folder: Path, running: object | None = None):
         self.folder, self.running, self.seen_at_submit = folder, running, None
 
-    def find_work(self, client, key):
+    def find_work(self, key):
         return self.running
 
-    def cancel_older_tries(self, client, key):
+    def cancel_older_tries(self, key):
         return []
 
-    def submit_work(self, client, key, result_file, func, args):
+    def submit_work(self, key, result_file, func, args):
         self.seen_at_submit = sorted(p.name for p in self.folder.iterdir())
         return "future"
 
@@ -78,26 +78,26 @@ def continuum_operator(product_dir: Path, retry: bool):
     return op
 
 
-def submit(op, hook) -> object:
-    return op._find_or_submit(hook, None, "key", print, lambda client: (), "/nonexistent/result.json", None)
+def submit(op, dask) -> object:
+    return op._find_or_submit(dask, "key", print, lambda dask: (), "/nonexistent/result.json", None)
 
 
 def test_a_new_cube_try_starts_without_the_earlier_tries_leftovers(product_dir):
     for name in (".night.cube.image.tmp-0a1b2c3d", ".night.cube.tmp-restore-5e6f7a8b", "night.cube.image",
                  "night.cube.subcubes"):
         (product_dir / name).mkdir()
-    hook = RecordingHook(product_dir)
-    assert submit(cube_operator(product_dir), hook) == "future"
-    assert hook.seen_at_submit == []
+    dask = RecordingConnection(product_dir)
+    assert submit(cube_operator(product_dir), dask) == "future"
+    assert dask.seen_at_submit == []
 
 
 def test_a_continuum_retry_starts_without_the_killed_tries_stagings(product_dir):
     for run_id in ("00000000a1", "00000000b2"):  # two tries, each coordinator killed mid-run
         killed_writer_staging(product_dir / f".night.cont.tmp-{socket.gethostname()}-999999999-{run_id}")
     (product_dir / "night.cont.image").mkdir()
-    hook = RecordingHook(product_dir)
-    submit(continuum_operator(product_dir, retry=True), hook)
-    assert hook.seen_at_submit == []
+    dask = RecordingConnection(product_dir)
+    submit(continuum_operator(product_dir, retry=True), dask)
+    assert dask.seen_at_submit == []
 
 
 def test_a_try_that_is_found_running_again_keeps_what_it_is_writing(product_dir):
@@ -105,9 +105,9 @@ def test_a_try_that_is_found_running_again_keeps_what_it_is_writing(product_dir)
     writing = [".night.cube.image.tmp-0a1b2c3d", "night.cube.subcubes"]
     for name in writing:
         (product_dir / name).mkdir()
-    hook = RecordingHook(product_dir, running="the running future")
-    assert submit(cube_operator(product_dir), hook) == "the running future"
-    assert hook.seen_at_submit is None and sorted(p.name for p in product_dir.iterdir()) == writing
+    dask = RecordingConnection(product_dir, running="the running future")
+    assert submit(cube_operator(product_dir), dask) == "the running future"
+    assert dask.seen_at_submit is None and sorted(p.name for p in product_dir.iterdir()) == writing
 
 
 def test_the_teardown_sweeps_the_run_folder_once_the_cluster_is_down(product_dir, tmp_path):

@@ -78,6 +78,30 @@ def test_is_cube(specmode, cube):
     assert PcleanConfig.from_flat(specmode=specmode).is_cube is cube
 
 
+def test_the_spec_modes_are_written_once_and_the_cube_engine_reads_them():
+    """Which modes exist is the specmode field's type; the continuum-plane, cube and cube-engine modes
+    are subsets of it, and the cube engine refuses a cube the config accepts but it does not make."""
+    from typing import get_args
+
+    from pclean_provider.config.groups import (
+        CUBE_ENGINE_SPECMODES,
+        CUBE_SPECMODES,
+        MFS_SPECMODES,
+        Specmode,
+        Spectral,
+    )
+    from pclean_provider.engine.cube.preflight import check_cube_inputs
+    from pclean_provider.engine.imaging_errors import PreflightError
+
+    modes = set(get_args(Spectral.model_fields["specmode"].annotation))
+    assert modes == set(get_args(Specmode))
+    assert set(CUBE_ENGINE_SPECMODES) < set(CUBE_SPECMODES) < modes and set(MFS_SPECMODES) < modes
+    assert not set(MFS_SPECMODES) & set(CUBE_SPECMODES)
+    for specmode in set(CUBE_SPECMODES) - set(CUBE_ENGINE_SPECMODES):
+        with pytest.raises(PreflightError, match=f"specmode='{specmode}': the cube engine makes"):
+            check_cube_inputs(PcleanConfig.from_flat(specmode=specmode))
+
+
 def test_tclean_kwargs_are_exactly_tcleans_names_and_paths_are_absolute(ms, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = PcleanConfig.from_flat(vis="target.ms", imagename="products/img", parallel=True, nworkers=2,

@@ -16,7 +16,7 @@ from pclean_provider.dags.notifiers import send
 from pclean_provider.dags.params import run_settings
 from pclean_provider.dags.pclean_subprocess import run_step, step_timeout
 from pclean_provider.exit_codes import IngestExit
-from pclean_provider.pipeline.notify import notify_nothing_arrived, notify_quarantined
+from pclean_provider.pipeline.notify import NotifierEvent, notify_nothing_arrived, notify_quarantined
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
 
 NOTHING_XCOM = "nothing_to_image"  # ingest pushes why it accepted nothing under this key
@@ -53,7 +53,7 @@ def arrival_tasks(t: PipelineTemplate):
         s = run_settings(t)
         reason = ctx["ti"].xcom_pull(task_ids="ingest", key=NOTHING_XCOM) or "ingest accepted nothing"
         notify_nothing_arrived(t.dag_id, ctx["run_id"], reason, directory=s.notifications_dir)
-        send(t, "nothing_arrived", ctx)
+        send(t, NotifierEvent.NOTHING_ARRIVED, ctx)
         print(f"imaging skipped: {reason}")
         return reason
 

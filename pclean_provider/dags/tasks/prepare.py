@@ -23,7 +23,7 @@ from pclean_provider.pipeline.ingest import (
     verify_against_metadata,
     write_json_atomic,
 )
-from pclean_provider.pipeline.notify import notify_not_imaged
+from pclean_provider.pipeline.notify import NotifierEvent, notify_not_imaged
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate, data_root_dir
 
 RUN_XCOM = "run"  # prepare pushes the run's resolved settings under this key
@@ -64,7 +64,7 @@ def prepare_task(t: PipelineTemplate):
                 continue
             items.extend(_target_items(t, s, ms, plan))
         if not_imaged:
-            send(t, "not_imaged", ctx)
+            send(t, NotifierEvent.NOT_IMAGED, ctx)
         ctx["ti"].xcom_push(key=RUN_XCOM, value={
             "address_file": str(Path(s.run_dir) / "cluster" / "scheduler.address"),
             "cluster_overrides": s.cluster_overrides(),

@@ -14,7 +14,7 @@ from pclean_provider.dags.params import run_settings
 from pclean_provider.dags.pclean_subprocess import run_step_payload, step_timeout
 from pclean_provider.pipeline.ingest import write_json_atomic
 from pclean_provider.pipeline.night_index import record_gate_decision
-from pclean_provider.pipeline.notify import notify_qa_review
+from pclean_provider.pipeline.notify import NotifierEvent, notify_qa_review
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate
 
 ARCHIVE, REVIEW = "archive", "review"  # the task ids the gate chooses between
@@ -85,7 +85,7 @@ def qa_tasks(t: PipelineTemplate, pool: str):
                 # The notification's ms stays the MS; the reason says which of its targets it is.
                 reason = f"{label}: {reason}"
             notify_qa_review(t.dag_id, ctx["run_id"], checked["name"], reason, directory=s.notifications_dir)
-            send(t, "qa_review", ctx)
+            send(t, NotifierEvent.QA_REVIEW, ctx)
         return {**checked, "route": route}
 
     return qa, qa_gate

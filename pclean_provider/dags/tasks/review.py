@@ -43,7 +43,7 @@ from pclean_provider.dags.tasks.archive import publish_product
 from pclean_provider.links.qa_report import QaNightLink, QaReportLink, served_report
 from pclean_provider.links.qa_urls import report_url
 from pclean_provider.pipeline.conf_policy import CONF_KEYS, RunConfRefused
-from pclean_provider.pipeline.notify import notify_review_waiting
+from pclean_provider.pipeline.notify import NotifierEvent, notify_review_waiting
 from pclean_provider.pipeline.pipeline_template import PipelineTemplate, TemplateError
 from pclean_provider.pipeline.review import (
     NOTE_FIELD,
@@ -114,7 +114,7 @@ class ReviewDecisionOperator(HITLOperator):
                               map_index=context["ti"].map_index, review_url=review_url,
                               qa_report=(base + report_link) if report_link else None,
                               directory=s.notifications_dir)
-        send(t, "review_waiting", context)
+        send(t, NotifierEvent.REVIEW_WAITING, context)
         return super().execute(context)
 
     # -- the answer -------------------------------------------------------------------------------

@@ -9,12 +9,9 @@ import os
 
 from pclean_provider import products
 from pclean_provider.casa.ms_selection import SelectionError, check_selection
+from pclean_provider.config.groups import CUBE_ENGINE_SPECMODES, MFS_ONLY_DECONVOLVERS
 from pclean_provider.engine.cube.concat import ConcatError, resolve_mode
 from pclean_provider.engine.imaging_errors import PreflightError
-
-# Deconvolvers that only make sense for one continuum plane.
-MFS_ONLY_DECONVOLVERS = ("mtmfs",)
-SUPPORTED_SPECMODES = ("cube", "cubedata")
 
 
 def _as_list(value) -> list:
@@ -25,7 +22,7 @@ def check_cube_inputs(cfg) -> None:
     """All cheap checks of a cube config against its data; raises PreflightError."""
     kw = cfg.tclean_kwargs()
     specmode = kw.get("specmode")
-    if specmode not in SUPPORTED_SPECMODES:
+    if specmode not in CUBE_ENGINE_SPECMODES:
         raise PreflightError(f"specmode={specmode!r}: the cube engine makes specmode='cube' or 'cubedata' "
                              "cubes; for 'cubesource' run casatasks.tclean, for continuum use specmode='mfs'.")
     if kw.get("deconvolver") in MFS_ONLY_DECONVOLVERS:
