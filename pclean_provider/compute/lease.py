@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 LEASE_KEY = "pclean-host-lease"
 # The scheduler's own pseudo-client for fire_and_forget futures; never a sign of life.
 _INTERNAL_CLIENTS = frozenset({"fire-and-forget"})
+# The scheduler's publish extension holds each published name's keys under a pseudo-client of this
+# prefix, and keeps that entry after the name is withdrawn and its publisher has left; counted as a
+# client, every host that ever ran published work (all of the operators' work) would live for ever.
+_PUBLICATION_PREFIX = "published-"
 
 
 def renew_lease(client: Any) -> Any:
@@ -42,7 +46,8 @@ async def async_renew_lease(client: Any) -> None:
 def _scheduler_activity(own_clients: list[str], dask_scheduler: Any = None) -> tuple[Any, list[str]]:
     """Run on the scheduler: the lease's value and the clients that are not the host's own."""
     lease = dask_scheduler.get_metadata(keys=[LEASE_KEY], default=None)
-    others = [cid for cid in dask_scheduler.clients if cid not in own_clients and cid not in _INTERNAL_CLIENTS]
+    others = [cid for cid in dask_scheduler.clients if cid not in own_clients and cid not in _INTERNAL_CLIENTS
+              and not cid.startswith(_PUBLICATION_PREFIX)]
     return lease, others
 
 

@@ -36,10 +36,17 @@ def _listening(pids: list[int]) -> set[str]:
     return hosts
 
 
-def _renew_for(address: str, seconds: float) -> None:
-    """Act as the Airflow side: renew the lease the way the trigger does, with a fresh client each time."""
+def _renew_for(address: str, seconds: float, tmp_path) -> None:
+    """Act as the Airflow side: run one piece of published work as the operators do, then renew the
+    lease the way the trigger does, with a fresh client each time."""
+    from pclean_provider.compute.dask_work import PublishedWork
     from pclean_provider.compute.lease import renew_lease
 
+    with Client(address, timeout=10, set_as_default=False) as client:
+        work = PublishedWork(client)
+        # `dict`: work the worker can unpickle without this test module (it returns {}).
+        work.submit("pclean-lease-k-try1", str(tmp_path / "result.json"), dict).result(timeout=60)
+        work.release("pclean-lease-k-try1")
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         with Client(address, timeout=10, set_as_default=False) as client:
@@ -67,8 +74,9 @@ def test_abandoned_host_stops_itself_and_its_workers_after_its_lease(tmp_path):
         with Client(address, timeout=10, set_as_default=False) as client:
             assert [w.startswith("tcp://127.0.0.1:") for w in client.nthreads()] == [True]
 
-        # Renewed for twice its lease, the host stays.
-        _renew_for(address, 8)
+        # Renewed for twice its lease, the host stays. The work it ran was published: the name the
+        # scheduler keeps for it after its release is no sign of life.
+        _renew_for(address, 8, tmp_path)
         assert host_status(afile).state == "running"
 
         # Left alone (nobody renews, nobody stops it), it ends itself and its worker.
