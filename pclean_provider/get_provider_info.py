@@ -96,7 +96,7 @@ def get_provider_info() -> dict:
         # The `airflow.plugins` entry point loads it too (Airflow's own providers declare both): the
         # entry point is what loads it while providers are discovered lazily, Airflow's default.
         "plugins": [
-            {"name": "pclean_pools", "plugin-class": "pclean_provider.plugins.pool_plugin.PcleanPoolPlugin"}
+            {"name": "pclean", "plugin-class": "pclean_provider.plugins.plugin.PcleanPlugin"}
         ],
         "config": provider_config(),
         "connection-types": [

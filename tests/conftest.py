@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 LIVE_AIRFLOW_FILES = {
     "tests/airflow/test_standalone_e2e.py",
     "tests/airflow/test_standalone_night.py",
+    "tests/airflow/test_standalone_bounded.py",
     "tests/airflow/test_operators_clear_and_kill.py",
     "tests/browser/test_trigger_form.py",
 }

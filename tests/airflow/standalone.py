@@ -275,6 +275,9 @@ SMALL_DIRTY_CUBE = {**SMALL_CUBE, "niter": 0}
 # tests make never start runs of their own.
 ARRIVALS_DAG_ID = "nightly_cube_arrivals"
 ARRIVALS_LANDING = "arrivals-landing"
+BOUNDED_DAG_ID = "nightly_cube_bounded"
+BOUNDED_LANDING = "bounded-landing"
+BOUNDED_MINUTES = 0.75
 OPENLINEAGE_FILE = "openlineage-events.jsonl"
 _shared: Standalone | None = None
 
@@ -308,6 +311,11 @@ def write_small_templates(directory: Path) -> Path:
                         "arrivals": {"watch": True, "poll_interval_s": 2},
                         "qa": {**data.get("qa", {}), "gate_min_score": 0.0}}
             (directory / f"{ARRIVALS_DAG_ID}.yaml").write_text(yaml.safe_dump(arrivals, sort_keys=False))
+            # The exact cube with a short imaging bound, no retry and a landing area of its own: a
+            # coordinator that hangs must end its task within the bound (test_standalone_bounded.py).
+            bounded = {**data, "dag_id": BOUNDED_DAG_ID, "landing_dir": BOUNDED_LANDING, "retries": 0,
+                       "imaging_timeout": {"minutes": BOUNDED_MINUTES}}
+            (directory / f"{BOUNDED_DAG_ID}.yaml").write_text(yaml.safe_dump(bounded, sort_keys=False))
     return directory
 
 

@@ -123,10 +123,10 @@ def test_the_dag_factory_and_the_plugin_apply_it(clean_env, tmp_path):
     import os
 
     from pclean_provider.dags import build_dags
-    from pclean_provider.plugins.pool_plugin import PcleanPoolPlugin
+    from pclean_provider.plugins.plugin import PcleanPlugin
 
     clean_env.setenv("AIRFLOW__PCLEAN__NOTIFICATIONS_DIR", str(tmp_path / "notes"))
-    PcleanPoolPlugin.on_load()
+    PcleanPlugin.on_load()
     assert os.environ["PCLEAN_NOTIFICATIONS_DIR"] == str(tmp_path / "notes")
 
     # An empty pipelines folder from [pclean]: the factory applies the option before loading templates.
@@ -137,10 +137,10 @@ def test_the_dag_factory_and_the_plugin_apply_it(clean_env, tmp_path):
 
 
 def test_a_bad_boolean_does_not_cost_the_plugin_its_listener(clean_env, caplog):
-    from pclean_provider.plugins.pool_plugin import PcleanPoolPlugin
+    from pclean_provider.plugins.plugin import PcleanPlugin
 
     clean_env.setenv("AIRFLOW__PCLEAN__PIPELINES_UNSCHEDULED", "maybe")
-    PcleanPoolPlugin.on_load()
+    PcleanPlugin.on_load()
     assert "[pclean]" in caplog.text
     with pytest.raises(Exception):  # noqa: B017 - Airflow's config exception type moves between versions
         airflow_config.apply_airflow_config()

@@ -57,8 +57,8 @@ def test_plugin_is_registered_for_every_airflow_component():
 
     assert scheduler_plugin_installed()
     plugins, errors = plugins_manager._get_plugins()
-    assert "pclean_pools" in [p.name for p in plugins], errors
-    listeners = [m.__name__ for p in plugins if p.name == "pclean_pools" for m in p.listeners]
+    assert "pclean" in [p.name for p in plugins], errors
+    listeners = [m.__name__ for p in plugins if p.name == "pclean" for m in p.listeners]
     assert listeners == ["pclean_provider.plugins.pool_listener"]
 
 

@@ -60,10 +60,10 @@ def test_every_declared_module_and_class_imports():
                  *info["notifications"], *(p["plugin-class"] for p in info["plugins"])]:
         module, _, name = path.rpartition(".")
         assert hasattr(importlib.import_module(module), name), path
-    from pclean_provider.plugins.pool_plugin import PcleanPoolPlugin
+    from pclean_provider.plugins.plugin import PcleanPlugin
 
     # One name for both ways Airflow finds the plugin (entry point, provider metadata): registered once.
-    assert [p["name"] for p in info["plugins"]] == [PcleanPoolPlugin.name]
+    assert [p["name"] for p in info["plugins"]] == [PcleanPlugin.name]
 
 
 def test_airflow_cli_lists_provider_hook_and_connection_type(tmp_path):

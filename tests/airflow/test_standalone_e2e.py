@@ -26,15 +26,16 @@ def verify_archive(path: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def wait_until_rerun_done(server, run_id: str, key: tuple[str, int], old_try: int, timeout: float = 480) -> str:
+def wait_until_rerun_done(server, run_id: str, key: tuple[str, int], old_try: int, timeout: float = 480,
+                          dag_id: str = DAG_ID) -> str:
     """After a clear the run goes back to queued/running; wait for the cleared try, then the end."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        summary = server.task_summary(DAG_ID, run_id)
-        if summary.get(key, ("", 0))[1] > old_try and server.run_state(DAG_ID, run_id) in standalone.TERMINAL:
-            return server.run_state(DAG_ID, run_id)
+        summary = server.task_summary(dag_id, run_id)
+        if summary.get(key, ("", 0))[1] > old_try and server.run_state(dag_id, run_id) in standalone.TERMINAL:
+            return server.run_state(dag_id, run_id)
         time.sleep(3)
-    raise TimeoutError(f"re-run did not finish: {server.task_summary(DAG_ID, run_id)}")
+    raise TimeoutError(f"re-run did not finish: {server.task_summary(dag_id, run_id)}")
 
 
 def wait_for_first_run(server, dag_id: str, timeout: float = 240) -> dict:

@@ -37,7 +37,7 @@ def create_command(name: str, slots: int) -> str:
 
 
 PLUGIN_ENTRY_POINT = "pclean"
-PLUGIN_MODULE = "pclean_provider.plugins.pool_plugin"
+PLUGIN_MODULE = "pclean_provider.plugins.plugin"
 
 
 def scheduler_plugin_installed() -> bool:

@@ -90,8 +90,8 @@ class _QaReportsApp:
         await self._app(scope, receive, send)
 
 
-class PcleanPoolPlugin(AirflowPlugin):
-    name = "pclean_pools"
+class PcleanPlugin(AirflowPlugin):
+    name = "pclean"
     listeners = [pool_listener]
     fastapi_apps = [{"app": _QaReportsApp(), "url_prefix": PLUGIN_PREFIX, "name": "pclean QA reports"}]
     operator_extra_links = [LiveDaskDashboardLink(), ImagingQaReportLink()]
