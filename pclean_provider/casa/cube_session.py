@@ -17,8 +17,8 @@ Auto-multithresh thresholds scale with the PSF sidelobe level of the deconvolver
 each session's sidelobethreshold is scaled to the cube's level (`automask_alignment`). Three
 cannot be split exactly and run as ONE session (exact, not parallel): `briggsbwtaper` (its taper
 comes from the imager's own fractional bandwidth, which casatools offers no way to pass), the
-mosaic and A-projection gridders (their primary-beam convolution functions are sampled over the
-imager's own frequency range), and tabular spectral axes (optical-velocity widths).
+A-projection gridder, the mosaic gridder in most cases (`mosaic_split_blocker`), and tabular
+spectral axes (optical-velocity widths).
 
 Predicting the model visibilities interpolates the model cube in frequency, so the data of a
 session's edge channels take part of their model from the neighbouring session's channels. A
@@ -148,12 +148,89 @@ def needs_single_session(tclean_kwargs: dict[str, Any], csys: dict[str, Any] | N
         return ("weighting='briggsbwtaper' takes its taper from the image's fractional bandwidth, which "
                 "casatools computes from each imager's own frequency range")
     gridder = str(tclean_kwargs.get("gridder", "standard"))
-    if gridder == "mosaic" or gridder.startswith("awp"):
+    if gridder == "mosaic":
+        blocker = mosaic_split_blocker(tclean_kwargs)
+        if blocker:
+            return blocker
+    elif gridder.startswith("awp"):
         return (f"gridder={gridder!r} samples its primary-beam convolution functions over the imager's own "
-                "frequency range (measured: split sessions differ from tclean by 0.3 % of the peak in an edge channel)")
+                "frequency range")
     if csys is not None and "tabular" in csys.get("spectral2", {}):
         return "the spectral axis is tabular (e.g. an optical-velocity width), which a reference-pixel shift cannot split"
     return ""
+
+
+# CASA narrows a cube imager's data to the channels of its own frequency range
+# (SynthesisImagerVi2::tuneSelectData) unless the spectral window has fewer channels than this
+# (and no model column is written).
+RETUNE_MIN_SPW_CHANNELS = 30
+
+
+def mosaic_split_blocker(tclean_kwargs: dict[str, Any]) -> str:
+    """Why a gridder='mosaic' cube cannot be split exactly ('' when it can).
+
+    The mosaic gridder (CASA's MosaicFT with SimplePBConvFunc/HetArrayConvFunc) makes its
+    convolution functions from a list of frequencies, `interpVisFreq_p`: one primary beam per 0.5 %
+    of the spectral window's top frequency (or one per frequency when there are few), all rescaled
+    from the beam at the LAST frequency of the list (SimplePBConvFunc::findUsefulChannels and
+    findConvFunction). With linear or cubic interpolation that list is the imager's own image
+    channels, clamped to each buffer's data (FTMachine::interpolateFrequencyTogrid), so a sub-cube
+    gets other beams than the whole cube (measured, 4-channel two-pointing cube in two sessions:
+    0.8 % of the PSF peak, 0.6 % of the PB in the last channel). With interpolation='nearest' the
+    list is the buffer's data channels, the same for every session as long as CASA does not narrow
+    each imager's data to its own range, which it skips for spectral windows of fewer than
+    RETUNE_MIN_SPW_CHANNELS channels (measured: bit-identical; with 32 channels, nearest too is far
+    off). CASA's own chunked cube (several processes, or too little memory for one chunk) has the
+    same dependence, so no split reproduces a one-chunk tclean in the other cases.
+    """
+    interpolation = str(tclean_kwargs.get("interpolation", "linear") or "linear")
+    if interpolation != "nearest":
+        return (f"gridder='mosaic' with interpolation={interpolation!r} samples its primary beams over the "
+                "imager's own image channels (measured: split sessions differ from tclean by 0.8 % of the "
+                "PSF peak in an edge channel); interpolation='nearest' can split when every spectral window "
+                f"has fewer than {RETUNE_MIN_SPW_CHANNELS} channels")
+    if str(tclean_kwargs.get("savemodel", "none") or "none") != "none":
+        return "gridder='mosaic' with savemodel: CASA narrows each imager's data to its own channels"
+    wide = _selected_spw_channels(tclean_kwargs)
+    if wide is None:
+        return "gridder='mosaic': the channel counts of the selected spectral windows could not be read"
+    too_many = {name: n for name, n in wide.items() if n >= RETUNE_MIN_SPW_CHANNELS}
+    if too_many:
+        named = ", ".join(f"{name} ({n} channels)" for name, n in sorted(too_many.items()))
+        return (f"gridder='mosaic': CASA narrows each imager's data to its own channels in spectral windows of "
+                f"{RETUNE_MIN_SPW_CHANNELS} channels or more ({named}), which changes the primary beams it samples")
+    return ""
+
+
+def _selected_spw_channels(tclean_kwargs: dict[str, Any]) -> dict[str, int] | None:
+    """{'<ms> spw <id>': channels in the MS} for every selected spectral window; None if unreadable."""
+    import casatools
+
+    vis = tclean_kwargs.get("vis", [])
+    vis = [vis] if isinstance(vis, str) else list(vis)
+    spw = tclean_kwargs.get("spw", "")
+    spws = [spw] * len(vis) if isinstance(spw, str) else list(spw)
+    if len(spws) != len(vis):
+        return None
+    out: dict[str, int] = {}
+    ms = casatools.ms()
+    msmd = casatools.msmetadata()
+    try:
+        for path, sel in zip(vis, spws, strict=True):
+            ids = [int(s) for s in ms.msseltoindex(vis=path, spw=sel or "").get("spw", [])]
+            msmd.open(path)
+            try:
+                ids = ids or list(range(int(msmd.nspw())))
+                for sid in ids:
+                    out[f"{os.path.basename(str(path).rstrip('/'))} spw {sid}"] = int(msmd.nchan(sid))
+            finally:
+                msmd.close()
+    except RuntimeError:
+        return None
+    finally:
+        msmd.done()
+        ms.done()
+    return out
 
 
 def _scrub(path: str) -> None:
