@@ -242,6 +242,6 @@ def test_the_database_migrates_and_the_dag_folder_serializes(airflow_site):
     assert serialized == {"nightly_cube_imaging", "nightly_continuum_imaging"}, serialized
 
     plugins = json.loads(airflow_site.run("airflow", "plugins", "-o", "json"))
-    ours = [p for p in plugins if p["name"] == "pclean_pools"]
-    assert ours and ours[0]["fastapi_apps"] and ours[0]["listeners"], plugins
-    assert ours[0]["fastapi_apps"][0]["url_prefix"] == "/pclean"
+    ours = [p for p in plugins if p["name"] == "pclean"]
+    assert ours and ours[0]["listeners"] == ["pclean_provider.plugins.pool_listener"], plugins
+    assert [app["url_prefix"] for app in ours[0]["fastapi_apps"]] == ["/pclean"], ours
