@@ -7,13 +7,23 @@ gets it), and used from there with the working directory outside the checkout an
 the presets, the pipeline templates, the sbatch template and the DAG factory must all come from
 the installed package. uv does the install: with its cache it takes seconds (a cold cache
 downloads the dependencies once), where pip needs minutes for the same packages.
+
+The provider is tested on two Airflow minors: 3.3 (constraints.txt) and 3.2 (the same constraints
+with requirements/airflow-3.2.txt's pins in place of Airflow's). The checks that depend on Airflow
+(the database migrates, the DAG folder parses and serializes, Airflow lists the provider and its
+plugin) run in both environments, the rest in the 3.3 one. The 3.2 environment costs a second
+install, seconds with uv's cache; it shares every package with the 3.3 one but Airflow 3.2's core,
+task SDK and aiosqlite (about 7 MB), so a cold cache downloads little more than for the 3.3 one alone
+(both: about 420 MB unpacked in uv's cache). The two environments' checks add about 35 s.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import zipfile
@@ -28,6 +38,8 @@ pytestmark = [pytest.mark.airflow, pytest.mark.wheel]
 
 DAG_FILE = REPO / "dags" / "pclean_pipelines.py"
 CONSTRAINTS = REPO / "requirements" / "constraints.txt"
+# The Airflow minors besides constraints.txt's, each the pins that replace constraints.txt's own.
+OTHER_MINORS = {"3.2": REPO / "requirements" / "airflow-3.2.txt"}
 PACKAGED = {"pclean_provider/data/presets/vlass_mtmfs.yaml", "pclean_provider/data/pipelines/nightly_cube_imaging.yaml",
             "pclean_provider/data/pipelines/nightly_continuum_imaging.yaml",
             "pclean_provider/data/slurm/coordinator.sbatch", "pclean_provider/data/slurm/cluster.example.yaml",
@@ -67,26 +79,74 @@ class Installed:
         return json.loads(out.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Installed:
+def _uv_runner(root: Path):
     uv = _uv()
     require("uv", uv is not None, "pip install uv (part of `make setup`)")
-    root = tmp_path_factory.mktemp("wheel-install").resolve()
-    assert not root.is_relative_to(REPO.resolve()), "the fresh environment must live outside the checkout"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
 
     def uv_run(*args: str) -> None:
         proc = subprocess.run([uv, *args], cwd=root, env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, f"uv {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
 
-    uv_run("build", "--quiet", "--out-dir", str(root / "dist"), str(REPO))
-    (wheel,) = (root / "dist").glob("airflow_provider_pclean-*.whl")
+    return uv_run
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel, built once for every environment of this module."""
+    root = tmp_path_factory.mktemp("wheel-build").resolve()
+    assert not root.is_relative_to(REPO.resolve()), "the build must live outside the checkout"
+    _uv_runner(root)("build", "--quiet", "--out-dir", str(root / "dist"), str(REPO))
+    (built,) = (root / "dist").glob("airflow_provider_pclean-*.whl")
+    return built
+
+
+def _pinned(name: str) -> str:
+    return re.split(r"[=<>!~;\s\[]", name.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def merged_constraints(pins: Path, into: Path) -> Path:
+    """constraints.txt with the lines of the packages pins names replaced by pins' lines."""
+    own = [line.strip() for line in pins.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    names = {_pinned(line) for line in own}
+    kept = [line for line in CONSTRAINTS.read_text().splitlines() if _pinned(line) not in names]
+    assert len(kept) + len(names) == len(CONSTRAINTS.read_text().splitlines()), \
+        f"{pins.name} pins a package constraints.txt does not: {sorted(names)}"
+    into.write_text("\n".join([*kept, *own]) + "\n")
+    return into
+
+
+def install(tmp_path_factory, wheel: Path, constraints: Path, name: str) -> Installed:
+    root = tmp_path_factory.mktemp(name).resolve()
+    assert not root.is_relative_to(REPO.resolve()), "the fresh environment must live outside the checkout"
+    uv_run = _uv_runner(root)
     venv = root / "venv"
     uv_run("venv", "--quiet", "--python", sys.executable, str(venv))
-    uv_run("pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "-c", str(CONSTRAINTS), str(wheel))
+    uv_run("pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "-c", str(constraints), str(wheel))
     site = Installed(root, venv, wheel)
     site.dags.mkdir()
     shutil.copy(DAG_FILE, site.dags / DAG_FILE.name)
+    return site
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory, wheel) -> Installed:
+    """The wheel with the project's constraints: Airflow 3.3."""
+    return install(tmp_path_factory, wheel, CONSTRAINTS, "wheel-install")
+
+
+@pytest.fixture(scope="module", params=["3.3", *OTHER_MINORS])
+def airflow_site(request, tmp_path_factory, wheel) -> Installed:
+    """The wheel on each tested Airflow minor: the checks that depend on Airflow run in each."""
+    if request.param == "3.3":
+        site = request.getfixturevalue("installed")
+    else:
+        pins = OTHER_MINORS[request.param]
+        root = tmp_path_factory.mktemp(f"airflow-{request.param}-constraints")
+        site = install(tmp_path_factory, wheel, merged_constraints(pins, root / "constraints.txt"),
+                       f"wheel-install-{request.param}")
+    version = site.python("import json, airflow; print(json.dumps(airflow.__version__))")
+    assert version.startswith(request.param + "."), (request.param, version)
     return site
 
 
@@ -119,7 +179,8 @@ def test_the_sbatch_template_is_packaged(installed):
     assert Path(where).is_relative_to(installed.venv) and Path(where).is_file(), where
 
 
-def test_the_dag_folder_file_builds_both_pipelines(installed):
+def test_the_dag_folder_file_builds_both_pipelines(airflow_site):
+    installed = airflow_site
     answer = installed.python(
         "import json, sys\n"
         "from airflow.dag_processing.dagbag import DagBag\n"
@@ -156,10 +217,31 @@ def test_without_the_casa_extra_there_is_no_casa_and_imaging_says_what_to_instal
     assert "airflow-provider-pclean[casa]" in answer["error"], answer["error"]
 
 
-def test_airflow_lists_the_provider(installed):
+def test_airflow_lists_the_provider(airflow_site):
+    installed = airflow_site
     providers = json.loads(installed.run("airflow", "providers", "list", "-o", "json"))
     ours = [p for p in providers if p["package_name"] == "airflow-provider-pclean"]
     assert ours, [p["package_name"] for p in providers]
     from pclean_provider.version import __version__
 
     assert ours[0]["version"] == __version__
+
+
+def test_the_database_migrates_and_the_dag_folder_serializes(airflow_site):
+    """What a DAG processor does with the shipped DAG file, on a database that Airflow's own migrations
+    made: both pipelines serialized, no import error; and the API server's plugin with its QA pages app."""
+    airflow_site.run("airflow", "db", "migrate")
+    airflow_site.run("airflow", "dags", "reserialize")
+    db = sqlite3.connect(Path(airflow_site.env["AIRFLOW_HOME"]) / "airflow.db")
+    try:
+        errors = db.execute("SELECT filename, stacktrace FROM import_error").fetchall()
+        serialized = {row[0] for row in db.execute("SELECT dag_id FROM serialized_dag")}
+    finally:
+        db.close()
+    assert not errors, errors
+    assert serialized == {"nightly_cube_imaging", "nightly_continuum_imaging"}, serialized
+
+    plugins = json.loads(airflow_site.run("airflow", "plugins", "-o", "json"))
+    ours = [p for p in plugins if p["name"] == "pclean"]
+    assert ours and ours[0]["listeners"] == ["pclean_provider.plugins.pool_listener"], plugins
+    assert [app["url_prefix"] for app in ours[0]["fastapi_apps"]] == ["/pclean"], ours

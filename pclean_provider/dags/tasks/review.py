@@ -4,7 +4,8 @@ product below the QA gate.
 It follows the ``review`` task (which wrote the product's ticket) in the per-target group, so only
 the targets the gate sent to review wait: for the others ``review`` skipped itself and Airflow skips
 this task after it without running it. A waiting task is parked in Airflow's ``awaiting_input``
-state (Human-in-the-loop, ``HITLOperator``): it holds no worker slot and no pool slot, and no
+state (Human-in-the-loop, ``HITLOperator``; on Airflow 3.2 it is deferred to the standard provider's
+``HITLTrigger`` on the triggerer instead): it holds no worker slot and no pool slot, and no
 Dask cluster either, since the cluster's teardown does not wait for it (builder.py puts only
 archive and review before ``cluster_down``). Airflow's Required Actions page shows the question and
 the re-image form; ``PATCH /api/v2/dags/{dag}/dagRuns/{run}/taskInstances/review_decision/{index}/hitlDetails``
