@@ -58,6 +58,7 @@ from pclean_provider.casa import session_registry
 from pclean_provider.casa.channel_planes import extract_planes
 from pclean_provider.casa.cube_grid import CubeGridError, imager_parameters, select_and_define
 from pclean_provider.casa.iteration import iteration_summary
+from pclean_provider.casa.msinfo import NO_READ_LOCK
 from pclean_provider.casa.records import decode_record, encode_record
 from pclean_provider.casa.session_protocol import CUBE_SESSION_OPERATIONS, SessionOperations
 
@@ -157,7 +158,7 @@ def needs_single_session(tclean_kwargs: dict[str, Any], csys: dict[str, Any] | N
                 "frequency range")
     if csys is not None and "tabular" in csys.get("spectral2", {}):
         return "the spectral axis is tabular (e.g. an optical-velocity width), which a reference-pixel shift cannot split"
-    return ""
+    return frame_aligned_width_blocker(tclean_kwargs)
 
 
 # CASA narrows a cube imager's data to the channels of its own frequency range
@@ -191,10 +192,10 @@ def mosaic_split_blocker(tclean_kwargs: dict[str, Any]) -> str:
                 f"has fewer than {RETUNE_MIN_SPW_CHANNELS} channels")
     if str(tclean_kwargs.get("savemodel", "none") or "none") != "none":
         return "gridder='mosaic' with savemodel: CASA narrows each imager's data to its own channels"
-    wide = _selected_spw_channels(tclean_kwargs)
-    if wide is None:
+    spws = _selected_spws(tclean_kwargs)
+    if spws is None:
         return "gridder='mosaic': the channel counts of the selected spectral windows could not be read"
-    too_many = {name: n for name, n in wide.items() if n >= RETUNE_MIN_SPW_CHANNELS}
+    too_many = {spw.label: spw.nchan for spw in spws if spw.nchan >= RETUNE_MIN_SPW_CHANNELS}
     if too_many:
         named = ", ".join(f"{name} ({n} channels)" for name, n in sorted(too_many.items()))
         return (f"gridder='mosaic': CASA narrows each imager's data to its own channels in spectral windows of "
@@ -202,8 +203,21 @@ def mosaic_split_blocker(tclean_kwargs: dict[str, Any]) -> str:
     return ""
 
 
-def _selected_spw_channels(tclean_kwargs: dict[str, Any]) -> dict[str, int] | None:
-    """{'<ms> spw <id>': channels in the MS} for every selected spectral window; None if unreadable."""
+class SelectedSpw(BaseModel):
+    """A selected spectral window as the MS stores it."""
+
+    label: str  # '<ms> spw <id>'
+    nchan: int
+    chan_width_hz: float  # the first channel's, unsigned
+    frame: str  # MEAS_FREQ_REF by name (TOPO, LSRK, ...)
+
+
+# casacore's MFrequency::Types in order: MEAS_FREQ_REF stores the index.
+FREQUENCY_FRAMES = ("REST", "LSRK", "LSRD", "BARY", "GEO", "TOPO", "GALACTO", "LGROUP", "CMB")
+
+
+def _selected_spws(tclean_kwargs: dict[str, Any]) -> list[SelectedSpw] | None:
+    """Every selected spectral window of every MS; None if unreadable."""
     import casatools
 
     vis = tclean_kwargs.get("vis", [])
@@ -212,25 +226,81 @@ def _selected_spw_channels(tclean_kwargs: dict[str, Any]) -> dict[str, int] | No
     spws = [spw] * len(vis) if isinstance(spw, str) else list(spw)
     if len(spws) != len(vis):
         return None
-    out: dict[str, int] = {}
+    out: list[SelectedSpw] = []
     ms = casatools.ms()
-    msmd = casatools.msmetadata()
+    tb = casatools.table()
     try:
         for path, sel in zip(vis, spws, strict=True):
             ids = [int(s) for s in ms.msseltoindex(vis=path, spw=sel or "").get("spw", [])]
-            msmd.open(path)
+            tb.open(os.path.join(str(path), "SPECTRAL_WINDOW"), nomodify=True, lockoptions=NO_READ_LOCK)
             try:
-                ids = ids or list(range(int(msmd.nspw())))
+                ids = ids or list(range(int(tb.nrows())))
                 for sid in ids:
-                    out[f"{os.path.basename(str(path).rstrip('/'))} spw {sid}"] = int(msmd.nchan(sid))
+                    widths = tb.getcell("CHAN_WIDTH", sid)
+                    ref = int(tb.getcell("MEAS_FREQ_REF", sid))
+                    out.append(SelectedSpw(
+                        label=f"{os.path.basename(str(path).rstrip('/'))} spw {sid}", nchan=int(tb.getcell("NUM_CHAN", sid)),
+                        chan_width_hz=abs(float(widths[0])),
+                        frame=FREQUENCY_FRAMES[ref] if 0 <= ref < len(FREQUENCY_FRAMES) else str(ref)))
             finally:
-                msmd.close()
+                tb.close()
     except RuntimeError:
         return None
     finally:
-        msmd.done()
+        tb.done()
         ms.done()
     return out
+
+
+def _width_hz(width: Any) -> float | None:
+    """A `width` given as a frequency, in Hz; None for channels, velocities or the default."""
+    import casatools
+
+    if isinstance(width, dict) and "value" in width:
+        width = f"{width['value']}{width.get('unit', '')}"
+    if not isinstance(width, str) or not width.strip():
+        return None
+    qa = casatools.quanta()
+    try:
+        q = qa.quantity(width)
+        if not q.get("unit") or not qa.compare(q, qa.quantity("1Hz")):
+            return None
+        return abs(float(qa.convert(q, "Hz")["value"]))
+    except RuntimeError:
+        return None
+    finally:
+        qa.done()
+
+
+def frame_aligned_width_blocker(tclean_kwargs: dict[str, Any]) -> str:
+    """Why a cube whose width is a whole number of data channels in the data's own frame cannot be
+    split exactly ('' when it can).
+
+    CASA decides how many data channels it averages into an image channel from the first two image
+    channels of each imager after both are converted to LSRK (FTMachine::interpolateFrequencyTogrid,
+    a floor of the width ratio). In the data's own frame that ratio is a whole number up to rounding,
+    so the floor falls either way depending on the imager's first frequency: measured on 1 MHz
+    channels with width='2MHz' in TOPO, a session starting at channel 5 had sums of weights 0.5-3 %
+    off tclean's whole cube, and serial tclean started at that channel differs from its own whole
+    cube the same way. One session is the whole cube's imager, hence exact."""
+    if str(tclean_kwargs.get("specmode", "cube")) != "cube":
+        return ""  # cubedata: no frame conversion, the ratio is exact
+    width_hz = _width_hz(tclean_kwargs.get("width"))
+    if not width_hz:
+        return ""
+    outframe = str(tclean_kwargs.get("outframe", "") or "LSRK").upper()
+    spws = _selected_spws(tclean_kwargs)
+    if spws is None:
+        return "width in frequency: the channel widths of the selected spectral windows could not be read"
+    for spw in spws:
+        ratio = width_hz / spw.chan_width_hz if spw.chan_width_hz else 0.0
+        whole = round(ratio)
+        if spw.frame == outframe and whole >= 2 and abs(ratio - whole) <= 1e-9 * ratio:
+            return (f"width={tclean_kwargs.get('width')!r} is exactly {whole} data channels of {spw.label} in its "
+                    f"own frame ({outframe}): CASA's count of data channels per image channel then depends on "
+                    "each imager's first frequency (a rounding knife-edge), so only the whole cube's imager "
+                    "gives tclean's weights")
+    return ""
 
 
 def _scrub(path: str) -> None:

@@ -38,6 +38,13 @@ def wide_chan_ms(casa_runtime):
 
 
 @pytest.fixture(scope="module")
+def mhz_ms(casa_runtime):
+    """24 channels of 1 MHz: a width of '2MHz' is exactly two data channels in the data's frame (TOPO)."""
+    return simulated("mhz", nchan=24, chan_width_hz=1e6, antennas=8, hours=0.5, integration_s=60,
+                     noise_jy=0.01, seed=10).ms
+
+
+@pytest.fixture(scope="module")
 def gap_ms(casa_runtime):
     """Two spws of 12 channels with a 4 MHz gap between them."""
     return simulated("gap", nchan=12, nspw=2, spw_gap_hz=4e6, antennas=8, hours=0.5, integration_s=60,
@@ -93,8 +100,6 @@ CLEANED_SHAPES = {
     "width-spans-data-channels": ("wide_chan_ms", dict(niter=100000, threshold="0.03Jy", width="4MHz")),
     "two-spws-nsigma-natural": ("gap_ms", dict(niter=5000, nsigma=3.0, spw="0,1", weighting="natural")),
     "descending-frequencies": ("descending_ms", dict(niter=100000, threshold="0.03Jy")),
-    "mosaic-nearest": ("mosaic_ms", dict(gridder="mosaic", imsize=[32, 32], cell="45arcsec", interpolation="nearest",
-                                         niter=200, cycleniter=40)),
 }
 
 
@@ -133,6 +138,9 @@ DIRTY = {
     "radio-velocity-bary": ("line_ms", dict(start="-500km/s", width="250km/s", nchan=8, restfreq="1.4GHz",
                                             outframe="BARY")),
     "channel-start-width": ("line_ms", dict(start=3, width=2, nchan=6, interpolation="nearest")),
+    # Two data channels exactly, in the data's own frame: CASA's channel count per image channel is a
+    # rounding knife-edge at each imager's first frequency (split, the second session was 0.5-3 % off).
+    "width-two-channels-topo": ("mhz_ms", dict(width="2MHz", outframe="TOPO", nchan=10)),
     # 24' across: both pointings (11' apart) inside. CASA computes the mosaic gridder's convolution
     # function on a grid of about 10,000 pixels for any image of 50 padded pixels or more (12 s, four
     # times per run: a 96-pixel image made this case take 100 s) and of 200 x the padded size below.
@@ -151,9 +159,9 @@ def test_dirty_cube_equals_tclean(request, client, tmp_path, case):
     result, ref, got, want = _pclean_and_tclean(ms, tmp_path, client, niter=0, **kwargs)
     assert_cube_matches(got, want, DIRTY_TOL)
     assert {k: result[k] for k in ref} == ref, (result.summary, ref)
-    if case in ("briggsbwtaper", "optical-velocity", "mosaic"):
+    if case in ("briggsbwtaper", "optical-velocity", "mosaic", "width-two-channels-topo"):
         # The taper's bandwidth, a tabular axis, the mosaic's beams sampled over the imager's own
-        # channels: one session, exact rather than refused.
+        # channels, a width on the knife-edge: one session, exact rather than refused.
         assert result.nsubcubes == 1
     else:
         assert result.nsubcubes == 2
@@ -212,3 +220,19 @@ def test_sessions_reading_relayout_copies_equal_tclean(gap_ms, client, tmp_path,
                         products=(".image", ".residual", ".model", ".psf", ".pb"))
     leftovers = [p for p in tmp_path.rglob("*") if "ms-copies-" in p.name]
     assert leftovers == [], leftovers
+
+
+def test_only_a_width_of_whole_data_channels_in_the_datas_frame_keeps_one_session(mhz_ms):
+    """The knife-edge needs all three: a frequency width, a whole number (2 or more) of data channels,
+    and the data's own frame (the simulator's TOPO); LSRK, channel counts and other widths split."""
+    from pclean_provider.casa.cube_session import frame_aligned_width_blocker
+
+    def reason(**kwargs):
+        return frame_aligned_width_blocker({"vis": mhz_ms, "specmode": "cube", **kwargs})
+
+    assert "exactly 2 data channels" in reason(width="2MHz", outframe="TOPO")
+    assert "exactly 3 data channels" in reason(width={"value": 3000.0, "unit": "kHz"}, outframe="topo")
+    assert reason(width="2MHz", outframe="LSRK") == reason(width="2MHz") == ""
+    assert reason(width="1.9MHz", outframe="TOPO") == reason(width="1MHz", outframe="TOPO") == ""
+    assert reason(width=2, outframe="TOPO") == reason(width="250km/s", outframe="TOPO") == ""
+    assert reason(width="2MHz", outframe="TOPO", specmode="cubedata") == ""
