@@ -17,8 +17,8 @@ from tests.image_compare import beams, frequencies, pixels
 
 pytestmark = [pytest.mark.airflow, pytest.mark.casa]
 
-IMAGING = {"specmode": "cube", "nchan": 12, "imsize": [64, 64], "cell": "12arcsec", "weighting": "briggs",
-           "robust": 0.5, "deconvolver": "hogbom", "gridder": "standard", "niter": 60, "cube_chunksize": 4}
+IMAGING = {"specmode": "cube", "nchan": 8, "imsize": [64, 64], "cell": "12arcsec", "weighting": "briggs",
+           "robust": 0.5, "deconvolver": "hogbom", "gridder": "standard", "niter": 60, "cube_chunksize": 3}
 PIXEL_TOL = 1e-5
 BEAM_RTOL = 1e-6
 
@@ -76,7 +76,7 @@ def test_cube_dag_equals_pclean(airflow_db, small_ms, tmp_path):
     mapped = sorted(i for (task, i) in tis if task == "subcube")
     assert mapped == [0, 1], "one mapped task per batch of sub-cubes"
     labels = [tis[("subcube", i)].rendered_map_index for i in mapped]
-    assert labels == ["ch 0-7 (2 sub-cubes)", "ch 8-11 (1 sub-cube)"], labels
+    assert labels == ["ch 0-5 (2 sub-cubes)", "ch 6-7 (1 sub-cube)"], labels
     assert states[("cluster_down", -1)] == "success"
     host_logs = list((work / "cluster").glob("*.address.log"))
     assert host_logs, "the cluster host kept its log"
