@@ -1,0 +1,78 @@
+"""The session-edge cases on four workers: sessions of different sizes (4/3/3/3, 3/3/2/2 channels),
+so three session boundaries instead of one, each vs serial casatasks.tclean.
+
+The cases are those that once failed at a session's edge on two workers (test_cube_edges.py,
+test_cube_sessions.py): `specmode='cubedata'` with a channel start, an spw selection with a gap and
+more channels than were selected, two spws of different channel widths, a cleaned cubedata cube
+(tclean's iterdone and stop code). Tolerances as in test_cube_sessions.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.casa.cube_helpers import assert_cube_matches, tclean_fresh
+from tests.run_cache import simulated
+
+pytestmark = pytest.mark.casa
+
+IMAGING = dict(imsize=[64, 64], cell="12arcsec", weighting="briggs", robust=0.5, deconvolver="hogbom",
+               gridder="standard")
+NWORKERS = 4
+
+
+@pytest.fixture(scope="module")
+def client4(casa_runtime):
+    """Four workers of the module's own (on two cores: they take turns; only the split matters)."""
+    from pclean_provider.compute import open_cluster
+    from pclean_provider.config.cluster import ClusterSpec
+
+    with open_cluster(ClusterSpec(nworkers=NWORKERS)) as handle:
+        handle.client.wait_for_workers(NWORKERS, timeout=120)
+        yield handle.client
+
+
+@pytest.fixture(scope="module")
+def spw_widths_ms(casa_runtime):
+    """Two spws whose channels are 1 MHz and 0.5 MHz wide (the MS of test_cube_edges.py)."""
+    return simulated("spw-widths", nchan=8, nspw=2, spw_chan_widths_hz=[1e6, 5e5], antennas=8, hours=0.5,
+                     integration_s=60, noise_jy=0.01, seed=21, spectral_line=True).ms
+
+
+def _pclean_and_tclean(ms, tmp_path, client, **kwargs):
+    from pclean_provider.config import PcleanConfig
+    from pclean_provider.engine.api import run
+
+    args = dict(IMAGING, specmode="cube")
+    args.update(kwargs)
+    ref = tclean_fresh(ms, str(tmp_path / "ref" / "ref"), **args)
+    cfg = PcleanConfig.from_flat(vis=ms, imagename=str(tmp_path / "par"), parallel=True, **args)
+    result = run(cfg, client=client)
+    return result, ref, str(tmp_path / "par"), str(tmp_path / "ref" / "ref")
+
+
+DIRTY = {
+    # 13 channels: sessions of 4, 3, 3 and 3.
+    "cubedata-channel-start": dict(specmode="cubedata", spw="0:2~14", start=2, nchan=13),
+    # 10 channels (3, 3, 2, 2), 7 and 8 blank: a boundary falls inside the gap.
+    "selection-gap-more-channels-than-selected": dict(spw="0:2~6;9~11", start=2, nchan=10),
+    # Boundaries on both sides of the two spws' meeting point.
+    "spws-of-different-widths": dict(vis="spw_widths_ms", width="1MHz"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DIRTY))
+def test_dirty_cube_on_four_sessions_equals_tclean(request, client4, tmp_path, case):
+    kwargs = dict(DIRTY[case])
+    ms = request.getfixturevalue(kwargs.pop("vis", "line_ms"))
+    result, ref, got, want = _pclean_and_tclean(ms, tmp_path, client4, niter=0, **kwargs)
+    assert result.nsubcubes == NWORKERS
+    assert_cube_matches(got, want, 1e-5)
+
+
+def test_cleaned_cubedata_on_four_sessions_equals_tclean(line_ms, client4, tmp_path):
+    result, ref, got, want = _pclean_and_tclean(line_ms, tmp_path, client4, specmode="cubedata", spw="0:2~14",
+                                                start=2, nchan=13, niter=100000, threshold="0.03Jy")
+    assert result.nsubcubes == NWORKERS and result.iterations > 0
+    assert (result.iterations, result.cube_loop["stopcode"]) == (ref["iterdone"], ref["stopcode"]), ref
+    assert_cube_matches(got, want, 1e-4, products=(".image", ".residual", ".model", ".psf", ".pb"))
