@@ -231,6 +231,13 @@ class Standalone:
         processed, and Airflow 3.3 then marks the resumed try failed although it succeeds (seen: an
         answer 2.6 s after the pause, the product published, the task failed). A person answers
         minutes later; a script has to wait for this."""
+        self.wait_until_pause_taken_in(dag_id, run_id, task_id, map_index)
+        return self.api("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
+                        json={"chosen_options": chosen, "params_input": params or {}})
+
+    def wait_until_pause_taken_in(self, dag_id: str, run_id: str, task_id: str, map_index: int) -> None:
+        """Until the scheduler has processed the end of a Human-in-the-loop task's paused try (see
+        ``answer``): what a script, or a test clicking in the UI, waits for before answering."""
         taken_in = f"TaskInstance Finished: dag_id={dag_id}, task_id={task_id}, run_id={run_id}, map_index={map_index},"
         deadline = time.monotonic() + 120
         while taken_in not in self.log_path.read_text(errors="replace"):
@@ -238,8 +245,6 @@ class Standalone:
                 raise TimeoutError(f"the scheduler never took in the end of {task_id}[{map_index}]'s paused try "
                                    f"in run {run_id}")
             time.sleep(0.5)
-        return self.api("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
-                        json={"chosen_options": chosen, "params_input": params or {}})
 
     def clear(self, dag_id: str, run_id: str, task_ids: list, include_downstream: bool = True) -> Any:
         return self.api("POST", f"/dags/{dag_id}/clearTaskInstances", json={

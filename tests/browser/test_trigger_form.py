@@ -123,7 +123,7 @@ def test_trigger_form_run_succeeds(airflow_standalone, casa_runtime, page):
     assert conf["vis"] == ms and conf["preset"] == "none"  # the form sent the field we set plus defaults
     # The untouched template values went through the conf policy (they are the template's own).
     assert conf["overrides"]["imsize"] == 64 and conf["overrides"]["specmode"] == "cube", conf
-    approve_the_reimaged_product_through_the_rest_api(server, run_id, new_run, ms)
+    approve_the_reimaged_product_in_the_ui(page, server, run_id, new_run, ms)
 
 
 def reimage_from_the_required_actions_page(page, server, run_id: str) -> str:
@@ -172,15 +172,25 @@ def reimage_from_the_required_actions_page(page, server, run_id: str) -> str:
     return new_run
 
 
-def approve_the_reimaged_product_through_the_rest_api(server, first_run: str, new_run: str, vis: str) -> None:
+def approve_the_reimaged_product_in_the_ui(page, server, first_run: str, new_run: str, vis: str) -> None:
     """The re-image run images that MS alone with the reviewer's override; its product (below the gate
-    again) waits in turn, and an approval through the REST API archives it, with the asset event."""
+    again) waits in turn, and Approve on its Required Actions page archives it, with the asset event."""
+    from playwright.sync_api import expect
+
     conf = server.api("GET", f"/dags/{DAG_ID}/dagRuns/{new_run}")["conf"]
     assert conf["vis"] == vis and conf["overrides"]["niter"] == 0 and conf["overrides"]["imsize"] == 64, conf
     server.wait_for_task(DAG_ID, new_run, ("review_decision", 0), {"awaiting_input"}, timeout=480)
     archive = server.data_root / "archive" / "browser_cube"
     assert not archive.exists()  # neither night published anything yet
-    server.answer(DAG_ID, new_run, "review_decision", 0, ["Approve"], {"note": "good enough"})
+    # A person answers minutes later; this test waits until the scheduler took in the pause (see
+    # Standalone.answer), then answers as the reviewer does, on the page the notification links.
+    server.wait_until_pause_taken_in(DAG_ID, new_run, "review_decision", 0)
+    page.goto(f"{server.base_url}/dags/{DAG_ID}/runs/{quote(new_run, safe='')}/tasks/review_decision/mapped/0/"
+              "required_actions")
+    approve = page.get_by_test_id("hitl-option-Approve")
+    expect(approve).to_be_visible(timeout=60_000)
+    page.locator("#element_note").fill("good enough")
+    approve.click()
     state = server.wait_for_run(DAG_ID, new_run, timeout=300)
     summary = server.task_summary(DAG_ID, new_run)
     assert state == "success" and summary[("review_decision", 0)][0] == "success", summary
