@@ -177,7 +177,8 @@ def awproject_split_blocker(gridder: str) -> str:
     ("No useful data in AWProjectWBFT. Weights all zero") and makepsf segfaults. Serial tclean with
     the same start (start= channel k of the cube) does exactly the same (measured on a 6-channel
     cube, nchan=3: k=1 gives sum of weights [w2, w3, 0], k=2 [w4, 0, 0], k=3 a crash, where w are
-    the whole cube's). A channel selection that starts past channel 0 (spw='0:3~15') fails in the
+    the whole cube's; the same with wbawp=False, with conjbeams=True, and with aterm=True, where
+    k=1 leaves the last channel empty too). A channel selection that starts past channel 0 (spw='0:3~15') fails in the
     gridder too ("ArrayBase::validateConformance"). So only the session that holds channel 0 could
     reproduce tclean; one session does (measured bit-identical, cache filled on the fly).
     """
