@@ -153,12 +153,39 @@ def needs_single_session(tclean_kwargs: dict[str, Any], csys: dict[str, Any] | N
         blocker = mosaic_split_blocker(tclean_kwargs)
         if blocker:
             return blocker
+    elif gridder.startswith("awpr"):
+        return awproject_split_blocker(gridder)
     elif gridder.startswith("awp"):
         return (f"gridder={gridder!r} samples its primary-beam convolution functions over the imager's own "
                 "frequency range")
     if csys is not None and "tabular" in csys.get("spectral2", {}):
         return "the spectral axis is tabular (e.g. an optical-velocity width), which a reference-pixel shift cannot split"
     return frame_aligned_width_blocker(tclean_kwargs)
+
+
+def awproject_split_blocker(gridder: str) -> str:
+    """Why an A-projection cube (awproject, awprojectft) runs as one session.
+
+    Not its convolution functions: tclean fills the cache (imager_base.initializeImagers ->
+    makeCFCache: drygridding, fillcfcache, reloadcfcache) with the whole cube's imager, and a
+    session that loads that cache is bit-identical to tclean - when its sub-cube starts at the
+    cube's first channel. A sub-cube that starts at channel k > 0 is gridded wrongly by CASA's
+    A-projection machine (AWProjectWBFT2, casatools 6.7) whatever cache it uses (shared, or filled by
+    its own imager): only the data channels inside the sub-cube's own frequency range are gridded,
+    and into image channel (data channel - 2k) instead of (data channel - k), so its first k
+    channels get the wrong data and the rest none; for k >= the sub-cube's width nothing is gridded
+    ("No useful data in AWProjectWBFT. Weights all zero") and makepsf segfaults. Serial tclean with
+    the same start (start= channel k of the cube) does exactly the same (measured on a 6-channel
+    cube, nchan=3: k=1 gives sum of weights [w2, w3, 0], k=2 [w4, 0, 0], k=3 a crash, where w are
+    the whole cube's; the same with wbawp=False, with conjbeams=True, and with aterm=True, where
+    k=1 leaves the last channel empty too). A channel selection that starts past channel 0 (spw='0:3~15') fails in the
+    gridder too ("ArrayBase::validateConformance"). So only the session that holds channel 0 could
+    reproduce tclean; one session does (measured bit-identical, cache filled on the fly).
+    """
+    return (f"gridder={gridder!r}: CASA's A-projection gridder (AWProjectWBFT2) maps a sub-cube's data "
+            "to the wrong channels when the sub-cube does not start at the cube's first channel "
+            "(measured: the same with the whole cube's convolution-function cache), so only one session "
+            "equals tclean")
 
 
 # CASA narrows a cube imager's data to the channels of its own frequency range
