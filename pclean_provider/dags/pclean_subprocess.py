@@ -62,7 +62,7 @@ def run_pclean(args: list[str], log_dir: Path) -> PcleanRun:
     """
     command = pclean_command()
     log_dir.mkdir(parents=True, exist_ok=True)
-    print(f"running: pclean {' '.join(args)}", flush=True)
+    print(f"running: pclean {' '.join(args)} (python: {command[0]})", flush=True)
     # The step reads MSs and products that came from outside: it gets none of the Airflow worker's
     # secrets (database, Fernet key, JWT secret, connections, variables).
     proc = subprocess.Popen([*command, *args], cwd=log_dir, env=child_env(), stdout=subprocess.PIPE,
