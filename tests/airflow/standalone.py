@@ -352,8 +352,8 @@ def airflow_environment(root: Path) -> Path:
 
     The provider is built from the checkout as a release is (sdist, then the wheel from it, so nothing
     left in a build/ folder slips in) and installed with constraints.txt and the openlineage extra, not
-    the casa one. uv's cache makes this a few seconds once its packages are cached (about 7 s on two
-    cores); the environment is made once per test session, since the provider under test changes
+    the casa one. uv's cache makes this a few seconds once its packages are cached (3.5 s on two idle
+    cores, 7 s beside a busy suite); made once per test session, since the provider under test changes
     between sessions.
     """
     uv = _uv()
