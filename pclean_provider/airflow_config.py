@@ -61,6 +61,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("casa_log_dir", "PCLEAN_CASA_LOG_DIR",
            "Folder for the per-process CASA logs. Empty: the logs folder in casa_home.",
            "/var/log/pclean/casa"),
+    Option("casa_python", "PCLEAN_CASA_PYTHON",
+           "The Python of a CASA environment on the Airflow worker's machine (one with the provider's casa "
+           "extra): the `pclean` steps that tasks start (ingest, plan, QA, archive) and the local cluster hosts "
+           "(their Dask workers and imaging) run with it, so the Airflow workers, like the scheduler, need no "
+           "CASA of their own. Checked at a task's first use: a missing file, one that is not executable, or a "
+           "Python that cannot import casatools fails the task naming this setting. Empty: the Airflow "
+           "worker's own Python, which then needs the casa extra.", "/opt/pclean-casa/bin/python"),
     Option("measures_path", "PCLEAN_MEASURES_PATH",
            "A site copy of CASA's measures data (a folder holding geodetic/ and ephemerides/), kept "
            "current with `pclean measures update` where the network allows or copied from a site "

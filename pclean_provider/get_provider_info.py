@@ -51,7 +51,8 @@ CONN_FIELDS = {
     "slurm_walltime": _text("SLURM wall time", "--time of each worker job.", "24:00:00"),
     "slurm_job_mem": _text("SLURM job memory", "--mem of each worker job.", "20GB"),
     "slurm_cores_per_job": _integer("SLURM CPUs per job", "--cpus-per-task of each worker job.", 1),
-    "slurm_python": _text("Python on compute nodes", "Interpreter the worker jobs run (default: this one)."),
+    "slurm_python": _text("Python on compute nodes", "Interpreter the worker jobs run (default: the cluster "
+                          "host's, i.e. [pclean] casa_python, else the Airflow worker's)."),
     "slurm_local_directory": _text("Scratch on compute nodes", "Worker scratch folder on the compute nodes."),
     "slurm_log_directory": _text("SLURM log directory", "Folder for the worker jobs' stdout/stderr.", "logs"),
     "slurm_job_extra_directives": _text("Extra #SBATCH lines", "One directive per line.", format="multiline"),

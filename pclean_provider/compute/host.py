@@ -45,6 +45,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from pclean_provider.atomic_files import write_text
+from pclean_provider.casa_python import CasaPythonError, casa_python
 from pclean_provider.child_env import child_env
 from pclean_provider.compute.errors import ClusterError
 from pclean_provider.compute.lease import LeaseWatch
@@ -240,7 +241,11 @@ def _count_workers(address: str, timeout: float = 10.0, tls_directory: str | Non
 
 
 def start_host(spec: ClusterSpec, address_file: str | os.PathLike, *, python: str | None = None) -> str:
-    """Start a cluster host (or find the one already running) and return its scheduler address."""
+    """Start a cluster host (or find the one already running) and return its scheduler address.
+
+    The host runs with ``python``, else the CASA environment's interpreter (``[pclean] casa_python``,
+    checked before the host starts), else this one; its local Dask workers and their coordinators
+    inherit it, so a caller without CASA (an Airflow worker) can start a cluster that images."""
     # compute.cluster loads `distributed` and dask-jobqueue; the Airflow tasks that only read and
     # stop a host's records (operators, the hook) import this module and never need them.
     from pclean_provider.compute.cluster import backend_for, new_cluster_id
@@ -264,6 +269,11 @@ def start_host(spec: ClusterSpec, address_file: str | os.PathLike, *, python: st
             log.warning("replacing cluster host in state %s (pid %s)", status.state, status.host_pid)
             _stop_unlocked(paths)
 
+        if python is None:
+            try:
+                python = casa_python()
+            except CasaPythonError as exc:
+                raise ClusterError(f"cannot start a cluster host: {exc}") from exc
         cluster_id = new_cluster_id()
         # 'address' clusters bring their own security; local and SLURM hosts make their certificate
         # beside the address file (SLURM workers read it there, on the shared filesystem).
@@ -274,7 +284,7 @@ def start_host(spec: ClusterSpec, address_file: str | os.PathLike, *, python: st
         # Known before the host runs, so that `down` finds the jobs of a host that died starting.
         job_name = backend_for(spec).job_name(cluster_id)
         write_text(paths["spec"], spec.model_dump_json(indent=2), mode=PRIVATE_MODE)
-        cmd = [python or sys.executable, "-m", HOST_MODULE, "--address-file", str(paths["address"]),
+        cmd = [python, "-m", HOST_MODULE, "--address-file", str(paths["address"]),
                "--cluster-id", cluster_id]
         log_fd = open_private(paths["log"], os.O_WRONLY | os.O_APPEND)
         with open(log_fd, "ab") as logf:

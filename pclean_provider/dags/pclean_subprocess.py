@@ -21,11 +21,12 @@ from pathlib import Path
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from pclean_provider.casa_python import CasaPythonError, casa_python
 from pclean_provider.child_env import child_env
 from pclean_provider.exit_codes import BAD_INPUT, OK
 from pclean_provider.step_results import StepResult, read_step_result
 
-PCLEAN = [sys.executable, "-m", "pclean_provider.cli.main"]
+CLI_MODULE = "pclean_provider.cli.main"
 # After SIGTERM, how long the subprocess gets to remove its temporary files before SIGKILL.
 STOP_GRACE_S = 10.0
 
@@ -45,16 +46,26 @@ class PcleanRun:
         return (self.stderr.strip() or self.stdout.strip())[-2000:]
 
 
+def pclean_command() -> list[str]:
+    """`pclean` in the CASA environment: ``[pclean] casa_python`` when set (checked once per process: a
+    worker set up wrong fails here, without retries, naming the setting), else this worker's python."""
+    try:
+        return [casa_python(), "-m", CLI_MODULE]
+    except CasaPythonError as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
 def run_pclean(args: list[str], log_dir: Path) -> PcleanRun:
     """Run `pclean <args>` with its lines streamed into the task log as they come (progress).
 
     CASA writes its log into the working directory, so the subprocess runs in log_dir.
     """
+    command = pclean_command()
     log_dir.mkdir(parents=True, exist_ok=True)
-    print(f"running: pclean {' '.join(args)}", flush=True)
+    print(f"running: pclean {' '.join(args)} (python: {command[0]})", flush=True)
     # The step reads MSs and products that came from outside: it gets none of the Airflow worker's
     # secrets (database, Fernet key, JWT secret, connections, variables).
-    proc = subprocess.Popen([*PCLEAN, *args], cwd=log_dir, env=child_env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen([*command, *args], cwd=log_dir, env=child_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE,
                             text=True, bufsize=1, start_new_session=True)
     captured: dict[str, list[str]] = {"out": [], "err": []}

@@ -4,12 +4,19 @@
 SIGTERM to the parent alone leaves them running, so the whole session (started with
 ``start_new_session``) is signalled and waited for. The REST API v2 is driven with a bearer
 token from ``/auth/token`` using the generated admin password.
+
+The session's shared standalone (``shared``) is the split install of issue 31: Airflow runs from a
+fresh virtual environment with the provider installed without its casa extra (``airflow_environment``),
+and ``[pclean] casa_python`` names the project's own environment (``casa_python_wrapper``), with which
+the tasks start their `pclean` steps and cluster hosts. So every live test checks that no Airflow
+component, task runner included, needs CASA.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,8 +40,13 @@ def free_port() -> int:
 
 
 class Standalone:
-    def __init__(self, home: Path, extra_env: dict[str, str] | None = None, port: int | None = None):
+    def __init__(self, home: Path, extra_env: dict[str, str] | None = None, port: int | None = None,
+                 bin_dir: Path = VENV_BIN, pythonpath: str | None = str(REPO)):
+        """``bin_dir``: the environment whose `airflow` runs (default: the project's own); ``pythonpath``:
+        the components' PYTHONPATH (None: none, so that only what is installed there is importable)."""
         self.home = Path(home)
+        self.bin_dir = Path(bin_dir)
+        self.pythonpath = pythonpath
         self.port = port or free_port()
         self.base_url = f"http://localhost:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -49,7 +61,7 @@ class Standalone:
         env.update({
             "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
-            "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+            "PATH": f"{self.bin_dir}{os.pathsep}{env.get('PATH', '')}",
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__API__PORT": str(self.port),
@@ -59,8 +71,11 @@ class Standalone:
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-            "PYTHONPATH": str(REPO),
         })
+        env.pop("PYTHONPATH", None)
+        env.pop("VIRTUAL_ENV", None)
+        if self.pythonpath:
+            env["PYTHONPATH"] = self.pythonpath
         env.update(extra)
         return env
 
@@ -73,7 +88,7 @@ class Standalone:
     def start(self, timeout: float = 240) -> Standalone:
         self.init()
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life
-        self.proc = subprocess.Popen([str(VENV_BIN / "airflow"), "standalone"], env=self.env, cwd=self.home,
+        self.proc = subprocess.Popen([str(self.bin_dir / "airflow"), "standalone"], env=self.env, cwd=self.home,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.wait_ready(timeout)
         return self
@@ -324,6 +339,58 @@ def write_small_templates(directory: Path) -> Path:
     return directory
 
 
+CONSTRAINTS = REPO / "requirements" / "constraints.txt"
+# Airflow's side of the split install: what the shared standalone's environment gets besides the provider.
+AIRFLOW_EXTRAS = "openlineage"
+
+
+def _uv() -> str:
+    beside = Path(sys.executable).with_name("uv")
+    uv = str(beside) if beside.exists() else shutil.which("uv")
+    if uv is None:
+        raise RuntimeError("the live tests build Airflow's environment with uv: pip install uv (part of `make setup`)")
+    return uv
+
+
+def airflow_environment(root: Path) -> Path:
+    """A fresh virtual environment for Airflow without CASA, as a site's Airflow machines get it; its bin folder.
+
+    The provider is built from the checkout as a release is (sdist, then the wheel from it, so nothing
+    left in a build/ folder slips in) and installed with constraints.txt and the openlineage extra, not
+    the casa one. uv's cache makes this a few seconds once its packages are cached (3.5 s on two idle
+    cores, 7 s beside a busy suite); made once per test session, since the provider under test changes
+    between sessions.
+    """
+    uv = _uv()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+
+    def uv_run(*args: str) -> None:
+        proc = subprocess.run([uv, *args], cwd=root, env=env, capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0:
+            raise RuntimeError(f"uv {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+
+    root.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    uv_run("build", "--quiet", "--out-dir", str(root / "dist"), str(REPO))
+    (wheel,) = (root / "dist").glob("airflow_provider_pclean-*.whl")
+    venv = root / "venv"
+    uv_run("venv", "--quiet", "--python", sys.executable, str(venv))
+    uv_run("pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "-c", str(CONSTRAINTS),
+           f"{wheel}[{AIRFLOW_EXTRAS}]")
+    (root / "build-seconds").write_text(f"{time.monotonic() - started:.1f}\n")
+    return venv / "bin"
+
+
+def casa_python_wrapper(path: Path) -> Path:
+    """The ``[pclean] casa_python`` of the live tests: this test process's own Python (the project's
+    environment, with CASA) running the checkout under test, which its own install need not point at."""
+    path.write_text("#!/bin/sh\n"
+                    "# The CASA environment of the live tests: the project's Python, the checkout under test first.\n"
+                    f'PYTHONPATH="{REPO}" exec "{sys.executable}" "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
 def dag_folder(directory: Path) -> Path:
     """A DAG folder of links to the project's DAG files and the test DAGs."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -367,7 +434,14 @@ def shared() -> Standalone:
                                                        "log_file_path": str(root / OPENLINEAGE_FILE)}),
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "pclean-tests",
     }
-    server = Standalone(root / "home", extra_env=env)
+    # The split install: Airflow without CASA, the steps and cluster hosts in the CASA environment.
+    env["AIRFLOW__PCLEAN__CASA_PYTHON"] = str(casa_python_wrapper(root / "casa-python"))
+    airflow_bin = airflow_environment(root / "airflow-env")
+    # The environment's files are hard links into uv's cache, yet thousands of them: gone with the session.
+    atexit.register(shutil.rmtree, root / "airflow-env", ignore_errors=True)
+    server = Standalone(root / "home", extra_env=env, bin_dir=airflow_bin, pythonpath=None)
+    # The setting as a site makes it, in [pclean] (a PCLEAN_CASA_PYTHON of the test process would win).
+    server.env.pop("PCLEAN_CASA_PYTHON", None)
     atexit.register(server.stop)
     try:
         server.start()
@@ -375,6 +449,7 @@ def shared() -> Standalone:
         server.stop()
         raise
     server.data_root = data  # type: ignore[attr-defined]
+    server.casa_python = Path(env["AIRFLOW__PCLEAN__CASA_PYTHON"])  # type: ignore[attr-defined]
     server.openlineage_events = root / OPENLINEAGE_FILE  # type: ignore[attr-defined]
     _shared = server
     return server

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -38,6 +39,7 @@ class CoordinatorStopper(threading.Thread):
         self.ms_name = ms_name
         self.stopped: psutil.Process | None = None
         self.session: int | None = None
+        self.python: str | None = None  # the interpreter the coordinator runs
         self.done = threading.Event()
 
     def _images_our_ms(self, proc: psutil.Process) -> bool:
@@ -54,6 +56,7 @@ class CoordinatorStopper(threading.Thread):
                     if self._images_our_ms(proc):
                         # The cluster host's session: everything its cluster started lives in it.
                         self.session = os.getsid(proc.pid)
+                        self.python = proc.cmdline()[0]
                         proc.send_signal(signal.SIGSTOP)
                         self.stopped = proc
                         self.done.set()
@@ -90,6 +93,10 @@ def test_a_hung_coordinator_ends_within_its_bound_and_a_clear_images_once(airflo
         stopper.done.set()
     first = server.task_summary(DAG_ID, run_id)
     assert stopper.stopped is not None, f"no coordinator of {MS_NAME} was seen: {first}"
+    # The split install (standalone.shared): the cluster_up task, in Airflow's environment without CASA,
+    # started its cluster host with [pclean] casa_python, so the Dask workers and the coordinator they
+    # start run the CASA environment's Python (the one the wrapper execs: this test process's).
+    assert stopper.python == sys.executable, stopper.python
     assert state == "failed", first
     assert first[("cube", 0)][0] == "failed", first
     for task_id in ("qa", "qa_gate", "archive"):

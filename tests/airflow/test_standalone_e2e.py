@@ -76,6 +76,11 @@ def test_an_ms_landing_after_unpause_is_imaged_without_a_trigger(airflow_standal
     assert state == "success", (summary, server.tail())
     assert summary[("cube", 0)][0] == "success" and summary[("archive", 0)][0] == "success", summary
     assert summary[("nothing_arrived", -1)][0] == "skipped", summary
+    # The split install (standalone.shared): the task runners have no CASA; their `pclean` steps ran in
+    # the CASA environment that [pclean] casa_python names.
+    for task_id, map_index in (("ingest", -1), ("qa", 0), ("archive", 0)):
+        log = server.task_log(dag_id, run["dag_run_id"], task_id, summary[(task_id, map_index)][1], map_index)
+        assert f"running: pclean {task_id}" in log and f"(python: {server.casa_python})" in log, (task_id, log)
     product = data / "archive" / "arrive_cube"
     assert [p.name for p in sorted(product.glob("v*"))] == ["v0001"]
     assert verify_archive(product / "v0001").returncode == 0
@@ -109,3 +114,26 @@ def lineage_of(server, job: str, run: dict) -> dict[str, list[tuple[str, str]]]:
             and run["dag_run_id"] in json.dumps(e["run"].get("facets", {}))]
     assert len(done) == 1, (job, [(e.get("eventType"), e["job"]["name"]) for e in events])
     return {side: [(d["namespace"], d["name"]) for d in done[0].get(side, [])] for side in ("inputs", "outputs")}
+
+
+def test_airflow_runs_without_casa(airflow_standalone):
+    """Issue 31's split install: the standalone's Airflow (scheduler, DAG processor, API server,
+    triggerer and the task runners they start) comes from an environment with the provider but no
+    CASA and no checkout on its path; [pclean] casa_python names the CASA environment."""
+    server = airflow_standalone
+    python = server.bin_dir / "python"
+    env = {k: v for k, v in server.env.items() if k != "PYTHONPATH"}
+    assert "PYTHONPATH" not in server.env
+    probe = subprocess.run([str(python), "-c", "import casatools"], env=env, cwd=server.home,
+                           capture_output=True, text=True, timeout=60)
+    assert probe.returncode != 0 and "No module named 'casatools'" in probe.stderr, probe
+    where = subprocess.run([str(python), "-c", "import pclean_provider; print(pclean_provider.__file__)"],
+                           env=env, cwd=server.home, capture_output=True, text=True, timeout=60)
+    assert Path(where.stdout.strip()).is_relative_to(server.bin_dir.parent), where
+    assert server.env["AIRFLOW__PCLEAN__CASA_PYTHON"] == str(server.casa_python)
+    # The CASA environment it names has casatools (found, not imported) and runs the checkout under test.
+    casa = subprocess.run([str(server.casa_python), "-c", "import importlib.util, pclean_provider; "
+                           "print(importlib.util.find_spec('casatools') is not None, pclean_provider.__file__)"],
+                          capture_output=True, text=True, timeout=60)
+    found, package = casa.stdout.split()
+    assert found == "True" and Path(package).is_relative_to(standalone.REPO), casa

@@ -32,7 +32,7 @@ def test_a_timeout_stops_the_step_and_its_children(tmp_path, monkeypatch):
               "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
               f"open({str(pids)!r} + '.tmp', 'w').write(f'{{os.getpid()}} {{c.pid}}'); "
               f"os.rename({str(pids)!r} + '.tmp', {str(pids)!r}); time.sleep(120)")
-    monkeypatch.setattr(pclean_subprocess, "PCLEAN", [sys.executable, "-c", script])
+    monkeypatch.setattr(pclean_subprocess, "pclean_command", lambda: [sys.executable, "-c", script])
 
     def timeout_once_running(signum, frame):
         if pids.exists():
@@ -72,8 +72,8 @@ def test_a_step_gets_none_of_the_airflow_worker_s_secrets(tmp_path, monkeypatch,
     monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql://airflow:s3cret@db/airflow")
     monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "s3cret")
     monkeypatch.setenv("PCLEAN_DATA_ROOT", str(tmp_path))
-    monkeypatch.setattr(pclean_subprocess, "PCLEAN",
-                        [sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"])
+    monkeypatch.setattr(pclean_subprocess, "pclean_command",
+                        lambda: [sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"])
     run = pclean_subprocess.run_pclean([], tmp_path / "logs")
     assert run.returncode == 0
     assert "s3cret" not in run.stdout and f'"PCLEAN_DATA_ROOT": "{tmp_path}"' in run.stdout

@@ -67,7 +67,7 @@ def test_run_step_passes_the_result_file_and_never_reads_an_earlier_tries(tmp_pa
     logs.mkdir()
     write_step_result(logs / "plan.result.json", StepResult.of("plan", 0, {"plans": ["stale"]}))
     # A step that dies before writing its result: the earlier try's file must not stand in for it.
-    monkeypatch.setattr(pclean_subprocess, "PCLEAN", [sys.executable, "-c", "import sys; sys.exit('boom')"])
+    monkeypatch.setattr(pclean_subprocess, "pclean_command", lambda: [sys.executable, "-c", "import sys; sys.exit('boom')"])
     died = pclean_subprocess.run_step(["plan", "x.ms"], logs)
     assert died.exit == "FAILED" and died.payload == {} and "boom" in died.message
     # A step that writes one: its payload comes back, stdout plays no part.
@@ -75,7 +75,7 @@ def test_run_step_passes_the_result_file_and_never_reads_an_earlier_tries(tmp_pa
               "print('{\"not\": \"this\"}'); "
               "sys.exit(finish(sys.argv[sys.argv.index('--result-file') + 1], sys.argv[1], 3, "
               "{'plans': [], 'errors': [{'vis': sys.argv[2], 'error': 'flagged'}]}, 'x.ms: flagged'))")
-    monkeypatch.setattr(pclean_subprocess, "PCLEAN", [sys.executable, "-c", script])
+    monkeypatch.setattr(pclean_subprocess, "pclean_command", lambda: [sys.executable, "-c", script])
     planned = pclean_subprocess.run_step(["plan", "x.ms"], logs)
     assert planned.code == PlanExit.UNPLANNED and planned.exit == "UNPLANNED"
     assert planned.payload["errors"] == [{"vis": "x.ms", "error": "flagged"}] and planned.message == "x.ms: flagged"
