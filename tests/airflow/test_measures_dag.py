@@ -21,15 +21,21 @@ def dag(casa_runtime):
     return project_dags()[DAG_ID]
 
 
-def test_without_a_site_copy_the_update_names_the_setting(dag, monkeypatch, capfd):
-    monkeypatch.delenv("PCLEAN_MEASURES_PATH", raising=False)
+def refresh(dag, capfd) -> str:
+    """One run whose refresh fails (never retried here), as the run's state says too; its output."""
     run = run_dag(dag, {}, no_retries=("measures_refresh",))
     states = task_states(run)
-    out = capfd.readouterr()
     assert states[("measures_refresh", -1)][0] == "failed" and str(run.state) == "failed", states
-    assert "set [pclean] measures_path" in out.out + out.err
+    out = capfd.readouterr()
+    return out.out + out.err
+
+
+def test_without_a_site_copy_the_update_names_the_setting(dag, monkeypatch, capfd):
+    monkeypatch.delenv("PCLEAN_MEASURES_PATH", raising=False)
+    output = refresh(dag, capfd)
+    assert "set [pclean] measures_path" in output
     # The log still says which tables CASA uses and how far they reach.
-    assert "Earth orientation predicted until" in out.out + out.err
+    assert "Earth orientation predicted until" in output
 
 
 def test_without_network_the_update_says_what_to_do_and_the_copy_stays(dag, monkeypatch, tmp_path, capfd):
@@ -39,11 +45,8 @@ def test_without_network_the_update_says_what_to_do_and_the_copy_stays(dag, monk
         monkeypatch.setenv(name, NO_WAY_OUT)
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
-    run = run_dag(dag, {}, no_retries=("measures_refresh",))
-    states = task_states(run)
-    out = capfd.readouterr()
-    assert states[("measures_refresh", -1)][0] == "failed" and str(run.state) == "failed", states
-    assert "copy a current measures folder from a host that has one" in out.out + out.err
+    output = refresh(dag, capfd)
+    assert "copy a current measures folder from a host that has one" in output
     assert not (site / "geodetic").exists(), "nothing half-written where imaging hosts read"
     # The status still runs, and says the site copy is empty and how to fill it.
-    assert "has no 'geodetic' folder" in out.out + out.err
+    assert "has no 'geodetic' folder" in output

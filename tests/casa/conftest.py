@@ -48,3 +48,10 @@ def line_ms(casa_runtime):
     """16 x 1 MHz channels, a continuum sky plus a spectral line: cleaning differs per channel."""
     return simulated("line", nchan=16, antennas=8, hours=0.5, integration_s=60, noise_jy=0.01, seed=5,
                      spectral_line=True).ms
+
+
+@pytest.fixture(scope="module")
+def spw_widths_ms(casa_runtime):
+    """Two spws whose channels are 1 MHz and 0.5 MHz wide."""
+    return simulated("spw-widths", nchan=8, nspw=2, spw_chan_widths_hz=[1e6, 5e5], antennas=8, hours=0.5,
+                     integration_s=60, noise_jy=0.01, seed=21, spectral_line=True).ms

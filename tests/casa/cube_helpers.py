@@ -92,6 +92,20 @@ def tclean_fresh(ms: str, imagename: str, **kwargs) -> dict:
         return json.load(fh)
 
 
+def pclean_and_tclean(ms: str, tmp_path: Path, client, extras: dict | None = None, *, imaging: dict, **kwargs):
+    """pclean() on the Dask `client` and serial tclean (tclean_fresh) with the same parameters: the
+    module's `imaging` updated by `kwargs`; `extras` go to pclean alone. Returns the PcleanResult,
+    tclean's summary, and the two image names (without suffix)."""
+    from pclean_provider.config import PcleanConfig
+    from pclean_provider.engine.api import run
+
+    args = {**imaging, **kwargs}
+    ref = tclean_fresh(ms, str(tmp_path / "ref" / "ref"), **args)
+    cfg = PcleanConfig.from_flat(vis=ms, imagename=str(tmp_path / "par"), parallel=True, **args, **(extras or {}))
+    result = run(cfg, client=client)
+    return result, ref, str(tmp_path / "par"), str(tmp_path / "ref" / "ref")
+
+
 def channel_errors(got: str, ref: str, suffix: str, scale_suffix: str | None = None) -> np.ndarray:
     """Largest |difference| per channel, over the peak of the reference (`scale_suffix`'s peak if given)."""
     a, b = pixels(got + suffix), pixels(ref + suffix)

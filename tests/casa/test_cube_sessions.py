@@ -12,6 +12,7 @@ docs/astronomer-guide.md):
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
@@ -19,7 +20,7 @@ import time
 
 import pytest
 
-from tests.casa.cube_helpers import assert_cube_matches, tclean_fresh
+from tests.casa.cube_helpers import assert_cube_matches, pclean_and_tclean, tclean_fresh
 from tests.run_cache import simulated
 
 pytestmark = pytest.mark.casa
@@ -65,16 +66,7 @@ def mosaic_ms(casa_runtime):
                      seed=9).ms
 
 
-def _pclean_and_tclean(ms, tmp_path, client, **kwargs):
-    from pclean_provider.config import PcleanConfig
-    from pclean_provider.engine.api import run
-
-    args = dict(IMAGING)
-    args.update(kwargs)
-    ref = tclean_fresh(ms, str(tmp_path / "ref" / "ref"), **args)
-    cfg = PcleanConfig.from_flat(vis=ms, imagename=str(tmp_path / "par"), parallel=True, **args)
-    result = run(cfg, client=client)
-    return result, ref, str(tmp_path / "par"), str(tmp_path / "ref" / "ref")
+_pclean_and_tclean = functools.partial(pclean_and_tclean, imaging=IMAGING)
 
 
 # Each major cycle costs every session a round (about a second of CPU): the stopping values give

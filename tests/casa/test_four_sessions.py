@@ -9,10 +9,11 @@ more channels than were selected, two spws of different channel widths, a cleane
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
-from tests.casa.cube_helpers import assert_cube_matches, tclean_fresh
-from tests.run_cache import simulated
+from tests.casa.cube_helpers import assert_cube_matches, pclean_and_tclean
 
 pytestmark = pytest.mark.casa
 
@@ -32,23 +33,7 @@ def client4(casa_runtime):
         yield handle.client
 
 
-@pytest.fixture(scope="module")
-def spw_widths_ms(casa_runtime):
-    """Two spws whose channels are 1 MHz and 0.5 MHz wide (the MS of test_cube_edges.py)."""
-    return simulated("spw-widths", nchan=8, nspw=2, spw_chan_widths_hz=[1e6, 5e5], antennas=8, hours=0.5,
-                     integration_s=60, noise_jy=0.01, seed=21, spectral_line=True).ms
-
-
-def _pclean_and_tclean(ms, tmp_path, client, **kwargs):
-    from pclean_provider.config import PcleanConfig
-    from pclean_provider.engine.api import run
-
-    args = dict(IMAGING, specmode="cube")
-    args.update(kwargs)
-    ref = tclean_fresh(ms, str(tmp_path / "ref" / "ref"), **args)
-    cfg = PcleanConfig.from_flat(vis=ms, imagename=str(tmp_path / "par"), parallel=True, **args)
-    result = run(cfg, client=client)
-    return result, ref, str(tmp_path / "par"), str(tmp_path / "ref" / "ref")
+_pclean_and_tclean = functools.partial(pclean_and_tclean, imaging=dict(IMAGING, specmode="cube"))
 
 
 DIRTY = {
