@@ -32,11 +32,6 @@ from pclean_provider.exit_codes import MeasuresExit
 MEASURES_DAG_ID = "pclean_measures_refresh"
 
 
-def _log_dir() -> Path:
-    # CASA writes its log into the step's working folder: a scratch one, the step leaves nothing else.
-    return Path(tempfile.mkdtemp(prefix="pclean-measures-"))
-
-
 def build_measures_dag() -> DAG:
     apply_airflow_config()
     with DAG(
@@ -55,9 +50,12 @@ def build_measures_dag() -> DAG:
         @task(task_id="measures_refresh", retries=3, retry_delay=timedelta(hours=12))
         def measures_refresh() -> str:
             path = os.environ.get(MEASURES_ENV, "").strip()
-            update = run_pclean(["measures", "update", "--path", path], _log_dir()) if path else None
-            # Whatever the update did, the log says which tables CASA uses now and how far they reach.
-            status = run_pclean(["measures", "status"], _log_dir())
+            # CASA writes its log into the steps' working folder; their lines are in the task log, so a
+            # scratch folder, removed with what CASA left there.
+            with tempfile.TemporaryDirectory(prefix="pclean-measures-") as scratch:
+                update = run_pclean(["measures", "update", "--path", path], Path(scratch)) if path else None
+                # Whatever the update did, the log says which tables CASA uses now and how far they reach.
+                status = run_pclean(["measures", "status"], Path(scratch))
             if update is None:
                 raise AirflowFailException(
                     f"no site copy to refresh: set [pclean] measures_path (${MEASURES_ENV}) to a folder every "
