@@ -13,11 +13,11 @@ PyParallelContSynthesisImager), so the result matches serial tclean:
    (skipped with calcres=False);
 5. masks and convergence on the coordinator, then minor cycle / major cycle until the iterbot stops;
 6. restore, pbcor, part images removed;
-
-   steps 3-6 in the one major/minor loop of engine/major_minor.py (task_tclean's order), with
-   `_ContinuumSteps` saying how each runs on the parts and the coordinator's tools;
 7. savemodel: the parts closed, one imager in this process predicts the final model into the
    MeasurementSet(s) (`_without_model_writes` says why the parts never write it).
+
+Steps 3-6 are the one major/minor loop of engine/major_minor.py (task_tclean's order, shared with
+the cube); `_ContinuumSteps` says how each of them runs on the parts and the coordinator's tools.
 
 Restart, as tclean's restart=True: the images an earlier run left under imagename are copied
 into the staging folder first, so the model, mask, PSF and residual on disk are where this run
