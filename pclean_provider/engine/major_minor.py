@@ -117,7 +117,7 @@ def _clean(steps: ImagingSteps) -> int:
         cycle += 1
         steps.report_cycle(cycle, stopcode)
         if not iterations:
-            # tclean ends here whatever the stop code: a minor cycle that cleaned nothing (e.g. in an
-            # auto-mask with nothing left in it) gives no new residual to go on with.
+            # tclean ends here even without a stop code: a minor cycle that cleaned nothing (e.g. in
+            # an auto-mask with nothing left in it) gives no new residual to go on with.
             break
     return stopcode
