@@ -11,11 +11,13 @@ PyParallelContSynthesisImager), so the result matches serial tclean:
    calcpsf=False);
 4. dirty image: model scattered, a major cycle on every part, residual gathered and normalized
    (skipped with calcres=False);
-5. masks and convergence on the coordinator (mask set up before the first check: an empty mask
-   would stop the run at zero iterations), then minor cycle / major cycle until the iterbot stops;
+5. masks and convergence on the coordinator, then minor cycle / major cycle until the iterbot stops;
 6. restore, pbcor, part images removed;
 7. savemodel: the parts closed, one imager in this process predicts the final model into the
    MeasurementSet(s) (`_without_model_writes` says why the parts never write it).
+
+Steps 3-6 are the one major/minor loop of engine/major_minor.py (task_tclean's order, shared with
+the cube); `_ContinuumSteps` says how each of them runs on the parts and the coordinator's tools.
 
 Restart, as tclean's restart=True: the images an earlier run left under imagename are copied
 into the staging folder first, so the model, mask, PSF and residual on disk are where this run
@@ -47,7 +49,7 @@ from pclean_provider.atomic_files import (
     staging_name,
 )
 from pclean_provider.casa import continuum_parts as cp
-from pclean_provider.casa.deconvolver_session import CoordinatorTools, image_peak
+from pclean_provider.casa.deconvolver_session import ConvergenceState, CoordinatorTools, image_peak
 from pclean_provider.casa.imager_session import open_part, save_model
 from pclean_provider.casa.iteration import STOP_REASONS
 from pclean_provider.casa.records import decode_record, encode_record
@@ -64,6 +66,7 @@ from pclean_provider.engine.continuum.preflight import (
     output_name,
 )
 from pclean_provider.engine.continuum.stages import StageClock, stage_table
+from pclean_provider.engine.major_minor import run_major_minor
 from pclean_provider.engine.part_backends import DaskParts, SerialParts
 from pclean_provider.engine.progress import Progress, ProgressFile, progress_file_for
 from pclean_provider.products import RESIDUAL, WORKDIRECTORY, first_term
@@ -487,77 +490,127 @@ def _run(rec: CasaRecords, backend: Any, progress: _Progress, n: int, run_id: st
             with clock.stage("weight density"):
                 coord.weight_density_loaded(scratch)
 
-        # 3. PSF everywhere, then gathered; PB once. calcpsf=False keeps both from the earlier run
-        # (tclean makes neither then).
-        if rec.calcpsf:
-            clock.on_parts("psf", lambda: backend.run(Operation.MAKE_PSF))
-            with clock.stage("psf gather"):
-                coord.normalize_psf()
-            clock.on_parts("pb", lambda: backend.run(Operation.MAKE_PB, parts=[0]))
-            with clock.stage("pb"):
-                coord.normalize_pb()
-
-        major_count = 0
-
-        def major_cycle() -> float:
-            t_major = time.perf_counter()
-            last = coord.is_last_cycle()
-            with clock.stage("scatter model", cycle=major_count):
-                coord.before_major_cycle()
-            clock.on_parts("major cycle on parts", lambda: backend.run(Operation.MAJOR_CYCLE, lastcycle=last),
-                           cycle=major_count)
-            with clock.stage("gather residual", cycle=major_count):
-                coord.after_major_cycle()
-            return time.perf_counter() - t_major
-
-        # 4. dirty image (or, with calcres=False, the earlier run's residual as it is).
-        spent = major_cycle() if rec.calcres else 0.0
-        stopcode, reason = 0, None
-        if niter <= 0:
-            progress.cycle(0, 0, image_peak(_residual_name(imagename, rec)), 0.0, spent, 0.0)
-        else:
-            # 5. mask before the first convergence check, then the loop.
-            t_minor = time.perf_counter()
-            with clock.stage("mask and convergence", cycle=0):
-                coord.has_converged(major_count)
-                coord.update_mask()
-                state = coord.has_converged(major_count)
-            progress.cycle(0, 0, state.peak_residual, state.model_flux, spent, time.perf_counter() - t_minor)
-            stopped = state.stopped
-            cycle = 0
-            while not stopped:
-                t_minor = time.perf_counter()
-                with clock.stage("minor cycle", cycle=major_count):
-                    minor = coord.minor_cycle()
-                minor_s = time.perf_counter() - t_minor
-                spent = 0.0
-                if minor.iterations > 0:
-                    major_count += 1
-                    spent = major_cycle()
-                t_mask = time.perf_counter()
-                with clock.stage("mask and convergence", cycle=major_count):
-                    coord.update_mask()
-                    state = coord.has_converged(major_count)
-                minor_s += time.perf_counter() - t_mask
-                stopped = state.stopped or minor.iterations == 0
-                cycle += 1
-                progress.cycle(cycle, coord.iterations_done(), state.peak_residual, state.model_flux,
-                               spent, minor_s, state.stopcode, state.reason)
-            stopcode, reason = state.stopcode, state.reason
-            progress.stop(stopcode, reason)
-        summary = coord.summary()
-
-        # 6. restore and pbcor on the gathered images.
-        if rec.restoration:
-            with clock.stage("restore"):
-                coord.restore()
-            if rec.pbcor:
-                with clock.stage("pbcor"):
-                    coord.pbcor()
+        # 3.-6. PSF, PB, dirty image, masks, convergence, minor and major cycles, restore, pbcor.
+        steps = _ContinuumSteps(rec, backend, coord, progress, clock)
+        run_major_minor(steps, niter, calcpsf=rec.calcpsf, calcres=rec.calcres, restoration=rec.restoration,
+                        pbcor=rec.pbcor)
     finally:
         coord.close()
-    return {"iterations": int(summary.get("iterdone", 0)), "major_cycles": major_count,
-            "stopcode": stopcode, "stop_reason": reason, "summary": summary}
+    return {"iterations": int(steps.summary.get("iterdone", 0)), "major_cycles": steps.major_count,
+            "stopcode": steps.stopcode, "stop_reason": steps.reason, "summary": steps.summary}
+
+
+class _ContinuumSteps:
+    """The continuum's imaging steps (engine.major_minor.ImagingSteps): PSF and major cycles on
+    every row part, gathered and normalized by the coordinator's tools, which also hold the masks,
+    the convergence checks and the minor cycle.
+
+    Every step is timed on the StageClock under the stage names the result sums (ContinuumResult's
+    psf_s, major_cycle_s, minor_cycle_s, ...), and every cycle is one CycleReport with its
+    major-cycle and minor-cycle seconds.
+    """
+
+    def __init__(self, rec: CasaRecords, backend: Any, coord: CoordinatorTools, progress: _Progress,
+                 clock: StageClock) -> None:
+        self.rec = rec
+        self.backend = backend
+        self.coord = coord
+        self.progress = progress
+        self.clock = clock
+        self.major_count = 0  # the major cycles after minor cycles: what nmajor counts
+        self.major_s = 0.0  # this cycle's major cycle (none: 0)
+        self.minor_s = 0.0  # this cycle's minor cycle, mask updates and convergence checks
+        self.state: ConvergenceState | None = None
+        self.stopcode = 0
+        self.reason: str | None = None
+        self.summary: dict[str, Any] = {}
+        self._checks_from: float | None = None
+        self._mask_updated = False
+
+    def make_psf(self) -> None:
+        self.clock.on_parts("psf", lambda: self.backend.run(Operation.MAKE_PSF))
+        with self.clock.stage("psf gather"):
+            self.coord.normalize_psf()
+
+    def make_pb(self) -> None:
+        # One part makes it, as CASA's parallel imager: the PB comes from the image's coordinates, not the rows.
+        self.clock.on_parts("pb", lambda: self.backend.run(Operation.MAKE_PB, parts=[0]))
+        with self.clock.stage("pb"):
+            self.coord.normalize_pb()
+
+    def major_cycle(self, *, clean_cycle: bool) -> None:
+        if clean_cycle:
+            self.major_count += 1
+        t_major = time.perf_counter()
+        last = self.coord.is_last_cycle()
+        with self.clock.stage("scatter model", cycle=self.major_count):
+            self.coord.before_major_cycle()
+        self.clock.on_parts("major cycle on parts", lambda: self.backend.run(Operation.MAJOR_CYCLE, lastcycle=last),
+                            cycle=self.major_count)
+        with self.clock.stage("gather residual", cycle=self.major_count):
+            self.coord.after_major_cycle()
+        self.major_s = time.perf_counter() - t_major
+
+    def report_dirty_image(self, *, cleaning: bool) -> None:
+        if not cleaning:
+            # No iteration control to ask: the peak is read from the residual image.
+            self.progress.cycle(0, 0, image_peak(_residual_name(self.rec.imagename, self.rec)), 0.0,
+                                self.major_s, 0.0)
+
+    def check_convergence(self) -> int:
+        self._start_checks()
+        self.state = self.coord.has_converged(self.major_count)
+        if self._mask_updated:
+            self._end_checks()
+        return self.state.stopcode
+
+    def update_mask(self) -> None:
+        self._start_checks()
+        self.coord.update_mask()
+        self._mask_updated = True
+
+    def _start_checks(self) -> None:
+        if self._checks_from is None:
+            self._checks_from = time.perf_counter()
+
+    def _end_checks(self) -> None:
+        # One "mask and convergence" stage per cycle: from its first check or mask update to the
+        # check after the mask update (before the loop: converged? -> masks -> converged?).
+        seconds = time.perf_counter() - self._checks_from
+        self.clock.add("mask and convergence", seconds, cycle=self.major_count)
+        self.minor_s += seconds
+        self._checks_from = None
+        self._mask_updated = False
+
+    def minor_cycle(self) -> int:
+        t_minor = time.perf_counter()
+        with self.clock.stage("minor cycle", cycle=self.major_count):
+            minor = self.coord.minor_cycle()
+        self.minor_s = time.perf_counter() - t_minor
+        self.major_s = 0.0
+        return minor.iterations
+
+    def report_cycle(self, cycle: int, stopcode: int) -> None:
+        state = self.state
+        if cycle == 0:
+            # Before the first minor cycle: nothing cleaned yet, and the stop (if any) is told by stop().
+            self.progress.cycle(0, 0, state.peak_residual, state.model_flux, self.major_s, self.minor_s)
+        else:
+            self.progress.cycle(cycle, self.coord.iterations_done(), state.peak_residual, state.model_flux,
+                                self.major_s, self.minor_s, state.stopcode, state.reason)
+
+    def end_cleaning(self, stopcode: int) -> None:
+        self.stopcode, self.reason = self.state.stopcode, self.state.reason
+        self.progress.stop(self.stopcode, self.reason)
+        self.summary = self.coord.summary()
+
+    def restore(self) -> None:
+        with self.clock.stage("restore"):
+            self.coord.restore()
+
+    def pbcor(self) -> None:
+        with self.clock.stage("pbcor"):
+            self.coord.pbcor()
 
 
 def _needs_weight_density_sum(nparts: int, rec: CasaRecords) -> bool:

@@ -6,14 +6,12 @@ once, hands every deconvolver the same minor-cycle controls, and merges their
 `executeminorcycle` records (casatasks imagerhelpers, `hasConverged`/`runMinorCycleCore`). Here
 the fields are the sub-cubes of one cube: each lives as a session on a worker (imager, normalizer,
 deconvolver; built once, kept for every cycle), the coordinator holds the one iterbotsink, and
-only those small records travel. The order of work is task_tclean's:
+only those small records travel.
 
-  PSF (every session) -> PB -> dirty image (major cycle) -> converged? -> masks -> converged? ->
-  { minor cycle on every session with one set of controls -> major cycle -> masks -> converged? }
-  -> restore -> pbcor -> publish (each session's own channels become its products)
-
-so niter, cycleniter, cyclefactor, threshold, nsigma, nmajor, masks and auto-multithresh act as in
-serial tclean, while the major and minor cycles run on all sessions at once.
+The order of the steps is task_tclean's, kept by the one loop of engine/major_minor.py;
+`_CubeSteps` runs each step on every session at once (PSF, PB, major and minor cycles, masks,
+restore, pbcor) and merges the records in `CubeIterationControl`. After the loop each session
+publishes its own channels as its products.
 
 A worker lost in the middle: its sessions are rebuilt on a surviving worker from their images on
 disk (the model as it was before an interrupted minor cycle), the interrupted step is redone on
@@ -45,6 +43,7 @@ from pclean_provider.casa.image_concat import image_frequencies
 from pclean_provider.casa.iteration import STOP_REASONS
 from pclean_provider.casa.session_protocol import Operation
 from pclean_provider.engine.imaging_errors import ImagingPartError
+from pclean_provider.engine.major_minor import run_major_minor
 from pclean_provider.engine.models import CubePlan, SubcubeResult
 from pclean_provider.engine.part_backends import DaskParts, PartsLost, SerialParts
 from pclean_provider.engine.progress import ProgressFile
@@ -112,6 +111,97 @@ class _Sessions:
         self.rebuilt.extend(parts)
 
 
+class _CubeSteps:
+    """The cube's imaging steps (engine.major_minor.ImagingSteps): every step on every session,
+    their records merged by the one iteration controller (None without cleaning)."""
+
+    def __init__(self, sessions: _Sessions, control: CubeIterationControl | None, result: CubeLoopResult,
+                 stages: dict[str, float], t0: float, on_cycle: Callable[[dict[str, Any]], Any] | None, *,
+                 gridder: str, automask: bool, keep_backup: bool) -> None:
+        self.sessions = sessions
+        self.control = control
+        self.result = result
+        self.stages = stages
+        self.t0 = t0
+        self.on_cycle = on_cycle
+        self.gridder = gridder
+        self.automask = automask
+        # Only a session on a worker can be lost mid-cycle and need the model from before it.
+        self.keep_backup = keep_backup
+        self.init_records: list[str | None] = []
+        self.automask_aligned = False
+
+    def timed(self, stage: str, operation: str, **kw: Any) -> list[str | None]:
+        t = time.perf_counter()
+        out = self.sessions.run(operation, **kw)
+        self.stages[stage] = self.stages.get(stage, 0.0) + time.perf_counter() - t
+        return out
+
+    def make_psf(self) -> None:
+        self.timed("psf_s", Operation.MAKE_PSF)
+
+    def make_pb(self) -> None:
+        self.timed("pb_s", Operation.MAKE_PB, gridder=self.gridder)
+
+    def major_cycle(self, *, clean_cycle: bool) -> None:
+        last = self.control.is_last_cycle() if self.control is not None else True
+        self.timed("major_s", Operation.MAJOR_CYCLE, lastcycle=last)
+        if self.control is not None:
+            self.control.end_major_cycle()
+        if clean_cycle:
+            self.result.major_cycles += 1
+
+    def report_dirty_image(self, *, cleaning: bool) -> None:
+        # Cycle 0 is reported as soon as the dirty image is there, cleaned or not.
+        _report(self.on_cycle, 0, 0, self.t0)
+
+    def check_convergence(self) -> int:
+        self.init_records[:] = self.timed("minor_s", Operation.INIT_MINOR)
+        self.sessions.deconvolving = True
+        self.control.merge_init(self.init_records)
+        reached = self.control.nmajor >= 0 and self.result.major_cycles >= self.control.nmajor
+        return self.control.stop_code(reached)
+
+    def update_mask(self) -> None:
+        if self.automask and not self.automask_aligned:
+            # Once, on the first statistics of every session (the check before the first mask):
+            # auto-multithresh then grows every session's mask from the whole cube's sidelobe level.
+            _align_automask(self.sessions, self.init_records)
+            self.automask_aligned = True
+        self.timed("mask_s", Operation.SETUP_MASK)
+
+    def minor_cycle(self) -> int:
+        return self.control.merge_exec(self.timed("minor_s", Operation.MINOR_CYCLE, controls=self.control.controls(),
+                                                  keep_backup=self.keep_backup))
+
+    def report_cycle(self, cycle: int, stopcode: int) -> None:
+        if cycle == 0:
+            return  # the dirty image's report is cycle 0 (report_dirty_image)
+        self.result.iterations = int(self.control.summary().get("iterdone", 0))
+        _report(self.on_cycle, self.result.major_cycles, self.result.iterations, self.t0)
+
+    def end_cleaning(self, stopcode: int) -> None:
+        if stopcode and self.automask:
+            # The mask the last minor cycle used, not the one grown after it. tclean reverts at every
+            # check that stops; before the first minor cycle a session has no earlier mask to go back
+            # to, so the check that ends the loop is the one that matters.
+            self.sessions.run(Operation.REVERT_AUTOMASK)
+        self.result.summary = self.control.summary()
+        self.result.iterations = int(self.result.summary.get("iterdone", 0))
+        self.result.stopcode = int(stopcode)
+        self.result.stop_reason = STOP_REASONS.get(int(stopcode), "")
+
+    def restore(self) -> None:
+        self.timed("restore_s", Operation.RESTORE)
+
+    def pbcor(self) -> None:
+        self.timed("restore_s", Operation.PBCOR)
+
+    def publish(self) -> None:
+        """Each session's own channels become its products (after restore and pbcor, outside the loop)."""
+        self.timed("publish_s", Operation.PUBLISH)
+
+
 def _new_backend(client: Any, run_id: str, nparts: int) -> Any:
     if client is None:
         return SerialParts(run_id, nparts, imaging="cube", opener=open_cube_session)
@@ -142,8 +232,9 @@ def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = N
     stages["define_s"] = time.perf_counter() - t0
     niter = int(kwargs.get("niter", 0) or 0)
     gridder = str(kwargs.get("gridder", "standard"))
+    automask = "auto" in str(kwargs.get("usemask", ""))
     backend = _new_backend(client, run_id, len(records.sessions))
-    sessions = _Sessions(backend, records.sessions, automask="auto" in str(kwargs.get("usemask", "")))
+    sessions = _Sessions(backend, records.sessions, automask=automask)
     control = CubeIterationControl(records.iteration) if niter > 0 else None
     result = CubeLoopResult(workers=list(getattr(backend, "workers", [])))
     if progress_file:
@@ -156,66 +247,15 @@ def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = N
             if user_on_cycle is not None:
                 user_on_cycle(info)
 
-    def timed(stage: str, operation: str, **kw: Any) -> list[str | None]:
-        t = time.perf_counter()
-        out = sessions.run(operation, **kw)
-        stages[stage] = stages.get(stage, 0.0) + time.perf_counter() - t
-        return out
-
     try:
         t = time.perf_counter()
         backend.open(records.sessions)
         stages["open_s"] = time.perf_counter() - t
-        timed("psf_s", Operation.MAKE_PSF)
-        timed("pb_s", Operation.MAKE_PB, gridder=gridder)
-
-        def major_cycle(count: bool) -> None:
-            last = control.is_last_cycle() if control is not None else True
-            timed("major_s", Operation.MAJOR_CYCLE, lastcycle=last)
-            if control is not None:
-                control.end_major_cycle()
-            if count:
-                result.major_cycles += 1
-
-        init_records: list[str | None] = []
-
-        def converged() -> int:
-            init_records[:] = timed("minor_s", Operation.INIT_MINOR)
-            sessions.deconvolving = True
-            control.merge_init(init_records)
-            reached = control.nmajor >= 0 and result.major_cycles >= control.nmajor
-            return control.stop_code(reached)
-
-        major_cycle(count=False)
-        _report(on_cycle, 0, 0, t0)
-        if control is not None:
-            converged()
-            if "auto" in str(kwargs.get("usemask", "")):
-                _align_automask(sessions, init_records)
-            timed("mask_s", Operation.SETUP_MASK)
-            stop = converged()
-            while not stop:
-                done = control.merge_exec(timed("minor_s", Operation.MINOR_CYCLE, controls=control.controls(),
-                                            keep_backup=client is not None))
-                if done:
-                    major_cycle(count=True)
-                timed("mask_s", Operation.SETUP_MASK)
-                stop = converged()
-                result.iterations = int(control.summary().get("iterdone", 0))
-                _report(on_cycle, result.major_cycles, result.iterations, t0)
-                if not done:
-                    break
-            if stop and "auto" in str(kwargs.get("usemask", "")):
-                sessions.run(Operation.REVERT_AUTOMASK)
-            result.summary = control.summary()
-            result.iterations = int(result.summary.get("iterdone", 0))
-            result.stopcode = int(stop)
-            result.stop_reason = STOP_REASONS.get(int(stop), "")
-        if kwargs.get("restoration", True):
-            timed("restore_s", Operation.RESTORE)
-            if kwargs.get("pbcor"):
-                timed("restore_s", Operation.PBCOR)
-        timed("publish_s", Operation.PUBLISH)
+        steps = _CubeSteps(sessions, control, result, stages, t0, on_cycle, gridder=gridder, automask=automask,
+                           keep_backup=client is not None)
+        run_major_minor(steps, niter, restoration=bool(kwargs.get("restoration", True)),
+                        pbcor=bool(kwargs.get("pbcor")))
+        steps.publish()
     finally:
         if control is not None:
             control.close()
