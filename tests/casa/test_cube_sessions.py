@@ -141,17 +141,29 @@ DIRTY = {
     # The A-projection gridder runs as one session (casa.cube_session.awproject_split_blocker: CASA
     # grids a sub-cube that starts past channel 0 into the wrong channels, whatever its cache). The
     # prolate-spheroidal term only (aterm=False): its cache fills in ~10 s. Measured bit-identical.
-    "awproject-one-session": ("line_ms", dict(gridder="awproject", aterm=False, psterm=True, nchan=6)),
+    "awproject-one-session": ("line_ms", dict(gridder="awproject", aterm=False, psterm=True, nchan=3)),
     "mosaic-nearest": ("mosaic_ms", dict(gridder="mosaic", imsize=[32, 32], cell="45arcsec",
                                          interpolation="nearest")),
 }
+
+
+# Cases after which the module's workers start afresh. CASA keeps state of a mosaic run in the process:
+# serial tclean of the two-spw gap MS (natural, nsigma=3) stops after 952 iterations in a fresh process
+# and after 758 in one that imaged the mosaic MS first; pclean's sessions, on workers that did, stop
+# where that tclean does. The parity tests compare with tclean in a fresh process, so no later test may
+# find a worker that imaged a mosaic.
+LEAVES_CASA_STATE = {"mosaic-nearest"}
 
 
 @pytest.mark.parametrize("case", sorted(DIRTY))
 def test_dirty_cube_equals_tclean(request, client, tmp_path, case):
     fixture, kwargs = DIRTY[case]
     ms = request.getfixturevalue(fixture)
-    result, ref, got, want = _pclean_and_tclean(ms, tmp_path, client, niter=0, **kwargs)
+    try:
+        result, ref, got, want = _pclean_and_tclean(ms, tmp_path, client, niter=0, **kwargs)
+    finally:
+        if case in LEAVES_CASA_STATE:
+            client.restart()
     assert_cube_matches(got, want, DIRTY_TOL)
     assert {k: result[k] for k in ref} == ref, (result.summary, ref)
     if case in ("briggsbwtaper", "optical-velocity", "width-two-channels-topo", "awproject-one-session"):
