@@ -179,6 +179,14 @@ def run_continuum(cfg: Any, client: Any = None, on_cycle: Callable[[CycleReport]
     # A serial part logs to its own file in the staging folder; the caller's log comes back after.
     previous_log = ensure_casa_runtime().log_path
     run_id = uuid.uuid4().hex[:10]
+    if n > 1 and rec.gridding.get("gridder") == "mosaic":
+        with clock.stage("partition and coordinates"):
+            selection = cp.check_selection(rec.selection)
+            why = cp.mosaic_field_order_blocker(selection, cp.partition_rows(selection, n))
+        if why:
+            # One part is serial tclean's own gridding: exact, not parallel.
+            log.warning("continuum run %s: one part instead of %d: %s", run_id, n, why)
+            n = 1
     parent = os.path.dirname(final)
     base = os.path.basename(final)
     os.makedirs(parent, exist_ok=True)
