@@ -17,7 +17,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Iterable
 
-__all__ = ["PcleanInputError", "error_lineage", "is_input_error", "lineage_of_pickled_error"]
+__all__ = ["PcleanInputError", "error_lineage", "is_input_error", "lineage_of_pickled_error", "unpickled_error"]
 
 
 class PcleanInputError(ValueError):
@@ -39,21 +39,26 @@ def error_lineage(error: BaseException | type[BaseException]) -> list[str]:
     return [f"{c.__module__}.{c.__qualname__}" for c in cls.__mro__]
 
 
-def lineage_of_pickled_error(data: bytes) -> list[str] | None:
-    """The lineage of a pickled exception (as Dask keeps a failed task's), or None if unreadable.
+def unpickled_error(data: bytes) -> BaseException | None:
+    """A pickled exception (as Dask keeps a failed task's), or None if unreadable.
 
     Unpickling imports the module that defines the class, so call this where that is harmless
     (on the Dask scheduler), never in an Airflow worker. None when the class cannot be imported
-    there (a scheduler without this package): the error then counts as not an input error.
+    there (a scheduler without this package).
     """
     try:
         # Bytes that this project's own workers sent to its own scheduler, not outside input.
         error = pickle.loads(data)
     except Exception:
         return None
-    if not isinstance(error, BaseException):
-        return None
-    return error_lineage(error)
+    return error if isinstance(error, BaseException) else None
+
+
+def lineage_of_pickled_error(data: bytes) -> list[str] | None:
+    """The lineage of a pickled exception, or None if unreadable (see :func:`unpickled_error`):
+    an error whose class cannot be imported counts as not an input error."""
+    error = unpickled_error(data)
+    return None if error is None else error_lineage(error)
 
 
 def is_input_error(error: BaseException | type[BaseException] | Iterable[str] | None) -> bool:

@@ -33,7 +33,7 @@ from typing import Any
 
 from pclean_provider.atomic_files import write_json
 from pclean_provider.compute.dask_keys import prefix_of_key, try_of_key
-from pclean_provider.errors import is_input_error, lineage_of_pickled_error
+from pclean_provider.errors import error_lineage, is_input_error, unpickled_error
 
 STATE_DIRNAME = ".pclean-airflow"
 
@@ -130,10 +130,27 @@ def scheduler_task_state(key: str, dask_scheduler: Any = None) -> dict[str, Any]
     out: dict[str, Any] = {"state": task.state, "cancel_reason": reason}
     if task.state == "erred":
         blame = task.exception_blame or task
-        out["error"] = blame.exception_text or repr(blame.exception)
+        error = _exception_on_scheduler(blame.exception)
+        out["error"] = _error_text(error, blame.exception_text or repr(blame.exception))
         out["traceback"] = blame.traceback_text or ""
-        out["error_lineage"] = _lineage_on_scheduler(blame.exception)
+        out["error_lineage"] = error_lineage(error) if error is not None else None
     return out
+
+
+def _error_text(error: BaseException | None, sent: str) -> str:
+    """What the task's error says: ``Class: message``, in the worker's own words.
+
+    What Dask sent (``sent``, its ``exception_text``) is the error's repr: wrapped in
+    ``ImagingPartError("...")`` and escaped, which rewords a message quoting another program (a
+    part that CASA ended quotes CASA's own lines; a repr turns their quotes into \\' as soon as the
+    text holds both kinds). So the text is the error's own, when the scheduler could unpickle it
+    and it is the error whose repr was sent (not Dask's stand-in for one it could not pickle);
+    otherwise what Dask sent, as it is.
+    """
+    if error is None or not sent.startswith(f"{type(error).__name__}("):
+        return sent
+    message = str(error)
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 def published_keys(name: str, dask_scheduler: Any = None) -> list[str] | None:
@@ -160,8 +177,8 @@ def cancel_with_reason(dask_scheduler: Any, keys: list[str], client: str, messag
     dask_scheduler.stimulus_cancel(keys, client, force=True, reason="pclean", msg=message)
 
 
-def _lineage_on_scheduler(exception: Any) -> list[str] | None:
-    """The lineage of a failed task's exception as the scheduler keeps it, or None if unreadable.
+def _exception_on_scheduler(exception: Any) -> BaseException | None:
+    """A failed task's exception, unpickled from what the scheduler keeps, or None if unreadable.
 
     The scheduler keeps the worker's pickled exception: as a ``Serialized`` (header and frames)
     when the worker is another process, wrapped in a ``Serialize`` when it is in-process.
@@ -175,7 +192,7 @@ def _lineage_on_scheduler(exception: Any) -> list[str] | None:
             return None
     else:
         data = getattr(exception, "data", None)
-    return lineage_of_pickled_error(data) if isinstance(data, bytes) else None
+    return unpickled_error(data) if isinstance(data, bytes) else None
 
 
 def cluster_resources(client: Any) -> tuple[int, int | None]:

@@ -81,6 +81,16 @@ def coordinator_task(cfg_json: str, scheduler_address: str, nparts: int | None =
             raise RuntimeError(f"{imaging} coordinator exited with code {rc} and no result; last output:\n"
                                + "\n".join(tail))
         payload = json.loads(out_path.read_text(encoding="utf-8"))
+    return result_of(payload, imaging)
+
+
+def result_of(payload: dict[str, Any], imaging: str) -> str:
+    """The reading half of the result file `main` writes: its result as JSON, or its error raised.
+
+    A failed part is raised again as the same ImagingPartError, its reason as the coordinator had
+    it (for a part that CASA ended: CASA's own lines and the paths of the part's output and log),
+    so that the task running the coordinator fails in those words.
+    """
     if "error" in payload:
         err = payload["error"]
         if err["type"] == "ImagingPartError":
