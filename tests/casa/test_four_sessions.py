@@ -5,11 +5,18 @@ The cases are those that once failed at a session's edge on two workers (test_cu
 test_cube_sessions.py): `specmode='cubedata'` with a channel start, an spw selection with a gap and
 more channels than were selected, two spws of different channel widths, a cleaned cubedata cube
 (tclean's iterdone and stop code). Tolerances as in test_cube_sessions.py.
+
+Last, on the same four workers (after the parity cases, whose references are those of fresh
+processes): a batch of sub-cubes, one Airflow task's work in the fan-out engine, submits each
+sub-cube as a Dask task of its own, so the cluster, not an Airflow pool, decides how many run at
+once; four workers image four sub-cubes at the same time (the intervals are the wall clock each
+worker recorded around its sub-cube).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 
 import pytest
 
@@ -61,3 +68,27 @@ def test_cleaned_cubedata_on_four_sessions_equals_tclean(line_ms, client4, tmp_p
     assert result.nsubcubes == NWORKERS and result.iterations > 0
     assert (result.iterations, result.cube_loop["stopcode"]) == (ref["iterdone"], ref["stopcode"]), ref
     assert_cube_matches(got, want, 1e-4, products=(".image", ".residual", ".model", ".psf", ".pb"))
+
+
+def test_a_batch_runs_one_subcube_per_worker_at_once(small_ms, client4, tmp_path):
+    from pclean_provider.config import PcleanConfig
+    from pclean_provider.engine.cube.plan import plan_subcubes
+    from pclean_provider.engine.cube.subcube_batch import image_subcube_batch
+
+    cfg = PcleanConfig.from_flat(vis=str(small_ms.ms), imagename=str(tmp_path / "cube"), specmode="cube",
+                                 nchan=8, imsize=[64, 64], cell="12arcsec", niter=0, cube_chunksize=2,
+                                 cube_engine="independent")
+    plan = plan_subcubes(cfg, nworkers=NWORKERS)
+    specs = [spec.model_dump(mode="json") for spec in plan.specs]
+    assert len(specs) == NWORKERS
+    # As the operator submits it: one Dask task for the batch, under a work key of try 1.
+    out = client4.submit(image_subcube_batch, specs, key="pclean-subcubes-test-m0-try1", pure=False).result()
+
+    assert [r["chan_start"] for r in out["results"]] == [0, 2, 4, 6]
+    assert all(os.path.isdir(r["product_prefix"] + ".image") for r in out["results"])
+    timings = out["timings"]
+    assert len({t["worker"] for t in timings}) == NWORKERS, timings
+    # Four at once: every sub-cube started before any of them finished.
+    latest_start = max(t["started"] for t in timings)
+    earliest_end = min(t["finished"] for t in timings)
+    assert latest_start < earliest_end, timings
