@@ -21,7 +21,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,11 @@ def _stderr_kept(path: Path):
 _ABORT_LINE = re.compile(r"terminate called|what\(\):|Fatal Python error")
 
 
+def abort_lines(lines: Iterable[str]) -> list[str]:
+    """The lines of a process's output in which CASA (or Python) says why it ended the process."""
+    return [line.strip() for line in lines if _ABORT_LINE.search(line)]
+
+
 def abort_reason(spec: SessionSpec, since: int = 0, max_lines: int = 6) -> str:
     """CASA's own account of why the part's process ended ('' when it left none since byte `since`
     of its output file), with where to read more."""
@@ -100,7 +105,7 @@ def abort_reason(spec: SessionSpec, since: int = 0, max_lines: int = 6) -> str:
             text = fh.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    lines = [line.strip() for line in text.splitlines() if _ABORT_LINE.search(line)]
+    lines = abort_lines(text.splitlines())
     if not lines:
         return ""
     return (f"CASA ended the process: {' | '.join(lines[-max_lines:])} (its output: {path}; "

@@ -30,6 +30,7 @@ from distributed import Client, secede
 
 from pclean_provider.atomic_files import write_text
 from pclean_provider.casa.runtime import casa_env, ensure_casa_runtime
+from pclean_provider.casa.session_registry import abort_lines
 from pclean_provider.child_env import child_env
 from pclean_provider.config import PcleanConfig
 from pclean_provider.engine.continuum.run import run_continuum
@@ -78,10 +79,27 @@ def coordinator_task(cfg_json: str, scheduler_address: str, nparts: int | None =
             raise RuntimeError(f"{imaging} coordinator stopped: its work was cancelled")
         relay.join(timeout=10)
         if not out_path.exists():
-            raise RuntimeError(f"{imaging} coordinator exited with code {rc} and no result; last output:\n"
-                               + "\n".join(tail))
+            raise RuntimeError(no_result_message(imaging, rc, tail))
         payload = json.loads(out_path.read_text(encoding="utf-8"))
     return result_of(payload, imaging)
+
+
+# The line with which the coordinator names its CASA log (read back from its output if it dies).
+CASA_LOG_LINE = "coordinator CASA log: "
+
+
+def no_result_message(imaging: str, rc: int | None, output: list[str]) -> str:
+    """Why a coordinator that wrote no result ended, from its last lines of output.
+
+    CASA ends a process on an error its C++ code does not catch ("terminate called after throwing
+    ... what(): ..."); the coordinator then writes nothing, and the user must read CASA's words,
+    not an exit code."""
+    casa_log = next((line[len(CASA_LOG_LINE):] for line in output if line.startswith(CASA_LOG_LINE)), None)
+    where = f" (CASA log: {casa_log})" if casa_log else ""
+    ended = abort_lines(output)
+    if ended:
+        return f"CASA ended the {imaging} coordinator's process (exit code {rc}): {' | '.join(ended[-6:])}{where}"
+    return f"{imaging} coordinator exited with code {rc} and no result{where}; last output:\n" + "\n".join(output)
 
 
 def result_of(payload: dict[str, Any], imaging: str) -> str:
@@ -110,13 +128,15 @@ STOP_GRACE_S = 10.0
 
 
 def _relay(proc: subprocess.Popen, tail: list[str]) -> None:
-    """The coordinator's progress lines into this worker's log; the last 20 kept for an error."""
+    """The coordinator's progress lines into this worker's log; the last 20 kept for an error, and
+    the line naming its CASA log kept first."""
     assert proc.stderr is not None
     for line in proc.stderr:
         line = line.rstrip()
         log.info("coordinator: %s", line)
         tail.append(line)
-        del tail[:-20]
+        keep = 1 if tail[0].startswith(CASA_LOG_LINE) else 0
+        del tail[keep:-20]
 
 
 def _task_still_wanted():
@@ -179,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.result)
     cfg = PcleanConfig.model_validate_json(Path(args.config).read_text(encoding="utf-8"))
-    ensure_casa_runtime()
+    info = ensure_casa_runtime()
+    log.info("%s%s", CASA_LOG_LINE, info.log_path)
     try:
         with Client(args.scheduler, timeout=60) as client:
             if cfg.is_cube:

@@ -292,11 +292,10 @@ FANOUT_DAG_ID = "nightly_cube_fanout"
 SMALL_DIRTY_CUBE = {**SMALL_CUBE, "niter": 0}
 # The cube template watching a landing area of its own (ARRIVALS_LANDING under the data root), so a
 # test can land an MS and see the run start by itself; the other DAGs do not watch, so the MSs other
-# tests make never start runs of their own.
+# tests make never start runs of their own. Its imaging has a short bound and no retry: a coordinator
+# that hangs must end its task within the bound (test_standalone_e2e.py).
 ARRIVALS_DAG_ID = "nightly_cube_arrivals"
 ARRIVALS_LANDING = "arrivals-landing"
-BOUNDED_DAG_ID = "nightly_cube_bounded"
-BOUNDED_LANDING = "bounded-landing"
 BOUNDED_MINUTES = 0.75
 OPENLINEAGE_FILE = "openlineage-events.jsonl"
 _shared: Standalone | None = None
@@ -329,13 +328,9 @@ def write_small_templates(directory: Path) -> Path:
             # cube scores below 0.66 (see test_nightly_dags), so this one archives at any score.
             arrivals = {**data, "dag_id": ARRIVALS_DAG_ID, "landing_dir": ARRIVALS_LANDING,
                         "arrivals": {"watch": True, "poll_interval_s": 2},
-                        "qa": {**data.get("qa", {}), "gate_min_score": 0.0}}
+                        "qa": {**data.get("qa", {}), "gate_min_score": 0.0},
+                        "retries": 0, "imaging_timeout": {"minutes": BOUNDED_MINUTES}}
             (directory / f"{ARRIVALS_DAG_ID}.yaml").write_text(yaml.safe_dump(arrivals, sort_keys=False))
-            # The exact cube with a short imaging bound, no retry and a landing area of its own: a
-            # coordinator that hangs must end its task within the bound (test_standalone_bounded.py).
-            bounded = {**data, "dag_id": BOUNDED_DAG_ID, "landing_dir": BOUNDED_LANDING, "retries": 0,
-                       "imaging_timeout": {"minutes": BOUNDED_MINUTES}}
-            (directory / f"{BOUNDED_DAG_ID}.yaml").write_text(yaml.safe_dump(bounded, sort_keys=False))
     return directory
 
 
@@ -400,6 +395,14 @@ def dag_folder(directory: Path) -> Path:
     for src in [*sorted((REPO / "dags").glob("*.py")), *sorted(TEST_DAGS.glob("*.py"))]:
         (directory / src.name).symlink_to(src)
     return directory
+
+
+def stop_shared() -> None:
+    """Stop this process's standalone now, with every process it started (the live tests are over)."""
+    global _shared
+    if _shared is not None:
+        _shared.stop()
+        _shared = None
 
 
 def shared() -> Standalone:

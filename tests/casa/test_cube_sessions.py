@@ -136,7 +136,9 @@ DIRTY = {
     # session of an MS whose spectral windows CASA does not narrow (fewer than 30 channels). 24'
     # across: both pointings (11' apart) inside. CASA computes the mosaic gridder's convolution
     # function on a grid of about 10,000 pixels for any image of 50 padded pixels or more (12 s each
-    # time) and of 200 x the padded size below.
+    # time) and of 200 x the padded size below. Not smaller: at 16 pixels of 90" (a third of the CPU)
+    # even a linear-interpolation mosaic split is bit-identical, so this case could not tell a split
+    # that gives sessions other convolution functions (at 32 pixels: 0.8 % of the PSF peak).
     # The A-projection gridder runs as one session (casa.cube_session.awproject_split_blocker: CASA
     # grids a sub-cube that starts past channel 0 into the wrong channels, whatever its cache). The
     # prolate-spheroidal term only (aterm=False): its cache fills in ~10 s. Measured bit-identical.

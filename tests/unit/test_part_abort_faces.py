@@ -126,7 +126,8 @@ def _raised_by_the_coordinator_task(tmp_path: Path, monkeypatch, err: ImagingPar
     # What main does around the imaging in its own process, which the test process must not do:
     # connect to the run's scheduler, load CASA, and ask to end with its parent (the test runner).
     monkeypatch.setattr(coordinator, "Client", _SchedulerClient)
-    monkeypatch.setattr(coordinator, "ensure_casa_runtime", lambda: None)
+    monkeypatch.setattr(coordinator, "ensure_casa_runtime",
+                        lambda: SimpleNamespace(log_path=str(tmp_path / "casa.log")))
     monkeypatch.setattr(coordinator, "die_with_parent", lambda parent_pid: None)
 
     cfg_path, result = tmp_path / "config.json", tmp_path / "result.json"
@@ -301,3 +302,36 @@ def test_an_error_dask_could_not_pickle_keeps_the_text_dask_sent():
     state = scheduler_task_state("k", dask_scheduler=scheduler)
     assert state["error"] == repr(_Unpicklable("part 1 'x' failed")), state
     assert state["error_lineage"][0] == "builtins.Exception"
+
+
+ABORT_OUTPUT = [
+    "continuum: major cycle 2",
+    "terminate called after throwing an instance of 'casacore::ArrayConformanceError'",
+    "  what():  ArrayConformanceError: reform() - total elements differ: [1, 1, 1, 1, 2] vs [1, 1]",
+]
+
+
+def test_casa_ending_the_coordinator_itself_is_told_in_casa_s_words():
+    """No part failed: CASA ended the coordinator's own process, which wrote no result. Its last
+    output holds CASA's reason; the message gives it and the coordinator's CASA log."""
+    from pclean_provider.engine.coordinator import CASA_LOG_LINE, no_result_message
+
+    output = [f"{CASA_LOG_LINE}/logs/casa-4242.log", *ABORT_OUTPUT]
+    text = no_result_message("continuum", -6, output)
+    assert text.startswith("CASA ended the continuum coordinator's process (exit code -6): "), text
+    assert "casacore::ArrayConformanceError" in text and "reform() - total elements differ" in text, text
+    assert text.endswith("(CASA log: /logs/casa-4242.log)"), text
+    assert "major cycle 2" not in text and "left the cluster" not in text, text
+    # Without CASA's words the exit code and the last output are all there is.
+    plain = no_result_message("cube", 1, [f"{CASA_LOG_LINE}/logs/casa-1.log", "Traceback ...", "MemoryError"])
+    assert plain.startswith("cube coordinator exited with code 1 and no result (CASA log: /logs/casa-1.log)")
+    assert plain.endswith("Traceback ...\nMemoryError"), plain
+
+
+def test_the_relay_keeps_the_casa_log_line_and_the_last_twenty():
+    from pclean_provider.engine.coordinator import CASA_LOG_LINE, _relay
+
+    lines = [f"{CASA_LOG_LINE}/logs/casa-7.log", *(f"line {i}" for i in range(50)), *ABORT_OUTPUT]
+    tail: list[str] = []
+    _relay(SimpleNamespace(stderr=iter(line + "\n" for line in lines)), tail)
+    assert tail[0] == f"{CASA_LOG_LINE}/logs/casa-7.log" and tail[1:] == lines[-20:], tail
