@@ -141,7 +141,7 @@ def pytest_runtest_teardown(item, nextitem):
     DAG processor and triggerer would otherwise idle on beside every test that process runs next
     (measured: those four took 111 CPU-seconds in a 16-minute suite whose live tests ended halfway)."""
     yield
-    standalone = sys.modules.get("tests.airflow.standalone")  # imported by the live tests only
+    standalone = sys.modules.get("tests.airflow.standalone")  # a process that never imported it started none
     following = nextitem.nodeid.split("::", 1)[0] if nextitem is not None else None
     if standalone is not None and (following is None or xdist_group_of(following) != "live-airflow"):
         standalone.stop_shared()
