@@ -1,6 +1,6 @@
 """A 7-pointing mosaic cube: serial tclean against pclean() on 2 workers, timed and compared exactly.
 
-    .venv/bin/python bench/bench_mosaic_cube.py [--cases dirty,cleaned] [--force]
+    .venv/bin/python bench/bench_mosaic_cube.py [--cases dirty,cleaned] [--mpicasa] [--force]
                                                 [--out bench/results/mosaic_cube.json]
     .venv/bin/python bench/bench_mosaic_cube.py --tiny --force   # a smoke test of the harness (~1 min)
 
@@ -20,6 +20,10 @@ script) include CASA's import, the cluster's start and stop. Exactness: every pr
 .residual, .psf, .pb, .model, .sumwt) as max |pclean - tclean| / max |tclean| of that product
 (pixels read with tests/image_compare.py; NaN in the same pixels of both is equal), the restoring
 beams, and tclean's iterdone and stopcode.
+With --mpicasa each case also runs CASA's own MPI parallel tclean (casampi under mpirun, 2 servers
+beside the client rank, the bench's own peer venv: bench/mpicasa_env.py, bench/mpicasa_case.py) in a
+fresh process, timed the same way (the tclean call, and the whole mpirun from launch to exit) and
+compared with serial tclean like pclean().
 Refuses to start when the 1-minute load average is above 0.5 unless --force is given.
 Prints Markdown tables for bench/RESULTS.md and writes the raw figures as JSON.
 """
@@ -191,18 +195,72 @@ def _ms_for(shape: str) -> tuple[str, dict]:
     return str(ms), {**done, "reused": False}
 
 
-def run_case(name: str, ms: str, kw: dict, folder: Path) -> dict:
-    """Serial tclean, then pclean() on 2 workers, then the comparison of their products."""
+def run_case(name: str, ms: str, kw: dict, folder: Path, peer: dict | None = None) -> dict:
+    """Serial tclean, then pclean() on 2 workers (and mpicasa with 2 servers when `peer`, the peer's
+    venv, is given), then the comparison of their products with tclean's."""
     logs = str(WORK / "logs")
     images = {}
-    for impl in ("tclean", "pclean"):
+    for impl in ("tclean", "pclean", *(("mpicasa",) if peer else ())):
         images[impl] = folder / f"{name}-{impl}" / "img"
         shutil.rmtree(images[impl].parent, ignore_errors=True)
         images[impl].parent.mkdir(parents=True)
     tcl = _timed(_TCLEAN, json.dumps({"vis": ms, **kw}), str(images["tclean"]), logs)
     par = _timed(_PCLEAN, json.dumps({"vis": ms, **kw}), str(images["pclean"]), logs, str(NWORKERS))
     cmp = _run(_COMPARE, str(images["pclean"]), str(images["tclean"]), logs, json.dumps(PRODUCTS))
-    return summarize(name, tcl, par, cmp)
+    row = summarize(name, tcl, par, cmp)
+    if peer:
+        mpi = run_mpicasa(peer, ms, kw, images["mpicasa"])
+        mpi_cmp = (_run(_COMPARE, str(images["mpicasa"]), str(images["tclean"]), logs, json.dumps(PRODUCTS))
+                   if mpi.get("ok") else None)
+        row["mpicasa"] = summarize_peer(name, tcl, par, mpi, mpi_cmp)
+    return row
+
+
+def run_mpicasa(peer: dict, ms: str, kw: dict, image: Path) -> dict:
+    """tclean under mpirun with NWORKERS servers, in the peer's venv: rank 0's figures (its call's
+    seconds as `seconds`) and the whole mpirun from launch to exit (`process_s`)."""
+    import subprocess
+
+    from bench.mpicasa_env import mpirun_command
+    from pclean_provider.casa.runtime import casa_env
+
+    case = {"vis": ms, "imagename": str(image), "params": kw, "case_dir": str(image.parent)}
+    case_file, result_file = image.parent / "case.json", image.parent / "result.json"
+    write_json(case_file, case)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(casa_env())
+    env["PATH"] = f"{Path(peer['mpirun']).parent}{os.pathsep}{env.get('PATH', '')}"
+    command = [*mpirun_command(peer["mpirun"], peer["python"], REPO / "bench" / "mpicasa_case.py", NWORKERS,
+                               sorted(casa_env())), str(case_file), str(result_file)]
+    t = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=image.parent)
+    process_s = time.perf_counter() - t
+    (image.parent / "mpirun.log").write_text(proc.stdout + proc.stderr)
+    data = json.loads(result_file.read_text()) if result_file.is_file() else {
+        "ok": False, "error": f"mpirun exited {proc.returncode} without a result; see {image.parent / 'mpirun.log'}"}
+    return {**data, "seconds": data.get("engine_s"), "process_s": process_s, "command": " ".join(command[:-2])}
+
+
+def summarize_peer(name: str, tcl: dict, par: dict, mpi: dict, cmp: dict | None) -> dict:
+    """mpicasa's row: its times against serial tclean and pclean's against it, and its exactness
+    against serial tclean (tclean's iterdone only: mpicasa's rank 0 reports no stop code)."""
+    if not mpi.get("ok") or cmp is None:
+        return {"run": mpi, "verdict": f"FAILED: {mpi.get('error', '')[:300]}"}
+    tol = TOLERANCE.get(name, TOLERANCE["cleaned"])
+    diffs = cmp["max_diff_over_peak"]
+    worst = max(diffs.values()) if diffs else None
+    same_iter = mpi.get("iterations") == tcl.get("iterdone")
+    within = (worst is not None and worst <= tol and not cmp["missing"] and not cmp.get("nan_mismatch")
+              and same_iter and (cmp.get("beam_major_rel_max") or 0.0) <= 1e-6)
+    return {
+        "run": mpi, "compare": cmp, "tolerance": tol, "worst_diff": worst, "same_iterations": same_iter,
+        "serial_over_mpicasa_call": tcl["seconds"] / mpi["seconds"],
+        "serial_over_mpicasa_process": tcl["process_s"] / mpi["process_s"],
+        "mpicasa_over_pclean_call": mpi["seconds"] / par["seconds"],
+        "mpicasa_over_pclean_process": mpi["process_s"] / par["process_s"],
+        "verdict": ("exact" if within and worst == 0.0 and not cmp.get("beam_major_rel_max")
+                    else "within tolerance" if within else "NOT EXACT"),
+    }
 
 
 def summarize(name: str, tcl: dict, par: dict, cmp: dict) -> dict:
@@ -259,6 +317,24 @@ def markdown(report: dict) -> str:
                      f" | {exactness(cmp.get('beam_major_rel_max'))} | {c['verdict']} ({c['tolerance']:.0e}) |")
     lines += ["", "Figures: max |pclean - tclean| / max |tclean| of each product over all channels "
               "(*exact*: bit-identical); beam major: largest relative difference over channels."]
+    peers = {name: c["mpicasa"] for name, c in report["cases"].items() if "mpicasa" in c}
+    if peers:
+        lines += ["", f"CASA's MPI tclean (mpicasa, {NWORKERS} servers beside the client rank, the bench's peer "
+                  "venv); its products compared with serial tclean's as above:", "",
+                  "| case | mpicasa call s | mpicasa process s | serial / mpicasa (call) | serial / mpicasa (process) "
+                  "| pclean faster than mpicasa (call) | pclean faster (process) | worst product vs serial "
+                  "| iterations | verdict |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for name, m in peers.items():
+            run = m["run"]
+            if "compare" not in m:
+                lines.append(f"| {_case_label(name, report)} | - | - | - | - | - | - | - | - | {m['verdict']} |")
+                continue
+            lines.append(
+                f"| {_case_label(name, report)} | {sec(run['seconds'])} | {sec(run['process_s'])} | "
+                f"{ratio(m['serial_over_mpicasa_call'])} | {ratio(m['serial_over_mpicasa_process'])} | "
+                f"**{ratio(m['mpicasa_over_pclean_call'])}** | {ratio(m['mpicasa_over_pclean_process'])} | "
+                f"{exactness(m['worst_diff'])} | {run.get('iterations')} | {m['verdict']} ({m['tolerance']:.0e}) |")
     return "\n".join(lines)
 
 
@@ -288,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
                         "with --tiny work/bench/mosaic-cube/mosaic_cube_tiny.json, never the recorded results)")
     parser.add_argument("--force", action="store_true", help="run even when the machine is busy")
     parser.add_argument("--tiny", action="store_true", help="a tiny MS and image: checks the harness, times nothing")
+    parser.add_argument("--mpicasa", action="store_true",
+                        help="also run CASA's MPI tclean (2 servers) on each case, from the peer's venv")
     args = parser.parse_args(argv)
     shape = "tiny" if args.tiny else "full"
     cases = {"dirty": {"niter": 0}, "cleaned": SHAPES[shape]["cleaned"]}
@@ -302,6 +380,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from bench import parallel_ceiling
 
+    peer = None
+    if args.mpicasa:
+        from bench.mpicasa_env import ensure_mpicasa_venv
+
+        peer = ensure_mpicasa_venv()
     t0 = time.perf_counter()
     ms, sim = _ms_for(shape)
     made = "reused" if sim["reused"] else f"simulated in {sim['seconds']:.1f} s"
@@ -315,12 +398,16 @@ def main(argv: list[str] | None = None) -> int:
         report["parallel_ceiling_before"] = parallel_ceiling.measure()
     for name in wanted:
         kw = {**COMMON, **imaging, **cases[name]}
-        row = run_case(name, ms, kw, WORK / shape)
+        row = run_case(name, ms, kw, WORK / shape, peer)
         report["cases"][name] = row
         print(f"{name}: tclean {row['tclean']['seconds']:.1f} s (process {row['tclean']['process_s']:.1f}), "
               f"pclean {row['pclean']['seconds']:.1f} s (process {row['pclean']['process_s']:.1f}, cluster start "
               f"{row['pclean']['cluster_start_s']:.1f}), serial/pclean {row['ratio_call']:.2f}x, "
               f"sessions {row['pclean']['nsubcubes']}, {row['verdict']} (worst {row['worst_diff']})", flush=True)
+        if "mpicasa" in row:
+            m = row["mpicasa"]
+            print(f"{name}: mpicasa {m['run'].get('seconds')} s (process {m['run'].get('process_s', 0):.1f}), "
+                  f"{m['verdict']}", flush=True)
     report["load_at_end"] = os.getloadavg()[0]
     report["elapsed_s"] = time.perf_counter() - t0
     write_json(out, report)
