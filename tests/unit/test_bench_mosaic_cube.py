@@ -83,3 +83,32 @@ def test_markdown_gives_a_time_row_and_an_exactness_row_per_case():
     assert "| dirty (niter=0) | exact | exact | exact | exact | exact | exact | exact | exact (1e-05) |" in md
     assert ("| cleaned (niter 300, threshold 10mJy) | exact | 2.0e-06 | exact | exact | only in tclean | exact | "
             "exact | NOT EXACT (1e-04) |") in md
+
+
+def _mpicasa(seconds=70.0, process=90.0, iterations=300, ok=True):
+    return {"ok": ok, "seconds": seconds, "process_s": process, "iterations": iterations, "engine_s": seconds}
+
+
+def test_the_mpicasa_row_compares_both_ways_and_needs_tclean_s_iterations():
+    peer = mb.summarize_peer("cleaned", _tclean(), _pclean(), _mpicasa(), _compare())
+    assert peer["verdict"] == "exact"
+    assert peer["serial_over_mpicasa_call"] == pytest.approx(100.0 / 70.0)
+    assert peer["mpicasa_over_pclean_call"] == pytest.approx(70.0 / 50.0)
+    assert peer["mpicasa_over_pclean_process"] == pytest.approx(90.0 / 62.0)
+    # Other iterations than serial tclean's, or products beyond the tolerance: not tclean's result.
+    assert mb.summarize_peer("cleaned", _tclean(), _pclean(), _mpicasa(iterations=301), _compare())["verdict"] \
+        == "NOT EXACT"
+    off = {**PRODUCTS_EXACT, ".residual": 3e-3}
+    assert mb.summarize_peer("cleaned", _tclean(), _pclean(), _mpicasa(), _compare(off))["verdict"] == "NOT EXACT"
+    # A run that failed says so, with its error, instead of figures.
+    failed = mb.summarize_peer("dirty", _tclean(), _pclean(), {"ok": False, "error": "mpirun exited 1"}, None)
+    assert failed["verdict"].startswith("FAILED: mpirun exited 1")
+
+
+def test_markdown_adds_the_mpicasa_table_only_when_it_ran():
+    dirty = mb.summarize("dirty", _tclean(80.0, 84.0, 0, 3), _pclean(60.0, 72.0, 0, 3), _compare())
+    assert "mpicasa" not in mb.markdown(_report({"dirty": dirty}))
+    dirty["mpicasa"] = mb.summarize_peer("dirty", _tclean(80.0, 84.0, 0, 3), _pclean(60.0, 72.0, 0, 3),
+                                         _mpicasa(75.0, 96.0, 0), _compare())
+    md = mb.markdown(_report({"dirty": dirty}))
+    assert "| dirty (niter=0) | 75.0 | 96.0 | 1.07x | 0.88x | **1.25x** | 1.33x | exact | 0 | exact (1e-05) |" in md
