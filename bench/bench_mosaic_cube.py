@@ -241,42 +241,45 @@ def run_mpicasa(peer: dict, ms: str, kw: dict, image: Path) -> dict:
     return {**data, "seconds": data.get("engine_s"), "process_s": process_s, "command": " ".join(command[:-2])}
 
 
+def verdict(name: str, cmp: dict, same_iterations: bool) -> tuple[float, float | None, str]:
+    """A run's products against serial tclean's: the case's tolerance, the worst product's difference
+    over its peak, and the verdict (exact, within tolerance, NOT EXACT)."""
+    tol = TOLERANCE.get(name, TOLERANCE["cleaned"])
+    diffs = cmp["max_diff_over_peak"]
+    worst = max(diffs.values()) if diffs else None
+    within = (worst is not None and worst <= tol and not cmp["missing"] and not cmp.get("nan_mismatch")
+              and same_iterations and (cmp.get("beam_major_rel_max") or 0.0) <= 1e-6)
+    word = ("exact" if within and worst == 0.0 and not cmp.get("beam_major_rel_max")
+            else "within tolerance" if within else "NOT EXACT")
+    return tol, worst, word
+
+
 def summarize_peer(name: str, tcl: dict, par: dict, mpi: dict, cmp: dict | None) -> dict:
     """mpicasa's row: its times against serial tclean and pclean's against it, and its exactness
     against serial tclean (tclean's iterdone only: mpicasa's rank 0 reports no stop code)."""
     if not mpi.get("ok") or cmp is None:
         return {"run": mpi, "verdict": f"FAILED: {mpi.get('error', '')[:300]}"}
-    tol = TOLERANCE.get(name, TOLERANCE["cleaned"])
-    diffs = cmp["max_diff_over_peak"]
-    worst = max(diffs.values()) if diffs else None
     same_iter = mpi.get("iterations") == tcl.get("iterdone")
-    within = (worst is not None and worst <= tol and not cmp["missing"] and not cmp.get("nan_mismatch")
-              and same_iter and (cmp.get("beam_major_rel_max") or 0.0) <= 1e-6)
+    tol, worst, word = verdict(name, cmp, same_iter)
     return {
         "run": mpi, "compare": cmp, "tolerance": tol, "worst_diff": worst, "same_iterations": same_iter,
         "serial_over_mpicasa_call": tcl["seconds"] / mpi["seconds"],
         "serial_over_mpicasa_process": tcl["process_s"] / mpi["process_s"],
         "mpicasa_over_pclean_call": mpi["seconds"] / par["seconds"],
         "mpicasa_over_pclean_process": mpi["process_s"] / par["process_s"],
-        "verdict": ("exact" if within and worst == 0.0 and not cmp.get("beam_major_rel_max")
-                    else "within tolerance" if within else "NOT EXACT"),
+        "verdict": word,
     }
 
 
 def summarize(name: str, tcl: dict, par: dict, cmp: dict) -> dict:
     """One case's row: times, ratios, sessions and the exactness verdict."""
-    tol = TOLERANCE.get(name, TOLERANCE["cleaned"])
-    diffs = cmp["max_diff_over_peak"]
-    worst = max(diffs.values()) if diffs else None
     same_iter = (tcl.get("iterdone"), tcl.get("stopcode")) == (par.get("iterdone"), par.get("stopcode"))
-    within = (worst is not None and worst <= tol and not cmp["missing"] and not cmp.get("nan_mismatch")
-              and same_iter and (cmp.get("beam_major_rel_max") or 0.0) <= 1e-6)
+    tol, worst, word = verdict(name, cmp, same_iter)
     return {
         "tclean": tcl, "pclean": par, "compare": cmp, "tolerance": tol,
         "ratio_call": tcl["seconds"] / par["seconds"], "ratio_process": tcl["process_s"] / par["process_s"],
         "sessions_ok": par.get("nsubcubes") == NWORKERS, "same_iterations": same_iter, "worst_diff": worst,
-        "verdict": ("exact" if within and worst == 0.0 and not cmp.get("beam_major_rel_max")
-                    else "within tolerance" if within else "NOT EXACT"),
+        "verdict": word,
     }
 
 
