@@ -221,17 +221,14 @@ def run_mpicasa(peer: dict, ms: str, kw: dict, image: Path) -> dict:
     seconds as `seconds`) and the whole mpirun from launch to exit (`process_s`)."""
     import subprocess
 
-    from bench.mpicasa_env import mpirun_command
-    from pclean_provider.casa.runtime import casa_env
+    from bench.mpicasa_env import mpirun_command, peer_environment
 
     case = {"vis": ms, "imagename": str(image), "params": kw, "case_dir": str(image.parent)}
     case_file, result_file = image.parent / "case.json", image.parent / "result.json"
     write_json(case_file, case)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(casa_env())
-    env["PATH"] = f"{Path(peer['mpirun']).parent}{os.pathsep}{env.get('PATH', '')}"
+    env, casa_names = peer_environment(peer["mpirun"], dict(os.environ))
     command = [*mpirun_command(peer["mpirun"], peer["python"], REPO / "bench" / "mpicasa_case.py", NWORKERS,
-                               sorted(casa_env())), str(case_file), str(result_file)]
+                               casa_names), str(case_file), str(result_file)]
     t = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=image.parent)
     process_s = time.perf_counter() - t

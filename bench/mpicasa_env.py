@@ -106,6 +106,21 @@ _VERSIONS = ("import importlib.metadata as m, json; "
              "print(json.dumps({n: m.version(n) for n in %r}))")
 
 
+def peer_environment(mpirun: str | Path, base: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """What an mpirun of the peer runs with: `base` without PYTHONPATH (the peer's venv has no
+    project), mpirun's folder first on PATH, and this project's CASA set-up (site config, one OpenMP
+    thread), whose variable names are returned too, for mpirun to pass on to every rank (-x)."""
+    import os
+
+    from pclean_provider.casa.runtime import casa_env
+
+    casa = casa_env()
+    env = {k: v for k, v in base.items() if k != "PYTHONPATH"}
+    env.update(casa)
+    env["PATH"] = f"{Path(mpirun).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env, sorted(casa)
+
+
 def ensure_mpicasa_venv(venv: Path = VENV, log=print) -> dict:
     """Create (once) and check the venv; returns what it holds, for RESULTS.md."""
     py, stamp_file = venv_python(venv), venv / STAMP_NAME

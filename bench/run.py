@@ -289,7 +289,7 @@ class Bench:
         """tclean under mpirun with N servers (N = a pclean row's worker count) beside each section's
         serial tclean and pclean rows: the call's time, the whole process's, peak memory of the
         whole tree (mpirun, its daemon and every rank) and exactness against serial tclean."""
-        from bench.mpicasa_env import ensure_mpicasa_venv, mpirun_command
+        from bench.mpicasa_env import ensure_mpicasa_venv, mpirun_command, peer_environment
 
         try:
             venv = ensure_mpicasa_venv(log=self.say)
@@ -298,11 +298,7 @@ class Bench:
             return
         self.results["mpicasa_env"] = {k: venv.get(k) for k in ("venv", "python", "mpirun", "launcher", "versions",
                                                                 "pth_file", "shared_site_packages", "pip_check")}
-        base = {k: v for k, v in self.env().items() if k != "PYTHONPATH"}
-        from pclean_provider.casa.runtime import casa_env
-
-        casa_names = sorted(casa_env())
-        base["PATH"] = f"{Path(venv['mpirun']).parent}{os.pathsep}{base.get('PATH', '')}"
+        base, casa_names = peer_environment(venv["mpirun"], self.env())
         for key, ms_key, params in self.mpicasa_jobs():
             ref = self.reference(key, ms_key, params)
             if ref is None:
