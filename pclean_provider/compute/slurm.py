@@ -25,7 +25,7 @@ from pclean_provider.compute import tls as cluster_tls
 from pclean_provider.compute.backend import ClusterBackend, ClusterHandle
 from pclean_provider.compute.dask_work import cancel_with_reason
 from pclean_provider.compute.errors import ClusterError, SlurmError
-from pclean_provider.compute.worker_setup import export_lines, worker_environment
+from pclean_provider.compute.worker_setup import export_lines, quiet_dask_config, worker_environment
 from pclean_provider.config.cluster import ClusterSpec
 from pclean_provider.errors import PcleanInputError
 
@@ -316,18 +316,22 @@ class SlurmBackend(ClusterBackend):
             check_partition(self.spec.slurm_queue)
         self._with_certificate(cluster_id)
         spec = self.spec
+        import dask
         from dask_jobqueue import SLURMCluster
 
         try:
             kwargs = job_kwargs(spec, cluster_id)
-            cluster = SLURMCluster(
-                name=f"pclean-{cluster_id}",
-                # A random dashboard port (several clusters may share the submit host), on loopback
-                # only: the dashboard has no authentication, and it shows (and lets anyone who reaches
-                # it inspect) every task of the cluster. Reach it through an SSH tunnel.
-                scheduler_options={"dashboard_address": "127.0.0.1:0", **self._scheduler_bind(kwargs)},
-                **kwargs,
-            )
+            # The scheduler runs in this process: its housekeeping as a local cluster's (the jobs get
+            # theirs from worker_environment).
+            with dask.config.set(quiet_dask_config()):
+                cluster = SLURMCluster(
+                    name=f"pclean-{cluster_id}",
+                    # A random dashboard port (several clusters may share the submit host), on loopback
+                    # only: the dashboard has no authentication, and it shows (and lets anyone who reaches
+                    # it inspect) every task of the cluster. Reach it through an SSH tunnel.
+                    scheduler_options={"dashboard_address": "127.0.0.1:0", **self._scheduler_bind(kwargs)},
+                    **kwargs,
+                )
         except BaseException:
             if self._own_certificate is not None:
                 shutil.rmtree(self._own_certificate, ignore_errors=True)

@@ -19,11 +19,40 @@ from pclean_provider.child_env import is_secret
 PLUGIN_NAME = "pclean-casa-runtime"
 
 
+# Dask's housekeeping, set for every scheduler, nanny and worker this project starts. Dask checks the
+# health of each server's event loop every 20 ms and samples each worker's threads every 10 ms for the
+# dashboard's profile page; pclean's workers spend their time inside casatools' C++, where that sampler
+# sees only the one call into it. Measured on this project's 2-worker local cluster with CASA loaded,
+# doing nothing: 11 % of a core with Dask's defaults, 2.1 % with the check at 500 ms and no sampling,
+# 1.6 % with the monitors below as well. A 30-minute night keeps its cluster up throughout.
+QUIET_DASK_CONFIG: dict[str, object] = {
+    "distributed.admin.tick.interval": "500ms",
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.worker.memory.monitor-interval": "500ms",
+}
+
+
+def _config_variable(key: str) -> str:
+    return "DASK_" + "__".join(part.replace("-", "_").upper() for part in key.split("."))
+
+
+def quiet_dask_environment() -> dict[str, str]:
+    """QUIET_DASK_CONFIG as the environment variables Dask reads at import, for processes started
+    elsewhere (SLURM jobs). A value the caller's environment already sets wins: a site's choice."""
+    env = {}
+    for key, value in QUIET_DASK_CONFIG.items():
+        name = _config_variable(key)
+        env[name] = os.environ.get(name, str(value))
+    return env
+
+
 def worker_environment() -> dict[str, str]:
     """Environment variables a worker process needs, without importing casatools here."""
     env = dict(casa_env())
     # CASA tools are not thread-safe and Dask runs one task per thread: keep native code serial.
     env.setdefault("OMP_NUM_THREADS", "1")
+    env.update(quiet_dask_environment())
     return env
 
 
@@ -35,9 +64,21 @@ def worker_environment() -> dict[str, str]:
 NANNY_ENV_DROPPED = ("MALLOC_TRIM_THRESHOLD_",)
 
 
-def nanny_config() -> dict[str, None]:
-    """Dask config for a process that creates nannies (LocalCluster): drop the variables above."""
-    return {f"distributed.nanny.pre-spawn-environ.{name}": None for name in NANNY_ENV_DROPPED}
+def nanny_config() -> dict[str, object]:
+    """Dask config for a process that creates a scheduler and nannies (LocalCluster, SLURMCluster):
+    drop the variables above, and Dask's housekeeping as QUIET_DASK_CONFIG says (a nanny hands its
+    config to the worker it spawns)."""
+    config: dict[str, object] = {f"distributed.nanny.pre-spawn-environ.{name}": None for name in NANNY_ENV_DROPPED}
+    config.update(quiet_dask_config())
+    return config
+
+
+def quiet_dask_config() -> dict[str, object]:
+    """QUIET_DASK_CONFIG, except where this process's environment sets a value (a site's choice)."""
+    import dask
+
+    return {key: dask.config.get(key) if _config_variable(key) in os.environ else value
+            for key, value in QUIET_DASK_CONFIG.items()}
 
 
 def dask_setup(nanny) -> None:
