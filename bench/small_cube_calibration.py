@@ -54,13 +54,15 @@ from pclean_provider.casa.runtime import ensure_casa_runtime
 ensure_casa_runtime(log_dir=sys.argv[3])
 from casatasks import tclean
 from pclean_provider.casa.ms_selection import check_selection
-kw = json.loads(sys.argv[1]); out = sys.argv[2]; times = []
+kw = json.loads(sys.argv[1]); out = sys.argv[2]; times = []; cpu = []
 visibilities = check_selection(kw["vis"]).visibilities()
 for i in range(int(sys.argv[4])):
     shutil.rmtree(os.path.dirname(out), ignore_errors=True); os.makedirs(os.path.dirname(out))
     os.chdir(os.path.dirname(out))
-    t = time.perf_counter(); ret = tclean(imagename=out, **kw) or {}; times.append(time.perf_counter() - t)
-print("RESULT " + json.dumps({"seconds": times, "visibilities": visibilities,
+    t, c = time.perf_counter(), time.process_time()
+    ret = tclean(imagename=out, **kw) or {}
+    times.append(time.perf_counter() - t); cpu.append(time.process_time() - c)
+print("RESULT " + json.dumps({"seconds": times, "cpu_seconds": cpu, "visibilities": visibilities,
                               "iterdone": int(ret.get("iterdone", 0)), "nmajordone": int(ret.get("nmajordone", 0))}))
 """
 
@@ -139,11 +141,13 @@ def main(argv: list[str] | None = None) -> int:
         dirty = _run(_TCLEAN, json.dumps({**kw, "niter": 0}), str(WORK / f"{name}-dirty" / "img"),
                      str(WORK / "logs"), str(args.calls))
         row = {"shape": name, **shape, "imsize": imsize, "visibilities": dirty["visibilities"],
-               "dirty_s": min(dirty["seconds"]), "dirty_calls_s": dirty["seconds"]}
+               "dirty_s": min(dirty["seconds"]), "dirty_calls_s": dirty["seconds"],
+               "dirty_cpu_s": dirty["cpu_seconds"]}
         if cleaned:
             cln = _run(_TCLEAN, json.dumps({**kw, **CLEAN}), str(WORK / f"{name}-cleaned" / "img"),
                        str(WORK / "logs"), str(args.calls))
-            row.update(cleaned_s=min(cln["seconds"]), cleaned_calls_s=cln["seconds"], iterdone=cln["iterdone"],
+            row.update(cleaned_s=min(cln["seconds"]), cleaned_calls_s=cln["seconds"], cleaned_cpu_s=cln["cpu_seconds"],
+                       iterdone=cln["iterdone"],
                        nmajordone=cln["nmajordone"], cleaned_over_dirty=min(cln["seconds"]) / row["dirty_s"])
         row["estimate_dirty_s"] = _estimate(shape["nchan"], imsize, row["visibilities"], False)
         rows.append(row)
