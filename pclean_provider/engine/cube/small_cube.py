@@ -17,20 +17,36 @@ mosaic that cannot split, a tabular spectral axis) gains nothing from a cluster.
 Serial tclean's time is predicted from what is known before imaging (`estimate_serial_seconds`):
 tclean's fixed cost per call, a cost per visibility (rows x channels of the selected data, gridded
 for the PSF and the residual), and a cost per image pixel and channel (FFTs, normalisation, image
-files). The constants were fitted to serial tclean dirty cubes on this machine, idle, with
-bench/small_cube_calibration.py (CASA imported before the clock, best of 2 calls):
+files). The constants were fitted to serial tclean dirty cubes on the project's 2-core machine with
+`bench/small_cube_calibration.py` (2026-12-07; a fresh process per cube, CASA imported and the MS's
+rows read before the clock, briggs 0.5, gridder standard; best of 2 and of 3 calls in two runs):
 
-    MS (antennas, channels, hours at s)   image          visibilities   measured s   estimate s
-    (filled in by the calibration run below)
+    MS: antennas, channels, hours at s (rows)   image   visibilities   measured s (run 1 / 2)   estimate s
+    10, 10, 1 h at 30 s (5,400)                 128 px        54,000          0.83 / 0.76              0.71
+    16, 16, 2 h at 10 s (86,400)                128 px     1,382,400          4.49 / 5.26              4.61
+    10, 32, 1 h at 30 s (5,400)                 512 px       172,800          4.56 / 5.47              4.84
+    12, 48, 1 h at 30 s (7,920)                 256 px       380,160          2.47 / 3.00              3.03
+    10, 48, 3 h at 20 s (24,300)                256 px     1,166,400          4.46 / 5.62              5.31
+
+Least squares of each run: 0.55 / 0.41 s set-up, 2.5e-6 / 3.2e-6 s per visibility, 4.0e-7 / 5.2e-7 s
+per pixel and channel; the constants below are the means (run 1: 1-minute load 0.40 at start, 0.87
+at the end; run 2 shared the machine with other work, 0.41 to 1.14). With them the bench's medium
+cube (128 channels of 512 px, 15,840 rows) is estimated at 21.8 s dirty and 65.4 s cleaned: cleaned,
+2 workers save up to 32.7 s, above the default 20 s, so it keeps the cluster (measured: serial 226 s,
+1.96x on 2 workers); dirty (up to 10.9 s to save) it is imaged in-process.
 
 A cleaned cube takes several passes (PSF, residual, major cycles, restore): CLEANED_FACTOR times
-the dirty cube, measured 2.8-2.9x on shallow cleans (bench_small_cube.py). A deep clean takes
-more (48 channels of 256 px cleaned to 15,584 iterations: about 15x its dirty cube), so such a
-cube may be estimated under its real time and imaged here: never slower than serial tclean, only
-without the cluster's gain; in_process_below_s=0 forces the cluster. Gridders other than the
+the dirty cube, measured 3.0x / 3.0x on the 10-channel cube and 2.6x / 2.2x on the 48-channel 256-px
+one (niter 200, threshold 20 mJy; 2.8-2.9x in bench_small_cube.py). A deep clean takes far more (48
+channels of 256 px, 24,300 rows, cleaned to 15,584 iterations in 23 major cycles: 141 s, 25-32x its
+dirty cube), which nothing known before imaging tells (niter is usually a loose cap), so such a cube
+may be estimated under its real time and imaged here: never slower than serial tclean, only without
+the cluster's gain (there 1.16x); in_process_below_s=0 forces the cluster. Gridders other than the
 standard ones (mosaic, w-projection, A-projection, faceting) compute convolution functions per
 imager and cost more per visibility: SLOW_GRIDDER_FACTOR, from the 7-pointing mosaic cube of
-bench/RESULTS.md; being larger, it sends their cubes to the cluster sooner.
+bench/RESULTS.md (24 channels of 360 px, 144,000 rows: serial tclean dirty 83 s, where the standard
+estimate is 11.9 s; its per-visibility part would have to be 8.1x). Being larger, the factor sends
+such cubes to the cluster sooner, although the mosaic cube gained only 1.03-1.05x there.
 
 Pure arithmetic: no CASA import (the caller reads the figures from the plan and the preflight).
 """
@@ -39,15 +55,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Fitted to serial tclean dirty cubes (see the table above).
-SET_UP_S = 0.8
-PER_VISIBILITY_S = 2.0e-6
-PER_PIXEL_CHANNEL_S = 3.0e-7
-# A cleaned cube against the same dirty cube (measured 2.8-2.9x, bench/RESULTS.md).
+# Fitted to serial tclean dirty cubes (the means of two runs, see the table above).
+SET_UP_S = 0.48
+PER_VISIBILITY_S = 2.9e-6
+PER_PIXEL_CHANNEL_S = 4.6e-7
+# A cleaned cube against the same dirty cube (measured 2.2-3.0x on shallow cleans, see above).
 CLEANED_FACTOR = 3.0
-# Gridders whose per-visibility cost the fit above measured; any other costs SLOW_GRIDDER_FACTOR more.
+# Gridders whose per-visibility cost the fit above measured; any other costs SLOW_GRIDDER_FACTOR more
+# per visibility (8.1x measured on the 7-pointing mosaic cube).
 STANDARD_GRIDDERS = ("standard", "gridft", "ft")
-SLOW_GRIDDER_FACTOR = 5.0
+SLOW_GRIDDER_FACTOR = 8.0
 # A live kept cluster: no start-up, but every session's set-up and the loop's Dask round trips
 # (measured 0.7 s dirty, 2.2 s cleaned on the 10-channel cube).
 WARM_START_S = 2.0
