@@ -362,9 +362,9 @@ class Extras(_Group):
         20.0, description="A parallel cube on a cluster this call starts itself (local or SLURM, keep_cluster "
         "included; never a caller's client, cluster_type='address' or cube_engine='independent'): image it in "
         "this process instead, as parallel=False does, when the time the cluster could save (serial tclean's "
-        "estimated seconds x (1 - 1/workers)) is below this many seconds. The default covers starting a local "
-        "cluster and CASA in its workers (measured 8.5-12 s on 2 cores) plus every session's own set-up; a "
-        "live kept cluster counts 2 s. 0: always use the cluster.")
+        "estimated seconds x (1 - 1/workers)) is below this many seconds. The default covers starting a cluster "
+        "and CASA in its workers (a local one measured 2.4-12 s on 2 cores, SLURM jobs longer) plus every "
+        "session's own set-up; a live kept cluster counts 2 s. 0: always use the cluster.")
     keep_partimages: bool = Field(False, description="Keep the continuum partial images after gathering.")
     concat_mode: ConcatMode = Field(
         "auto", description="Cube concatenation: 'auto' (from keep_subcubes), 'paged' (copy), 'virtual' "

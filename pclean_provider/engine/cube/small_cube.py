@@ -1,16 +1,18 @@
 """Whether a parallel cube is too small for a cluster: serial tclean's time, estimated before imaging.
 
 A parallel cube on a cluster that the call starts itself pays that start (a local cluster and CASA
-in every worker: 8.5-12 s on this project's 2-core machine) and every session's own set-up and Dask
-round trips (0.7 s dirty, 2.2 s cleaned on a kept cluster). A cube whose serial tclean takes a few
-seconds cannot win that back: 10 channels of 128 px took 1.5 s dirty and 4.4 s cleaned serially,
-10.6 s and 15.2 s with `pclean(parallel=True, nworkers=2)` (bench/RESULTS.md, "The small-cube fixed
-cost"). Such a cube is imaged in the caller's process instead (the exact path of parallel=False).
+in every worker: 8.5-12 s on this project's 2-core machine in earlier runs, 2.4 s on 2026-12-07; a
+SLURM job's start is longer) and every session's own set-up and Dask round trips (0.3-0.7 s dirty,
+0.8-2.2 s cleaned on a kept cluster). A cube whose serial tclean takes a few seconds cannot win that
+back: 10 channels of 128 px took 1.5 s dirty and 4.4 s cleaned serially, 10.6 s and 15.2 s with
+`pclean(parallel=True, nworkers=2)` (bench/RESULTS.md, "The small-cube fixed cost"; 0.7 / 2.1 s
+against 3.4 / 5.2 s on 2026-12-07). Such a cube is imaged in the caller's process instead (the exact
+path of parallel=False).
 
 The rule: on n workers a cluster saves at most `serial * (1 - 1/n)` (perfect scaling; measured
 speedups are lower, so the rule leans to the cluster). The cube stays in this process when that is
-less than the start-up the cluster costs: `in_process_below_s` (default 20 s) for a cluster still to
-be started, `WARM_START_S` for a live kept cluster (its sessions' set-up alone). n is the number of
+less than the start-up the cluster costs: `in_process_below_s` (default 20 s: the slow cold starts and
+SLURM's; conservative for a local cluster on a warm machine) for a cluster still to be started, `WARM_START_S` for a live kept cluster (its sessions' set-up alone). n is the number of
 sessions the cube would run in parallel (at most the workers): a cube that makes one session (a
 mosaic that cannot split, a tabular spectral axis) gains nothing from a cluster.
 
@@ -66,7 +68,7 @@ CLEANED_FACTOR = 3.0
 STANDARD_GRIDDERS = ("standard", "gridft", "ft")
 SLOW_GRIDDER_FACTOR = 8.0
 # A live kept cluster: no start-up, but every session's set-up and the loop's Dask round trips
-# (measured 0.7 s dirty, 2.2 s cleaned on the 10-channel cube).
+# (measured 0.3-0.7 s dirty, 0.8-2.2 s cleaned on the 10-channel cube).
 WARM_START_S = 2.0
 
 
