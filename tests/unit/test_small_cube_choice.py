@@ -17,7 +17,7 @@ def _work(nchan=10, px=128, rows=5_400, cleaned=False, gridder="standard") -> Cu
 
 
 def test_default_threshold_is_the_cold_start_and_zero_is_allowed():
-    assert DEFAULT == 20.0
+    assert DEFAULT == 5.0
     assert PcleanConfig.from_flat(in_process_below_s=0).extras.in_process_below_s == 0.0
 
 
@@ -53,13 +53,21 @@ def test_the_measured_small_cube_stays_in_this_process(cleaned):
     assert choice.in_process and choice.saved_s < choice.start_up_s == DEFAULT
 
 
-def test_the_medium_cube_keeps_the_cluster():
-    # bench/sizes.py's medium cube: 128 channels of 512 px, 15,840 rows, cleaned; serial 226 s, 1.96x
+@pytest.mark.parametrize("cleaned", [False, True], ids=["dirty", "cleaned"])
+def test_the_medium_cube_keeps_the_cluster(cleaned):
+    # bench/sizes.py's medium cube: 128 channels of 512 px, 15,840 rows; cleaned: serial 226 s, 1.96x
     # on 2 workers.
-    work = _work(nchan=128, px=512, rows=15_840, cleaned=True)
+    work = _work(nchan=128, px=512, rows=15_840, cleaned=cleaned)
     est = estimate_serial_seconds(work)
     choice = choose(est, 2, DEFAULT)
     assert not choice.in_process and choice.saved_s > DEFAULT, est
+
+
+def test_the_bench_reads_cube_keeps_the_cluster():
+    # bench_reads.py's shape a: 48 channels of 256 px, 24,300 rows, cleaned deep (serial 41-79 s; the
+    # exact loop 1.06-1.30x on 2 workers): estimated far under its time, still above the threshold.
+    work = _work(nchan=48, px=256, rows=24_300, cleaned=True)
+    assert not choose(estimate_serial_seconds(work), 2, DEFAULT).in_process
 
 
 def test_the_mosaic_cube_keeps_the_cluster_and_its_estimate_is_near_its_measured_time():
@@ -98,7 +106,7 @@ def test_the_reason_gives_the_figures_and_the_way_back():
     choice = choose(estimate_serial_seconds(work), 2, DEFAULT)
     text = explain(choice, work)
     assert f"{choice.estimated_serial_s:.1f} s" in text and f"{choice.saved_s:.1f} s" in text
-    assert "20 s" in text and "10 channels of 128x128 px" in text and "cleaned" in text
+    assert "5 s" in text and "10 channels of 128x128 px" in text and "cleaned" in text
     assert "in_process_below_s=0" in text
     warm = explain(choose(1.0, 2, DEFAULT, warm=True), work)
     assert "kept cluster" in warm and "2 s" in warm

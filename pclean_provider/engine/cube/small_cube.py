@@ -11,8 +11,9 @@ path of parallel=False).
 
 The rule: on n workers a cluster saves at most `serial * (1 - 1/n)` (perfect scaling; measured
 speedups are lower, so the rule leans to the cluster). The cube stays in this process when that is
-less than the start-up the cluster costs: `in_process_below_s` (default 20 s: the slow cold starts and
-SLURM's; conservative for a local cluster on a warm machine) for a cluster still to be started, `WARM_START_S` for a live kept cluster (its sessions' set-up alone). n is the number of
+less than the start-up the cluster costs: `in_process_below_s` (default 5 s: a local cluster's cold start measured
+2.4 s on 2026-12-07, and a cube's sessions set up for about 1 s more; raise it where clusters start
+slowly, e.g. SLURM jobs that queue) for a cluster still to be started, `WARM_START_S` for a live kept cluster (its sessions' set-up alone). n is the number of
 sessions the cube would run in parallel (at most the workers): a cube that makes one session (a
 mosaic that cannot split, a tabular spectral axis) gains nothing from a cluster.
 
@@ -34,8 +35,8 @@ Least squares of each run: 0.55 / 0.41 s set-up, 2.5e-6 / 3.2e-6 s per visibilit
 per pixel and channel; the constants below are the means (run 1: 1-minute load 0.40 at start, 0.87
 at the end; run 2 shared the machine with other work, 0.41 to 1.14). With them the bench's medium
 cube (128 channels of 512 px, 15,840 rows) is estimated at 21.8 s dirty and 65.4 s cleaned: cleaned,
-2 workers save up to 32.7 s, above the default 20 s, so it keeps the cluster (measured: serial 226 s,
-1.96x on 2 workers); dirty (up to 10.9 s to save) it is imaged in-process.
+2 workers save up to 32.7 s, above the default 5 s, so it keeps the cluster (measured: serial 226 s,
+1.96x on 2 workers); dirty (up to 10.9 s to save) too.
 
 A cleaned cube takes several passes (PSF, residual, major cycles, restore): CLEANED_FACTOR times
 the dirty cube, measured 3.0x / 3.0x on the 10-channel cube and 2.6x / 2.2x on the 48-channel 256-px
