@@ -99,7 +99,9 @@ if __name__ == "__main__":
     else:
         from pclean_provider.engine.api import pclean
         t = time.perf_counter()
-        pclean(vis=spec["vis"], imagename=out, parallel=True, nworkers=2, **spec["imaging"], **spec["extras"])
+        # in_process_below_s=0: on its cluster like the DAG, even the cubes small enough to be imaged here.
+        pclean(vis=spec["vis"], imagename=out, parallel=True, nworkers=2, in_process_below_s=0, **spec["imaging"],
+               **spec["extras"])
     print("RESULT " + json.dumps({"seconds": time.perf_counter() - t}))
 """
 

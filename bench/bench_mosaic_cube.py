@@ -119,7 +119,8 @@ import casatools
 from pclean_provider.config import PcleanConfig
 from pclean_provider.engine.api import pclean
 from pclean_provider.engine.kept_cluster import close_kept_clusters, kept_client, kept_clusters
-kw = dict(json.loads(sys.argv[1]), parallel=True, nworkers=int(sys.argv[4]), keep_cluster=True)
+# in_process_below_s=0: the cluster whatever the estimate (this bench measures the parallel cube).
+kw = dict(json.loads(sys.argv[1]), parallel=True, nworkers=int(sys.argv[4]), keep_cluster=True, in_process_below_s=0)
 out = sys.argv[2]
 os.chdir(os.path.dirname(out))
 t = time.perf_counter(); kept_client(PcleanConfig.from_flat(imagename=out, **kw).cluster)

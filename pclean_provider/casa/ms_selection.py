@@ -19,6 +19,13 @@ class SelectionInfo(BaseModel):
     spws: list[int]
     fields: list[int]
     nchan_selected: int
+    # Spectral windows in the MS (selected or not): a row holds one spw's channels, so the selected
+    # data are about nrows x nchan_selected / nspw_total visibilities.
+    nspw_total: int = 1
+
+    def visibilities(self) -> float:
+        """Rows x channels of the selected data, about (rows are shared among the spws)."""
+        return self.nrows * self.nchan_selected / max(self.nspw_total, 1)
 
 
 def _is_measurement_set(path: str) -> bool:
@@ -66,8 +73,9 @@ def check_selection(vis: str, spw: str = "", field: str = "") -> SelectionInfo:
                                  "existing one.")
         msmd.open(vis)
         try:
+            nspw_total = int(msmd.nspw())
             if not spws:
-                spws = list(range(int(msmd.nspw())))
+                spws = list(range(nspw_total))
             nchan = 0
             chans = idx.get("channel")
             if spw and chans is not None and len(chans):
@@ -84,4 +92,5 @@ def check_selection(vis: str, spw: str = "", field: str = "") -> SelectionInfo:
         msmd.done()
     if nchan < 1:
         raise SelectionError(f"spw={spw!r} selects no channels of {vis}; widen the channel range.")
-    return SelectionInfo(vis=vis, nrows=nrows, spws=spws, fields=fields, nchan_selected=nchan)
+    return SelectionInfo(vis=vis, nrows=nrows, spws=spws, fields=fields, nchan_selected=nchan,
+                         nspw_total=max(nspw_total, 1))

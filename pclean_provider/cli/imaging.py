@@ -216,6 +216,10 @@ def _report(result: Any) -> None:
           f"{getattr(result, 'seconds', 0.0):.1f} s); products of {imagename}:")
     for kind, path in sorted(products.items()):
         print(f"  {kind:12s} {path}")
+    reason = getattr(result, "in_process_reason", None)
+    if reason:
+        # Asked for in parallel, made here: the bar hides the engine's log line, so say it once.
+        print(f"pclean: {reason}")
     continuum = getattr(result, "continuum", None) or {}
     if continuum.get("stages"):
         # Where the time went (cluster start, set-up, gathers, cycles...): the engine's stage table.

@@ -358,10 +358,26 @@ class Extras(_Group):
         "it for later pclean() calls in this process with the same cluster settings (its workers keep CASA "
         "loaded, so a small image does not pay the start-up again). Stopped at interpreter exit or by "
         "pclean_provider.engine.kept_cluster.close_kept_clusters().")
+    in_process_below_s: float = Field(
+        5.0, description="A parallel cube on a cluster this call starts itself (local or SLURM, keep_cluster "
+        "included; never a caller's client, cluster_type='address' or cube_engine='independent'): image it in "
+        "this process instead, as parallel=False does, when the time the cluster could save (serial tclean's "
+        "estimated seconds x (1 - 1/workers)) is below this many seconds. The default covers a local cluster's "
+        "start with CASA in its workers (2.4 s measured on 2 cores) and its sessions' set-up; raise it where "
+        "clusters start slowly (SLURM jobs that queue: their usual wait). A live kept cluster counts 2 s. "
+        "0: always use the cluster.")
     keep_partimages: bool = Field(False, description="Keep the continuum partial images after gathering.")
     concat_mode: ConcatMode = Field(
         "auto", description="Cube concatenation: 'auto' (from keep_subcubes), 'paged' (copy), 'virtual' "
         "(reference the sub-cubes) or 'movevirtual' (move them into the output).")
+
+    @field_validator("in_process_below_s")
+    @classmethod
+    def _in_process_below_valid(cls, value: float) -> float:
+        if not value >= 0:  # also refuses NaN
+            raise ValueError(f"{value} is not a number of seconds; use 0 (always image a parallel cube on the "
+                             "cluster) or a positive number of seconds, e.g. in_process_below_s=5")
+        return value
 
     @field_validator("cube_chunksize")
     @classmethod

@@ -16,7 +16,6 @@ from pclean_provider.casa.runtime import ensure_casa_runtime
 from pclean_provider.config import PcleanConfig
 from pclean_provider.engine.continuum.preflight import check_continuum_inputs
 from pclean_provider.engine.continuum.run import run_continuum
-from pclean_provider.engine.cube.preflight import check_cube_inputs
 from pclean_provider.engine.cube.run import run_cube
 from pclean_provider.engine.kept_cluster import kept_client
 from pclean_provider.engine.models import PcleanResult
@@ -27,22 +26,21 @@ log = logging.getLogger(__name__)
 def run(cfg, progress: bool = False, client: Any = None) -> PcleanResult:
     """Run a PcleanConfig (what the `pclean` command line calls)."""
     cfg.require_runnable()
+    if cfg.is_cube:
+        # The cube engine starts (or reuses) the kept cluster itself, after its checks and plan, and
+        # only once it has decided that the cube is worth a cluster at all.
+        return run_cube(cfg, client=client, progress=progress)
     if (client is None and cfg.extras.parallel and cfg.extras.keep_cluster and cfg.cluster.cluster_type != "address"
             and not _one_process_continuum(cfg)):
         # Checked first, so that bad input never starts the cluster that is then kept.
         _check_inputs(cfg)
         client = kept_client(cfg.cluster)
-    if cfg.is_cube:
-        return run_cube(cfg, client=client, progress=progress)
     return _run_continuum(cfg, progress=progress, client=client)
 
 
 def _check_inputs(cfg) -> None:
     ensure_casa_runtime()
-    if cfg.is_cube:
-        check_cube_inputs(cfg)
-    else:
-        check_continuum_inputs(cfg)
+    check_continuum_inputs(cfg)
 
 
 def _one_process_continuum(cfg) -> bool:

@@ -49,6 +49,13 @@ def kept_client(spec: Any) -> Any:
         return handle.client
 
 
+def live_kept_client(spec: Any) -> Any | None:
+    """The client of a live kept cluster for `spec`, or None; never starts one."""
+    with _lock:
+        handle = _kept.get(spec.model_dump_json())
+        return handle.client if handle is not None and _usable(handle) else None
+
+
 def kept_clusters() -> list[str]:
     """Scheduler addresses of the clusters kept in this process."""
     with _lock:

@@ -129,7 +129,11 @@ class PcleanResult(_Model):
 
     imagename: str
     specmode: str
-    parallel: bool
+    parallel: bool = Field(description="Imaged on Dask workers (False: in this process, also when a parallel "
+                           "cube was kept here; see in_process_reason).")
+    in_process_reason: str | None = Field(None, description="Why a cube asked for in parallel was imaged in this "
+                                          "process (too small for the cluster's start-up), with the figures; None "
+                                          "when it ran as asked.")
     products: dict[str, str] = {}
     iterations: int = 0
     stop_reason: str = ""

@@ -102,7 +102,7 @@ PRODUCT_LOCK = ".publish.lock"
 # out of the configuration's fingerprint.
 RUN_SPECIFIC_CONFIG_KEYS = frozenset({
     "imagename", "scheduler_address", "local_directory", "address_file", "cluster", "nworkers",
-    "threads_per_worker", "memory_limit", "keep_subcubes", "keep_partimages",
+    "threads_per_worker", "memory_limit", "keep_subcubes", "keep_partimages", "in_process_below_s",
 })
 # What identifies an MS's data in its metadata record (its path may differ between runs).
 MS_IDENTITY_KEYS = ("nrows", "spws", "fields", "time_start_mjd_s", "time_end_mjd_s", "antennas", "telescope",

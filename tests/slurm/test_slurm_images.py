@@ -56,10 +56,11 @@ def test_slurm_workers_make_the_same_image_as_a_local_cluster(kind, small_ms, tm
     from pclean_provider.engine.api import pclean
 
     imaging = CUBE if kind == "cube" else MFS
+    # in_process_below_s=0: a cube this small would otherwise be imaged in this process, no cluster.
     local = pclean(vis=small_ms.ms, imagename=str(tmp_path / "local"), parallel=True, nworkers=2,
-                   cluster_type="local", **imaging)
+                   cluster_type="local", in_process_below_s=0, **imaging)
     slurm = pclean(vis=small_ms.ms, imagename=str(tmp_path / "slurm"), parallel=True, nworkers=2,
-                   slurm_log_directory=str(tmp_path / "jobs"), **SLURM_KW, **imaging)
+                   slurm_log_directory=str(tmp_path / "jobs"), in_process_below_s=0, **SLURM_KW, **imaging)
     assert local.parallel and slurm.parallel and slurm.nworkers == local.nworkers == 2
     assert slurm.iterations == local.iterations > 0
     _assert_same(str(tmp_path / "slurm"), str(tmp_path / "local"), [".image", ".residual", ".psf", ".model"])

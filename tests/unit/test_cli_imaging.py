@@ -145,6 +145,24 @@ def test_runs_the_engine_with_the_merged_config(capsys, tmp_path, monkeypatch):
     assert str(tmp_path / "img.image") in out
 
 
+def test_the_summary_says_when_a_parallel_cube_was_imaged_in_this_process(capsys, tmp_path, monkeypatch):
+    ms = tmp_path / "t.ms"
+    ms.mkdir()
+    reason = "imaged in this process, not on the cluster: serial tclean is estimated at 2.9 s (...)"
+
+    def fake_run(cfg, progress=False):
+        return types.SimpleNamespace(imagename=cfg.image.imagename, specmode="cube", iterations=0, seconds=1.0,
+                                     products={}, in_process_reason=reason)
+
+    fake_api = types.ModuleType("pclean_provider.engine.api")
+    fake_api.run = fake_run
+    monkeypatch.setitem(sys.modules, "pclean_provider.engine.api", fake_api)
+    code, out, err = _run(capsys, "--vis", str(ms), "--imagename", str(tmp_path / "img"), "--specmode", "cube",
+                          "--parallel", "--in-process-below-s", "5")
+    assert code == 0, err
+    assert f"pclean: {reason}" in out
+
+
 def test_version_prints_the_installed_version(capsys):
     from pclean_provider.cli.main import main
     from pclean_provider.version import __version__

@@ -279,8 +279,9 @@ def plan_from_grid(tclean_kwargs: dict[str, Any], grid, nworkers: int, cube_chun
         specs=specs)
 
 
-def _cube_grid(cfg):
-    """The config's tclean keywords and the cube's grid as CASA defines it (reads the MS once)."""
+def cube_grid(cfg):
+    """The config's tclean keywords and the cube's grid as CASA defines it (reads the MS once); what
+    `plan_sessions` takes as `grid` to plan the same cube again without asking CASA twice."""
     kwargs = cfg.tclean_kwargs()
     if not cfg.is_cube:
         raise PlanError(f"specmode={kwargs.get('specmode')!r} is not a cube; the cube planner needs "
@@ -293,7 +294,7 @@ def _cube_grid(cfg):
 
 def plan_subcubes(cfg, nworkers: int, worker_memory_bytes: int | None = None) -> CubePlan:
     """Plan a cube config: CASA defines the grid (reads the MS once), then the split is pure logic."""
-    kwargs, grid = _cube_grid(cfg)
+    kwargs, grid = cube_grid(cfg)
     if not grid.linear:
         raise PlanError("the cube's spectral axis is tabular (non-linear in frequency, e.g. veltype='optical' "
                         "with a velocity width); sub-cubes cannot reproduce it. Use veltype='radio' or a "
@@ -335,13 +336,14 @@ SESSION_NITER = ("niter counts over the whole cube in one iteration controller, 
                  "(sub-cube sessions, merged records).")
 
 
-def plan_sessions(cfg, nworkers: int, worker_memory_bytes: int | None = None) -> CubePlan:
-    """The plan of the exact loop: the cube's CASA-defined grid split into session ranges."""
+def plan_sessions(cfg, nworkers: int, worker_memory_bytes: int | None = None, grid=None) -> CubePlan:
+    """The plan of the exact loop: the cube's CASA-defined grid split into session ranges (`grid`:
+    what `cube_grid(cfg)` returned, when the caller has it already)."""
     # Not at the top: casa.cube_session loads numpy, and the cube operators import this module in
     # the Airflow process only for the fan-out's batch arithmetic.
     from pclean_provider.casa.cube_session import needs_single_session
 
-    kwargs, grid = _cube_grid(cfg)
+    kwargs, grid = grid if grid is not None else cube_grid(cfg)
     single = bool(needs_single_session(kwargs)) or not grid.linear
     imsize = kwargs.get("imsize", [100])
     stokes = kwargs.get("stokes", "I")

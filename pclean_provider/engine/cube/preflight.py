@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from pclean_provider import products
-from pclean_provider.casa.ms_selection import SelectionError, check_selection
+from pclean_provider.casa.ms_selection import SelectionError, SelectionInfo, check_selection
 from pclean_provider.config.groups import CUBE_ENGINE_SPECMODES, MFS_ONLY_DECONVOLVERS
 from pclean_provider.engine.cube.concat import ConcatError, resolve_mode
 from pclean_provider.engine.imaging_errors import PreflightError
@@ -18,8 +18,9 @@ def _as_list(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def check_cube_inputs(cfg) -> None:
-    """All cheap checks of a cube config against its data; raises PreflightError."""
+def check_cube_inputs(cfg) -> list[SelectionInfo]:
+    """All cheap checks of a cube config against its data; raises PreflightError. Returns what the
+    selection check read of each MS (rows, selected channels), for the small-cube estimate."""
     kw = cfg.tclean_kwargs()
     specmode = kw.get("specmode")
     if specmode not in CUBE_ENGINE_SPECMODES:
@@ -60,10 +61,12 @@ def check_cube_inputs(cfg) -> None:
     # Only the selection itself is checked here. nchan/start/width are tclean's to judge: it images
     # channels beyond (or between) the selected data and leaves them blank, so refusing them would
     # refuse what serial tclean makes.
+    selections = []
     for i, vis in enumerate(visses):
         spw = spws[i] if i < len(spws) else spws[-1]
         field = fields[i] if i < len(fields) else fields[-1]
         try:
-            check_selection(vis, spw=str(spw), field=str(field))
+            selections.append(check_selection(vis, spw=str(spw), field=str(field)))
         except SelectionError as err:
             raise PreflightError(str(err)) from err
+    return selections

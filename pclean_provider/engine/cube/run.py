@@ -2,10 +2,12 @@
 (-> common beam).
 
 Preflight and planning happen before a local or SLURM cluster starts, so bad input fails in
-seconds. The exact loop (`cube_engine='sessions'`) runs in `engine.cube.loop`, which rebuilds a
-session whose worker is lost. The independent engine's sub-cubes go to Dask with retries: a worker
-that dies takes its sub-cube with it, the scheduler reruns it elsewhere, and the sub-cube's
-idempotent writer replaces whatever half-run it left.
+seconds. A parallel cube too small to win back the start of a cluster it would start itself is
+imaged in this process instead (`small_cube`; `in_process_below_s=0` keeps the cluster). The exact
+loop (`cube_engine='sessions'`) runs in `engine.cube.loop`, which rebuilds a session whose worker
+is lost. The independent engine's sub-cubes go to Dask with retries: a worker that dies takes its
+sub-cube with it, the scheduler reruns it elsewhere, and the sub-cube's idempotent writer replaces
+whatever half-run it left.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from pclean_provider.engine.cube.concat import concat_products
 from pclean_provider.engine.cube.loop import run_cube_loop
 from pclean_provider.engine.cube.memory import parse_memory
 from pclean_provider.engine.cube.ms_copies import sessions_read_copies
-from pclean_provider.engine.cube.plan import plan_sessions, plan_subcubes
+from pclean_provider.engine.cube.plan import cube_grid, plan_sessions, plan_subcubes
 from pclean_provider.engine.cube.preflight import check_cube_inputs
+from pclean_provider.engine.cube.small_cube import CubeWork, choose, estimate_serial_seconds, explain
 from pclean_provider.engine.cube.subcube import image_subcube
+from pclean_provider.engine.kept_cluster import kept_client, live_kept_client
 from pclean_provider.engine.models import CubePlan, PcleanResult, SubcubeResult, tclean_summary
 from pclean_provider.engine.progress import Progress, progress_file_for
 
@@ -45,13 +49,13 @@ class SubcubeFailed(RuntimeError):
     """A sub-cube failed on every try; the message names it and its CASA log."""
 
 
-def _worker_memory(cfg, nworkers: int) -> int | None:
+def _worker_memory(cfg, nworkers: int, parallel: bool) -> int | None:
     explicit = parse_memory(cfg.cluster.memory_limit)
     if explicit:
         return explicit
     if cfg.cluster.cluster_type == "slurm":
         return parse_memory(cfg.cluster.slurm_job_mem)
-    if cfg.cluster.cluster_type == "local" or not cfg.extras.parallel:
+    if cfg.cluster.cluster_type == "local" or not parallel:
         return int(psutil.virtual_memory().total / max(nworkers, 1))
     return None
 
@@ -109,23 +113,47 @@ def _open(stack: contextlib.ExitStack, cfg):
     return stack.enter_context(compute.open_cluster(cfg.cluster)).client
 
 
+def _small_cube_choice(cfg, plan: CubePlan, selections, nworkers: int, warm: bool):
+    """The estimate and the choice for a parallel exact cube on a cluster of its own (see small_cube)."""
+    nx, ny = cfg.image.shape()
+    work = CubeWork(nchan=plan.nchan, nx=nx, ny=ny, visibilities=sum(s.visibilities() for s in selections),
+                    cleaned=int(plan.niter or 0) > 0, gridder=str(plan.tclean_kwargs.get("gridder", "standard")))
+    choice = choose(estimate_serial_seconds(work), min(nworkers, len(plan.specs)), cfg.extras.in_process_below_s,
+                    warm=warm)
+    return choice, work
+
+
 def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
     """Image a cube config. With `cfg.extras.parallel` the work runs on `client` (or on a cluster
-    opened from `cfg.cluster`); otherwise in this process.
+    opened from `cfg.cluster`, kept for later calls with `keep_cluster`); otherwise in this process.
 
     `cfg.extras.cube_engine` 'sessions' (default): sub-cube sessions and one iteration controller
     (`engine.cube.loop`), equal to serial tclean. 'independent': every sub-cube a whole tclean run
     (this module's `_run_on_dask`), exact for niter=0 only.
+
+    A parallel exact cube on a local or SLURM cluster this call would start (or a kept one) is imaged
+    in this process, as parallel=False does, when the cluster cannot win back its start-up
+    (`small_cube.choose`, `cfg.extras.in_process_below_s`); the result's `in_process_reason` says so.
+    A caller's `client`, cluster_type 'address' and the independent engine are never changed.
     """
     t0 = time.monotonic()
     ensure_casa_runtime()
-    check_cube_inputs(cfg)
+    selections = check_cube_inputs(cfg)
     parallel = bool(cfg.extras.parallel)
     sessions = cfg.extras.cube_engine == "sessions"
+    # A cluster of this call's own (or the kept one): the case where a small cube may stay here.
+    own_cluster = parallel and client is None and cfg.cluster.cluster_type != "address"
+    keep = own_cluster and cfg.extras.keep_cluster
+    in_process_reason = None
     with contextlib.ExitStack() as stack:
         if parallel and client is None and cfg.cluster.cluster_type == "address":
             # Connecting starts nothing, and the running cluster's real size is what the plan needs.
             client = _open(stack, cfg)
+        warm = False
+        if keep:
+            # A kept cluster still running costs no start-up, and its size is what the plan needs.
+            client = live_kept_client(cfg.cluster)
+            warm = client is not None
         if parallel:
             nworkers = len(client.nthreads()) if client is not None else cfg.cluster.resolved_nworkers()
         else:
@@ -133,12 +161,29 @@ def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
             # fit memory.
             nworkers = 1
         # Planned before a local or SLURM cluster starts: a bad grid fails in seconds, not after start-up.
-        planner = plan_sessions if sessions else plan_subcubes
-        plan = planner(cfg, nworkers, _worker_memory(cfg, nworkers))
+        if sessions:
+            grid = cube_grid(cfg)
+            plan = plan_sessions(cfg, nworkers, _worker_memory(cfg, nworkers, parallel), grid=grid)
+        else:
+            plan = plan_subcubes(cfg, nworkers, _worker_memory(cfg, nworkers, parallel))
+        if own_cluster and sessions:
+            choice, work = _small_cube_choice(cfg, plan, selections, nworkers, warm)
+            if choice.in_process:
+                # Decided before any cluster starts: the exact in-process path of parallel=False.
+                in_process_reason = explain(choice, work)
+                log.info("cube %s: %s", plan.imagename, in_process_reason)
+                parallel, client, nworkers = False, None, 1
+                plan = plan_sessions(cfg, nworkers, _worker_memory(cfg, nworkers, parallel), grid=grid)
+            else:
+                log.debug("cube %s: on the cluster: serial tclean estimated at %.1f s (%s), %d workers save up to "
+                          "%.1f s against a start-up of %.1f s", plan.imagename, choice.estimated_serial_s,
+                          work.describe(), choice.nworkers, choice.saved_s, choice.start_up_s)
         log.info("cube %s: %d channels in %d %s (%s), %s", plan.imagename, plan.nchan, len(plan.specs),
                  "session(s)" if sessions else "sub-cube(s)", ", ".join(str(s.nchan) for s in plan.specs),
                  "on Dask" if parallel else "in-process")
-        if parallel and client is None:
+        if parallel and keep:
+            client = kept_client(cfg.cluster)  # the live one planned for, or started now
+        elif parallel and client is None:
             client = _open(stack, cfg)
         # One writer per cube name: a newer run of the same name (a cleared or retried task whose older
         # try still runs somewhere) claims it, and this run then publishes nothing.
@@ -176,6 +221,7 @@ def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
         products=concat.products, iterations=iterations, stop_reason=stop_reason,
         seconds=time.monotonic() - t0, nworkers=nworkers, nsubcubes=len(plan.specs), subcubes=results,
         concat=concat, cube_loop=loop.model_dump(mode="json") if loop is not None else None,
+        in_process_reason=in_process_reason,
         summary=tclean_summary(int(plan.tclean_kwargs.get("niter", 0) or 0),
                                loop.summary if loop is not None else {"iterdone": iterations}))
 
