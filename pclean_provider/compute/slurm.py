@@ -241,11 +241,13 @@ def test_only(script: str) -> None:
             "slurm_cores_per_job and slurm_job_extra_directives")
 
 
-def list_jobs(job_name: str) -> list[dict[str, str]]:
-    """Jobs of this name still known to slurmctld: id, state, reason (why pending)."""
+def list_jobs(job_name: str, ended_too: bool = False) -> list[dict[str, str]]:
+    """Jobs of this name still known to slurmctld: id, state, reason (why pending). `ended_too`: also
+    the ended ones slurmctld still remembers (for MinJobAge, 300 s by default)."""
     if shutil.which("squeue") is None:
         return []
-    proc = _run(["squeue", "-h", "--name", job_name, "-o", "%i|%T|%r"], check=False)
+    proc = _run(["squeue", "-h", "--name", job_name, "-o", "%i|%T|%r", *(["--states=all"] if ended_too else [])],
+                check=False)
     jobs = []
     for line in proc.stdout.splitlines():
         parts = line.strip().split("|")
@@ -388,9 +390,17 @@ class SlurmBackend(ClusterBackend):
         """Fail at once when every worker job has already ended, instead of at the timeout."""
         if not handle.job_name:
             return
-        if [j for j in list_jobs(handle.job_name) if j["state"] in LIVE_STATES]:
+        jobs = list_jobs(handle.job_name, ended_too=True)
+        if [j for j in jobs if j["state"] in LIVE_STATES]:
             self._jobs_seen = True
             return
+        # A job that fails within a second (a wrong python) may end before the first look: slurmctld
+        # still lists it, ended. Only this cluster's own jobs count (an earlier cluster may have used
+        # the same name).
+        ours = {str(job.job_id) for job in getattr(handle.cluster, "workers", {}).values()
+                if getattr(job, "job_id", None)}
+        if any(j["id"] in ours for j in jobs):
+            self._jobs_seen = True
         if self._jobs_seen and workers_seen == 0:
             raise ClusterError(
                 f"the SLURM worker jobs named {handle.job_name!r} ended before any Dask worker joined; "

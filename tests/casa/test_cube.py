@@ -274,7 +274,8 @@ def test_pclean_entry_point_with_relative_paths(cube_ms, serial_dirty, tmp_path,
 
     shutil.copytree(cube_ms, tmp_path / "obs.ms")
     monkeypatch.chdir(tmp_path)
-    result = pclean(vis="obs.ms", imagename="entry", niter=0, parallel=True, nworkers=2, **IMAGING)
+    result = pclean(vis="obs.ms", imagename="entry", niter=0, parallel=True, nworkers=2, in_process_below_s=0,
+                    **IMAGING)
     assert result.parallel and result.nsubcubes == 2 and result.specmode == "cube"
     assert set(result.products) >= {".image", ".residual", ".psf", ".pb", ".sumwt", ".model"}
     assert_products_match(str(tmp_path / "entry"), serial_dirty)

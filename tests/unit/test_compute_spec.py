@@ -142,3 +142,31 @@ def test_shipped_cluster_specs_are_valid():
     example = specs["cluster.example.yaml"]
     assert example.cluster_type == "slurm" and example.slurm_queue == "debug" and example.threads_per_worker == 1
     assert all(spec.threads_per_worker == 1 for spec in specs.values())
+
+
+class _Job:
+    def __init__(self, job_id):
+        self.job_id = job_id
+
+
+class _Handle:
+    def __init__(self, job_ids):
+        self.job_name = "pclean-x"
+        self.cluster = type("Cluster", (), {"workers": {f"w{i}": _Job(j) for i, j in enumerate(job_ids)}})()
+
+
+def test_worker_jobs_that_ended_before_the_first_look_fail_the_start(monkeypatch, tmp_path):
+    # Jobs that die within a second (a wrong python) may never be seen PENDING or RUNNING: slurmctld
+    # still lists them, ended, and this cluster's own ids say they were its jobs.
+    backend = slurm.SlurmBackend(ClusterSpec(cluster_type="slurm", slurm_log_directory=str(tmp_path)))
+    listed = [{"id": "105", "state": "FAILED", "reason": "NonZeroExitCode"}]
+    monkeypatch.setattr(slurm, "list_jobs", lambda name, ended_too=False: listed if ended_too else [])
+    with pytest.raises(ClusterError, match="ended before any Dask worker joined"):
+        backend.check_start(_Handle(["105", "106"]), workers_seen=0)
+
+
+def test_ended_jobs_of_an_earlier_cluster_with_the_same_name_do_not_fail_the_start(monkeypatch, tmp_path):
+    backend = slurm.SlurmBackend(ClusterSpec(cluster_type="slurm", slurm_log_directory=str(tmp_path)))
+    listed = [{"id": "99", "state": "COMPLETED", "reason": "None"}]
+    monkeypatch.setattr(slurm, "list_jobs", lambda name, ended_too=False: listed if ended_too else [])
+    backend.check_start(_Handle(["105", None]), workers_seen=0)  # not ours, ours not submitted yet: wait on
