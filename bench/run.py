@@ -1,6 +1,6 @@
 """`make bench`: side-by-side speed, memory and fidelity of serial tclean, this engine, the published pclean and CASA's MPI tclean.
 
-    .venv/bin/python bench/run.py [--size tiny|small|medium] [--only cube,continuum,published,mpicasa,airflow,concat]
+    .venv/bin/python bench/run.py [--size tiny|small|medium|wide] [--only cube,continuum,published,mpicasa,airflow,concat]
                                   [--mpicasa-servers 2] [--budget SECONDS] [--out bench/results] [--work DIR] [--keep-work] [--render-only]
 
 Every measured case runs in a fresh process (bench/cases.py, bench/published_case.py,
@@ -510,7 +510,8 @@ def _atomic_write(path: Path, text: str) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", choices=sorted(SIZES), default="small",
-                   help="tiny: seconds-scale smoke run; small: under 5 min; medium: the measurement (~35 min, 2 cores)")
+                   help="tiny: seconds-scale smoke run; small: under 5 min; medium: the measurement (~35 min, 2 cores); "
+                        "wide: a 256-channel cube (with --only cube,mpicasa)")
     p.add_argument("--only", default=",".join(STAGES),
                    help=f"comma-separated stages among {','.join(STAGES)} (default: all)")
     p.add_argument("--mpicasa-servers", default="",

@@ -72,6 +72,18 @@ SIZES = {
         concat_planes=32, concat_imsize=256, concat_big_planes=1000, concat_big_imsize=32,
         budget_s=5 * 60, case_timeout_s=120,
     ),
+    # A wide cube (many channels, a modest image) beside CASA's MPI tclean (issue 33): only its cube
+    # and mpicasa stages are meant to run (`--only cube,mpicasa`); the continuum is small's.
+    "wide": BenchSize(
+        name="wide",
+        cube_ms=MsSize(antennas=12, nchan=256, hours=1.0, integration_s=30),
+        cube_imsize=256, cube_cell="8arcsec", cube_niter=100000,
+        continuum_ms=MsSize(antennas=12, nchan=4, hours=2.0, integration_s=15),
+        continuum_imsize=256, continuum_cell="8arcsec", continuum_niter=100000,
+        threshold="10mJy",
+        concat_planes=256, concat_imsize=256, concat_big_planes=1000, concat_big_imsize=32,
+        budget_s=30 * 60, case_timeout_s=900,
+    ),
     # The issue's medium: a cube of >= 128 channels at 512x512; a row-heavy (long-track) continuum MS.
     "medium": BenchSize(
         name="medium",
