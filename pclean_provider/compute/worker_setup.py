@@ -65,9 +65,9 @@ NANNY_ENV_DROPPED = ("MALLOC_TRIM_THRESHOLD_",)
 
 
 def nanny_config() -> dict[str, object]:
-    """Dask config for a process that creates a scheduler and nannies (LocalCluster, SLURMCluster):
-    drop the variables above, and Dask's housekeeping as QUIET_DASK_CONFIG says (a nanny hands its
-    config to the worker it spawns)."""
+    """Dask config for a process that creates a scheduler and nannies (LocalCluster): drop the
+    variables above, and Dask's housekeeping as QUIET_DASK_CONFIG says (a nanny hands its config to
+    the worker it spawns). A SLURMCluster's scheduler takes quiet_dask_config() alone."""
     config: dict[str, object] = {f"distributed.nanny.pre-spawn-environ.{name}": None for name in NANNY_ENV_DROPPED}
     config.update(quiet_dask_config())
     return config
