@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_cube_engines import _run, refuse_if_busy  # noqa: E402
+from json_files import write_json  # noqa: E402
 
 WORK = REPO / "work" / "bench" / "small-cube"
 
@@ -142,8 +143,7 @@ def whole_process(args, load: float) -> int:
                   f"({row['cluster_over_serial']:.2f}x), default {best['default']:.1f} s "
                   f"({row['default_over_serial']:.2f}x, {row['default_path']})", flush=True)
     report["load_at_end"] = os.getloadavg()[0]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    write_json(args.out, report)
     print(f"written {args.out}")
     return 0
 
@@ -180,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                "warm_over_serial": warm / serial if warm else None}
         report["cases"][name] = row
         print(f"{name}: {json.dumps(row)}", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    write_json(args.out, report)
     print(f"written {args.out}")
     return 0
 

@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
 from bench_cube_engines import _run, refuse_if_busy  # noqa: E402
+from json_files import write_json  # noqa: E402
 
 from pclean_provider.engine.cube import small_cube  # noqa: E402
 
@@ -160,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     print("fit: " + json.dumps(report["fit"]))
     for row in report["predictions"]:
         print(json.dumps(row))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    write_json(args.out, report)
     print(f"written {args.out}")
     return 0
 
