@@ -88,7 +88,7 @@ class CubeSessionSpec(BaseModel):
     chan_start: int
     chan_stop: int
     selection: dict[str, dict[str, Any]]
-    image: dict[str, Any]  # encoded: the sub-cube's csys, nchan and imagename
+    image: dict[str, Any]  # encoded: the sub-cube's csys, nchan and imagename (tclean's own when whole)
     gridding: dict[str, Any]
     weighting: dict[str, Any]
     normalization: dict[str, Any]
@@ -116,6 +116,11 @@ class CubeSessionSpec(BaseModel):
         return str(self.image["imagename"])
 
     @property
+    def whole_cube(self) -> bool:
+        """The only session: its image record is tclean's own (no coordinate system, the user's nchan)."""
+        return self.nparts == 1
+
+    @property
     def has_margin(self) -> bool:
         return 0 <= self.grid_start < self.chan_start or self.grid_stop > self.chan_stop
 
@@ -140,7 +145,6 @@ class CubeRecords(BaseModel):
     nchan: int
     sessions: list[CubeSessionSpec]
     iteration: dict[str, Any]  # encoded iterbotsink parameters
-    single_session_reason: str = ""
 
 
 def needs_single_session(tclean_kwargs: dict[str, Any], csys: dict[str, Any] | None = None) -> str:
@@ -374,10 +378,10 @@ def model_margin(tclean_kwargs: dict[str, Any], nsessions: int) -> int:
 
 def build_cube_records(tclean_kwargs: dict[str, Any], ranges: list[tuple[int, int]], prefixes: list[str],
                        run_id: str, workdir: str, log_dir: str | None = None) -> CubeRecords:
-    """Define the full cube with CASA and derive every session's records from it.
+    """Every session's records, derived from the full cube as CASA defines it (split sessions only).
 
     `ranges` are [start, stop) channel ranges covering the cube, `prefixes` the image name of each.
-    Reads the MS (selection, grid; the weight density when the sessions need it), writes nothing but
+    Split sessions: reads the MS (selection, grid; the weight density when they need it), writes nothing but
     that density under `workdir`.
     """
     import casatools
@@ -393,18 +397,23 @@ def build_cube_records(tclean_kwargs: dict[str, Any], ranges: list[tuple[int, in
     iterpars = params.getIterPars()
     normpars = params.getNormPars()["0"]
     os.makedirs(workdir, exist_ok=True)
-    si = casatools.synthesisimager()
-    try:
-        # defineimage and the weight density leave scratch tables in the working directory.
-        with contextlib.chdir(workdir):
-            csys, nchan, density = _define_full_cube(si, selpars, impars, gridpars, weightpars, workdir,
-                                                     split=len(ranges) > 1)
-    except RuntimeError as err:
-        raise CubeGridError(f"CASA could not define the cube: {err}") from err
-    finally:
-        si.done()
-    if ranges and ranges[-1][1] != nchan:
-        raise CubeGridError(f"the cube has {nchan} channels here, the plan {ranges[-1][1]}; re-plan.")
+    if len(ranges) == 1:
+        # One session is the whole cube: it defines its image from tclean's own records, as tclean
+        # does, so nothing here needs CASA's coordinate system (one selection and definition less).
+        csys, nchan, density = None, ranges[0][1], None
+    else:
+        si = casatools.synthesisimager()
+        try:
+            # defineimage and the weight density leave scratch tables in the working directory.
+            with contextlib.chdir(workdir):
+                csys, nchan, density = _define_full_cube(si, selpars, impars, gridpars, weightpars, workdir,
+                                                         split=True)
+        except RuntimeError as err:
+            raise CubeGridError(f"CASA could not define the cube: {err}") from err
+        finally:
+            si.done()
+        if ranges[-1][1] != nchan:
+            raise CubeGridError(f"the cube has {nchan} channels here, the plan {ranges[-1][1]}; re-plan.")
     usemask = str(decpars.get("usemask", "user"))
     with_deconvolver = int(iterpars.get("niter", 0)) > 0 or bool(tclean_kwargs.get("restoration", True))
     sessions = []
@@ -417,9 +426,10 @@ def build_cube_records(tclean_kwargs: dict[str, Any], ranges: list[tuple[int, in
         lo, hi = grids[part]
         sources = [(deconv_names[k], s, e, grids[k][0]) for k, (s, e) in enumerate(ranges)
                    if k != part and s < hi and e > lo]
-        sub = shifted_csys(csys, a)
         image = copy.deepcopy(impars)
-        image.update(csys=sub, nchan=b - a, imagename=prefix)
+        image["imagename"] = prefix
+        if csys is not None:
+            image.update(csys=shifted_csys(csys, a), nchan=b - a)
         norm = copy.deepcopy(normpars)
         norm["imagename"] = prefix
         dec = None
@@ -433,8 +443,7 @@ def build_cube_records(tclean_kwargs: dict[str, Any], ranges: list[tuple[int, in
             deconvolution=encode_record(dec) if dec is not None else None, weight_density=density,
             usemask=usemask, full_nchan=int(impars["nchan"]), cube_nchan=nchan, grid_start=lo, grid_stop=hi,
             model_sources=sources, workdir=session_dirs[part], log_dir=log_dir))
-    return CubeRecords(nchan=nchan, sessions=sessions, iteration=encode_record(iterpars),
-                       single_session_reason=needs_single_session(tclean_kwargs, csys))
+    return CubeRecords(nchan=nchan, sessions=sessions, iteration=encode_record(iterpars))
 
 
 class CubeSession(SessionOperations):
@@ -456,7 +465,8 @@ class CubeSession(SessionOperations):
                     self.si.selectdata(selection[key])
                 image = decode_record(spec.image)
                 gridding = decode_record(spec.gridding)
-                self._define_spectral_axis(image, self._local_csys(selection, image, gridding))
+                if not spec.whole_cube:
+                    self._define_spectral_axis(image, self._local_csys(selection, image, gridding))
                 normalization = decode_record(spec.normalization)
                 if spec.has_margin:
                     # Imager and deconvolver share the wider images in the work folder; the
