@@ -14,8 +14,6 @@ from typing import Any
 from pclean_provider import compute
 from pclean_provider.casa.runtime import ensure_casa_runtime
 from pclean_provider.config import PcleanConfig
-from pclean_provider.engine.continuum.preflight import check_continuum_inputs
-from pclean_provider.engine.continuum.run import run_continuum
 from pclean_provider.engine.cube.run import run_cube
 from pclean_provider.engine.kept_cluster import kept_client
 from pclean_provider.engine.models import PcleanResult
@@ -39,6 +37,8 @@ def run(cfg, progress: bool = False, client: Any = None) -> PcleanResult:
 
 
 def _check_inputs(cfg) -> None:
+    from pclean_provider.engine.continuum.preflight import check_continuum_inputs
+
     ensure_casa_runtime()
     check_continuum_inputs(cfg)
 
@@ -49,6 +49,11 @@ def _one_process_continuum(cfg) -> bool:
 
 
 def _run_continuum(cfg, progress: bool, client: Any) -> PcleanResult:
+    # Imported here: a cube's call (often a small one, where every 0.1 s counts against serial
+    # tclean) does not load the continuum engine.
+    from pclean_provider.engine.continuum.preflight import check_continuum_inputs
+    from pclean_provider.engine.continuum.run import run_continuum
+
     t0 = time.monotonic()
     # Bad input fails in seconds, before a cluster is started for nothing (as the cube does).
     check_continuum_inputs(cfg)
