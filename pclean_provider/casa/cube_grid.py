@@ -86,6 +86,8 @@ def define_cube_grid(tclean_kwargs: dict[str, Any]) -> CubeGrid:
     scratch = tempfile.mkdtemp(prefix="pclean-grid-")
     kwargs["imagename"] = os.path.join(scratch, "grid")
     kwargs["niter"] = 0
+    # Only the grid is asked for: nothing may open the MS for writing (savemodel's scratch column).
+    kwargs["savemodel"] = "none"
     params = imager_parameters(kwargs)
     if not params.checkParameters():
         raise CubeGridError("CASA rejected the imaging parameters while defining the cube; see the CASA log "

@@ -57,6 +57,7 @@ from pclean_provider.casa import channel_planes as planes
 from pclean_provider.casa import session_registry
 from pclean_provider.casa.channel_planes import extract_planes
 from pclean_provider.casa.cube_grid import CubeGridError, imager_parameters, select_and_define
+from pclean_provider.casa.imager_session import save_model
 from pclean_provider.casa.iteration import iteration_summary
 from pclean_provider.casa.msinfo import NO_READ_LOCK
 from pclean_provider.casa.records import decode_record, encode_record
@@ -360,6 +361,36 @@ def _define_full_cube(si: Any, selpars: dict, impars: dict, gridpars: dict, weig
     return csys, nchan, density
 
 
+def _without_model_writes(selpars: dict[str, dict[str, Any]], iterpars: dict[str, Any]) -> tuple[dict, dict]:
+    """Split sessions never write the MS: tclean's savemodel is done once, after the loop, from the
+    whole cube's model (`save_cube_model`), not by several sessions writing one table at once."""
+    selpars = {key: dict(sel, readonly=True, usescratch=False) for key, sel in selpars.items()}
+    return selpars, dict(iterpars, savemodel="none")
+
+
+def saves_model_after_loop(tclean_kwargs: dict[str, Any], nsessions: int) -> bool:
+    """Whether the model visibilities are saved after the loop (split sessions) rather than by the
+    one session in its last major cycle, as tclean does."""
+    return nsessions > 1 and str(tclean_kwargs.get("savemodel", "none") or "none") != "none"
+
+
+def save_cube_model(tclean_kwargs: dict[str, Any], workdir: str) -> None:
+    """tclean's savemodel for a cube imaged in split sessions: predict the published cube's model
+    (tclean_kwargs' imagename) into the MS(s), as MODEL_DATA or the virtual model.
+
+    One imager over the whole cube, as tclean's own predict after its loop (auto-masking, nsigma):
+    the model is the final one, and every data channel interpolates it across the whole cube.
+    """
+    params = imager_parameters(tclean_kwargs)
+    if not params.checkParameters():
+        raise CubeGridError("CASA rejected the imaging parameters while saving the model; see the CASA log.")
+    # With auto-masking or nsigma the check makes the selection read-only (tclean saves after its loop
+    # then); tclean undoes that before its predict, and so does this.
+    params.resetParameters()
+    save_model(params.getSelPars(), params.getImagePars()["0"], params.getGridPars()["0"],
+               params.getNormPars()["0"], workdir)
+
+
 def model_margin(tclean_kwargs: dict[str, Any], nsessions: int) -> int:
     """How many neighbouring channels a session's imager must also grid, each side.
 
@@ -397,6 +428,8 @@ def build_cube_records(tclean_kwargs: dict[str, Any], ranges: list[tuple[int, in
     iterpars = params.getIterPars()
     normpars = params.getNormPars()["0"]
     os.makedirs(workdir, exist_ok=True)
+    if len(ranges) > 1:
+        selpars, iterpars = _without_model_writes(selpars, iterpars)
     if len(ranges) == 1:
         # One session is the whole cube: it defines its image from tclean's own records, as tclean
         # does, so nothing here needs CASA's coordinate system (one selection and definition less).
@@ -603,9 +636,14 @@ class CubeSession(SessionOperations):
     def minor_cycle(self, controls: str, keep_backup: bool = True) -> str:
         model = self.shared_name + ".model"
         if keep_backup and os.path.isdir(model):
+            # The backup is the model before THIS minor cycle, or absent: the earlier one goes first,
+            # and the new one appears whole (a worker killed while copying left a partial folder
+            # that a rebuilt session took for the model; without a backup it keeps the model on
+            # disk, which the minor cycle has not touched yet).
             backup = self.shared_name + MODEL_BACKUP
             _scrub(backup)
-            shutil.copytree(model, backup)
+            with atomic_files.staged(backup) as tmp:
+                shutil.copytree(model, tmp)
         record = self.sd.executeminorcycle(iterbotrecord=decode_record(_load(controls)))
         self._export_model_edges()
         if "auto" in self.spec.usemask and os.path.isdir(self.shared_name + ".mask"):
@@ -635,8 +673,9 @@ class CubeSession(SessionOperations):
         """After a lost worker: the model as it was before the interrupted minor cycle."""
         backup = self.shared_name + MODEL_BACKUP
         if os.path.isdir(backup):
-            _scrub(self.shared_name + ".model")
-            shutil.copytree(backup, self.shared_name + ".model")
+            # Whole or not at all: this worker may be lost too, and the next rebuild restores again.
+            with atomic_files.staged(self.shared_name + ".model") as tmp:
+                shutil.copytree(backup, tmp)
             self._export_model_edges()
 
     def restore(self) -> None:

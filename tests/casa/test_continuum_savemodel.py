@@ -18,21 +18,10 @@ import numpy as np
 import pytest
 
 from tests.casa.continuum_helpers import CLEAN_TOL, assert_images_match, kwargs_for
+from tests.casa.saved_models import complex_pixels, model_data, virtual_model
 
 # The Dask clusters here are plaintext on loopback; what is tested is not the transport.
 pytestmark = [pytest.mark.casa, pytest.mark.usefixtures("plaintext_dask_allowed")]
-
-
-def _model_data(ms: str) -> np.ndarray:
-    import casatools
-
-    tb = casatools.table()
-    tb.open(ms)
-    try:
-        assert "MODEL_DATA" in tb.colnames(), f"{ms} has no MODEL_DATA column"
-        return np.asarray(tb.getcol("MODEL_DATA"))
-    finally:
-        tb.close()
 
 
 @pytest.mark.timeout(600)
@@ -58,7 +47,7 @@ def test_model_column_equals_tclean(two_spw_ms, cluster, tmp_path, deconvolver, 
     assert result.nworkers == (2 if parallel else 1)
     assert result.iterations == summary["iterdone"] > 0
     assert_images_match(str(tmp_path / "ours"), str(tmp_path / "ref"), deconvolver, ["model"], CLEAN_TOL)
-    ours, ref = _model_data(our_ms), _model_data(ref_ms)
+    ours, ref = model_data(our_ms), model_data(ref_ms)
     assert ours.shape == ref.shape
     scale = float(np.max(np.abs(ref)))
     assert scale > 0
@@ -84,43 +73,11 @@ def test_predict_only_call_equals_tclean(two_spw_ms, cluster, tmp_path):
         tclean(imagename=str(tmp_path / "ref"), **{**kw, "vis": ref_ms})
         pclean(imagename=str(tmp_path / "ours"), **{**kw, "vis": our_ms}, parallel=True, cluster_type="address",
                scheduler_address=address)
-    ours, ref = _model_data(our_ms), _model_data(ref_ms)
+    ours, ref = model_data(our_ms), model_data(ref_ms)
     scale = float(np.max(np.abs(ref)))
     assert scale > 0 and ours.shape == ref.shape
     assert float(np.max(np.abs(ours - ref))) <= CLEAN_TOL * scale
     assert_images_match(str(tmp_path / "ours"), str(tmp_path / "ref"), "hogbom", ["image", "model"], CLEAN_TOL)
-
-
-def _virtual_model(ms: str) -> dict:
-    """The flattened virtual-model record tclean keeps in the SOURCE table (one source here)."""
-    import casatools
-
-    tb = casatools.table()
-    tb.open(ms + "/SOURCE")
-    try:
-        assert "SOURCE_MODEL" in tb.colnames() and tb.iscelldefined("SOURCE_MODEL", 0), f"{ms}: no virtual model"
-        rec = tb.getcell("SOURCE_MODEL", 0)
-    finally:
-        tb.close()
-
-    def flat(r: dict, prefix: str = "") -> dict:
-        out = {}
-        for key, value in r.items():
-            out.update(flat(value, f"{prefix}{key}/") if isinstance(value, dict) else {prefix + key: value})
-        return out
-
-    return flat(rec)
-
-
-def _complex_pixels(path: str) -> np.ndarray:
-    import casatools
-
-    ia = casatools.image()
-    ia.open(path)
-    try:
-        return np.asarray(ia.getchunk())
-    finally:
-        ia.close()
 
 
 @pytest.mark.timeout(600)
@@ -146,7 +103,7 @@ def test_virtual_model_equals_tclean(two_spw_ms, cluster, tmp_path):
                     cluster_type="address", scheduler_address=cluster.client.scheduler.address)
     assert result.iterations == summary["iterdone"] > 0
 
-    ref, ours = _virtual_model(ref_ms), _virtual_model(our_ms)
+    ref, ours = virtual_model(ref_ms), virtual_model(our_ms)
     assert set(ours) == set(ref)
     unset = {"ft_0/container/diskimage", "ft_0/container/nantenna"}
     differ = [k for k in sorted(set(ref) - unset) if not np.array_equal(np.asarray(ours[k]), np.asarray(ref[k]))]
@@ -154,7 +111,7 @@ def test_virtual_model_equals_tclean(two_spw_ms, cluster, tmp_path):
     image = "ft_0/container/diskimage"
     assert ours[image].startswith(our_ms + "/SOURCE/")
     # The stored model is a complex image (the model's Fourier plane): compared with its phases.
-    a, b = _complex_pixels(ours[image]), _complex_pixels(ref[image])
+    a, b = complex_pixels(ours[image]), complex_pixels(ref[image])
     assert a.shape == b.shape and np.max(np.abs(b)) > 0
     assert np.max(np.abs(a - b)) <= CLEAN_TOL * np.max(np.abs(b))
     # No MODEL_DATA column was added: the virtual model is the only model.

@@ -44,9 +44,11 @@ def check_cube_inputs(cfg) -> list[SelectionInfo]:
     if existing:
         raise PreflightError(f"imagename={imagename!r}: {existing[0]} already exists and would be replaced; "
                              "choose a new imagename or remove the old products.")
-    if kw.get("savemodel", "none") != "none" and cfg.extras.parallel:
-        raise PreflightError(f"savemodel={kw['savemodel']!r}: a parallel cube would write the MeasurementSet from "
-                             "several workers at once; use savemodel='none' and save the model afterwards with "
+    if kw.get("savemodel", "none") != "none" and cfg.extras.parallel and cfg.extras.cube_engine == "independent":
+        # The exact loop saves the model once, after it; independent sub-cubes are whole tclean runs.
+        raise PreflightError(f"savemodel={kw['savemodel']!r}: cube_engine='independent' would write the "
+                             "MeasurementSet from several workers at once; use cube_engine='sessions' (the "
+                             "default), or savemodel='none' and save the model afterwards with "
                              "tclean(..., niter=0, calcres=False, calcpsf=False, savemodel='modelcolumn').")
     try:
         resolve_mode(cfg.extras.concat_mode, cfg.extras.keep_subcubes)

@@ -24,6 +24,7 @@ import psutil
 
 from pclean_provider import compute
 from pclean_provider.atomic_files import DirClaim
+from pclean_provider.casa.cube_session import save_cube_model, saves_model_after_loop
 from pclean_provider.casa.runtime import ensure_casa_runtime
 from pclean_provider.compute.dask_keys import engine_key
 from pclean_provider.compute.futures import wait_done
@@ -208,6 +209,8 @@ def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
             with claim.publishing():
                 concat = concat_products(plan, results, mode=cfg.extras.concat_mode,
                                          keep_subcubes=cfg.extras.keep_subcubes, restoringbeam=plan.restoringbeam)
+                if sessions and saves_model_after_loop(plan.tclean_kwargs, len(plan.specs)):
+                    _save_model(plan)
         except BaseException:
             claim.release()
             raise
@@ -224,6 +227,19 @@ def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
         in_process_reason=in_process_reason,
         summary=tclean_summary(int(plan.tclean_kwargs.get("niter", 0) or 0),
                                loop.summary if loop is not None else {"iterdone": iterations}))
+
+
+def _save_model(plan: CubePlan) -> None:
+    """savemodel of a cube imaged in split sessions: from this process, the only writer of the MS
+    (the user's MS, not a relayout copy), once the whole cube's model is published."""
+    t = time.perf_counter()
+    workdir = os.path.join(plan.workdir, f"savemodel-{uuid.uuid4().hex[:8]}")
+    try:
+        save_cube_model(plan.tclean_kwargs, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    log.info("cube %s: model saved (savemodel=%r) in %.1f s", os.path.basename(plan.imagename),
+             plan.tclean_kwargs.get("savemodel"), time.perf_counter() - t)
 
 
 def _run_sessions(plan: CubePlan, client: Any, progress: bool):
