@@ -347,11 +347,13 @@ class Extras(_Group):
         "sessions", description="Cube engine: 'sessions' (sub-cube imagers kept on the workers, one "
         "iteration controller for the whole cube: equal to serial tclean) or 'independent' (every "
         "sub-cube a whole tclean run: exact only for niter=0).")
-    relayout_ms: bool = Field(
-        False, description="Parallel cube (exact loop): before the sessions start, copy each MS into the cube's "
-        "work folder with tiles of a few channels and image the copy (same values, same images); each worker then "
+    relayout_ms: bool | Literal["auto"] = Field(
+        "auto", description="Parallel cube (exact loop): before the sessions start, copy each MS into the cube's work "
+        "folder with tiles of a few channels and image the copy (same values, same images); each worker then "
         "reads only its channels, so the bytes read stay near serial tclean's as workers grow. Costs one pass "
-        "over the data and the MS's size on disk until the run ends; skipped (with a warning) when it would not fit.")
+        "over the data and the MS's size on disk until the run ends; skipped (with a warning) when it would not "
+        "fit. 'auto': only for a cleaned cube in 4 sessions or more, where the bytes read without it pass 3x "
+        "serial tclean's (at 2 sessions the copy's gain in time was within this machine's noise).")
     keep_subcubes: bool = Field(False, description="Keep the sub-cube images after concatenation.")
     keep_cluster: bool = Field(
         False, description="With parallel=True: keep the local or SLURM cluster this call starts and reuse "

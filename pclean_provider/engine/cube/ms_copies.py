@@ -1,4 +1,4 @@
-"""The exact loop's sessions read copies of the MSs laid out for them (`relayout_ms=True`).
+"""The exact loop's sessions read copies of the MSs laid out for them (`relayout_ms`).
 
 Every session reads its data selection from the MS in every major cycle. With the MS as most
 writers lay it out (tiles spanning all channels, per-row columns in one incremental manager), each
@@ -30,6 +30,21 @@ log = logging.getLogger(__name__)
 TILES_PER_SESSION = 8
 # The copy needs the MS's size and room to spare (the sessions' images share the folder).
 SPACE_FACTOR = 1.5
+# relayout_ms='auto' copies from this many sessions of a cleaned cube. Measured on a 48-channel cube
+# (bench/RESULTS.md, "Bytes read"): the sessions read 1.81x serial tclean's bytes at 2 workers, 3.25x at
+# 4 and 5.99x at 8 from the MS as written, 0.55x-0.76x from the copy; the time at 2 workers was 1.47x
+# serial with the copy against 1.30x without, one run each (this machine's noise is about 7 %). A dirty
+# cube reads the data twice (PSF, residual), too few passes to repay writing a copy.
+AUTO_MIN_SESSIONS = 4
+
+
+def wants_copies(setting: bool | str, nsessions: int, niter: int) -> bool:
+    """Whether the sessions read re-laid copies (`relayout_ms`: True, False or 'auto')."""
+    if nsessions < 2 or setting is False:
+        return False
+    if setting is True:
+        return True
+    return niter > 0 and nsessions >= AUTO_MIN_SESSIONS
 
 
 def _free_bytes(folder: str) -> int:

@@ -31,7 +31,7 @@ from pclean_provider.compute.futures import wait_done
 from pclean_provider.engine.cube.concat import concat_products
 from pclean_provider.engine.cube.loop import run_cube_loop
 from pclean_provider.engine.cube.memory import parse_memory
-from pclean_provider.engine.cube.ms_copies import sessions_read_copies
+from pclean_provider.engine.cube.ms_copies import sessions_read_copies, wants_copies
 from pclean_provider.engine.cube.plan import cube_grid, plan_sessions, plan_subcubes
 from pclean_provider.engine.cube.preflight import check_cube_inputs
 from pclean_provider.engine.cube.small_cube import CubeWork, choose, estimate_serial_seconds, explain
@@ -194,7 +194,7 @@ def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
             if sessions:
                 try:
                     imaged = plan
-                    if parallel and cfg.extras.relayout_ms and len(plan.specs) > 1:
+                    if parallel and wants_copies(cfg.extras.relayout_ms, len(plan.specs), int(plan.niter or 0)):
                         imaged = stack.enter_context(sessions_read_copies(plan))
                     results, loop = _run_sessions(imaged, client if parallel else None, progress)
                 except BaseException:
