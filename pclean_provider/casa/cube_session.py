@@ -369,9 +369,15 @@ def _without_model_writes(selpars: dict[str, dict[str, Any]], iterpars: dict[str
 
 
 def saves_model_after_loop(tclean_kwargs: dict[str, Any], nsessions: int) -> bool:
-    """Whether the model visibilities are saved after the loop (split sessions) rather than by the
-    one session in its last major cycle, as tclean does."""
-    return nsessions > 1 and str(tclean_kwargs.get("savemodel", "none") or "none") != "none"
+    """Whether the model visibilities are saved after the loop rather than by the one session in its
+    last major cycle: always for split sessions, and where tclean itself saves after its loop
+    (auto-masking or nsigma while cleaning: its parameter check makes the loop's selection read-only)."""
+    if str(tclean_kwargs.get("savemodel", "none") or "none") == "none":
+        return False
+    cleaning = int(tclean_kwargs.get("niter", 0) or 0) > 0
+    after_in_tclean = cleaning and (str(tclean_kwargs.get("usemask", "user")) == "auto-multithresh"
+                                    or float(tclean_kwargs.get("nsigma", 0.0) or 0.0) > 0.0)
+    return nsessions > 1 or after_in_tclean
 
 
 def save_cube_model(tclean_kwargs: dict[str, Any], workdir: str) -> None:

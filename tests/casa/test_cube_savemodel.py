@@ -66,6 +66,18 @@ def test_split_cube_model_column_equals_tclean(line_ms, client, tmp_path, case):
 
 
 @pytest.mark.timeout(600)
+def test_split_dirty_cube_model_column_equals_tclean(line_ms, client, tmp_path):
+    """niter=0: tclean saves the (empty) model in its one major cycle; the split cube saves it after."""
+    ref_ms, our_ms = _copies(line_ms, tmp_path)
+    imaging = dict(IMAGING, niter=0, savemodel="modelcolumn")
+    tclean_fresh(ref_ms, str(tmp_path / "ref" / "ref"), **imaging)
+    result = _on_client(client, our_ms, str(tmp_path / "ours"), **imaging)
+    assert result.nsubcubes == 2
+    got, want = model_data(our_ms), model_data(ref_ms)
+    assert got.shape == want.shape and np.array_equal(got, want)
+
+
+@pytest.mark.timeout(600)
 def test_split_cube_virtual_model_equals_tclean(line_ms, client, tmp_path):
     """The virtual model: tclean's predict record (but the model image's own file name) and the
     model image it keeps; no MODEL_DATA column is added."""
@@ -91,13 +103,16 @@ def test_split_cube_virtual_model_equals_tclean(line_ms, client, tmp_path):
 
 
 @pytest.mark.timeout(600)
-def test_small_cube_in_process_saves_the_model_as_tclean(line_ms, tmp_path):
+@pytest.mark.parametrize("case", ["in-loop", "nsigma-after-loop"])
+def test_small_cube_in_process_saves_the_model_as_tclean(line_ms, tmp_path, case):
     """parallel=True on a cube too small for a cluster: one session in this process saves the model
-    in its last major cycle, as tclean does: MODEL_DATA bit-identical."""
+    where tclean does: in its last major cycle, or after its loop when it stops on nsigma (tclean's
+    check makes the loop read-only then): MODEL_DATA bit-identical."""
     from pclean_provider.engine.api import pclean
 
     ref_ms, our_ms = _copies(line_ms, tmp_path)
-    imaging = dict(IMAGING, niter=120, cycleniter=40, savemodel="modelcolumn")
+    stop = dict(niter=120, cycleniter=40) if case == "in-loop" else dict(niter=5000, nsigma=5.0)
+    imaging = dict(IMAGING, **stop, savemodel="modelcolumn")
     ref = tclean_fresh(ref_ms, str(tmp_path / "ref" / "ref"), **imaging)
     result = pclean(vis=our_ms, imagename=str(tmp_path / "ours"), parallel=True, nworkers=2, **imaging)
     assert not result.parallel and result.in_process_reason and result.nsubcubes == 1
