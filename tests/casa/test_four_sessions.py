@@ -16,6 +16,7 @@ worker recorded around its sub-cube).
 from __future__ import annotations
 
 import functools
+import logging
 import os
 
 import pytest
@@ -62,10 +63,13 @@ def test_dirty_cube_on_four_sessions_equals_tclean(request, client4, tmp_path, c
     assert_cube_matches(got, want, 1e-5)
 
 
-def test_cleaned_cubedata_on_four_sessions_equals_tclean(line_ms, client4, tmp_path):
+def test_cleaned_cubedata_on_four_sessions_equals_tclean(line_ms, client4, tmp_path, caplog):
+    """Also relayout_ms='auto' (the default): a cleaned cube in four sessions reads re-laid copies."""
+    caplog.set_level(logging.INFO, logger="pclean_provider.engine.cube.ms_copies")
     result, ref, got, want = _pclean_and_tclean(line_ms, tmp_path, client4, specmode="cubedata", spw="0:2~14",
                                                 start=2, nchan=13, niter=100000, threshold="0.03Jy")
     assert result.nsubcubes == NWORKERS and result.iterations > 0
+    assert any("the sessions read the copy" in r.getMessage() for r in caplog.records), "no relayout copy was made"
     assert (result.iterations, result.cube_loop["stopcode"]) == (ref["iterdone"], ref["stopcode"]), ref
     assert_cube_matches(got, want, 1e-4, products=(".image", ".residual", ".model", ".psf", ".pb"))
 
