@@ -4,8 +4,8 @@ Split sessions never write the MS; once the cube is published, one imager over t
 predicts its model into the user's MS (casa.cube_session.save_cube_model), as tclean does after its
 loop when it cannot save in it. One session (a small cube imaged in this process) saves in its last
 major cycle, tclean's own path. Each side images its own copy of the MS. MODEL_DATA is a linear
-function of the model, so it is held to the clean tolerance of its largest amplitude (measured:
-bit-identical in every case here).
+function of the model, so it is held to the clean tolerance of its largest amplitude (measured: 0
+to 1.4e-12, the frequencies' process-to-process rounding; see _same_field).
 """
 
 from __future__ import annotations
@@ -65,6 +65,16 @@ def test_split_cube_model_column_equals_tclean(line_ms, client, tmp_path, case):
     assert error <= CLEAN_TOL, f"MODEL_DATA differs from tclean's by {error:.3g} of its largest amplitude"
 
 
+def _same_field(got, want) -> bool:
+    """Equal, frequencies to 1e-12: CASA's frame conversion of one and the same cube differs between
+    processes at the uHz level, with what the process did with casatools before (the reference is a
+    fresh process; measured 6e-6 Hz on 1.39 GHz)."""
+    a, b = np.asarray(got), np.asarray(want)
+    if a.dtype.kind == "f" and b.dtype.kind == "f" and a.shape == b.shape:
+        return bool(np.allclose(a, b, rtol=1e-12, atol=0))
+    return np.array_equal(a, b)
+
+
 @pytest.mark.timeout(600)
 def test_split_dirty_cube_model_column_equals_tclean(line_ms, client, tmp_path):
     """niter=0: tclean saves the (empty) model in its one major cycle; the split cube saves it after."""
@@ -92,7 +102,7 @@ def test_split_cube_virtual_model_equals_tclean(line_ms, client, tmp_path):
     image_keys = {k for k in want if k.endswith("/diskimage")}
     assert image_keys, sorted(want)
     unset = image_keys | {k for k in want if k.endswith("/nantenna")}
-    differ = [k for k in sorted(set(want) - unset) if not np.array_equal(np.asarray(got[k]), np.asarray(want[k]))]
+    differ = [k for k in sorted(set(want) - unset) if not _same_field(got[k], want[k])]
     assert differ == [], {k: (got[k], want[k]) for k in differ}
     for key in image_keys:
         assert got[key].startswith(our_ms + "/SOURCE/")
@@ -107,7 +117,8 @@ def test_split_cube_virtual_model_equals_tclean(line_ms, client, tmp_path):
 def test_small_cube_in_process_saves_the_model_as_tclean(line_ms, tmp_path, case):
     """parallel=True on a cube too small for a cluster: one session in this process saves the model
     where tclean does: in its last major cycle, or after its loop when it stops on nsigma (tclean's
-    check makes the loop read-only then): MODEL_DATA bit-identical."""
+    check makes the loop read-only then): MODEL_DATA equal to rounding (measured 0 to 1.4e-12 of its
+    largest amplitude: the frame conversion's process-to-process uHz, see _same_field)."""
     from pclean_provider.engine.api import pclean
 
     ref_ms, our_ms = _copies(line_ms, tmp_path)
@@ -118,4 +129,4 @@ def test_small_cube_in_process_saves_the_model_as_tclean(line_ms, tmp_path, case
     assert not result.parallel and result.in_process_reason and result.nsubcubes == 1
     assert result.iterations == ref["iterdone"] > 0
     assert_cube_matches(str(tmp_path / "ours"), str(tmp_path / "ref" / "ref"), 0.0)
-    assert _model_data_error(our_ms, ref_ms) == 0.0
+    assert _model_data_error(our_ms, ref_ms) <= 1e-9
