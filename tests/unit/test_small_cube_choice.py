@@ -12,8 +12,9 @@ from pclean_provider.engine.cube.small_cube import CubeWork, choose, estimate_se
 DEFAULT = PcleanConfig().extras.in_process_below_s
 
 
-def _work(nchan=10, px=128, rows=5_400, cleaned=False, gridder="standard") -> CubeWork:
-    return CubeWork(nchan=nchan, nx=px, ny=px, visibilities=rows * nchan, cleaned=cleaned, gridder=gridder)
+def _work(nchan=10, px=128, rows=5_400, cleaned=False, gridder="standard", niter=None) -> CubeWork:
+    return CubeWork(nchan=nchan, nx=px, ny=px, visibilities=rows * nchan, cleaned=cleaned, gridder=gridder,
+                    niter=(200 if cleaned else 0) if niter is None else niter)
 
 
 def test_default_threshold_is_the_cold_start_and_zero_is_allowed():
@@ -42,6 +43,27 @@ def test_a_cleaned_cube_costs_the_cleaned_factor_and_a_mosaic_more():
     assert 2.5 <= small_cube.CLEANED_FACTOR <= 3.5  # measured 2.8-2.9x
     for gridder in ("mosaic", "awproject", "wproject", "widefield"):
         assert estimate_serial_seconds(_work(gridder=gridder)) > dirty
+
+
+def test_a_loose_niter_counts_as_a_deep_clean():
+    shallow = estimate_serial_seconds(_work(cleaned=True, niter=small_cube.DEEP_NITER))
+    deep = estimate_serial_seconds(_work(cleaned=True, niter=small_cube.DEEP_NITER + 1))
+    assert deep == pytest.approx(shallow * small_cube.DEEP_CLEANED_FACTOR / small_cube.CLEANED_FACTOR)
+    assert "deep" in _work(cleaned=True, niter=100_000).describe()
+
+
+def test_the_bench_small_deep_clean_keeps_the_cluster():
+    # bench/sizes.py's small cube: 32 channels of 256 px, 7,920 rows, niter 100000 to 10 mJy (6,796
+    # iterations): serial 17.5 s, 1.32x whole process on 2 workers (bench/RESULTS.md, session 18).
+    work = _work(nchan=32, px=256, rows=7_920, cleaned=True, niter=100_000)
+    assert not choose(estimate_serial_seconds(work), 2, DEFAULT).in_process
+    # With a shallow niter the same cube is estimated small: the user's niter is the only hint.
+    assert choose(estimate_serial_seconds(_work(nchan=32, px=256, rows=7_920, cleaned=True)), 2, DEFAULT).in_process
+
+
+def test_the_smallest_cube_stays_in_this_process_with_a_loose_niter():
+    # 10 channels of 128 px cleaned to a threshold (205 iterations) whatever niter allows: 2.1 s serial.
+    assert choose(estimate_serial_seconds(_work(cleaned=True, niter=100_000)), 2, DEFAULT).in_process
 
 
 @pytest.mark.parametrize("cleaned", [False, True], ids=["dirty", "cleaned"])
@@ -131,6 +153,6 @@ def test_run_cube_takes_workers_as_the_sessions_that_run_side_by_side(tmp_path):
 
     choice, work = _small_cube_choice(cfg, plan(2), [sel], 4, warm=False)
     assert choice.nworkers == 2 and work.cleaned and work.visibilities == 54_000 and (work.nx, work.ny) == (128, 128)
-    assert work == _work(cleaned=True)
+    assert work == _work(cleaned=True, niter=100)
     choice, _ = _small_cube_choice(cfg, plan(8), [sel, sel], 4, warm=True)
     assert choice.nworkers == 4 and choice.warm

@@ -118,7 +118,8 @@ def _small_cube_choice(cfg, plan: CubePlan, selections, nworkers: int, warm: boo
     """The estimate and the choice for a parallel exact cube on a cluster of its own (see small_cube)."""
     nx, ny = cfg.image.shape()
     work = CubeWork(nchan=plan.nchan, nx=nx, ny=ny, visibilities=sum(s.visibilities() for s in selections),
-                    cleaned=int(plan.niter or 0) > 0, gridder=str(plan.tclean_kwargs.get("gridder", "standard")))
+                    cleaned=int(plan.niter or 0) > 0, gridder=str(plan.tclean_kwargs.get("gridder", "standard")),
+                    niter=int(plan.niter or 0))
     choice = choose(estimate_serial_seconds(work), min(nworkers, len(plan.specs)), cfg.extras.in_process_below_s,
                     warm=warm)
     return choice, work

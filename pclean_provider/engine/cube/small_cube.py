@@ -40,11 +40,16 @@ cube (128 channels of 512 px, 15,840 rows) is estimated at 21.8 s dirty and 65.4
 
 A cleaned cube takes several passes (PSF, residual, major cycles, restore): CLEANED_FACTOR times
 the dirty cube, measured 3.0x / 3.0x on the 10-channel cube and 2.6x / 2.2x on the 48-channel 256-px
-one (niter 200, threshold 20 mJy; 2.8-2.9x in bench_small_cube.py). A deep clean takes far more (48
-channels of 256 px, 24,300 rows, cleaned to 15,584 iterations in 23 major cycles: 141 s, 25-32x its
-dirty cube), which nothing known before imaging tells (niter is usually a loose cap), so such a cube
-may be estimated under its real time and imaged here: never slower than serial tclean, only without
-the cluster's gain (there 1.16x); in_process_below_s=0 forces the cluster. Gridders other than the
+one (niter 200, threshold 20 mJy; 2.8-2.9x in bench_small_cube.py). A deep clean takes far more:
+bench/sizes.py's small cube (32 channels of 256 px, 7,920 rows, cleaned to 10 mJy: 6,796 iterations)
+took 17.5 s, 8.0x its estimated dirty cube, and the reads bench's shape a (48 channels of 256 px,
+24,300 rows, 15,584 iterations in 23 major cycles) 41-141 s, 8-27x. How deep a clean goes is not
+known before imaging, but its niter says what the user allows: above DEEP_NITER (a loose cap, the
+threshold or nsigma meant to stop it) a cleaned cube counts DEEP_CLEANED_FACTOR. With 3x the small
+cube was estimated at 6.5 s and imaged here (1.00x) where 2 workers gave 1.32x; with 8x it keeps the
+cluster, while the shallow shapes above still stay here with any niter (their 205 iterations at a
+threshold). A deep clean under-estimated even so is imaged here: never slower than serial tclean,
+only without the cluster's gain; in_process_below_s=0 forces the cluster. Gridders other than the
 standard ones (mosaic, w-projection, A-projection, faceting) compute convolution functions per
 imager and cost more per visibility: SLOW_GRIDDER_FACTOR, from the 7-pointing mosaic cube of
 bench/RESULTS.md (24 channels of 360 px, 144,000 rows: serial tclean dirty 83 s, where the standard
@@ -64,6 +69,9 @@ PER_VISIBILITY_S = 2.9e-6
 PER_PIXEL_CHANNEL_S = 4.6e-7
 # A cleaned cube against the same dirty cube (measured 2.2-3.0x on shallow cleans, see above).
 CLEANED_FACTOR = 3.0
+# A cleaned cube whose niter is above DEEP_NITER (a loose cap: measured 8-27x on two deep cleans).
+DEEP_NITER = 1000
+DEEP_CLEANED_FACTOR = 8.0
 # Gridders whose per-visibility cost the fit above measured; any other costs SLOW_GRIDDER_FACTOR more
 # per visibility (8.1x measured on the 7-pointing mosaic cube).
 STANDARD_GRIDDERS = ("standard", "gridft", "ft")
@@ -83,9 +91,14 @@ class CubeWork:
     visibilities: float  # rows x channels of the selected data, summed over the MSs
     cleaned: bool  # niter > 0
     gridder: str = "standard"
+    niter: int = 0  # above DEEP_NITER a cleaned cube is taken for a deep clean
+
+    @property
+    def deep(self) -> bool:
+        return self.cleaned and self.niter > DEEP_NITER
 
     def describe(self) -> str:
-        kind = "cleaned" if self.cleaned else "dirty"
+        kind = (f"cleaned, niter {self.niter} (deep)" if self.deep else "cleaned") if self.cleaned else "dirty"
         return (f"{self.nchan} channels of {self.nx}x{self.ny} px, {self.visibilities:,.0f} visibilities, "
                 f"{kind}, gridder {self.gridder}")
 
@@ -97,7 +110,9 @@ def estimate_serial_seconds(work: CubeWork) -> float:
         gridding *= SLOW_GRIDDER_FACTOR
     planes = PER_PIXEL_CHANNEL_S * max(work.nchan, 1) * max(work.nx, 1) * max(work.ny, 1)
     dirty = SET_UP_S + gridding + planes
-    return dirty * CLEANED_FACTOR if work.cleaned else dirty
+    if not work.cleaned:
+        return dirty
+    return dirty * (DEEP_CLEANED_FACTOR if work.deep else CLEANED_FACTOR)
 
 
 @dataclass(frozen=True)
