@@ -654,16 +654,16 @@ class CubeSession(SessionOperations):
         self._export_model_edges()
         if "auto" in self.spec.usemask and os.path.isdir(self.shared_name + ".mask"):
             # tclean keeps the mask the last minor cycle used, to revert to it when the run stops.
-            prev = self.shared_name + ".prev.mask"
-            _scrub(prev)
-            shutil.copytree(self.shared_name + ".mask", prev)
+            # Whole or not at all (as the model's backup): a rebuilt session may revert to it.
+            with atomic_files.staged(self.shared_name + ".prev.mask") as tmp:
+                shutil.copytree(self.shared_name + ".mask", tmp)
         return _dump(record)
 
     def revert_automask(self) -> None:
         prev = self.shared_name + ".prev.mask"
         if os.path.isdir(prev):
-            _scrub(self.shared_name + ".mask")
-            shutil.move(prev, self.shared_name + ".mask")
+            # One rename over the mask: a worker lost here leaves the old mask or the reverted one.
+            atomic_files.put_in_place(prev, self.shared_name + ".mask")
 
     def replace_deconvolver(self, deconvolution: str) -> None:
         """A new deconvolver from these records (automask thresholds aligned to the whole cube)."""
