@@ -115,6 +115,11 @@ def existing(imagename: str, suffixes: tuple[str, ...] = SINGLE_TERM_PRODUCTS) -
     return [s for s in suffixes if os.path.isdir(imagename + s)]
 
 
+def is_casa_image(path: str | os.PathLike) -> bool:
+    """A CASA image folder: a paged image (its table) or a cube concatenated as a reference to its parts."""
+    return os.path.isfile(os.path.join(path, "table.dat")) or os.path.isfile(os.path.join(path, "imageconcat.json"))
+
+
 def remove_products(imagename: str, suffixes: tuple[str, ...] | list[str]) -> list[str]:
     """Remove the product folders ``<imagename><suffix>`` that exist; return the paths removed.
 

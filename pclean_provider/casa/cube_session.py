@@ -377,7 +377,9 @@ def saves_model_after_loop(tclean_kwargs: dict[str, Any], nsessions: int) -> boo
     cleaning = int(tclean_kwargs.get("niter", 0) or 0) > 0
     after_in_tclean = cleaning and (str(tclean_kwargs.get("usemask", "user")) == "auto-multithresh"
                                     or float(tclean_kwargs.get("nsigma", 0.0) or 0.0) > 0.0)
-    return nsessions > 1 or after_in_tclean
+    # tclean's predict-only call (niter=0, calcres=False) runs no major cycle: it predicts afterwards.
+    predict_only = not cleaning and not bool(tclean_kwargs.get("calcres", True))
+    return nsessions > 1 or after_in_tclean or predict_only
 
 
 def save_cube_model(tclean_kwargs: dict[str, Any], workdir: str) -> None:

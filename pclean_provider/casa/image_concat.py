@@ -143,6 +143,23 @@ def _quanta():
     return casatools.quanta()
 
 
+def paged_copy(src: str, dst: str) -> None:
+    """Image `src` as a new paged image `dst` (pixels, pixel mask, beams, coordinates).
+
+    A cube this engine concatenated may be a reference to its parts (movevirtual, virtual), which an
+    imager cannot open for writing; the copy can be, as tclean's own products."""
+    ia = _tool()
+    try:
+        ia.open(src)
+        sub = ia.subimage(outfile=dst, overwrite=True, dropdeg=False)
+        sub.done()
+    except RuntimeError as err:
+        raise ImageConcatError(f"cannot copy {src} to {dst}: {err}") from err
+    finally:
+        ia.close()
+        ia.done()
+
+
 def extract_channels(src: str, dst: str, first: int, count: int) -> None:
     """Copy channels [first, first+count) of image `src` into a new image `dst` (beams kept)."""
     import casatools

@@ -39,7 +39,7 @@ from pclean_provider.casa.cube_session import (
     build_cube_records,
     open_cube_session,
 )
-from pclean_provider.casa.image_concat import image_frequencies
+from pclean_provider.casa.image_concat import image_frequencies, paged_copy
 from pclean_provider.casa.iteration import STOP_REASONS
 from pclean_provider.casa.session_protocol import Operation
 from pclean_provider.engine.imaging_errors import ImagingPartError
@@ -202,6 +202,16 @@ class _CubeSteps:
         self.timed("publish_s", Operation.PUBLISH)
 
 
+def _copy_earlier_images(earlier: str, specs: list[Any]) -> None:
+    """The earlier run's images become the one session's (paged copies: a concatenated cube may be a
+    reference to its parts, which an imager cannot write), so its imager and deconvolver open them."""
+    if len(specs) != 1:
+        raise ValueError(f"continuing from {earlier}: one session expected, got {len(specs)}")
+    for suffix in products.SINGLE_TERM_PRODUCTS:
+        if products.is_casa_image(earlier + suffix):
+            paged_copy(earlier + suffix, specs[0].product_prefix + suffix)
+
+
 def _new_backend(client: Any, run_id: str, nparts: int) -> Any:
     if client is None:
         return SerialParts(run_id, nparts, imaging="cube", opener=open_cube_session)
@@ -210,13 +220,17 @@ def _new_backend(client: Any, run_id: str, nparts: int) -> Any:
 
 def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = None,
                   on_cycle: Callable[[dict[str, Any]], Any] | None = None,
-                  progress_file: str | None = None) -> tuple[list[SubcubeResult], CubeLoopResult]:
+                  progress_file: str | None = None,
+                  start_from: str | None = None) -> tuple[list[SubcubeResult], CubeLoopResult]:
     """Image and clean the planned cube; every spec of `plan` becomes one session.
 
     Writes each session's products at its spec's `product_prefix`; returns one SubcubeResult per
     spec (for the concatenation) and what the iteration controller did. With `progress_file`, one
     progress record per major cycle is appended there (engine.progress.ProgressFile); whoever waits
     from afar, e.g. an Airflow trigger, logs them.
+
+    `start_from`: an earlier run's image name (tclean's restart, one session only): its images are
+    copied in as the session's, and calcpsf/calcres are honoured as tclean honours them.
     """
     t0 = time.perf_counter()
     stages: dict[str, float] = {}
@@ -226,6 +240,8 @@ def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = N
         # A session writes its images in place; leftovers of an earlier run would be picked up as a start model.
         shutil.rmtree(spec.subcube_dir, ignore_errors=True)
         os.makedirs(spec.subcube_dir)
+    if start_from is not None:
+        _copy_earlier_images(start_from, plan.specs)
     records = build_cube_records(kwargs, [(s.chan_start, s.chan_stop) for s in plan.specs],
                                  [s.product_prefix for s in plan.specs], run_id,
                                  os.path.join(plan.workdir, f"sessions-{run_id}"), log_dir=log_dir)
@@ -253,8 +269,11 @@ def run_cube_loop(plan: CubePlan, client: Any = None, *, log_dir: str | None = N
         stages["open_s"] = time.perf_counter() - t
         steps = _CubeSteps(sessions, control, result, stages, t0, on_cycle, gridder=gridder, automask=automask,
                            keep_backup=client is not None)
+        # calcpsf/calcres=False take the PSF/residual on disk, which only a continued run has.
         run_major_minor(steps, niter, restoration=bool(kwargs.get("restoration", True)),
-                        pbcor=bool(kwargs.get("pbcor")))
+                        pbcor=bool(kwargs.get("pbcor")),
+                        calcpsf=start_from is None or bool(kwargs.get("calcpsf", True)),
+                        calcres=start_from is None or bool(kwargs.get("calcres", True)))
         steps.publish()
     finally:
         if control is not None:

@@ -18,9 +18,27 @@ def _as_list(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def check_cube_inputs(cfg) -> list[SelectionInfo]:
+def earlier_products(cfg) -> list[str]:
+    """The product suffixes of an earlier run under this imagename: CASA images only (a stray file or
+    folder of that name is not one, and is refused as before)."""
+    imagename = str(cfg.tclean_kwargs().get("imagename") or "")
+    return [s for s in products.SINGLE_TERM_PRODUCTS if products.is_casa_image(imagename + s)]
+
+
+def continues_earlier_run(cfg) -> bool:
+    """tclean's restart=True for a cube of the exact loop: a run whose imagename holds an earlier run's
+    images continues from them (model, mask, PSF, residual), as serial tclean does."""
+    kw = cfg.tclean_kwargs()
+    return (cfg.extras.cube_engine == "sessions" and bool(kw.get("restart", True))
+            and any(s in products.EXISTING_RUN_MARKERS for s in earlier_products(cfg)))
+
+
+def check_cube_inputs(cfg, allow_restart: bool = False) -> list[SelectionInfo]:
     """All cheap checks of a cube config against its data; raises PreflightError. Returns what the
-    selection check read of each MS (rows, selected channels), for the small-cube estimate."""
+    selection check read of each MS (rows, selected channels), for the small-cube estimate.
+
+    `allow_restart`: earlier products under imagename are continued from (`continues_earlier_run`)
+    instead of refused; pclean() and the command line allow it, the pipelines' planners do not."""
     kw = cfg.tclean_kwargs()
     specmode = kw.get("specmode")
     if specmode not in CUBE_ENGINE_SPECMODES:
@@ -41,9 +59,12 @@ def check_cube_inputs(cfg) -> list[SelectionInfo]:
     if not os.path.isdir(parent):
         raise PreflightError(f"imagename={imagename!r}: folder {parent} does not exist; create it first.")
     existing = [imagename + s for s in products.EXISTING_RUN_MARKERS if os.path.exists(imagename + s)]
-    if existing:
-        raise PreflightError(f"imagename={imagename!r}: {existing[0]} already exists and would be replaced; "
-                             "choose a new imagename or remove the old products.")
+    if existing and not (allow_restart and continues_earlier_run(cfg)):
+        how = ("restart=False would write the next numbered name, which the cube engine does not do"
+               if not kw.get("restart", True) else
+               "only the exact loop (cube_engine='sessions') continues from earlier products")
+        raise PreflightError(f"imagename={imagename!r}: {existing[0]} already exists and would be replaced "
+                             f"({how}); choose a new imagename or remove the old products.")
     if kw.get("savemodel", "none") != "none" and cfg.extras.parallel and cfg.extras.cube_engine == "independent":
         # The exact loop saves the model once, after it; independent sub-cubes are whole tclean runs.
         raise PreflightError(f"savemodel={kw['savemodel']!r}: cube_engine='independent' would write the "

@@ -33,9 +33,10 @@ from pclean_provider.engine.cube.loop import run_cube_loop
 from pclean_provider.engine.cube.memory import parse_memory
 from pclean_provider.engine.cube.ms_copies import sessions_read_copies, wants_copies
 from pclean_provider.engine.cube.plan import cube_grid, plan_sessions, plan_subcubes
-from pclean_provider.engine.cube.preflight import check_cube_inputs
+from pclean_provider.engine.cube.preflight import check_cube_inputs, continues_earlier_run
 from pclean_provider.engine.cube.small_cube import CubeWork, choose, estimate_serial_seconds, explain
 from pclean_provider.engine.cube.subcube import image_subcube
+from pclean_provider.engine.imaging_errors import PreflightError
 from pclean_provider.engine.kept_cluster import kept_client, live_kept_client
 from pclean_provider.engine.models import CubePlan, PcleanResult, SubcubeResult, tclean_summary
 from pclean_provider.engine.progress import Progress, progress_file_for
@@ -140,13 +141,20 @@ def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
     """
     t0 = time.monotonic()
     ensure_casa_runtime()
-    selections = check_cube_inputs(cfg)
-    parallel = bool(cfg.extras.parallel)
+    selections = check_cube_inputs(cfg, allow_restart=True)
+    # tclean's restart: the earlier run's images are where this one starts. One session holds the
+    # whole cube's model, mask, PSF and residual, as serial tclean's imager does.
+    restart = continues_earlier_run(cfg)
+    parallel = bool(cfg.extras.parallel) and not restart
     sessions = cfg.extras.cube_engine == "sessions"
     # A cluster of this call's own (or the kept one): the case where a small cube may stay here.
     own_cluster = parallel and client is None and cfg.cluster.cluster_type != "address"
     keep = own_cluster and cfg.extras.keep_cluster
     in_process_reason = None
+    if restart and cfg.extras.parallel:
+        in_process_reason = ("continued from the earlier run's images under this imagename (restart=True): one "
+                             "session in this process, as serial tclean continues; a new imagename images on the "
+                             "cluster")
     with contextlib.ExitStack() as stack:
         if parallel and client is None and cfg.cluster.cluster_type == "address":
             # Connecting starts nothing, and the running cluster's real size is what the plan needs.
@@ -180,6 +188,12 @@ def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
                 log.debug("cube %s: on the cluster: serial tclean estimated at %.1f s (%s), %d workers save up to "
                           "%.1f s against a start-up of %.1f s", plan.imagename, choice.estimated_serial_s,
                           work.describe(), choice.nworkers, choice.saved_s, choice.start_up_s)
+        if restart and len(plan.specs) > 1:
+            raise PreflightError(f"imagename={plan.imagename!r}: continuing from the earlier run's images needs the "
+                                 f"cube in one session, but it is planned in {len(plan.specs)} (cube_chunksize or "
+                                 "the memory estimate); choose a new imagename, or remove the old products.")
+        if restart:
+            log.info("cube %s: %s", plan.imagename, in_process_reason or "continued from the earlier run's images")
         log.info("cube %s: %d channels in %d %s (%s), %s", plan.imagename, plan.nchan, len(plan.specs),
                  "session(s)" if sessions else "sub-cube(s)", ", ".join(str(s.nchan) for s in plan.specs),
                  "on Dask" if parallel else "in-process")
@@ -197,7 +211,8 @@ def run_cube(cfg, client: Any = None, progress: bool = False) -> PcleanResult:
                     imaged = plan
                     if parallel and wants_copies(cfg.extras.relayout_ms, len(plan.specs), int(plan.niter or 0)):
                         imaged = stack.enter_context(sessions_read_copies(plan))
-                    results, loop = _run_sessions(imaged, client if parallel else None, progress)
+                    results, loop = _run_sessions(imaged, client if parallel else None, progress,
+                                                  start_from=plan.imagename if restart else None)
                 except BaseException:
                     # Nothing reuses a failed exact loop's session images (a new run starts the loop
                     # again), so a failure leaves no folder of them behind: this run's only.
@@ -243,7 +258,7 @@ def _save_model(plan: CubePlan) -> None:
              plan.tclean_kwargs.get("savemodel"), time.perf_counter() - t)
 
 
-def _run_sessions(plan: CubePlan, client: Any, progress: bool):
+def _run_sessions(plan: CubePlan, client: Any, progress: bool, start_from: str | None = None):
     """The exact loop; its progress in iterations against niter (the one total known upfront)."""
     niter = int(plan.tclean_kwargs.get("niter", 0) or 0)
     with Progress(max(niter, 0), desc=f"pclean {os.path.basename(plan.imagename)}", unit="iteration",
@@ -254,4 +269,5 @@ def _run_sessions(plan: CubePlan, client: Any, progress: bool):
             bar.advance(f"major cycle {info['cycle']}, {info['elapsed_s']:.1f} s", n=max(0, info["iterations"] - seen[0]))
             seen[0] = info["iterations"]
 
-        return run_cube_loop(plan, client, on_cycle=on_cycle, progress_file=progress_file_for(plan.imagename))
+        return run_cube_loop(plan, client, on_cycle=on_cycle, progress_file=progress_file_for(plan.imagename),
+                             start_from=start_from)

@@ -1,0 +1,94 @@
+"""tclean's restart for cubes: a second call on the same imagename continues from the first one's
+images (model, mask, PSF, residual), with calcpsf/calcres honoured, as serial tclean does.
+
+Each side images its own copy of the MS (the predict-only call writes MODEL_DATA) and makes both
+calls; the second pclean() call runs as one session in this process whatever the first one did
+(in this process, or split on a cluster, whose concatenated images are then references to the
+sessions' images and are copied as plain images before the imager opens them).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.casa.cube_helpers import assert_cube_matches, tclean_fresh
+from tests.casa.saved_models import model_data
+
+pytestmark = pytest.mark.casa
+
+IMAGING = dict(specmode="cube", imsize=[64, 64], cell="12arcsec", weighting="briggs", robust=0.5,
+               deconvolver="hogbom", gridder="standard")
+CLEAN_TOL = 1e-4
+
+
+def _copies(ms: str, tmp_path) -> tuple[str, str]:
+    ref_ms, our_ms = str(tmp_path / "ref.ms"), str(tmp_path / "ours.ms")
+    shutil.copytree(ms, ref_ms)
+    shutil.copytree(ms, our_ms)
+    return ref_ms, our_ms
+
+
+def _first_on_client(client, ms: str, imagename: str, **kwargs):
+    from pclean_provider.config import PcleanConfig
+    from pclean_provider.engine.api import run
+
+    return run(PcleanConfig.from_flat(vis=ms, imagename=imagename, parallel=True, **kwargs), client=client)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("first", ["in-process", "split-on-cluster"])
+def test_a_second_call_continues_cleaning_as_tclean(line_ms, client, tmp_path, first):
+    from pclean_provider.engine.api import pclean
+
+    ref_ms, our_ms = _copies(line_ms, tmp_path)
+    one = dict(IMAGING, niter=60, cycleniter=20)
+    two = dict(IMAGING, niter=200, cycleniter=40, threshold="0.02Jy")
+    ref = str(tmp_path / "ref" / "ref")
+    tclean_fresh(ref_ms, ref, **one)
+    ref_two = tclean_fresh(ref_ms, ref, **two)
+    ours = str(tmp_path / "ours")
+    if first == "in-process":
+        first_result = pclean(vis=our_ms, imagename=ours, parallel=True, nworkers=2, **one)
+        assert not first_result.parallel
+    else:
+        first_result = _first_on_client(client, our_ms, ours, **one)
+        assert first_result.parallel and first_result.nsubcubes == 2
+    second = pclean(vis=our_ms, imagename=ours, parallel=True, nworkers=2, **two)
+    assert not second.parallel and second.nsubcubes == 1 and "restart=True" in second.in_process_reason
+    assert second.iterations == ref_two["iterdone"] > 0
+    assert second.cube_loop["stopcode"] == ref_two["stopcode"]
+    assert_cube_matches(ours, ref, CLEAN_TOL)
+
+
+@pytest.mark.timeout(600)
+def test_the_predict_only_call_saves_the_model_as_tclean(line_ms, tmp_path):
+    """The self-calibration recipe: clean, then niter=0, calcpsf=False, calcres=False,
+    savemodel='modelcolumn' on the same imagename only predicts the model into the MS."""
+    from pclean_provider.engine.api import pclean
+
+    ref_ms, our_ms = _copies(line_ms, tmp_path)
+    clean = dict(IMAGING, niter=100, cycleniter=50)
+    predict = dict(IMAGING, niter=0, calcpsf=False, calcres=False, savemodel="modelcolumn")
+    ref = str(tmp_path / "ref" / "ref")
+    for kw in (clean, predict):
+        tclean_fresh(ref_ms, ref, **kw)
+        pclean(vis=our_ms, imagename=str(tmp_path / "ours"), **kw)
+    got, want = model_data(our_ms), model_data(ref_ms)
+    assert got.shape == want.shape and float(np.max(np.abs(want))) > 0
+    assert float(np.max(np.abs(got - want))) <= 1e-9 * float(np.max(np.abs(want)))
+    assert_cube_matches(str(tmp_path / "ours"), ref, CLEAN_TOL, products=(".image", ".model", ".residual"))
+
+
+def test_what_does_not_continue_is_refused_before_imaging(line_ms, tmp_path):
+    from pclean_provider.engine.api import pclean
+    from pclean_provider.errors import PcleanInputError
+
+    ours = str(tmp_path / "ours")
+    pclean(vis=line_ms, imagename=ours, **dict(IMAGING, niter=0))
+    with pytest.raises(PcleanInputError, match="restart=False"):
+        pclean(vis=line_ms, imagename=ours, restart=False, **dict(IMAGING, niter=0))
+    with pytest.raises(PcleanInputError, match="only the exact loop"):
+        pclean(vis=line_ms, imagename=ours, cube_engine="independent", **dict(IMAGING, niter=0))
