@@ -59,3 +59,13 @@ def complex_pixels(path: str) -> np.ndarray:
         return np.asarray(ia.getchunk())
     finally:
         ia.close()
+
+
+def two_copies(ms: str, tmp_path) -> tuple[str, str]:
+    """Two copies of `ms` under `tmp_path`, the reference's and ours: each side writes its model into its own."""
+    import shutil
+
+    ref_ms, our_ms = str(tmp_path / "ref.ms"), str(tmp_path / "ours.ms")
+    shutil.copytree(ms, ref_ms)
+    shutil.copytree(ms, our_ms)
+    return ref_ms, our_ms

@@ -13,7 +13,6 @@ iterations where tclean took 212, its first call bit-identical).
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -21,20 +20,13 @@ import numpy as np
 import pytest
 
 from tests.casa.cube_helpers import assert_cube_matches, tclean_fresh
-from tests.casa.saved_models import model_data
+from tests.casa.saved_models import model_data, two_copies
 
 pytestmark = pytest.mark.casa
 
 IMAGING = dict(specmode="cube", imsize=[64, 64], cell="12arcsec", weighting="briggs", robust=0.5,
                deconvolver="hogbom", gridder="standard")
 CLEAN_TOL = 1e-4
-
-
-def _copies(ms: str, tmp_path) -> tuple[str, str]:
-    ref_ms, our_ms = str(tmp_path / "ref.ms"), str(tmp_path / "ours.ms")
-    shutil.copytree(ms, ref_ms)
-    shutil.copytree(ms, our_ms)
-    return ref_ms, our_ms
 
 
 _PCLEAN = r"""
@@ -71,7 +63,7 @@ def _first_on_client(client, ms: str, imagename: str, **kwargs):
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("first", ["in-process", "split-on-cluster"])
 def test_a_second_call_continues_cleaning_as_tclean(line_ms, client, tmp_path, first):
-    ref_ms, our_ms = _copies(line_ms, tmp_path)
+    ref_ms, our_ms = two_copies(line_ms, tmp_path)
     one = dict(IMAGING, niter=60, cycleniter=20)
     two = dict(IMAGING, niter=200, cycleniter=40, threshold="0.02Jy")
     ref = str(tmp_path / "ref" / "ref")
@@ -95,7 +87,7 @@ def test_a_second_call_continues_cleaning_as_tclean(line_ms, client, tmp_path, f
 def test_the_predict_only_call_saves_the_model_as_tclean(line_ms, tmp_path):
     """The self-calibration recipe: clean, then niter=0, calcpsf=False, calcres=False,
     savemodel='modelcolumn' on the same imagename only predicts the model into the MS."""
-    ref_ms, our_ms = _copies(line_ms, tmp_path)
+    ref_ms, our_ms = two_copies(line_ms, tmp_path)
     clean = dict(IMAGING, niter=100, cycleniter=50)
     predict = dict(IMAGING, niter=0, calcpsf=False, calcres=False, savemodel="modelcolumn")
     ref = str(tmp_path / "ref" / "ref")

@@ -10,26 +10,17 @@ to 1.4e-12, the frequencies' process-to-process rounding; see _same_field).
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
 from tests.casa.cube_helpers import assert_cube_matches, tclean_fresh
-from tests.casa.saved_models import complex_pixels, has_model_data, model_data, virtual_model
+from tests.casa.saved_models import complex_pixels, has_model_data, model_data, two_copies, virtual_model
 
 pytestmark = pytest.mark.casa
 
 IMAGING = dict(specmode="cube", imsize=[64, 64], cell="12arcsec", weighting="briggs", robust=0.5,
                deconvolver="hogbom", gridder="standard")
 CLEAN_TOL = 1e-4
-
-
-def _copies(ms: str, tmp_path) -> tuple[str, str]:
-    ref_ms, our_ms = str(tmp_path / "ref.ms"), str(tmp_path / "ours.ms")
-    shutil.copytree(ms, ref_ms)
-    shutil.copytree(ms, our_ms)
-    return ref_ms, our_ms
 
 
 def _on_client(client, ms: str, imagename: str, **kwargs):
@@ -52,7 +43,7 @@ def _model_data_error(ours: str, ref: str) -> float:
 def test_split_cube_model_column_equals_tclean(line_ms, client, tmp_path, case):
     """Two sessions; tclean saves in its last major cycle (cycleniter, threshold) or after its loop
     (nsigma). With relayout copies the sessions read a copy, and the model still goes to the MS given."""
-    ref_ms, our_ms = _copies(line_ms, tmp_path)
+    ref_ms, our_ms = two_copies(line_ms, tmp_path)
     stop = {"cycleniter": dict(niter=120, cycleniter=20), "relayout-copies": dict(niter=100000, threshold="0.2Jy"),
             "nsigma": dict(niter=5000, nsigma=5.0)}[case]
     extras = {"relayout_ms": True} if case == "relayout-copies" else {}
@@ -78,7 +69,7 @@ def _same_field(got, want) -> bool:
 @pytest.mark.timeout(600)
 def test_split_dirty_cube_model_column_equals_tclean(line_ms, client, tmp_path):
     """niter=0: tclean saves the (empty) model in its one major cycle; the split cube saves it after."""
-    ref_ms, our_ms = _copies(line_ms, tmp_path)
+    ref_ms, our_ms = two_copies(line_ms, tmp_path)
     imaging = dict(IMAGING, niter=0, savemodel="modelcolumn")
     tclean_fresh(ref_ms, str(tmp_path / "ref" / "ref"), **imaging)
     result = _on_client(client, our_ms, str(tmp_path / "ours"), **imaging)
@@ -91,7 +82,7 @@ def test_split_dirty_cube_model_column_equals_tclean(line_ms, client, tmp_path):
 def test_split_cube_virtual_model_equals_tclean(line_ms, client, tmp_path):
     """The virtual model: tclean's predict record (but the model image's own file name) and the
     model image it keeps; no MODEL_DATA column is added."""
-    ref_ms, our_ms = _copies(line_ms, tmp_path)
+    ref_ms, our_ms = two_copies(line_ms, tmp_path)
     imaging = dict(IMAGING, niter=120, cycleniter=20, savemodel="virtual")
     ref = tclean_fresh(ref_ms, str(tmp_path / "ref" / "ref"), **imaging)
     result = _on_client(client, our_ms, str(tmp_path / "ours"), **imaging)
@@ -121,7 +112,7 @@ def test_small_cube_in_process_saves_the_model_as_tclean(line_ms, tmp_path, case
     largest amplitude: the frame conversion's process-to-process uHz, see _same_field)."""
     from pclean_provider.engine.api import pclean
 
-    ref_ms, our_ms = _copies(line_ms, tmp_path)
+    ref_ms, our_ms = two_copies(line_ms, tmp_path)
     stop = dict(niter=120, cycleniter=40) if case == "in-loop" else dict(niter=5000, nsigma=5.0)
     imaging = dict(IMAGING, **stop, savemodel="modelcolumn")
     ref = tclean_fresh(ref_ms, str(tmp_path / "ref" / "ref"), **imaging)
