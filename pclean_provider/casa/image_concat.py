@@ -148,16 +148,7 @@ def paged_copy(src: str, dst: str) -> None:
 
     A cube this engine concatenated may be a reference to its parts (movevirtual, virtual), which an
     imager cannot open for writing; the copy can be, as tclean's own products."""
-    ia = _tool()
-    try:
-        ia.open(src)
-        sub = ia.subimage(outfile=dst, overwrite=True, dropdeg=False)
-        sub.done()
-    except RuntimeError as err:
-        raise ImageConcatError(f"cannot copy {src} to {dst}: {err}") from err
-    finally:
-        ia.close()
-        ia.done()
+    extract_channels(src, dst, 0, image_nchan(src))
 
 
 def extract_channels(src: str, dst: str, first: int, count: int) -> None:
